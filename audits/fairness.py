@@ -1,0 +1,268 @@
+"""Fairness audit: per-group rates with Wilson CIs, parity gaps and the four-fifths rule.
+
+Conventions (fairlearn's, ``method="between_groups"``):
+- demographic parity difference = max − min selection rate across groups; ratio = min / max;
+- equalized odds difference = max(TPR gap, FPR gap), each gap = max − min across groups;
+- four-fifths rule (29 CFR 1607.4(D)): every group's selection rate >= 0.8 × the highest;
+- CIs are Wilson score intervals on each group's confusion counts.
+Gate values use only groups with n >= ``min_group_size``; smaller groups stay in ``by_group``
+(flagged ``too_small``) and are named in the notes, and the ``*_all_groups`` metrics repeat
+the computation over every group (report-only).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .inputs import AuditInputs
+from .results import AuditResult, Gate, Status, overall_status
+from .stats import compare_gate, wilson_interval
+
+FAIRNESS_DEFAULTS: dict[str, Any] = {
+    "max_demographic_parity_difference": 0.1,
+    "max_equalized_odds_difference": 0.1,
+    "four_fifths_ratio": 0.8,
+    "min_group_size": 30,
+    "intersections": None,  # None -> all sensitive columns together when there are >= 2
+    "ci_level": 0.95,
+}
+
+INTERSECTION_SEP = "_x_"
+GROUP_SEP = " & "
+MISSING_LABEL = "(missing)"
+
+# rate name -> (numerator columns, denominator columns) over the confusion counts
+_RATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "selection_rate": (("tp", "fp"), ("tp", "fp", "tn", "fn")),
+    "true_positive_rate": (("tp",), ("tp", "fn")),
+    "false_positive_rate": (("fp",), ("fp", "tn")),
+    "false_negative_rate": (("fn",), ("tp", "fn")),
+    "accuracy": (("tp", "tn"), ("tp", "fp", "tn", "fn")),
+}
+
+
+def _labels(sensitive: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """One string label per row: the column's value, or the values joined with ' & '."""
+    parts = []
+    for c in columns:
+        s = sensitive[c].astype(object)
+        parts.append(s.where(s.notna(), MISSING_LABEL).astype(str))
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + GROUP_SEP + p
+    return out.rename(INTERSECTION_SEP.join(columns)).reset_index(drop=True)
+
+
+def _attributes(sensitive: pd.DataFrame, intersections) -> dict[str, pd.Series]:
+    columns = [str(c) for c in sensitive.columns]
+    sensitive = sensitive.set_axis(columns, axis=1)
+    if intersections is None:
+        intersections = [columns] if len(columns) >= 2 else []
+    attrs: dict[str, pd.Series] = {c: _labels(sensitive, [c]) for c in columns}
+    for combo in intersections:
+        combo = [str(c) for c in combo]
+        missing = [c for c in combo if c not in columns]
+        if missing:
+            raise ValueError(
+                f"fairness intersection {combo} names columns not in the sensitive data: "
+                f"{missing} (have {columns})"
+            )
+        name = INTERSECTION_SEP.join(combo)
+        if name not in attrs:
+            attrs[name] = _labels(sensitive, combo)
+    return attrs
+
+
+def _gap_metrics(y_true, y_pred, labels: pd.Series) -> dict[str, float]:
+    """fairlearn's DP difference/ratio and EO difference; nan with fewer than 2 groups."""
+    from fairlearn.metrics import (
+        demographic_parity_difference,
+        demographic_parity_ratio,
+        equalized_odds_difference,
+    )
+
+    if labels.nunique() < 2:
+        nan = float("nan")
+        return {"demographic_parity_difference": nan, "demographic_parity_ratio": nan,
+                "equalized_odds_difference": nan}
+    kw = {"sensitive_features": labels, "method": "between_groups"}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "demographic_parity_difference": float(
+                demographic_parity_difference(y_true, y_pred, **kw)),
+            "demographic_parity_ratio": float(demographic_parity_ratio(y_true, y_pred, **kw)),
+            "equalized_odds_difference": float(
+                equalized_odds_difference(y_true, y_pred, **kw)),
+        }
+
+
+def _per_group(attr: str, labels: pd.Series, y_true, y_pred, min_size: int,
+               level: float) -> list[dict[str, Any]]:
+    from fairlearn.metrics import (
+        MetricFrame,
+        false_negative_rate,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )
+    from sklearn.metrics import accuracy_score
+
+    mf = MetricFrame(
+        metrics={
+            "selection_rate": selection_rate,
+            "true_positive_rate": true_positive_rate,
+            "false_positive_rate": false_positive_rate,
+            "false_negative_rate": false_negative_rate,
+            "accuracy": accuracy_score,
+        },
+        y_true=y_true,
+        y_pred=y_pred,
+        sensitive_features=labels,
+    )
+    rates = mf.by_group
+    counts = pd.DataFrame({
+        "g": labels.to_numpy(),
+        "tp": (y_true == 1) & (y_pred == 1),
+        "fp": (y_true == 0) & (y_pred == 1),
+        "tn": (y_true == 0) & (y_pred == 0),
+        "fn": (y_true == 1) & (y_pred == 0),
+    }).groupby("g", sort=True).sum()
+    total = len(labels)
+    rows = []
+    for g, c in counts.iterrows():
+        n = int(c.sum())
+        row: dict[str, Any] = {
+            "attribute": attr, "group": str(g), "n": n,
+            "share": n / total if total else float("nan"),
+            "too_small": n < min_size,
+            "tp": int(c["tp"]), "fp": int(c["fp"]), "tn": int(c["tn"]), "fn": int(c["fn"]),
+        }
+        for rate, (num, den) in _RATES.items():
+            k, d = int(c[list(num)].sum()), int(c[list(den)].sum())
+            row[rate] = float(rates.loc[g, rate])  # fairlearn's point estimate
+            row[f"{rate}_ci_low"], row[f"{rate}_ci_high"] = wilson_interval(k, d, level)
+        rows.append(row)
+    return rows
+
+
+def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
+    """Group-fairness audit of the hard predictions over each sensitive column and each
+    intersection (see the module docstring for the conventions and threshold keys)."""
+    cfg = {**FAIRNESS_DEFAULTS, **{k: v for k, v in (thresholds or {}).items()}}
+    unknown = sorted(set(cfg) - set(FAIRNESS_DEFAULTS))
+    max_dp = float(cfg["max_demographic_parity_difference"])
+    max_eo = float(cfg["max_equalized_odds_difference"])
+    ff = float(cfg["four_fifths_ratio"])
+    min_size = int(cfg["min_group_size"])
+    level = float(cfg["ci_level"])
+    used = {
+        "max_demographic_parity_difference": max_dp,
+        "max_equalized_odds_difference": max_eo,
+        "four_fifths_ratio": ff,
+        "min_group_size": float(min_size),
+        "ci_level": level,
+    }
+    conventions = {
+        "difference": "max - min across groups (fairlearn method='between_groups')",
+        "ratio": "min / max across groups",
+        "equalized_odds": "max(TPR gap, FPR gap), each gap = max - min across groups",
+        "ci": f"Wilson score interval at level {level}",
+        "four_fifths": f"29 CFR 1607.4(D): every judged group's selection rate >= {ff} x the "
+                       "highest judged group's (the regulation asks for significance testing "
+                       "with small samples: see the CIs)",
+        "judged_groups": f"gate values use groups with n >= {min_size}; '_all_groups' metrics "
+                         "use every group (report-only)",
+        "prediction": f"predicted label = 1 iff score >= {inputs.decision_threshold}",
+    }
+    if inputs.sensitive.shape[1] == 0:
+        return AuditResult(
+            name="fairness", status=Status.SKIPPED, thresholds=used,
+            notes=["no sensitive columns in the test data: fairness audit skipped"],
+            details={"conventions": conventions, "attributes": []},
+        )
+
+    y_true, y_pred = inputs.y_true, inputs.y_pred
+    attrs = _attributes(inputs.sensitive, cfg["intersections"])
+    metrics: dict[str, float] = {}
+    by_group: list[dict[str, Any]] = []
+    gates: list[Gate] = []
+    notes: list[str] = []
+    if unknown:
+        notes.append(f"ignored unknown fairness threshold keys: {unknown}")
+
+    for attr, labels in attrs.items():
+        rows = _per_group(attr, labels, y_true, y_pred, min_size, level)
+        judged = [r for r in rows if not r["too_small"]]
+        small = [r for r in rows if r["too_small"]]
+        ref = judged or rows
+        max_sr = max(r["selection_rate"] for r in ref)
+        for r in rows:
+            r["selection_rate_ratio_to_max"] = (
+                r["selection_rate"] / max_sr if max_sr > 0 else float("nan"))
+        by_group.extend(rows)
+        if small:
+            listed = ", ".join(f"'{r['group']}' (n={r['n']})" for r in small)
+            notes.append(f"{attr}: too small to judge (n < {min_size}): {listed}; "
+                         "reported in by_group, excluded from the gate values")
+        for r in rows:
+            if r["tp"] + r["fn"] == 0:
+                notes.append(f"{attr}: group '{r['group']}' has no positive labels: TPR/FNR "
+                             "undefined (fairlearn reports 0), which affects the EO difference")
+            if r["fp"] + r["tn"] == 0:
+                notes.append(f"{attr}: group '{r['group']}' has no negative labels: FPR "
+                             "undefined (fairlearn reports 0), which affects the EO difference")
+
+        mask = labels.isin([r["group"] for r in judged]).to_numpy()
+        judged_gaps = _gap_metrics(y_true[mask], y_pred[mask], labels[mask])
+        # with no small group the two computations coincide: reuse (fairlearn is slow per call)
+        all_gaps = _gap_metrics(y_true, y_pred, labels) if small else dict(judged_gaps)
+        if len(judged) >= 2 and max_sr > 0:
+            ff_ratio = min(r["selection_rate"] for r in judged) / max_sr
+        else:
+            ff_ratio = float("nan")
+        p = f"fairness/{attr}"
+        for k, v in judged_gaps.items():
+            metrics[f"{p}/{k}"] = v
+        metrics[f"{p}/four_fifths_min_ratio"] = ff_ratio
+        metrics[f"{p}/n_groups_judged"] = float(len(judged))
+        metrics[f"{p}/n_groups_too_small"] = float(len(small))
+        for k, v in all_gaps.items():
+            metrics[f"{p}/{k}_all_groups"] = v
+
+        specs = [
+            (f"{p}/demographic_parity_difference", judged_gaps["demographic_parity_difference"],
+             max_dp, "<="),
+            (f"{p}/equalized_odds_difference", judged_gaps["equalized_odds_difference"],
+             max_eo, "<="),
+            (f"{p}/four_fifths_min_ratio", ff_ratio, ff, ">="),
+        ]
+        if len(judged) < 2:
+            why = (f"only {len(judged)} group(s) of {attr} have n >= {min_size}: "
+                   "nothing to compare")
+            notes.append(f"{attr}: gates not measured: {why}")
+            gates.extend(Gate(n, Status.NOT_MEASURED, None, t, c, why) for n, _, t, c in specs)
+            continue
+        if max_sr == 0:
+            notes.append(f"{attr}: no judged group has any positive prediction: "
+                         "selection-rate ratios undefined")
+        gates.extend(compare_gate(n, v, t, c) for n, v, t, c in specs)
+        for r in judged:
+            if max_sr > 0 and r["selection_rate_ratio_to_max"] < ff:
+                notes.append(
+                    f"{attr}: group '{r['group']}' selection rate {r['selection_rate']:.4f} is "
+                    f"{r['selection_rate_ratio_to_max']:.3f} x the highest judged group's "
+                    f"({max_sr:.4f}): below the four-fifths ratio {ff}")
+
+    return AuditResult(
+        name="fairness",
+        status=overall_status(gates),
+        metrics=metrics,
+        by_group=by_group,
+        thresholds=used,
+        gates=gates,
+        notes=notes,
+        details={"conventions": conventions, "attributes": list(attrs),
+                 "intersections": list(attrs)[inputs.sensitive.shape[1]:]},
+    )

@@ -1,0 +1,458 @@
+"""Render the report document (``audits/report.py``) to Markdown and to one self-contained HTML
+file, and write all three atomically.
+
+Both templates read the same view (``build_view``), computed here from the JSON document only,
+so a report can be re-rendered later from its ``impact_report.json``. Audits the renderer knows
+(performance, fairness, privacy) get their tables and figures; any other audit is rendered
+generically (metrics table, by-group table, gates, notes).
+
+HTML: jinja2 autoescape on, CSS inline, figures as ``data:image/png;base64`` URIs; no scripts,
+no external resources. Markdown: text from the data is escaped for tables (``|``, ``<``, ``>``,
+newlines); figures are only in the HTML.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from audits.report import GATE_STATUS_ORDER, gate_status_rank, validate_report
+
+TEMPLATES_DIR = Path(__file__).with_name("templates")
+REPORT_FILES = {
+    "json": "impact_report.json",
+    "md": "impact_report.md",
+    "html": "impact_report.html",
+}
+KNOWN_KINDS = ("performance", "fairness", "privacy")
+DASH = "—"
+
+# Columns of the fairness group table: (label, value key, CI-low key, CI-high key).
+FAIRNESS_RATE_COLUMNS = (
+    ("Selection rate", "selection_rate"),
+    ("TPR", "tpr"),
+    ("FPR", "fpr"),
+    ("FNR", "fnr"),
+    ("Accuracy", "accuracy"),
+)
+_CI_SUFFIXES = (("_ci_low", "_ci_high"), ("/ci_low", "/ci_high"))
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt(x: Any) -> str:
+    """Numbers to 4 decimals (tiny ones in scientific notation, 4 significant digits);
+    ``None``/NaN -> "—"; ints and strings unchanged; booleans -> yes/no."""
+    if x is None:
+        return DASH
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        if math.isnan(x):
+            return DASH
+        if math.isinf(x):
+            return "∞" if x > 0 else "−∞"
+        if x == 0:
+            return "0"
+        if abs(x) < 1e-3 or abs(x) >= 1e9:
+            return f"{x:.3e}"
+        return f"{x:.4f}"
+    return str(x)
+
+
+def fmt_ci(low: Any, high: Any) -> str:
+    """``[low, high]``, or empty when neither bound is known."""
+    if _missing(low) and _missing(high):
+        return ""
+    return f"[{fmt(low)}, {fmt(high)}]"
+
+
+def fairness_flags(row: dict) -> list[str]:
+    """Flags for one fairness group row: too small to judge; below four-fifths of the max."""
+    flags = []
+    if row.get("too_small"):
+        flags.append("too small to judge")
+    ratio = row.get("selection_rate_ratio_to_max")
+    if isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio < 0.8:
+        flags.append("below four-fifths of the highest selection rate")
+    return flags
+
+
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+_ENTITY = re.compile(r"&(?=#?\w+;)")
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # "<" that could open an HTML tag or comment
+
+
+def md_escape(text: str) -> str:
+    """Escape text for a Markdown table cell / paragraph: no raw HTML (a ``<`` that could open
+    a tag becomes ``&lt;``; ``<=`` and ``>50K`` stay readable), no column breaks, one line."""
+    text = _ENTITY.sub("&amp;", text)
+    text = _TAG_START.sub("&lt;", text).replace("|", "\\|")
+    return re.sub(r"\s*[\r\n]+\s*", " ", text)
+
+
+def _status_class(status: Any) -> str:
+    s = str(status)
+    return s if s in GATE_STATUS_ORDER else "unknown"
+
+
+def _fence(text: str) -> str:
+    """A backtick fence longer than any backtick run in ``text``."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+# --------------------------------------------------------------------------- view
+
+
+def build_view(report: dict, *, figures: bool) -> dict:
+    """Everything the templates show, derived from the report document only."""
+    summary = report.get("summary") or {}
+    gates = sorted(summary.get("gates") or [], key=lambda g: gate_status_rank(g.get("status")))
+    run = report.get("run") or {}
+    config_json = json.dumps(report.get("config") or {}, indent=2, ensure_ascii=False, default=str)
+    return {
+        "title": f"Social-impact report — {run.get('preset', '')}".rstrip(" —"),
+        "status": summary.get("status"),
+        "counts": summary.get("counts") or {},
+        "gates": gates,
+        "run": run,
+        "generated_at": report.get("generated_at"),
+        "schema_version": report.get("schema_version"),
+        "data": _data_view(report.get("data") or {}),
+        "models": [_model_view(m, figures=figures) for m in report.get("models") or []],
+        "not_measured": report.get("not_measured") or [],
+        "provenance": report.get("provenance") or {},
+        "config_json": config_json,
+        "config_fence": _fence(config_json),
+        "extra_sections": _extra_sections(report),
+    }
+
+
+_KNOWN_TOP = {
+    "schema_version", "generated_at", "run", "summary", "data", "models", "provenance",
+    "config", "not_measured",
+}
+
+
+def _extra_sections(report: dict) -> list[dict]:
+    """Top-level sections added later (e.g. employment) that this renderer does not know yet:
+    shown as key/value tables so nothing in the document is silently dropped."""
+    out = []
+    for key, value in report.items():
+        if key in _KNOWN_TOP:
+            continue
+        title = key.replace("_", " ").capitalize()
+        if isinstance(value, dict):
+            out.append({"title": title, "items": [(k, _scalar(v)) for k, v in value.items()]})
+        elif isinstance(value, list):
+            out.append({"title": title, "items": [(str(i + 1), _scalar(v)) for i, v in enumerate(value)]})
+        else:
+            out.append({"title": title, "items": [("value", _scalar(value))]})
+    return out
+
+
+def _scalar(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return json.dumps(v, ensure_ascii=False, default=str)
+
+
+def _data_view(data: dict) -> dict:
+    cr = data.get("contract_result") or {}
+    failures = []
+    for f in cr.get("failures") or []:
+        if isinstance(f, dict):
+            failures.append("; ".join(f"{k}={_scalar(v)}" for k, v in f.items()))
+        else:
+            failures.append(str(f))
+    return {
+        **data,
+        "contract_result": cr,
+        "failure_lines": failures,
+        "missing_items": [(k, v) for k, v in (data.get("missing") or {}).items()],
+        "nonzero_missing": [(k, v) for k, v in (data.get("missing") or {}).items() if v],
+    }
+
+
+def _model_view(model: dict, *, figures: bool) -> dict:
+    training = model.get("training") or {}
+    dp = training.get("dp") or {}
+    audits = model.get("audits") or {}
+    ordered = sorted(audits.items(), key=lambda kv: _kind_rank(_kind(*kv)))
+    return {
+        "name": model.get("name"),
+        "family": model.get("family"),
+        "description": model.get("description"),
+        "status": model.get("status"),
+        "mlflow_run_id": model.get("mlflow_run_id"),
+        "params": list((model.get("params") or {}).items()),
+        "training": training,
+        "dp": dp,
+        "dp_text": _dp_text(dp),
+        "audits": [_audit_view(k, a, dp=dp, figures=figures) for k, a in ordered],
+    }
+
+
+def _dp_text(dp: dict) -> str:
+    if not dp.get("enabled"):
+        return "not private (trained without differential privacy)"
+    parts = [f"(ε = {fmt(dp.get('epsilon'))}, δ = {fmt(dp.get('delta'))})-DP"]
+    if dp.get("accountant"):
+        parts.append(f"accountant: {dp['accountant']}")
+    if dp.get("privacy_unit"):
+        parts.append(f"privacy unit: {dp['privacy_unit']}")
+    return "; ".join(parts)
+
+
+def _kind(key: str, audit: dict) -> str:
+    for kind in KNOWN_KINDS:
+        if str(key).lower().startswith(kind) or str(audit.get("name", "")).lower().startswith(kind):
+            return kind
+    return "generic"
+
+
+def _kind_rank(kind: str) -> int:
+    return KNOWN_KINDS.index(kind) if kind in KNOWN_KINDS else len(KNOWN_KINDS)
+
+
+def metric_rows(metrics: dict) -> list[dict]:
+    """``{name, value, ci_low, ci_high}`` rows; ``x_ci_low``/``x_ci_high`` (or ``x/ci_low``)
+    are folded into the row of ``x`` when ``x`` is present."""
+    consumed: set[str] = set()
+    rows = []
+    for name, value in metrics.items():
+        if name in consumed:
+            continue
+        low = high = None
+        for lo_s, hi_s in _CI_SUFFIXES:
+            if name + lo_s in metrics or name + hi_s in metrics:
+                low, high = metrics.get(name + lo_s), metrics.get(name + hi_s)
+                consumed |= {name + lo_s, name + hi_s}
+                break
+        rows.append({"name": name, "value": value, "ci_low": low, "ci_high": high})
+    return [r for r in rows if r["name"] not in consumed]
+
+
+def _audit_view(key: str, audit: dict, *, dp: dict, figures: bool) -> dict:
+    kind = _kind(key, audit)
+    details = audit.get("details") or {}
+    metrics = audit.get("metrics") or {}
+    view: dict[str, Any] = {
+        "key": key,
+        "name": audit.get("name", key),
+        "kind": kind,
+        "title": key.replace("_", " ").capitalize(),
+        "status": audit.get("status"),
+        "gates": audit.get("gates") or [],
+        "notes": audit.get("notes") or [],
+        "thresholds": list((audit.get("thresholds") or {}).items()),
+        "metrics": metric_rows(metrics),
+        "figures": [],
+        "attributes": [],
+        "conventions": [],
+        "by_group_columns": [],
+        "by_group": audit.get("by_group") or [],
+        "details_scalars": [],
+        "confusion": None,
+    }
+    if kind == "performance":
+        cm = details.get("confusion_matrix")
+        if _is_matrix(cm):
+            view["confusion"] = cm
+        if figures:
+            _add_figure(view, "ROC curve (test)", details.get("roc"), _roc_fig)
+            _add_figure(view, "Calibration (test)", details.get("calibration"), _calibration_fig)
+            _add_figure(view, "Confusion matrix (test)", cm if _is_matrix(cm) else None, _confusion_fig)
+    elif kind == "fairness":
+        attrs: dict[str, list[dict]] = {}
+        for row in view["by_group"]:
+            attrs.setdefault(str(row.get("attribute")), []).append(row)
+        used: set[str] = set()
+        for attr, rows in attrs.items():
+            attr_metrics = {k: v for k, v in metrics.items() if attr in str(k).split("/")}
+            used |= set(attr_metrics)
+            entry = {"attribute": attr, "rows": rows, "metrics": metric_rows(attr_metrics), "figure": None}
+            if figures:
+                from audits.plots import group_bars_png
+
+                entry["figure"] = _b64(group_bars_png(rows, attr))
+            view["attributes"].append(entry)
+        view["metrics"] = metric_rows({k: v for k, v in metrics.items() if k not in used})
+        conv = details.get("conventions") or {}
+        if isinstance(conv, dict):
+            view["conventions"] = [(k, _scalar(v)) for k, v in conv.items()]
+        view["by_group"] = []  # shown per attribute instead
+    elif kind == "privacy":
+        view["dp_text"] = _dp_text(dp)
+        if figures:
+            eps = dp.get("epsilon") if dp.get("enabled") else None
+            _add_figure(
+                view,
+                "Membership-inference ROC (log-log)",
+                details.get("roc"),
+                lambda roc: _roc_fig(roc, title="Membership inference", loglog=True, epsilon=eps, delta=dp.get("delta")),
+            )
+    if view["by_group"]:
+        cols: list[str] = []
+        for row in view["by_group"]:
+            cols += [c for c in row if c not in cols]
+        view["by_group_columns"] = cols
+    if kind == "generic":
+        view["details_scalars"] = [
+            (k, v) for k, v in details.items() if v is None or isinstance(v, (bool, int, float, str))
+        ]
+    return view
+
+
+def _is_matrix(m: Any) -> bool:
+    return isinstance(m, list) and bool(m) and all(isinstance(r, list) and len(r) == len(m) for r in m)
+
+
+def _add_figure(view: dict, title: str, payload: Any, draw: Callable[[Any], bytes]) -> None:
+    if not payload:
+        return
+    view["figures"].append({"title": title, "b64": _b64(draw(payload))})
+
+
+def _roc_fig(roc: dict, *, title: str = "ROC", loglog: bool = False, epsilon=None, delta=None) -> bytes:
+    from audits.plots import roc_png
+
+    return roc_png(roc.get("fpr") or [], roc.get("tpr") or [], title, loglog=loglog, epsilon=epsilon, delta=delta)
+
+
+def _calibration_fig(bins: list) -> bytes:
+    from audits.plots import calibration_png
+
+    return calibration_png(bins)
+
+
+def _confusion_fig(matrix: list) -> bytes:
+    from audits.plots import confusion_png
+
+    return confusion_png(matrix)
+
+
+def _b64(png: bytes) -> str:
+    return base64.b64encode(png).decode("ascii")
+
+
+# --------------------------------------------------------------------------- jinja
+
+
+def _environment(kind: str):
+    import jinja2
+
+    if kind == "html":
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            finalize=lambda v: fmt(v) if v is None or isinstance(v, (bool, float)) else v,
+        )
+    else:
+        def finalize(v: Any) -> Any:
+            if hasattr(v, "__html__"):  # marked |safe (markupsafe.Markup): already Markdown
+                return str(v)
+            if v is None or isinstance(v, (bool, int, float)):
+                return fmt(v)
+            return md_escape(str(v))
+
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+            autoescape=False,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            finalize=finalize,
+        )
+    env.filters["fmt"] = fmt
+    env.filters["ci"] = lambda row, key: fmt_ci(row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high"))
+    env.filters["status_class"] = _status_class
+    env.globals["fmt_ci"] = fmt_ci
+    env.filters["fairness_flags"] = fairness_flags
+    env.globals["FAIRNESS_RATE_COLUMNS"] = FAIRNESS_RATE_COLUMNS
+    return env
+
+
+def render_markdown(report: dict) -> str:
+    """The report as Markdown (no figures; they are in the HTML)."""
+    view = build_view(report, figures=False)
+    return _environment("md").get_template("report.md.j2").render(v=view)
+
+
+def render_html(report: dict) -> str:
+    """The report as one self-contained HTML page (inline CSS, base64 PNG figures, no JS)."""
+    view = build_view(report, figures=True)
+    return _environment("html").get_template("report.html.j2").render(v=view)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
+    """Validate, render and write ``impact_report.{json,md,html}`` into ``out_dir``.
+
+    Everything is rendered in memory first, then each file is written to a temporary file in
+    ``out_dir``, fsynced and moved into place with ``os.replace``. If validation or rendering
+    fails nothing is written; temporary files never outlive the call.
+    Returns ``{"json": path, "md": path, "html": path}``.
+    """
+    validate_report(report)
+    contents = {
+        "json": json.dumps(report, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n",
+        "md": render_markdown(report),
+        "html": render_html(report),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    temps: dict[str, Path] = {}
+    try:
+        for kind, text in contents.items():
+            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{REPORT_FILES[kind]}.", suffix=".tmp")
+            temps[kind] = Path(tmp)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        paths = {}
+        for kind, tmp in temps.items():
+            final = out_dir / REPORT_FILES[kind]
+            os.replace(tmp, final)
+            paths[kind] = final
+        temps.clear()
+        _fsync_dir(out_dir)
+        return paths
+    finally:
+        for tmp in temps.values():
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

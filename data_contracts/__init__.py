@@ -1,0 +1,170 @@
+"""Data contracts: per dataset, the column roles, the GX expectation suite and the loader.
+
+Import-light on purpose (stdlib only): every package may import this one. pandas, yaml and
+great_expectations are imported inside the functions that need them.
+
+Adding a dataset = a folder ``data_contracts/<name>/`` with ``contract.yaml`` +
+``expectations.json`` (+ its files), one line in ``CONTRACTS`` and, when it needs a new
+reader, one line in ``LOADERS``.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from data_contracts.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Contract", "CONTRACTS", "LOADERS", "get_contract", "load_dataset", "contract_from_yaml"]
+
+HERE = Path(__file__).resolve().parent
+
+UNKNOWN_CONTRACT = "Unknown data contract {name!r} (known: {known})"
+BAD_CONTRACT = "Contract file {path}: {problem}"
+
+#: Loader name (``loader:`` in contract.yaml) -> "module:function", imported when used.
+LOADERS: dict[str, str] = {
+    "uci_adult": "data_contracts.adult:load_uci_adult",
+}
+
+
+@dataclass(frozen=True)
+class Contract:
+    """Column roles and files of one dataset (built from its contract.yaml)."""
+
+    name: str
+    target: str
+    positive_label: str
+    labels: tuple[str, ...]
+    sensitive: tuple[str, ...]
+    weight: str | None
+    exclude_from_features: tuple[str, ...]
+    categorical: tuple[str, ...]
+    numeric: tuple[str, ...]
+    min_group_size: int
+    default_files: tuple[Path, ...]  # absolute
+    suite_path: Path  # GX ExpectationSuite JSON
+    source: str
+    license: str
+    loader: Callable[[Sequence[Path]], "pd.DataFrame"]
+    columns: tuple[str, ...] = ()  # all columns in file order
+
+    @property
+    def feature_columns(self) -> tuple[str, ...]:
+        """Categorical + numeric columns minus the target, the weight and the exclusions
+        (sensitive columns included: dropping them is a run-config choice)."""
+        drop = {self.target, *self.exclude_from_features}
+        if self.weight:
+            drop.add(self.weight)
+        order = self.columns or (*self.numeric, *self.categorical)
+        kinds = {*self.categorical, *self.numeric}
+        return tuple(c for c in order if c in kinds and c not in drop)
+
+
+_REQUIRED = (
+    "name", "target", "positive_label", "labels", "sensitive", "categorical", "numeric",
+    "min_group_size", "default_files", "loader", "suite", "source", "license",
+)
+_OPTIONAL = ("weight", "exclude_from_features", "columns")
+
+
+def _resolve_loader(name: str, path: Path) -> Callable[[Sequence[Path]], Any]:
+    if name not in LOADERS:
+        raise ConfigError(
+            BAD_CONTRACT.format(path=path, problem=f"unknown loader {name!r} (known: {', '.join(sorted(LOADERS))})")
+        )
+    module, _, attr = LOADERS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def contract_from_yaml(path: Path) -> Contract:
+    """Build a ``Contract`` from a contract.yaml (paths relative to its folder)."""
+    import yaml
+
+    path = Path(path).resolve()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(BAD_CONTRACT.format(path=path, problem=exc)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(BAD_CONTRACT.format(path=path, problem="not a mapping"))
+    unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
+    missing = [k for k in _REQUIRED if k not in raw]
+    if unknown or missing:
+        problem = "; ".join(
+            p for p in (unknown and f"unknown keys {unknown}", missing and f"missing keys {missing}") if p
+        )
+        raise ConfigError(BAD_CONTRACT.format(path=path, problem=problem))
+
+    def tup(key: str) -> tuple[str, ...]:
+        return tuple(str(x) for x in (raw.get(key) or ()))
+
+    folder = path.parent
+    contract = Contract(
+        name=str(raw["name"]),
+        target=str(raw["target"]),
+        positive_label=str(raw["positive_label"]),
+        labels=tup("labels"),
+        sensitive=tup("sensitive"),
+        weight=raw.get("weight"),
+        exclude_from_features=tup("exclude_from_features"),
+        categorical=tup("categorical"),
+        numeric=tup("numeric"),
+        min_group_size=int(raw["min_group_size"]),
+        default_files=tuple(folder / f for f in raw["default_files"]),
+        suite_path=folder / raw["suite"],
+        source=str(raw["source"]),
+        license=str(raw["license"]),
+        loader=_resolve_loader(str(raw["loader"]), path),
+        columns=tup("columns"),
+    )
+    problems = []
+    if contract.positive_label not in contract.labels:
+        problems.append(f"positive_label {contract.positive_label!r} not in labels")
+    if not set(contract.sensitive) <= set(contract.categorical):
+        problems.append("every sensitive column must be categorical")
+    if contract.columns:
+        listed = {contract.target, *contract.categorical, *contract.numeric}
+        if set(contract.columns) != listed:
+            problems.append(f"columns vs target+categorical+numeric differ: {sorted(set(contract.columns) ^ listed)}")
+    if problems:
+        raise ConfigError(BAD_CONTRACT.format(path=path, problem="; ".join(problems)))
+    return contract
+
+
+@functools.cache
+def adult_contract() -> Contract:
+    """UCI Adult (data_contracts/adult/)."""
+    return contract_from_yaml(HERE / "adult" / "contract.yaml")
+
+
+#: Contract name -> factory (explicit; one line per dataset).
+CONTRACTS: dict[str, Callable[[], Contract]] = {
+    "adult": adult_contract,
+}
+
+
+def get_contract(name: str) -> Contract:
+    """The contract called ``name``; ``ConfigError`` listing the known names otherwise."""
+    try:
+        factory = CONTRACTS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(UNKNOWN_CONTRACT.format(name=name, known=", ".join(sorted(CONTRACTS)))) from None
+    return factory()
+
+
+def load_dataset(contract: Contract, paths: Sequence[Path | str] | Path | str | None = None) -> pd.DataFrame:
+    """Read the dataset with the contract's loader: ``paths`` (one or several files), or the
+    files shipped with the contract when ``None``. Not validated: see ``validation.validate``."""
+    if paths is None:
+        files = list(contract.default_files)
+    elif isinstance(paths, (str, Path)):
+        files = [Path(paths)]
+    else:
+        files = [Path(p) for p in paths]
+    return contract.loader(files)

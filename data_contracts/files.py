@@ -1,0 +1,168 @@
+"""Reading UCI-style comma-separated files (plain or gzip) and hashing data files.
+
+Generic helpers shared by the dataset loaders (e.g. ``data_contracts.adult``). Every problem a
+user can cause (missing, empty, truncated, undecodable, ragged file) raises ``DataError`` with a
+short message naming the file. Values are parsed exactly as pandas infers them: a stray text value
+in a numeric column leaves that column as text, for the contract to report.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from data_contracts.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+GZIP_MAGIC = b"\x1f\x8b"
+MISSING_FILE = "{path}: file not found"
+NO_ROWS = "{path}: no data rows"
+BAD_GZIP = "{path}: truncated or corrupt gzip file ({reason})"
+NOT_TEXT = "{path}: not UTF-8 text (undecodable byte 0x{byte:02x} at offset {offset})"
+WRONG_FIELDS = "{path}: expected {expected} fields, line {line} has {got}"
+COLUMNS_DIFFER = "{path}: columns {got} differ from the first file's {expected}"
+UNPARSABLE = "{path}: cannot be parsed as CSV ({reason})"
+_CHUNK = 1 << 20
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise DataError(MISSING_FILE.format(path=path))
+
+
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(2) == GZIP_MAGIC
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's uncompressed bytes (gzip detected by its magic bytes, not the suffix)."""
+    path = Path(path)
+    _check_file(path)
+    raw = path.read_bytes()
+    if raw[:2] != GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DataError(BAD_GZIP.format(path=path, reason=exc)) from None
+
+
+def _iter_chunks(path: Path) -> Iterable[bytes]:
+    path = Path(path)
+    _check_file(path)
+    opener = gzip.open if _is_gzip(path) else open
+    try:
+        with opener(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                yield chunk
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(BAD_GZIP.format(path=path, reason=exc)) from None
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex SHA-256 of one file's *uncompressed* bytes (so ``x.gz`` hashes like ``x``)."""
+    h = hashlib.sha256()
+    for chunk in _iter_chunks(Path(path)):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_files(paths: Sequence[Path | str]) -> str:
+    """Hex SHA-256 of the dataset: one digest over the uncompressed bytes of ``paths``,
+    concatenated in the given order (not a hash of per-file hashes). The order matters;
+    gzip or plain storage does not."""
+    h = hashlib.sha256()
+    for p in paths:
+        for chunk in _iter_chunks(Path(p)):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_per_file(paths: Sequence[Path | str]) -> dict[str, str]:
+    """``{str(path): file_sha256(path)}`` for each file, in order."""
+    return {str(p): file_sha256(p) for p in paths}
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            NOT_TEXT.format(path=path, byte=raw[exc.start], offset=exc.start)
+        ) from None
+
+
+def read_uci_csv(path: Path | str, columns: Sequence[str], label: str | None = None) -> pd.DataFrame:
+    """Read one UCI-format file into a frame with ``columns`` (in file order).
+
+    UCI format: comma-separated, no header, a space after each comma, ``?`` for missing
+    values; a first line starting with ``|`` (adult.test) and blank lines are skipped. A file
+    whose first field is ``columns[0]`` is read as a CSV *with* a header row instead (e.g. an
+    export of a loaded frame); its columns are kept as they are, for the contract to check.
+    Empty fields and ``?`` become NaN. The trailing ``.`` of ``label`` values is removed.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    text = _decode(path, read_bytes(path))
+    lines = text.splitlines()
+    numbered = [
+        (i, line)
+        for i, line in enumerate(lines, start=1)
+        if line.strip() and not (i == 1 and line.startswith("|"))
+    ]
+    if not numbered:
+        raise DataError(NO_ROWS.format(path=path))
+    rows = csv.reader((line for _, line in numbered), skipinitialspace=True)
+    try:
+        first = next(rows)
+        headered = bool(first) and first[0].strip() == columns[0]
+        expected = len(first) if headered else len(columns)
+        if not headered and len(first) != expected:
+            raise DataError(WRONG_FIELDS.format(path=path, expected=expected, line=numbered[0][0], got=len(first)))
+        for (lineno, _), row in zip(numbered[1:], rows):
+            if len(row) != expected:
+                raise DataError(WRONG_FIELDS.format(path=path, expected=expected, line=lineno, got=len(row)))
+    except csv.Error as exc:
+        raise DataError(UNPARSABLE.format(path=path, reason=exc)) from None
+    if headered and len(numbered) == 1:
+        raise DataError(NO_ROWS.format(path=path))
+
+    body = io.StringIO("\n".join(line for _, line in numbered))
+    try:
+        df = pd.read_csv(
+            body,
+            header=0 if headered else None,
+            names=None if headered else list(columns),
+            skipinitialspace=True,
+            na_values=["?", ""],
+            keep_default_na=False,  # only "?" and empty mean missing ("NA" could be a value)
+            low_memory=False,  # one dtype inference over the whole file, no mixed chunks
+        )
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(UNPARSABLE.format(path=path, reason=str(exc).strip())) from None
+    if label is not None and label in df.columns:
+        df[label] = df[label].map(
+            lambda v: v[:-1] if isinstance(v, str) and v.endswith(".") else v
+        ).astype(df[label].dtype)
+    return df
+
+
+def concat_frames(frames: Sequence[pd.DataFrame], paths: Sequence[Path]) -> pd.DataFrame:
+    """Concatenate per-file frames (same columns required); a fresh 0..n-1 index."""
+    import pandas as pd
+
+    expected = list(frames[0].columns)
+    for df, path in zip(frames[1:], paths[1:]):
+        if list(df.columns) != expected:
+            raise DataError(COLUMNS_DIFFER.format(path=path, got=list(df.columns), expected=expected))
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    return pd.concat(frames, ignore_index=True)

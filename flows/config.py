@@ -1,0 +1,252 @@
+"""Run configuration: pydantic models (extra keys forbidden), loaded from a YAML preset
+plus dotted ``--set key=value`` overrides. ``load_config`` is the only way to get one:
+a typo or a missing file fails here, naming the key or path, before any task runs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from data_contracts.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+UNKNOWN_PRESET = "--config {value!r}: no such preset or file (presets: {known})"
+BAD_OVERRIDE = "--set {item!r}: expected key=value with a dotted key, e.g. train.epochs=1"
+MISSING_FILE = "{key}: file not found: {path}"
+YAML_ERROR = "{source}: not valid YAML: {error}"
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_NODES = 100_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    contract: str = "adult"
+    # None -> the files shipped with the contract. A file (or list of files) of the same shape.
+    path: list[Path] | None = None
+    sample: int | None = Field(default=None, gt=0, description="use a seeded random sample of N rows")
+    exclude_sensitive_from_features: bool = False
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        if isinstance(v, (str, Path)):
+            return [v]
+        return v
+
+
+class SplitConfig(_Strict):
+    validation: float = Field(default=0.15, gt=0, lt=0.5)
+    test: float = Field(default=0.15, gt=0, lt=0.5)
+
+
+class ModelConfig(_Strict):
+    family: str = "tabular"
+    params: dict[str, Any] = Field(default_factory=dict)
+    baselines: list[str] = Field(default_factory=lambda: ["logreg"])
+
+
+class TrainConfig(_Strict):
+    device: str = "auto"
+    amp: bool = True
+
+
+class PrivacyConfig(_Strict):
+    enabled: bool = False
+    target_epsilon: float | None = Field(default=None, gt=0)
+    noise_multiplier: float | None = Field(default=None, gt=0)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    accountant: Literal["prv", "rdp"] = "prv"
+    grad_sample_mode: Literal["ghost", "hooks", "functorch", "ew"] = "ghost"
+
+    @model_validator(mode="after")
+    def _noise_given(self) -> "PrivacyConfig":
+        if self.enabled and self.target_epsilon is None and self.noise_multiplier is None:
+            raise ValueError("privacy.enabled needs privacy.target_epsilon or privacy.noise_multiplier")
+        if self.target_epsilon is not None and self.noise_multiplier is not None:
+            raise ValueError("set only one of privacy.target_epsilon and privacy.noise_multiplier")
+        return self
+
+
+class PerformanceGates(_Strict):
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    min_roc_auc: float | None = Field(default=None, ge=0, le=1)
+    max_ece: float | None = Field(default=None, ge=0, le=1)
+
+
+class FairnessGates(_Strict):
+    max_demographic_parity_difference: float = Field(default=0.1, ge=0, le=1)
+    max_equalized_odds_difference: float = Field(default=0.1, ge=0, le=1)
+    four_fifths_ratio: float = Field(default=0.8, ge=0, le=1)
+    min_group_size: int = Field(default=30, ge=1)
+    intersections: list[list[str]] | None = None
+    ci_level: float = Field(default=0.95, gt=0, lt=1)
+
+
+class PrivacyGates(_Strict):
+    max_mia_auc: float = Field(default=0.6, ge=0.5, le=1)
+
+
+class GatesConfig(_Strict):
+    performance: PerformanceGates = PerformanceGates()
+    fairness: FairnessGates = FairnessGates()
+    privacy: PrivacyGates = PrivacyGates()
+
+
+class TrackingConfig(_Strict):
+    experiment: str | None = None  # default: "impactflow-<preset>"
+    output_dir: Path = Path("impactflow_runs")
+
+
+class RunConfig(_Strict):
+    preset: str = "custom"
+    description: str = ""
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    gates: GatesConfig = GatesConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or f"impactflow-{self.preset}"
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: config file is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        # SafeLoader: no arbitrary objects. PyYAML shares aliased objects instead of copying
+        # them, so a "billion laughs" document loads cheaply; _expanded_nodes refuses it.
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(YAML_ERROR.format(source=path, error=str(exc).splitlines()[0])) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    if _expanded_nodes(data, {}) > MAX_CONFIG_NODES:
+        raise ConfigError(f"{path}: config expands to more than {MAX_CONFIG_NODES} values (YAML aliases?)")
+    return data
+
+
+def _expanded_nodes(obj: Any, memo: dict[int, int]) -> int:
+    """Number of values the document has once aliases are expanded (memoised per object,
+    so a "billion laughs" alias chain is counted in linear time without expanding it)."""
+    key = id(obj)
+    if key in memo:
+        return memo[key]
+    if isinstance(obj, dict):
+        n = 1 + sum(_expanded_nodes(v, memo) for v in obj.values())
+    elif isinstance(obj, list):
+        n = 1 + sum(_expanded_nodes(v, memo) for v in obj)
+    else:
+        n = 1
+    memo[key] = n
+    return n
+
+
+def resolve_source(value: str | None) -> tuple[str, Path]:
+    """A preset name (``tabular``) or a path to a YAML file -> (preset name, path)."""
+    value = value or "tabular"
+    candidate = Path(value)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.is_file():
+            raise ConfigError(MISSING_FILE.format(key="--config", path=candidate))
+        return candidate.stem, candidate
+    preset = PRESETS_DIR / f"{value}.yaml"
+    if not preset.is_file():
+        raise ConfigError(UNKNOWN_PRESET.format(value=value, known=", ".join(list_presets())))
+    return value, preset
+
+
+def _parse_value(raw: str) -> Any:
+    """``--set`` values are YAML scalars/flow collections: 1, 0.5, true, null, [a, b]."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(BAD_OVERRIDE.format(item=item))
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(BAD_OVERRIDE.format(item=item))
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(config)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        else:
+            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_config(source: str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a preset or YAML file, apply ``key=value`` overrides, validate everything."""
+    preset, path = resolve_source(source)
+    data = _read_yaml(path)
+    data.setdefault("preset", preset)
+    data = apply_overrides(data, list(overrides or []))
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+    check_references(cfg)
+    return cfg
+
+
+def check_references(cfg: RunConfig) -> None:
+    """Checks that need the registries: known contract/family/baselines, params, files exist."""
+    from data_contracts import CONTRACTS
+    from models import FAMILIES
+
+    if cfg.data.contract not in CONTRACTS:
+        raise ConfigError(
+            f"data.contract={cfg.data.contract!r}: unknown contract (known: {', '.join(sorted(CONTRACTS))})"
+        )
+    if cfg.model.family not in FAMILIES:
+        raise ConfigError(
+            f"model.family={cfg.model.family!r}: unknown model family (known: {', '.join(sorted(FAMILIES))})"
+        )
+    for i, p in enumerate(cfg.data.path or []):
+        if not Path(p).is_file():
+            raise ConfigError(MISSING_FILE.format(key=f"data.path[{i}]" if len(cfg.data.path) > 1 else "data.path", path=p))
+    from models import get_family
+
+    family = get_family(cfg.model.family)
+    family.make_config(cfg.model.params)
+    for name in cfg.model.baselines:
+        if name not in family.baselines:
+            raise ConfigError(
+                f"model.baselines: unknown baseline {name!r} for family '{family.name}' "
+                f"(known: {', '.join(sorted(family.baselines))})"
+            )

@@ -1,0 +1,113 @@
+"""The impactflow pipeline flow: composition only (every step is a task in ``tasks/``).
+
+    config -> load -> validate (GX; stop on violation) -> split -> train model + baselines
+      -> audits -> MLflow child runs -> report -> parent run + Prefect artifact -> gates
+
+The CLI, deployments and tests all call ``impactflow_pipeline`` (or ``run_pipeline``).
+No ``from __future__ import annotations`` here: Prefect reads the annotations.
+"""
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from prefect import flow, runtime
+
+from data_contracts.errors import ContractViolation
+from flows.config import RunConfig, check_references
+from tasks.audit import audit_model
+from tasks.data import load_data, split_data, validate_data
+from tasks.log import fail_tracking, log_data, log_model_run, log_report, start_tracking, summary_artifact
+from tasks.report import model_record, provenance, representation, write_report
+from tasks.train import train_baseline, train_model
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@flow(name="impactflow-pipeline", log_prints=True, validate_parameters=False)
+def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
+    """Validate, train, audit, report and track one configured run; returns its summary."""
+    cfg = RunConfig.model_validate(config)
+    check_references(cfg)
+    from data_contracts import get_contract
+
+    contract = get_contract(cfg.data.contract)
+    started = _now()
+    out = Path(cfg.tracking.output_dir)
+    tags = {"impactflow.family": cfg.model.family, "impactflow.preset": cfg.preset,
+            "impactflow.dp": str(cfg.privacy.enabled).lower()}
+    prov = provenance(cfg.seed, command)
+    if prov["git_commit"]:
+        tags["mlflow.source.git.commit"] = prov["git_commit"]
+    run_name = f"{cfg.preset}-{'dp-' if cfg.privacy.enabled else ''}{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    ctx = start_tracking(cfg.model_dump(mode="json"), cfg.preset, cfg.experiment_name, str(out), run_name, tags)
+    run_dir = out / "runs" / ctx["parent_run_id"]
+    children: list[str] = []
+    try:
+        paths = [str(p) for p in cfg.data.path] if cfg.data.path else None
+        df, data_info = load_data(cfg.data.contract, paths, cfg.data.sample, cfg.seed)
+        docs_dir = run_dir / "data_docs"
+        validation = validate_data(df, cfg.data.contract, str(docs_dir))
+        log_data(ctx, df, data_info, validation.to_dict(), str(docs_dir))
+        if not validation.success:
+            raise ContractViolation(contract=validation.contract, failures=validation.failures,
+                                    total_expectations=validation.total_expectations,
+                                    data_docs=validation.data_docs)
+        split = split_data(df, cfg.data.contract, cfg.split.validation, cfg.split.test, cfg.seed)
+        exclude = cfg.data.exclude_sensitive_from_features
+        fitted = [train_model(split, cfg.data.contract, cfg.model.family, cfg.model.params,
+                              cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, cfg.seed)]
+        fitted += [train_baseline(split, cfg.data.contract, cfg.model.family, b, exclude, cfg.seed)
+                   for b in cfg.model.baselines]
+        gates = cfg.gates.model_dump()
+        records = []
+        for model in fitted:
+            audits = audit_model(model, split.test, list(contract.sensitive), gates)
+            child = log_model_run(ctx, model, audits, split.test, tags, str(run_dir / "models"))
+            children.append(child)
+            records.append(model_record(model, audits, child))
+        data = {
+            **data_info,
+            "splits": split.sizes(),
+            "contract_result": validation.to_dict(),
+            "representation": representation(df, contract.target, contract.positive_label,
+                                              list(contract.sensitive)),
+            "missing": {k: int(v) for k, v in df.isna().sum().items() if v},
+            "sensitive": list(contract.sensitive),
+            "excluded_features": sorted({contract.weight, *contract.exclude_from_features} - {None}
+                                        | (set(contract.sensitive) if exclude else set())),
+        }
+        run = {"run_id": ctx["parent_run_id"], "flow_run_id": str(runtime.flow_run.id or "") or None,
+               "preset": cfg.preset, "started_at": started, "finished_at": _now(),
+               "mlflow": {"tracking_uri": ctx["uri"], "experiment": ctx["experiment"],
+                          "parent_run_id": ctx["parent_run_id"]}}
+        report = write_report(run, data, records, prov, cfg.model_dump(mode="json"), str(run_dir / "reports"))
+        log_report(ctx, report["paths"], report["status"])
+    except BaseException as exc:
+        fail_tracking(ctx, children, exc)
+        raise
+    from tasks.tracking import ui_url
+
+    summary = {
+        "status": report["status"],
+        "preset": cfg.preset,
+        "experiment": ctx["experiment"],
+        "experiment_id": ctx["experiment_id"],
+        "parent_run_id": ctx["parent_run_id"],
+        "child_run_ids": children,
+        "tracking_uri": ctx["uri"],
+        "mlflow_url": ui_url(ctx["uri"], ctx["experiment_id"], ctx["parent_run_id"]),
+        "report": report["paths"],
+        "gates": report["gates"],
+        "models": {r["name"]: {"mlflow_run_id": r["mlflow_run_id"],
+                                "metrics": {k: v for a in r["audits"].values() for k, v in a["metrics"].items()},
+                                "dp": r["training"]["dp"]} for r in records},
+    }
+    summary_artifact(summary)
+    return summary
+
+
+def run_pipeline(cfg: RunConfig, command: Optional[str] = None) -> dict[str, Any]:
+    """Entry point for the CLI and tests: run the flow on a validated config."""
+    return impactflow_pipeline(cfg.model_dump(mode="json"), command=command)

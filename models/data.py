@@ -1,0 +1,69 @@
+"""Model-agnostic data preparation: the seeded, stratified train/validation/test split."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from data_contracts.errors import DataError
+
+TOO_FEW_ROWS = "Dataset has {n} rows after loading; at least {need} are needed to split it"
+
+
+@dataclass(frozen=True)
+class Split:
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
+
+
+def stratum_labels(df: pd.DataFrame, columns: list[str], min_count: int) -> pd.Series:
+    """Stratum label per row = the values of ``columns`` joined; strata rarer than
+    ``min_count`` are merged by dropping the sensitive part (keeping the first column,
+    the label), so every stratum can be split."""
+    key = df[columns].astype(str).agg("|".join, axis=1)
+    counts = key.map(key.value_counts())
+    fallback = df[columns[0]].astype(str)
+    return key.where(counts >= min_count, fallback)
+
+
+def split_frame(
+    df: pd.DataFrame,
+    *,
+    target: str,
+    stratify_on: list[str],
+    validation: float,
+    test: float,
+    seed: int,
+) -> Split:
+    """Seeded split stratified by the label and the sensitive columns (jointly).
+
+    Strata with fewer than 10 rows fall back to label-only stratification, so tiny
+    intersections (e.g. one race x sex x label cell) cannot break the split.
+    """
+    from sklearn.model_selection import train_test_split
+
+    need = 20
+    if len(df) < need:
+        raise DataError(TOO_FEW_ROWS.format(n=len(df), need=need))
+    cols = [target] + [c for c in stratify_on if c != target]
+    strata = stratum_labels(df, cols, min_count=10)
+    df = df.reset_index(drop=True)
+    idx = np.arange(len(df))
+    rest, test_idx = train_test_split(
+        idx, test_size=test, random_state=seed, stratify=strata.to_numpy()
+    )
+    val_share = validation / (1.0 - test)
+    rest_strata = stratum_labels(df.iloc[rest], cols, min_count=10).to_numpy()
+    train_idx, val_idx = train_test_split(
+        rest, test_size=val_share, random_state=seed + 1, stratify=rest_strata
+    )
+    return Split(
+        train=df.iloc[np.sort(train_idx)].reset_index(drop=True),
+        validation=df.iloc[np.sort(val_idx)].reset_index(drop=True),
+        test=df.iloc[np.sort(test_idx)].reset_index(drop=True),
+    )

@@ -1,0 +1,252 @@
+"""The one training loop every torch family uses (flat, nanoGPT-style), with optional DP-SGD.
+
+- Adam, early stopping on validation loss (best weights restored), seeded.
+- Device: CUDA with bf16 autocast when present and not private, else CPU (``select_device``).
+- DP: Opacus ``PrivacyEngine`` with Poisson sampling and the fast gradient-clipping
+  ("ghost") mode by default; the accountant's epsilon is read after training (PRV by
+  default; RDP computed alongside from the same step history). If Opacus cannot make the
+  model private the run fails -- it never silently trains without privacy.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from data_contracts.errors import ConfigError
+
+DELTA_TOO_LARGE = (
+    "privacy.delta={delta} must be smaller than 1/n_train = {bound:.3g} "
+    "(n_train={n}); a larger delta allows leaking whole records"
+)
+DP_NEEDS_NOISE = "privacy.enabled is true: set privacy.target_epsilon or privacy.noise_multiplier"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 3
+    device: str = "cpu"
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU and under DP)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    enabled: bool = False
+    target_epsilon: float | None = None
+    noise_multiplier: float | None = None
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    accountant: str = "prv"
+    grad_sample_mode: str = "ghost"
+
+
+@dataclass
+class TrainResult:
+    model: Any  # the standard (unwrapped) torch module, on CPU, in eval mode
+    history: list[dict[str, float]]
+    epochs_run: int
+    best_epoch: int
+    wall_time_s: float
+    device: str
+    amp: bool
+    n_parameters: int
+    dp: dict[str, Any] = field(default_factory=dict)
+
+
+def _loader(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int):
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    ds = TensorDataset(torch.as_tensor(X), torch.as_tensor(y))
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen)
+
+
+def mean_loss(model, X: np.ndarray, y: np.ndarray, criterion_none, device: str, batch_size: int = 4096) -> float:
+    return float(per_example_loss(model, X, y, criterion_none, device, batch_size).mean())
+
+
+def per_example_loss(model, X, y, criterion_none, device: str, batch_size: int = 4096) -> np.ndarray:
+    """Per-example loss (``criterion_none`` has reduction='none'), used for validation and MIA."""
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(X), batch_size):
+            xb = torch.as_tensor(X[start : start + batch_size]).to(device)
+            yb = torch.as_tensor(y[start : start + batch_size]).to(device)
+            out.append(criterion_none(model(xb).float(), yb).reshape(-1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def predict_logits(model, X: np.ndarray, device: str, batch_size: int = 4096) -> np.ndarray:
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(X), batch_size):
+            xb = torch.as_tensor(X[start : start + batch_size]).to(device)
+            out.append(model(xb).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings, epochs: int):
+    """Wrap model/optimizer/loader with Opacus. Raises (never falls back) if it cannot."""
+    from opacus import PrivacyEngine
+    from opacus.validators import ModuleValidator
+
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        raise ConfigError(f"privacy.enabled: the model is not DP-compatible: {errors[0]}")
+    engine = PrivacyEngine(accountant=privacy.accountant)
+    common = dict(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        criterion=criterion,
+        max_grad_norm=privacy.max_grad_norm,
+        grad_sample_mode=privacy.grad_sample_mode,
+        poisson_sampling=True,
+    )
+    if privacy.target_epsilon is not None:
+        wrapped = engine.make_private_with_epsilon(
+            target_epsilon=privacy.target_epsilon, target_delta=privacy.delta, epochs=epochs, **common
+        )
+    elif privacy.noise_multiplier is not None:
+        wrapped = engine.make_private(noise_multiplier=privacy.noise_multiplier, **common)
+    else:
+        raise ConfigError(DP_NEEDS_NOISE)
+    if privacy.grad_sample_mode == "ghost":
+        model, optimizer, criterion, loader = wrapped
+    else:
+        model, optimizer, loader = wrapped
+    return engine, model, optimizer, criterion, loader
+
+
+def _epsilons(engine, privacy: PrivacySettings) -> dict[str, float]:
+    """The accountant's epsilon, plus the RDP epsilon computed from the same step history."""
+    from opacus.accountants import RDPAccountant
+
+    eps = float(engine.get_epsilon(privacy.delta))
+    rdp = RDPAccountant()
+    rdp.history = list(engine.accountant.history)
+    return {"epsilon": eps, "epsilon_rdp": float(rdp.get_epsilon(privacy.delta))}
+
+
+def train_torch(
+    model,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    make_criterion: Callable[[str], Any],
+    settings: TrainSettings,
+    privacy: PrivacySettings = PrivacySettings(),
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` with Adam and early stopping; optionally with DP-SGD (Opacus)."""
+    import torch
+
+    from models.base import seed_everything
+
+    seed_everything(settings.seed)
+    device = settings.device
+    n_train = len(X_train)
+    if privacy.enabled and privacy.delta >= 1.0 / n_train:
+        raise ConfigError(DELTA_TOO_LARGE.format(delta=privacy.delta, bound=1.0 / n_train, n=n_train))
+
+    model = model.to(device)
+    n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    criterion = make_criterion("mean")
+    criterion_none = make_criterion("none")
+    loader = _loader(X_train, y_train, settings.batch_size, shuffle=True, seed=settings.seed)
+
+    engine = None
+    if privacy.enabled:
+        engine, model, optimizer, criterion, loader = _make_private(
+            model, optimizer, loader, criterion, privacy, settings.epochs
+        )
+    use_amp = bool(settings.amp and device.startswith("cuda") and not privacy.enabled)
+
+    base = getattr(model, "_module", model)  # the plain module inside an Opacus wrapper
+    best_state = copy.deepcopy(base.state_dict())
+    best_val, best_epoch, bad_epochs = float("inf"), 0, 0
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    epoch = 0
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        total, seen = 0.0, 0
+        for xb, yb in loader:
+            if len(xb) == 0:  # Poisson sampling can draw an empty batch; skipping is conservative
+                continue
+            xb, yb = xb.to(device), yb.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                out = model(xb)
+            loss = criterion(out.float(), yb)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.item()) * len(xb)
+            seen += len(xb)
+        val_loss = mean_loss(model, X_val, y_val, criterion_none, device)
+        row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss}
+        if engine is not None:
+            row["epsilon"] = float(engine.get_epsilon(privacy.delta))
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch({**row, "epochs": settings.epochs})
+        if val_loss < best_val - 1e-6:
+            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
+            best_state = copy.deepcopy(base.state_dict())
+        else:
+            bad_epochs += 1
+            if bad_epochs >= settings.patience:
+                break
+    wall = time.perf_counter() - start
+
+    dp: dict[str, Any] = {"enabled": False}
+    if engine is not None:
+        dp = {
+            "enabled": True,
+            **_epsilons(engine, privacy),
+            "delta": privacy.delta,
+            "noise_multiplier": float(optimizer.noise_multiplier),
+            "max_grad_norm": privacy.max_grad_norm,
+            "sample_rate": float(1.0 / len(loader)) if len(loader) else None,
+            "steps": int(sum(h[2] for h in engine.accountant.history)),
+            "accountant": privacy.accountant,
+            "accountant_rdp": "rdp",
+            "grad_sample_mode": privacy.grad_sample_mode,
+            "target_epsilon": privacy.target_epsilon,
+            "privacy_unit": "one training row (example-level DP); validation rows used for early stopping are not covered",
+        }
+    base.load_state_dict(best_state)
+    base = base.to("cpu").eval()
+    return TrainResult(
+        model=base,
+        history=history,
+        epochs_run=epoch,
+        best_epoch=best_epoch,
+        wall_time_s=wall,
+        device=device,
+        amp=use_amp,
+        n_parameters=int(n_parameters),
+        dp=dp,
+    )
+
+
+def settings_dict(settings: TrainSettings | PrivacySettings) -> dict[str, Any]:
+    return asdict(settings)

@@ -1,0 +1,58 @@
+"""Data tasks: load (with SHA-256), validate against the contract (GX), split."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from tasks import progress
+
+
+@task(name="load-data", cache_policy=NONE, retries=1, retry_delay_seconds=1)
+def load_data(contract_name: str, paths: list[str] | None, sample: int | None, seed: int) -> tuple[Any, dict]:
+    """Read the dataset's files through its contract's loader and hash them."""
+    from data_contracts import get_contract, load_dataset
+    from data_contracts.files import file_sha256, sha256_files
+
+    progress.stage("load data")
+    contract = get_contract(contract_name)
+    files = [Path(p) for p in paths] if paths else list(contract.default_files)
+    df = load_dataset(contract, files)
+    if sample is not None and sample < len(df):
+        df = df.sample(n=sample, random_state=seed).reset_index(drop=True)
+    info = {
+        "contract": contract.name,
+        "files": [{"path": str(p), "sha256": file_sha256(p)} for p in files],
+        "dataset_sha256": sha256_files(files),
+        "n_rows": int(len(df)),
+        "sampled": sample,
+        "source": contract.source,
+        "license": contract.license,
+        "shipped": paths is None,
+    }
+    return df, info
+
+
+@task(name="validate-data", cache_policy=NONE)
+def validate_data(df, contract_name: str, docs_dir: str) -> Any:
+    """Validate the frame against the contract's GX suite; build Data Docs HTML."""
+    from data_contracts import get_contract
+    from data_contracts.validation import validate
+
+    progress.stage("validate (Great Expectations)")
+    return validate(df, get_contract(contract_name), Path(docs_dir))
+
+
+@task(name="split-data", cache_policy=NONE)
+def split_data(df, contract_name: str, validation: float, test: float, seed: int) -> Any:
+    """Seeded train/validation/test split stratified by label x sensitive groups."""
+    from data_contracts import get_contract
+    from models.data import split_frame
+
+    contract = get_contract(contract_name)
+    return split_frame(
+        df, target=contract.target, stratify_on=list(contract.sensitive),
+        validation=validation, test=test, seed=seed,
+    )

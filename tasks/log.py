@@ -1,0 +1,133 @@
+"""Tracking tasks: MLflow parent/child runs, the report, and the Prefect summary artifact.
+
+Retries on these only (I/O). Log first, then gates decide: a model that fails an audit
+still has its full record in MLflow, tagged ``impactflow.gates=failed``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from tasks import progress, tracking
+
+GATES_TAG = "impactflow.gates"
+
+
+@task(name="start-tracking", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+def start_tracking(config: dict, preset: str, experiment: str, output_dir: str, run_name: str, tags: dict) -> dict:
+    """Create (or reuse) the experiment and open the parent run of this pipeline run."""
+    out = Path(output_dir)
+    uri = tracking.tracking_uri(out)
+    exp_id = tracking.ensure_experiment(uri, experiment, out)
+    parent = tracking.start_run(uri, exp_id, run_name, {**tags, "impactflow.preset": preset})
+    tracking.log_params(uri, parent, config)
+    return {"uri": uri, "experiment_id": exp_id, "experiment": experiment, "parent_run_id": parent}
+
+
+@task(name="log-data", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+def log_data(ctx: dict, df, data_info: dict, validation: dict, docs_dir: str | None) -> None:
+    """Dataset as a run input (our SHA-256 as digest), contract result and Data Docs."""
+    uri, run = ctx["uri"], ctx["parent_run_id"]
+    source = data_info["files"][0]["path"] if data_info["files"] else "unknown"
+    tracking.log_dataset(uri, run, df, name=data_info["contract"], source=source,
+                         sha256=data_info["dataset_sha256"], context="pipeline")
+    tracking.set_tags(uri, run, {
+        "impactflow.dataset_sha256": data_info["dataset_sha256"],
+        "impactflow.contract": data_info["contract"],
+        "impactflow.contract_passed": str(validation["success"]).lower(),
+    })
+    tracking.log_metrics(uri, run, {
+        "data/n_rows": data_info["n_rows"],
+        "data/contract_failed_expectations": len(validation["failures"]),
+        "data/contract_total_expectations": validation["total_expectations"],
+    })
+    if docs_dir and Path(docs_dir).is_dir():
+        tracking.log_artifacts(uri, run, Path(docs_dir), "data_docs")
+
+
+@task(name="log-model-run", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+def log_model_run(ctx: dict, fitted, audits: dict, test_frame, tags: dict, work_dir: str) -> str:
+    """One child run per model: params, metrics, history, model (pyfunc), audit JSON, tags."""
+    from audits import overall_status
+
+    uri = ctx["uri"]
+    gates = [g for a in audits.values() for g in a.gates]
+    status = overall_status(gates).value
+    run_tags = {**tags, "impactflow.model": fitted.name, "impactflow.kind": fitted.kind,
+                GATES_TAG: "passed" if status == "pass" else "failed" if status == "fail" else status,
+                "impactflow.dp": str(bool(fitted.training["dp"].get("enabled"))).lower()}
+    child = tracking.start_run(uri, ctx["experiment_id"], fitted.name, run_tags, ctx["parent_run_id"])
+    progress.stage(f"log {fitted.name} to MLflow")
+    tracking.log_params(uri, child, {"model": fitted.params, "training": {
+        k: v for k, v in fitted.training.items() if k != "dp"}, "dp": fitted.training["dp"]})
+    metrics: dict[str, Any] = {}
+    for result in audits.values():
+        metrics.update(result.metrics)
+    dp = fitted.training["dp"]
+    if dp.get("enabled"):
+        metrics["privacy/epsilon_rdp"] = dp.get("epsilon_rdp")
+    metrics["train/wall_time_s"] = fitted.training["wall_time_s"]
+    tracking.log_metrics(uri, child, metrics)
+    tracking.log_history(uri, child, fitted.history)
+    out = Path(work_dir) / fitted.name
+    out.mkdir(parents=True, exist_ok=True)
+    audit_json = out / "audits.json"
+    audit_json.write_text(json.dumps({k: v.to_dict() for k, v in audits.items()}, indent=2))
+    tracking.log_artifacts(uri, child, audit_json, "audits")
+    features = getattr(fitted.predictor, "features")
+    tracking.log_model(uri, child, fitted.predictor, test_frame[features].head(5).reset_index(drop=True))
+    tracking.end_run(uri, child, "FINISHED")
+    return child
+
+
+@task(name="log-report", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+def log_report(ctx: dict, paths: dict, status: str) -> None:
+    """Report files under ``reports/`` of the parent run; gate status as tag; run FINISHED."""
+    uri, run = ctx["uri"], ctx["parent_run_id"]
+    for p in paths.values():
+        tracking.log_artifacts(uri, run, Path(p), "reports")
+    tracking.set_tags(uri, run, {GATES_TAG: "passed" if status == "pass" else "failed"})
+    tracking.end_run(uri, run, "FINISHED")
+
+
+def fail_tracking(ctx: dict | None, child_runs: list[str], error: BaseException) -> None:
+    """Mark the parent and any open child runs FAILED (best effort; never masks ``error``)."""
+    if not ctx:
+        return
+    uri = ctx["uri"]
+    try:
+        tracking.set_tags(uri, ctx["parent_run_id"], {
+            "impactflow.error": f"{type(error).__name__}: {str(error).splitlines()[0][:400] if str(error) else ''}",
+            GATES_TAG: "failed",
+        })
+        for run in [*child_runs, ctx["parent_run_id"]]:
+            tracking.end_run(uri, run, "FAILED")
+    except Exception:  # pragma: no cover - tracking unreachable: the original error matters more
+        pass
+
+
+@task(name="summary-artifact", cache_policy=NONE)
+def summary_artifact(summary: dict) -> None:
+    """Markdown summary of the run, with a link to the MLflow run, as a Prefect artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    lines = [
+        f"# impactflow run: **{summary['status'].upper()}**",
+        "",
+        f"- preset: `{summary['preset']}`",
+        f"- MLflow run: [{summary['parent_run_id']}]({summary['mlflow_url']}) (experiment `{summary['experiment']}`)",
+        f"- report: `{summary['report']['html']}`",
+        "",
+        "| model | gate | value | threshold | status |",
+        "|---|---|---|---|---|",
+    ]
+    for g in summary["gates"]:
+        value = "—" if g["value"] is None else f"{g['value']:.4g}"
+        thr = "—" if g["threshold"] is None else f"{g['comparison']} {g['threshold']:.4g}"
+        lines.append(f"| {g['model']} | {g['name']} | {value} | {thr} | {g['status']} |")
+    create_markdown_artifact(markdown="\n".join(lines), key="impactflow-summary",
+                             description="impactflow gate summary")

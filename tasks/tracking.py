@@ -1,0 +1,178 @@
+"""Everything that talks to MLflow (the only package that does).
+
+Runs are addressed by id through ``MlflowClient`` rather than MLflow's thread-local
+"active run", so Prefect may run tasks in any thread. Layout per pipeline run:
+one experiment per pipeline (``impactflow-<preset>``), a parent run per flow run, a
+child run per model (tag ``mlflow.parentRunId``).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "GX_ANALYTICS_ENABLED": "false"}
+MAX_PARAM_CHARS = 6000
+
+# What loading a logged impactflow model needs (explicit: MLflow's inference costs 7-12 s).
+PIP_REQUIREMENTS = [
+    "impactflow",
+    "torch>=2.6,<2.14",
+    "scikit-learn>=1.5",
+    "pandas>=2.2",
+    "numpy>=1.26",
+    "cloudpickle>=3",
+]
+
+
+def tracking_uri(output_dir: Path) -> str:
+    """MLFLOW_TRACKING_URI from the environment, else a SQLite file under ``output_dir``."""
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(output_dir / 'mlflow.db').resolve()}"
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def ensure_experiment(uri: str, name: str, output_dir: Path) -> str:
+    client = _client(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:"):  # embedded mode: artifacts beside the database
+        location = (output_dir / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None) -> str:
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+    tags = {**tags, MLFLOW_RUN_NAME: run_name}
+    if parent_run_id:
+        tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    run = _client(uri).create_run(experiment_id, tags=tags, run_name=run_name)
+    return run.info.run_id
+
+
+def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    flat = flatten(params)
+    items = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in sorted(flat.items())]
+    client = _client(uri)
+    for start in range(0, len(items), 100):  # MLflow's batch limit for params
+        client.log_batch(run_id, params=items[start : start + 100])
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int = 0) -> list[str]:
+    """Batch-log finite numeric metrics; returns the names skipped (None/NaN/inf)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    items, skipped = [], []
+    for k, v in sorted(metrics.items()):
+        if isinstance(v, (bool, np.bool_)):
+            v = float(v)
+        if v is None or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(float(v)):
+            skipped.append(k)
+            continue
+        items.append(Metric(k, float(v), ts, step))
+    client = _client(uri)
+    for start in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[start : start + 1000])
+    return skipped
+
+
+def log_history(uri: str, run_id: str, history: list[dict[str, float]]) -> None:
+    for row in history:
+        step = int(row.get("epoch", 0))
+        log_metrics(uri, run_id, {f"train/{k}": v for k, v in row.items() if k != "epoch"}, step=step)
+
+
+def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
+    client = _client(uri)
+    for k, v in tags.items():
+        client.set_tag(run_id, k, str(v))
+
+
+def log_artifacts(uri: str, run_id: str, local: Path, artifact_path: str | None = None) -> None:
+    client = _client(uri)
+    if local.is_dir():
+        client.log_artifacts(run_id, str(local), artifact_path)
+    else:
+        client.log_artifact(run_id, str(local), artifact_path)
+
+
+def log_dataset(uri: str, run_id: str, df, *, name: str, source: str, sha256: str, context: str) -> None:
+    """Record the dataset as a run input. The digest is our SHA-256 of the files, not
+    MLflow's 8-hex MD5 of the first rows (which is no evidence)."""
+    import mlflow
+    from mlflow.entities import DatasetInput, InputTag
+
+    ds = mlflow.data.from_pandas(df, source=source, name=name, digest=sha256[:36])
+    _client(uri).log_inputs(
+        run_id,
+        datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])],
+    )
+
+
+def log_model(uri: str, run_id: str, predictor, input_example, threshold: float = 0.5) -> str:
+    """Log the predictor (preprocessing + model) as an MLflow pyfunc with signature + example."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from tasks.pyfunc import ImpactflowPyfunc
+
+    model = ImpactflowPyfunc(predictor, threshold)
+    output = model.predict(None, input_example)
+    signature = infer_signature(input_example, output)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=model,
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=PIP_REQUIREMENTS,
+            )
+        # start_run(...) as a context manager ends the run as FINISHED; the pipeline sets the
+        # final status explicitly in end_run.
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return info.model_uri
+
+
+def end_run(uri: str, run_id: str, status: str) -> None:
+    _client(uri).set_terminated(run_id, status=status)
+
+
+def ui_url(uri: str, experiment_id: str, run_id: str, host: str = "http://127.0.0.1:5000") -> str:
+    base = uri.rstrip("/") if uri.startswith("http") else host
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"

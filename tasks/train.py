@@ -1,0 +1,64 @@
+"""Training tasks: the family's torch model and its sklearn baselines.
+
+No retries: training failures are deterministic, retrying would only hide them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from tasks import progress
+
+
+def roles_for(contract, exclude_sensitive: bool):
+    """Feature roles from the contract: weights/ids never features; sensitive optional."""
+    from models.fit import Roles
+
+    excluded = set(contract.exclude_from_features) | {contract.target}
+    if contract.weight:
+        excluded.add(contract.weight)
+    if exclude_sensitive:
+        excluded |= set(contract.sensitive)
+    return Roles(
+        target=contract.target,
+        positive_label=contract.positive_label,
+        categorical=tuple(c for c in contract.categorical if c not in excluded),
+        numeric=tuple(c for c in contract.numeric if c not in excluded),
+        sensitive=tuple(contract.sensitive),
+    )
+
+
+@task(name="train-model", cache_policy=NONE)
+def train_model(split, contract_name: str, family_name: str, params: dict, train_cfg: dict,
+                privacy_cfg: dict, exclude_sensitive: bool, seed: int) -> Any:
+    """Fit the preprocessor on training rows and train the family's torch model (optionally DP)."""
+    from data_contracts import get_contract
+    from models import get_family
+    from models.fit import fit_family_model
+    from models.training import PrivacySettings
+
+    contract = get_contract(contract_name)
+    privacy = PrivacySettings(**privacy_cfg)
+    name = "mlp-dp" if privacy.enabled else "mlp"
+    progress.stage(f"train {name}")
+    return fit_family_model(
+        get_family(family_name), params, split, roles_for(contract, exclude_sensitive),
+        seed=seed, device=train_cfg["device"], amp=train_cfg["amp"], privacy=privacy,
+        on_epoch=progress.epoch_callback(name),
+    )
+
+
+@task(name="train-baseline", cache_policy=NONE)
+def train_baseline(split, contract_name: str, family_name: str, baseline: str,
+                   exclude_sensitive: bool, seed: int) -> Any:
+    """Fit one scikit-learn baseline beside the torch model."""
+    from data_contracts import get_contract
+    from models import get_family
+    from models.fit import fit_baseline
+
+    progress.stage(f"train baseline {baseline}")
+    contract = get_contract(contract_name)
+    return fit_baseline(get_family(family_name), baseline, split,
+                        roles_for(contract, exclude_sensitive), seed=seed)

@@ -1,0 +1,208 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audits.fairness import fairness_audit
+from audits.inputs import AuditInputs
+from audits.results import Status
+from audits.stats import wilson_interval
+
+LOOSE = {"max_demographic_parity_difference": 1.0, "max_equalized_odds_difference": 1.0}
+
+
+def _inputs(y_true, y_pred, sensitive):
+    # scores 0.9 / 0.1 so that the hard predictions at threshold 0.5 are exactly y_pred
+    score = np.where(np.asarray(y_pred) == 1, 0.9, 0.1)
+    return AuditInputs(y_true=np.asarray(y_true), y_score=score,
+                       sensitive=pd.DataFrame(sensitive))
+
+
+# Twelve rows, two groups of six.
+# a: y_true 1 1 1 0 0 0, y_pred 1 1 0 1 0 0 -> TP2 FN1 FP1 TN2: SR 3/6=.5, TPR 2/3, FPR 1/3
+# b: y_true 1 1 0 0 0 0, y_pred 1 0 0 0 0 0 -> TP1 FN1 FP0 TN4: SR 1/6,   TPR 1/2, FPR 0
+# DP difference = .5 - 1/6 = 1/3; DP ratio = (1/6)/.5 = 1/3
+# EO difference = max(|2/3 - 1/2|, |1/3 - 0|) = max(1/6, 1/3) = 1/3
+Y12 = [1, 1, 1, 0, 0, 0] + [1, 1, 0, 0, 0, 0]
+P12 = [1, 1, 0, 1, 0, 0] + [1, 0, 0, 0, 0, 0]
+G12 = ["a"] * 6 + ["b"] * 6
+
+
+def test_two_groups_hand_computed():
+    res = fairness_audit(_inputs(Y12, P12, {"sex": G12}), {"min_group_size": 5})
+    m = res.metrics
+    assert m["fairness/sex/demographic_parity_difference"] == pytest.approx(1 / 3)
+    assert m["fairness/sex/demographic_parity_ratio"] == pytest.approx(1 / 3)
+    assert m["fairness/sex/equalized_odds_difference"] == pytest.approx(1 / 3)
+    assert m["fairness/sex/four_fifths_min_ratio"] == pytest.approx(1 / 3)
+    assert m["fairness/sex/n_groups_judged"] == 2
+    assert m["fairness/sex/n_groups_too_small"] == 0
+    assert m["fairness/sex/demographic_parity_difference_all_groups"] == pytest.approx(1 / 3)
+    rows = {r["group"]: r for r in res.by_group}
+    a, b = rows["a"], rows["b"]
+    assert (a["tp"], a["fn"], a["fp"], a["tn"], a["n"]) == (2, 1, 1, 2, 6)
+    assert (b["tp"], b["fn"], b["fp"], b["tn"], b["n"]) == (1, 1, 0, 4, 6)
+    assert a["selection_rate"] == pytest.approx(0.5)
+    assert a["true_positive_rate"] == pytest.approx(2 / 3)
+    assert a["false_positive_rate"] == pytest.approx(1 / 3)
+    assert a["false_negative_rate"] == pytest.approx(1 / 3)
+    assert a["accuracy"] == pytest.approx(4 / 6)
+    assert b["false_positive_rate"] == 0.0
+    assert a["share"] == pytest.approx(0.5)
+    assert b["selection_rate_ratio_to_max"] == pytest.approx(1 / 3)
+    assert a["selection_rate_ratio_to_max"] == 1.0
+    # CIs are Wilson on the counts: SR of a = 3/6, TPR of b = 1/2
+    assert (a["selection_rate_ci_low"], a["selection_rate_ci_high"]) == pytest.approx(
+        wilson_interval(3, 6))
+    assert (b["true_positive_rate_ci_low"], b["true_positive_rate_ci_high"]) == pytest.approx(
+        wilson_interval(1, 2))
+    # default thresholds 0.1 / 0.1 / 0.8 all fail
+    assert {g.name: g.status for g in res.gates} == {
+        "fairness/sex/demographic_parity_difference": Status.FAIL,
+        "fairness/sex/equalized_odds_difference": Status.FAIL,
+        "fairness/sex/four_fifths_min_ratio": Status.FAIL,
+    }
+    assert res.status is Status.FAIL
+    assert "Wilson" in res.details["conventions"]["ci"]
+    assert res.details["attributes"] == ["sex"]
+
+
+def _selection(n_sel_a, n_sel_b, n=20):
+    # every row has y_true = 1 so only selection rates differ; group a selects n_sel_a of n
+    y = [1] * (2 * n)
+    p = [1] * n_sel_a + [0] * (n - n_sel_a) + [1] * n_sel_b + [0] * (n - n_sel_b)
+    return _inputs(y, p, {"race": ["a"] * n + ["b"] * n})
+
+
+def test_four_fifths_fails_below_point_eight():
+    # a: 10/20 = .5, b: 7/20 = .35 -> ratio .7 < .8
+    res = fairness_audit(_selection(10, 7), {**LOOSE, "min_group_size": 10})
+    g = {g.name: g for g in res.gates}["fairness/race/four_fifths_min_ratio"]
+    assert g.value == pytest.approx(0.7)
+    assert g.status is Status.FAIL
+    assert res.status is Status.FAIL
+    assert any("'b'" in n and "four-fifths" in n for n in res.notes)
+
+
+def test_four_fifths_passes_at_point_nine():
+    # a: 10/20 = .5, b: 9/20 = .45 -> ratio .9 >= .8; DP diff .05, EO diff (TPR gap) .05
+    res = fairness_audit(_selection(10, 9), {"min_group_size": 10})
+    assert res.metrics["fairness/race/four_fifths_min_ratio"] == pytest.approx(0.9)
+    assert res.metrics["fairness/race/demographic_parity_difference"] == pytest.approx(0.05)
+    assert all(g.status is Status.PASS for g in res.gates)
+    assert res.status is Status.PASS
+
+
+def test_too_small_group_reported_not_dropped():
+    # add group c (2 rows): y_true 1 0, y_pred 1 1 -> SR 1.0; min_group_size 5 keeps it out
+    res = fairness_audit(
+        _inputs(Y12 + [1, 0], P12 + [1, 1], {"sex": G12 + ["c", "c"]}), {"min_group_size": 5})
+    rows = {r["group"]: r for r in res.by_group}
+    assert set(rows) == {"a", "b", "c"}
+    assert rows["c"]["too_small"] is True and rows["c"]["n"] == 2
+    assert rows["a"]["too_small"] is False
+    m = res.metrics
+    assert m["fairness/sex/n_groups_judged"] == 2
+    assert m["fairness/sex/n_groups_too_small"] == 1
+    # gate value over a, b only (1/3); all groups: 1.0 - 1/6 = 5/6
+    assert m["fairness/sex/demographic_parity_difference"] == pytest.approx(1 / 3)
+    assert m["fairness/sex/demographic_parity_difference_all_groups"] == pytest.approx(5 / 6)
+    # ratio all groups: (1/6)/1.0
+    assert m["fairness/sex/demographic_parity_ratio_all_groups"] == pytest.approx(1 / 6)
+    assert any("too small to judge" in n and "'c' (n=2)" in n for n in res.notes)
+
+
+def test_one_judged_group_is_not_measured():
+    res = fairness_audit(
+        _inputs([1, 0, 1, 0, 1, 0, 1], [1, 0, 1, 1, 0, 0, 1], {"sex": ["a"] * 5 + ["b"] * 2}),
+        {"min_group_size": 5})
+    assert len(res.gates) == 3
+    assert all(g.status is Status.NOT_MEASURED for g in res.gates)
+    assert res.status is Status.NOT_MEASURED
+    assert math.isnan(res.metrics["fairness/sex/demographic_parity_difference"])
+    assert len(res.by_group) == 2
+    assert any("gates not measured" in n for n in res.notes)
+
+
+def test_no_sensitive_columns_skipped():
+    res = fairness_audit(_inputs([1, 0], [1, 0], pd.DataFrame(index=range(2))), {})
+    assert res.status is Status.SKIPPED
+    assert res.gates == [] and res.notes
+
+
+def test_intersection_labels_and_default():
+    sens = {"sex": ["F", "F", "M", "M"] * 10, "race": ["x", "y"] * 20}
+    res = fairness_audit(_inputs([1, 0] * 20, [1, 1, 0, 0] * 10, sens), {"min_group_size": 1})
+    assert res.details["attributes"] == ["sex", "race", "sex_x_race"]
+    groups = {r["group"] for r in res.by_group if r["attribute"] == "sex_x_race"}
+    assert groups == {"F & x", "F & y", "M & x", "M & y"}
+    assert "fairness/sex_x_race/equalized_odds_difference" in res.metrics
+    none = fairness_audit(_inputs([1, 0] * 20, [1, 1, 0, 0] * 10, sens),
+                          {"min_group_size": 1, "intersections": []})
+    assert none.details["attributes"] == ["sex", "race"]
+    with pytest.raises(ValueError, match="age"):
+        fairness_audit(_inputs([1, 0] * 20, [1, 1, 0, 0] * 10, sens),
+                       {"intersections": [["sex", "age"]]})
+
+
+def test_matches_fairlearn_on_random_data():
+    from fairlearn.metrics import (
+        MetricFrame,
+        demographic_parity_difference,
+        equalized_odds_difference,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )
+
+    rng = np.random.default_rng(42)
+    n = 2000
+    sex = rng.choice(["F", "M"], n, p=[0.4, 0.6])
+    race = rng.choice(["A", "B", "C"], n, p=[0.6, 0.3, 0.1])
+    y = rng.binomial(1, np.where(sex == "M", 0.35, 0.2))
+    score = np.clip(0.4 * y + 0.6 * rng.random(n) + 0.05 * (race == "A"), 0, 1)
+    pred = (score >= 0.5).astype(int)
+    sens = pd.DataFrame({"sex": sex, "race": race})
+    res = fairness_audit(AuditInputs(y, score, sens), {"min_group_size": 30})
+    by = {(r["attribute"], r["group"]): r for r in res.by_group}
+    for attr, feats in {"sex": sex, "race": race, "sex_x_race": sens}.items():
+        mf = MetricFrame(metrics={"sr": selection_rate, "tpr": true_positive_rate,
+                                  "fpr": false_positive_rate},
+                         y_true=y, y_pred=pred, sensitive_features=feats)
+        assert res.metrics[f"fairness/{attr}/n_groups_judged"] == len(mf.by_group)
+        for key, row in mf.by_group.iterrows():
+            label = " & ".join(key) if isinstance(key, tuple) else key
+            ours = by[(attr, label)]
+            assert ours["selection_rate"] == pytest.approx(row["sr"])
+            assert ours["true_positive_rate"] == pytest.approx(row["tpr"])
+            assert ours["false_positive_rate"] == pytest.approx(row["fpr"])
+        assert res.metrics[f"fairness/{attr}/demographic_parity_difference"] == pytest.approx(
+            demographic_parity_difference(y, pred, sensitive_features=feats))
+        assert res.metrics[f"fairness/{attr}/equalized_odds_difference"] == pytest.approx(
+            equalized_odds_difference(y, pred, sensitive_features=feats))
+    # sanity: the independent numbers are not trivially zero
+    assert res.metrics["fairness/race/demographic_parity_difference"] > 0.01
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1), st.sampled_from("abc")),
+                min_size=2, max_size=40))
+def test_dp_ratio_and_difference_in_unit_interval(rows):
+    y, p, g = (list(t) for t in zip(*rows))
+    res = fairness_audit(_inputs(y, p, {"g": g}), {"min_group_size": 1})
+    diff = res.metrics["fairness/g/demographic_parity_difference"]
+    ratio = res.metrics["fairness/g/demographic_parity_ratio"]
+    if len(set(g)) < 2:
+        assert math.isnan(diff) and math.isnan(ratio)
+        return
+    assert 0.0 <= diff <= 1.0
+    if sum(p) == 0:  # nobody selected: 0/0
+        assert math.isnan(ratio)
+    else:
+        assert 0.0 <= ratio <= 1.0
+    for r in res.by_group:
+        assert 0.0 <= r["selection_rate_ci_low"] <= r["selection_rate"] \
+            <= r["selection_rate_ci_high"] <= 1.0

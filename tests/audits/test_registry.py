@@ -1,0 +1,52 @@
+import ast
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import audits
+from audits import AUDITS, AuditInputs, run_audits
+from audits.results import AuditResult, Status
+
+AUDITS_DIR = pathlib.Path(audits.__file__).parent
+FORBIDDEN = {"torch", "prefect", "mlflow", "great_expectations", "opacus", "flows", "tasks",
+             "models", "data_contracts"}
+
+
+def test_registry_and_run_audits():
+    assert list(AUDITS) == ["performance", "fairness", "privacy"]
+    rng = np.random.default_rng(0)
+    n = 200
+    y = rng.integers(0, 2, n)
+    inputs = AuditInputs(y, np.clip(0.5 * y + 0.5 * rng.random(n), 0, 1),
+                         pd.DataFrame({"sex": rng.choice(["F", "M"], n)}))
+    results = run_audits(inputs, {"performance": {"min_accuracy": 0.5}})
+    assert set(results) == set(AUDITS)
+    assert all(isinstance(r, AuditResult) and r.name == k for k, r in results.items())
+    assert results["performance"].status is Status.PASS
+    assert results["privacy"].status is Status.NOT_MEASURED
+    with pytest.raises(ValueError, match="fairnes"):
+        run_audits(inputs, {"fairnes": {}})
+
+
+def test_audits_do_not_import_forbidden_packages():
+    for path in AUDITS_DIR.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            assert not {n.split(".")[0] for n in names} & FORBIDDEN, (path.name, names)
+
+
+def test_import_is_light():
+    code = ("import sys, audits; heavy = {'sklearn', 'fairlearn', 'scipy', 'torch'}; "
+            "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"

@@ -1,0 +1,69 @@
+"""The training loop: early stopping, determinism, DP wrapping and its refusals."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data_contracts.errors import ConfigError
+from models import get_family
+from models.training import PrivacySettings, TrainSettings, train_torch
+
+
+def _data(n=1200, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = (X[:, 0] + 0.3 * rng.normal(size=n) > 0).astype(np.float32)
+    return X[: n - 300], y[: n - 300], X[n - 300 :], y[n - 300 :]
+
+
+def _train(privacy=PrivacySettings(), epochs=4, seed=0, model=None):
+    from models.base import seed_everything
+
+    fam = get_family("tabular")
+    Xtr, ytr, Xva, yva = _data()
+    seed_everything(seed)  # weights are initialised before train_torch seeds its own RNG use
+    model = model or fam.build_model(Xtr.shape[1], fam.make_config({"hidden_sizes": [16]}))
+    return train_torch(model, Xtr, ytr, Xva, yva, make_criterion=fam.make_criterion,
+                       settings=TrainSettings(epochs=epochs, batch_size=64, lr=5e-3, seed=seed),
+                       privacy=privacy)
+
+
+def test_training_is_deterministic_for_a_seed():
+    a, b = _train(seed=3), _train(seed=3)
+    assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
+
+
+def test_training_learns_and_keeps_best_epoch():
+    r = _train(epochs=6)
+    losses = [h["val_loss"] for h in r.history]
+    assert losses[-1] < 0.5  # separable data: far below log(2) = 0.693
+    assert r.best_epoch == int(np.argmin(losses)) + 1
+    assert r.dp == {"enabled": False}
+
+
+def test_dp_training_reports_epsilon_within_target():
+    r = _train(PrivacySettings(enabled=True, target_epsilon=2.0, delta=1e-4), epochs=3)
+    assert r.dp["enabled"] is True
+    assert 0 < r.dp["epsilon"] <= 2.0 + 1e-6
+    assert r.dp["epsilon_rdp"] > 0 and r.dp["noise_multiplier"] > 0
+    assert r.dp["steps"] > 0
+    # the returned model is the plain module (Opacus wrapper removed), so it can be logged
+    assert type(r.model).__name__ == "MLP"
+
+
+def test_dp_refuses_a_model_opacus_cannot_handle():
+    import torch.nn as nn
+
+    bad = nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4), nn.Linear(4, 1), nn.Flatten(0))
+    with pytest.raises(ConfigError, match="not DP-compatible"):
+        _train(PrivacySettings(enabled=True, noise_multiplier=1.0, delta=1e-4), model=bad)
+
+
+def test_dp_refuses_a_delta_not_below_one_over_n():
+    with pytest.raises(ConfigError, match=r"privacy.delta=0.01 must be smaller than 1/n_train"):
+        _train(PrivacySettings(enabled=True, noise_multiplier=1.0, delta=0.01))
+
+
+def test_dp_without_noise_setting_is_refused():
+    with pytest.raises(ConfigError, match="target_epsilon or privacy.noise_multiplier"):
+        _train(PrivacySettings(enabled=True, delta=1e-4))

@@ -1,0 +1,69 @@
+"""The import-layering table of ARCHITECTURE.md, enforced by walking every module's imports."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OURS = {"flows", "tasks", "models", "audits", "data_contracts"}
+
+# package -> top-level modules it must never import (directly, at any depth in the file)
+FORBIDDEN = {
+    "models": {"prefect", "mlflow", "great_expectations", "flows", "tasks", "audits"},
+    "audits": {"torch", "opacus", "prefect", "mlflow", "great_expectations", "flows", "tasks", "models"},
+    "data_contracts": {"torch", "opacus", "prefect", "mlflow", "flows", "tasks", "models", "audits"},
+    "tasks": {"flows"},
+    "flows": {"torch", "opacus", "mlflow", "great_expectations"},
+}
+# heavy libraries that may be used but only imported lazily (inside functions)
+LAZY_ONLY = {
+    "data_contracts": {"great_expectations"},
+    "flows": {"tasks.tracking", "prefect"},
+}
+
+
+def _imports(tree: ast.AST, top_level_only: bool = False) -> set[str]:
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def _modules(package: str):
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_respects_layering(package):
+    offences = []
+    for path in _modules(package):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for name in _imports(tree):
+            if name.split(".")[0] in FORBIDDEN[package]:
+                offences.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not offences, "\n".join(offences)
+
+
+def test_gx_is_imported_lazily_in_contracts():
+    for path in _modules("data_contracts"):
+        top = _imports(ast.parse(path.read_text(encoding="utf-8")), top_level_only=True)
+        assert not {n for n in top if n.split(".")[0] == "great_expectations"}, path
+
+
+def test_cli_module_imports_only_light_modules_at_top_level():
+    top = _imports(ast.parse((ROOT / "flows" / "cli.py").read_text(encoding="utf-8")), top_level_only=True)
+    heavy = {"torch", "prefect", "mlflow", "great_expectations", "opacus", "pandas", "sklearn", "fairlearn"}
+    assert not {n for n in top if n.split(".")[0] in heavy}, top
+
+
+def test_layering_check_detects_an_offence(tmp_path):
+    """The walker itself must see a nested (lazy) import, or the table above proves nothing."""
+    tree = ast.parse("def f():\n    import mlflow\n")
+    assert "mlflow" in _imports(tree)
+    assert "mlflow" not in _imports(tree, top_level_only=True)
