@@ -104,8 +104,9 @@ def read_uci_csv(path: Path | str, columns: Sequence[str], label: str | None = N
 
     UCI format: comma-separated, no header, a space after each comma, ``?`` for missing
     values; a first line starting with ``|`` (adult.test) and blank lines are skipped. A file
-    whose first field is ``columns[0]`` is read as a CSV *with* a header row instead (e.g. an
-    export of a loaded frame); its columns are kept as they are, for the contract to check.
+    whose first row looks like a header (first field ``columns[0]``, or at least half of its
+    fields are column names) is read as a CSV *with* a header row instead (e.g. an export of a
+    loaded frame); its columns are kept as they are, in its order, for the contract to check.
     Empty fields and ``?`` become NaN. The trailing ``.`` of ``label`` values is removed.
     """
     import pandas as pd
@@ -123,7 +124,10 @@ def read_uci_csv(path: Path | str, columns: Sequence[str], label: str | None = N
     rows = csv.reader((line for _, line in numbered), skipinitialspace=True)
     try:
         first = next(rows)
-        headered = bool(first) and first[0].strip() == columns[0]
+        names = [f.strip() for f in first]
+        headered = bool(names) and (
+            names[0] == columns[0] or 2 * len(set(names) & set(columns)) >= len(names)
+        )
         expected = len(first) if headered else len(columns)
         if not headered and len(first) != expected:
             raise DataError(WRONG_FIELDS.format(path=path, expected=expected, line=numbered[0][0], got=len(first)))

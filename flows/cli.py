@@ -42,10 +42,15 @@ def _quiet_environment(verbose: bool) -> None:
         defaults["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"
         defaults["PREFECT_LOGGING_LEVEL"] = "WARNING"
         defaults["PREFECT_SERVER_LOGGING_LEVEL"] = "ERROR"
+        # MLflow's INFO/WARNING lines (DB migrations, cloudpickle notice, signature checks)
+        defaults["MLFLOW_LOGGING_LEVEL"] = "ERROR"
     for k, v in defaults.items():
         os.environ.setdefault(k, v)
+    import logging
     import warnings
 
+    if not verbose:
+        logging.getLogger("alembic").setLevel(logging.ERROR)
     for pattern in ("Secure RNG turned off", "Full backward hook", "Optimal order is the"):
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -153,11 +158,14 @@ def _print_summary(console, summary: dict) -> None:
     status = summary["status"].upper()
     colour = "green" if summary["status"] == "pass" else "red"
     console.print(f"Overall: [bold {colour}]{status}[/]")
-    console.print(f"Report:  {Path(summary['report']['html']).resolve()}")
-    console.print(f"         {Path(summary['report']['json']).resolve()}")
-    console.print(f"MLflow:  run {summary['parent_run_id']} in experiment '{summary['experiment']}' "
-                  f"({summary['tracking_uri']})")
-    console.print(f"         {summary['mlflow_url']}  (start the UI with: impactflow ui)")
+    out = [
+        f"Report:  {Path(summary['report']['html']).resolve()}",
+        f"         {Path(summary['report']['json']).resolve()}",
+        f"MLflow:  run {summary['parent_run_id']} in experiment '{summary['experiment']}' ({summary['tracking_uri']})",
+        f"         {summary['mlflow_url']}  (start the UI with: impactflow ui)",
+    ]
+    for line in out:  # paths must stay copyable: never wrapped
+        console.print(line, soft_wrap=True, markup=False)
 
 
 @app.command()

@@ -106,6 +106,7 @@ class TrackingConfig(_Strict):
 
 class RunConfig(_Strict):
     preset: str = "custom"
+    extends: str | None = None  # name of the preset this one was layered on (informational)
     description: str = ""
     seed: int = 0
     data: DataConfig = DataConfig()
@@ -199,6 +200,28 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _with_base(data: dict[str, Any], seen: list[str]) -> dict[str, Any]:
+    """``extends: <preset>`` layers a YAML file on top of a preset (recursively)."""
+    base_name = data.get("extends")
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str):
+        raise ConfigError(f"extends: expected a preset name, got {base_name!r}")
+    _, base_path = resolve_source(base_name)
+    if str(base_path) in seen:
+        raise ConfigError(f"extends: preset cycle {' -> '.join(seen + [str(base_path)])}")
+    base = _with_base(_read_yaml(base_path), seen + [str(base_path)])
+    base.pop("preset", None)
+    return deep_merge(base, data)
+
+
 def _format_validation_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
@@ -213,7 +236,7 @@ def _format_validation_error(exc: ValidationError) -> str:
 def load_config(source: str | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load a preset or YAML file, apply ``key=value`` overrides, validate everything."""
     preset, path = resolve_source(source)
-    data = _read_yaml(path)
+    data = _with_base(_read_yaml(path), seen=[str(path)])
     data.setdefault("preset", preset)
     data = apply_overrides(data, list(overrides or []))
     try:

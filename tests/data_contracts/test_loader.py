@@ -116,6 +116,13 @@ def test_headered_csv_round_trip(adult, tmp_path):
     pd.testing.assert_frame_equal(load_uci_adult([f]), sample)
 
 
+def test_headered_csv_in_another_column_order(adult, tmp_path):
+    sample = adult.head(50)[list(reversed(ADULT_COLUMNS))]
+    f = tmp_path / "reordered.csv"
+    sample.to_csv(f, index=False)
+    pd.testing.assert_frame_equal(load_uci_adult([f]), sample)
+
+
 def test_bad_numeric_value_stays_visible(tmp_path):
     f = tmp_path / "bad.data"
     f.write_text(ROW + "\n" + ROW.replace("39,", "abc,", 1) + "\n")
