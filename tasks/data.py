@@ -7,10 +7,10 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks import progress
+from tasks import progress, retry_io_only
 
 
-@task(name="load-data", cache_policy=NONE, retries=1, retry_delay_seconds=1)
+@task(name="load-data", cache_policy=NONE, retries=1, retry_delay_seconds=1, retry_condition_fn=retry_io_only)
 def load_data(contract_name: str, paths: list[str] | None, sample: int | None, seed: int) -> tuple[Any, dict]:
     """Read the dataset's files through its contract's loader and hash them."""
     from data_contracts import get_contract, load_dataset

@@ -1,0 +1,560 @@
+"""Time each stage of the impactflow pipeline on the shipped UCI Adult data.
+
+    python benchmarks/stages.py [--repeats N] [--sample N] [--json out.json]
+
+Every compute stage calls the same pure function its Prefect task calls (``tasks/*.py``),
+in this one process, without Prefect's engine; the MLflow stage calls the logging tasks'
+undecorated functions (``task.fn``) against a fresh SQLite store in a temp dir. Start-up
+costs (``impactflow --help``, heavy imports) and one whole ``impactflow run`` are measured in
+fresh subprocesses. Nothing here asserts a timing: it prints what it measured.
+
+Repeats: the fast stages (load, validate, split, baseline, audits, report, MLflow) run
+``--repeats`` times (default 3) and show median / min / max; the torch training stages and
+the end-to-end run are costly and run ``--train-repeats`` / ``--e2e-repeats`` times
+(default 1). Heavy libraries are imported once before any stage is timed, so a stage's
+time excludes its import (imports are reported on their own); the first repeat of a stage
+still pays one-time set-up (e.g. MLflow creating its SQLite schema, GX building a context).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# The CLI's quiet defaults (flows/cli.py), so in-process stages run as `impactflow run` does.
+QUIET_ENV = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
+    "MLFLOW_LOGGING_LEVEL": "ERROR",
+}
+# fairlearn's __init__ is lazy (~1 ms); fairlearn.metrics is what audits/fairness.py imports.
+HEAVY_IMPORTS = ["torch", "prefect", "mlflow", "great_expectations", "opacus", "fairlearn.metrics"]
+# Env vars that would point a subprocess at an existing server/store instead of a fresh one.
+STRIP_ENV = ("PREFECT_API_URL", "PREFECT_PROFILE", "MLFLOW_TRACKING_URI")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class Results:
+    """Rows of (section, stage, times, note) plus extra derived lines, printed as a table."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.derived: list[tuple[str, str]] = []
+        self.meta: dict[str, Any] = {}
+
+    def add(self, section: str, stage: str, times: list[float], note: str = "") -> list[float]:
+        self.rows.append({"section": section, "stage": stage, "times_s": list(times), "note": note})
+        print(f"  [{section}] {stage}: {', '.join(f'{t:.3f}' for t in times)} s", file=sys.stderr, flush=True)
+        return times
+
+    def line(self, label: str, value: str) -> None:
+        self.derived.append((label, value))
+
+    def median(self, stage: str) -> float:
+        for r in self.rows:
+            if r["stage"] == stage:
+                return statistics.median(r["times_s"])
+        raise KeyError(stage)
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:
+    times, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return times, result
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in STRIP_ENV}
+    env.update(QUIET_ENV)
+    env.update(extra)
+    return env
+
+
+def impactflow_exe() -> str:
+    exe = Path(sys.executable).parent / "impactflow"
+    return str(exe) if exe.exists() else (shutil.which("impactflow") or "impactflow")
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {"nproc": os.cpu_count(), "cpu": cpu, "python": sys.version.split()[0],
+                            "platform": platform.platform()}
+    try:
+        info["nproc"] = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip())
+    except (OSError, ValueError):
+        pass
+    return info
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+def bench_startup(res: Results, repeats: int) -> None:
+    sec = "start-up (fresh subprocesses)"
+    env = clean_env()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([impactflow_exe(), "--help"], env=env, capture_output=True, check=True)
+        times.append(time.perf_counter() - t0)
+    res.add(sec, "impactflow --help (whole process)", times)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], env=env, capture_output=True, check=True)
+        times.append(time.perf_counter() - t0)
+    res.add(sec, "python -c pass (interpreter alone)", times)
+    code = "import time,sys; t=time.perf_counter(); __import__(sys.argv[1]); print(time.perf_counter()-t)"
+    for mod in HEAVY_IMPORTS:
+        times = []
+        for _ in range(repeats):
+            out = subprocess.run([sys.executable, "-c", code, mod], env=env, capture_output=True,
+                                 text=True, check=True).stdout.strip().splitlines()[-1]
+            times.append(float(out))
+        res.add(sec, f"import {mod}", times, "in-process import time")
+
+
+def bench_prefect_server(res: Results, work: Path) -> None:
+    """A trivial flow twice in one fresh process: the first pays the ephemeral server start."""
+    sec = "start-up (fresh subprocesses)"
+    script = (
+        "import json,time\n"
+        "t0=time.perf_counter()\n"
+        "from prefect import flow, task\n"
+        "t1=time.perf_counter()\n"
+        "@task\n"
+        "def noop():\n    return 1\n"
+        "@flow\n"
+        "def trivial():\n    return noop()\n"
+        "trivial(); t2=time.perf_counter()\n"
+        "trivial(); t3=time.perf_counter()\n"
+        "print(json.dumps({'import': t1-t0, 'first': t2-t1, 'second': t3-t2}))\n"
+    )
+    home = work / "prefect_home_trivial"
+    home.mkdir()
+    out = subprocess.run([sys.executable, "-c", script], env=clean_env(PREFECT_HOME=str(home)),
+                         capture_output=True, text=True, cwd=work)
+    if out.returncode != 0:
+        res.line("prefect trivial flow", f"failed (rc={out.returncode}): {out.stderr.strip()[-300:]}")
+        return
+    t = json.loads(out.stdout.strip().splitlines()[-1])
+    res.add(sec, "prefect: 1st trivial flow run (ephemeral server start)", [t["first"]],
+            "fresh PREFECT_HOME, 1 flow + 1 task")
+    res.add(sec, "prefect: 2nd trivial flow run (server warm)", [t["second"]], "same process")
+
+
+# --------------------------------------------------------------------------- in-process stages
+
+
+def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    for k in STRIP_ENV:
+        os.environ.pop(k, None)
+    for pattern in ("Secure RNG turned off", "Full backward hook", "Optimal order is the"):
+        warnings.filterwarnings("ignore", message=pattern)
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    import logging
+
+    for name in ("alembic", "mlflow", "great_expectations"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    # Import everything up front: stage times below exclude imports (reported separately).
+    t0 = time.perf_counter()
+    for mod in HEAVY_IMPORTS + ["sklearn", "pandas", "matplotlib"]:
+        __import__(mod)
+    import torch
+
+    from audits import AuditInputs, run_audits
+    from audits.render import write_report
+    from audits.report import build_report
+    from data_contracts import get_contract, load_dataset
+    from data_contracts.files import file_sha256, sha256_files
+    from data_contracts.validation import validate
+    from flows.config import load_config
+    from models import get_family
+    from models.data import split_frame
+    from models.fit import fit_baseline, fit_family_model
+    from models.training import PrivacySettings
+    from tasks import log as log_tasks
+    from tasks.report import model_record, provenance, representation
+    from tasks.train import roles_for
+
+    res.meta["in_process_import_s"] = time.perf_counter() - t0
+    res.meta["torch_threads"] = torch.get_num_threads()
+
+    cfg = load_config("tabular")
+    dp_cfg = load_config("tabular-dp")
+    contract = get_contract(cfg.data.contract)
+    family = get_family(cfg.model.family)
+    roles = roles_for(contract, cfg.data.exclude_sensitive_from_features)
+    gates = cfg.gates.model_dump()
+    sensitive = list(contract.sensitive)
+    R, TR = args.repeats, args.train_repeats
+    sec = "pipeline stages (in-process, pure functions)"
+
+    # load (as tasks/data.py:load_data, with the same seeded sample)
+    def load():
+        files = list(contract.default_files)
+        df = load_dataset(contract, None)
+        if args.sample is not None and args.sample < len(df):
+            df = df.sample(n=args.sample, random_state=cfg.seed).reset_index(drop=True)
+        info = {
+            "contract": contract.name,
+            "files": [{"path": str(p), "sha256": file_sha256(p)} for p in files],
+            "dataset_sha256": sha256_files(files),
+            "n_rows": int(len(df)), "sampled": args.sample, "source": contract.source,
+            "license": contract.license, "shipped": True,
+        }
+        return df, info
+
+    times, (df, data_info) = timed(load, R)
+    res.add(sec, "load (load_dataset + SHA-256 of files)", times, f"{len(df):,} rows")
+    res.meta["rows"] = len(df)
+
+    docs_dirs: list[Path] = []
+
+    def do_validate():
+        d = Path(tempfile.mkdtemp(dir=work, prefix="docs_"))
+        docs_dirs.append(d)
+        return validate(df, contract, d)
+
+    times, validation = timed(do_validate, R)
+    res.add(sec, "validate (GX + Data Docs)", times,
+            f"{validation.total_expectations} expectations, success={validation.success}")
+
+    times, split = timed(lambda: split_frame(df, target=contract.target, stratify_on=sensitive,
+                                             validation=cfg.split.validation, test=cfg.split.test,
+                                             seed=cfg.seed), R)
+    sizes = split.sizes()
+    res.add(sec, "split (split_frame)", times, "train/val/test " + "/".join(f"{v:,}" for v in sizes.values()))
+
+    def fit(params: dict, privacy_cfg: dict, train_cfg=cfg.train):
+        return fit_family_model(family, params, split, roles, seed=cfg.seed, device=train_cfg.device,
+                                amp=train_cfg.amp, privacy=PrivacySettings(**privacy_cfg))
+
+    def train_note(m) -> str:
+        t = m.training
+        per_epoch = t["wall_time_s"] / max(t["epochs_run"], 1)
+        note = (f"{t['epochs_run']} epochs ({per_epoch:.2f} s/epoch in loop), "
+                f"batch {m.params['batch_size']}, {t['device']}")
+        if t["dp"].get("enabled"):
+            note += f", eps={t['dp']['epsilon']:.2f}"
+        return note
+
+    def fit_breakdown(m, total: float) -> str:
+        t = m.training
+        rest = total - t["wall_time_s"] - t["preprocess_time_s"]
+        return (f"rest of fit: preprocessing {t['preprocess_time_s']:.2f} s, "
+                f"init/{'DP noise calibration/' if t['dp'].get('enabled') else ''}scoring {rest:.2f} s")
+
+    times, mlp = timed(lambda: fit(dict(cfg.model.params), cfg.privacy.model_dump()), TR)
+    res.add(sec, "train MLP (preset tabular)", times, train_note(mlp))
+    res.add(sec, "  of which training loop", [mlp.training["wall_time_s"]], fit_breakdown(mlp, times[-1]))
+
+    times, mlp_dp = timed(lambda: fit(dict(dp_cfg.model.params), dp_cfg.privacy.model_dump(), dp_cfg.train), TR)
+    res.add(sec, "train MLP DP (preset tabular-dp)", times, train_note(mlp_dp))
+    res.add(sec, "  of which training loop", [mlp_dp.training["wall_time_s"]], fit_breakdown(mlp_dp, times[-1]))
+
+    baselines = {}
+    for b in cfg.model.baselines:
+        times, baselines[b] = timed(lambda: fit_baseline(family, b, split, roles, seed=cfg.seed), R)
+        res.add(sec, f"train baseline {b} (fit_baseline)", times, "fit + scoring train/test")
+
+    # audits (as tasks/audit.py:audit_model)
+    def audit(m):
+        dp = m.training.get("dp") or {}
+        inputs = AuditInputs(y_true=m.y_test, y_score=m.test_score, sensitive=split.test[sensitive],
+                             member_loss=m.member_loss, nonmember_loss=m.nonmember_loss,
+                             epsilon=dp.get("epsilon") if dp.get("enabled") else None,
+                             delta=dp.get("delta") if dp.get("enabled") else None)
+        return run_audits(inputs, gates)
+
+    audits = {}
+    pipeline_models = [mlp, *baselines.values()]  # what `impactflow run -c tabular` trains
+    for m in [*pipeline_models, mlp_dp]:
+        times, audits[m.name] = timed(lambda: audit(m), R)
+        res.add(sec, f"audits ({m.name})", times, "performance + fairness + privacy")
+
+    # report (as flows/pipeline.py + tasks/report.py:write_report), for the tabular pipeline
+    times, prov = timed(lambda: provenance(cfg.seed, "benchmarks/stages.py"), R)
+    res.add(sec, "provenance (git + package versions)", times)
+    data = {
+        **data_info,
+        "splits": sizes, "contract_result": validation.to_dict(),
+        "representation": representation(df, contract.target, contract.positive_label, sensitive),
+        "missing": {k: int(v) for k, v in df.isna().sum().items() if v},
+        "sensitive": sensitive,
+        "excluded_features": sorted({contract.weight, *contract.exclude_from_features} - {None}
+                                    | (set(sensitive) if cfg.data.exclude_sensitive_from_features else set())),
+    }
+    records = [model_record(m, audits[m.name], f"bench-{m.name}") for m in pipeline_models]
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    run = {"run_id": "bench", "flow_run_id": None, "preset": cfg.preset, "started_at": now,
+           "finished_at": now, "mlflow": {"tracking_uri": "sqlite:///bench.db", "experiment": "bench",
+                                          "parent_run_id": "bench"}}
+    config = cfg.model_dump(mode="json")
+    report_dirs: list[Path] = []
+
+    def report():
+        d = Path(tempfile.mkdtemp(dir=work, prefix="report_"))
+        report_dirs.append(d)
+        doc = build_report(run=run, data=data, models=records, provenance=prov, config=config)
+        return write_report(doc, d)
+
+    times, report_paths = timed(report, R)
+    res.add(sec, "report (build_report + write json/md/html)", times, f"{len(records)} models")
+
+    # MLflow: the logging tasks' functions, in the flow's order, each repeat on a fresh SQLite store
+    sec_ml = "MLflow logging (tasks.log functions, fresh SQLite store per repeat)"
+    tags = {"impactflow.family": cfg.model.family, "impactflow.preset": cfg.preset, "impactflow.dp": "false"}
+    ml_times: dict[str, list[float]] = {}
+
+    def tick(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        ml_times.setdefault(name, []).append(time.perf_counter() - t0)
+        return out
+
+    for i in range(R):
+        out = Path(tempfile.mkdtemp(dir=work, prefix="mlflow_"))
+        ctx = tick("start tracking (experiment, parent run, params)",
+                   lambda: log_tasks.start_tracking.fn(config, cfg.preset, cfg.experiment_name, str(out), f"bench-{i}", tags))
+        tick("log data (dataset input, tags, metrics, Data Docs)",
+             lambda: log_tasks.log_data.fn(ctx, df, data_info, validation.to_dict(), str(docs_dirs[-1])))
+        for m in pipeline_models:
+            tick(f"log model run ({m.name}: child run, metrics, log_model)",
+                 lambda: log_tasks.log_model_run.fn(ctx, m, audits[m.name], split.test, tags, str(out / "models")))
+        tick("log report (artifacts, end run)",
+             lambda: log_tasks.log_report.fn(ctx, {k: str(v) for k, v in report_paths.items()}, "pass"))
+    for name, times in ml_times.items():
+        res.add(sec_ml, name, times, "1st repeat creates the DB schema" if name.startswith("start") else "")
+    ml_total = [sum(ts[i] for ts in ml_times.values()) for i in range(R)]
+    res.add(sec_ml, "MLflow total", ml_total)
+
+    # DP vs non-DP: same model, same batch (tabular-dp params), same fixed number of epochs
+    E = args.ratio_epochs
+    params = {**dp_cfg.model.params, "epochs": E, "patience": E}
+    same_off = fit(params, {"enabled": False}, dp_cfg.train)
+    same_on = fit(params, dp_cfg.privacy.model_dump(), dp_cfg.train)
+    sec_dp = f"DP vs non-DP training (tabular-dp model and batch {params['batch_size']}, {E} epochs each)"
+    res.add(sec_dp, "non-private: training loop", [same_off.training["wall_time_s"]], train_note(same_off))
+    res.add(sec_dp, "DP (ghost clipping): training loop", [same_on.training["wall_time_s"]], train_note(same_on))
+
+    def per_epoch(m) -> float:
+        return m.training["wall_time_s"] / max(m.training["epochs_run"], 1)
+
+    # The DP loop also pays the accountant once per epoch (the CLI's epsilon read-out):
+    eps_cost = _epsilon_cost(same_on, dp_cfg.privacy.accountant, dp_cfg.privacy.delta)
+    if eps_cost is not None:
+        res.add(sec_dp, f"  {dp_cfg.privacy.accountant.upper()} get_epsilon once (per-epoch read-out)", [eps_cost],
+                "included in the DP loop, once per epoch")
+    ratio_same = per_epoch(same_on) / per_epoch(same_off)
+    ratio_presets_epoch = per_epoch(mlp_dp) / per_epoch(mlp)
+    ratio_presets_fit = statistics.median(res.rows[[r["stage"] for r in res.rows].index("train MLP DP (preset tabular-dp)")]["times_s"]) \
+        / statistics.median(res.rows[[r["stage"] for r in res.rows].index("train MLP (preset tabular)")]["times_s"])
+    res.line("DP/non-DP per-epoch time, SAME model + batch "
+             f"{params['batch_size']} ({E} epochs each, privacy on vs off)", f"{ratio_same:.2f}x")
+    res.line("DP/non-DP per-epoch time, presets as configured (tabular-dp batch "
+             f"{mlp_dp.params['batch_size']} vs tabular batch {mlp.params['batch_size']})", f"{ratio_presets_epoch:.2f}x")
+    res.line("DP/non-DP whole fit, presets as configured "
+             f"({mlp_dp.training['epochs_run']} vs {mlp.training['epochs_run']} epochs, incl. "
+             "noise calibration + scoring)", f"{ratio_presets_fit:.2f}x")
+
+    # Sum of the compute stages `impactflow run -c tabular` executes (medians), for the e2e comparison.
+    compute = (res.median("load (load_dataset + SHA-256 of files)") + res.median("validate (GX + Data Docs)")
+               + res.median("split (split_frame)") + res.median("train MLP (preset tabular)")
+               + sum(res.median(f"train baseline {b} (fit_baseline)") for b in baselines)
+               + sum(res.median(f"audits ({m.name})") for m in pipeline_models)
+               + res.median("provenance (git + package versions)")
+               + res.median("report (build_report + write json/md/html)"))
+    return {"compute_s": compute, "mlflow_s": statistics.median(ml_total)}
+
+
+def _epsilon_cost(m, accountant: str, delta: float) -> float | None:
+    """Time one get_epsilon on the accountant with the run's final step history."""
+    dp = m.training["dp"]
+    try:
+        from opacus.accountants import create_accountant
+
+        acc = create_accountant(accountant)
+        acc.history = [(dp["noise_multiplier"], dp["sample_rate"], dp["steps"])]
+        t0 = time.perf_counter()
+        acc.get_epsilon(delta)
+        return time.perf_counter() - t0
+    except Exception:  # pragma: no cover - a diagnostic only
+        return None
+
+
+# --------------------------------------------------------------------------- end-to-end
+
+
+def _prefect_db_times(home: Path) -> dict[str, float]:
+    """Flow-run duration and the sum of task-run durations, read from the ephemeral server's DB."""
+    db = home / "prefect.db"
+    out: dict[str, float] = {}
+    if not db.exists():
+        return out
+    try:
+        con = sqlite3.connect(db)
+        # SQLite stores these as ISO strings; julianday() handles them.
+        row = con.execute("SELECT (julianday(end_time)-julianday(start_time))*86400 FROM flow_run "
+                          "WHERE end_time IS NOT NULL ORDER BY start_time DESC LIMIT 1").fetchone()
+        if row and row[0] is not None:
+            out["flow_run_s"] = float(row[0])
+        row = con.execute("SELECT SUM((julianday(end_time)-julianday(start_time))*86400), COUNT(*) "
+                          "FROM task_run WHERE end_time IS NOT NULL").fetchone()
+        if row and row[0] is not None:
+            out["task_runs_s"] = float(row[0])
+            out["task_runs_n"] = int(row[1])
+        con.close()
+    except sqlite3.Error:
+        pass
+    return out
+
+
+def bench_e2e(res: Results, args: argparse.Namespace, work: Path, compute_s: float | None,
+              mlflow_s: float | None) -> None:
+    sec = "end-to-end (`impactflow run -c tabular`, fresh subprocess, fresh PREFECT_HOME + MLflow store)"
+    cmd = [impactflow_exe(), "run", "-c", "tabular"]
+    if args.sample is not None:
+        cmd += ["--set", f"data.sample={args.sample}"]
+    times, db_times = [], {}
+    for i in range(args.e2e_repeats):
+        d = work / f"e2e_{i}"
+        home = d / "prefect_home"
+        home.mkdir(parents=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=d, env=clean_env(PREFECT_HOME=str(home)), capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        if proc.returncode not in (0, 3):  # 3 = completed, a gate failed: still a whole run
+            res.line("end-to-end", f"FAILED rc={proc.returncode}: {(proc.stderr or proc.stdout).strip()[-500:]}")
+            return
+        db_times = _prefect_db_times(home)
+    res.add(sec, "impactflow run (whole process)", times, "exit 0 or 3 (gates)")
+    e2e = statistics.median(times)
+    if "flow_run_s" in db_times:
+        res.add(sec, "  flow run (Prefect start->end, from its DB)", [db_times["flow_run_s"]])
+        res.line("process wall - flow run (interpreter, imports, config, ephemeral server start)",
+                 f"{e2e - db_times['flow_run_s']:.1f} s")
+    if "task_runs_s" in db_times:
+        res.add(sec, f"  sum of {db_times['task_runs_n']} task runs (from its DB)", [db_times["task_runs_s"]])
+    if compute_s is not None:
+        res.line("sum of in-process compute stages (load, validate, split, train mlp + baselines, "
+                 "audits, provenance, report; medians)", f"{compute_s:.1f} s")
+        if mlflow_s is not None:
+            res.line("in-process MLflow logging (median)", f"{mlflow_s:.1f} s")
+        res.line("orchestration + tracking + start-up overhead = e2e - compute",
+                 f"{e2e - compute_s:.1f} s ({100 * (e2e - compute_s) / e2e:.0f}% of the e2e wall time)")
+        if mlflow_s is not None:
+            res.line("  of which MLflow logging (in-process estimate)",
+                     f"{mlflow_s:.1f} s ({100 * mlflow_s / e2e:.0f}%)")
+            res.line("  remainder: interpreter + imports + Prefect server/engine",
+                     f"{e2e - compute_s - mlflow_s:.1f} s ({100 * (e2e - compute_s - mlflow_s) / e2e:.0f}%)")
+
+
+# --------------------------------------------------------------------------- output
+
+
+def render(res: Results) -> str:
+    def fmt(t: float) -> str:
+        return f"{t:.3f}" if t < 10 else f"{t:.2f}" if t < 100 else f"{t:.1f}"
+
+    lines: list[str] = []
+    w = max(len(r["stage"]) for r in res.rows) + 2
+    header = f"{'stage':<{w}}{'n':>3}{'median s':>11}{'min s':>10}{'max s':>10}   note"
+    section = None
+    for r in res.rows:
+        if r["section"] != section:
+            section = r["section"]
+            lines += ["", f"== {section}", header, "-" * (len(header) + 20)]
+        ts = r["times_s"]
+        lines.append(f"{r['stage']:<{w}}{len(ts):>3}{fmt(statistics.median(ts)):>11}{fmt(min(ts)):>10}"
+                     f"{fmt(max(ts)):>10}   {r['note']}")
+    if res.derived:
+        lines += ["", "== derived"]
+        lw = max(len(k) for k, _ in res.derived) + 2
+        lines += [f"{k:<{lw}}{v}" for k, v in res.derived]
+    return "\n".join(lines).lstrip("\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=3, help="repeats of the fast stages and start-up (default 3)")
+    p.add_argument("--train-repeats", type=int, default=1, help="repeats of each torch training stage (default 1)")
+    p.add_argument("--e2e-repeats", type=int, default=1, help="repeats of the end-to-end run (default 1)")
+    p.add_argument("--ratio-epochs", type=int, default=3,
+                   help="fixed epochs of each run in the same-batch DP/non-DP comparison (default 3)")
+    p.add_argument("--sample", type=int, default=None, help="seeded sample of N rows (default: all 48,842)")
+    p.add_argument("--json", type=Path, default=None, help="also write the raw times here")
+    p.add_argument("--skip-startup", action="store_true", help="skip the subprocess start-up measurements")
+    p.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end `impactflow run`")
+    args = p.parse_args(argv)
+
+    res = Results()
+    res.meta.update(machine_info())
+    res.meta["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    res.meta["command"] = " ".join(["python", "benchmarks/stages.py", *(argv if argv is not None else sys.argv[1:])])
+    total0 = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="impactflow-bench-"))
+    try:
+        if not args.skip_startup:
+            bench_startup(res, args.repeats)
+            bench_prefect_server(res, work)
+        sums = bench_stages(res, args, work)
+        if not args.skip_e2e:
+            bench_e2e(res, args, work, sums["compute_s"], sums["mlflow_s"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    res.meta["total_s"] = time.perf_counter() - total0
+    m = res.meta
+    print(f"impactflow stage benchmark · {m['started_at']} · {m['nproc']} cores ({m['cpu']}) · "
+          f"torch threads {m.get('torch_threads')} · python {m['python']}")
+    print(f"data: UCI Adult, {m.get('rows', 0):,} rows{' (sample)' if args.sample else ''} · "
+          f"repeats: fast stages {args.repeats}, training {args.train_repeats}, e2e {args.e2e_repeats}")
+    print()
+    print(render(res))
+    print()
+    print(f"benchmark total: {m['total_s']:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({"meta": m, "rows": res.rows, "derived": dict(res.derived)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""Shared fixtures: one real Prefect server for the whole session (the test harness), MLflow
+on a SQLite file per test, and a runner for the real ``impactflow`` CLI process."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+
+for key, value in {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_LOGGING_LEVEL": "ERROR",
+}.items():
+    os.environ.setdefault(key, value)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """A real (temporary) Prefect server for every flow run of the session; yields its API URL."""
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def cli(prefect_api, tmp_path):
+    """Run the installed ``impactflow`` CLI as a real process against the session's server."""
+
+    def run(*args: str, uri: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+        env["PREFECT_API_URL"] = prefect_api
+        if uri:
+            env["MLFLOW_TRACKING_URI"] = uri
+        return subprocess.run(
+            [sys.executable, "-m", "flows.cli", *args], cwd=cwd or tmp_path, env=env,
+            capture_output=True, text=True, timeout=900,
+        )
+
+    return run
