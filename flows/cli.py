@@ -143,7 +143,7 @@ def _print_summary(console, summary: dict) -> None:
 
     table = Table(title="Gates", show_lines=False)
     for col in ("model", "gate", "value", "threshold", "status"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     style = {"pass": "green", "fail": "bold red"}
     for g in summary["gates"]:
         value = "—" if g["value"] is None else f"{g['value']:.4f}"
