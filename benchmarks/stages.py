@@ -8,10 +8,12 @@ undecorated functions (``task.fn``) against a fresh SQLite store in a temp dir. 
 costs (``impactflow --help``, heavy imports) and one whole ``impactflow run`` are measured in
 fresh subprocesses. Nothing here asserts a timing: it prints what it measured.
 
-Repeats: the fast stages (load, validate, split, baseline, audits, report, MLflow) run
-``--repeats`` times (default 3) and show median / min / max; the torch training stages and
-the end-to-end run are costly and run ``--train-repeats`` / ``--e2e-repeats`` times
-(default 1). Heavy libraries are imported once before any stage is timed, so a stage's
+Repeats: every row shows median / min / max over its repeats: ``--repeats`` (default 3) for
+start-up and the fast stages, ``--train-repeats`` (default 3) for the two preset trainings,
+``--e2e-repeats`` (default 2) for the whole ``impactflow run``, ``--ratio-repeats`` (default 3)
+interleaved pairs for the same-batch DP/non-DP comparison (at torch's default thread count
+and at one thread). A "torch threads check" times fixed blocks of MLP steps first, because
+CPU timings with 2 torch threads on a 2-vCPU VM can stall by 10x or more. Heavy libraries are imported once before any stage is timed, so a stage's
 time excludes its import (imports are reported on their own); the first repeat of a stage
 still pays one-time set-up (e.g. MLflow creating its SQLite schema, GX building a context).
 """
@@ -216,12 +218,16 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     from tasks.train import roles_for
 
     res.meta["in_process_import_s"] = time.perf_counter() - t0
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     res.meta["torch_threads"] = torch.get_num_threads()
 
     cfg = load_config("tabular")
     dp_cfg = load_config("tabular-dp")
     contract = get_contract(cfg.data.contract)
     family = get_family(cfg.model.family)
+    if not args.skip_thread_check:
+        bench_threads(res, family, dict(dp_cfg.model.params))
     roles = roles_for(contract, cfg.data.exclude_sensitive_from_features)
     gates = cfg.gates.model_dump()
     sensitive = list(contract.sensitive)
@@ -264,9 +270,14 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     sizes = split.sizes()
     res.add(sec, "split (split_frame)", times, "train/val/test " + "/".join(f"{v:,}" for v in sizes.values()))
 
-    def fit(params: dict, privacy_cfg: dict, train_cfg=cfg.train):
-        return fit_family_model(family, params, split, roles, seed=cfg.seed, device=train_cfg.device,
-                                amp=train_cfg.amp, privacy=PrivacySettings(**privacy_cfg))
+    def fit(params: dict, privacy_cfg: dict, train_cfg=cfg.train, epoch_times: list | None = None):
+        marks = [time.perf_counter()]
+        on_epoch = (lambda row: marks.append(time.perf_counter())) if epoch_times is not None else None
+        m = fit_family_model(family, params, split, roles, seed=cfg.seed, device=train_cfg.device,
+                             amp=train_cfg.amp, privacy=PrivacySettings(**privacy_cfg), on_epoch=on_epoch)
+        if epoch_times is not None:  # per-epoch wall (first one also holds preprocessing + set-up)
+            epoch_times.extend(b - a for a, b in zip(marks[1:], marks[2:]))
+        return m
 
     def train_note(m) -> str:
         t = m.training
@@ -280,16 +291,26 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     def fit_breakdown(m, total: float) -> str:
         t = m.training
         rest = total - t["wall_time_s"] - t["preprocess_time_s"]
-        return (f"rest of fit: preprocessing {t['preprocess_time_s']:.2f} s, "
+        return (f"last repeat: preprocessing {t['preprocess_time_s']:.2f} s, "
                 f"init/{'DP noise calibration/' if t['dp'].get('enabled') else ''}scoring {rest:.2f} s")
 
-    times, mlp = timed(lambda: fit(dict(cfg.model.params), cfg.privacy.model_dump()), TR)
-    res.add(sec, "train MLP (preset tabular)", times, train_note(mlp))
-    res.add(sec, "  of which training loop", [mlp.training["wall_time_s"]], fit_breakdown(mlp, times[-1]))
+    loops: dict[str, list[float]] = {"mlp": [], "mlp-dp": []}
 
-    times, mlp_dp = timed(lambda: fit(dict(dp_cfg.model.params), dp_cfg.privacy.model_dump(), dp_cfg.train), TR)
+    def fit_logged(params, privacy_cfg, train_cfg, key):
+        m = fit(params, privacy_cfg, train_cfg)
+        loops[key].append(m.training["wall_time_s"] / max(m.training["epochs_run"], 1))
+        return m
+
+    times, mlp = timed(lambda: fit_logged(dict(cfg.model.params), cfg.privacy.model_dump(), cfg.train, "mlp"), TR)
+    res.add(sec, "train MLP (preset tabular)", times, train_note(mlp))
+    res.add(sec, "  training loop per epoch", loops["mlp"], fit_breakdown(mlp, times[-1]))
+    fit_times = {"mlp": times}
+
+    times, mlp_dp = timed(lambda: fit_logged(dict(dp_cfg.model.params), dp_cfg.privacy.model_dump(), dp_cfg.train,
+                                             "mlp-dp"), TR)
     res.add(sec, "train MLP DP (preset tabular-dp)", times, train_note(mlp_dp))
-    res.add(sec, "  of which training loop", [mlp_dp.training["wall_time_s"]], fit_breakdown(mlp_dp, times[-1]))
+    res.add(sec, "  training loop per epoch", loops["mlp-dp"], fit_breakdown(mlp_dp, times[-1]))
+    fit_times["mlp-dp"] = times
 
     baselines = {}
     for b in cfg.model.baselines:
@@ -352,6 +373,10 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
         return out
 
     for i in range(R):
+        # tasks.tracking.log_model restores the tracking URI with mlflow.set_tracking_uri, which
+        # also writes MLFLOW_TRACKING_URI into os.environ (the default sqlite:///<cwd>/mlflow.db):
+        # without this pop, later repeats would log there instead of into their fresh store.
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
         out = Path(tempfile.mkdtemp(dir=work, prefix="mlflow_"))
         ctx = tick("start tracking (experiment, parent run, params)",
                    lambda: log_tasks.start_tracking.fn(config, cfg.preset, cfg.experiment_name, str(out), f"bench-{i}", tags))
@@ -362,39 +387,54 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
                  lambda: log_tasks.log_model_run.fn(ctx, m, audits[m.name], split.test, tags, str(out / "models")))
         tick("log report (artifacts, end run)",
              lambda: log_tasks.log_report.fn(ctx, {k: str(v) for k, v in report_paths.items()}, "pass"))
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     for name, times in ml_times.items():
-        res.add(sec_ml, name, times, "1st repeat creates the DB schema" if name.startswith("start") else "")
+        res.add(sec_ml, name, times, "creates the DB schema" if name.startswith("start") else "")
     ml_total = [sum(ts[i] for ts in ml_times.values()) for i in range(R)]
     res.add(sec_ml, "MLflow total", ml_total)
 
-    # DP vs non-DP: same model, same batch (tabular-dp params), same fixed number of epochs
+    # DP vs non-DP: same model, same batch (tabular-dp params), same fixed number of epochs,
+    # interleaved repeats; per-epoch wall times from the epoch callback (each epoch includes the
+    # validation loss, and for DP the accountant's epsilon read-out). Medians resist the
+    # stalls seen with 2 torch threads on small VMs (see "torch threads" above).
+    import torch
+
     E = args.ratio_epochs
     params = {**dp_cfg.model.params, "epochs": E, "patience": E}
-    same_off = fit(params, {"enabled": False}, dp_cfg.train)
-    same_on = fit(params, dp_cfg.privacy.model_dump(), dp_cfg.train)
-    sec_dp = f"DP vs non-DP training (tabular-dp model and batch {params['batch_size']}, {E} epochs each)"
-    res.add(sec_dp, "non-private: training loop", [same_off.training["wall_time_s"]], train_note(same_off))
-    res.add(sec_dp, "DP (ghost clipping): training loop", [same_on.training["wall_time_s"]], train_note(same_on))
-
-    def per_epoch(m) -> float:
-        return m.training["wall_time_s"] / max(m.training["epochs_run"], 1)
-
-    # The DP loop also pays the accountant once per epoch (the CLI's epsilon read-out):
-    eps_cost = _epsilon_cost(same_on, dp_cfg.privacy.accountant, dp_cfg.privacy.delta)
+    sec_dp = (f"DP vs non-DP, SAME model + batch {params['batch_size']} (tabular-dp params), "
+              f"{E} epochs x {args.ratio_repeats} interleaved repeats; times are per epoch")
+    default_threads = torch.get_num_threads()
+    thread_settings = [default_threads] + ([1] if default_threads != 1 else [])
+    same: dict[tuple[int, bool], list[float]] = {}
+    last_dp = None
+    for n_threads in thread_settings:
+        torch.set_num_threads(n_threads)
+        for _ in range(args.ratio_repeats):
+            for private in (False, True):
+                priv = dp_cfg.privacy.model_dump() if private else {"enabled": False}
+                m = fit(params, priv, dp_cfg.train, epoch_times=same.setdefault((n_threads, private), []))
+                if private:
+                    last_dp = m
+    torch.set_num_threads(default_threads)
+    for n_threads in thread_settings:
+        off, on = same[(n_threads, False)], same[(n_threads, True)]
+        res.add(sec_dp, f"non-private epoch ({n_threads} torch thread{'s' if n_threads > 1 else ''})", off)
+        res.add(sec_dp, f"DP ghost-clipping epoch ({n_threads} torch thread{'s' if n_threads > 1 else ''})", on,
+                f"eps={last_dp.training['dp']['epsilon']:.2f} over {E} epochs")
+        res.line(f"DP/non-DP per-epoch time, SAME model + batch {params['batch_size']}, "
+                 f"{n_threads} torch thread{'s' if n_threads > 1 else ''} (ratio of medians; of mins)",
+                 f"{statistics.median(on) / statistics.median(off):.2f}x; {min(on) / min(off):.2f}x")
+    eps_cost = _epsilon_cost(last_dp, dp_cfg.privacy.accountant, dp_cfg.privacy.delta)
     if eps_cost is not None:
-        res.add(sec_dp, f"  {dp_cfg.privacy.accountant.upper()} get_epsilon once (per-epoch read-out)", [eps_cost],
-                "included in the DP loop, once per epoch")
-    ratio_same = per_epoch(same_on) / per_epoch(same_off)
-    ratio_presets_epoch = per_epoch(mlp_dp) / per_epoch(mlp)
-    ratio_presets_fit = statistics.median(res.rows[[r["stage"] for r in res.rows].index("train MLP DP (preset tabular-dp)")]["times_s"]) \
-        / statistics.median(res.rows[[r["stage"] for r in res.rows].index("train MLP (preset tabular)")]["times_s"])
-    res.line("DP/non-DP per-epoch time, SAME model + batch "
-             f"{params['batch_size']} ({E} epochs each, privacy on vs off)", f"{ratio_same:.2f}x")
-    res.line("DP/non-DP per-epoch time, presets as configured (tabular-dp batch "
-             f"{mlp_dp.params['batch_size']} vs tabular batch {mlp.params['batch_size']})", f"{ratio_presets_epoch:.2f}x")
-    res.line("DP/non-DP whole fit, presets as configured "
-             f"({mlp_dp.training['epochs_run']} vs {mlp.training['epochs_run']} epochs, incl. "
-             "noise calibration + scoring)", f"{ratio_presets_fit:.2f}x")
+        res.add(sec_dp, f"{dp_cfg.privacy.accountant.upper()} get_epsilon once", [eps_cost],
+                "in every DP epoch above (per-epoch read-out)")
+
+    res.line(f"DP/non-DP per-epoch time, presets as configured (tabular-dp batch {mlp_dp.params['batch_size']} "
+             f"vs tabular batch {mlp.params['batch_size']}; medians)",
+             f"{statistics.median(loops['mlp-dp']) / statistics.median(loops['mlp']):.2f}x")
+    res.line(f"DP/non-DP whole fit, presets as configured ({mlp_dp.training['epochs_run']} vs "
+             f"{mlp.training['epochs_run']} epochs, incl. noise calibration + scoring; medians)",
+             f"{statistics.median(fit_times['mlp-dp']) / statistics.median(fit_times['mlp']):.2f}x")
 
     # Sum of the compute stages `impactflow run -c tabular` executes (medians), for the e2e comparison.
     compute = (res.median("load (load_dataset + SHA-256 of files)") + res.median("validate (GX + Data Docs)")
@@ -404,6 +444,36 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
                + res.median("provenance (git + package versions)")
                + res.median("report (build_report + write json/md/html)"))
     return {"compute_s": compute, "mlflow_s": statistics.median(ml_total)}
+
+
+def bench_threads(res: Results, family, params: dict, blocks: int = 8, steps: int = 100) -> None:
+    """Blocks of ``steps`` Adam steps of the family's MLP on random data (batch from ``params``),
+    with torch's default thread count and with one thread: shows how steady CPU timings are here."""
+    import torch
+
+    default = torch.get_num_threads()
+    config = family.make_config(params)
+    batch = config.batch_size
+    x = torch.randn(batch, 108)
+    y = (torch.rand(batch) < 0.24).float()
+    for n_threads in [default] + ([1] if default != 1 else []):
+        torch.set_num_threads(n_threads)
+        torch.manual_seed(0)
+        model = family.build_model(108, config)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        crit = family.make_criterion("mean")
+        times = []
+        for _ in range(blocks):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                crit(model(x).float(), y).backward()
+                opt.step()
+            times.append(time.perf_counter() - t0)
+        res.add("torch threads check (in-process, random data)",
+                f"{steps} MLP steps at batch {batch}, {n_threads} thread{'s' if n_threads > 1 else ''}", times,
+                "max/min far above 1 = stalls")
+    torch.set_num_threads(default)
 
 
 def _epsilon_cost(m, accountant: str, delta: float) -> float | None:
@@ -452,28 +522,35 @@ def bench_e2e(res: Results, args: argparse.Namespace, work: Path, compute_s: flo
               mlflow_s: float | None) -> None:
     sec = "end-to-end (`impactflow run -c tabular`, fresh subprocess, fresh PREFECT_HOME + MLflow store)"
     cmd = [impactflow_exe(), "run", "-c", "tabular"]
+    extra_env = {"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else {}
     if args.sample is not None:
         cmd += ["--set", f"data.sample={args.sample}"]
-    times, db_times = [], {}
+    times: list[float] = []
+    db: dict[str, list[float]] = {}
     for i in range(args.e2e_repeats):
         d = work / f"e2e_{i}"
         home = d / "prefect_home"
         home.mkdir(parents=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=d, env=clean_env(PREFECT_HOME=str(home)), capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=d, env=clean_env(PREFECT_HOME=str(home), **extra_env),
+                              capture_output=True, text=True)
         times.append(time.perf_counter() - t0)
         if proc.returncode not in (0, 3):  # 3 = completed, a gate failed: still a whole run
             res.line("end-to-end", f"FAILED rc={proc.returncode}: {(proc.stderr or proc.stdout).strip()[-500:]}")
             return
-        db_times = _prefect_db_times(home)
-    res.add(sec, "impactflow run (whole process)", times, "exit 0 or 3 (gates)")
+        for k, v in _prefect_db_times(home).items():
+            db.setdefault(k, []).append(v)
+    res.add(sec, "impactflow run (whole process)", times, "exit 0, or 3 if a gate failed")
     e2e = statistics.median(times)
-    if "flow_run_s" in db_times:
-        res.add(sec, "  flow run (Prefect start->end, from its DB)", [db_times["flow_run_s"]])
-        res.line("process wall - flow run (interpreter, imports, config, ephemeral server start)",
-                 f"{e2e - db_times['flow_run_s']:.1f} s")
-    if "task_runs_s" in db_times:
-        res.add(sec, f"  sum of {db_times['task_runs_n']} task runs (from its DB)", [db_times["task_runs_s"]])
+    if "flow_run_s" in db:
+        res.add(sec, "  flow run (Prefect start->end, from its DB)", db["flow_run_s"])
+        res.line("e2e process wall - flow run (interpreter, imports, config, ephemeral server start; medians)",
+                 f"{e2e - statistics.median(db['flow_run_s']):.1f} s")
+    if "task_runs_s" in db:
+        res.add(sec, f"  sum of its {int(db['task_runs_n'][-1])} task runs (from its DB)", db["task_runs_s"])
+        if "flow_run_s" in db:
+            res.line("flow run - sum of task runs (Prefect engine between tasks; medians)",
+                     f"{statistics.median(db['flow_run_s']) - statistics.median(db['task_runs_s']):.1f} s")
     if compute_s is not None:
         res.line("sum of in-process compute stages (load, validate, split, train mlp + baselines, "
                  "audits, provenance, report; medians)", f"{compute_s:.1f} s")
@@ -516,13 +593,19 @@ def render(res: Results) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3, help="repeats of the fast stages and start-up (default 3)")
-    p.add_argument("--train-repeats", type=int, default=1, help="repeats of each torch training stage (default 1)")
-    p.add_argument("--e2e-repeats", type=int, default=1, help="repeats of the end-to-end run (default 1)")
+    p.add_argument("--train-repeats", type=int, default=3, help="repeats of each torch training stage (default 3)")
+    p.add_argument("--e2e-repeats", type=int, default=2, help="repeats of the end-to-end run (default 2)")
+    p.add_argument("--ratio-repeats", type=int, default=3,
+                   help="interleaved repeats of the same-batch DP/non-DP pair (default 3)")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch.set_num_threads for the in-process stages (and OMP_NUM_THREADS for the "
+                        "e2e run); default: torch's default (one per core)")
     p.add_argument("--ratio-epochs", type=int, default=3,
                    help="fixed epochs of each run in the same-batch DP/non-DP comparison (default 3)")
     p.add_argument("--sample", type=int, default=None, help="seeded sample of N rows (default: all 48,842)")
     p.add_argument("--json", type=Path, default=None, help="also write the raw times here")
     p.add_argument("--skip-startup", action="store_true", help="skip the subprocess start-up measurements")
+    p.add_argument("--skip-thread-check", action="store_true", help="skip the torch threads check")
     p.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end `impactflow run`")
     args = p.parse_args(argv)
 
@@ -540,7 +623,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_e2e:
             bench_e2e(res, args, work, sums["compute_s"], sums["mlflow_s"])
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, onerror=lambda fn, path, exc: print(f"cleanup: {fn.__name__} {path}: {exc[1]}",
+                                                                  file=sys.stderr))
     res.meta["total_s"] = time.perf_counter() - total0
     m = res.meta
     print(f"impactflow stage benchmark · {m['started_at']} · {m['nproc']} cores ({m['cpu']}) · "

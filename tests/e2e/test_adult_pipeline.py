@@ -54,6 +54,9 @@ def test_parent_and_child_runs_with_metrics_and_reports_in_mlflow(default_run):
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "reports")}
     assert artifacts == {"reports/impact_report.json", "reports/impact_report.md", "reports/impact_report.html"}
     assert client.list_artifacts(parent.info.run_id, "data_docs"), "GX Data Docs not logged"
+    datasets = parent.inputs.dataset_inputs
+    assert len(datasets) == 1 and datasets[0].dataset.name == "adult"
+    assert parent.data.tags["impactflow.dataset_sha256"].startswith(datasets[0].dataset.digest)
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert {c.data.tags["mlflow.runName"] for c in children} == {"mlp", "logreg"}
@@ -143,3 +146,15 @@ def test_contract_violation_stops_before_training_and_fails_the_run(prefect_api,
     assert runs[0].info.status == "FAILED"
     assert runs[0].data.tags["impactflow.gates"] == "failed"
     assert client.list_artifacts(runs[0].info.run_id, "data_docs")
+
+
+def test_prefect_has_the_summary_artifact_linking_the_mlflow_run(default_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    _, summary, _ = default_run
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["impactflow-summary"])))
+    texts = [a.data for a in artifacts if a.type == "markdown"]
+    assert any(summary["parent_run_id"] in t and summary["mlflow_url"] in t for t in texts)

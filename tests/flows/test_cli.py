@@ -106,3 +106,16 @@ def test_corrupted_input_gives_clear_error_and_registers_nothing(cli, tmp_path, 
     assert all(run.info.status == "FAILED" for run in runs)
     assert not any(run.data.tags.get("impactflow.gates") == "passed" for run in runs)
     assert not any("mlflow.parentRunId" in run.data.tags for run in runs), "a model run was logged"
+
+
+def test_ui_without_a_tracking_store_says_how_to_get_one(cli, tmp_path):
+    r = cli("ui", "--output-dir", str(tmp_path / "nothing-here"))
+    assert r.returncode == EXIT_ERROR
+    assert "run `impactflow run` first or set MLFLOW_TRACKING_URI" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_validate_command_accepts_the_shipped_data(cli):
+    r = cli("validate")
+    assert r.returncode == 0, r.stderr
+    assert "48842 rows meet contract 'adult' (57 expectations)" in r.stdout
