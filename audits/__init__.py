@@ -5,7 +5,7 @@ Heavy libraries (sklearn, fairlearn) are imported inside the functions.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 from .fairness import fairness_audit
 from .inputs import AuditInputs
@@ -19,18 +19,29 @@ AUDITS: dict[str, Callable[[AuditInputs, dict], AuditResult]] = {
     "privacy": privacy_audit,
 }
 
+#: The threshold keys each audit accepts under ``gates.<audit>`` in the run config, with their
+#: defaults (None = no gate unless configured). The config loader refuses any other key.
+AUDIT_THRESHOLDS: dict[str, dict[str, Any]] = {
+    "performance": {"min_accuracy": None, "min_roc_auc": None, "max_ece": None},
+    "fairness": {"max_demographic_parity_difference": 0.1, "max_equalized_odds_difference": 0.1,
+                 "four_fifths_ratio": 0.8, "min_group_size": 30, "intersections": None, "ci_level": 0.95},
+    "privacy": {"max_mia_auc": 0.6},
+}
+
 
 def run_audits(
-    inputs: AuditInputs, thresholds_by_audit: dict[str, dict] | None = None
+    inputs: AuditInputs, thresholds_by_audit: dict[str, dict] | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict[str, AuditResult]:
-    """Run every audit in ``AUDITS`` (in order) with its own thresholds dict (missing = {})."""
+    """Run the named audits (default: every audit in ``AUDITS``, in order), each with its own
+    thresholds dict (missing = {}). Thresholds for audits not run are ignored."""
     thresholds_by_audit = thresholds_by_audit or {}
-    unknown = set(thresholds_by_audit) - set(AUDITS)
+    names = list(AUDITS) if names is None else list(names)
+    unknown = (set(thresholds_by_audit) | set(names)) - set(AUDITS)
     if unknown:
-        raise ValueError(f"thresholds given for unknown audits: {sorted(unknown)}; "
-                         f"known: {sorted(AUDITS)}")
-    return {name: fn(inputs, thresholds_by_audit.get(name) or {}) for name, fn in AUDITS.items()}
+        raise ValueError(f"unknown audits: {sorted(unknown)}; known: {sorted(AUDITS)}")
+    return {name: AUDITS[name](inputs, thresholds_by_audit.get(name) or {}) for name in names}
 
 
-__all__ = ["AUDITS", "AuditInputs", "AuditResult", "Gate", "Status", "overall_status",
+__all__ = ["AUDITS", "AUDIT_THRESHOLDS", "AuditInputs", "AuditResult", "Gate", "Status", "overall_status",
            "run_audits"]

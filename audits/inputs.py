@@ -1,7 +1,7 @@
 """What every audit reads: predictions on the test split plus what the privacy audit needs."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -31,15 +31,23 @@ class AuditInputs:
     epsilon: float | None = None
     delta: float | None = None
     decision_threshold: float = 0.5
+    # "binary" (y_score = P(y=1)), "multiclass" (y_score = (N, K) class probabilities,
+    # y_true = class index), "rating" (y_score = predicted rating, y_true = rating).
+    task: str = "binary"
+    labels: tuple = ()  # class names, index-aligned with the columns of a multiclass y_score
+    synthetic_groups: tuple = ()  # names of ``sensitive`` columns the project made up
+    extra: dict = field(default_factory=dict)  # family-specific inputs (scorers, interactions)
 
     def __post_init__(self) -> None:
         y_true = np.asarray(self.y_true).reshape(-1)
-        y_score = np.asarray(self.y_score, dtype=float).reshape(-1)
-        if y_true.shape != y_score.shape:
+        y_score = np.asarray(self.y_score, dtype=float)
+        if self.task != "multiclass":
+            y_score = y_score.reshape(-1)
+        if y_true.shape[0] != y_score.shape[0]:
             raise ValueError(
                 f"y_true has {y_true.shape[0]} rows but y_score has {y_score.shape[0]}"
             )
-        if y_true.size and not np.isin(y_true, (0, 1)).all():
+        if self.task == "binary" and y_true.size and not np.isin(y_true, (0, 1)).all():
             raise ValueError("y_true must contain only 0/1 labels")
         sensitive = self.sensitive
         if sensitive is None:
@@ -49,7 +57,7 @@ class AuditInputs:
             raise ValueError(
                 f"sensitive has {len(sensitive)} rows but y_true has {y_true.shape[0]}"
             )
-        object.__setattr__(self, "y_true", y_true.astype(int))
+        object.__setattr__(self, "y_true", y_true.astype(float) if self.task == "rating" else y_true.astype(int))
         object.__setattr__(self, "y_score", y_score)
         object.__setattr__(self, "sensitive", sensitive)
         for name in ("member_loss", "nonmember_loss"):
@@ -59,5 +67,10 @@ class AuditInputs:
 
     @property
     def y_pred(self) -> np.ndarray:
-        """Hard predictions: 1 iff ``y_score >= decision_threshold``."""
+        """Hard predictions: 1 iff ``y_score >= decision_threshold`` (binary); the most probable
+        class (multiclass); the predicted rating (rating)."""
+        if self.task == "multiclass":
+            return self.y_score.argmax(axis=1)
+        if self.task == "rating":
+            return self.y_score
         return (self.y_score >= self.decision_threshold).astype(int)

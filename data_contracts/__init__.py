@@ -39,8 +39,8 @@ class Contract:
 
     name: str
     target: str
-    positive_label: str
-    labels: tuple[str, ...]
+    positive_label: str | None  # binary targets only
+    labels: tuple[str, ...]  # class names (empty for a rating target)
     sensitive: tuple[str, ...]
     weight: str | None
     exclude_from_features: tuple[str, ...]
@@ -53,11 +53,25 @@ class Contract:
     license: str
     loader: Callable[[Sequence[Path]], "pd.DataFrame"]
     columns: tuple[str, ...] = ()  # all columns in file order
+    # Non-tabular datasets name their model inputs directly (e.g. [text], [image], [user_id, item_id]).
+    features: tuple[str, ...] = ()
+    # Declared, non-demographic groups the audits split results by (e.g. a synthetic colour);
+    # ``synthetic_groups`` marks the ones the project made up, so reports can say so.
+    groups: tuple[str, ...] = ()
+    synthetic_groups: tuple[str, ...] = ()
+    # A column holding "train"/"test" when the dataset comes with an official test set.
+    split_column: str | None = None
+    # "module:function" turning the loaded frame into the frame GX validates (e.g. one row of
+    # summary statistics per image); None = validate the loaded frame itself.
+    validation_view: Callable[["pd.DataFrame"], "pd.DataFrame"] | None = None
+    roles_extra: tuple[tuple[str, Any], ...] = ()  # family-specific roles, e.g. (("text", "message"),)
 
     @property
     def feature_columns(self) -> tuple[str, ...]:
         """Categorical + numeric columns minus the target, the weight and the exclusions
         (sensitive columns included: dropping them is a run-config choice)."""
+        if self.features:
+            return self.features
         drop = {self.target, *self.exclude_from_features}
         if self.weight:
             drop.add(self.weight)
@@ -67,10 +81,10 @@ class Contract:
 
 
 _REQUIRED = (
-    "name", "target", "positive_label", "labels", "sensitive", "categorical", "numeric",
-    "min_group_size", "default_files", "loader", "suite", "source", "license",
+    "name", "target", "sensitive", "min_group_size", "default_files", "loader", "suite", "source", "license",
 )
-_OPTIONAL = ("weight", "exclude_from_features", "columns")
+_OPTIONAL = ("weight", "exclude_from_features", "columns", "positive_label", "labels", "categorical", "numeric",
+             "features", "groups", "synthetic_groups", "split_column", "validation_view", "roles_extra")
 
 
 def _resolve_loader(name: str, path: Path) -> Callable[[Sequence[Path]], Any]:
@@ -78,7 +92,11 @@ def _resolve_loader(name: str, path: Path) -> Callable[[Sequence[Path]], Any]:
         raise ConfigError(
             BAD_CONTRACT.format(path=path, problem=f"unknown loader {name!r} (known: {', '.join(sorted(LOADERS))})")
         )
-    module, _, attr = LOADERS[name].partition(":")
+    return _resolve_callable(LOADERS[name])
+
+
+def _resolve_callable(ref: str) -> Callable[..., Any]:
+    module, _, attr = ref.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
@@ -108,7 +126,7 @@ def contract_from_yaml(path: Path) -> Contract:
     contract = Contract(
         name=str(raw["name"]),
         target=str(raw["target"]),
-        positive_label=str(raw["positive_label"]),
+        positive_label=None if raw.get("positive_label") is None else str(raw["positive_label"]),
         labels=tup("labels"),
         sensitive=tup("sensitive"),
         weight=raw.get("weight"),
@@ -122,11 +140,17 @@ def contract_from_yaml(path: Path) -> Contract:
         license=str(raw["license"]),
         loader=_resolve_loader(str(raw["loader"]), path),
         columns=tup("columns"),
+        features=tup("features"),
+        groups=tup("groups"),
+        synthetic_groups=tup("synthetic_groups"),
+        split_column=raw.get("split_column"),
+        validation_view=_resolve_callable(raw["validation_view"]) if raw.get("validation_view") else None,
+        roles_extra=tuple(sorted((raw.get("roles_extra") or {}).items())),
     )
     problems = []
-    if contract.positive_label not in contract.labels:
+    if contract.positive_label is not None and contract.positive_label not in contract.labels:
         problems.append(f"positive_label {contract.positive_label!r} not in labels")
-    if not set(contract.sensitive) <= set(contract.categorical):
+    if contract.categorical and not set(contract.sensitive) <= set(contract.categorical):
         problems.append("every sensitive column must be categorical")
     if contract.columns:
         listed = {contract.target, *contract.categorical, *contract.numeric}

@@ -195,8 +195,13 @@ def _run_gx(df: pd.DataFrame, suite: dict[str, Any], docs_dir: Path | None):
 def validate(df: pd.DataFrame, contract: Contract, docs_dir: Path | None = None) -> ValidationReport:
     """Run the contract's GX suite on ``df``; with ``docs_dir``, also write GX Data Docs HTML
     there (``report.data_docs`` = its index.html). Never raises for bad data: see
-    ``ValidationReport.raise_if_failed``."""
+    ``ValidationReport.raise_if_failed``.
+
+    A contract with a ``validation_view`` (e.g. images: one row of statistics per image) is
+    validated on that view; the view's own errors are data errors of the input."""
     start = time.perf_counter()
+    if contract.validation_view is not None:
+        df = contract.validation_view(df)
     suite = load_suite(contract)
     present = {str(c) for c in df.columns}
     run, skipped = [], []

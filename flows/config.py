@@ -74,31 +74,6 @@ class PrivacyConfig(_Strict):
         return self
 
 
-class PerformanceGates(_Strict):
-    min_accuracy: float | None = Field(default=None, ge=0, le=1)
-    min_roc_auc: float | None = Field(default=None, ge=0, le=1)
-    max_ece: float | None = Field(default=None, ge=0, le=1)
-
-
-class FairnessGates(_Strict):
-    max_demographic_parity_difference: float = Field(default=0.1, ge=0, le=1)
-    max_equalized_odds_difference: float = Field(default=0.1, ge=0, le=1)
-    four_fifths_ratio: float = Field(default=0.8, ge=0, le=1)
-    min_group_size: int = Field(default=30, ge=1)
-    intersections: list[list[str]] | None = None
-    ci_level: float = Field(default=0.95, gt=0, lt=1)
-
-
-class PrivacyGates(_Strict):
-    max_mia_auc: float = Field(default=0.6, ge=0.5, le=1)
-
-
-class GatesConfig(_Strict):
-    performance: PerformanceGates = PerformanceGates()
-    fairness: FairnessGates = FairnessGates()
-    privacy: PrivacyGates = PrivacyGates()
-
-
 class TrackingConfig(_Strict):
     experiment: str | None = None  # default: "impactflow-<preset>"
     output_dir: Path = Path("impactflow_runs")
@@ -114,7 +89,8 @@ class RunConfig(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     privacy: PrivacyConfig = PrivacyConfig()
-    gates: GatesConfig = GatesConfig()
+    # gates.<audit>.<threshold>: keys are checked against audits.AUDIT_THRESHOLDS (check_references)
+    gates: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tracking: TrackingConfig = TrackingConfig()
 
     @property
@@ -267,9 +243,40 @@ def check_references(cfg: RunConfig) -> None:
 
     family = get_family(cfg.model.family)
     family.make_config(cfg.model.params)
+    check_gates(cfg.gates)
     for name in cfg.model.baselines:
         if name not in family.baselines:
             raise ConfigError(
                 f"model.baselines: unknown baseline {name!r} for family '{family.name}' "
                 f"(known: {', '.join(sorted(family.baselines))})"
             )
+
+
+def check_gates(gates: dict[str, dict[str, Any]]) -> None:
+    """Every ``gates.<audit>.<key>`` must be a threshold that audit knows, of the right kind."""
+    from audits import AUDIT_THRESHOLDS
+
+    for audit, values in gates.items():
+        if audit not in AUDIT_THRESHOLDS:
+            raise ConfigError(f"gates.{audit}: unknown audit (known: {', '.join(sorted(AUDIT_THRESHOLDS))})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"gates.{audit}: expected a mapping of thresholds, got {values!r}")
+        known = AUDIT_THRESHOLDS[audit]
+        for key, value in values.items():
+            where = f"gates.{audit}.{key}"
+            if key not in known:
+                raise ConfigError(f"{where}: unknown threshold (known: {', '.join(sorted(known))})")
+            if value is None:
+                continue
+            if key.startswith(("min_", "max_")) or key.endswith(("_ratio", "_level")):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"{where}: expected a number, got {value!r}")
+                if key.endswith("_size") or key.startswith(("min_group", "min_count")):
+                    if value < 1 or int(value) != value:
+                        raise ConfigError(f"{where}: expected a positive integer, got {value!r}")
+                elif not 0 <= value <= 1 and not key.startswith(("max_rmse", "max_mae")):
+                    raise ConfigError(f"{where}: expected a value in [0, 1], got {value!r}")
+            if key == "intersections" and not (
+                isinstance(value, list) and all(isinstance(g, list) and all(isinstance(c, str) for c in g) for g in value)
+            ):
+                raise ConfigError(f"{where}: expected a list of column lists, e.g. [[sex, race]]")

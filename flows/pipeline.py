@@ -54,16 +54,15 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
             raise ContractViolation(contract=validation.contract, failures=validation.failures,
                                     total_expectations=validation.total_expectations,
                                     data_docs=validation.data_docs)
-        split = split_data(df, cfg.data.contract, cfg.split.validation, cfg.split.test, cfg.seed)
+        split = split_data(df, cfg.data.contract, cfg.model.family, cfg.split.validation, cfg.split.test, cfg.seed)
         exclude = cfg.data.exclude_sensitive_from_features
         fitted = [train_model(split, cfg.data.contract, cfg.model.family, cfg.model.params,
                               cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, cfg.seed)]
         fitted += [train_baseline(split, cfg.data.contract, cfg.model.family, b, exclude, cfg.seed)
                    for b in cfg.model.baselines]
-        gates = cfg.gates.model_dump()
         records = []
         for model in fitted:
-            audits = audit_model(model, split.test, list(contract.sensitive), gates)
+            audits = audit_model(model, split, cfg.data.contract, cfg.model.family, cfg.gates)
             child = log_model_run(ctx, model, audits, split.test, tags, str(run_dir / "models"))
             children.append(child)
             records.append(model_record(model, audits, child))
@@ -72,7 +71,8 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
             "splits": split.sizes(),
             "contract_result": validation.to_dict(),
             "representation": representation(df, contract.target, contract.positive_label,
-                                              list(contract.sensitive)),
+                                              [*contract.sensitive, *contract.groups]),
+            "synthetic_groups": list(contract.synthetic_groups),
             "missing": {k: int(v) for k, v in df.isna().sum().items() if v},
             "sensitive": list(contract.sensitive),
             "excluded_features": sorted({contract.weight, *contract.exclude_from_features} - {None}

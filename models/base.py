@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
@@ -18,18 +18,62 @@ UNKNOWN_PARAM = "model.params.{key}: unknown hyperparameter for family '{family}
 BAD_PARAM = "model.params: {error}"
 
 
+TASKS = ("binary", "multiclass", "rating")
+
+
+@dataclass(frozen=True)
+class Roles:
+    """What a family needs to know about the columns (built from the data contract).
+
+    ``features`` are the columns handed to the preprocessor; ``groups`` are the columns the
+    audits split results by (sensitive attributes and user-declared, possibly synthetic,
+    groups); ``labels`` are the class names (binary: the positive label is ``positive_label``).
+    ``extra`` carries family-specific roles (e.g. the text column, user/item id columns).
+    """
+
+    target: str
+    task: str
+    features: tuple[str, ...]
+    groups: tuple[str, ...] = ()
+    positive_label: Any = None
+    labels: tuple[Any, ...] = ()
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Family:
-    """A model family: everything the pipeline needs to train and audit one kind of model."""
+    """A model family: everything the pipeline needs to train and audit one kind of model.
+
+    - ``make_preprocessor(roles, config)`` -> an unfitted object with ``fit_transform(df)`` and
+      ``transform(df)`` returning model-ready arrays, and ``spec()`` (after fitting) giving what
+      ``build_model`` needs (e.g. number of features, vocabulary size, number of users).
+    - ``build_model(spec, config)`` -> ``torch.nn.Module`` (raw outputs: one logit per row for
+      binary, K logits for multiclass, the predicted rating for rating).
+    - ``make_criterion(reduction)`` -> torch loss on (raw outputs, targets).
+    - ``baselines``: name -> ``(roles, seed)`` -> an unfitted scikit-learn estimator over
+      ``df[roles.features]``.
+    - ``audits``: names in ``audits.AUDITS`` run on this family's models.
+    - ``audit_extras(predictor, split, roles)`` -> dict of extra audit inputs (e.g. a scorer
+      for counterfactual texts), or None.
+    """
 
     name: str
-    task: str  # "binary" | "multiclass" | "rating-ranking"
+    task: str  # one of TASKS
     description: str
-    config_cls: type  # stdlib dataclass of hyperparameters
-    make_preprocessor: Callable[..., Any]  # (contract) -> unfitted sklearn transformer
-    build_model: Callable[..., Any]  # (n_features, config) -> torch.nn.Module
-    make_criterion: Callable[..., Any]  # (reduction) -> torch loss module
-    baselines: dict[str, Callable[..., Any]]  # name -> (contract, seed) -> unfitted sklearn estimator
+    config_cls: type  # stdlib dataclass of hyperparameters (with epochs, batch_size, lr, ...)
+    make_preprocessor: Callable[..., Any]
+    build_model: Callable[..., Any]
+    make_criterion: Callable[..., Any]
+    model_name: str = "model"  # run name of the torch model ("mlp", "cnn", ...)
+    baselines: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    audits: tuple[str, ...] = ("performance", "fairness", "privacy")
+    audit_extras: Callable[..., Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"family {self.name}: task {self.task!r} not in {TASKS}")
 
     def make_config(self, params: dict[str, Any]) -> Any:
         """Build the family's hyperparameter dataclass, naming any unknown key."""
@@ -43,6 +87,43 @@ class Family:
             return self.config_cls(**params)
         except (TypeError, ValueError) as exc:
             raise ConfigError(BAD_PARAM.format(error=exc)) from None
+
+
+def targets(df, roles: Roles) -> np.ndarray:
+    """Training targets: 0/1 float (binary), class index int64 (multiclass), float (rating)."""
+    y = df[roles.target]
+    if roles.task == "binary":
+        return (y == roles.positive_label).to_numpy().astype(np.float32)
+    if roles.task == "multiclass":
+        index = {str(label): i for i, label in enumerate(roles.labels)}
+        return y.astype(str).map(index).to_numpy().astype(np.int64)
+    return y.to_numpy().astype(np.float32)
+
+
+def outputs_from_raw(raw: np.ndarray, task: str) -> np.ndarray:
+    """Raw model outputs -> P(positive) (binary), class probabilities (multiclass), ratings."""
+    raw = raw.astype(np.float64)
+    if task == "binary":
+        return 1.0 / (1.0 + np.exp(-raw))
+    if task == "multiclass":
+        z = raw - raw.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+    return raw
+
+
+LOSS_EPS = 1e-7
+
+
+def per_example_loss(y: np.ndarray, out: np.ndarray, task: str) -> np.ndarray:
+    """Per-example loss from outputs: log loss (binary), -log p_y (multiclass), squared error."""
+    if task == "binary":
+        p = np.clip(out, LOSS_EPS, 1 - LOSS_EPS)
+        return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    if task == "multiclass":
+        p = np.clip(out[np.arange(len(y)), y.astype(int)], LOSS_EPS, 1.0)
+        return -np.log(p)
+    return (out - y) ** 2
 
 
 def seed_everything(seed: int) -> None:

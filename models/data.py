@@ -39,11 +39,17 @@ def split_frame(
     validation: float,
     test: float,
     seed: int,
+    predefined: str | None = None,
+    stratify: bool = True,
 ) -> Split:
     """Seeded split stratified by the label and the sensitive columns (jointly).
 
     Strata with fewer than 10 rows fall back to label-only stratification, so tiny
     intersections (e.g. one race x sex x label cell) cannot break the split.
+    ``predefined``: a column whose "test" rows are the official test set (kept as is);
+    the validation split is then drawn from the other rows, with ``validation`` read as a
+    share of those. ``stratify=False`` for continuous targets (ratings are stratified as
+    classes only when there are few distinct values).
     """
     from sklearn.model_selection import train_test_split
 
@@ -51,14 +57,21 @@ def split_frame(
     if len(df) < need:
         raise DataError(TOO_FEW_ROWS.format(n=len(df), need=need))
     cols = [target] + [c for c in stratify_on if c != target]
-    strata = stratum_labels(df, cols, min_count=10)
     df = df.reset_index(drop=True)
     idx = np.arange(len(df))
-    rest, test_idx = train_test_split(
-        idx, test_size=test, random_state=seed, stratify=strata.to_numpy()
-    )
-    val_share = validation / (1.0 - test)
-    rest_strata = stratum_labels(df.iloc[rest], cols, min_count=10).to_numpy()
+    if predefined is not None:
+        is_test = (df[predefined] == "test").to_numpy()
+        if is_test.all() or not is_test.any():
+            raise DataError(f"column {predefined!r} must mark some (not all) rows as 'test'")
+        rest, test_idx = idx[~is_test], idx[is_test]
+        val_share = validation
+    else:
+        strata = stratum_labels(df, cols, min_count=10) if stratify else None
+        rest, test_idx = train_test_split(
+            idx, test_size=test, random_state=seed, stratify=None if strata is None else strata.to_numpy()
+        )
+        val_share = validation / (1.0 - test)
+    rest_strata = stratum_labels(df.iloc[rest], cols, min_count=10).to_numpy() if stratify else None
     train_idx, val_idx = train_test_split(
         rest, test_size=val_share, random_state=seed + 1, stratify=rest_strata
     )

@@ -1,9 +1,9 @@
-"""Fit one model (a family's torch model or a sklearn baseline) on a split and score it.
+"""Fit one model (a family's torch model or a scikit-learn baseline) on a split and score it.
 
 Pure functions: the Prefect tasks in ``tasks/train.py`` are thin wrappers around these.
 Everything downstream (evaluation, audits, tracking) only sees a ``FittedModel``: a
-predictor (preprocessing + model, one object that maps raw rows to P(positive)) and the
-held-out scores/losses the audits need.
+predictor (preprocessing + model: raw rows in, outputs out) and the held-out outputs and
+per-example losses the audits need. Works for every task kind (binary, multiclass, rating).
 """
 from __future__ import annotations
 
@@ -14,99 +14,109 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from models.base import Family, seed_everything, select_device
+from models.base import Family, Roles, outputs_from_raw, per_example_loss, seed_everything, select_device, targets
 from models.data import Split
 from models.training import PrivacySettings, TrainSettings, train_torch
 
-LOSS_EPS = 1e-7
+
+class _Predictor:
+    """Shared output formatting: ``predict(df)`` -> outputs array, ``predict_frame(df)`` -> the
+    MLflow pyfunc's output table."""
+
+    roles: Roles
+    threshold: float = 0.5
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict_frame(self, df: pd.DataFrame) -> pd.DataFrame:
+        out = self.predict(df)
+        task = self.roles.task
+        if task == "binary":
+            return pd.DataFrame({"score": out, "label": (out >= self.threshold).astype(int)})
+        if task == "multiclass":
+            labels = [str(c) for c in self.roles.labels]
+            frame = pd.DataFrame(out, columns=[f"prob_{c}" for c in labels])
+            frame.insert(0, "label", np.asarray(labels, dtype=object)[out.argmax(axis=1)])
+            return frame
+        return pd.DataFrame({"rating": out})
 
 
-@dataclass(frozen=True)
-class Roles:
-    """What the model needs to know about the columns (from the data contract)."""
+class TorchPredictor(_Predictor):
+    """Fitted preprocessor + torch module: raw DataFrame rows -> outputs."""
 
-    target: str
-    positive_label: Any
-    categorical: tuple[str, ...]
-    numeric: tuple[str, ...]
-    sensitive: tuple[str, ...]
+    def __init__(self, preprocessor, module, roles: Roles) -> None:
+        self.preprocessor = preprocessor
+        self.module = module
+        self.roles = roles
 
     @property
     def features(self) -> list[str]:
-        return list(self.numeric) + list(self.categorical)
+        return list(self.roles.features)
 
-
-class TorchPredictor:
-    """Fitted preprocessor + torch module: raw DataFrame rows -> P(positive class)."""
-
-    def __init__(self, preprocessor, module, features: list[str]) -> None:
-        self.preprocessor = preprocessor
-        self.module = module
-        self.features = list(features)
-
-    def transform(self, df: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.preprocessor.transform(df[self.features]), dtype=np.float32)
-
-    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
         from models.training import predict_logits
 
-        logits = predict_logits(self.module, self.transform(df), "cpu")
-        return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        raw = predict_logits(self.module, self.preprocessor.transform(df[self.features]), "cpu")
+        return outputs_from_raw(raw, self.roles.task)
 
 
-class SklearnPredictor:
-    """A fitted sklearn pipeline (preprocessor + estimator): raw rows -> P(positive class)."""
+class SklearnPredictor(_Predictor):
+    """A fitted scikit-learn estimator over ``df[roles.features]``."""
 
-    def __init__(self, pipeline, features: list[str]) -> None:
-        self.pipeline = pipeline
-        self.features = list(features)
+    def __init__(self, estimator, roles: Roles) -> None:
+        self.estimator = estimator
+        self.roles = roles
 
-    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        return self.pipeline.predict_proba(df[self.features])[:, 1].astype(np.float64)
+    @property
+    def features(self) -> list[str]:
+        return list(self.roles.features)
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        X = df[self.features]
+        if self.roles.task == "binary":
+            return self.estimator.predict_proba(X)[:, 1].astype(np.float64)
+        if self.roles.task == "multiclass":
+            return self.estimator.predict_proba(X).astype(np.float64)
+        return self.estimator.predict(X).astype(np.float64)
 
 
 @dataclass
 class FittedModel:
-    name: str  # "mlp", "logreg", ...
+    name: str  # "mlp", "mlp-dp", "logreg", ...
     family: str
+    task: str
     kind: str  # "torch" | "sklearn"
     description: str
     predictor: Any
     params: dict[str, Any]
     training: dict[str, Any]
-    y_test: np.ndarray
-    test_score: np.ndarray
-    member_loss: np.ndarray  # per-example log loss on training rows (MIA members)
-    nonmember_loss: np.ndarray  # per-example log loss on test rows (MIA non-members)
+    y_test: np.ndarray  # 0/1 (binary), class index (multiclass), rating (rating)
+    test_output: np.ndarray  # P(positive) | class probabilities (N, K) | predicted rating
+    member_loss: np.ndarray  # per-example loss on training rows (membership-inference members)
+    nonmember_loss: np.ndarray  # per-example loss on test rows (non-members)
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def binary_labels(df: pd.DataFrame, roles: Roles) -> np.ndarray:
-    return (df[roles.target] == roles.positive_label).to_numpy().astype(np.float32)
-
-
-def log_loss_per_example(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, LOSS_EPS, 1 - LOSS_EPS)
-    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
-
-
-def _score(name, family, kind, description, predictor, params, training, split, roles, history=()):
-    y_train = binary_labels(split.train, roles)
-    y_test = binary_labels(split.test, roles)
-    test_score = predictor.predict_proba(split.test)
-    train_score = predictor.predict_proba(split.train)
+def _score(name, family: Family, kind, description, predictor, params, training, split: Split, roles: Roles,
+           history=()) -> FittedModel:
+    y_train = targets(split.train, roles)
+    y_test = targets(split.test, roles)
+    test_out = predictor.predict(split.test)
+    train_out = predictor.predict(split.train)
     return FittedModel(
         name=name,
-        family=family,
+        family=family.name,
+        task=family.task,
         kind=kind,
         description=description,
         predictor=predictor,
         params=params,
         training=training,
-        y_test=y_test.astype(int),
-        test_score=test_score,
-        member_loss=log_loss_per_example(y_train, train_score),
-        nonmember_loss=log_loss_per_example(y_test, test_score),
+        y_test=y_test if family.task == "rating" else y_test.astype(int),
+        test_output=test_out,
+        member_loss=per_example_loss(y_train, train_out, family.task),
+        nonmember_loss=per_example_loss(y_test, test_out, family.task),
         history=list(history),
     )
 
@@ -125,29 +135,29 @@ def fit_family_model(
 ) -> FittedModel:
     """Fit the preprocessor on training rows only, train the family's torch model, score it."""
     config = family.make_config(params)
-    pre = family.make_preprocessor(list(roles.categorical), list(roles.numeric))
+    pre = family.make_preprocessor(roles, config)
     t0 = time.perf_counter()
-    X_train = np.asarray(pre.fit_transform(split.train[roles.features]), dtype=np.float32)
-    X_val = np.asarray(pre.transform(split.validation[roles.features]), dtype=np.float32)
+    X_train = pre.fit_transform(split.train[list(roles.features)])
+    X_val = pre.transform(split.validation[list(roles.features)])
     prep_s = time.perf_counter() - t0
     settings = TrainSettings(
         epochs=config.epochs,
         batch_size=config.batch_size,
         lr=config.lr,
-        weight_decay=config.weight_decay,
+        weight_decay=getattr(config, "weight_decay", 0.0),
         patience=config.patience,
         device=select_device(device),
         amp=amp,
         seed=seed,
     )
     seed_everything(seed)  # weight initialisation is part of the seeded run
-    module = family.build_model(X_train.shape[1], config)
+    module = family.build_model(pre.spec(), config)
     result = train_torch(
         module,
         X_train,
-        binary_labels(split.train, roles),
+        targets(split.train, roles),
         X_val,
-        binary_labels(split.validation, roles),
+        targets(split.validation, roles),
         make_criterion=family.make_criterion,
         settings=settings,
         privacy=privacy,
@@ -161,25 +171,24 @@ def fit_family_model(
         "wall_time_s": result.wall_time_s,
         "preprocess_time_s": prep_s,
         "n_parameters": result.n_parameters,
-        "n_features": int(X_train.shape[1]),
+        "n_train": int(len(X_train)),
+        "input_spec": pre.spec(),
         "dp": result.dp,
     }
-    predictor = TorchPredictor(pre, result.model, roles.features)
-    name = "mlp-dp" if privacy.enabled else "mlp"
-    return _score(
-        name, family.name, "torch", family.description, predictor,
-        {**vars(config), "seed": seed}, training, split, roles, result.history,
-    )
+    predictor = TorchPredictor(pre, result.model, roles)
+    name = f"{family.model_name}-dp" if privacy.enabled else family.model_name
+    return _score(name, family, "torch", family.description, predictor,
+                  {**vars(config), "seed": seed}, training, split, roles, result.history)
 
 
 def fit_baseline(family: Family, name: str, split: Split, roles: Roles, *, seed: int) -> FittedModel:
-    """Fit a sklearn baseline of the family (its own copy of the preprocessor) and score it."""
-    pre = family.make_preprocessor(list(roles.categorical), list(roles.numeric))
-    pipeline = family.baselines[name](pre, seed)
+    """Fit a scikit-learn baseline of the family and score it."""
+    estimator = family.baselines[name](roles, seed)
     t0 = time.perf_counter()
-    pipeline.fit(split.train[roles.features], binary_labels(split.train, roles).astype(int))
+    y = targets(split.train, roles)
+    estimator.fit(split.train[list(roles.features)], y if family.task == "rating" else y.astype(int))
     wall = time.perf_counter() - t0
-    clf = pipeline.steps[-1][1]
+    clf = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
     training = {
         "device": "cpu",
         "amp": False,
@@ -187,13 +196,12 @@ def fit_baseline(family: Family, name: str, split: Split, roles: Roles, *, seed:
         "best_epoch": None,
         "wall_time_s": wall,
         "n_parameters": _sklearn_n_params(clf),
+        "n_train": int(len(split.train)),
         "dp": {"enabled": False},
     }
     params = {k: v for k, v in clf.get_params().items() if isinstance(v, (int, float, str, bool)) or v is None}
-    return _score(
-        name, family.name, "sklearn", f"scikit-learn baseline: {type(clf).__name__}",
-        SklearnPredictor(pipeline, roles.features), {**params, "seed": seed}, training, split, roles,
-    )
+    return _score(name, family, "sklearn", f"scikit-learn baseline: {type(clf).__name__}",
+                  SklearnPredictor(estimator, roles), {**params, "seed": seed}, training, split, roles)
 
 
 def _sklearn_n_params(clf) -> int | None:

@@ -9,10 +9,11 @@ rejects unseen categories in the training data).
 from __future__ import annotations
 
 from dataclasses import dataclass
+import numpy as np
 import torch
 import torch.nn as nn
 
-from models.base import Family, check_param
+from models.base import Family, Roles, check_param
 
 
 @dataclass(frozen=True)
@@ -35,20 +36,39 @@ class TabularConfig:
         check_param(self.patience > 0, f"patience={self.patience} must be > 0")
 
 
-def make_preprocessor(categorical: list[str], numeric: list[str]):
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+class TabularPreprocessor:
+    """``ColumnTransformer`` (fitted on training rows only) -> float32 matrix."""
 
-    num = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-    cat = Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
-            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype="float32")),
-        ]
-    )
-    return ColumnTransformer([("num", num, list(numeric)), ("cat", cat, list(categorical))])
+    def __init__(self, categorical: list[str], numeric: list[str]) -> None:
+        from sklearn.compose import ColumnTransformer
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+        num = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+        cat = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
+                ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype="float32")),
+            ]
+        )
+        self.transformer = ColumnTransformer([("num", num, list(numeric)), ("cat", cat, list(categorical))])
+        self.n_features: int | None = None
+
+    def fit_transform(self, df) -> np.ndarray:
+        X = np.asarray(self.transformer.fit_transform(df), dtype=np.float32)
+        self.n_features = int(X.shape[1])
+        return X
+
+    def transform(self, df) -> np.ndarray:
+        return np.asarray(self.transformer.transform(df), dtype=np.float32)
+
+    def spec(self) -> dict[str, int]:
+        return {"n_features": int(self.n_features)}
+
+
+def make_preprocessor(roles: Roles, config: TabularConfig | None = None) -> TabularPreprocessor:
+    return TabularPreprocessor(list(roles.categorical), list(roles.numeric))
 
 
 class MLP(nn.Module):
@@ -68,26 +88,28 @@ class MLP(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-def build_model(n_features: int, config: TabularConfig) -> MLP:
-    return MLP(n_features, config.hidden_sizes, config.dropout)
+def build_model(spec: dict[str, int], config: TabularConfig) -> MLP:
+    return MLP(spec["n_features"], config.hidden_sizes, config.dropout)
 
 
 def make_criterion(reduction: str = "mean") -> nn.Module:
     return nn.BCEWithLogitsLoss(reduction=reduction)
 
 
-def logreg_baseline(preprocessor, seed: int):
+def logreg_baseline(roles: Roles, seed: int):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
-    return Pipeline([("pre", preprocessor), ("clf", LogisticRegression(max_iter=2000, random_state=seed))])
+    pre = make_preprocessor(roles).transformer
+    return Pipeline([("pre", pre), ("clf", LogisticRegression(max_iter=2000, random_state=seed))])
 
 
-def hist_gb_baseline(preprocessor, seed: int):
+def hist_gb_baseline(roles: Roles, seed: int):
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.pipeline import Pipeline
 
-    return Pipeline([("pre", preprocessor), ("clf", HistGradientBoostingClassifier(random_state=seed))])
+    pre = make_preprocessor(roles).transformer
+    return Pipeline([("pre", pre), ("clf", HistGradientBoostingClassifier(random_state=seed))])
 
 
 FAMILY = Family(
@@ -98,5 +120,6 @@ FAMILY = Family(
     make_preprocessor=make_preprocessor,
     build_model=build_model,
     make_criterion=make_criterion,
+    model_name="mlp",
     baselines={"logreg": logreg_baseline, "hist_gb": hist_gb_baseline},
 )

@@ -10,19 +10,30 @@ from tasks import progress
 
 
 @task(name="audit-model", cache_policy=NONE)
-def audit_model(fitted, test_frame, sensitive: list[str], gates: dict[str, dict]) -> dict[str, Any]:
-    """Performance, fairness and privacy audits of one model (findings, never exceptions)."""
+def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict[str, dict]) -> dict[str, Any]:
+    """The family's audits (performance, fairness, privacy, ...) of one model: findings, never exceptions."""
     from audits import AuditInputs, run_audits
+    from data_contracts import get_contract
+    from models import get_family
+    from tasks.train import roles_for
 
     progress.stage(f"audit {fitted.name}")
+    contract = get_contract(contract_name)
+    family = get_family(family_name)
+    roles = roles_for(contract, family.task, False)
+    extra = family.audit_extras(fitted.predictor, split, roles) if family.audit_extras else {}
     dp = fitted.training.get("dp") or {}
     inputs = AuditInputs(
         y_true=fitted.y_test,
-        y_score=fitted.test_score,
-        sensitive=test_frame[list(sensitive)],
+        y_score=fitted.test_output,
+        sensitive=split.test[list(roles.groups)],
+        task=family.task,
+        labels=tuple(roles.labels),
+        synthetic_groups=tuple(contract.synthetic_groups),
+        extra=extra or {},
         member_loss=fitted.member_loss,
         nonmember_loss=fitted.nonmember_loss,
         epsilon=dp.get("epsilon") if dp.get("enabled") else None,
         delta=dp.get("delta") if dp.get("enabled") else None,
     )
-    return run_audits(inputs, gates)
+    return run_audits(inputs, gates, names=family.audits)

@@ -46,13 +46,15 @@ def validate_data(df, contract_name: str, docs_dir: str) -> Any:
 
 
 @task(name="split-data", cache_policy=NONE)
-def split_data(df, contract_name: str, validation: float, test: float, seed: int) -> Any:
-    """Seeded train/validation/test split stratified by label x sensitive groups."""
+def split_data(df, contract_name: str, family_name: str, validation: float, test: float, seed: int) -> Any:
+    """Seeded train/validation/test split stratified by label x groups (or the official test set)."""
     from data_contracts import get_contract
+    from models import get_family
     from models.data import split_frame
 
     contract = get_contract(contract_name)
+    classes = get_family(family_name).task != "rating"
     return split_frame(
-        df, target=contract.target, stratify_on=list(contract.sensitive),
-        validation=validation, test=test, seed=seed,
+        df, target=contract.target, stratify_on=[*contract.sensitive, *contract.groups] if classes else [],
+        validation=validation, test=test, seed=seed, predefined=contract.split_column, stratify=classes,
     )

@@ -78,7 +78,7 @@ def log_model_run(ctx: dict, fitted, audits: dict, test_frame, tags: dict, work_
     audit_json = out / "audits.json"
     audit_json.write_text(json.dumps({k: v.to_dict() for k, v in audits.items()}, indent=2))
     tracking.log_artifacts(uri, child, audit_json, "audits")
-    features = getattr(fitted.predictor, "features")
+    features = fitted.predictor.features
     tracking.log_model(uri, child, fitted.predictor, test_frame[features].head(5).reset_index(drop=True))
     tracking.end_run(uri, child, "FINISHED")
     return child

@@ -6,10 +6,11 @@ import pandas as pd
 
 
 class ImpactflowPyfunc(mlflow.pyfunc.PythonModel):
-    def __init__(self, predictor, threshold: float = 0.5) -> None:
+    """Binary: columns ``score`` (P(positive)) and ``label``; multiclass: ``label`` and one
+    ``prob_<class>`` per class; rating: ``rating``."""
+
+    def __init__(self, predictor) -> None:
         self.predictor = predictor
-        self.threshold = float(threshold)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        score = self.predictor.predict_proba(model_input)
-        return pd.DataFrame({"score": score, "label": (score >= self.threshold).astype(int)})
+        return self.predictor.predict_frame(model_input)

@@ -47,15 +47,18 @@ def provenance(seed: int, command: str | None) -> dict[str, Any]:
     }
 
 
-def representation(df, target: str, positive_label, sensitive: list[str]) -> list[dict[str, Any]]:
-    """Group sizes, shares and base rates of the positive label over the whole dataset."""
+def representation(df, target: str, positive_label, groups: list[str]) -> list[dict[str, Any]]:
+    """Group sizes and shares over the whole dataset, and the base rate of the positive label
+    when the target is binary."""
     rows = []
-    y = (df[target] == positive_label)
-    for attr in sensitive:
+    y = (df[target] == positive_label) if positive_label is not None else None
+    for attr in groups:
         for group, idx in df.groupby(attr, dropna=False).groups.items():
             n = len(idx)
-            rows.append({"attribute": attr, "group": str(group), "n": int(n),
-                         "share": n / len(df), "positive_rate": float(y.loc[idx].mean())})
+            row = {"attribute": attr, "group": str(group), "n": int(n), "share": n / len(df)}
+            if y is not None:
+                row["positive_rate"] = float(y.loc[idx].mean())
+            rows.append(row)
     return rows
 
 

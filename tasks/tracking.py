@@ -141,14 +141,14 @@ def log_dataset(uri: str, run_id: str, df, *, name: str, source: str, sha256: st
     )
 
 
-def log_model(uri: str, run_id: str, predictor, input_example, threshold: float = 0.5) -> str:
+def log_model(uri: str, run_id: str, predictor, input_example) -> str:
     """Log the predictor (preprocessing + model) as an MLflow pyfunc with signature + example."""
     import mlflow
     from mlflow.models import infer_signature
 
     from tasks.pyfunc import ImpactflowPyfunc
 
-    model = ImpactflowPyfunc(predictor, threshold)
+    model = ImpactflowPyfunc(predictor)
     output = model.predict(None, input_example)
     signature = infer_signature(input_example, output)
     previous = mlflow.get_tracking_uri()

@@ -12,9 +12,9 @@ from prefect.cache_policies import NONE
 from tasks import progress
 
 
-def roles_for(contract, exclude_sensitive: bool):
-    """Feature roles from the contract: weights/ids never features; sensitive optional."""
-    from models.fit import Roles
+def roles_for(contract, task: str, exclude_sensitive: bool):
+    """Column roles from the contract: weights/ids never features; sensitive optional."""
+    from models.base import Roles
 
     excluded = set(contract.exclude_from_features) | {contract.target}
     if contract.weight:
@@ -23,10 +23,14 @@ def roles_for(contract, exclude_sensitive: bool):
         excluded |= set(contract.sensitive)
     return Roles(
         target=contract.target,
+        task=task,
+        features=tuple(c for c in contract.feature_columns if c not in excluded),
+        groups=tuple(dict.fromkeys([*contract.sensitive, *contract.groups])),
         positive_label=contract.positive_label,
+        labels=tuple(contract.labels),
         categorical=tuple(c for c in contract.categorical if c not in excluded),
         numeric=tuple(c for c in contract.numeric if c not in excluded),
-        sensitive=tuple(contract.sensitive),
+        extra=dict(contract.roles_extra),
     )
 
 
@@ -40,11 +44,12 @@ def train_model(split, contract_name: str, family_name: str, params: dict, train
     from models.training import PrivacySettings
 
     contract = get_contract(contract_name)
+    family = get_family(family_name)
     privacy = PrivacySettings(**privacy_cfg)
-    name = "mlp-dp" if privacy.enabled else "mlp"
+    name = f"{family.model_name}-dp" if privacy.enabled else family.model_name
     progress.stage(f"train {name}")
     return fit_family_model(
-        get_family(family_name), params, split, roles_for(contract, exclude_sensitive),
+        family, params, split, roles_for(contract, family.task, exclude_sensitive),
         seed=seed, device=train_cfg["device"], amp=train_cfg["amp"], privacy=privacy,
         on_epoch=progress.epoch_callback(name),
     )
@@ -60,5 +65,5 @@ def train_baseline(split, contract_name: str, family_name: str, baseline: str,
 
     progress.stage(f"train baseline {baseline}")
     contract = get_contract(contract_name)
-    return fit_baseline(get_family(family_name), baseline, split,
-                        roles_for(contract, exclude_sensitive), seed=seed)
+    family = get_family(family_name)
+    return fit_baseline(family, baseline, split, roles_for(contract, family.task, exclude_sensitive), seed=seed)

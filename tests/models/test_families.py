@@ -2,20 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from data_contracts.errors import ConfigError
 from models import FAMILIES, get_family
-
-
-def _tiny_frame(n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "num_a": rng.normal(size=n),
-        "num_b": rng.integers(0, 10, size=n).astype(float),
-        "cat": rng.choice(["x", "y", "z"], size=n),
-    })
+from models.base import targets
+from tests.models.family_examples import EXAMPLES
 
 
 @pytest.fixture(params=sorted(FAMILIES))
@@ -23,50 +15,70 @@ def family(request):
     return get_family(request.param)
 
 
+def _fitted(family, seed=0):
+    df, roles = EXAMPLES[family.name](seed=seed)
+    config = family.make_config({})
+    pre = family.make_preprocessor(roles, config)
+    X = pre.fit_transform(df[list(roles.features)])
+    return df, roles, config, pre, X
+
+
+def test_every_family_has_an_example():
+    assert set(EXAMPLES) == set(FAMILIES)
+
+
 def test_forward_shape(family):
     import torch
 
-    model = family.build_model(7, family.make_config({}))
-    out = model(torch.zeros(5, 7))
-    assert out.shape == (5,)
+    df, roles, config, pre, X = _fitted(family)
+    out = family.build_model(pre.spec(), config)(torch.as_tensor(X[:5]))
+    expected = (5, len(roles.labels)) if family.task == "multiclass" else (5,)
+    assert tuple(out.shape) == expected
 
 
 def test_loss_goes_down_on_a_tiny_batch(family):
     import torch
 
     torch.manual_seed(0)
-    model = family.build_model(4, family.make_config({"dropout": 0.0}))
-    x = torch.randn(32, 4)
-    y = (x[:, 0] > 0).float()
+    df, roles, config, pre, X = _fitted(family)
+    model = family.build_model(pre.spec(), config)
+    x, y = torch.as_tensor(X[:32]), torch.as_tensor(targets(df.iloc[:32], roles))
     crit = family.make_criterion("mean")
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    first = float(crit(model(x), y))
-    for _ in range(50):
+    model.train()
+    with torch.no_grad():
+        first = float(crit(model(x), y))
+    for _ in range(60):
         opt.zero_grad()
         loss = crit(model(x), y)
         loss.backward()
         opt.step()
-    assert float(loss) < 0.5 * first
+    assert float(loss.detach()) < 0.5 * first
 
 
 def test_opacus_accepts_the_model(family):
     from opacus.validators import ModuleValidator
 
-    model = family.build_model(6, family.make_config({}))
-    assert ModuleValidator.validate(model, strict=False) == []
+    _, _, config, pre, _ = _fitted(family)
+    assert ModuleValidator.validate(family.build_model(pre.spec(), config), strict=False) == []
 
 
-def test_preprocessing_is_deterministic_and_fit_on_given_rows_only(family):
-    df = _tiny_frame()
-    a = family.make_preprocessor(["cat"], ["num_a", "num_b"]).fit(df.iloc[:40])
-    b = family.make_preprocessor(["cat"], ["num_a", "num_b"]).fit(df.iloc[:40])
-    np.testing.assert_array_equal(a.transform(df), b.transform(df))
-    # standardisation uses training rows only: mean of the fitted rows is 0, not of all rows
-    Xa = a.transform(df.iloc[:40])
-    assert abs(Xa[:, 0].mean()) < 1e-9
-    # an unseen category at predict time encodes as all zeros (the contract rejects it earlier)
-    unseen = pd.DataFrame({"num_a": [0.0], "num_b": [1.0], "cat": ["never-seen"]})
-    assert a.transform(unseen)[0, 2:].sum() == 0
+def test_preprocessing_is_deterministic(family):
+    df, roles, config, pre_a, Xa = _fitted(family)
+    _, _, _, pre_b, Xb = _fitted(family)
+    np.testing.assert_array_equal(Xa, Xb)
+    np.testing.assert_array_equal(pre_a.transform(df[list(roles.features)]), Xa)
+
+
+def test_tabular_preprocessor_fits_on_given_rows_only():
+    df, roles = EXAMPLES["tabular"]()
+    fam = get_family("tabular")
+    pre = fam.make_preprocessor(roles, fam.make_config({}))
+    Xa = pre.fit_transform(df.iloc[:40][list(roles.features)])
+    assert abs(Xa[:, 0].mean()) < 1e-6  # standardised with the fitted rows' mean
+    unseen = df.iloc[:1].copy()
+    unseen["cat"] = "never-seen"
+    assert pre.transform(unseen[list(roles.features)])[0, 2:].sum() == 0  # unknown -> all zeros
 
 
 def test_unknown_hyperparameter_is_named(family):
@@ -75,8 +87,8 @@ def test_unknown_hyperparameter_is_named(family):
 
 
 def test_bad_hyperparameter_value_is_reported(family):
-    with pytest.raises(ConfigError, match="dropout"):
-        family.make_config({"dropout": 1.5})
+    with pytest.raises(ConfigError, match="epochs"):
+        family.make_config({"epochs": 0})
 
 
 def test_unknown_family_is_a_config_error():

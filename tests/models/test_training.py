@@ -22,7 +22,7 @@ def _train(privacy=PrivacySettings(), epochs=4, seed=0, model=None):
     fam = get_family("tabular")
     Xtr, ytr, Xva, yva = _data()
     seed_everything(seed)  # weights are initialised before train_torch seeds its own RNG use
-    model = model or fam.build_model(Xtr.shape[1], fam.make_config({"hidden_sizes": [16]}))
+    model = model or fam.build_model({"n_features": Xtr.shape[1]}, fam.make_config({"hidden_sizes": [16]}))
     return train_torch(model, Xtr, ytr, Xva, yva, make_criterion=fam.make_criterion,
                        settings=TrainSettings(epochs=epochs, batch_size=64, lr=5e-3, seed=seed),
                        privacy=privacy)
