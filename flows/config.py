@@ -27,7 +27,8 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     contract: str = "adult"
-    # None -> the files shipped with the contract. A file (or list of files) of the same shape.
+    # None -> the files shipped with the contract. A file (or list of files) of the same shape,
+    # or a folder for datasets made of several files (e.g. MovieLens: u.data, u.user, u.item).
     path: list[Path] | None = None
     sample: int | None = Field(default=None, gt=0, description="use a seeded random sample of N rows")
     exclude_sensitive_from_features: bool = False
@@ -237,7 +238,7 @@ def check_references(cfg: RunConfig) -> None:
             f"model.family={cfg.model.family!r}: unknown model family (known: {', '.join(sorted(FAMILIES))})"
         )
     for i, p in enumerate(cfg.data.path or []):
-        if not Path(p).is_file():
+        if not Path(p).exists():  # a file, or a folder for datasets made of several files
             raise ConfigError(MISSING_FILE.format(key=f"data.path[{i}]" if len(cfg.data.path) > 1 else "data.path", path=p))
     from models import get_family
 
