@@ -203,15 +203,147 @@ def ui(
 ) -> None:
     """Start the MLflow UI on the embedded tracking store (or MLFLOW_TRACKING_URI)."""
     _quiet_environment(False)
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        db = output_dir / "mlflow.db"
-        if not db.is_file():
-            _fail(f"no tracking database at {db}: run `impactflow run` first or set MLFLOW_TRACKING_URI")
-        uri = f"sqlite:///{db.resolve()}"
+    uri = _tracking_uri(output_dir)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     _console().print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
     os.execv(sys.executable, cmd)
+
+
+def _require_api(command: str) -> None:
+    if not os.environ.get("PREFECT_API_URL"):
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            _fail(f"`impactflow {command}` needs a Prefect server: set PREFECT_API_URL "
+                  "(e.g. http://127.0.0.1:4200/api after `prefect server start`)")
+
+
+def _tracking_uri(output_dir: Path) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    db = output_dir / "mlflow.db"
+    if not db.is_file():
+        _fail(f"no tracking database at {db}: run `impactflow run` first or set MLFLOW_TRACKING_URI")
+    return f"sqlite:///{db.resolve()}"
+
+
+@app.command()
+def deploy(
+    name: Optional[List[str]] = typer.Option(None, "--name", "-n", help="Only these deployments (default: all)."),
+) -> None:
+    """Register prefect.yaml's deployments (cron schedules) on the process work pool."""
+    _quiet_environment(False)
+    _require_api("deploy")
+    from flows.deployments import WORK_POOL, deploy_all, read_deployments
+
+    ids = deploy_all(name)
+    for spec in read_deployments():
+        if not name or spec["name"] in name:
+            crons = ", ".join(s["cron"] for s in spec.get("schedules") or []) or "no schedule"
+            typer.echo(f"deployed impactflow-preset/{spec['name']} ({crons}) on pool {WORK_POOL}")
+    typer.echo(f"{len(ids)} deployment(s). Start a worker: prefect worker start --pool {WORK_POOL}")
+
+
+@app.command()
+def serve() -> None:
+    """Run prefect.yaml's schedules in this process (single machine; no work pool or worker)."""
+    _quiet_environment(False)
+    from flows.deployments import serve_all
+
+    serve_all()
+
+
+@app.command()
+def trigger(
+    deployment: str = typer.Argument(..., help="Deployment, e.g. 'tabular' or 'impactflow-preset/tabular'."),
+    set_: Optional[List[str]] = SetOpt,
+    watch: bool = typer.Option(True, "--watch/--no-watch", help="Follow the run to its final state."),
+    poll: float = typer.Option(2.0, help="Seconds between state checks while watching."),
+) -> None:
+    """Create a flow run of a deployment through the Prefect API; with --watch, exit with its
+    outcome: 0 gates passed, 3 a gate failed, 1 the run failed or crashed."""
+    import time
+
+    _quiet_environment(False)
+    _require_api("trigger")
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    from data_contracts.errors import ImpactflowError
+    from flows.config import load_config
+    from flows.deployments import GATES_FAILED
+
+    name = deployment if "/" in deployment else f"impactflow-preset/{deployment}"
+    with get_client(sync_client=True) as client:
+        try:
+            dep = client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            _fail(f"no deployment {name!r} on {os.environ.get('PREFECT_API_URL')}: run `impactflow deploy` first")
+    params = dict(dep.parameters or {})
+    overrides = list(params.get("overrides") or []) + list(set_ or [])
+    try:  # a bad override fails here, before a run is created
+        load_config(params.get("preset"), overrides)
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    run = run_deployment(name, parameters={**params, "overrides": overrides}, timeout=0)
+    console = _console()
+    console.print(f"flow run {run.name} ({run.id}) of {name} created", markup=False)
+    if not watch:
+        raise typer.Exit(EXIT_OK)
+    last = None
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(run.id).state
+            if state is not None and state.type.value != last:
+                last = state.type.value
+                console.print(f"  state: {state.name}", markup=False)
+            if state is not None and state.is_final():
+                break
+            time.sleep(poll)
+    message = state.message or ""
+    console.print(f"  {message}", markup=False, soft_wrap=True)
+    if state.type.value == "COMPLETED":
+        raise typer.Exit(EXIT_OK)
+    raise typer.Exit(EXIT_GATES if message.startswith(GATES_FAILED) else EXIT_ERROR)
+
+
+@app.command()
+def models(
+    output_dir: Path = typer.Option(Path("impactflow_runs"), help="The runs folder of `impactflow run`."),
+) -> None:
+    """List registered model versions: gate status, aliases (champion = approved) and why."""
+    _quiet_environment(False)
+    from rich.table import Table
+
+    from tasks.registry import list_models
+
+    rows = list_models(_tracking_uri(output_dir))
+    table = Table(title="Registered models")
+    for col in ("model", "version", "gates", "aliases", "failed gates"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["version"], r["gates"], ", ".join(r["aliases"]) or "—",
+                      ", ".join(r["failed_gates"]) or "—")
+    _console().print(table)
+
+
+@app.command()
+def promote(
+    name: str = typer.Argument(..., help="Registered model, e.g. impactflow-tabular-mlp."),
+    version: str = typer.Argument(..., help="Version to make the champion."),
+    output_dir: Path = typer.Option(Path("impactflow_runs"), help="The runs folder of `impactflow run`."),
+) -> None:
+    """Point the `champion` alias at a version, only if every one of its gates passed."""
+    _quiet_environment(False)
+    from data_contracts.errors import ImpactflowError
+    from tasks.registry import promote as do_promote
+
+    try:
+        typer.echo(do_promote(_tracking_uri(output_dir), name, version))
+    except ImpactflowError as exc:
+        _fail(str(exc))
 
 
 @app.command()

@@ -78,6 +78,9 @@ class PrivacyConfig(_Strict):
 class TrackingConfig(_Strict):
     experiment: str | None = None  # default: "impactflow-<preset>"
     output_dir: Path = Path("impactflow_runs")
+    # Register every model version in the MLflow registry (gate results as tags); only a
+    # version whose gates all passed gets the "champion" alias.
+    register: bool = True
 
 
 class RunConfig(_Strict):

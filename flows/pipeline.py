@@ -17,6 +17,7 @@ from flows.config import RunConfig, check_references
 from tasks.audit import audit_model
 from tasks.data import load_data, split_data, validate_data
 from tasks.log import fail_tracking, log_data, log_model_run, log_report, start_tracking, summary_artifact
+from tasks.registry import register_model
 from tasks.report import model_record, provenance, representation, write_report
 from tasks.train import train_baseline, train_model
 
@@ -65,7 +66,10 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
             audits = audit_model(model, split, cfg.data.contract, cfg.model.family, cfg.gates)
             child = log_model_run(ctx, model, audits, split.test, tags, str(run_dir / "models"))
             children.append(child)
-            records.append(model_record(model, audits, child))
+            record = model_record(model, audits, child)
+            if cfg.tracking.register:
+                record["registry"] = register_model(ctx, model.name, child, audits)
+            records.append(record)
         data = {
             **data_info,
             "splits": split.sizes(),
@@ -102,7 +106,7 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
         "gates": report["gates"],
         "models": {r["name"]: {"mlflow_run_id": r["mlflow_run_id"],
                                 "metrics": {k: v for a in r["audits"].values() for k, v in a["metrics"].items()},
-                                "dp": r["training"]["dp"]} for r in records},
+                                "dp": r["training"]["dp"], "registry": r.get("registry")} for r in records},
     }
     summary_artifact(summary)
     return summary

@@ -1,0 +1,133 @@
+"""The production topology, for real: PostgreSQL-backed Prefect and MLflow servers, a process
+worker, `impactflow deploy` + `impactflow trigger` from the CLI, registry gates.
+
+Skips (with the reason) only when no PostgreSQL is reachable; CI on this machine runs it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.topology import servers
+
+ROOT = Path(__file__).resolve().parents[2]
+REASON = servers.postgres_reachable()
+pytestmark = [pytest.mark.topology, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+
+FAST = ["data.sample=12000", "model.params.epochs=2", "model.baselines=[]"]
+LOOSE_GATES = [
+    "gates.fairness.max_demographic_parity_difference=1", "gates.fairness.max_equalized_odds_difference=1",
+    "gates.fairness.four_fifths_ratio=0", "gates.performance.min_accuracy=0.5",
+    "gates.performance.min_roc_auc=0.5", "gates.performance.max_ece=1",
+]
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory):
+    home = tmp_path_factory.mktemp("topology")
+    suffix = f"{os.getpid()}"
+    with servers.database(f"impactflow_test_prefect_{suffix}") as pdb, \
+            servers.database(f"impactflow_test_mlflow_{suffix}") as mdb, \
+            servers.prefect_server(pdb, home) as api, \
+            servers.mlflow_server(mdb, home) as (mlflow_uri, artifacts):
+        env = {**servers.base_env(home), "PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": mlflow_uri}
+        deployed = _impactflow(["deploy"], env, home)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        worker_cmd = [str(servers.BIN / "prefect"), "worker", "start", "--pool", "impactflow-process",
+                      "--type", "process", "--limit", "1"]
+        with servers.process(worker_cmd, env, home / "worker.log", home):
+            yield {"env": env, "home": home, "api": api, "mlflow": mlflow_uri, "artifacts": artifacts,
+                   "mlflow_db": mdb, "deploy_output": deployed.stdout}
+
+
+def _impactflow(args, env, cwd, timeout=900):
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _trigger(topology, overrides):
+    args = ["trigger", "tabular"]
+    for o in overrides:
+        args += ["--set", o]
+    return _impactflow(args, topology["env"], topology["home"])
+
+
+def test_deploy_registers_cron_deployments_on_the_process_pool(topology):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    assert "deployed impactflow-preset/tabular (0 2 * * *)" in topology["deploy_output"]
+    with temporary_settings({PREFECT_API_URL: topology["api"]}), get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name("impactflow-preset/tabular")
+        assert dep.work_pool_name == "impactflow-process"
+        assert [s.schedule.cron for s in dep.schedules] == ["0 2 * * *"]
+        assert client.read_work_pool("impactflow-process").type == "process"
+
+
+def test_trigger_runs_to_completion_and_everything_lands_in_the_servers(topology):
+    r = _trigger(topology, FAST + LOOSE_GATES + [f"tracking.output_dir={topology['home'] / 'runs_pass'}"])
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out + (topology["home"] / "worker.log").read_text()[-4000:]
+    assert "state: Completed" in out and "GATES_PASSED" in out
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=topology["mlflow"])
+    exp = client.get_experiment_by_name("impactflow-tabular")
+    parents = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    passed = [p for p in parents if p.data.tags.get("impactflow.gates") == "passed"]
+    assert len(passed) == 1 and passed[0].info.status == "FINISHED"
+    parent = passed[0]
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert [c.data.tags["mlflow.runName"] for c in children] == ["mlp"]
+    assert children[0].data.metrics["eval/accuracy"] > 0.8
+    # reports went through the server into its artifact store on disk
+    reports = {a.path for a in client.list_artifacts(parent.info.run_id, "reports")}
+    assert "reports/impact_report.html" in reports
+    assert list(topology["artifacts"].rglob("impact_report.json"))
+    # and the run data is in PostgreSQL, not in some local file store
+    import psycopg2
+
+    user_host, dbname = topology["mlflow_db"].rsplit("/", 1)
+    conn = psycopg2.connect(host=servers.PG_HOST, port=servers.PG_PORT, user=servers.PG_USER, dbname=dbname)
+    with conn, conn.cursor() as cur:
+        cur.execute("select count(*) from metrics where run_uuid = %s and key = 'eval/accuracy'",
+                    (children[0].info.run_id,))
+        assert cur.fetchone()[0] == 1
+    conn.close()
+    # registry gate: the passing model is the champion
+    mv = client.get_model_version_by_alias("impactflow-tabular-mlp", "champion")
+    assert mv.run_id == children[0].info.run_id
+    assert mv.tags["impactflow.gates"] == "passed"
+
+
+def test_a_failing_gate_gives_exit_3_and_no_champion_alias(topology):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=topology["mlflow"])
+    before = client.get_registered_model("impactflow-tabular-mlp").aliases.get("champion") \
+        if client.search_registered_models("name = 'impactflow-tabular-mlp'") else None
+    r = _trigger(topology, FAST + [f"tracking.output_dir={topology['home'] / 'runs_fail'}"])
+    out = r.stdout + r.stderr
+    assert r.returncode == 3, out
+    assert "GATES_FAILED" in out and "fairness/sex/four_fifths_min_ratio" in out
+    versions = client.search_model_versions("name = 'impactflow-tabular-mlp'")
+    failed = [v for v in versions if v.tags.get("impactflow.gates") == "failed"]
+    assert failed, "the failed model version must still be registered (tagged failed)"
+    aliases = client.get_registered_model("impactflow-tabular-mlp").aliases
+    assert aliases.get("champion") == before  # unchanged: a failed version is never aliased
+    assert all(v.version != aliases.get("champion") for v in failed)
+    # and a human cannot promote it either
+    env = {**topology["env"]}
+    p = _impactflow(["promote", "impactflow-tabular-mlp", str(failed[0].version)], env, topology["home"])
+    assert p.returncode == 1 and "not promotable: gates failed" in p.stderr
+
+
+def test_trigger_refuses_a_bad_override_before_creating_a_run(topology):
+    r = _trigger(topology, ["train.epochz=1"])
+    assert r.returncode == 1
+    assert "train.epochz: unknown key" in r.stderr
+    assert "flow run" not in r.stdout
