@@ -131,3 +131,38 @@ def test_trigger_refuses_a_bad_override_before_creating_a_run(topology):
     assert r.returncode == 1
     assert "train.epochz: unknown key" in r.stderr
     assert "flow run" not in r.stdout
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+                 if Path(p).exists()), None)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian package 'chromium') installed")
+def test_mlflow_ui_compares_two_pipeline_runs_in_headless_chromium(topology, tmp_path):
+    """Drive the real MLflow UI (served by the PostgreSQL-backed server) in headless Chromium:
+    the compare view of the two model runs the trigger tests made shows both runs and the
+    slash-named metrics. Leaves a screenshot in test-artifacts/ (kept by CI as the artifact)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=topology["mlflow"])
+    exp = client.get_experiment_by_name("impactflow-tabular")
+    children = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) >= 2, "run the module in order: the trigger tests create the runs compared here"
+    ids = [r.info.run_id for r in children[:2]]
+    url = (f"{topology['mlflow']}/#/compare-runs?runs=" + "[" + ",".join(f'"{i}"' for i in ids) + "]"
+           + f'&experiments=["{exp.experiment_id}"]')
+    common = [CHROMIUM, *CHROMIUM_FLAGS, "--virtual-time-budget=20000", "--window-size=1400,1000"]
+    dom = subprocess.run([*common, f"--user-data-dir={tmp_path / 'dom'}", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert "Comparing 2 Runs" in dom
+    for run_id in ids:
+        assert run_id in dom
+    assert "eval/accuracy" in dom
+    shots = ROOT / "test-artifacts"
+    shots.mkdir(exist_ok=True)
+    shot = shots / "mlflow_compare.png"
+    subprocess.run([*common, f"--user-data-dir={tmp_path / 'shot'}", f"--screenshot={shot}", url],
+                   capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000
