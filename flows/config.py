@@ -272,6 +272,8 @@ def check_gates(gates: dict[str, dict[str, Any]]) -> None:
                 raise ConfigError(f"{where}: unknown threshold (known: {', '.join(sorted(known))})")
             if value is None:
                 continue
+            if key == "n_boot" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ConfigError(f"{where}: expected a whole number of bootstrap replicates >= 0, got {value!r}")
             if key.startswith(("min_", "max_")) or key.endswith(("_ratio", "_level")):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ConfigError(f"{where}: expected a number, got {value!r}")

@@ -17,14 +17,15 @@ FORBIDDEN = {"torch", "prefect", "mlflow", "great_expectations", "opacus", "flow
 
 
 def test_registry_and_run_audits():
-    assert list(AUDITS) == ["performance", "fairness", "privacy"]
+    assert list(AUDITS)[:3] == ["performance", "fairness", "privacy"]
     rng = np.random.default_rng(0)
     n = 200
     y = rng.integers(0, 2, n)
     inputs = AuditInputs(y, np.clip(0.5 * y + 0.5 * rng.random(n), 0, 1),
                          pd.DataFrame({"sex": rng.choice(["F", "M"], n)}))
-    results = run_audits(inputs, {"performance": {"min_accuracy": 0.5}})
-    assert set(results) == set(AUDITS)
+    binary = ["performance", "fairness", "privacy"]
+    results = run_audits(inputs, {"performance": {"min_accuracy": 0.5}}, names=binary)
+    assert list(results) == binary
     assert all(isinstance(r, AuditResult) and r.name == k for k, r in results.items())
     assert results["performance"].status is Status.PASS
     assert results["privacy"].status is Status.NOT_MEASURED
