@@ -14,7 +14,8 @@ from prefect import flow
 from prefect.states import Completed, Failed
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-PREFECT_YAML = PROJECT_DIR / "prefect.yaml"
+# A source checkout has prefect.yaml beside flows/; an installed image points at its copy.
+PREFECT_YAML = Path(os.environ.get("IMPACTFLOW_PREFECT_YAML", PROJECT_DIR / "prefect.yaml"))
 WORK_POOL = "impactflow-process"
 GATES_FAILED = "GATES_FAILED"
 
