@@ -210,3 +210,43 @@ def confusion_png(matrix: Sequence[Sequence[float]]) -> bytes:
         for side in ("top", "right"):
             ax.spines[side].set_visible(True)
         return _png(fig)
+
+
+def bar_chart_png(labels: Sequence[Any], values: Sequence[Any], title: str, xlabel: str = "") -> bytes:
+    """Horizontal bars, one per label (e.g. a metric per identity term); missing values are
+    left blank (no bar), so an undefined value is never drawn as 0."""
+    labels = [_t(x) for x in labels]
+    vals = [_num(v) for v in values]
+    with _figure(width=5.5, height=max(2.0, min(12.0, 0.6 + 0.19 * len(labels)))) as (fig, ax):
+        if not labels:
+            ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            return _png(fig)
+        y = list(range(len(labels)))
+        ax.barh(y, [0.0 if math.isnan(v) else v for v in vals], color=[
+            BAR_COLOR if not math.isnan(v) else SMALL_COLOR for v in vals])
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(0.0, color="#333333", linewidth=0.6)
+        ax.set_xlabel(_t(xlabel))
+        ax.set_title(_t(title))
+        return _png(fig)
+
+
+def line_plot_png(series: Sequence[dict], title: str, x_label: str = "", y_label: str = "",
+                  diagonal: bool = False) -> bytes:
+    """One line per series ``{label, x, y}`` (e.g. Lorenz curves); ``diagonal`` adds the
+    y = x reference line (perfect equality for a Lorenz curve)."""
+    with _figure(width=5.0, height=3.6) as (fig, ax):
+        if diagonal:
+            ax.plot([0, 1], [0, 1], color=SMALL_COLOR, linestyle="--", linewidth=0.8, label="equality")
+        for s in series:
+            xs, ys = [_num(v) for v in s.get("x") or []], [_num(v) for v in s.get("y") or []]
+            if xs and len(xs) == len(ys):
+                ax.plot(xs, ys, linewidth=1.4, label=_t(s.get("label", "")))
+        ax.set_xlabel(_t(x_label))
+        ax.set_ylabel(_t(y_label))
+        ax.set_title(_t(title))
+        ax.legend(fontsize=7, frameon=False)
+        return _png(fig)

@@ -309,7 +309,19 @@ def _audit_view(key: str, audit: dict, *, dp: dict, figures: bool) -> dict:
         for row in view["by_group"]:
             cols += [c for c in row if c not in cols]
         view["by_group_columns"] = cols
+    if kind == "generic" and figures:
+        # any audit may ask for bar charts: details["bar_charts"] = [{title, labels, values, xlabel}]
+        for chart in details.get("bar_charts") or []:
+            if isinstance(chart, dict) and chart.get("labels"):
+                _add_figure(view, str(chart.get("title", "")), chart, _bar_fig)
+        # and line plots: details["line_plots"] = [{title, x_label, y_label, diagonal, series: [{label, x, y}]}]
+        for plot in details.get("line_plots") or []:
+            if isinstance(plot, dict) and plot.get("series"):
+                _add_figure(view, str(plot.get("title", "")), plot, _line_fig)
     if kind == "generic":
+        conv = details.get("conventions")
+        if isinstance(conv, dict):
+            view["conventions"] = [(k, _scalar(v)) for k, v in conv.items()]
         view["details_scalars"] = [
             (k, v) for k, v in details.items() if v is None or isinstance(v, (bool, int, float, str))
         ]
@@ -330,6 +342,20 @@ def _roc_fig(roc: dict, *, title: str = "ROC", loglog: bool = False, epsilon=Non
     from audits.plots import roc_png
 
     return roc_png(roc.get("fpr") or [], roc.get("tpr") or [], title, loglog=loglog, epsilon=epsilon, delta=delta)
+
+
+def _line_fig(plot: dict) -> bytes:
+    from audits.plots import line_plot_png
+
+    return line_plot_png(plot.get("series") or [], str(plot.get("title", "")), str(plot.get("x_label", "")),
+                         str(plot.get("y_label", "")), diagonal=bool(plot.get("diagonal")))
+
+
+def _bar_fig(chart: dict) -> bytes:
+    from audits.plots import bar_chart_png
+
+    return bar_chart_png(chart.get("labels") or [], chart.get("values") or [], str(chart.get("title", "")),
+                         str(chart.get("xlabel", "")))
 
 
 def _calibration_fig(bins: list) -> bytes:

@@ -79,9 +79,12 @@ def build_report(
     Inputs are copied, converted to plain JSON types (numpy scalars/arrays, enums, paths,
     datetimes; NaN/inf -> ``None``) and left unmodified. Credentials embedded in URIs
     (``scheme://user:pass@host``) and config values under secret-looking keys are redacted.
-    ``summary.status`` is ``"fail"`` if any gate failed, ``"pass"`` if none failed and at
-    least one passed, and ``"not-measured"`` when there is no gate that passed or failed
-    (a report never claims PASS on nothing).
+    ``summary.status`` is ``"fail"`` if any gate of a candidate model failed, ``"pass"`` if
+    none failed and at least one passed, and ``"not-measured"`` when there is no gate that
+    passed or failed (a report never claims PASS on nothing). A model with
+    ``"role": "baseline"`` is a reference shown beside the candidates: its gates are reported
+    (marked ``"baseline": true``) but do not decide the run's status; a run with only
+    baselines is judged on them.
     """
     run_doc = _plain(run)
     if isinstance(run_doc.get("mlflow"), dict) and run_doc["mlflow"].get("tracking_uri"):
@@ -96,6 +99,7 @@ def build_report(
         (g for m in model_docs for g in _model_gates(m)),
         key=lambda g: gate_status_rank(g["status"]),
     )  # stable: model order, then audit order, is kept within one status
+    deciding = [g for g in gates if not g["baseline"]] or gates
     counts = {s: 0 for s in ("pass", "fail", "not-measured", "skipped")}
     for g in gates:
         counts[g["status"]] = counts.get(g["status"], 0) + 1
@@ -105,7 +109,7 @@ def build_report(
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run": run_doc,
         "summary": {
-            "status": _status_of([g["status"] for g in gates]),
+            "status": _status_of([g["status"] for g in deciding]),
             "gates": gates,
             "counts": counts,
         },
@@ -130,8 +134,11 @@ def not_measured_statements(data: dict, models: list[dict]) -> list[str]:
     for m in models:
         name = m.get("name", "?")
         audits = m.get("audits") or {}
+        # an audit may stand in for an expected one of another task kind: details.covers
+        covered = set(audits) | {str(c) for a in audits.values() if isinstance(a, dict)
+                                 for c in ((a.get("details") or {}).get("covers") or [])}
         for key, what in EXPECTED_AUDITS.items():
-            if key not in audits:
+            if key not in covered:
                 out.append(f"{name}: {what} — not run")
         for key, audit in audits.items():
             status = audit.get("status") if isinstance(audit, dict) else None
@@ -178,6 +185,7 @@ def _model_gates(model: dict) -> list[dict]:
                     "threshold": g.get("threshold"),
                     "comparison": g.get("comparison"),
                     "note": g.get("note", ""),
+                    "baseline": model.get("role") == "baseline",
                 }
             )
     return gates

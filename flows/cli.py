@@ -148,7 +148,8 @@ def _print_summary(console, summary: dict) -> None:
     for g in summary["gates"]:
         value = "—" if g["value"] is None else f"{g['value']:.4f}"
         thr = "—" if g["threshold"] is None else f"{g['comparison']} {g['threshold']}"
-        table.add_row(g["model"], g["name"], value, thr, f"[{style.get(g['status'], 'yellow')}]{g['status']}[/]")
+        model = f"{g['model']} (baseline)" if g.get("baseline") else g["model"]
+        table.add_row(model, g["name"], value, thr, f"[{style.get(g['status'], 'yellow')}]{g['status']}[/]")
     console.print(table)
     for name, m in summary["models"].items():
         acc = m["metrics"].get("eval/accuracy")
@@ -157,7 +158,7 @@ def _print_summary(console, summary: dict) -> None:
         console.print(f"  {name}: accuracy {acc:.4f}{eps}" if acc is not None else f"  {name}")
     status = summary["status"].upper()
     colour = "green" if summary["status"] == "pass" else "red"
-    console.print(f"Overall: [bold {colour}]{status}[/]")
+    console.print(f"Overall: [bold {colour}]{status}[/] (decided by the candidate models; baselines are references)")
     out = [
         f"Report:  {Path(summary['report']['html']).resolve()}",
         f"         {Path(summary['report']['json']).resolve()}",

@@ -22,7 +22,7 @@ GATES_FAILED = "GATES_FAILED"
 
 def outcome_message(summary: dict) -> str:
     head = GATES_FAILED if summary["status"] == "fail" else "GATES_PASSED"
-    failed = [f"{g['model']}:{g['name']}" for g in summary["gates"] if g["status"] == "fail"]
+    failed = [f"{g['model']}:{g['name']}" for g in summary["gates"] if g["status"] == "fail" and not g.get("baseline")]
     parts = [head, f"mlflow_run={summary['parent_run_id']}", f"report={summary['report']['html']}"]
     if failed:
         parts.append("failed=" + ",".join(failed[:10]) + (" ..." if len(failed) > 10 else ""))

@@ -16,6 +16,7 @@ class Split:
     train: pd.DataFrame
     validation: pd.DataFrame
     test: pd.DataFrame
+    predefined_test: bool = False  # the test rows are an official test set, not a random draw
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
@@ -79,4 +80,5 @@ def split_frame(
         train=df.iloc[np.sort(train_idx)].reset_index(drop=True),
         validation=df.iloc[np.sort(val_idx)].reset_index(drop=True),
         test=df.iloc[np.sort(test_idx)].reset_index(drop=True),
+        predefined_test=predefined is not None,
     )

@@ -100,10 +100,22 @@ class FittedModel:
 
 def _score(name, family: Family, kind, description, predictor, params, training, split: Split, roles: Roles,
            history=()) -> FittedModel:
+    """Held-out outputs plus the per-example losses membership inference compares.
+
+    Non-members are the test rows when the test set is a random draw from the same data as the
+    training rows; when it is an official test set (possibly another distribution, e.g. real
+    comments vs templates) they are the validation rows, never trained on, so the attack
+    compares members with non-members and not one domain with another."""
     y_train = targets(split.train, roles)
     y_test = targets(split.test, roles)
     test_out = predictor.predict(split.test)
     train_out = predictor.predict(split.train)
+    if split.predefined_test:
+        nonmember = per_example_loss(targets(split.validation, roles), predictor.predict(split.validation), family.task)
+        training = {**training, "mia_nonmembers": "validation split (the test set is an official, separate set)"}
+    else:
+        nonmember = per_example_loss(y_test, test_out, family.task)
+        training = {**training, "mia_nonmembers": "test split"}
     return FittedModel(
         name=name,
         family=family.name,
@@ -116,7 +128,7 @@ def _score(name, family: Family, kind, description, predictor, params, training,
         y_test=y_test if family.task == "rating" else y_test.astype(int),
         test_output=test_out,
         member_loss=per_example_loss(y_train, train_out, family.task),
-        nonmember_loss=per_example_loss(y_test, test_out, family.task),
+        nonmember_loss=nonmember,
         history=list(history),
     )
 

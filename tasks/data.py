@@ -20,6 +20,8 @@ def load_data(contract_name: str, paths: list[str] | None, sample: int | None, s
     contract = get_contract(contract_name)
     files = [Path(p) for p in paths] if paths else list(contract.default_files)
     df = load_dataset(contract, files)
+    # a folder (multi-file datasets) is hashed as the sorted files directly inside it
+    files = [f for p in files for f in (sorted(x for x in p.iterdir() if x.is_file()) if p.is_dir() else [p])]
     if sample is not None and sample < len(df):
         df = df.sample(n=sample, random_state=seed).reset_index(drop=True)
     info = {

@@ -128,6 +128,7 @@ def summary_artifact(summary: dict) -> None:
     for g in summary["gates"]:
         value = "—" if g["value"] is None else f"{g['value']:.4g}"
         thr = "—" if g["threshold"] is None else f"{g['comparison']} {g['threshold']:.4g}"
-        lines.append(f"| {g['model']} | {g['name']} | {value} | {thr} | {g['status']} |")
+        model = f"{g['model']} (baseline)" if g.get("baseline") else g["model"]
+        lines.append(f"| {model} | {g['name']} | {value} | {thr} | {g['status']} |")
     create_markdown_artifact(markdown="\n".join(lines), key="impactflow-summary",
                              description="impactflow gate summary")

@@ -65,6 +65,7 @@ def representation(df, target: str, positive_label, groups: list[str]) -> list[d
 def model_record(fitted, audits: dict, mlflow_run_id: str) -> dict[str, Any]:
     return {
         "name": fitted.name,
+        "role": "baseline" if fitted.kind == "sklearn" else "candidate",
         "family": fitted.family,
         "description": fitted.description,
         "params": {k: v if v is None or isinstance(v, (str, int, float, bool)) else str(list(v) if isinstance(v, tuple) else v)
