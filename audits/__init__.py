@@ -7,25 +7,40 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from .fairness import fairness_audit
+from .fairness import FAIRNESS_DEFAULTS, fairness_audit
+from .groups import GROUP_DEFAULTS, PERFORMANCE_GATES as MULTICLASS_GATES, group_robustness_audit, multiclass_performance_audit
+from .identity import IDENTITY_DEFAULTS, identity_audit
 from .inputs import AuditInputs
 from .performance import performance_audit
 from .privacy import privacy_audit
+from .recommender import (EXPOSURE_DEFAULTS, RECOMMENDATION_DEFAULTS, USER_GROUP_DEFAULTS, exposure_audit,
+                          recommendation_audit, user_group_audit)
 from .results import AuditResult, Gate, Status, overall_status
 
 AUDITS: dict[str, Callable[[AuditInputs, dict], AuditResult]] = {
     "performance": performance_audit,
     "fairness": fairness_audit,
     "privacy": privacy_audit,
+    "performance_multiclass": multiclass_performance_audit,
+    "group_robustness": group_robustness_audit,
+    "identity": identity_audit,
+    "recommendation": recommendation_audit,
+    "user_groups": user_group_audit,
+    "exposure": exposure_audit,
 }
 
 #: The threshold keys each audit accepts under ``gates.<audit>`` in the run config, with their
 #: defaults (None = no gate unless configured). The config loader refuses any other key.
 AUDIT_THRESHOLDS: dict[str, dict[str, Any]] = {
     "performance": {"min_accuracy": None, "min_roc_auc": None, "max_ece": None},
-    "fairness": {"max_demographic_parity_difference": 0.1, "max_equalized_odds_difference": 0.1,
-                 "four_fifths_ratio": 0.8, "min_group_size": 30, "intersections": None, "ci_level": 0.95},
+    "fairness": dict(FAIRNESS_DEFAULTS),
     "privacy": {"max_mia_auc": 0.6},
+    "performance_multiclass": dict.fromkeys(MULTICLASS_GATES),
+    "group_robustness": dict(GROUP_DEFAULTS),
+    "identity": dict(IDENTITY_DEFAULTS),
+    "recommendation": dict(RECOMMENDATION_DEFAULTS),
+    "user_groups": dict(USER_GROUP_DEFAULTS),
+    "exposure": dict(EXPOSURE_DEFAULTS),
 }
 
 

@@ -30,6 +30,12 @@ BAD_CONTRACT = "Contract file {path}: {problem}"
 #: Loader name (``loader:`` in contract.yaml) -> "module:function", imported when used.
 LOADERS: dict[str, str] = {
     "uci_adult": "data_contracts.adult:load_uci_adult",
+    "sms_spam": "data_contracts.sms_spam:load_sms_spam",
+    "jigsaw": "data_contracts.jigsaw:load_jigsaw",
+    "mnist": "data_contracts.mnist:load_mnist",
+    "colored_mnist": "data_contracts.colored_mnist:load_colored_mnist",
+    "movielens": "data_contracts.movielens:load_movielens",
+    "synthetic_ratings": "data_contracts.synthetic_ratings:load_synthetic_ratings",
 }
 
 
@@ -167,9 +173,51 @@ def adult_contract() -> Contract:
     return contract_from_yaml(HERE / "adult" / "contract.yaml")
 
 
+@functools.cache
+def mnist_contract() -> Contract:
+    """MNIST: 5k training subset + official test set (data_contracts/mnist/)."""
+    return contract_from_yaml(HERE / "mnist" / "contract.yaml")
+
+
+@functools.cache
+def colored_mnist_contract() -> Contract:
+    """Colored MNIST: MNIST with a spurious, synthetic stroke colour (data_contracts/colored_mnist/)."""
+    return contract_from_yaml(HERE / "colored_mnist" / "contract.yaml")
+
+
+@functools.cache
+def sms_spam_contract() -> Contract:
+    """SMS Spam Collection v.1, de-duplicated (data_contracts/sms_spam/)."""
+    return contract_from_yaml(HERE / "sms_spam" / "contract.yaml")
+
+
+@functools.cache
+def jigsaw_contract() -> Contract:
+    """Identity-term bias sets: madlibs for training, real comments as test (data_contracts/jigsaw/)."""
+    return contract_from_yaml(HERE / "jigsaw" / "contract.yaml")
+
+
+@functools.cache
+def movielens_contract() -> Contract:
+    """MovieLens 100K from a user-supplied folder, never shipped (data_contracts/movielens/)."""
+    return contract_from_yaml(HERE / "movielens" / "contract.yaml")
+
+
+@functools.cache
+def synthetic_ratings_contract() -> Contract:
+    """Seeded synthetic ratings with made-up user groups (data_contracts/synthetic_ratings/)."""
+    return contract_from_yaml(HERE / "synthetic_ratings" / "contract.yaml")
+
+
 #: Contract name -> factory (explicit; one line per dataset).
 CONTRACTS: dict[str, Callable[[], Contract]] = {
     "adult": adult_contract,
+    "sms_spam": sms_spam_contract,
+    "jigsaw": jigsaw_contract,
+    "mnist": mnist_contract,
+    "colored_mnist": colored_mnist_contract,
+    "movielens": movielens_contract,
+    "synthetic_ratings": synthetic_ratings_contract,
 }
 
 

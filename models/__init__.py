@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 FAMILIES: dict[str, str] = {
     "tabular": "models.tabular",
+    "text": "models.text",
+    "image": "models.image",
+    "recommender": "models.recommender",
 }
 
 UNKNOWN_FAMILY = "model.family={name!r}: unknown model family (known: {known})"

@@ -24,6 +24,49 @@ def tabular_example(n: int = 64, seed: int = 0):
     return df, roles
 
 
+def image_example(n: int = 64, seed: int = 0):
+    """scikit-learn's bundled 8x8 digits (0-16 grey levels), scaled to uint8 and upsampled to
+    MNIST's 28x28 (nearest neighbour), a seeded sample."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    idx = np.random.default_rng(seed).permutation(len(digits.target))[:n]
+    near = np.arange(28) * 8 // 28
+    images = [(img[np.ix_(near, near)] * 255 / 16).round().astype(np.uint8) for img in digits.images[idx]]
+    df = pd.DataFrame({"image": pd.Series(images, dtype=object), "label": digits.target[idx]})
+    roles = Roles(target="label", task="multiclass", features=("image",), labels=tuple(str(d) for d in range(10)))
+    return df, roles
+
+
+def text_example(n: int = 64, seed: int = 0):
+    """Tiny labelled messages: the positive class uses its own words (spam-like offers)."""
+    rng = np.random.default_rng(seed)
+    pos = ["win a free prize now", "call 0800 to claim your cash", "free entry txt win", "claim prize call now"]
+    neg = ["see you at lunch", "i am on my way home", "ok thanks see you later", "what time is the game"]
+    y = rng.integers(0, 2, size=n)
+    texts = [pos[i % 4] if label else neg[i % 4] for i, label in enumerate(y)]
+    df = pd.DataFrame({"message": texts, "label": np.where(y == 1, "spam", "ham")})
+    roles = Roles(target="label", task="binary", features=("message",), positive_label="spam",
+                  labels=("ham", "spam"), extra={"text": "message"})
+    return df, roles
+
+
+def recommender_example(n: int = 64, seed: int = 0):
+    """Seeded ratings of 8 users x 10 items with a planted rank-1 taste (rating 1..5)."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(1, 9, size=n)
+    items = rng.integers(1, 11, size=n)
+    taste = np.linspace(-1, 1, 8)[users - 1] * np.linspace(-1, 1, 10)[items - 1]
+    df = pd.DataFrame({"user_id": users, "item_id": items,
+                       "rating": np.clip(np.rint(3 + 2 * taste), 1, 5).astype(float)})
+    roles = Roles(target="rating", task="rating", features=("user_id", "item_id"),
+                  extra={"user": "user_id", "item": "item_id", "rating_min": 1, "rating_max": 5})
+    return df, roles
+
+
 EXAMPLES = {
     "tabular": tabular_example,
+    "text": text_example,
+    "image": image_example,
+    "recommender": recommender_example,
 }
