@@ -36,7 +36,7 @@ GROUP_SEP = " & "
 MISSING_LABEL = "(missing)"
 
 
-def _labels(sensitive: pd.DataFrame, columns: list[str]) -> pd.Series:
+def group_labels(sensitive: pd.DataFrame, columns: list[str]) -> pd.Series:
     """One string label per row: the column's value, or the values joined with ' & '."""
     parts = []
     for c in columns:
@@ -53,7 +53,7 @@ def _attributes(sensitive: pd.DataFrame, intersections) -> dict[str, pd.Series]:
     sensitive = sensitive.set_axis(columns, axis=1)
     if intersections is None:
         intersections = [columns] if len(columns) >= 2 else []
-    attrs: dict[str, pd.Series] = {c: _labels(sensitive, [c]) for c in columns}
+    attrs: dict[str, pd.Series] = {c: group_labels(sensitive, [c]) for c in columns}
     for combo in intersections:
         combo = [str(c) for c in combo]
         missing = [c for c in combo if c not in columns]
@@ -64,7 +64,7 @@ def _attributes(sensitive: pd.DataFrame, intersections) -> dict[str, pd.Series]:
             )
         name = INTERSECTION_SEP.join(combo)
         if name not in attrs:
-            attrs[name] = _labels(sensitive, combo)
+            attrs[name] = group_labels(sensitive, combo)
     return attrs
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from .inputs import AuditInputs
-from .results import AuditResult, Gate, overall_status
-from .stats import compare_gate, downsample_curve, wilson_interval
+from .results import AuditResult, overall_status
+from .stats import downsample_curve, threshold_gates, wilson_interval
 
 PERFORMANCE_GATES: dict[str, tuple[str, str]] = {
     # threshold key -> (metric key, comparison)
@@ -39,7 +39,6 @@ def expected_calibration_error(y_true, y_score, n_bins: int = 15) -> float:
     if n == 0:
         return float("nan")
     idx = _bin_index(y_score, n_bins)
-    counts = np.bincount(idx, minlength=n_bins)
     score_sum = np.bincount(idx, weights=y_score, minlength=n_bins)
     pos_sum = np.bincount(idx, weights=y_true, minlength=n_bins)
     # Σ_b (n_b/N)|s_b/n_b − p_b/n_b| = Σ_b |s_b − p_b| / N (empty bins give 0)
@@ -143,13 +142,7 @@ def performance_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         roc = {"fpr": [], "tpr": []}
         notes.append("test labels contain a single class: ROC AUC and the ROC curve are undefined")
 
-    gates: list[Gate] = []
-    used: dict[str, float] = {}
-    for key, (metric, comparison) in PERFORMANCE_GATES.items():
-        if thresholds.get(key) is None:
-            continue
-        used[key] = float(thresholds[key])
-        gates.append(compare_gate(metric, metrics[metric], used[key], comparison))
+    gates, used = threshold_gates(thresholds, PERFORMANCE_GATES, metrics)
     if not gates:
         notes.append("no performance thresholds configured: nothing gated")
 

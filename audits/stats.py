@@ -85,3 +85,15 @@ def compare_gate(
     ok = value <= threshold if comparison == "<=" else value >= threshold
     return Gate(name, Status.PASS if ok else Status.FAIL, float(value), float(threshold),
                 comparison, note)
+
+
+def threshold_gates(thresholds: dict, spec: dict[str, tuple[str, str]], metrics: dict[str, float]):
+    """Gates for the configured thresholds: ``spec`` maps a threshold key to (metric name,
+    comparison); keys left unset (None/absent) make no gate. Returns (gates, thresholds used)."""
+    gates, used = [], {}
+    for key, (metric, comparison) in spec.items():
+        if thresholds.get(key) is None:
+            continue
+        used[key] = float(thresholds[key])
+        gates.append(compare_gate(metric, metrics[metric], used[key], comparison))
+    return gates, used

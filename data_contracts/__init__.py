@@ -168,56 +168,27 @@ def contract_from_yaml(path: Path) -> Contract:
 
 
 @functools.cache
-def adult_contract() -> Contract:
-    """UCI Adult (data_contracts/adult/)."""
-    return contract_from_yaml(HERE / "adult" / "contract.yaml")
-
-
-@functools.cache
-def mnist_contract() -> Contract:
-    """MNIST: 5k training subset + official test set (data_contracts/mnist/)."""
-    return contract_from_yaml(HERE / "mnist" / "contract.yaml")
-
-
-@functools.cache
-def colored_mnist_contract() -> Contract:
-    """Colored MNIST: MNIST with a spurious, synthetic stroke colour (data_contracts/colored_mnist/)."""
-    return contract_from_yaml(HERE / "colored_mnist" / "contract.yaml")
-
-
-@functools.cache
-def sms_spam_contract() -> Contract:
-    """SMS Spam Collection v.1, de-duplicated (data_contracts/sms_spam/)."""
-    return contract_from_yaml(HERE / "sms_spam" / "contract.yaml")
-
-
-@functools.cache
-def jigsaw_contract() -> Contract:
-    """Identity-term bias sets: madlibs for training, real comments as test (data_contracts/jigsaw/)."""
-    return contract_from_yaml(HERE / "jigsaw" / "contract.yaml")
-
-
-@functools.cache
-def movielens_contract() -> Contract:
-    """MovieLens 100K from a user-supplied folder, never shipped (data_contracts/movielens/)."""
-    return contract_from_yaml(HERE / "movielens" / "contract.yaml")
-
-
-@functools.cache
-def synthetic_ratings_contract() -> Contract:
-    """Seeded synthetic ratings with made-up user groups (data_contracts/synthetic_ratings/)."""
-    return contract_from_yaml(HERE / "synthetic_ratings" / "contract.yaml")
+def folder_contract(folder: str) -> Contract:
+    """The contract in ``data_contracts/<folder>/contract.yaml`` (built once per process)."""
+    return contract_from_yaml(HERE / folder / "contract.yaml")
 
 
 #: Contract name -> factory (explicit; one line per dataset).
 CONTRACTS: dict[str, Callable[[], Contract]] = {
-    "adult": adult_contract,
-    "sms_spam": sms_spam_contract,
-    "jigsaw": jigsaw_contract,
-    "mnist": mnist_contract,
-    "colored_mnist": colored_mnist_contract,
-    "movielens": movielens_contract,
-    "synthetic_ratings": synthetic_ratings_contract,
+    # UCI Adult (census income; sex, race)
+    "adult": functools.partial(folder_contract, "adult"),
+    # SMS Spam Collection v.1, de-duplicated
+    "sms_spam": functools.partial(folder_contract, "sms_spam"),
+    # identity-term bias sets: madlibs for training, real comments as the official test set
+    "jigsaw": functools.partial(folder_contract, "jigsaw"),
+    # MNIST: 5k training subset + official test set
+    "mnist": functools.partial(folder_contract, "mnist"),
+    # Colored MNIST: MNIST with a spurious, synthetic stroke colour
+    "colored_mnist": functools.partial(folder_contract, "colored_mnist"),
+    # MovieLens 100K from a user-supplied folder, never shipped
+    "movielens": functools.partial(folder_contract, "movielens"),
+    # seeded synthetic ratings with made-up user groups
+    "synthetic_ratings": functools.partial(folder_contract, "synthetic_ratings"),
 }
 
 
