@@ -80,7 +80,7 @@ class TrackingConfig(_Strict):
     output_dir: Path = Path("impactflow_runs")
     # Register every model version in the MLflow registry (gate results as tags); only a
     # version whose gates all passed gets the "champion" alias.
-    register: bool = True
+    register_models: bool = True
 
 
 class RunConfig(_Strict):

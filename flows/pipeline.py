@@ -67,7 +67,7 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
             child = log_model_run(ctx, model, audits, split.test, tags, str(run_dir / "models"))
             children.append(child)
             record = model_record(model, audits, child)
-            if cfg.tracking.register and record["role"] == "candidate":  # baselines are references
+            if cfg.tracking.register_models and record["role"] == "candidate":  # baselines are references
                 record["registry"] = register_model(ctx, model.name, child, audits)
             records.append(record)
         data = {

@@ -2,6 +2,8 @@
 only a version whose gates all passed gets the ``champion`` alias (never a failed one)."""
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any
 
 from prefect import task
@@ -40,7 +42,9 @@ def register_model(ctx: dict, model_name: str, child_run_id: str, audits: dict) 
     name = registered_name(ctx["experiment"], model_name)
     client = tracking._client(ctx["uri"])
     mlflow.set_tracking_uri(ctx["uri"])
-    version = mlflow.register_model(f"runs:/{child_run_id}/model", name, await_registration_for=60)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        # register_model prints "Successfully registered ..." lines; the CLI shows its own summary
+        version = mlflow.register_model(f"runs:/{child_run_id}/model", name, await_registration_for=60)
     tags = gate_tags(audits)
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)
