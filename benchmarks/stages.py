@@ -181,14 +181,33 @@ def bench_prefect_server(res: Results, work: Path) -> None:
 # --------------------------------------------------------------------------- in-process stages
 
 
+class _EpochClock:
+    """A ``tasks.progress`` reporter that timestamps every epoch the training task reports."""
+
+    def __init__(self) -> None:
+        self.marks: list[float] = []
+
+    def stage(self, name: str) -> None:
+        self.marks = [time.perf_counter()]
+
+    def epoch(self, model: str, row: dict) -> None:
+        self.marks.append(time.perf_counter())
+
+    def epoch_times(self) -> list[float]:
+        """Per-epoch wall times, without the first epoch (it also holds preprocessing/set-up)."""
+        return [b - a for a, b in zip(self.marks[1:], self.marks[2:])]
+
+
 def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The pipeline's stages in the flow's order and with the flow's arguments
+    (flows/pipeline.py), each by calling its task's undecorated function (``task.fn``)."""
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     for k in STRIP_ENV:
         os.environ.pop(k, None)
-    for pattern in ("Secure RNG turned off", "Full backward hook", "Optimal order is the"):
+    for pattern in ("Secure RNG turned off", "Full backward hook", "Optimal order is the",
+                    "Hint: Inferred schema contains integer"):
         warnings.filterwarnings("ignore", message=pattern)
-    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     import logging
@@ -202,168 +221,128 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
         __import__(mod)
     import torch
 
-    from audits import AuditInputs, run_audits
-    from audits.render import write_report
-    from audits.report import build_report
-    from data_contracts import get_contract, load_dataset
-    from data_contracts.files import file_sha256, sha256_files
-    from data_contracts.validation import validate
+    from data_contracts import get_contract
     from flows.config import load_config
-    from models import get_family
-    from models.data import split_frame
-    from models.fit import fit_baseline, fit_family_model
-    from models.training import PrivacySettings
     from tasks import log as log_tasks
-    from tasks.report import model_record, provenance, representation
-    from tasks.train import roles_for
+    from tasks import progress
+    from tasks.audit import audit_model
+    from tasks.data import load_data, split_data, validate_data
+    from tasks.report import model_record, provenance, representation, write_report
+    from tasks.train import train_baseline, train_model
+
+    try:
+        from tasks.registry import register_model
+    except ImportError:  # older trees: no model registry step
+        register_model = None
 
     res.meta["in_process_import_s"] = time.perf_counter() - t0
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     res.meta["torch_threads"] = torch.get_num_threads()
+    if not args.skip_thread_check:
+        bench_threads(res)
 
     cfg = load_config("tabular")
     dp_cfg = load_config("tabular-dp")
     contract = get_contract(cfg.data.contract)
-    family = get_family(cfg.model.family)
-    if not args.skip_thread_check:
-        bench_threads(res, family, dict(dp_cfg.model.params))
-    roles = roles_for(contract, cfg.data.exclude_sensitive_from_features)
-    gates = cfg.gates.model_dump()
-    sensitive = list(contract.sensitive)
+    C, F, seed = cfg.data.contract, cfg.model.family, cfg.seed
+    exclude = cfg.data.exclude_sensitive_from_features
     R, TR = args.repeats, args.train_repeats
-    sec = "pipeline stages (in-process, pure functions)"
+    sec = "pipeline stages (in-process: each task's function, without Prefect)"
 
-    # load (as tasks/data.py:load_data, with the same seeded sample)
-    def load():
-        files = list(contract.default_files)
-        df = load_dataset(contract, None)
-        if args.sample is not None and args.sample < len(df):
-            df = df.sample(n=args.sample, random_state=cfg.seed).reset_index(drop=True)
-        info = {
-            "contract": contract.name,
-            "files": [{"path": str(p), "sha256": file_sha256(p)} for p in files],
-            "dataset_sha256": sha256_files(files),
-            "n_rows": int(len(df)), "sampled": args.sample, "source": contract.source,
-            "license": contract.license, "shipped": True,
-        }
-        return df, info
-
-    times, (df, data_info) = timed(load, R)
-    res.add(sec, "load (load_dataset + SHA-256 of files)", times, f"{len(df):,} rows")
+    times, (df, data_info) = timed(lambda: load_data.fn(C, None, args.sample, seed), R)
+    res.add(sec, "load (+ SHA-256 of the files)", times, f"{len(df):,} rows")
     res.meta["rows"] = len(df)
 
     docs_dirs: list[Path] = []
 
     def do_validate():
-        d = Path(tempfile.mkdtemp(dir=work, prefix="docs_"))
-        docs_dirs.append(d)
-        return validate(df, contract, d)
+        docs_dirs.append(Path(tempfile.mkdtemp(dir=work, prefix="docs_")))
+        return validate_data.fn(df, C, str(docs_dirs[-1]))
 
     times, validation = timed(do_validate, R)
-    res.add(sec, "validate (GX + Data Docs)", times,
+    res.add(sec, "validate (GX suite + Data Docs HTML)", times,
             f"{validation.total_expectations} expectations, success={validation.success}")
 
-    times, split = timed(lambda: split_frame(df, target=contract.target, stratify_on=sensitive,
-                                             validation=cfg.split.validation, test=cfg.split.test,
-                                             seed=cfg.seed), R)
-    sizes = split.sizes()
-    res.add(sec, "split (split_frame)", times, "train/val/test " + "/".join(f"{v:,}" for v in sizes.values()))
+    times, split = timed(lambda: split_data.fn(df, C, F, cfg.split.validation, cfg.split.test, seed), R)
+    res.add(sec, "split", times, "train/val/test " + "/".join(f"{v:,}" for v in split.sizes().values()))
 
-    def fit(params: dict, privacy_cfg: dict, train_cfg=cfg.train, epoch_times: list | None = None):
-        marks = [time.perf_counter()]
-        on_epoch = (lambda row: marks.append(time.perf_counter())) if epoch_times is not None else None
-        m = fit_family_model(family, params, split, roles, seed=cfg.seed, device=train_cfg.device,
-                             amp=train_cfg.amp, privacy=PrivacySettings(**privacy_cfg), on_epoch=on_epoch)
-        if epoch_times is not None:  # per-epoch wall (first one also holds preprocessing + set-up)
-            epoch_times.extend(b - a for a, b in zip(marks[1:], marks[2:]))
-        return m
+    clock = _EpochClock()
+    progress.install(clock)
 
-    def train_note(m) -> str:
+    def train(rc, params=None, privacy=None):
+        return train_model.fn(split, C, rc.model.family, dict(params if params is not None else rc.model.params),
+                              rc.train.model_dump(), privacy if privacy is not None else rc.privacy.model_dump(),
+                              rc.data.exclude_sensitive_from_features, rc.seed)
+
+    def train_note(m, total: float) -> str:
         t = m.training
-        per_epoch = t["wall_time_s"] / max(t["epochs_run"], 1)
-        note = (f"{t['epochs_run']} epochs ({per_epoch:.2f} s/epoch in loop), "
-                f"batch {m.params['batch_size']}, {t['device']}")
+        rest = total - t["wall_time_s"] - t.get("preprocess_time_s", 0.0)
+        note = (f"{t['epochs_run']} epochs, batch {m.params['batch_size']}, {t['device']}; last: loop "
+                f"{t['wall_time_s']:.1f} s, prep {t.get('preprocess_time_s', 0.0):.2f} s, "
+                f"{'DP set-up/' if t['dp'].get('enabled') else ''}scoring {rest:.1f} s")
         if t["dp"].get("enabled"):
-            note += f", eps={t['dp']['epsilon']:.2f}"
+            note += f"; eps={t['dp']['epsilon']:.2f}"
         return note
 
-    def fit_breakdown(m, total: float) -> str:
-        t = m.training
-        rest = total - t["wall_time_s"] - t["preprocess_time_s"]
-        return (f"last repeat: preprocessing {t['preprocess_time_s']:.2f} s, "
-                f"init/{'DP noise calibration/' if t['dp'].get('enabled') else ''}scoring {rest:.2f} s")
+    loops: dict[str, list[float]] = {}
+    fit_times: dict[str, list[float]] = {}
+    fitted = {}
+    for key, rc, label in (("mlp", cfg, "train MLP (preset tabular)"),
+                           ("mlp-dp", dp_cfg, "train MLP DP (preset tabular-dp)")):
+        loops[key] = []
 
-    loops: dict[str, list[float]] = {"mlp": [], "mlp-dp": []}
+        def once(rc=rc, key=key):
+            m = train(rc)
+            loops[key].append(m.training["wall_time_s"] / max(m.training["epochs_run"], 1))
+            return m
 
-    def fit_logged(params, privacy_cfg, train_cfg, key):
-        m = fit(params, privacy_cfg, train_cfg)
-        loops[key].append(m.training["wall_time_s"] / max(m.training["epochs_run"], 1))
-        return m
+        fit_times[key], fitted[key] = timed(once, TR)
+        res.add(sec, label, fit_times[key], train_note(fitted[key], fit_times[key][-1]))
+        res.add(sec, "  training loop, per epoch", loops[key], "loop wall / epochs (incl. validation loss)")
+    mlp, mlp_dp = fitted["mlp"], fitted["mlp-dp"]
 
-    times, mlp = timed(lambda: fit_logged(dict(cfg.model.params), cfg.privacy.model_dump(), cfg.train, "mlp"), TR)
-    res.add(sec, "train MLP (preset tabular)", times, train_note(mlp))
-    res.add(sec, "  training loop per epoch", loops["mlp"], fit_breakdown(mlp, times[-1]))
-    fit_times = {"mlp": times}
-
-    times, mlp_dp = timed(lambda: fit_logged(dict(dp_cfg.model.params), dp_cfg.privacy.model_dump(), dp_cfg.train,
-                                             "mlp-dp"), TR)
-    res.add(sec, "train MLP DP (preset tabular-dp)", times, train_note(mlp_dp))
-    res.add(sec, "  training loop per epoch", loops["mlp-dp"], fit_breakdown(mlp_dp, times[-1]))
-    fit_times["mlp-dp"] = times
-
-    baselines = {}
+    baselines = []
     for b in cfg.model.baselines:
-        times, baselines[b] = timed(lambda: fit_baseline(family, b, split, roles, seed=cfg.seed), R)
-        res.add(sec, f"train baseline {b} (fit_baseline)", times, "fit + scoring train/test")
-
-    # audits (as tasks/audit.py:audit_model)
-    def audit(m):
-        dp = m.training.get("dp") or {}
-        inputs = AuditInputs(y_true=m.y_test, y_score=m.test_score, sensitive=split.test[sensitive],
-                             member_loss=m.member_loss, nonmember_loss=m.nonmember_loss,
-                             epsilon=dp.get("epsilon") if dp.get("enabled") else None,
-                             delta=dp.get("delta") if dp.get("enabled") else None)
-        return run_audits(inputs, gates)
+        times, model = timed(lambda: train_baseline.fn(split, C, F, b, exclude, seed), R)
+        res.add(sec, f"train baseline {b}", times, "fit + scoring train/test")
+        baselines.append(model)
 
     audits = {}
-    pipeline_models = [mlp, *baselines.values()]  # what `impactflow run -c tabular` trains
+    pipeline_models = [mlp, *baselines]  # what `impactflow run -c tabular` trains
     for m in [*pipeline_models, mlp_dp]:
-        times, audits[m.name] = timed(lambda: audit(m), R)
-        res.add(sec, f"audits ({m.name})", times, "performance + fairness + privacy")
+        gates = (dp_cfg if m is mlp_dp else cfg).gates
+        times, audits[m.name] = timed(lambda: audit_model.fn(m, split, C, F, gates), R)
+        res.add(sec, f"audits ({m.name})", times, ", ".join(audits[m.name]))
 
-    # report (as flows/pipeline.py + tasks/report.py:write_report), for the tabular pipeline
-    times, prov = timed(lambda: provenance(cfg.seed, "benchmarks/stages.py"), R)
+    times, prov = timed(lambda: provenance(seed, "benchmarks/stages.py"), R)
     res.add(sec, "provenance (git + package versions)", times)
+
+    # The report as the flow builds it (run ids are placeholders: MLflow is timed below).
     data = {
         **data_info,
-        "splits": sizes, "contract_result": validation.to_dict(),
-        "representation": representation(df, contract.target, contract.positive_label, sensitive),
+        "splits": split.sizes(),
+        "contract_result": validation.to_dict(),
+        "representation": representation(df, contract.target, contract.positive_label,
+                                          [*contract.sensitive, *getattr(contract, "groups", ())]),
+        "synthetic_groups": list(getattr(contract, "synthetic_groups", ())),
         "missing": {k: int(v) for k, v in df.isna().sum().items() if v},
-        "sensitive": sensitive,
+        "sensitive": list(contract.sensitive),
         "excluded_features": sorted({contract.weight, *contract.exclude_from_features} - {None}
-                                    | (set(sensitive) if cfg.data.exclude_sensitive_from_features else set())),
+                                    | (set(contract.sensitive) if exclude else set())),
     }
     records = [model_record(m, audits[m.name], f"bench-{m.name}") for m in pipeline_models]
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    run = {"run_id": "bench", "flow_run_id": None, "preset": cfg.preset, "started_at": now,
-           "finished_at": now, "mlflow": {"tracking_uri": "sqlite:///bench.db", "experiment": "bench",
-                                          "parent_run_id": "bench"}}
+    run = {"run_id": "bench", "flow_run_id": None, "preset": cfg.preset, "started_at": now, "finished_at": now,
+           "mlflow": {"tracking_uri": "sqlite:///bench.db", "experiment": "bench", "parent_run_id": "bench"}}
     config = cfg.model_dump(mode="json")
-    report_dirs: list[Path] = []
+    times, report = timed(lambda: write_report.fn(run, data, records, prov, config,
+                                                  tempfile.mkdtemp(dir=work, prefix="report_")), R)
+    res.add(sec, "report (build + write json/md/html)", times, f"{len(records)} models")
 
-    def report():
-        d = Path(tempfile.mkdtemp(dir=work, prefix="report_"))
-        report_dirs.append(d)
-        doc = build_report(run=run, data=data, models=records, provenance=prov, config=config)
-        return write_report(doc, d)
-
-    times, report_paths = timed(report, R)
-    res.add(sec, "report (build_report + write json/md/html)", times, f"{len(records)} models")
-
-    # MLflow: the logging tasks' functions, in the flow's order, each repeat on a fresh SQLite store
-    sec_ml = "MLflow logging (tasks.log functions, fresh SQLite store per repeat)"
-    tags = {"impactflow.family": cfg.model.family, "impactflow.preset": cfg.preset, "impactflow.dp": "false"}
+    # MLflow: the logging tasks' functions in the flow's order, each repeat on a fresh SQLite store.
+    sec_ml = "MLflow logging (tasks' functions, fresh SQLite store per repeat)"
+    tags = {"impactflow.family": F, "impactflow.preset": cfg.preset, "impactflow.dp": "false"}
     ml_times: dict[str, list[float]] = {}
 
     def tick(name: str, fn: Callable[[], Any]) -> Any:
@@ -372,106 +351,108 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
         ml_times.setdefault(name, []).append(time.perf_counter() - t0)
         return out
 
+    register = register_model is not None and getattr(cfg.tracking, "register", False)
     for i in range(R):
-        # tasks.tracking.log_model restores the tracking URI with mlflow.set_tracking_uri, which
-        # also writes MLFLOW_TRACKING_URI into os.environ (the default sqlite:///<cwd>/mlflow.db):
-        # without this pop, later repeats would log there instead of into their fresh store.
+        # mlflow.set_tracking_uri (called by tasks.tracking.log_model and the registry task) also
+        # writes MLFLOW_TRACKING_URI into os.environ; tasks.tracking.tracking_uri prefers that
+        # variable, so without this pop every later repeat would log into the first store.
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         out = Path(tempfile.mkdtemp(dir=work, prefix="mlflow_"))
-        ctx = tick("start tracking (experiment, parent run, params)",
-                   lambda: log_tasks.start_tracking.fn(config, cfg.preset, cfg.experiment_name, str(out), f"bench-{i}", tags))
+        ctx = tick("start tracking (DB schema, experiment, parent run)",
+                   lambda: log_tasks.start_tracking.fn(config, cfg.preset, cfg.experiment_name, str(out),
+                                                       f"bench-{i}", tags))
         tick("log data (dataset input, tags, metrics, Data Docs)",
              lambda: log_tasks.log_data.fn(ctx, df, data_info, validation.to_dict(), str(docs_dirs[-1])))
         for m in pipeline_models:
-            tick(f"log model run ({m.name}: child run, metrics, log_model)",
-                 lambda: log_tasks.log_model_run.fn(ctx, m, audits[m.name], split.test, tags, str(out / "models")))
+            child = tick(f"log model run ({m.name}: metrics, audits, log_model)",
+                         lambda: log_tasks.log_model_run.fn(ctx, m, audits[m.name], split.test, tags,
+                                                            str(out / "models")))
+            if register:
+                tick(f"register model ({m.name})", lambda: register_model.fn(ctx, m.name, child, audits[m.name]))
         tick("log report (artifacts, end run)",
-             lambda: log_tasks.log_report.fn(ctx, {k: str(v) for k, v in report_paths.items()}, "pass"))
+             lambda: log_tasks.log_report.fn(ctx, report["paths"], report["status"]))
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     for name, times in ml_times.items():
-        res.add(sec_ml, name, times, "creates the DB schema" if name.startswith("start") else "")
+        res.add(sec_ml, name, times)
     ml_total = [sum(ts[i] for ts in ml_times.values()) for i in range(R)]
     res.add(sec_ml, "MLflow total", ml_total)
 
-    # DP vs non-DP: same model, same batch (tabular-dp params), same fixed number of epochs,
-    # interleaved repeats; per-epoch wall times from the epoch callback (each epoch includes the
-    # validation loss, and for DP the accountant's epsilon read-out). Medians resist the
-    # stalls seen with 2 torch threads on small VMs (see "torch threads" above).
-    import torch
-
+    # DP vs non-DP with the same model, batch and number of epochs (tabular-dp params, patience =
+    # epochs), interleaved, per-epoch wall times from the epoch callback (each epoch includes the
+    # validation loss; DP epochs also the accountant's epsilon read-out), at torch's default
+    # thread count and at one thread.
     E = args.ratio_epochs
     params = {**dp_cfg.model.params, "epochs": E, "patience": E}
-    sec_dp = (f"DP vs non-DP, SAME model + batch {params['batch_size']} (tabular-dp params), "
-              f"{E} epochs x {args.ratio_repeats} interleaved repeats; times are per epoch")
+    sec_dp = (f"DP vs non-DP, SAME model + batch {params['batch_size']} (tabular-dp params), {E} epochs, "
+              f"{args.ratio_repeats} interleaved repeats; per-epoch times (epoch 1 left out)")
     default_threads = torch.get_num_threads()
-    thread_settings = [default_threads] + ([1] if default_threads != 1 else [])
     same: dict[tuple[int, bool], list[float]] = {}
     last_dp = None
-    for n_threads in thread_settings:
+    for n_threads in [default_threads] + ([1] if default_threads != 1 else []):
         torch.set_num_threads(n_threads)
         for _ in range(args.ratio_repeats):
             for private in (False, True):
-                priv = dp_cfg.privacy.model_dump() if private else {"enabled": False}
-                m = fit(params, priv, dp_cfg.train, epoch_times=same.setdefault((n_threads, private), []))
-                if private:
-                    last_dp = m
+                m = train(dp_cfg, params, dp_cfg.privacy.model_dump() if private else {"enabled": False})
+                same.setdefault((n_threads, private), []).extend(clock.epoch_times())
+                last_dp = m if private else last_dp
     torch.set_num_threads(default_threads)
-    for n_threads in thread_settings:
-        off, on = same[(n_threads, False)], same[(n_threads, True)]
-        res.add(sec_dp, f"non-private epoch ({n_threads} torch thread{'s' if n_threads > 1 else ''})", off)
-        res.add(sec_dp, f"DP ghost-clipping epoch ({n_threads} torch thread{'s' if n_threads > 1 else ''})", on,
-                f"eps={last_dp.training['dp']['epsilon']:.2f} over {E} epochs")
-        res.line(f"DP/non-DP per-epoch time, SAME model + batch {params['batch_size']}, "
-                 f"{n_threads} torch thread{'s' if n_threads > 1 else ''} (ratio of medians; of mins)",
-                 f"{statistics.median(on) / statistics.median(off):.2f}x; {min(on) / min(off):.2f}x")
+    progress.install(None)
+    for (n_threads, private), times in same.items():
+        th = f"{n_threads} torch thread{'s' if n_threads > 1 else ''}"
+        res.add(sec_dp, f"{'DP (ghost clipping)' if private else 'non-private'} epoch, {th}", times,
+                f"eps={last_dp.training['dp']['epsilon']:.2f} after {E} epochs" if private else "")
+        if private:
+            off = same[(n_threads, False)]
+            res.line(f"DP/non-DP per-epoch time, SAME model + batch {params['batch_size']}, {th} "
+                     "(ratio of medians; of mins)",
+                     f"{statistics.median(times) / statistics.median(off):.2f}x; {min(times) / min(off):.2f}x")
     eps_cost = _epsilon_cost(last_dp, dp_cfg.privacy.accountant, dp_cfg.privacy.delta)
     if eps_cost is not None:
-        res.add(sec_dp, f"{dp_cfg.privacy.accountant.upper()} get_epsilon once", [eps_cost],
-                "in every DP epoch above (per-epoch read-out)")
-
+        res.add(sec_dp, f"{dp_cfg.privacy.accountant.upper()} get_epsilon, once", [eps_cost],
+                "paid in every DP epoch (per-epoch read-out)")
     res.line(f"DP/non-DP per-epoch time, presets as configured (tabular-dp batch {mlp_dp.params['batch_size']} "
              f"vs tabular batch {mlp.params['batch_size']}; medians)",
              f"{statistics.median(loops['mlp-dp']) / statistics.median(loops['mlp']):.2f}x")
-    res.line(f"DP/non-DP whole fit, presets as configured ({mlp_dp.training['epochs_run']} vs "
-             f"{mlp.training['epochs_run']} epochs, incl. noise calibration + scoring; medians)",
+    res.line(f"DP/non-DP whole training task, presets as configured ({mlp_dp.training['epochs_run']} vs "
+             f"{mlp.training['epochs_run']} epochs, incl. DP set-up + scoring; medians)",
              f"{statistics.median(fit_times['mlp-dp']) / statistics.median(fit_times['mlp']):.2f}x")
 
     # Sum of the compute stages `impactflow run -c tabular` executes (medians), for the e2e comparison.
-    compute = (res.median("load (load_dataset + SHA-256 of files)") + res.median("validate (GX + Data Docs)")
-               + res.median("split (split_frame)") + res.median("train MLP (preset tabular)")
-               + sum(res.median(f"train baseline {b} (fit_baseline)") for b in baselines)
+    compute = (res.median("load (+ SHA-256 of the files)") + res.median("validate (GX suite + Data Docs HTML)")
+               + res.median("split") + res.median("train MLP (preset tabular)")
+               + sum(res.median(f"train baseline {b}") for b in cfg.model.baselines)
                + sum(res.median(f"audits ({m.name})") for m in pipeline_models)
                + res.median("provenance (git + package versions)")
-               + res.median("report (build_report + write json/md/html)"))
+               + res.median("report (build + write json/md/html)"))
     return {"compute_s": compute, "mlflow_s": statistics.median(ml_total)}
 
 
-def bench_threads(res: Results, family, params: dict, blocks: int = 8, steps: int = 100) -> None:
-    """Blocks of ``steps`` Adam steps of the family's MLP on random data (batch from ``params``),
-    with torch's default thread count and with one thread: shows how steady CPU timings are here."""
+def bench_threads(res: Results, blocks: int = 8, steps: int = 100, batch: int = 1024) -> None:
+    """Blocks of ``steps`` Adam steps of an MLP shaped like the tabular preset's (108 inputs,
+    128-64 hidden) on random data, at torch's default thread count and at one thread: shows how
+    steady CPU timings are on this machine."""
     import torch
+    from torch import nn
 
     default = torch.get_num_threads()
-    config = family.make_config(params)
-    batch = config.batch_size
     x = torch.randn(batch, 108)
     y = (torch.rand(batch) < 0.24).float()
     for n_threads in [default] + ([1] if default != 1 else []):
         torch.set_num_threads(n_threads)
         torch.manual_seed(0)
-        model = family.build_model(108, config)
+        model = nn.Sequential(nn.Linear(108, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 1))
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        crit = family.make_criterion("mean")
+        crit = nn.BCEWithLogitsLoss()
         times = []
         for _ in range(blocks):
             t0 = time.perf_counter()
             for _ in range(steps):
                 opt.zero_grad(set_to_none=True)
-                crit(model(x).float(), y).backward()
+                crit(model(x).squeeze(-1), y).backward()
                 opt.step()
             times.append(time.perf_counter() - t0)
         res.add("torch threads check (in-process, random data)",
-                f"{steps} MLP steps at batch {batch}, {n_threads} thread{'s' if n_threads > 1 else ''}", times,
+                f"{steps} MLP steps, batch {batch}, {n_threads} thread{'s' if n_threads > 1 else ''}", times,
                 "max/min far above 1 = stalls")
     torch.set_num_threads(default)
 
@@ -612,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     res = Results()
     res.meta.update(machine_info())
     res.meta["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    res.meta["loadavg_start"] = os.getloadavg()
     res.meta["command"] = " ".join(["python", "benchmarks/stages.py", *(argv if argv is not None else sys.argv[1:])])
     total0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="impactflow-bench-"))
@@ -626,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, onerror=lambda fn, path, exc: print(f"cleanup: {fn.__name__} {path}: {exc[1]}",
                                                                   file=sys.stderr))
     res.meta["total_s"] = time.perf_counter() - total0
+    res.meta["loadavg_end"] = os.getloadavg()
     m = res.meta
     print(f"impactflow stage benchmark · {m['started_at']} · {m['nproc']} cores ({m['cpu']}) · "
           f"torch threads {m.get('torch_threads')} · python {m['python']}")
@@ -634,7 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render(res))
     print()
-    print(f"benchmark total: {m['total_s']:.0f} s")
+    print(f"benchmark total: {m['total_s']:.0f} s · load average (1/5/15 min) at start "
+          f"{'/'.join(f'{x:.2f}' for x in m['loadavg_start'])}, at end {'/'.join(f'{x:.2f}' for x in m['loadavg_end'])}")
     if args.json:
         args.json.write_text(json.dumps({"meta": m, "rows": res.rows, "derived": dict(res.derived)}, indent=2))
     return 0

@@ -156,6 +156,10 @@ def _print_summary(console, summary: dict) -> None:
         dp = m["dp"]
         eps = f", ε={dp['epsilon']:.3f} (δ={dp['delta']:g})" if dp.get("enabled") else ""
         console.print(f"  {name}: accuracy {acc:.4f}{eps}" if acc is not None else f"  {name}")
+        reg = m.get("registry")
+        if reg:
+            alias = "champion" if reg["champion"] else f"gates {reg['gates']}: not aliased"
+            console.print(f"    registered {reg['name']} version {reg['version']} ({alias})", markup=False)
     status = summary["status"].upper()
     colour = "green" if summary["status"] == "pass" else "red"
     console.print(f"Overall: [bold {colour}]{status}[/] (decided by the candidate models; baselines are references)")
