@@ -55,6 +55,9 @@ class ModelConfig(_Strict):
 class TrainConfig(_Strict):
     device: str = "auto"
     amp: bool = True
+    # torch CPU threads; null = 1 on machines with <= 2 cores (torch's default was measured
+    # erratic and much slower there), else torch's default. See models.training.cpu_threads.
+    threads: int | None = Field(default=None, ge=1)
 
 
 class PrivacyConfig(_Strict):

@@ -142,6 +142,7 @@ def fit_family_model(
     seed: int,
     device: str = "auto",
     amp: bool = True,
+    threads: int | None = None,
     privacy: PrivacySettings = PrivacySettings(),
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> FittedModel:
@@ -160,6 +161,7 @@ def fit_family_model(
         patience=config.patience,
         device=select_device(device),
         amp=amp,
+        threads=threads,
         seed=seed,
     )
     seed_everything(seed)  # weight initialisation is part of the seeded run

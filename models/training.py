@@ -37,6 +37,7 @@ class TrainSettings:
     patience: int = 3
     device: str = "cpu"
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU and under DP)
+    threads: int | None = None  # torch CPU threads; None = cpu_threads() policy
     seed: int = 0
 
 
@@ -62,6 +63,22 @@ class TrainResult:
     amp: bool
     n_parameters: int
     dp: dict[str, Any] = field(default_factory=dict)
+
+
+def cpu_threads(requested: int | None = None) -> int:
+    """Torch CPU threads for training and scoring. An explicit value wins; otherwise 1 on
+    machines with at most 2 cores, where torch's default (one thread per core) was measured
+    erratic and up to ~60x slower on these small VMs (100 MLP steps: 0.3-11 s with 2 threads,
+    0.16 s with 1; benchmarks/stages.py "torch threads check"), else torch's own default."""
+    import os
+
+    import torch
+
+    if requested is not None:
+        return int(requested)
+    if (os.cpu_count() or 1) <= 2:
+        return 1
+    return torch.get_num_threads()
 
 
 def _loader(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int):
@@ -164,6 +181,7 @@ def train_torch(
     from models.base import seed_everything
 
     seed_everything(settings.seed)
+    torch.set_num_threads(cpu_threads(settings.threads))
     device = settings.device
     n_train = len(X_train)
     if privacy.enabled and privacy.delta >= 1.0 / n_train:

@@ -50,7 +50,7 @@ def train_model(split, contract_name: str, family_name: str, params: dict, train
     progress.stage(f"train {name}")
     return fit_family_model(
         family, params, split, roles_for(contract, family.task, exclude_sensitive),
-        seed=seed, device=train_cfg["device"], amp=train_cfg["amp"], privacy=privacy,
+        seed=seed, device=train_cfg["device"], amp=train_cfg["amp"], threads=train_cfg.get("threads"), privacy=privacy,
         on_epoch=progress.epoch_callback(name),
     )
 

@@ -67,3 +67,17 @@ def test_dp_refuses_a_delta_not_below_one_over_n():
 def test_dp_without_noise_setting_is_refused():
     with pytest.raises(ConfigError, match="target_epsilon or privacy.noise_multiplier"):
         _train(PrivacySettings(enabled=True, delta=1e-4))
+
+
+def test_cpu_threads_policy(monkeypatch):
+    import os
+
+    import torch
+
+    from models.training import cpu_threads
+
+    assert cpu_threads(3) == 3  # an explicit setting wins
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert cpu_threads(None) == 1  # small machines: one thread (measured faster, see docstring)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert cpu_threads(None) == torch.get_num_threads()
