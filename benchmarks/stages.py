@@ -68,7 +68,9 @@ class Results:
         self.meta: dict[str, Any] = {}
 
     def add(self, section: str, stage: str, times: list[float], note: str = "") -> list[float]:
-        self.rows.append({"section": section, "stage": stage, "times_s": list(times), "note": note})
+        others = getattr(times, "others", None) or None
+        self.rows.append({"section": section, "stage": stage, "times_s": list(times), "note": note,
+                          "others_cpu_share": others})
         print(f"  [{section}] {stage}: {', '.join(f'{t:.3f}' for t in times)} s", file=sys.stderr, flush=True)
         return times
 
@@ -82,12 +84,54 @@ class Results:
         raise KeyError(stage)
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:
-    times, result = [], None
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+NCPU = os.cpu_count() or 1
+
+
+def _cpu_snapshot() -> tuple[float, float, float]:
+    """(wall, machine busy CPU-seconds incl. steal, CPU-seconds of this process + waited children)."""
+    try:
+        with open("/proc/stat") as fh:
+            vals = [int(v) for v in fh.readline().split()[1:9]]
+        busy = (sum(vals) - vals[3] - vals[4]) / CLK_TCK  # all but idle and iowait
+    except (OSError, ValueError, IndexError):
+        busy = float("nan")
+    t = os.times()
+    return time.perf_counter(), busy, t.user + t.system + t.children_user + t.children_system
+
+
+class Times(list):
+    """Wall times, plus per repeat the share of the machine's CPUs that OTHER processes (and the
+    hypervisor's steal) kept busy meanwhile: the contention this measurement ran under."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.others: list[float] = []
+
+
+class Probe:
+    """``with Probe(times): ...`` appends the wall time and the others' CPU share to ``times``."""
+
+    def __init__(self, times: Times) -> None:
+        self.times = times
+
+    def __enter__(self) -> "Probe":
+        self.start = _cpu_snapshot()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = _cpu_snapshot()
+        wall = end[0] - self.start[0]
+        others = ((end[1] - self.start[1]) - (end[2] - self.start[2])) / max(wall * NCPU, 1e-9)
+        self.times.append(wall)
+        self.times.others.append(min(max(others, 0.0), 1.0))
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> tuple[Times, Any]:
+    times, result = Times(), None
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
+        with Probe(times):
+            result = fn()
     return times, result
 
 
@@ -127,17 +171,15 @@ def machine_info() -> dict[str, Any]:
 def bench_startup(res: Results, repeats: int) -> None:
     sec = "start-up (fresh subprocesses)"
     env = clean_env()
-    times = []
+    times = Times()
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run([impactflow_exe(), "--help"], env=env, capture_output=True, check=True)
-        times.append(time.perf_counter() - t0)
+        with Probe(times):
+            subprocess.run([impactflow_exe(), "--help"], env=env, capture_output=True, check=True)
     res.add(sec, "impactflow --help (whole process)", times)
-    times = []
+    times = Times()
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], env=env, capture_output=True, check=True)
-        times.append(time.perf_counter() - t0)
+        with Probe(times):
+            subprocess.run([sys.executable, "-c", "pass"], env=env, capture_output=True, check=True)
     res.add(sec, "python -c pass (interpreter alone)", times)
     code = "import time,sys; t=time.perf_counter(); __import__(sys.argv[1]); print(time.perf_counter()-t)"
     for mod in HEAVY_IMPORTS:
@@ -299,7 +341,9 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
 
         fit_times[key], fitted[key] = timed(once, TR)
         res.add(sec, label, fit_times[key], train_note(fitted[key], fit_times[key][-1]))
-        res.add(sec, "  training loop, per epoch", loops[key], "loop wall / epochs (incl. validation loss)")
+        per_epoch = Times(loops[key])
+        per_epoch.others = fit_times[key].others
+        res.add(sec, "  training loop, per epoch", per_epoch, "loop wall / epochs (incl. validation loss)")
     mlp, mlp_dp = fitted["mlp"], fitted["mlp-dp"]
 
     baselines = []
@@ -343,13 +387,11 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     # MLflow: the logging tasks' functions in the flow's order, each repeat on a fresh SQLite store.
     sec_ml = "MLflow logging (tasks' functions, fresh SQLite store per repeat)"
     tags = {"impactflow.family": F, "impactflow.preset": cfg.preset, "impactflow.dp": "false"}
-    ml_times: dict[str, list[float]] = {}
+    ml_times: dict[str, Times] = {}
 
     def tick(name: str, fn: Callable[[], Any]) -> Any:
-        t0 = time.perf_counter()
-        out = fn()
-        ml_times.setdefault(name, []).append(time.perf_counter() - t0)
-        return out
+        with Probe(ml_times.setdefault(name, Times())):
+            return fn()
 
     register = register_model is not None and getattr(cfg.tracking, "register", False)
     for i in range(R):
@@ -386,14 +428,18 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     sec_dp = (f"DP vs non-DP, SAME model + batch {params['batch_size']} (tabular-dp params), {E} epochs, "
               f"{args.ratio_repeats} interleaved repeats; per-epoch times (epoch 1 left out)")
     default_threads = torch.get_num_threads()
-    same: dict[tuple[int, bool], list[float]] = {}
+    same: dict[tuple[int, bool], Times] = {}
     last_dp = None
     for n_threads in [default_threads] + ([1] if default_threads != 1 else []):
         torch.set_num_threads(n_threads)
         for _ in range(args.ratio_repeats):
             for private in (False, True):
-                m = train(dp_cfg, params, dp_cfg.privacy.model_dump() if private else {"enabled": False})
-                same.setdefault((n_threads, private), []).extend(clock.epoch_times())
+                calls = Times()
+                with Probe(calls):
+                    m = train(dp_cfg, params, dp_cfg.privacy.model_dump() if private else {"enabled": False})
+                row = same.setdefault((n_threads, private), Times())
+                row.extend(clock.epoch_times())
+                row.others.extend(calls.others)
                 last_dp = m if private else last_dp
     torch.set_num_threads(default_threads)
     progress.install(None)
@@ -424,7 +470,23 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
                + sum(res.median(f"audits ({m.name})") for m in pipeline_models)
                + res.median("provenance (git + package versions)")
                + res.median("report (build + write json/md/html)"))
-    return {"compute_s": compute, "mlflow_s": statistics.median(ml_total)}
+    med = res.median
+    by_task = {
+        "load-data": med("load (+ SHA-256 of the files)"),
+        "validate-data": med("validate (GX suite + Data Docs HTML)"),
+        "split-data": med("split"),
+        "train-model": med("train MLP (preset tabular)"),
+        "train-baseline": sum(med(f"train baseline {b}") for b in cfg.model.baselines),
+        "audit-model": sum(med(f"audits ({m.name})") for m in pipeline_models),
+        "write-report": med("report (build + write json/md/html)"),
+    }
+    for task_name, prefix in (("start-tracking", "start tracking"), ("log-data", "log data"),
+                              ("log-model-run", "log model run"), ("register-model", "register model"),
+                              ("log-report", "log report")):
+        rows = [ts for name, ts in ml_times.items() if name.startswith(prefix)]
+        if rows:
+            by_task[task_name] = sum(statistics.median(ts) for ts in rows)
+    return {"compute_s": compute, "mlflow_s": statistics.median(ml_total), "by_task": by_task}
 
 
 def bench_threads(res: Results, blocks: int = 8, steps: int = 100, batch: int = 1024) -> None:
@@ -443,14 +505,13 @@ def bench_threads(res: Results, blocks: int = 8, steps: int = 100, batch: int = 
         model = nn.Sequential(nn.Linear(108, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 1))
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         crit = nn.BCEWithLogitsLoss()
-        times = []
+        times = Times()
         for _ in range(blocks):
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                opt.zero_grad(set_to_none=True)
-                crit(model(x).squeeze(-1), y).backward()
-                opt.step()
-            times.append(time.perf_counter() - t0)
+            with Probe(times):
+                for _ in range(steps):
+                    opt.zero_grad(set_to_none=True)
+                    crit(model(x).squeeze(-1), y).backward()
+                    opt.step()
         res.add("torch threads check (in-process, random data)",
                 f"{steps} MLP steps, batch {batch}, {n_threads} thread{'s' if n_threads > 1 else ''}", times,
                 "max/min far above 1 = stalls")
@@ -475,100 +536,120 @@ def _epsilon_cost(m, accountant: str, delta: float) -> float | None:
 # --------------------------------------------------------------------------- end-to-end
 
 
-def _prefect_db_times(home: Path) -> dict[str, float]:
-    """Flow-run duration and the sum of task-run durations, read from the ephemeral server's DB."""
+def _prefect_db_times(home: Path) -> dict[str, Any]:
+    """Flow-run duration, and task-run durations summed per task name, from the ephemeral
+    server's SQLite DB (task run names are ``<task name>-<3 hex>``)."""
     db = home / "prefect.db"
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     if not db.exists():
         return out
     try:
         con = sqlite3.connect(db)
-        # SQLite stores these as ISO strings; julianday() handles them.
         row = con.execute("SELECT (julianday(end_time)-julianday(start_time))*86400 FROM flow_run "
                           "WHERE end_time IS NOT NULL ORDER BY start_time DESC LIMIT 1").fetchone()
         if row and row[0] is not None:
             out["flow_run_s"] = float(row[0])
-        row = con.execute("SELECT SUM((julianday(end_time)-julianday(start_time))*86400), COUNT(*) "
-                          "FROM task_run WHERE end_time IS NOT NULL").fetchone()
-        if row and row[0] is not None:
-            out["task_runs_s"] = float(row[0])
-            out["task_runs_n"] = int(row[1])
+        per_task: dict[str, float] = {}
+        for name, secs in con.execute("SELECT name, (julianday(end_time)-julianday(start_time))*86400 "
+                                      "FROM task_run WHERE end_time IS NOT NULL"):
+            key = name.rsplit("-", 1)[0]
+            per_task[key] = per_task.get(key, 0.0) + float(secs)
+        if per_task:
+            out["tasks"] = per_task
+            out["task_runs_s"] = sum(per_task.values())
         con.close()
     except sqlite3.Error:
         pass
     return out
 
 
-def bench_e2e(res: Results, args: argparse.Namespace, work: Path, compute_s: float | None,
-              mlflow_s: float | None) -> None:
-    sec = "end-to-end (`impactflow run -c tabular`, fresh subprocess, fresh PREFECT_HOME + MLflow store)"
+def bench_e2e(res: Results, args: argparse.Namespace, work: Path, sums: dict[str, Any] | None) -> None:
+    """Whole `impactflow run -c tabular` subprocesses in fresh dirs with a fresh PREFECT_HOME (so each
+    starts its own temporary Prefect server and creates its own SQLite MLflow store)."""
     cmd = [impactflow_exe(), "run", "-c", "tabular"]
-    extra_env = {"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else {}
     if args.sample is not None:
         cmd += ["--set", f"data.sample={args.sample}"]
-    times: list[float] = []
-    db: dict[str, list[float]] = {}
-    for i in range(args.e2e_repeats):
-        d = work / f"e2e_{i}"
-        home = d / "prefect_home"
-        home.mkdir(parents=True)
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=d, env=clean_env(PREFECT_HOME=str(home), **extra_env),
-                              capture_output=True, text=True)
-        times.append(time.perf_counter() - t0)
-        if proc.returncode not in (0, 3):  # 3 = completed, a gate failed: still a whole run
-            res.line("end-to-end", f"FAILED rc={proc.returncode}: {(proc.stderr or proc.stdout).strip()[-500:]}")
-            return
-        for k, v in _prefect_db_times(home).items():
-            db.setdefault(k, []).append(v)
-    res.add(sec, "impactflow run (whole process)", times, "exit 0, or 3 if a gate failed")
-    e2e = statistics.median(times)
-    if "flow_run_s" in db:
-        res.add(sec, "  flow run (Prefect start->end, from its DB)", db["flow_run_s"])
-        res.line("e2e process wall - flow run (interpreter, imports, config, ephemeral server start; medians)",
-                 f"{e2e - statistics.median(db['flow_run_s']):.1f} s")
-    if "task_runs_s" in db:
-        res.add(sec, f"  sum of its {int(db['task_runs_n'][-1])} task runs (from its DB)", db["task_runs_s"])
+    variants = [("torch default threads" if not args.torch_threads else f"OMP_NUM_THREADS={args.torch_threads}",
+                 {"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else {}, args.e2e_repeats)]
+    if args.e2e_one_thread_repeats and args.torch_threads != 1:
+        variants.append(("OMP_NUM_THREADS=1", {"OMP_NUM_THREADS": "1"}, args.e2e_one_thread_repeats))
+    first: dict[str, Any] = {}
+    for v, (label, extra_env, repeats) in enumerate(variants):
+        sec = f"end-to-end: `impactflow run -c tabular`, fresh process + PREFECT_HOME + MLflow store, {label}"
+        times = Times()
+        db: dict[str, list] = {}
+        for i in range(repeats):
+            d = work / f"e2e_{v}_{i}"
+            home = d / "prefect_home"
+            home.mkdir(parents=True)
+            with Probe(times):
+                proc = subprocess.run(cmd, cwd=d, env=clean_env(PREFECT_HOME=str(home), **extra_env),
+                                      capture_output=True, text=True)
+            if proc.returncode not in (0, 3):  # 3 = completed, a gate failed: still a whole run
+                msg = (proc.stderr or proc.stdout).strip().splitlines()
+                res.line(f"end-to-end ({label})", f"FAILED rc={proc.returncode}: {' | '.join(msg[:3])[:300]}")
+                return
+            for k, val in _prefect_db_times(home).items():
+                db.setdefault(k, []).append(val)
+        res.add(sec, "impactflow run (whole process)", times, "exit 0, or 3 if a gate failed")
         if "flow_run_s" in db:
+            res.add(sec, "  flow run (start->end, from Prefect's DB)", db["flow_run_s"])
+        if "tasks" in db:
+            res.add(sec, "  sum of its task runs (from Prefect's DB)", db["task_runs_s"],
+                    f"in-process: {sums['compute_s'] + sums['mlflow_s']:.1f} s" if sums else "")
+            names = sorted({n for per in db["tasks"] for n in per},
+                           key=lambda n: -statistics.median([per.get(n, 0.0) for per in db["tasks"]]))
+            for n in names:
+                inproc = (sums or {}).get("by_task", {}).get(n)
+                res.add(sec, f"    task {n}", [per.get(n, 0.0) for per in db["tasks"]],
+                        f"in-process: {inproc:.2f} s" if inproc is not None else "")
+        if v == 0:
+            first = {"e2e": statistics.median(times), **{k: statistics.median(val) for k, val in db.items()
+                                                         if k in ("flow_run_s", "task_runs_s")}}
+    e2e = first["e2e"]
+    if "flow_run_s" in first:
+        res.line("e2e wall - flow run (interpreter, imports, config, temporary Prefect server start; medians)",
+                 f"{e2e - first['flow_run_s']:.1f} s ({100 * (e2e - first['flow_run_s']) / e2e:.0f}%)")
+        if "task_runs_s" in first:
             res.line("flow run - sum of task runs (Prefect engine between tasks; medians)",
-                     f"{statistics.median(db['flow_run_s']) - statistics.median(db['task_runs_s']):.1f} s")
-    if compute_s is not None:
-        res.line("sum of in-process compute stages (load, validate, split, train mlp + baselines, "
-                 "audits, provenance, report; medians)", f"{compute_s:.1f} s")
-        if mlflow_s is not None:
-            res.line("in-process MLflow logging (median)", f"{mlflow_s:.1f} s")
-        res.line("orchestration + tracking + start-up overhead = e2e - compute",
-                 f"{e2e - compute_s:.1f} s ({100 * (e2e - compute_s) / e2e:.0f}% of the e2e wall time)")
-        if mlflow_s is not None:
-            res.line("  of which MLflow logging (in-process estimate)",
-                     f"{mlflow_s:.1f} s ({100 * mlflow_s / e2e:.0f}%)")
-            res.line("  remainder: interpreter + imports + Prefect server/engine",
-                     f"{e2e - compute_s - mlflow_s:.1f} s ({100 * (e2e - compute_s - mlflow_s) / e2e:.0f}%)")
-
-
-# --------------------------------------------------------------------------- output
+                     f"{first['flow_run_s'] - first['task_runs_s']:.1f} s")
+    if sums:
+        compute, mlflow_s = sums["compute_s"], sums["mlflow_s"]
+        res.line("sum of in-process compute stages (load, validate, split, train mlp + baselines, audits, "
+                 "provenance, report; medians)", f"{compute:.1f} s")
+        res.line("in-process MLflow logging (median)", f"{mlflow_s:.1f} s")
+        res.line("e2e wall - in-process compute (orchestration + tracking + start-up + slower tasks)",
+                 f"{e2e - compute:.1f} s ({100 * (e2e - compute) / e2e:.0f}% of the e2e wall time)")
+        if "task_runs_s" in first:
+            res.line("  of which the same tasks ran slower inside the e2e process than in-process",
+                     f"{first['task_runs_s'] - compute - mlflow_s:.1f} s")
 
 
 def render(res: Results) -> str:
     def fmt(t: float) -> str:
         return f"{t:.3f}" if t < 10 else f"{t:.2f}" if t < 100 else f"{t:.1f}"
 
-    lines: list[str] = []
+    lines: list[str] = [
+        f"others = the most, over a row's measurements, of the machine's {NCPU} CPUs that OTHER processes",
+        "(and hypervisor steal) kept busy meanwhile; high = the row was measured under contention.",
+    ]
     w = max(len(r["stage"]) for r in res.rows) + 2
-    header = f"{'stage':<{w}}{'n':>3}{'median s':>11}{'min s':>10}{'max s':>10}   note"
+    header = f"{'stage':<{w}}{'n':>3}{'median s':>11}{'min s':>10}{'max s':>10}{'others':>8}   note"
     section = None
     for r in res.rows:
         if r["section"] != section:
             section = r["section"]
             lines += ["", f"== {section}", header, "-" * (len(header) + 20)]
         ts = r["times_s"]
+        others = r.get("others_cpu_share")
+        busy = f"{100 * max(others):.0f}%" if others else ""
         lines.append(f"{r['stage']:<{w}}{len(ts):>3}{fmt(statistics.median(ts)):>11}{fmt(min(ts)):>10}"
-                     f"{fmt(max(ts)):>10}   {r['note']}")
+                     f"{fmt(max(ts)):>10}{busy:>8}   {r['note']}")
     if res.derived:
         lines += ["", "== derived"]
         lw = max(len(k) for k, _ in res.derived) + 2
         lines += [f"{k:<{lw}}{v}" for k, v in res.derived]
-    return "\n".join(lines).lstrip("\n")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -576,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="repeats of the fast stages and start-up (default 3)")
     p.add_argument("--train-repeats", type=int, default=3, help="repeats of each torch training stage (default 3)")
     p.add_argument("--e2e-repeats", type=int, default=2, help="repeats of the end-to-end run (default 2)")
+    p.add_argument("--e2e-one-thread-repeats", type=int, default=1,
+                   help="extra end-to-end runs with OMP_NUM_THREADS=1 (default 1; 0 = none)")
     p.add_argument("--ratio-repeats", type=int, default=3,
                    help="interleaved repeats of the same-batch DP/non-DP pair (default 3)")
     p.add_argument("--torch-threads", type=int, default=None,
@@ -603,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
             bench_prefect_server(res, work)
         sums = bench_stages(res, args, work)
         if not args.skip_e2e:
-            bench_e2e(res, args, work, sums["compute_s"], sums["mlflow_s"])
+            bench_e2e(res, args, work, sums)
     finally:
         shutil.rmtree(work, onerror=lambda fn, path, exc: print(f"cleanup: {fn.__name__} {path}: {exc[1]}",
                                                                   file=sys.stderr))

@@ -7,6 +7,7 @@ per-example losses the audits need. Works for every task kind (binary, multiclas
 """
 from __future__ import annotations
 
+import abc
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -19,15 +20,16 @@ from models.data import Split
 from models.training import PrivacySettings, TrainSettings, train_torch
 
 
-class _Predictor:
+class _Predictor(abc.ABC):
     """Shared output formatting: ``predict(df)`` -> outputs array, ``predict_frame(df)`` -> the
     MLflow pyfunc's output table."""
 
     roles: Roles
     threshold: float = 0.5
 
-    def predict(self, df: pd.DataFrame) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """Outputs for raw rows: P(positive) | class probabilities | predicted ratings."""
 
     def predict_frame(self, df: pd.DataFrame) -> pd.DataFrame:
         out = self.predict(df)
