@@ -26,7 +26,9 @@ def stratum_labels(df: pd.DataFrame, columns: list[str], min_count: int) -> pd.S
     """Stratum label per row = the values of ``columns`` joined; strata rarer than
     ``min_count`` are merged by dropping the sensitive part (keeping the first column,
     the label), so every stratum can be split."""
-    key = df[columns].astype(str).agg("|".join, axis=1)
+    key = df[columns[0]].astype(str)
+    for c in columns[1:]:  # vectorised concatenation (a row-wise join took 4 s on Adult)
+        key = key + "|" + df[c].astype(str)
     counts = key.map(key.value_counts())
     fallback = df[columns[0]].astype(str)
     return key.where(counts >= min_count, fallback)
