@@ -78,6 +78,15 @@ class PrivacyConfig(_Strict):
         return self
 
 
+class OrchestrationConfig(_Strict):
+    # "sequential": tasks run one after another in the flow's process (default);
+    # "dask": the model and its baselines train concurrently on a Dask cluster through
+    # prefect-dask — a local cluster of ``dask_workers`` processes, or ``dask_address``.
+    task_runner: Literal["sequential", "dask"] = "sequential"
+    dask_workers: int = Field(default=2, ge=1)
+    dask_address: str | None = None  # e.g. tcp://scheduler:8786 (an existing cluster)
+
+
 class TrackingConfig(_Strict):
     experiment: str | None = None  # default: "impactflow-<preset>"
     output_dir: Path = Path("impactflow_runs")
@@ -99,6 +108,7 @@ class RunConfig(_Strict):
     # gates.<audit>.<threshold>: keys are checked against audits.AUDIT_THRESHOLDS (check_references)
     gates: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tracking: TrackingConfig = TrackingConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @property
     def experiment_name(self) -> str:

@@ -34,10 +34,10 @@ def run_preset(preset: str = "tabular", overrides: Optional[List[str]] = None):
     """Run a preset (plus ``key=value`` overrides) through the pipeline; the final state says
     whether every gate passed."""
     from flows.config import load_config
-    from flows.pipeline import impactflow_pipeline
+    from flows.pipeline import with_task_runner
 
     cfg = load_config(preset, list(overrides or []))
-    summary = impactflow_pipeline(cfg.model_dump(mode="json"), command=f"deployment {preset}")
+    summary = with_task_runner(cfg)(cfg.model_dump(mode="json"), command=f"deployment {preset}")
     message = outcome_message(summary)
     if summary["status"] == "fail":
         return Failed(message=message)

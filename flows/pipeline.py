@@ -57,10 +57,17 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
                                     data_docs=validation.data_docs)
         split = split_data(df, cfg.data.contract, cfg.model.family, cfg.split.validation, cfg.split.test, cfg.seed)
         exclude = cfg.data.exclude_sensitive_from_features
-        fitted = [train_model(split, cfg.data.contract, cfg.model.family, cfg.model.params,
-                              cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, cfg.seed)]
-        fitted += [train_baseline(split, cfg.data.contract, cfg.model.family, b, exclude, cfg.seed)
-                   for b in cfg.model.baselines]
+        model_args = (split, cfg.data.contract, cfg.model.family, cfg.model.params,
+                      cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, cfg.seed)
+        if cfg.orchestration.task_runner == "dask":  # independent work fans out on the cluster
+            futures = [train_model.submit(*model_args)]
+            futures += [train_baseline.submit(split, cfg.data.contract, cfg.model.family, b, exclude, cfg.seed)
+                        for b in cfg.model.baselines]
+            fitted = [f.result() for f in futures]
+        else:
+            fitted = [train_model(*model_args)]
+            fitted += [train_baseline(split, cfg.data.contract, cfg.model.family, b, exclude, cfg.seed)
+                       for b in cfg.model.baselines]
         records = []
         for model in fitted:
             audits = audit_model(model, split, cfg.data.contract, cfg.model.family, cfg.gates)
@@ -112,6 +119,21 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
     return summary
 
 
+def with_task_runner(cfg: RunConfig):
+    """The pipeline flow with the task runner the config asks for."""
+    if cfg.orchestration.task_runner != "dask":
+        return impactflow_pipeline
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.orchestration.dask_address:
+        runner = DaskTaskRunner(address=cfg.orchestration.dask_address)
+    else:
+        runner = DaskTaskRunner(cluster_kwargs={"n_workers": cfg.orchestration.dask_workers,
+                                                "threads_per_worker": 1, "processes": True,
+                                                "dashboard_address": None})
+    return impactflow_pipeline.with_options(task_runner=runner)
+
+
 def run_pipeline(cfg: RunConfig, command: Optional[str] = None) -> dict[str, Any]:
     """Entry point for the CLI and tests: run the flow on a validated config."""
-    return impactflow_pipeline(cfg.model_dump(mode="json"), command=command)
+    return with_task_runner(cfg)(cfg.model_dump(mode="json"), command=command)

@@ -158,3 +158,22 @@ def test_prefect_has_the_summary_artifact_linking_the_mlflow_run(default_run):
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["impactflow-summary"])))
     texts = [a.data for a in artifacts if a.type == "markdown"]
     assert any(summary["parent_run_id"] in t and summary["mlflow_url"] in t for t in texts)
+
+
+def test_dask_task_runner_trains_model_and_baseline_on_a_local_cluster(prefect_api, tmp_path, mlflow_uri):
+    """orchestration.task_runner=dask: the model and its baselines are submitted to a local
+    Dask cluster (2 worker processes) through prefect-dask and finish like a sequential run."""
+    pytest.importorskip("prefect_dask")
+    from flows.pipeline import run_pipeline
+
+    cfg = load_config("tabular", [f"tracking.output_dir={tmp_path}", "data.sample=8000",
+                                  "model.params.epochs=2", "model.baselines=[logreg, hist_gb]",
+                                  "orchestration.task_runner=dask", "orchestration.dask_workers=2"])
+    summary = run_pipeline(cfg)
+    assert set(summary["models"]) == {"mlp", "logreg", "hist_gb"}
+    for m in summary["models"].values():
+        assert m["metrics"]["eval/accuracy"] > 0.8
+    client = _client(mlflow_uri)
+    children = client.search_runs([client.get_experiment_by_name("impactflow-tabular").experiment_id],
+                                  f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'")
+    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
