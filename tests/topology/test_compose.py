@@ -66,3 +66,13 @@ def test_native_test_uses_the_same_server_commands():
     for needle in ('"server", "start"', "postgresql+asyncpg://", "postgresql+psycopg2://",
                    '"--artifacts-destination"', '"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"'):
         assert needle in src
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cuda"])
+def test_images_carry_the_deployments_file(dockerfile):
+    """`impactflow deploy` in a container reads prefect.yaml from the copied checkout."""
+    text = (ROOT / "docker" / dockerfile).read_text()
+    assert "COPY . /opt/impactflow" in text
+    assert "IMPACTFLOW_PREFECT_YAML=/opt/impactflow/prefect.yaml" in text
+    ignored = (ROOT / "docker" / f"{dockerfile}.dockerignore").read_text().split()
+    assert "prefect.yaml" not in ignored and "**/prefect.yaml" not in ignored
