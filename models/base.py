@@ -42,6 +42,28 @@ class Roles:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def roles_for(contract, task: str, exclude_sensitive: bool):
+    """Column roles from a data contract: the target and weights are never features; the
+    sensitive columns are features unless ``exclude_sensitive``; audit groups = sensitive +
+    declared groups."""
+    excluded = set(contract.exclude_from_features) | {contract.target}
+    if contract.weight:
+        excluded.add(contract.weight)
+    if exclude_sensitive:
+        excluded |= set(contract.sensitive)
+    return Roles(
+        target=contract.target,
+        task=task,
+        features=tuple(c for c in contract.feature_columns if c not in excluded),
+        groups=tuple(dict.fromkeys([*contract.sensitive, *contract.groups])),
+        positive_label=contract.positive_label,
+        labels=tuple(contract.labels),
+        categorical=tuple(c for c in contract.categorical if c not in excluded),
+        numeric=tuple(c for c in contract.numeric if c not in excluded),
+        extra=dict(contract.roles_extra),
+    )
+
+
 @dataclass(frozen=True)
 class Family:
     """A model family: everything the pipeline needs to train and audit one kind of model.

@@ -39,7 +39,7 @@ def train_ddp(args: argparse.Namespace) -> dict:
 
     from data_contracts import get_contract, load_dataset
     from models import get_family
-    from models.base import Roles, seed_everything, targets
+    from models.base import roles_for, seed_everything, targets
     from models.data import split_frame
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -57,12 +57,7 @@ def train_ddp(args: argparse.Namespace) -> dict:
             df = df.sample(n=args.sample, random_state=args.seed).reset_index(drop=True)
         split = split_frame(df, target=contract.target, stratify_on=list(contract.sensitive), validation=0.15,
                             test=0.15, seed=args.seed, predefined=contract.split_column)
-        excluded = {contract.target, *contract.exclude_from_features, *([contract.weight] if contract.weight else [])}
-        roles = Roles(target=contract.target, task=family.task,
-                      features=tuple(c for c in contract.feature_columns if c not in excluded),
-                      positive_label=contract.positive_label, labels=tuple(contract.labels),
-                      categorical=tuple(c for c in contract.categorical if c not in excluded),
-                      numeric=tuple(c for c in contract.numeric if c not in excluded), extra=dict(contract.roles_extra))
+        roles = roles_for(contract, family.task, exclude_sensitive=False)
         config = family.make_config({"epochs": args.epochs})
         pre = family.make_preprocessor(roles, config)
         X = torch.as_tensor(pre.fit_transform(split.train[list(roles.features)]))

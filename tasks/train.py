@@ -9,29 +9,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
+from models.base import roles_for
 from tasks import progress
-
-
-def roles_for(contract, task: str, exclude_sensitive: bool):
-    """Column roles from the contract: weights/ids never features; sensitive optional."""
-    from models.base import Roles
-
-    excluded = set(contract.exclude_from_features) | {contract.target}
-    if contract.weight:
-        excluded.add(contract.weight)
-    if exclude_sensitive:
-        excluded |= set(contract.sensitive)
-    return Roles(
-        target=contract.target,
-        task=task,
-        features=tuple(c for c in contract.feature_columns if c not in excluded),
-        groups=tuple(dict.fromkeys([*contract.sensitive, *contract.groups])),
-        positive_label=contract.positive_label,
-        labels=tuple(contract.labels),
-        categorical=tuple(c for c in contract.categorical if c not in excluded),
-        numeric=tuple(c for c in contract.numeric if c not in excluded),
-        extra=dict(contract.roles_extra),
-    )
 
 
 @task(name="train-model", cache_policy=NONE)
