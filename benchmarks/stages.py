@@ -2,20 +2,23 @@
 
     python benchmarks/stages.py [--repeats N] [--sample N] [--json out.json]
 
-Every compute stage calls the same pure function its Prefect task calls (``tasks/*.py``),
-in this one process, without Prefect's engine; the MLflow stage calls the logging tasks'
-undecorated functions (``task.fn``) against a fresh SQLite store in a temp dir. Start-up
-costs (``impactflow --help``, heavy imports) and one whole ``impactflow run`` are measured in
-fresh subprocesses. Nothing here asserts a timing: it prints what it measured.
+Every in-process stage calls its Prefect task's undecorated function (``task.fn``: the same code
+the task runs, without Prefect's engine) with the arguments ``flows/pipeline.py`` passes, in this
+one process; the MLflow stage does the same with the logging tasks against a fresh SQLite store in
+a temp dir. Start-up costs (``impactflow --help``, heavy imports, the temporary Prefect server) and
+whole ``impactflow run`` processes are measured in fresh subprocesses. Nothing here asserts a
+timing: it prints what it measured, with the CPU share other processes took meanwhile.
 
 Repeats: every row shows median / min / max over its repeats: ``--repeats`` (default 3) for
 start-up and the fast stages, ``--train-repeats`` (default 3) for the two preset trainings,
-``--e2e-repeats`` (default 2) for the whole ``impactflow run``, ``--ratio-repeats`` (default 3)
-interleaved pairs for the same-batch DP/non-DP comparison (at torch's default thread count
-and at one thread). A "torch threads check" times fixed blocks of MLP steps first, because
-CPU timings with 2 torch threads on a 2-vCPU VM can stall by 10x or more. Heavy libraries are imported once before any stage is timed, so a stage's
-time excludes its import (imports are reported on their own); the first repeat of a stage
-still pays one-time set-up (e.g. MLflow creating its SQLite schema, GX building a context).
+``--e2e-repeats`` (default 2) for the whole ``impactflow run`` (+ ``--e2e-threads-repeats``, default
+1, with the other ``train.threads`` setting), ``--ratio-repeats`` (default 3) interleaved pairs for
+the same-batch DP/non-DP comparison (at the pipeline's thread setting and the other one). A
+"torch threads check" first times fixed blocks of MLP steps with one thread per core and with one
+thread: on small shared VMs the former stalls by 10x or more under contention. Heavy libraries
+are imported once before any stage is timed, so a stage's time excludes its import (imports are
+reported on their own); the first repeat of a stage still pays one-time set-up (e.g. MLflow
+creating its SQLite schema, GX building a context).
 """
 from __future__ import annotations
 
@@ -223,6 +226,28 @@ def bench_prefect_server(res: Results, work: Path) -> None:
 # --------------------------------------------------------------------------- in-process stages
 
 
+def _thread_settings(requested: int | None) -> tuple[int | None, int, int]:
+    """(train.threads for the main runs, the threads that resolves to, the other setting to
+    compare with): the pipeline's default (``train.threads: null``) resolves through
+    ``models.training.cpu_threads`` (1 on machines with <= 2 cores, else torch's default)."""
+    try:
+        from models.training import cpu_threads
+    except ImportError:  # older trees: torch's default everywhere
+        import torch
+
+        def cpu_threads(n=None):
+            return n or torch.get_num_threads()
+    resolved = cpu_threads(requested)
+    other = NCPU if resolved == 1 else 1
+    return requested, resolved, other
+
+
+def _threads_label(n: int | None, resolved: int | None = None) -> str:
+    if n is None:
+        return f"train.threads=null (-> {resolved} here)"
+    return f"train.threads={n}"
+
+
 class _EpochClock:
     """A ``tasks.progress`` reporter that timestamps every epoch the training task reports."""
 
@@ -312,9 +337,17 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     clock = _EpochClock()
     progress.install(clock)
 
-    def train(rc, params=None, privacy=None):
+    threads, resolved, other_threads = _thread_settings(args.torch_threads)
+    res.meta["train_threads"] = resolved
+
+    def train(rc, params=None, privacy=None, n_threads=threads):
+        train_cfg = rc.train.model_dump()
+        if "threads" in train_cfg:
+            train_cfg["threads"] = n_threads
+        elif n_threads:  # older trees without train.threads
+            torch.set_num_threads(n_threads)
         return train_model.fn(split, C, rc.model.family, dict(params if params is not None else rc.model.params),
-                              rc.train.model_dump(), privacy if privacy is not None else rc.privacy.model_dump(),
+                              train_cfg, privacy if privacy is not None else rc.privacy.model_dump(),
                               rc.data.exclude_sensitive_from_features, rc.seed)
 
     def train_note(m, total: float) -> str:
@@ -340,7 +373,8 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
             return m
 
         fit_times[key], fitted[key] = timed(once, TR)
-        res.add(sec, label, fit_times[key], train_note(fitted[key], fit_times[key][-1]))
+        res.add(sec, f"{label}, {_threads_label(threads, resolved)}", fit_times[key],
+                train_note(fitted[key], fit_times[key][-1]))
         per_epoch = Times(loops[key])
         per_epoch.others = fit_times[key].others
         res.add(sec, "  training loop, per epoch", per_epoch, "loop wall / epochs (incl. validation loss)")
@@ -427,24 +461,22 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     params = {**dp_cfg.model.params, "epochs": E, "patience": E}
     sec_dp = (f"DP vs non-DP, SAME model + batch {params['batch_size']} (tabular-dp params), {E} epochs, "
               f"{args.ratio_repeats} interleaved repeats; per-epoch times (epoch 1 left out)")
-    default_threads = torch.get_num_threads()
-    same: dict[tuple[int, bool], Times] = {}
+    same: dict[tuple[int | None, bool], Times] = {}
     last_dp = None
-    for n_threads in [default_threads] + ([1] if default_threads != 1 else []):
-        torch.set_num_threads(n_threads)
+    for n_threads in (threads, other_threads):
         for _ in range(args.ratio_repeats):
             for private in (False, True):
                 calls = Times()
                 with Probe(calls):
-                    m = train(dp_cfg, params, dp_cfg.privacy.model_dump() if private else {"enabled": False})
+                    m = train(dp_cfg, params, dp_cfg.privacy.model_dump() if private else {"enabled": False},
+                              n_threads=n_threads)
                 row = same.setdefault((n_threads, private), Times())
                 row.extend(clock.epoch_times())
                 row.others.extend(calls.others)
                 last_dp = m if private else last_dp
-    torch.set_num_threads(default_threads)
     progress.install(None)
     for (n_threads, private), times in same.items():
-        th = f"{n_threads} torch thread{'s' if n_threads > 1 else ''}"
+        th = _threads_label(n_threads, resolved)
         res.add(sec_dp, f"{'DP (ghost clipping)' if private else 'non-private'} epoch, {th}", times,
                 f"eps={last_dp.training['dp']['epsilon']:.2f} after {E} epochs" if private else "")
         if private:
@@ -464,8 +496,9 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
              f"{statistics.median(fit_times['mlp-dp']) / statistics.median(fit_times['mlp']):.2f}x")
 
     # Sum of the compute stages `impactflow run -c tabular` executes (medians), for the e2e comparison.
+    mlp_row = f"train MLP (preset tabular), {_threads_label(threads, resolved)}"
     compute = (res.median("load (+ SHA-256 of the files)") + res.median("validate (GX suite + Data Docs HTML)")
-               + res.median("split") + res.median("train MLP (preset tabular)")
+               + res.median("split") + res.median(mlp_row)
                + sum(res.median(f"train baseline {b}") for b in cfg.model.baselines)
                + sum(res.median(f"audits ({m.name})") for m in pipeline_models)
                + res.median("provenance (git + package versions)")
@@ -475,7 +508,7 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
         "load-data": med("load (+ SHA-256 of the files)"),
         "validate-data": med("validate (GX suite + Data Docs HTML)"),
         "split-data": med("split"),
-        "train-model": med("train MLP (preset tabular)"),
+        "train-model": med(mlp_row),
         "train-baseline": sum(med(f"train baseline {b}") for b in cfg.model.baselines),
         "audit-model": sum(med(f"audits ({m.name})") for m in pipeline_models),
         "write-report": med("report (build + write json/md/html)"),
@@ -569,12 +602,13 @@ def bench_e2e(res: Results, args: argparse.Namespace, work: Path, sums: dict[str
     cmd = [impactflow_exe(), "run", "-c", "tabular"]
     if args.sample is not None:
         cmd += ["--set", f"data.sample={args.sample}"]
-    variants = [("torch default threads" if not args.torch_threads else f"OMP_NUM_THREADS={args.torch_threads}",
-                 {"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else {}, args.e2e_repeats)]
-    if args.e2e_one_thread_repeats and args.torch_threads != 1:
-        variants.append(("OMP_NUM_THREADS=1", {"OMP_NUM_THREADS": "1"}, args.e2e_one_thread_repeats))
+    threads, resolved, other_threads = _thread_settings(args.torch_threads)
+    variants = [(_threads_label(threads, resolved), [] if threads is None else [f"train.threads={threads}"],
+                 args.e2e_repeats)]
+    if args.e2e_threads_repeats:
+        variants.append((_threads_label(other_threads), [f"train.threads={other_threads}"], args.e2e_threads_repeats))
     first: dict[str, Any] = {}
-    for v, (label, extra_env, repeats) in enumerate(variants):
+    for v, (label, sets, repeats) in enumerate(variants):
         sec = f"end-to-end: `impactflow run -c tabular`, fresh process + PREFECT_HOME + MLflow store, {label}"
         times = Times()
         db: dict[str, list] = {}
@@ -583,8 +617,8 @@ def bench_e2e(res: Results, args: argparse.Namespace, work: Path, sums: dict[str
             home = d / "prefect_home"
             home.mkdir(parents=True)
             with Probe(times):
-                proc = subprocess.run(cmd, cwd=d, env=clean_env(PREFECT_HOME=str(home), **extra_env),
-                                      capture_output=True, text=True)
+                proc = subprocess.run(cmd + [a for kv in sets for a in ("--set", kv)], cwd=d,
+                                      env=clean_env(PREFECT_HOME=str(home)), capture_output=True, text=True)
             if proc.returncode not in (0, 3):  # 3 = completed, a gate failed: still a whole run
                 msg = (proc.stderr or proc.stdout).strip().splitlines()
                 res.line(f"end-to-end ({label})", f"FAILED rc={proc.returncode}: {' | '.join(msg[:3])[:300]}")
@@ -657,13 +691,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="repeats of the fast stages and start-up (default 3)")
     p.add_argument("--train-repeats", type=int, default=3, help="repeats of each torch training stage (default 3)")
     p.add_argument("--e2e-repeats", type=int, default=2, help="repeats of the end-to-end run (default 2)")
-    p.add_argument("--e2e-one-thread-repeats", type=int, default=1,
-                   help="extra end-to-end runs with OMP_NUM_THREADS=1 (default 1; 0 = none)")
+    p.add_argument("--e2e-threads-repeats", type=int, default=1,
+                   help="extra end-to-end runs with the other train.threads setting (1 vs one per core; "
+                        "default 1; 0 = none)")
     p.add_argument("--ratio-repeats", type=int, default=3,
                    help="interleaved repeats of the same-batch DP/non-DP pair (default 3)")
     p.add_argument("--torch-threads", type=int, default=None,
-                   help="torch.set_num_threads for the in-process stages (and OMP_NUM_THREADS for the "
-                        "e2e run); default: torch's default (one per core)")
+                   help="train.threads for every training (in-process and --set in the e2e runs), and "
+                        "torch.set_num_threads for the other in-process stages; default: the pipeline's "
+                        "default (train.threads: null)")
     p.add_argument("--ratio-epochs", type=int, default=3,
                    help="fixed epochs of each run in the same-batch DP/non-DP comparison (default 3)")
     p.add_argument("--sample", type=int, default=None, help="seeded sample of N rows (default: all 48,842)")
@@ -694,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     res.meta["loadavg_end"] = os.getloadavg()
     m = res.meta
     print(f"impactflow stage benchmark · {m['started_at']} · {m['nproc']} cores ({m['cpu']}) · "
-          f"torch threads {m.get('torch_threads')} · python {m['python']}")
+          f"training threads {m.get('train_threads')} · python {m['python']}")
     print(f"data: UCI Adult, {m.get('rows', 0):,} rows{' (sample)' if args.sample else ''} · "
           f"repeats: fast stages {args.repeats}, training {args.train_repeats}, e2e {args.e2e_repeats}")
     print()

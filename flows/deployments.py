@@ -61,7 +61,8 @@ def deploy_all(names: Optional[List[str]] = None) -> list[str]:
     from prefect.exceptions import ObjectNotFound
     from prefect.schedules import Cron
 
-    os.environ.setdefault("IMPACTFLOW_PROJECT_DIR", str(PROJECT_DIR))
+    # The worker runs the code from this folder (a checkout; in the images /opt/impactflow).
+    source = os.environ.setdefault("IMPACTFLOW_PROJECT_DIR", str(PROJECT_DIR))
     with get_client(sync_client=True) as client:
         try:
             client.read_work_pool(WORK_POOL)
@@ -71,7 +72,7 @@ def deploy_all(names: Optional[List[str]] = None) -> list[str]:
     for spec in read_deployments():
         if names and spec["name"] not in names:
             continue
-        flow_obj = Flow.from_source(source=str(PROJECT_DIR), entrypoint=spec["entrypoint"])
+        flow_obj = Flow.from_source(source=source, entrypoint=spec["entrypoint"])
         schedules = [Cron(s["cron"], timezone=s.get("timezone", "UTC"), active=s.get("active", True))
                      for s in spec.get("schedules") or []]
         ids.append(str(flow_obj.deploy(

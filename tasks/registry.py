@@ -41,8 +41,8 @@ def register_model(ctx: dict, model_name: str, child_run_id: str, audits: dict) 
     progress.stage(f"register {model_name}")
     name = registered_name(ctx["experiment"], model_name)
     client = tracking._client(ctx["uri"])
-    mlflow.set_tracking_uri(ctx["uri"])
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with tracking.using_tracking_uri(ctx["uri"]), \
+            contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         # register_model prints "Successfully registered ..." lines; the CLI shows its own summary
         version = mlflow.register_model(f"runs:/{child_run_id}/model", name, await_registration_for=60)
     tags = gate_tags(audits)

@@ -7,6 +7,7 @@ child run per model (tag ``mlflow.parentRunId``).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -151,9 +152,7 @@ def log_model(uri: str, run_id: str, predictor, input_example) -> str:
     model = ImpactflowPyfunc(predictor)
     output = model.predict(None, input_example)
     signature = infer_signature(input_example, output)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+    with using_tracking_uri(uri):
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -164,9 +163,28 @@ def log_model(uri: str, run_id: str, predictor, input_example) -> str:
             )
         # start_run(...) as a context manager ends the run as FINISHED; the pipeline sets the
         # final status explicitly in end_run.
-    finally:
-        mlflow.set_tracking_uri(previous)
     return info.model_uri
+
+
+@contextlib.contextmanager
+def using_tracking_uri(uri: str):
+    """Point MLflow's fluent API (log_model, register_model) at ``uri`` for a block, then
+    restore exactly what was there. ``mlflow.set_tracking_uri`` also writes the
+    MLFLOW_TRACKING_URI environment variable, which ``tracking_uri`` reads first: left behind,
+    it would send every later run of the process to this store whatever its output_dir."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    previous, env = tracking_utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)  # None unsets it again
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def end_run(uri: str, run_id: str, status: str) -> None:

@@ -177,3 +177,19 @@ def test_dask_task_runner_trains_model_and_baseline_on_a_local_cluster(prefect_a
     children = client.search_runs([client.get_experiment_by_name("impactflow-tabular").experiment_id],
                                   f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'")
     assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
+
+
+def test_two_runs_in_one_process_each_track_to_their_own_store(prefect_api, tmp_path, monkeypatch):
+    """With no MLFLOW_TRACKING_URI, each run tracks to SQLite under its own output_dir (a
+    process that runs several flows, like `impactflow serve`, must not leak the first store)."""
+    from flows.pipeline import run_pipeline
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    fast = ["data.sample=8000", "model.params.epochs=1", "model.baselines=[]", "train.device=cpu"]
+    first = run_pipeline(load_config("tabular", [f"tracking.output_dir={tmp_path / 'a'}", *fast]))
+    second = run_pipeline(load_config("tabular", [f"tracking.output_dir={tmp_path / 'b'}", *fast]))
+    assert first["tracking_uri"] == f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}"
+    assert second["tracking_uri"] == f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
+    assert _client(second["tracking_uri"]).get_run(second["parent_run_id"]).info.status == "FINISHED"
+    assert not (tmp_path / "mlflow.db").exists()
