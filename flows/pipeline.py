@@ -57,17 +57,14 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
                                     data_docs=validation.data_docs)
         split = split_data(df, cfg.data.contract, cfg.model.family, cfg.split.validation, cfg.split.test, cfg.seed)
         exclude = cfg.data.exclude_sensitive_from_features
-        model_args = (split, cfg.data.contract, cfg.model.family, cfg.model.params,
-                      cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, cfg.seed)
+        calls = [(train_model, (split, cfg.data.contract, cfg.model.family, cfg.model.params,
+                                 cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, cfg.seed))]
+        calls += [(train_baseline, (split, cfg.data.contract, cfg.model.family, b, exclude, cfg.seed))
+                  for b in cfg.model.baselines]
         if cfg.orchestration.task_runner == "dask":  # independent work fans out on the cluster
-            futures = [train_model.submit(*model_args)]
-            futures += [train_baseline.submit(split, cfg.data.contract, cfg.model.family, b, exclude, cfg.seed)
-                        for b in cfg.model.baselines]
-            fitted = [f.result() for f in futures]
+            fitted = [f.result() for f in [t.submit(*args) for t, args in calls]]
         else:
-            fitted = [train_model(*model_args)]
-            fitted += [train_baseline(split, cfg.data.contract, cfg.model.family, b, exclude, cfg.seed)
-                       for b in cfg.model.baselines]
+            fitted = [t(*args) for t, args in calls]
         records = []
         for model in fitted:
             audits = audit_model(model, split, cfg.data.contract, cfg.model.family, cfg.gates)
