@@ -66,7 +66,11 @@ def test_parent_and_child_runs_with_metrics_and_reports_in_mlflow(default_run):
                      "fairness/sex/equalized_odds_difference", "fairness/race/demographic_parity_ratio",
                      "fairness/sex_x_race/demographic_parity_difference", "privacy/mia_auc"):
             assert name in child.data.metrics, name
-        assert [a.path for a in client.list_artifacts(child.info.run_id, "model")], "model not logged"
+        # MLflow 3 stores the model as a LoggedModel whose source is the child run
+        logged = [m for m in client.search_logged_models([parent.info.experiment_id])
+                  if m.source_run_id == child.info.run_id]
+        assert [m.name for m in logged] == ["model"], "model not logged"
+        assert logged[0].status.name == "READY"
 
 
 def test_fairness_metrics_match_fairlearn_on_the_logged_model(default_run):
