@@ -45,13 +45,15 @@ def cli(prefect_api, tmp_path):
     """Run the installed ``impactflow`` CLI as a real process against the session's server."""
 
     def run(*args: str, uri: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+        # the CLI sees only the tracking store this call names: a URI left in the test process's
+        # environment must not leak into it (`impactflow ui` would start a real server on it)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "MLFLOW_TRACKING_URI"}
         env["PREFECT_API_URL"] = prefect_api
         if uri:
             env["MLFLOW_TRACKING_URI"] = uri
         return subprocess.run(
             [sys.executable, "-m", "flows.cli", *args], cwd=cwd or tmp_path, env=env,
-            capture_output=True, text=True, timeout=900,
+            capture_output=True, text=True, timeout=600,
         )
 
     return run

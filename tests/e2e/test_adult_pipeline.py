@@ -86,9 +86,11 @@ def test_fairness_metrics_match_fairlearn_on_the_logged_model(default_run):
     contract = get_contract("adult")
     split = split_frame(load_dataset(contract), target=contract.target, stratify_on=list(contract.sensitive),
                         validation=cfg.split.validation, test=cfg.split.test, seed=cfg.seed)
-    mlflow.set_tracking_uri(uri)
+    from tasks.tracking import using_tracking_uri
+
     run_id = summary["models"]["mlp"]["mlflow_run_id"]
-    pred = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(split.test)
+    with using_tracking_uri(uri):  # restores MLFLOW_TRACKING_URI: later tests must not inherit it
+        pred = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(split.test)
     y = (split.test[contract.target] == contract.positive_label).astype(int).to_numpy()
     logged = _client(uri).get_run(run_id).data.metrics
     assert np.mean(pred["label"].to_numpy() == y) == pytest.approx(logged["eval/accuracy"], abs=1e-12)

@@ -78,12 +78,10 @@ def test_runs_report_and_logged_model(image_run):
     df = load_dataset(get_contract("mnist"))
     test = df[df["split"] == "test"].head(5)
     cnn_run = summary["models"]["cnn"]["mlflow_run_id"]
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+    from tasks.tracking import using_tracking_uri
+
+    with using_tracking_uri(uri):
         out = mlflow.pyfunc.load_model(f"runs:/{cnn_run}/model").predict(test[["image"]])
-    finally:
-        mlflow.set_tracking_uri(previous)
     probs = out[[f"prob_{d}" for d in range(10)]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
     assert (out["label"].astype(int).to_numpy() == test["label"].to_numpy()).mean() >= 0.8

@@ -67,8 +67,10 @@ def test_synthetic_run_logs_models_and_metrics_to_mlflow(synthetic_run):
     for name in ("eval/rmse", "eval/ndcg_at_10", "exposure/gini_at_10", "fairness/gender/rmse_gap",
                  "privacy/mia_auc"):
         assert name in child.data.metrics, name
-    mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(f"runs:/{child.info.run_id}/model")
+    from tasks.tracking import using_tracking_uri
+
+    with using_tracking_uri(uri):
+        model = mlflow.pyfunc.load_model(f"runs:/{child.info.run_id}/model")
     out_frame = model.predict(pd.DataFrame({"user_id": [1, 999_999], "item_id": [1, 1]}))
     assert list(out_frame.columns) == ["rating"] and out_frame["rating"].notna().all()
 
