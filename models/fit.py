@@ -27,6 +27,11 @@ class _Predictor(abc.ABC):
     roles: Roles
     threshold: float = 0.5
 
+    @property
+    def features(self) -> list[str]:
+        """The raw columns the predictor reads (the contract's feature columns)."""
+        return list(self.roles.features)
+
     @abc.abstractmethod
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """Outputs for raw rows: P(positive) | class probabilities | predicted ratings."""
@@ -52,10 +57,6 @@ class TorchPredictor(_Predictor):
         self.module = module
         self.roles = roles
 
-    @property
-    def features(self) -> list[str]:
-        return list(self.roles.features)
-
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         from models.training import predict_logits
 
@@ -69,10 +70,6 @@ class SklearnPredictor(_Predictor):
     def __init__(self, estimator, roles: Roles) -> None:
         self.estimator = estimator
         self.roles = roles
-
-    @property
-    def features(self) -> list[str]:
-        return list(self.roles.features)
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         X = df[self.features]
