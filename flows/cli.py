@@ -103,8 +103,8 @@ class RichReporter:
         if model not in self.tasks:
             self.tasks[model] = self.progress.add_task(f"train {model}", total=int(row["epochs"]), info="")
         info = f"val_loss={row['val_loss']:.4f}"
-        if "epsilon" in row:
-            info += f" ε={row['epsilon']:.3f}"
+        if "epsilon_rdp" in row:
+            info += f" ε≤{row['epsilon_rdp']:.3f} (RDP)"
         self.progress.update(self.tasks[model], completed=int(row["epoch"]), info=info)
 
 
