@@ -173,7 +173,11 @@ def _value_rules(column: str, series: "pd.Series", values: "pd.Series") -> list[
     is_text = not pd.api.types.is_integer_dtype(series)
     if is_text:
         digits = values.str.count(r"\d")
-        check("phone", values.str.fullmatch(PHONE) & digits.between(7, 15))
+        # a phone number has separators, a "+" or a leading trunk "0"; SSN- and date-shaped values
+        # belong to their own rules, plain digit runs to the ID rule
+        phone_like = values.str.contains(r"[\s().+-]") | values.str.startswith("0")
+        check("phone", values.str.fullmatch(PHONE) & digits.between(7, 15) & phone_like
+              & ~values.str.fullmatch(SSN) & ~values.str.fullmatch(DAY_DATE))
         first = values.str.extract(NAME_PAIR.pattern + "$", expand=False)
         first = first if isinstance(first, pd.Series) else first.iloc[:, 0]
         check("person_name", values.str.fullmatch(NAME_PAIR) & first.str.lower().isin(GIVEN_NAMES))
