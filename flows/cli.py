@@ -423,6 +423,33 @@ def server_status() -> None:
     _console().print(f"running: {url} (pid {state.get('pid')}, since {state.get('started_at')})")
 
 
+@app.command()
+def budget(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only datasets whose SHA-256 starts with this."),
+    ledger: Optional[str] = typer.Option(None, "--ledger", help="Ledger URL (default: $IMPACTFLOW_LEDGER_URL, "
+                                         "else OUTPUT_DIR/privacy_ledger.db)."),
+    output_dir: Path = typer.Option(Path("impactflow_runs"), help="The runs folder of `impactflow run`."),
+) -> None:
+    """Privacy budget per dataset: every model's epsilon/delta, total spent (basic composition), budget, remaining."""
+    from data_contracts.errors import ImpactflowError
+    from tasks.ledger_store import LEDGER_FILE, budget_tables, ledger_url
+
+    url = ledger_url(output_dir, ledger) if (ledger or os.environ.get("IMPACTFLOW_LEDGER_URL")
+                                             or (output_dir / LEDGER_FILE).is_file()) else None
+    if url is None:
+        _fail(f"no privacy ledger at {output_dir / LEDGER_FILE}: run `impactflow run` first, "
+              "or pass --ledger / set IMPACTFLOW_LEDGER_URL")
+    try:
+        tables = budget_tables(url, dataset)
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    console = _console()
+    if not tables:
+        console.print("no entries" + (f" for dataset {dataset}*" if dataset else ""))
+    for table in tables:
+        console.print(table)
+
+
 def main() -> None:
     app()
 
