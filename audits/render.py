@@ -327,7 +327,7 @@ def _audit_view(key: str, audit: dict, *, dp: dict, figures: bool) -> dict:
         "name": audit.get("name", key),
         "kind": kind,
         "title": key.replace("_", " ").capitalize(),
-        "status": audit.get("status"),
+        "status": _shown_status(audit),
         "gates": audit.get("gates") or [],
         "notes": audit.get("notes") or [],
         "thresholds": list((audit.get("thresholds") or {}).items()),
@@ -399,6 +399,16 @@ def _audit_view(key: str, audit: dict, *, dp: dict, figures: bool) -> dict:
             (k, v) for k, v in details.items() if v is None or isinstance(v, (bool, int, float, str))
         ]
     return view
+
+
+def _shown_status(audit: dict) -> Any:
+    """An audit with metrics but no gate configured is shown as "measured" (its JSON status stays
+    "not-measured": no gate decided anything)."""
+    status = audit.get("status")
+    if status == "not-measured" and not audit.get("gates") and any(
+            v is not None for v in (audit.get("metrics") or {}).values()):
+        return "measured"
+    return status
 
 
 def _is_matrix(m: Any) -> bool:

@@ -169,6 +169,12 @@ def privacy(models: list[dict], data: dict) -> dict:
     }
 
 
+def _is_intersection(attribute: Any) -> bool:
+    """fairness.py names an intersection ``sex_x_race``; other audits may use ``×`` or ``&``."""
+    a = str(attribute or "")
+    return "_x_" in a or "×" in a or " & " in a
+
+
 def bias(models: list[dict], data: dict) -> dict:
     refs = _audit_refs(models, "bias")
     four_fifths = []
@@ -183,8 +189,7 @@ def bias(models: list[dict], data: dict) -> dict:
                     four_fifths.append({"model": m.get("name"), "gate": g.get("name"), "status": g.get("status"),
                                         "value": g.get("value"), "threshold": g.get("threshold")})
             if section_of(key) == "bias":
-                intersectional |= any(" x " in str(r.get("attribute", "")) or "×" in str(r.get("attribute", ""))
-                                      or "&" in str(r.get("attribute", "")) for r in a.get("by_group") or [])
+                intersectional |= any(_is_intersection(r.get("attribute")) for r in a.get("by_group") or [])
             if key == "mitigation":
                 met = a.get("metrics") or {}
                 attr = (a.get("details") or {}).get("attribute")
