@@ -270,3 +270,23 @@ def test_markdown_and_html_have_all_sections_in_order_with_plots():
         assert caption in html
     # 10 figures of the v1 report + per model (deferral curve, mitigation bars) + the energy bars
     assert html.count('src="data:image/png;base64,') == 10 + 2 * 2 + 1
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_use_resources_and_oversight_config_are_checked():
+    from data_contracts.errors import ConfigError
+    from flows.config import check_references, load_config
+
+    cfg = load_config("tabular", ["use.human_review=every refusal is reviewed", "resources.grid_gco2_per_kwh=50",
+                                  "gates.oversight.confidence_level=0.8"])
+    assert cfg.use.human_review == "every refusal is reviewed" and cfg.resources.grid_gco2_per_kwh == 50
+    assert "out of scope" not in cfg.use.purpose and cfg.use.out_of_scope_uses  # the preset states them
+    check_references(cfg)
+    with pytest.raises(ConfigError, match="use.bogus"):
+        load_config("tabular", ["use.bogus=1"])
+    with pytest.raises(ConfigError, match="resources.pue"):
+        load_config("tabular", ["resources.pue=0.5"])
+    with pytest.raises(ConfigError, match="gates.oversight.confidence_level"):
+        check_references(load_config("tabular", ["gates.oversight.confidence_level=1.5"]))
