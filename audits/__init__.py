@@ -11,6 +11,8 @@ from .fairness import FAIRNESS_DEFAULTS, fairness_audit
 from .groups import GROUP_DEFAULTS, PERFORMANCE_GATES as MULTICLASS_GATES, group_robustness_audit, multiclass_performance_audit
 from .identity import IDENTITY_DEFAULTS, identity_audit
 from .inputs import AuditInputs
+from .mitigation import MITIGATION_DEFAULTS, mitigation_audit
+from .oversight import OVERSIGHT_DEFAULTS, oversight_audit
 from .performance import performance_audit
 from .privacy import privacy_audit
 from .recommender import (EXPOSURE_DEFAULTS, RECOMMENDATION_DEFAULTS, USER_GROUP_DEFAULTS, exposure_audit,
@@ -27,7 +29,13 @@ AUDITS: dict[str, Callable[[AuditInputs, dict], AuditResult]] = {
     "recommendation": recommendation_audit,
     "user_groups": user_group_audit,
     "exposure": exposure_audit,
+    "oversight": oversight_audit,
+    "mitigation": mitigation_audit,
 }
+
+#: Audits that feed the social-impact report (sections 7 and 9) and run for every family after the
+#: family's own ``audits``; each reports not-measured (with the reason) where it does not apply.
+REPORT_AUDITS: tuple[str, ...] = ("oversight", "mitigation")
 
 #: The threshold keys each audit accepts under ``gates.<audit>`` in the run config, with their
 #: defaults (None = no gate unless configured). The config loader refuses any other key.
@@ -41,6 +49,8 @@ AUDIT_THRESHOLDS: dict[str, dict[str, Any]] = {
     "recommendation": dict(RECOMMENDATION_DEFAULTS),
     "user_groups": dict(USER_GROUP_DEFAULTS),
     "exposure": dict(EXPOSURE_DEFAULTS),
+    "oversight": dict(OVERSIGHT_DEFAULTS),
+    "mitigation": dict(MITIGATION_DEFAULTS),
 }
 
 
@@ -58,5 +68,5 @@ def run_audits(
     return {name: AUDITS[name](inputs, thresholds_by_audit.get(name) or {}) for name in names}
 
 
-__all__ = ["AUDITS", "AUDIT_THRESHOLDS", "AuditInputs", "AuditResult", "Gate", "Status", "overall_status",
+__all__ = ["AUDITS", "AUDIT_THRESHOLDS", "REPORT_AUDITS", "AuditInputs", "AuditResult", "Gate", "Status", "overall_status",
            "run_audits"]

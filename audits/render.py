@@ -102,9 +102,12 @@ def md_escape(text: str) -> str:
     return re.sub(r"\s*[\r\n]+\s*", " ", text)
 
 
+EVIDENCE_STATUSES = ("measured", "estimated", "evidence", "partial")  # sections 2 and 11
+
+
 def _status_class(status: Any) -> str:
     s = str(status)
-    return s if s in GATE_STATUS_ORDER else "unknown"
+    return s if s in GATE_STATUS_ORDER or s in EVIDENCE_STATUSES else "unknown"
 
 
 def _fence(text: str) -> str:
@@ -116,8 +119,28 @@ def _fence(text: str) -> str:
 # --------------------------------------------------------------------------- view
 
 
+# The twelve numbered sections (anchor, title), then the appendices: one table of contents.
+SECTIONS = (
+    ("cover", "1. Cover and integrity"),
+    ("summary", "2. Executive summary"),
+    ("intended-use", "3. System and intended use"),
+    ("datasheets", "4. Data sheets"),
+    ("performance", "5. Performance"),
+    ("privacy", "6. Privacy"),
+    ("bias", "7. Bias"),
+    ("resources", "8. Concentration and resources"),
+    ("oversight", "9. Employment and human oversight"),
+    ("risks", "10. Risks, limitations and what was not measured"),
+    ("frameworks", "11. Mapping to frameworks"),
+    ("provenance", "12. Provenance"),
+)
+NOT_STATED = "not stated by the run owner"
+
+
 def build_view(report: dict, *, figures: bool) -> dict:
     """Everything the templates show, derived from the report document only."""
+    from audits.sections import USE_FIELDS, section_of
+
     summary = report.get("summary") or {}
     gates = sorted(summary.get("gates") or [], key=lambda g: gate_status_rank(g.get("status")))
     run = report.get("run") or {}
@@ -137,12 +160,62 @@ def build_view(report: dict, *, figures: bool) -> dict:
         "config_json": config_json,
         "config_fence": _fence(config_json),
         "extra_sections": _extra_sections(report),
+        "sections": SECTIONS,
+        "cover": report.get("cover") or {},
+        "integrity": report.get("integrity") or None,
+        "executive": report.get("executive_summary") or {},
+        "use": [(k.replace("_", " ").capitalize(), _use_text(use.get(k)))
+                for use in [report.get("intended_use") or {}] for k in USE_FIELDS],
+        "datasheets": report.get("datasheets") or [],
+        "performance": report.get("performance") or {},
+        "privacy": report.get("privacy") or {},
+        "bias": report.get("bias") or {},
+        "resources": report.get("resources") or {},
+        "oversight": report.get("oversight") or {},
+        "oversight_use": [(k.replace("_", " ").capitalize(), _use_text((report.get("oversight") or {}).get(k)))
+                          for k in ("decision_type", "human_review", "affected_jobs", "training_needs")],
+        "risks": report.get("risks") or {},
+        "frameworks": report.get("frameworks") or [],
+        "by_section": _audits_by_section(report, section_of, figures=figures),
+        "resource_figure": _resource_figure(report.get("resources") or {}) if figures else None,
     }
+
+
+def _use_text(value: Any) -> str:
+    if value in (None, "", []):
+        return NOT_STATED
+    if isinstance(value, list):
+        return "; ".join(str(v) for v in value)
+    return str(value)
+
+
+def _audits_by_section(report: dict, section_of: Callable[[str], str], *, figures: bool) -> dict[str, list[dict]]:
+    """``{section: [{"model", "a": audit view}]}``: each audit shown once, in its section."""
+    out: dict[str, list[dict]] = {}
+    for m in report.get("models") or []:
+        dp = (m.get("training") or {}).get("dp") or {}
+        audits = m.get("audits") or {}
+        for key, audit in sorted(audits.items(), key=lambda kv: _kind_rank(_kind(*kv))):
+            if isinstance(audit, dict):
+                view = _audit_view(key, audit, dp=dp, figures=figures)
+                out.setdefault(section_of(key), []).append({"model": m.get("name"), "a": view})
+    return out
+
+
+def _resource_figure(resources: dict) -> str | None:
+    rows = [r for r in resources.get("models") or [] if r.get("energy_kwh") is not None]
+    if not rows:
+        return None
+    from audits.plots import bar_chart_png
+
+    return _b64(bar_chart_png([r.get("model") for r in rows], [r["energy_kwh"] * 1000 for r in rows],
+                              "Training energy per model (Wh)", "Wh"))
 
 
 _KNOWN_TOP = {
     "schema_version", "generated_at", "run", "summary", "data", "models", "provenance",
-    "config", "not_measured",
+    "config", "not_measured", "cover", "integrity", "executive_summary", "intended_use", "datasheets",
+    "performance", "privacy", "bias", "resources", "oversight", "risks", "frameworks",
 }
 
 
@@ -254,7 +327,7 @@ def _audit_view(key: str, audit: dict, *, dp: dict, figures: bool) -> dict:
         "name": audit.get("name", key),
         "kind": kind,
         "title": key.replace("_", " ").capitalize(),
-        "status": audit.get("status"),
+        "status": _shown_status(audit),
         "gates": audit.get("gates") or [],
         "notes": audit.get("notes") or [],
         "thresholds": list((audit.get("thresholds") or {}).items()),
@@ -326,6 +399,16 @@ def _audit_view(key: str, audit: dict, *, dp: dict, figures: bool) -> dict:
             (k, v) for k, v in details.items() if v is None or isinstance(v, (bool, int, float, str))
         ]
     return view
+
+
+def _shown_status(audit: dict) -> Any:
+    """An audit with metrics but no gate configured is shown as "measured" (its JSON status stays
+    "not-measured": no gate decided anything)."""
+    status = audit.get("status")
+    if status == "not-measured" and not audit.get("gates") and any(
+            v is not None for v in (audit.get("metrics") or {}).values()):
+        return "measured"
+    return status
 
 
 def _is_matrix(m: Any) -> bool:

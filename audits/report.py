@@ -21,7 +21,7 @@ from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"  # 2.0: the twelve numbered sections (audits/sections.py)
 SCHEMA_PATH = Path(__file__).with_name("report_schema.json")
 
 # Order gates are listed in: what a reviewer must look at first.
@@ -44,10 +44,15 @@ KNOWN_GAPS: tuple[tuple[str, str], ...] = (
         "the reported attack is a weaker one, so it gives a lower bound on leakage, "
         "not an upper bound",
     ),
-    ("energy", "energy use and CO2 emissions of training and inference — not measured"),
+    (
+        "energy",
+        "energy use and CO2 emissions of inference and deployment — not measured; training energy "
+        "is estimated from wall time (section 8) unless energy counters were readable",
+    ),
     (
         "employment",
-        "employment impact (jobs or tasks changed by deploying the model) — not measured",
+        "employment impact (jobs or tasks changed by deploying the model) — not measured; section 9 "
+        "shows how much work the model could take over, not what happens to jobs",
     ),
 )
 DEPLOYMENT_GAP = (
@@ -73,6 +78,7 @@ def build_report(
     models: list[dict],
     provenance: dict,
     config: dict,
+    integrity: dict | None = None,
 ) -> dict:
     """Assemble the report document (see ``report_schema.json``) from the pipeline's records.
 
@@ -85,7 +91,15 @@ def build_report(
     ``"role": "baseline"`` is a reference shown beside the candidates: its gates are reported
     (marked ``"baseline": true``) but do not decide the run's status; a run with only
     baselines is judged on them.
+
+    The numbered sections of schema 2.0 (cover, executive summary, intended use, data sheets,
+    performance, privacy, bias, resources, oversight, risks, frameworks, provenance) are added by
+    ``audits.sections.add_sections``. ``integrity`` (``signer_public_key``, ``signer_key_id``,
+    ``evidence_manifest_sha256``, ``previous_report_sha256``; all optional) is recorded under
+    ``integrity``; without it the report is rendered as unsigned.
     """
+    from .sections import add_sections
+
     run_doc = _plain(run)
     if isinstance(run_doc.get("mlflow"), dict) and run_doc["mlflow"].get("tracking_uri"):
         run_doc["mlflow"]["tracking_uri"] = redact_uri(str(run_doc["mlflow"]["tracking_uri"]))
@@ -104,7 +118,7 @@ def build_report(
     for g in gates:
         counts[g["status"]] = counts.get(g["status"], 0) + 1
 
-    return {
+    return add_sections({
         "schema_version": SCHEMA_VERSION,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run": run_doc,
@@ -118,7 +132,7 @@ def build_report(
         "provenance": _plain(provenance),
         "config": redact_config(_plain(config)),
         "not_measured": not_measured_statements(data_doc, model_docs),
-    }
+    }, _plain(integrity) if integrity is not None else None)
 
 
 def not_measured_statements(data: dict, models: list[dict]) -> list[str]:
@@ -142,7 +156,9 @@ def not_measured_statements(data: dict, models: list[dict]) -> list[str]:
                 out.append(f"{name}: {what} — not run")
         for key, audit in audits.items():
             status = audit.get("status") if isinstance(audit, dict) else None
-            if status in ("not-measured", "skipped"):
+            measured_without_gate = status == "not-measured" and not audit.get("gates") and any(
+                v is not None for v in (audit.get("metrics") or {}).values())  # evidence, just no gate set
+            if status in ("not-measured", "skipped") and not measured_without_gate:
                 why = "; ".join(str(n) for n in (audit.get("notes") or [])[:2])
                 out.append(f"{name}: {key} audit — {status}" + (f" ({why})" if why else ""))
         # Sensitive attributes declared by the contract but absent from the fairness table.

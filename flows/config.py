@@ -102,6 +102,27 @@ class TrackingConfig(_Strict):
     register_models: bool = True
 
 
+class UseConfig(_Strict):
+    """Intended use and employment/oversight statements for report sections 3 and 9 (free text
+    written by the run owner; what is left empty renders as "not stated by the run owner")."""
+    purpose: str = ""
+    intended_users: list[str] = Field(default_factory=list)
+    out_of_scope_uses: list[str] = Field(default_factory=list)
+    affected_groups: list[str] = Field(default_factory=list)
+    decision_type: str = ""  # e.g. "advisory score reviewed by a person", "fully automated"
+    human_review: str = ""
+    affected_jobs: list[str] = Field(default_factory=list)
+    training_needs: list[str] = Field(default_factory=list)
+
+
+class ResourcesConfig(_Strict):
+    """Assumptions of the energy/CO2e estimate in report section 8 (audits/resources.py)."""
+    watts_per_core: float = Field(default=12.0, gt=0)  # Green Algorithms default per-core TDP share
+    pue: float = Field(default=1.0, ge=1.0)  # power usage effectiveness of the machine's room
+    grid_gco2_per_kwh: float = Field(default=480.0, ge=0)  # world average 2023 (Ember 2024)
+    grid_source: str = ""  # where the local grid intensity comes from, when set
+
+
 class RunConfig(_Strict):
     preset: str = "custom"
     extends: str | None = None  # name of the preset this one was layered on (informational)
@@ -116,6 +137,8 @@ class RunConfig(_Strict):
     gates: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tracking: TrackingConfig = TrackingConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    use: UseConfig = UseConfig()
+    resources: ResourcesConfig = ResourcesConfig()
 
     @property
     def experiment_name(self) -> str:

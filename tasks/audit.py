@@ -12,7 +12,7 @@ from tasks import progress
 @task(name="audit-model", cache_policy=NONE)
 def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict[str, dict]) -> dict[str, Any]:
     """The family's audits (performance, fairness, privacy, ...) of one model: findings, never exceptions."""
-    from audits import AuditInputs, run_audits
+    from audits import REPORT_AUDITS, AuditInputs, run_audits
     from data_contracts import get_contract
     from models import get_family
     from tasks.train import roles_for
@@ -22,6 +22,12 @@ def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict
     family = get_family(family_name)
     roles = roles_for(contract, family.task, False)
     extra = family.audit_extras(fitted.predictor, split, roles) if family.audit_extras else {}
+    if family.task == "binary":  # the mitigation audit fits its post-processor on validation scores
+        from models.base import targets
+
+        extra = {**(extra or {}), "validation": {"y_true": targets(split.validation, roles),
+                                                 "y_score": fitted.predictor.predict(split.validation),
+                                                 "sensitive": split.validation[list(roles.groups)]}}
     dp = fitted.training.get("dp") or {}
     inputs = AuditInputs(
         y_true=fitted.y_test,
@@ -36,4 +42,7 @@ def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict
         epsilon=dp.get("epsilon") if dp.get("enabled") else None,
         delta=dp.get("delta") if dp.get("enabled") else None,
     )
-    return run_audits(inputs, gates, names=family.audits)
+    # post-processing by group thresholds (mitigation) compares binary decisions only
+    names = [*family.audits, *(a for a in REPORT_AUDITS if a not in family.audits
+                               and (a != "mitigation" or family.task == "binary"))]
+    return run_audits(inputs, gates, names=names)

@@ -28,11 +28,11 @@ def train_model(split, contract_name: str, family_name: str, params: dict, train
     privacy = PrivacySettings(**{k: v for k, v in privacy_cfg.items() if k in PrivacySettings.__dataclass_fields__})
     name = f"{family.model_name}-dp" if privacy.enabled else family.model_name
     progress.stage(f"train {name}")
-    return fit_family_model(
+    return _metered(lambda: fit_family_model(
         family, params, split, roles_for(contract, family.task, exclude_sensitive),
         seed=seed, device=train_cfg["device"], amp=train_cfg["amp"], threads=train_cfg.get("threads"), privacy=privacy,
         on_epoch=progress.epoch_callback(name),
-    )
+    ), threads=train_cfg.get("threads"))
 
 
 @task(name="train-baseline", cache_policy=NONE)
@@ -46,4 +46,21 @@ def train_baseline(split, contract_name: str, family_name: str, baseline: str,
     progress.stage(f"train baseline {baseline}")
     contract = get_contract(contract_name)
     family = get_family(family_name)
-    return fit_baseline(family, baseline, split, roles_for(contract, family.task, exclude_sensitive), seed=seed)
+    return _metered(lambda: fit_baseline(family, baseline, split, roles_for(contract, family.task, exclude_sensitive),
+                                         seed=seed), threads=1)
+
+
+def _metered(fit, threads: int | None) -> Any:
+    """Run ``fit`` and add the report's resource inputs to its training record: CPU cores it
+    could use and, where RAPL counters are readable, the measured energy (audits/resources.py)."""
+    from audits.resources import rapl_joules, read_rapl_uj
+
+    before = read_rapl_uj()
+    fitted = fit()
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
+    fitted.training = {**fitted.training, "cpu_cores": int(threads),
+                       "energy_j_measured": rapl_joules(before, read_rapl_uj())}
+    return fitted

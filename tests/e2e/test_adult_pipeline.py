@@ -104,7 +104,7 @@ def test_fairness_metrics_match_fairlearn_on_the_logged_model(default_run):
 def test_report_json_keeps_group_confusion_counts_that_recompute_the_rates(default_run):
     _, summary, _ = default_run
     report = json.loads(Path(summary["report"]["json"]).read_text())
-    assert report["schema_version"] == "1.0"
+    assert report["schema_version"] == "2.0"
     assert report["summary"]["status"] == summary["status"]
     assert report["data"]["n_rows"] == 48842
     fairness = report["models"][0]["audits"]["fairness"]

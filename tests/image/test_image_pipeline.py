@@ -68,7 +68,7 @@ def test_runs_report_and_logged_model(image_run):
             assert name in child.data.metrics, name
     report = json.loads(Path(summary["report"]["json"]).read_text())
     cnn = next(m for m in report["models"] if m["name"] == "cnn")
-    assert set(cnn["audits"]) == {"performance_multiclass", "group_robustness", "privacy"}
+    assert set(cnn["audits"]) == {"performance_multiclass", "group_robustness", "privacy", "oversight"}
     assert len(cnn["audits"]["performance_multiclass"]["details"]["confusion_matrix"]) == 10
     # the multiclass audits stand in for the binary performance/fairness audits (details.covers)
     assert not [s for s in report["not_measured"] if s.startswith(("cnn:", "logreg:"))]

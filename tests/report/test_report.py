@@ -39,10 +39,11 @@ def html_and_report():
 def test_report_validates_and_has_top_level_keys(report):
     validate_report(report)  # raises on error
     assert list(report) == [
-        "schema_version", "generated_at", "run", "summary", "data", "models",
-        "provenance", "config", "not_measured",
+        "schema_version", "generated_at", "run", "cover", "integrity", "executive_summary", "intended_use",
+        "datasheets", "performance", "privacy", "bias", "resources", "oversight", "risks", "frameworks",
+        "provenance", "summary", "data", "models", "config", "not_measured",
     ]
-    assert report["schema_version"] == "1.0"
+    assert report["schema_version"] == "2.0"
     json.dumps(report, allow_nan=False)  # plain JSON, no NaN
 
 
@@ -131,8 +132,12 @@ def test_markdown_contains_every_gate_name_and_sections(report):
     md = render_markdown(report)
     for gate in report["summary"]["gates"]:
         assert gate["name"] in md
-    headings = ["## Gate summary", "## Data", "## Model: mlp", "## Model: logreg",
-                "## What this report does not measure", "## Provenance", "## Appendix: configuration"]
+    headings = ["## 1. Cover and integrity", "## 2. Executive summary", "### Gate matrix",
+                "## 3. System and intended use", "#### mlp — PASS", "#### logreg — FAIL", "## 4. Data sheets",
+                "## 5. Performance", "## 6. Privacy", "## 7. Bias", "## 8. Concentration and resources",
+                "## 9. Employment and human oversight", "## 10. Risks, limitations and what was not measured",
+                "### What this report does not measure", "## 11. Mapping to frameworks", "## 12. Provenance",
+                "## Appendix A: other audits", "## Appendix B: configuration"]
     positions = [md.index(h) for h in headings]
     assert positions == sorted(positions)
     assert "**Overall: FAIL**" in md
@@ -152,7 +157,7 @@ def test_small_groups_are_flagged(inputs):
 
 def test_markdown_gate_table_lists_failed_first(report):
     md = render_markdown(report)
-    summary = md[md.index("## Gate summary"): md.index("## Data")]
+    summary = md[md.index("### Gate matrix"): md.index("## 3. System")]
     rows = [line for line in summary.splitlines() if line.startswith("| logreg") or line.startswith("| mlp")]
     assert "**FAIL**" in rows[0]
     assert all("**PASS**" in r for r in rows[1:])
@@ -188,7 +193,7 @@ def test_html_shows_status_gates_and_not_measured(html_and_report):
     assert 'class="badge fail">FAIL' in html
     for gate in report["summary"]["gates"]:
         assert gate["name"] in html
-    nm = html[html.index('<section id="not-measured">'):html.index('<section id="provenance">')]
+    nm = html[html.index('<h3 id="not-measured">'):html.index('<section id="frameworks">')]
     assert nm.count("<li>") == len(report["not_measured"]) >= 3
     assert "LiRA" in nm
     assert "four-fifths band" in html
@@ -205,7 +210,8 @@ def test_unknown_audit_renders_generically(inputs):
     report = build_report(**inputs)
     validate_report(report)
     md = render_markdown(report)
-    assert "### Concentration — PASS" in md
+    assert "### mlp: Concentration — PASS" in md
+    assert md.index("## Appendix A: other audits") < md.index("### mlp: Concentration")
     assert "| sector | share_of_errors |" in md and "| retail | 0.2500 |" in md
     assert "concentration/hhi | 0.1235" in md
     assert "| method | HHI |" in md
@@ -222,7 +228,7 @@ def test_write_report_writes_three_files_atomically(report, tmp_path):
     ]
     assert json.loads(paths["json"].read_text(encoding="utf-8")) == report
     assert paths["html"].read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
-    assert "## Gate summary" in paths["md"].read_text(encoding="utf-8")
+    assert "## 2. Executive summary" in paths["md"].read_text(encoding="utf-8")
 
 
 def test_write_report_leaves_nothing_when_rendering_fails(report, tmp_path, monkeypatch):

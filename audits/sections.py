@@ -1,0 +1,364 @@
+"""The report's numbered sections (schema 2.0), built from the records ``build_report`` already has.
+
+Sections (the order renderers follow):
+
+ 1 ``cover`` + ``integrity``      7 ``bias``
+ 2 ``executive_summary``          8 ``resources``
+ 3 ``intended_use``               9 ``oversight``
+ 4 ``datasheets``                10 ``risks``
+ 5 ``performance``               11 ``frameworks``
+ 6 ``privacy``                   12 ``provenance``
+
+Each section holds a compact, reviewable summary with pointers (model name, audit key) to the full
+audit results under ``models[].audits``; a section without evidence says ``not measured`` and why.
+Pure: no torch/prefect/mlflow.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+NOT_STATED = "not stated by the run owner"
+
+# Which audits are evidence for which section (by key prefix); the rest go to an appendix.
+SECTION_AUDITS: dict[str, tuple[str, ...]] = {
+    "performance": ("performance", "recommendation"),
+    "privacy": ("privacy", "lira", "canary", "membership", "disclosure"),
+    "bias": ("fairness", "group_robustness", "identity", "user_groups", "mitigation"),
+    "resources": ("exposure",),
+    "oversight": ("oversight",),
+}
+# The four social-impact areas the project reports on (plus performance and data as context).
+AREAS: tuple[tuple[str, str, int], ...] = (
+    ("Data quality and governance", "datasheets", 4),
+    ("Predictive performance", "performance", 5),
+    ("Data security and privacy", "privacy", 6),
+    ("Algorithmic bias", "bias", 7),
+    ("Concentration of technology and resources", "resources", 8),
+    ("Employment and skills (human oversight)", "oversight", 9),
+)
+USE_FIELDS = ("purpose", "intended_users", "out_of_scope_uses", "affected_groups", "decision_type",
+              "human_review", "affected_jobs", "training_needs")
+INTEGRITY_FIELDS = ("signer_public_key", "signer_key_id", "evidence_manifest_sha256", "previous_report_sha256")
+PRIVACY_KEY_METRICS = ("privacy/epsilon", "privacy/delta", "privacy/epsilon_lower_bound", "privacy/mia_auc",
+                       "privacy/mia_advantage", "privacy/mia_tpr_at_1pct_fpr", "privacy/mia_tpr_at_0.1pct_fpr")
+
+
+def section_of(audit_key: str) -> str:
+    for section, prefixes in SECTION_AUDITS.items():
+        if str(audit_key).startswith(prefixes):
+            return section
+    return "other"
+
+
+def _audit_refs(models: list[dict], section: str) -> list[dict]:
+    """``{model, audit, status, n_gates, failed}`` for each audit of ``section``."""
+    refs = []
+    for m in models:
+        for key, a in (m.get("audits") or {}).items():
+            if isinstance(a, dict) and section_of(key) == section:
+                gates = a.get("gates") or []
+                refs.append({"model": m.get("name"), "audit": key, "status": a.get("status"),
+                             "n_gates": len(gates), "failed": sum(g.get("status") == "fail" for g in gates)})
+    return refs
+
+
+def canonical_sha256(obj: Any) -> str:
+    """SHA-256 of canonical JSON (sorted keys, no spaces, UTF-8): the config's fingerprint."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def cover(run: dict, generated_at: str, config: dict) -> dict:
+    return {
+        "title": f"Social-impact and compliance report — {run.get('preset', '')}".rstrip(" —"),
+        "run_id": run.get("run_id"),
+        "date": generated_at,
+        "preset": run.get("preset"),
+        "description": config.get("description") or None,
+    }
+
+
+def integrity_doc(integrity: dict | None) -> dict | None:
+    if integrity is None:
+        return None
+    return {k: (None if integrity.get(k) is None else str(integrity.get(k))) for k in INTEGRITY_FIELDS} | {
+        k: v for k, v in integrity.items() if k not in INTEGRITY_FIELDS}
+
+
+def intended_use(config: dict) -> dict:
+    use = config.get("use") or {}
+    out: dict[str, Any] = {}
+    for key in USE_FIELDS:
+        value = use.get(key)
+        out[key] = value if value not in (None, "", []) else None
+    out["not_stated"] = [k for k in USE_FIELDS if out[k] is None]
+    return out
+
+
+def datasheets(data: dict) -> list[dict]:
+    sensitive = list(data.get("sensitive") or [])
+    excluded = set(data.get("excluded_features") or [])
+    synthetic = list(data.get("synthetic_groups") or [])
+    handling = []
+    for attr in sensitive:
+        how = "excluded from the model's features" if attr in excluded else "used as a model feature"
+        handling.append(f"{attr}: audited for group fairness; {how}")
+    for attr in synthetic:
+        handling.append(f"{attr}: a made-up group assigned by the project (not a real attribute of people)")
+    cr = data.get("contract_result") or {}
+    return [{
+        "name": data.get("contract"),
+        "source": data.get("source"),
+        "license": data.get("license"),
+        "sha256": data.get("dataset_sha256"),
+        "files": data.get("files") or [],
+        "n_rows": data.get("n_rows"),
+        "splits": data.get("splits") or {},
+        "contract": {"success": cr.get("success"), "total_expectations": cr.get("total_expectations"),
+                     "failed": len(cr.get("failures") or [])},
+        "representation": data.get("representation") or [],
+        "missing": {k: v for k, v in (data.get("missing") or {}).items() if v},
+        "sensitive_attributes": sensitive,
+        "sensitive_handling": handling or ["no sensitive attributes declared by the contract"],
+        "privacy_budget": data.get("privacy_budget"),
+    }]
+
+
+def performance(models: list[dict], config: dict) -> dict:
+    refs = _audit_refs(models, "performance")
+    gates = config.get("gates") or {}
+    fixed = {k: v for k, v in gates.items() if section_of(k) == "performance"}
+    return {"audits": refs, "thresholds_fixed_before_run": fixed,
+            "status": "measured" if refs else "not measured: no performance audit ran",
+            "ci_method": "95% intervals as each audit states (Wilson for proportions, bootstrap for AUC/gaps)"}
+
+
+def privacy(models: list[dict], data: dict) -> dict:
+    rows = []
+    for m in models:
+        dp = (m.get("training") or {}).get("dp") or {}
+        metrics: dict[str, Any] = {}
+        for key, a in (m.get("audits") or {}).items():
+            if isinstance(a, dict) and section_of(key) == "privacy":
+                for name, value in (a.get("metrics") or {}).items():
+                    if name in PRIVACY_KEY_METRICS or name.startswith(("privacy/lira_", "privacy/epsilon")):
+                        metrics[name] = value
+        rows.append({
+            "model": m.get("name"),
+            "dp_enabled": bool(dp.get("enabled")),
+            "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
+            "delta": dp.get("delta") if dp.get("enabled") else None,
+            "accountant": dp.get("accountant"),
+            "privacy_unit": dp.get("privacy_unit") if dp.get("enabled") else None,
+            "epsilon_lower_bound": metrics.get("privacy/epsilon_lower_bound"),
+            "metrics": metrics,
+        })
+    budget = data.get("privacy_budget")
+    return {
+        "models": rows,
+        "audits": _audit_refs(models, "privacy"),
+        "budget": budget,
+        "budget_status": "recorded" if budget else "not measured: no privacy-budget ledger for this dataset",
+        "epsilon_lower_bound_status": "measured" if any(r["epsilon_lower_bound"] is not None for r in rows)
+        else "not measured: no attack-based ε lower bound (Jagielski et al. 2020) was computed in this run",
+    }
+
+
+def _is_intersection(attribute: Any) -> bool:
+    """fairness.py names an intersection ``sex_x_race``; other audits may use ``×`` or ``&``."""
+    a = str(attribute or "")
+    return "_x_" in a or "×" in a or " & " in a
+
+
+def bias(models: list[dict], data: dict) -> dict:
+    refs = _audit_refs(models, "bias")
+    four_fifths = []
+    intersectional = False
+    mitigation = []
+    for m in models:
+        for key, a in (m.get("audits") or {}).items():
+            if not isinstance(a, dict):
+                continue
+            for g in a.get("gates") or []:
+                if "four_fifths" in str(g.get("name")):
+                    four_fifths.append({"model": m.get("name"), "gate": g.get("name"), "status": g.get("status"),
+                                        "value": g.get("value"), "threshold": g.get("threshold")})
+            if section_of(key) == "bias":
+                intersectional |= any(_is_intersection(r.get("attribute")) for r in a.get("by_group") or [])
+            if key == "mitigation":
+                met = a.get("metrics") or {}
+                attr = (a.get("details") or {}).get("attribute")
+                mitigation.append({
+                    "model": m.get("name"), "status": a.get("status"), "attribute": attr,
+                    "constraints": (a.get("details") or {}).get("constraints"),
+                    "accuracy_before": met.get(f"mitigation/{attr}/before/accuracy"),
+                    "accuracy_after": met.get(f"mitigation/{attr}/after/accuracy"),
+                    "dp_difference_before": met.get(f"mitigation/{attr}/before/demographic_parity_difference"),
+                    "dp_difference_after": met.get(f"mitigation/{attr}/after/demographic_parity_difference"),
+                    "eo_difference_before": met.get(f"mitigation/{attr}/before/equalized_odds_difference"),
+                    "eo_difference_after": met.get(f"mitigation/{attr}/after/equalized_odds_difference"),
+                    "accuracy_cost": met.get("mitigation/accuracy_cost"),
+                    "note": "; ".join(a.get("notes") or []) if not met else "",
+                })
+    if not mitigation:
+        mitigation_status = "the mitigation comparison (fairlearn post-processing) applies to binary decisions; none ran"
+    else:
+        mitigation_status = ("measured" if any(r["accuracy_before"] is not None for r in mitigation)
+                             else "the mitigation audit could not be computed (see its notes)")
+    return {"audits": refs, "four_fifths": four_fifths, "intersectional": intersectional,
+            "mitigation": mitigation, "mitigation_status": mitigation_status,
+            "conventions": "fairlearn: difference = max − min across groups, ratio = min / max; "
+                           "four-fifths rule (29 CFR 1607.4(D)): each group's selection rate ≥ 0.8 × the highest"}
+
+
+def resources(models: list[dict], config: dict) -> dict:
+    from .resources import resources_section
+
+    out = resources_section(models, config.get("resources") or {})
+    exposure = []
+    for m in models:
+        a = (m.get("audits") or {}).get("exposure")
+        if isinstance(a, dict):
+            exposure.append({"model": m.get("name"), "status": a.get("status"),
+                             "metrics": {k: v for k, v in (a.get("metrics") or {}).items()
+                                         if "gini" in k or "hhi" in k or "top10pct" in k or "coverage" in k}})
+    out["exposure"] = exposure
+    out["exposure_status"] = ("measured (recommender exposure concentration)" if exposure
+                              else "not applicable: exposure concentration is a recommender measure")
+    return out
+
+
+def oversight(models: list[dict], config: dict) -> dict:
+    use = intended_use(config)
+    rows = []
+    for m in models:
+        a = (m.get("audits") or {}).get("oversight")
+        if not isinstance(a, dict):
+            continue
+        met = a.get("metrics") or {}
+        rows.append({"model": m.get("name"), "status": a.get("status"),
+                     "confidence_level": met.get("oversight/confidence_level"),
+                     "coverage": met.get("oversight/coverage"),
+                     "automated_accuracy": met.get("oversight/automated_accuracy"),
+                     "overall_accuracy": met.get("oversight/overall_accuracy"),
+                     "deferral_rate_gap": met.get("oversight/deferral_rate_gap"),
+                     "note": "" if met else "; ".join(a.get("notes") or [])})
+    return {
+        "models": rows,
+        "decision_type": use["decision_type"],
+        "human_review": use["human_review"],
+        "affected_jobs": use["affected_jobs"],
+        "training_needs": use["training_needs"],
+        "employment_effects": "not measured: the curve shows how much work the model could take over, "
+                              "not what happens to jobs when it does",
+    }
+
+
+def risks(report: dict) -> dict:
+    items = []
+    for g in (report.get("summary") or {}).get("gates") or []:
+        if g.get("status") == "fail":
+            items.append(f"{g.get('model')}: gate {g.get('name')} failed "
+                         f"(value {g.get('value')}, threshold {g.get('comparison')} {g.get('threshold')})")
+    for m in report.get("models") or []:
+        dp = (m.get("training") or {}).get("dp") or {}
+        if m.get("role", "candidate") != "baseline" and not dp.get("enabled"):
+            items.append(f"{m.get('name')}: trained without differential privacy — membership-inference "
+                         "results are the only privacy evidence, and an attack shows a lower bound on leakage")
+    data = report.get("data") or {}
+    if data.get("synthetic_groups"):
+        items.append("groups " + ", ".join(map(str, data["synthetic_groups"]))
+                     + " are made up by the project: fairness results on them say nothing about real people")
+    use = report.get("intended_use") or {}
+    if use.get("out_of_scope_uses"):
+        items.extend(f"out of scope: {u}" for u in use["out_of_scope_uses"])
+    limitations = [
+        "every figure is computed once, on one held-out split of one dataset; it is evidence about this "
+        "data, not a guarantee about deployment",
+        "confidence intervals cover sampling noise of the test split, not shifts in the population",
+    ]
+    return {"risks": items, "limitations": limitations, "not_measured": list(report.get("not_measured") or [])}
+
+
+def provenance_extra(provenance: dict, config: dict, data: dict, run: dict, models: list[dict]) -> dict:
+    return {
+        **provenance,
+        "config_sha256": canonical_sha256(config),
+        "data_sha256": {"dataset": data.get("dataset_sha256"),
+                        "files": {f.get("path"): f.get("sha256") for f in data.get("files") or []}},
+        "mlflow_run_ids": {"parent": (run.get("mlflow") or {}).get("parent_run_id") or run.get("run_id"),
+                           "models": {m.get("name"): m.get("mlflow_run_id") for m in models}},
+    }
+
+
+def executive_summary(report: dict) -> dict:
+    """The four social-impact areas (and context) with a status each, plus counts of gates."""
+    gates = (report.get("summary") or {}).get("gates") or []
+    areas = []
+    for title, key, number in AREAS:
+        if key == "datasheets":
+            ok = ((report.get("data") or {}).get("contract_result") or {}).get("success")
+            status, evidence = ("pass" if ok else "fail"), "data contract (Great Expectations)"
+        elif key == "resources":
+            r = report.get("resources") or {}
+            measured = any(m.get("energy_measured") for m in r.get("models") or [])
+            status = "measured" if measured else ("estimated" if r.get("models") else "not-measured")
+            evidence = "training compute, energy and CO2e" + ("" if measured else " (energy estimated)")
+        else:
+            area_gates = [g for g in gates if section_of(g.get("audit", "")) == key]
+            statuses = {g.get("status") for g in area_gates}
+            refs = _audit_refs(report.get("models") or [], key)
+            if "fail" in statuses:
+                status = "fail"
+            elif "pass" in statuses:
+                status = "pass"
+            elif any((a.get("metrics") or {}) for m in report.get("models") or []
+                     for k, a in (m.get("audits") or {}).items() if isinstance(a, dict) and section_of(k) == key):
+                status = "measured"
+            else:
+                status = "not-measured"
+            evidence = ", ".join(sorted({r["audit"] for r in refs})) or "no audit"
+        areas.append({"area": title, "section": number, "status": status, "evidence": evidence})
+    return {"status": (report.get("summary") or {}).get("status"), "areas": areas,
+            "counts": (report.get("summary") or {}).get("counts") or {},
+            "legend": "pass/fail: against gates fixed before the run; measured/estimated: evidence without a gate; "
+                      "not-measured: no evidence in this run"}
+
+
+def add_sections(report: dict, integrity: dict | None) -> dict:
+    """The report with its numbered sections added (a new dict, keys in reading order)."""
+    from .frameworks import framework_rows
+
+    models = report.get("models") or []
+    config = report.get("config") or {}
+    data = report.get("data") or {}
+    out = {
+        "schema_version": report["schema_version"],
+        "generated_at": report["generated_at"],
+        "run": report["run"],
+        "cover": cover(report["run"], report["generated_at"], config),
+        "integrity": integrity_doc(integrity),
+        "intended_use": intended_use(config),
+        "datasheets": datasheets(data),
+        "performance": performance(models, config),
+        "privacy": privacy(models, data),
+        "bias": bias(models, data),
+        "resources": resources(models, config),
+        "oversight": oversight(models, config),
+    }
+    out.update({k: v for k, v in report.items() if k not in out})
+    out["risks"] = risks(out)
+    out["executive_summary"] = executive_summary(out)
+    out["frameworks"] = framework_rows(out)
+    out["provenance"] = provenance_extra(report.get("provenance") or {}, config, data, report["run"], models)
+    return {k: out[k] for k in (*READING_ORDER, *(k for k in out if k not in READING_ORDER))}
+
+
+READING_ORDER = ("schema_version", "generated_at", "run", "cover", "integrity", "executive_summary", "intended_use",
+                 "datasheets", "performance", "privacy", "bias", "resources", "oversight", "risks", "frameworks",
+                 "provenance", "summary", "data", "models", "config", "not_measured")
