@@ -68,6 +68,47 @@ def fmt(x: Any) -> str:
     return str(x)
 
 
+def budget_text(b: Any) -> str:
+    """One sentence for the privacy-budget ledger's totals of a dataset (``data.privacy_budget``)."""
+    if not isinstance(b, dict) or not b:
+        return "not measured (no privacy-budget ledger for this dataset)"
+    n_priv, n_non = int(b.get("n_private") or 0), int(b.get("n_non_private") or 0)
+    eps_priv = b.get("epsilon_private")
+    text = (f"ε spent on dataset {str(b.get('dataset_sha256') or '')[:12]}: {fmt(eps_priv)} over {n_priv} DP "
+            f"model(s), δ {fmt(b.get('delta'))} ({b.get('composition') or 'basic composition'})")
+    if n_non:
+        text += (f"; {n_non} non-private model(s) were trained on the same data, so it is not protected by "
+                 "differential privacy (total ε = ∞)")
+    budget = b.get("budget_epsilon")
+    text += f"; budget {fmt(budget)}, remaining {fmt(b.get('remaining_epsilon'))}" if budget is not None \
+        else "; no total budget configured (privacy.budget_epsilon)"
+    return text + "."
+
+
+def anonymity_text(a: Any) -> str:
+    """One sentence for k-anonymity of the contract's quasi-identifiers (``data.anonymity``)."""
+    if not isinstance(a, dict) or a.get("status") != "measured":
+        return "not measured (the data contract declares no quasi-identifiers)"
+    unit = a.get("unit") or "rows"
+    text = (f"k = {fmt(a.get('k'))} over the quasi-identifiers {', '.join(map(str, a.get('quasi_identifiers') or []))} "
+            f"({fmt(a.get('n_classes'))} classes of {unit}); {fmt(a.get('units_below_min_k'))} "
+            f"({fmt(100 * float(a.get('share_below_min_k') or 0.0))}%) sit in classes smaller than "
+            f"k = {fmt(a.get('min_k'))}")
+    if a.get("l_diversity") is not None:
+        text += f"; distinct ℓ-diversity of {a.get('sensitive')}: {fmt(a.get('l_diversity'))}"
+    return text + "."
+
+
+def pii_text(findings: Any) -> str:
+    """One sentence for the contract's identifier/PII scan (column, rule, counts; never a value)."""
+    if findings is None:
+        return "not measured"
+    if not findings:
+        return "no column of the model's inputs looks like a direct identifier or PII."
+    parts = [f"'{f.get('column')}': {f.get('rule')} ({f.get('evidence')}; {f.get('action')})" for f in findings]
+    return "; ".join(parts) + "."
+
+
 def fmt_ci(low: Any, high: Any) -> str:
     """``[low, high]``, or empty when neither bound is known."""
     if _missing(low) and _missing(high):
@@ -490,6 +531,9 @@ def _environment(kind: str):
             finalize=finalize,
         )
     env.filters["fmt"] = fmt
+    env.filters["budget_text"] = budget_text
+    env.filters["pii_text"] = pii_text
+    env.filters["anonymity_text"] = anonymity_text
     env.filters["ci"] = lambda row, key: fmt_ci(row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high"))
     env.filters["status_class"] = _status_class
     env.globals["fmt_ci"] = fmt_ci

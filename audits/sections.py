@@ -126,6 +126,8 @@ def datasheets(data: dict) -> list[dict]:
         "sensitive_attributes": sensitive,
         "sensitive_handling": handling or ["no sensitive attributes declared by the contract"],
         "privacy_budget": data.get("privacy_budget"),
+        "anonymity": data.get("anonymity"),
+        "pii": (cr.get("statistics") or {}).get("pii"),
     }]
 
 
