@@ -11,6 +11,7 @@ from .fairness import FAIRNESS_DEFAULTS, fairness_audit
 from .groups import GROUP_DEFAULTS, PERFORMANCE_GATES as MULTICLASS_GATES, group_robustness_audit, multiclass_performance_audit
 from .identity import IDENTITY_DEFAULTS, identity_audit
 from .inputs import AuditInputs
+from .lira import CANARY_DEFAULTS, LIRA_DEFAULTS, canary_audit, lira_audit
 from .performance import performance_audit
 from .privacy import privacy_audit
 from .recommender import (EXPOSURE_DEFAULTS, RECOMMENDATION_DEFAULTS, USER_GROUP_DEFAULTS, exposure_audit,
@@ -27,6 +28,8 @@ AUDITS: dict[str, Callable[[AuditInputs, dict], AuditResult]] = {
     "recommendation": recommendation_audit,
     "user_groups": user_group_audit,
     "exposure": exposure_audit,
+    "privacy_lira": lira_audit,
+    "privacy_canary": canary_audit,
 }
 
 #: The threshold keys each audit accepts under ``gates.<audit>`` in the run config, with their
@@ -41,6 +44,8 @@ AUDIT_THRESHOLDS: dict[str, dict[str, Any]] = {
     "recommendation": dict(RECOMMENDATION_DEFAULTS),
     "user_groups": dict(USER_GROUP_DEFAULTS),
     "exposure": dict(EXPOSURE_DEFAULTS),
+    "privacy_lira": dict(LIRA_DEFAULTS),
+    "privacy_canary": dict(CANARY_DEFAULTS),
 }
 
 

@@ -16,6 +16,7 @@ from data_contracts.errors import ContractViolation
 from flows.config import RunConfig, check_references
 from tasks.audit import audit_model
 from tasks.data import load_data, split_data, validate_data
+from tasks.privacy import collect_privacy_attacks, submit_privacy_attacks
 from tasks.log import fail_tracking, log_data, log_model_run, log_report, start_tracking, summary_artifact
 from tasks.registry import register_model
 from tasks.report import model_record, provenance, representation, write_report
@@ -61,13 +62,16 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
                                  cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, cfg.seed))]
         calls += [(train_baseline, (split, cfg.data.contract, cfg.model.family, b, exclude, cfg.seed))
                   for b in cfg.model.baselines]
+        attack_runs = submit_privacy_attacks(split, cfg.model_dump(mode="json"))  # LiRA references, canary run
         if cfg.orchestration.task_runner == "dask":  # independent work fans out on the cluster
             fitted = [f.result() for f in [t.submit(*args) for t, args in calls]]
         else:
             fitted = [t(*args) for t, args in calls]
+        attacks = collect_privacy_attacks(attack_runs, fitted[0], split, cfg.model_dump(mode="json"))
         records = []
         for model in fitted:
-            audits = audit_model(model, split, cfg.data.contract, cfg.model.family, cfg.gates)
+            audits = audit_model(model, split, cfg.data.contract, cfg.model.family, cfg.gates,
+                                 attacks if model is fitted[0] else None)
             child = log_model_run(ctx, model, audits, split.test, tags, str(run_dir / "models"))
             children.append(child)
             record = model_record(model, audits, child)
