@@ -79,3 +79,21 @@ def test_dp_canary_bound_stays_below_the_accountant_epsilon(name):
                                    epsilon=data["epsilon"], delta=1e-3), {})
     assert res.metrics["privacy/epsilon_lower_bound"] <= res.metrics["privacy/epsilon"]
     assert res.status is Status.PASS
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_lira_runs_on_every_family(name):
+    """Reference-model outputs have the family's output shape and the audit reads them."""
+    fam = get_family(name)
+    df, roles = EXAMPLES[name](n=160, seed=0)
+    split = split_frame(df, target=roles.target, stratify_on=[], validation=0.2, test=0.3, seed=0,
+                        stratify=fam.task != "rating")
+    params = {k: v for k, v in TINY[name].items() if k in {f for f in fam.config_cls.__dataclass_fields__}}
+    target = fit_family_model(fam, params, split, roles, seed=0, device="cpu")
+    refs = [train_reference_model(fam, params, split, roles, k=k, n_audit=20, seed=0) for k in range(2)]
+    data = lira_inputs(target.predictor, split, roles, fam.task, refs, n_audit=20, seed=0)
+    shape = (40, len(roles.labels)) if fam.task == "multiclass" else (40,)
+    assert data["target_output"].shape == shape and all(r.shape == shape for r in data["reference_outputs"])
+    res = lira_audit(AuditInputs(y_true=target.y_test, y_score=target.test_output, sensitive=None,
+                                 task=fam.task, labels=tuple(roles.labels), extra={"lira": data}), {})
+    assert 0 <= res.metrics["privacy/lira_auc"] <= 1 and res.metrics["privacy/lira_epsilon_lower_bound"] >= 0
