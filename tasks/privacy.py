@@ -1,5 +1,5 @@
 """Privacy-attack tasks: LiRA reference models and the one-run canary training, fanned out
-on the flow's task runner (threads by default, Dask when configured). Thin wrappers around
+on the Dask task runner when configured (else run in place, see ``submit_privacy_attacks``). Thin wrappers around
 ``models/privacy_attack.py``; the findings are computed by ``audits/lira.py``.
 
 No retries: training failures are deterministic.
@@ -76,17 +76,36 @@ def canaries_for(config: dict) -> int:
     return int(m)
 
 
+class _Done:
+    """A result computed in place, with a future's ``result()``."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
 def submit_privacy_attacks(split, config: dict) -> dict[str, Any]:
-    """Submit (concurrently, on the flow's task runner) the K reference models and the canary
-    run that ``privacy_audit`` asks for; returns the futures. Call inside a flow."""
+    """Start the K reference models and the canary run that ``privacy_audit`` asks for; call
+    inside a flow. With ``orchestration.task_runner: dask`` they are ``.submit()``-ed and run
+    concurrently (separate processes) beside the main training; otherwise they run in place,
+    one after another, like the pipeline's other trainings: torch's RNG is process-wide, so
+    trainings in concurrent threads would make every seeded model (the audited one included)
+    irreproducible. Returns future-likes for ``collect_privacy_attacks``."""
     pa = config.get("privacy_audit") or {}
     args = (split, config["data"]["contract"], config["model"]["family"], config["model"]["params"],
             config["train"], config["privacy"], config["data"]["exclude_sensitive_from_features"])
     seed = int(config["seed"])
     n_audit = int(pa.get("audit_members", 500))
-    refs = [train_reference.submit(*args, k, n_audit, seed) for k in range(int(pa.get("reference_models", 0)))]
+    parallel = (config.get("orchestration") or {}).get("task_runner") == "dask"
+
+    def start(t, *a):
+        return t.submit(*a) if parallel else _Done(t(*a))
+
+    refs = [start(train_reference, *args, k, n_audit, seed) for k in range(int(pa.get("reference_models", 0)))]
     m = canaries_for(config)
-    canary = canary_training.submit(*args, m, float(pa.get("canary_guess_fraction", 0.2)), seed) if m else None
+    canary = start(canary_training, *args, m, float(pa.get("canary_guess_fraction", 0.2)), seed) if m else None
     return {"references": refs, "canary": canary, "n_audit": n_audit, "seed": seed}
 
 
