@@ -121,7 +121,7 @@ def attack_metrics(score, member, seed: int = 0, delta: float = 0.0,
     }
 
 
-def group_exposure(score, member, groups: dict[str, Any] | None, min_per_class: int = 5) -> list[dict]:
+def group_exposure(score, member, groups: dict[str, Any] | None, min_per_class: int = 10) -> list[dict]:
     """Per sensitive group: AUC and TPR at 1 % FPR of the same attack restricted to the
     group's audited examples (are some groups more exposed?). Groups with fewer than
     ``min_per_class`` members or non-members get nan."""
@@ -210,7 +210,7 @@ def lira_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
                      f"{1 / res['n_nonmembers']:.3g}: the TPR at 0.1% FPR is coarse")
     if by_group:
         notes.append("by-group rows: the same attack restricted to each group's audited examples "
-                     "(groups with < 5 members or non-members: nan)")
+                     "(groups with < 10 members or non-members: nan, too few for an AUC)")
     details = {"attack": "offline LiRA (Carlini et al. 2022)", "statistic": data.get("statistic", "phi"),
                "scheme": data.get("scheme", ""), "variance": how["variance"], "roc": res["roc"],
                "n_members": res["n_members"], "n_nonmembers": res["n_nonmembers"],
