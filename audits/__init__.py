@@ -13,6 +13,7 @@ from .identity import IDENTITY_DEFAULTS, identity_audit
 from .inputs import AuditInputs
 from .mitigation import MITIGATION_DEFAULTS, mitigation_audit
 from .oversight import OVERSIGHT_DEFAULTS, oversight_audit
+from .lira import CANARY_DEFAULTS, LIRA_DEFAULTS, canary_audit, lira_audit
 from .performance import performance_audit
 from .privacy import privacy_audit
 from .recommender import (EXPOSURE_DEFAULTS, RECOMMENDATION_DEFAULTS, USER_GROUP_DEFAULTS, exposure_audit,
@@ -31,6 +32,8 @@ AUDITS: dict[str, Callable[[AuditInputs, dict], AuditResult]] = {
     "exposure": exposure_audit,
     "oversight": oversight_audit,
     "mitigation": mitigation_audit,
+    "privacy_lira": lira_audit,
+    "privacy_canary": canary_audit,
 }
 
 #: Audits that feed the social-impact report (sections 7 and 9) and run for every family after the
@@ -51,6 +54,8 @@ AUDIT_THRESHOLDS: dict[str, dict[str, Any]] = {
     "exposure": dict(EXPOSURE_DEFAULTS),
     "oversight": dict(OVERSIGHT_DEFAULTS),
     "mitigation": dict(MITIGATION_DEFAULTS),
+    "privacy_lira": dict(LIRA_DEFAULTS),
+    "privacy_canary": dict(CANARY_DEFAULTS),
 }
 
 

@@ -85,6 +85,18 @@ class PrivacyConfig(_Strict):
         return self
 
 
+class PrivacyAuditConfig(_Strict):
+    # Stronger membership inference and empirical epsilon lower bounds (audits/lira.py,
+    # models/privacy_attack.py). reference_models: K LiRA reference models (each one extra
+    # training run of the model; 0 = LiRA off). canaries: m canaries of the one-run audit (one
+    # extra training run); null = 500 for DP runs (epsilon_LB next to the accountant's epsilon)
+    # and 0 otherwise. audit_members: audited members (and as many non-members) for LiRA.
+    reference_models: int = Field(default=0, ge=0, le=64)
+    audit_members: int = Field(default=500, ge=10)
+    canaries: int | None = Field(default=None, ge=0)
+    canary_guess_fraction: float = Field(default=0.2, gt=0, le=0.5)
+
+
 class OrchestrationConfig(_Strict):
     # "sequential": tasks run one after another in the flow's process (default);
     # "dask": the model and its baselines train concurrently on a Dask cluster through
@@ -133,6 +145,7 @@ class RunConfig(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    privacy_audit: PrivacyAuditConfig = PrivacyAuditConfig()
     # gates.<audit>.<threshold>: keys are checked against audits.AUDIT_THRESHOLDS (check_references)
     gates: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tracking: TrackingConfig = TrackingConfig()

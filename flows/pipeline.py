@@ -17,6 +17,7 @@ from flows.config import RunConfig, check_references
 from tasks.audit import audit_model
 from tasks.data import load_data, split_data, validate_data
 from tasks.ledger import anonymity, finalize_budget, log_budget, reserve_budget
+from tasks.privacy import collect_privacy_attacks, submit_privacy_attacks
 from tasks.log import fail_tracking, log_data, log_model_run, log_report, start_tracking, summary_artifact
 from tasks.registry import register_model
 from tasks.report import model_record, provenance, representation, write_report
@@ -66,15 +67,18 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
                                  cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, cfg.seed))]
         calls += [(train_baseline, (split, cfg.data.contract, cfg.model.family, b, exclude, cfg.seed))
                   for b in cfg.model.baselines]
+        attack_runs = submit_privacy_attacks(split, cfg.model_dump(mode="json"))  # LiRA references, canary run
         if cfg.orchestration.task_runner == "dask":  # independent work fans out on the cluster
             fitted = [f.result() for f in [t.submit(*args) for t, args in calls]]
         else:
             fitted = [t(*args) for t, args in calls]
         privacy_budget = finalize_budget(budget, fitted[0].training.get("dp", {}))
         log_budget(ctx, privacy_budget, anon)
+        attacks = collect_privacy_attacks(attack_runs, fitted[0], split, cfg.model_dump(mode="json"))
         records = []
         for model in fitted:
-            audits = audit_model(model, split, cfg.data.contract, cfg.model.family, cfg.gates)
+            audits = audit_model(model, split, cfg.data.contract, cfg.model.family, cfg.gates,
+                                 attacks if model is fitted[0] else None)
             child = log_model_run(ctx, model, audits, split.test, tags, str(run_dir / "models"))
             children.append(child)
             record = model_record(model, audits, child)

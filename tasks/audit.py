@@ -10,8 +10,10 @@ from tasks import progress
 
 
 @task(name="audit-model", cache_policy=NONE)
-def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict[str, dict]) -> dict[str, Any]:
-    """The family's audits (performance, fairness, privacy, ...) of one model: findings, never exceptions."""
+def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict[str, dict],
+                privacy_attacks: dict | None = None) -> dict[str, Any]:
+    """The family's audits (performance, fairness, privacy, ...) of one model: findings, never exceptions.
+    ``privacy_attacks`` (LiRA / canary outputs from tasks/privacy.py) adds the privacy_lira/privacy_canary audits."""
     from audits import REPORT_AUDITS, AuditInputs, run_audits
     from data_contracts import get_contract
     from models import get_family
@@ -36,13 +38,13 @@ def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict
         task=family.task,
         labels=tuple(roles.labels),
         synthetic_groups=tuple(contract.synthetic_groups),
-        extra=extra or {},
+        extra={**(extra or {}), **(privacy_attacks or {})},
         member_loss=fitted.member_loss,
         nonmember_loss=fitted.nonmember_loss,
         epsilon=dp.get("epsilon") if dp.get("enabled") else None,
         delta=dp.get("delta") if dp.get("enabled") else None,
     )
     # post-processing by group thresholds (mitigation) compares binary decisions only
-    names = [*family.audits, *(a for a in REPORT_AUDITS if a not in family.audits
-                               and (a != "mitigation" or family.task == "binary"))]
+    names = [*family.audits, *(f"privacy_{k}" for k in ("lira", "canary") if k in (privacy_attacks or {})),
+             *(a for a in REPORT_AUDITS if a not in family.audits and (a != "mitigation" or family.task == "binary"))]
     return run_audits(inputs, gates, names=names)

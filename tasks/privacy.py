@@ -1,0 +1,122 @@
+"""Privacy-attack tasks: LiRA reference models and the one-run canary training, fanned out
+on the Dask task runner when configured (else run in place, see ``submit_privacy_attacks``). Thin wrappers around
+``models/privacy_attack.py``; the findings are computed by ``audits/lira.py``.
+
+No retries: training failures are deterministic.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from models.base import roles_for
+from tasks import progress
+
+#: canaries used by a DP run when ``privacy_audit.canaries`` is left unset (None)
+DP_DEFAULT_CANARIES = 500
+
+
+def _setup(contract_name: str, family_name: str, exclude_sensitive: bool, privacy_cfg: dict):
+    from data_contracts import get_contract
+    from models import get_family
+    from models.training import PrivacySettings
+
+    family = get_family(family_name)
+    roles = roles_for(get_contract(contract_name), family.task, exclude_sensitive)
+    return family, roles, PrivacySettings(**privacy_cfg)
+
+
+@task(name="train-reference-model", cache_policy=NONE)
+def train_reference(split, contract_name: str, family_name: str, params: dict, train_cfg: dict,
+                    privacy_cfg: dict, exclude_sensitive: bool, k: int, n_audit: int, seed: int) -> dict:
+    """Train LiRA reference model k on a random half of the non-audited training rows; its φ on the audited rows."""
+    from models.privacy_attack import train_reference_model
+
+    family, roles, privacy = _setup(contract_name, family_name, exclude_sensitive, privacy_cfg)
+    progress.stage(f"train LiRA reference model {k}")
+    return train_reference_model(family, params, split, roles, k=k, n_audit=n_audit, seed=seed, privacy=privacy,
+                                 threads=train_cfg.get("threads"), device=_device(train_cfg))
+
+
+@task(name="canary-training-run", cache_policy=NONE)
+def canary_training(split, contract_name: str, family_name: str, params: dict, train_cfg: dict,
+                    privacy_cfg: dict, exclude_sensitive: bool, m: int, guess_fraction: float, seed: int) -> dict:
+    """One training run with m canaries each included with probability 1/2; the canaries' scores."""
+    from models.privacy_attack import canary_run
+
+    family, roles, privacy = _setup(contract_name, family_name, exclude_sensitive, privacy_cfg)
+    progress.stage(f"train canary-audit model ({m} canaries)")
+    return canary_run(family, params, split, roles, m=m, guess_fraction=guess_fraction, seed=seed,
+                      privacy=privacy, threads=train_cfg.get("threads"), device=_device(train_cfg))
+
+
+@task(name="lira-inputs", cache_policy=NONE)
+def lira_target_inputs(fitted, split, contract_name: str, family_name: str, exclude_sensitive: bool,
+                       references: list, n_audit: int, seed: int) -> dict:
+    """The audited model's φ on the audited rows, next to the reference models' φ."""
+    from models.privacy_attack import lira_inputs
+
+    family, roles, _ = _setup(contract_name, family_name, exclude_sensitive, {})
+    return lira_inputs(fitted.predictor, split, roles, family.task, references, n_audit=n_audit, seed=seed)
+
+
+def _device(train_cfg: dict) -> str:
+    from models.base import select_device
+
+    return select_device(train_cfg.get("device", "auto"))
+
+
+def canaries_for(config: dict) -> int:
+    """Canaries of the run: ``privacy_audit.canaries``, or 500 for DP runs / 0 otherwise when unset."""
+    m = (config.get("privacy_audit") or {}).get("canaries")
+    if m is None:
+        return DP_DEFAULT_CANARIES if config["privacy"]["enabled"] else 0
+    return int(m)
+
+
+class _Done:
+    """A result computed in place, with a future's ``result()``."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+def submit_privacy_attacks(split, config: dict) -> dict[str, Any]:
+    """Start the K reference models and the canary run that ``privacy_audit`` asks for; call
+    inside a flow. With ``orchestration.task_runner: dask`` they are ``.submit()``-ed and run
+    concurrently (separate processes) beside the main training; otherwise they run in place,
+    one after another, like the pipeline's other trainings: torch's RNG is process-wide, so
+    trainings in concurrent threads would make every seeded model (the audited one included)
+    irreproducible. Returns future-likes for ``collect_privacy_attacks``."""
+    pa = config.get("privacy_audit") or {}
+    args = (split, config["data"]["contract"], config["model"]["family"], config["model"]["params"],
+            config["train"], config["privacy"], config["data"]["exclude_sensitive_from_features"])
+    seed = int(config["seed"])
+    n_audit = int(pa.get("audit_members", 500))
+    parallel = (config.get("orchestration") or {}).get("task_runner") == "dask"
+
+    def start(t, *a):
+        return t.submit(*a) if parallel else _Done(t(*a))
+
+    refs = [start(train_reference, *args, k, n_audit, seed) for k in range(int(pa.get("reference_models", 0)))]
+    m = canaries_for(config)
+    canary = start(canary_training, *args, m, float(pa.get("canary_guess_fraction", 0.2)), seed) if m else None
+    return {"references": refs, "canary": canary, "n_audit": n_audit, "seed": seed}
+
+
+def collect_privacy_attacks(futures: dict[str, Any], fitted, split, config: dict) -> dict[str, Any]:
+    """Wait for the attack runs; the ``AuditInputs.extra`` entries for the audited model."""
+    extra: dict[str, Any] = {}
+    if futures["references"]:
+        refs = [f.result() for f in futures["references"]]
+        extra["lira"] = lira_target_inputs(fitted, split, config["data"]["contract"], config["model"]["family"],
+                                           config["data"]["exclude_sensitive_from_features"], refs,
+                                           futures["n_audit"], futures["seed"])
+    if futures["canary"] is not None:
+        extra["canary"] = futures["canary"].result()
+    return extra
