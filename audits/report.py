@@ -73,6 +73,7 @@ def build_report(
     models: list[dict],
     provenance: dict,
     config: dict,
+    integrity: dict | None = None,
 ) -> dict:
     """Assemble the report document (see ``report_schema.json``) from the pipeline's records.
 
@@ -104,7 +105,7 @@ def build_report(
     for g in gates:
         counts[g["status"]] = counts.get(g["status"], 0) + 1
 
-    return {
+    report = {
         "schema_version": SCHEMA_VERSION,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run": run_doc,
@@ -119,6 +120,9 @@ def build_report(
         "config": redact_config(_plain(config)),
         "not_measured": not_measured_statements(data_doc, model_docs),
     }
+    if integrity is not None:  # cover of the signed evidence (audits/evidence.py)
+        report["integrity"] = _plain(integrity)
+    return report
 
 
 def not_measured_statements(data: dict, models: list[dict]) -> list[str]:

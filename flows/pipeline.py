@@ -16,6 +16,7 @@ from data_contracts.errors import ContractViolation
 from flows.config import RunConfig, check_references
 from tasks.audit import audit_model
 from tasks.data import load_data, split_data, validate_data
+from tasks.evidence import prepare_evidence, sign_run
 from tasks.log import fail_tracking, log_data, log_model_run, log_report, start_tracking, summary_artifact
 from tasks.registry import register_model
 from tasks.report import model_record, provenance, representation, write_report
@@ -90,7 +91,10 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
                "preset": cfg.preset, "started_at": started, "finished_at": _now(),
                "mlflow": {"tracking_uri": ctx["uri"], "experiment": ctx["experiment"],
                           "parent_run_id": ctx["parent_run_id"]}}
-        report = write_report(run, data, records, prov, cfg.model_dump(mode="json"), str(run_dir / "reports"))
+        integrity = prepare_evidence(ctx, str(run_dir))
+        report = write_report(run, data, records, prov, cfg.model_dump(mode="json"), str(run_dir / "reports"),
+                              integrity=integrity)
+        sign_run(ctx, str(run_dir), integrity)
         log_report(ctx, report["paths"], report["status"])
     except BaseException as exc:
         fail_tracking(ctx, children, exc)

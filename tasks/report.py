@@ -77,13 +77,15 @@ def model_record(fitted, audits: dict, mlflow_run_id: str) -> dict[str, Any]:
 
 
 @task(name="write-report", cache_policy=NONE)
-def write_report(run: dict, data: dict, models: list[dict], prov: dict, config: dict, out_dir: str) -> dict:
+def write_report(run: dict, data: dict, models: list[dict], prov: dict, config: dict, out_dir: str,
+                 integrity: dict | None = None) -> dict:
     """Build the report document and write impact_report.{json,md,html} atomically."""
     from audits.render import write_report as write
     from audits.report import build_report
 
     progress.stage("write report")
-    report = build_report(run=run, data=data, models=models, provenance=prov, config=config)
+    report = build_report(run=run, data=data, models=models, provenance=prov, config=config,
+                          integrity=integrity)
     paths = write(report, Path(out_dir))
     return {"paths": {k: str(v) for k, v in paths.items()}, "status": report["summary"]["status"],
             "gates": report["summary"]["gates"]}
