@@ -512,6 +512,68 @@ def compare(
     console.print(", ".join(f"{k}: {v}" for k, v in sorted(out["counts"].items())), markup=False)
 
 
+def _parse_gates(items: Optional[List[str]]) -> dict:
+    """--gate fairness.max_demographic_parity_difference=0.05 -> {"fairness": {...: 0.05}}."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        audit, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            _fail(f"--gate {item!r}: expected AUDIT.KEY=VALUE, e.g. fairness.max_demographic_parity_difference=0.05")
+        try:
+            parsed = None if value.strip().lower() in ("null", "none") else float(value)
+        except ValueError:
+            _fail(f"--gate {item!r}: {value!r} is not a number")
+        out.setdefault(audit, {})[name] = parsed
+    return out
+
+
+@app.command()
+def audit(
+    data: Path = typer.Option(..., "--data", help="CSV or Parquet table of one row per person/decision."),
+    label: str = typer.Option(..., "--label", help="Column with the true outcome (0/1, or see --positive-label)."),
+    score: Optional[str] = typer.Option(None, "--score", help="Column with P(y = 1) in [0, 1]."),
+    prediction: Optional[str] = typer.Option(None, "--prediction", help="Column with hard predictions (label values)."),
+    sensitive: List[str] = typer.Option(..., "--sensitive", help="Sensitive column(s): COL or COL1,COL2 (repeatable)."),
+    positive_label: Optional[str] = typer.Option(None, "--positive-label", help="The positive value of the label "
+                                                                               "(default: labels must be 0/1)."),
+    threshold: float = typer.Option(0.5, "--threshold", help="With --score: predicted 1 iff score >= threshold."),
+    experiment: str = typer.Option("impactflow-audit-only", "--experiment", help="MLflow experiment."),
+    model_name: str = typer.Option("external-model", "--model-name", help="Name of the audited model in the report."),
+    min_group_size: int = typer.Option(30, "--min-group-size", help="Contract: rows every sensitive group needs."),
+    gate: Optional[List[str]] = typer.Option(None, "--gate", help="Threshold AUDIT.KEY=VALUE, e.g. "
+                                                                 "fairness.max_equalized_odds_difference=0.05 (repeatable)."),
+    output_dir: Path = typer.Option(Path("impactflow_runs"), "--output-dir", help="Runs folder (report, evidence, mlflow.db)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs (and tracebacks)."),
+) -> None:
+    """Audit a model the team did not train, from its scores or predictions: contract checks,
+    fairness (+ calibration by group with scores), signed report, MLflow. Exit 3 if a gate fails."""
+    _quiet_environment(verbose)
+    from data_contracts.errors import ImpactflowError
+    from data_contracts.predictions import parse_sensitive
+
+    try:
+        cols = parse_sensitive(sensitive)
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    gates = _parse_gates(gate)
+    console = _console()
+    try:
+        from flows.audit_only import run_audit_only
+
+        summary = run_audit_only(
+            data=str(data), label=label, score=score, prediction=prediction, sensitive=cols,
+            positive_label=positive_label, threshold=threshold, experiment=experiment,
+            output_dir=str(output_dir), model_name=model_name, min_group_size=min_group_size, gates=gates,
+            command=" ".join(["impactflow", *sys.argv[1:]]))
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    _print_summary(console, {**summary, "mlflow_url": summary["tracking_uri"], "models": {}})
+    console.print(f"Evidence: manifest sha256 {summary['manifest_sha256']} signed by {summary['signer_key_id']}"
+                  f" — check with: impactflow report verify {summary['run_dir']}", markup=False, soft_wrap=True)
+    raise typer.Exit(EXIT_OK if summary["status"] == "pass" else EXIT_GATES)
+
+
 def main() -> None:
     app()
 
