@@ -112,8 +112,11 @@ def audit_only_flow(data: str, label: str, sensitive: list, score: Optional[str]
     except BaseException as exc:
         fail_tracking(ctx, [], exc)
         raise
+    from tasks.tracking import ui_url
+
     return {
         "status": report["status"],
+        "mlflow_url": ui_url(ctx["uri"], ctx["experiment_id"], ctx["parent_run_id"]),
         "experiment": ctx["experiment"],
         "experiment_id": ctx["experiment_id"],
         "parent_run_id": ctx["parent_run_id"],

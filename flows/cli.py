@@ -568,7 +568,7 @@ def audit(
             command=" ".join(["impactflow", *sys.argv[1:]]))
     except ImpactflowError as exc:
         _fail(str(exc))
-    _print_summary(console, {**summary, "mlflow_url": summary["tracking_uri"], "models": {}})
+    _print_summary(console, {**summary, "models": {}})
     console.print(f"Evidence: manifest sha256 {summary['manifest_sha256']} signed by {summary['signer_key_id']}"
                   f" — check with: impactflow report verify {summary['run_dir']}", markup=False, soft_wrap=True)
     raise typer.Exit(EXIT_OK if summary["status"] == "pass" else EXIT_GATES)

@@ -12,6 +12,7 @@ Two stages, because a report cannot contain the hash of a manifest that covers t
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from prefect import task
@@ -97,6 +98,7 @@ def download_run_artifacts(uri: str, run_id: str, dst: Path) -> Path:
 
     from data_contracts.errors import DataError
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stdout stays the verdict
     client = tracking._client(uri)
     try:
         client.get_run(run_id)
@@ -121,6 +123,7 @@ def download_report(uri: str, run_id: str, dst: Path) -> dict:
 
     from data_contracts.errors import DataError
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = tracking._client(uri)
     try:
         client.get_run(run_id)
