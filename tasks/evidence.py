@@ -23,9 +23,11 @@ from tasks import progress, tracking
 REPORT_SHA_TAG = "impactflow.report_sha256"
 MANIFEST_SHA_TAG = "impactflow.manifest_sha256"
 SIGNER_TAG = "impactflow.signer_key_id"
-# Folders of the run dir that other tasks already log to the parent run at the same path
-# (log_data: data_docs/, log_report: reports/); sign_run logs everything else.
-LOGGED_ELSEWHERE = ("data_docs", "reports")
+# Folders of the run dir that another task already logs whole to the parent run at the same
+# path (log_data: data_docs/); sign_run logs everything else, reports/ included (log_report
+# logs only the three report files: anything else a branch writes there must travel too, or
+# `report verify RUN_ID` would find it missing).
+LOGGED_ELSEWHERE = ("data_docs",)
 
 
 def previous_report_sha256(uri: str, experiment_id: str, exclude_run_id: str | None = None) -> str | None:
