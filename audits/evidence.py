@@ -354,5 +354,28 @@ def verify(path: Path, trusted_key: bytes | None = None) -> VerifyResult:
         res.problems.append(f"{rel}: not in the manifest (added after signing)")
     if res.report_sha256 is not None and files.get(REPORT_JSON, {}).get("sha256") != res.report_sha256:
         res.problems.append(f"{MANIFEST_NAME}: report_sha256 disagrees with its files entry")
+    res.problems += _cover_problems(root, res.previous_report_sha256)
     res.ok = not res.problems and res.signature == "valid"
     return res
+
+
+def _cover_problems(root: Path, previous: str | None) -> list[str]:
+    """The report's integrity cover must agree with the evidence it names: its
+    ``evidence_manifest_sha256`` is the hash of ``evidence.json`` and its previous-report hash
+    is the manifest's. (Reports without a cover, e.g. older runs, are not checked.)"""
+    report, evid = root / REPORT_JSON, root / EVIDENCE_NAME
+    try:
+        cover = json.loads(report.read_text(encoding="utf-8")).get("integrity") if report.is_file() else None
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return []  # a changed report is already reported by its hash
+    if not isinstance(cover, dict):
+        return []
+    out = []
+    want = cover.get("evidence_manifest_sha256")
+    got = sha256_file(evid) if evid.is_file() else None
+    if want != got:
+        out.append(f"{REPORT_JSON}: integrity.evidence_manifest_sha256 {str(want)[:12]}… does not match "
+                   f"{EVIDENCE_NAME} ({str(got)[:12]}…)")
+    if cover.get("previous_report_sha256") != previous:
+        out.append(f"{REPORT_JSON}: integrity.previous_report_sha256 differs from the manifest's")
+    return out

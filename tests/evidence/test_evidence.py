@@ -176,3 +176,19 @@ def test_unreadable_key_file_is_a_config_error(tmp_path):
     bad.write_text("not a key")
     with pytest.raises(ConfigError, match="bad.pem"):
         ev.load_or_create_signing_key(bad)
+
+
+def test_report_cover_must_match_the_evidence_it_names(tmp_path, key):
+    root = tmp_path / "run"
+    (root / "reports").mkdir(parents=True)
+    _, sha = ev.write_evidence(root, run_id="r", signer=ev.signer_info(key), previous_report_sha256=None)
+    cover = {"evidence_manifest_sha256": sha, "previous_report_sha256": "cd" * 32}
+    (root / "reports" / "impact_report.json").write_text(json.dumps({"integrity": cover}))
+    ev.write_signed_manifest(root, key, run_id="r", previous_report_sha256="cd" * 32)
+    assert ev.verify(root).ok
+    # a report that names other evidence, re-signed as a whole, still fails the cross-check
+    (root / "reports" / "impact_report.json").write_text(json.dumps({"integrity": {**cover, "evidence_manifest_sha256": "0" * 64}}))
+    ev.write_signed_manifest(root, key, run_id="r", previous_report_sha256="cd" * 32)
+    res = ev.verify(root)
+    assert not res.ok and res.signature == "valid"
+    assert any("evidence_manifest_sha256" in p for p in res.problems)
