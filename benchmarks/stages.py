@@ -640,6 +640,7 @@ def bench_e2e(res: Results, args: argparse.Namespace, work: Path, sums: dict[str
         if v == 0:
             first = {"e2e": statistics.median(times), **{k: statistics.median(val) for k, val in db.items()
                                                          if k in ("flow_run_s", "task_runs_s")}}
+    kept = _bench_kept_server(res, args, work, cmd) if args.kept_server_repeats else None
     e2e = first["e2e"]
     if "flow_run_s" in first:
         res.line("e2e wall - flow run (interpreter, imports, config, temporary Prefect server start; medians)",
@@ -657,6 +658,46 @@ def bench_e2e(res: Results, args: argparse.Namespace, work: Path, sums: dict[str
         if "task_runs_s" in first:
             res.line("  of which the same tasks ran slower inside the e2e process than in-process",
                      f"{first['task_runs_s'] - compute - mlflow_s:.1f} s")
+        if kept:
+            res.line("kept-server e2e wall - in-process compute (orchestration + tracking + start-up)",
+                     f"{kept - compute:.1f} s ({100 * (kept - compute) / kept:.0f}% of the e2e wall time)")
+            res.line("kept-server e2e wall - in-process compute - in-process MLflow (orchestration + start-up)",
+                     f"{kept - compute - mlflow_s:.1f} s ({100 * (kept - compute - mlflow_s) / kept:.0f}%)")
+
+
+def _bench_kept_server(res: Results, args: argparse.Namespace, work: Path, cmd: list[str]) -> float | None:
+    """`impactflow run` with a kept local Prefect server (`impactflow server start`): each run is
+    still a fresh process (imports, MLflow store in a fresh dir) but no temporary server."""
+    import socket
+
+    home = work / "kept_home"
+    home.mkdir(parents=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = clean_env(PREFECT_HOME=str(home))
+    sec = "end-to-end with a kept Prefect server (`impactflow server start` once, then runs)"
+    t0 = time.perf_counter()
+    start = subprocess.run([impactflow_exe(), "server", "start", "--port", str(port)], env=env,
+                           capture_output=True, text=True)
+    if start.returncode != 0:
+        res.line("kept server", f"FAILED to start: {(start.stderr or start.stdout).strip()[:300]}")
+        return None
+    res.add(sec, "impactflow server start (once)", [time.perf_counter() - t0])
+    times = Times()
+    try:
+        for i in range(args.kept_server_repeats):
+            d = work / f"kept_{i}"
+            d.mkdir()
+            with Probe(times):
+                proc = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
+            if proc.returncode not in (0, 3):
+                res.line("kept-server e2e", f"FAILED rc={proc.returncode}: {(proc.stderr or proc.stdout)[:300]}")
+                return None
+    finally:
+        subprocess.run([impactflow_exe(), "server", "stop"], env=env, capture_output=True, text=True)
+    res.add(sec, "impactflow run (whole process, kept server)", times, "exit 0, or 3 if a gate failed")
+    return statistics.median(times)
 
 
 def render(res: Results) -> str:
@@ -694,6 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--e2e-threads-repeats", type=int, default=1,
                    help="extra end-to-end runs with the other train.threads setting (1 vs one per core; "
                         "default 1; 0 = none)")
+    p.add_argument("--kept-server-repeats", type=int, default=2,
+                   help="end-to-end runs against a kept local Prefect server (`impactflow server start`; "
+                        "default 2; 0 = none)")
     p.add_argument("--ratio-repeats", type=int, default=3,
                    help="interleaved repeats of the same-batch DP/non-DP pair (default 3)")
     p.add_argument("--torch-threads", type=int, default=None,

@@ -71,6 +71,10 @@ class Contract:
     # summary statistics per image); None = validate the loaded frame itself.
     validation_view: Callable[["pd.DataFrame"], "pd.DataFrame"] | None = None
     roles_extra: tuple[tuple[str, Any], ...] = ()  # family-specific roles, e.g. (("text", "message"),)
+    # Columns the PII scan (data_contracts.pii) may find identifying but the contract allows
+    # (e.g. pseudonymous user ids a recommender needs); quasi-identifiers for k-anonymity.
+    allow_identifiers: tuple[str, ...] = ()
+    quasi_identifiers: tuple[str, ...] = ()
 
     @property
     def feature_columns(self) -> tuple[str, ...]:
@@ -90,7 +94,8 @@ _REQUIRED = (
     "name", "target", "sensitive", "min_group_size", "default_files", "loader", "suite", "source", "license",
 )
 _OPTIONAL = ("weight", "exclude_from_features", "columns", "positive_label", "labels", "categorical", "numeric",
-             "features", "groups", "synthetic_groups", "split_column", "validation_view", "roles_extra")
+             "features", "groups", "synthetic_groups", "split_column", "validation_view", "roles_extra",
+             "allow_identifiers", "quasi_identifiers")
 
 
 def _resolve_loader(name: str, path: Path) -> Callable[[Sequence[Path]], Any]:
@@ -152,6 +157,8 @@ def contract_from_yaml(path: Path) -> Contract:
         split_column=raw.get("split_column"),
         validation_view=_resolve_callable(raw["validation_view"]) if raw.get("validation_view") else None,
         roles_extra=tuple(sorted((raw.get("roles_extra") or {}).items())),
+        allow_identifiers=tup("allow_identifiers"),
+        quasi_identifiers=tup("quasi_identifiers"),
     )
     problems = []
     if contract.positive_label is not None and contract.positive_label not in contract.labels:

@@ -200,6 +200,9 @@ def validate(df: pd.DataFrame, contract: Contract, docs_dir: Path | None = None)
     A contract with a ``validation_view`` (e.g. images: one row of statistics per image) is
     validated on that view; the view's own errors are data errors of the input."""
     start = time.perf_counter()
+    from data_contracts.pii import contract_scan, refused_failures
+
+    pii_findings = contract_scan(df, contract)  # on the loaded frame: the columns a model reads
     if contract.validation_view is not None:
         df = contract.validation_view(df)
     suite = load_suite(contract)
@@ -212,6 +215,7 @@ def validate(df: pd.DataFrame, contract: Contract, docs_dir: Path | None = None)
 
     failures = [_failure(r, df, contract) for r in gx_result.results if not r.success]
     failures.sort(key=lambda f: f.column is not None)  # table-level first, then suite order
+    failures += refused_failures(pii_findings)  # identifiers/PII the contract does not allow
     index = docs / "index.html" if docs is not None else None
     stats = gx_result.statistics
     statistics = {
@@ -223,6 +227,7 @@ def validate(df: pd.DataFrame, contract: Contract, docs_dir: Path | None = None)
         "not_evaluated": [f"{e['type']}({', '.join(_columns_of(e))})" for e in skipped],
         "seconds": round(time.perf_counter() - start, 3),
         "great_expectations_version": gx_version,
+        "pii": [f.to_dict() for f in pii_findings],  # column + rule + counts, never a value
     }
     return ValidationReport(
         success=not failures and not skipped,

@@ -103,8 +103,8 @@ class RichReporter:
         if model not in self.tasks:
             self.tasks[model] = self.progress.add_task(f"train {model}", total=int(row["epochs"]), info="")
         info = f"val_loss={row['val_loss']:.4f}"
-        if "epsilon" in row:
-            info += f" ε={row['epsilon']:.3f}"
+        if "epsilon_rdp" in row:
+            info += f" ε≤{row['epsilon_rdp']:.3f} (RDP)"
         self.progress.update(self.tasks[model], completed=int(row["epoch"]), info=info)
 
 
@@ -119,7 +119,18 @@ def run(
     cfg = _load(config, set_)
     console = _console()
     from data_contracts.errors import ImpactflowError
+    from flows.local_server import use_kept_server
     from tasks import progress
+
+    kept = use_kept_server()
+    if kept:
+        console.print(f"[dim]Prefect: the kept local server at {kept} (`impactflow server stop` ends it)[/]")
+    elif not os.environ.get("PREFECT_API_URL"):
+        from flows.local_server import read_state
+
+        if read_state():
+            console.print("[yellow]Prefect: the kept local server does not answer; using a temporary one "
+                          "(`impactflow server stop`, then `start`, to replace it)[/]")
 
     command = " ".join(["impactflow", *sys.argv[1:]])
     console.print(f"[bold]impactflow[/] preset [cyan]{cfg.preset}[/] · family {cfg.model.family} · "
@@ -215,7 +226,9 @@ def ui(
 
 
 def _require_api(command: str) -> None:
-    if not os.environ.get("PREFECT_API_URL"):
+    from flows.local_server import use_kept_server
+
+    if not os.environ.get("PREFECT_API_URL") and not use_kept_server():
         from prefect.settings import PREFECT_API_URL
 
         if not PREFECT_API_URL.value():
@@ -361,6 +374,80 @@ def presets() -> None:
     for name in list_presets():
         desc = (yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text()) or {}).get("description", "")
         typer.echo(f"{name:16s} {desc}")
+
+
+server_app = typer.Typer(help="A kept local Prefect server, so each run does not start a temporary one.",
+                          no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(port: int = typer.Option(4200, help="Port on 127.0.0.1.")) -> None:
+    """Start `prefect server start` in the background; later commands use it automatically."""
+    from data_contracts.errors import ImpactflowError
+    from flows import local_server
+
+    console = _console()
+    console.print("starting the Prefect server (10-20 s on 2 cores) ...")
+    try:
+        state = local_server.start(port)
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    word = "already running" if state["already_running"] else "started"
+    console.print(f"Prefect server {word}: {state['api_url']} (pid {state['pid']}, UI {state['ui_url']}, "
+                  f"log {state['log']}); `impactflow run` now uses it; `impactflow server stop` ends it")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the kept local Prefect server."""
+    from data_contracts.errors import ImpactflowError
+    from flows import local_server
+
+    try:
+        state = local_server.stop()
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    _console().print(f"stopped the Prefect server at {state['api_url']} (pid {state['pid']})")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether a kept local Prefect server is running (exit 1 if not)."""
+    from flows import local_server
+
+    url = local_server.running_api_url()
+    if not url:
+        _fail(local_server.NOT_RUNNING)
+    state = local_server.read_state() or {}
+    _console().print(f"running: {url} (pid {state.get('pid')}, since {state.get('started_at')})")
+
+
+@app.command()
+def budget(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only datasets whose SHA-256 starts with this."),
+    ledger: Optional[str] = typer.Option(None, "--ledger", help="Ledger URL (default: $IMPACTFLOW_LEDGER_URL, "
+                                         "else OUTPUT_DIR/privacy_ledger.db)."),
+    output_dir: Path = typer.Option(Path("impactflow_runs"), help="The runs folder of `impactflow run`."),
+) -> None:
+    """Privacy budget per dataset: every model's epsilon/delta, total spent (basic composition), budget, remaining."""
+    from data_contracts.errors import ImpactflowError
+    from tasks.ledger_store import LEDGER_FILE, budget_tables, ledger_url
+
+    url = ledger_url(output_dir, ledger) if (ledger or os.environ.get("IMPACTFLOW_LEDGER_URL")
+                                             or (output_dir / LEDGER_FILE).is_file()) else None
+    if url is None:
+        _fail(f"no privacy ledger at {output_dir / LEDGER_FILE}: run `impactflow run` first, "
+              "or pass --ledger / set IMPACTFLOW_LEDGER_URL")
+    try:
+        tables = budget_tables(url, dataset)
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    console = _console()
+    if not tables:
+        console.print("no entries" + (f" for dataset {dataset}*" if dataset else ""))
+    for table in tables:
+        console.print(table)
 
 
 # --------------------------------------------------------------------------- evidence, audit-only, compare

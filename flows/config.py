@@ -68,6 +68,13 @@ class PrivacyConfig(_Strict):
     max_grad_norm: float = Field(default=1.0, gt=0)
     accountant: Literal["prv", "rdp"] = "prv"
     grad_sample_mode: Literal["ghost", "hooks", "functorch", "ew"] = "ghost"
+    # Privacy-budget ledger (tasks/ledger.py): total epsilon/delta per dataset (SHA-256) over all
+    # runs, basic composition; None = unlimited but still recorded. Ledger: $IMPACTFLOW_LEDGER_URL or
+    # <tracking.output_dir>/privacy_ledger.db. min_k: k-anonymity threshold reported for the
+    # contract's quasi_identifiers.
+    budget_epsilon: float | None = Field(default=None, gt=0)
+    budget_delta: float | None = Field(default=None, gt=0, lt=1)
+    min_k: int = Field(default=5, ge=1)
 
     @model_validator(mode="after")
     def _noise_given(self) -> "PrivacyConfig":

@@ -17,6 +17,7 @@ from flows.config import RunConfig, check_references
 from tasks.audit import audit_model
 from tasks.data import load_data, split_data, validate_data
 from tasks.evidence import prepare_evidence, sign_run
+from tasks.ledger import anonymity, finalize_budget, log_budget, reserve_budget
 from tasks.log import fail_tracking, log_data, log_model_run, log_report, start_tracking, summary_artifact
 from tasks.registry import register_model
 from tasks.report import model_record, provenance, representation, write_report
@@ -56,6 +57,10 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
             raise ContractViolation(contract=validation.contract, failures=validation.failures,
                                     total_expectations=validation.total_expectations,
                                     data_docs=validation.data_docs)
+        # privacy ledger: check the dataset's budget and reserve this run's epsilon before training
+        budget = reserve_budget(cfg.privacy.model_dump(), cfg.model.family, list(cfg.model.baselines),
+                                data_info, ctx["parent_run_id"], str(out))
+        anon = anonymity(df, cfg.data.contract, cfg.privacy.min_k)
         split = split_data(df, cfg.data.contract, cfg.model.family, cfg.split.validation, cfg.split.test, cfg.seed)
         exclude = cfg.data.exclude_sensitive_from_features
         calls = [(train_model, (split, cfg.data.contract, cfg.model.family, cfg.model.params,
@@ -66,6 +71,8 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
             fitted = [f.result() for f in [t.submit(*args) for t, args in calls]]
         else:
             fitted = [t(*args) for t, args in calls]
+        privacy_budget = finalize_budget(budget, fitted[0].training.get("dp", {}))
+        log_budget(ctx, privacy_budget, anon)
         records = []
         for model in fitted:
             audits = audit_model(model, split, cfg.data.contract, cfg.model.family, cfg.gates)
@@ -86,6 +93,8 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
             "sensitive": list(contract.sensitive),
             "excluded_features": sorted({contract.weight, *contract.exclude_from_features} - {None}
                                         | (set(contract.sensitive) if exclude else set())),
+            "privacy_budget": privacy_budget,
+            "anonymity": anon,
         }
         run = {"run_id": ctx["parent_run_id"], "flow_run_id": str(runtime.flow_run.id or "") or None,
                "preset": cfg.preset, "started_at": started, "finished_at": _now(),

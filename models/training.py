@@ -81,13 +81,41 @@ def cpu_threads(requested: int | None = None) -> int:
     return torch.get_num_threads()
 
 
+class _BatchTensors:
+    """A map-style dataset over equal-length tensors that DataLoader fetches one batch at a time
+    (``__getitems__``: one index operation per tensor) instead of one ``__getitem__`` per row
+    followed by ``default_collate`` stacking them: same batches, same order, far fewer Python
+    calls. Opacus's Poisson ``DPDataLoader`` keeps the dataset and wraps our collate function,
+    so DP training gets the same fast path (an empty Poisson batch comes out as zero-length
+    tensors)."""
+
+    def __init__(self, *tensors) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, i):
+        return tuple(t[i] for t in self.tensors)
+
+    def __getitems__(self, indices):
+        import torch
+
+        ix = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(t[ix] for t in self.tensors)
+
+
+def _already_batched(batch):
+    return batch
+
+
 def _loader(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int):
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader
 
-    ds = TensorDataset(torch.as_tensor(X), torch.as_tensor(y))
+    ds = _BatchTensors(torch.as_tensor(X), torch.as_tensor(y))
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, collate_fn=_already_batched)
 
 
 def mean_loss(model, X: np.ndarray, y: np.ndarray, criterion_none, device: str, batch_size: int = 4096) -> float:
@@ -153,6 +181,31 @@ def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings,
     return engine, model, optimizer, criterion, loader
 
 
+class _RdpReadout:
+    """The RDP accountant's epsilon for an Opacus step history, cheaply: the per-step RDP curve
+    of each (noise multiplier, sample rate) is computed once and scaled by the step count (RDP
+    composes additively, Mironov 2017), so reading epsilon after every epoch costs microseconds
+    instead of a full accountant evaluation (PRV: ~0.2 s, RDP: ~0.08 s on 2 cores, which on
+    small tabular epochs was as long as the epoch itself). Equals
+    ``RDPAccountant(history).get_epsilon(delta, alphas=RDP_ORDERS)``; tested."""
+
+    def __init__(self) -> None:
+        self._per_step: dict[tuple[float, float], np.ndarray] = {}
+
+    def epsilon(self, history, delta: float) -> float:
+        from opacus.accountants.analysis import rdp as rdp_analysis
+
+        total = np.zeros(len(RDP_ORDERS))
+        for noise, rate, steps in history:
+            key = (float(noise), float(rate))
+            if key not in self._per_step:
+                self._per_step[key] = np.asarray(rdp_analysis.compute_rdp(
+                    q=rate, noise_multiplier=noise, steps=1, orders=RDP_ORDERS), dtype=float)
+            total = total + self._per_step[key] * steps
+        eps, _ = rdp_analysis.get_privacy_spent(orders=RDP_ORDERS, rdp=total, delta=delta)
+        return float(eps)
+
+
 def _epsilons(engine, privacy: PrivacySettings) -> dict[str, float]:
     """The accountant's epsilon, plus the RDP epsilon computed from the same step history."""
     from opacus.accountants import RDPAccountant
@@ -195,6 +248,7 @@ def train_torch(
     loader = _loader(X_train, y_train, settings.batch_size, shuffle=True, seed=settings.seed)
 
     engine = None
+    readout = _RdpReadout()
     if privacy.enabled:
         engine, model, optimizer, criterion, loader = _make_private(
             model, optimizer, loader, criterion, privacy, settings.epochs
@@ -225,7 +279,9 @@ def train_torch(
         val_loss = mean_loss(model, X_val, y_val, criterion_none, device)
         row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss}
         if engine is not None:
-            row["epsilon"] = float(engine.get_epsilon(privacy.delta))
+            # per-epoch read-out: the RDP bound (cheap); the configured accountant's epsilon
+            # (PRV by default) is computed once, after training
+            row["epsilon_rdp"] = readout.epsilon(engine.accountant.history, privacy.delta)
         history.append(row)
         if on_epoch is not None:
             on_epoch({**row, "epochs": settings.epochs})

@@ -22,7 +22,9 @@ def load_predictions(path: str, label: str, score: str | None, prediction: str |
 
     progress.stage("load predictions table")
     df = read_table(path)
-    require_columns(df, [label, *(c for c in (score, prediction) if c), *sensitive], path)
+    roles = list(dict.fromkeys([label, *(c for c in (score, prediction) if c), *sensitive]))
+    require_columns(df, roles, path)
+    df = df[roles]  # other columns (ids, features) are neither audited nor copied anywhere
     sha = file_sha256(Path(path))
     info = {
         "contract": f"audit-only:{Path(path).name}",

@@ -47,6 +47,9 @@ def test_dp_training_reports_epsilon_within_target():
     assert 0 < r.dp["epsilon"] <= 2.0 + 1e-6
     assert r.dp["epsilon_rdp"] > 0 and r.dp["noise_multiplier"] > 0
     assert r.dp["steps"] > 0
+    # the per-epoch read-out is the RDP bound; after the last epoch it equals the final RDP epsilon
+    assert r.history[-1]["epsilon_rdp"] == pytest.approx(r.dp["epsilon_rdp"], rel=1e-9)
+    assert [h["epsilon_rdp"] for h in r.history] == sorted(h["epsilon_rdp"] for h in r.history)
     # the returned model is the plain module (Opacus wrapper removed), so it can be logged
     assert type(r.model).__name__ == "MLP"
 
@@ -81,3 +84,39 @@ def test_cpu_threads_policy(monkeypatch):
     assert cpu_threads(None) == 1  # small machines: one thread (measured faster, see docstring)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert cpu_threads(None) == torch.get_num_threads()
+
+
+def test_rdp_readout_equals_opacus_rdp_accountant():
+    """The cached per-step RDP curve scaled by steps gives the accountant's own value, also for a
+    history with two (noise, rate) settings; and the known Opacus value (sigma=1.5, q=0.04,
+    2250 steps, delta=1e-5 -> 7.3291 with Opacus's default orders; ours adds orders, so <=)."""
+    from opacus.accountants import RDPAccountant
+
+    from models.training import RDP_ORDERS, _RdpReadout
+
+    readout = _RdpReadout()
+    for history in ([(1.5, 0.04, 2250)], [(1.1, 0.03, 40), (0.9, 0.05, 7)]):
+        acc = RDPAccountant()
+        acc.history = list(history)
+        assert readout.epsilon(history, 1e-5) == pytest.approx(acc.get_epsilon(1e-5, alphas=RDP_ORDERS), rel=1e-12)
+    known = RDPAccountant()
+    known.history = [(1.5, 0.04, 2250)]
+    assert known.get_epsilon(1e-5) == pytest.approx(7.3291, abs=1e-3)
+    assert readout.epsilon([(1.5, 0.04, 2250)], 1e-5) <= 7.3291 + 1e-3
+
+
+def test_batched_loader_yields_the_same_batches_as_a_tensor_dataset():
+    """One index operation per batch gives exactly what per-row fetch + default_collate gave."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from models.training import _loader
+
+    X = np.arange(50, dtype=np.float32).reshape(25, 2)
+    y = np.arange(25, dtype=np.int64)
+    fast = list(_loader(X, y, batch_size=7, shuffle=True, seed=4))
+    ref = list(DataLoader(TensorDataset(torch.as_tensor(X), torch.as_tensor(y)), batch_size=7, shuffle=True,
+                          generator=torch.Generator().manual_seed(4)))
+    assert len(fast) == len(ref) == 4
+    for (xa, ya), (xb, yb) in zip(fast, ref):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
