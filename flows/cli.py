@@ -450,6 +450,217 @@ def budget(
         console.print(table)
 
 
+# --------------------------------------------------------------------------- evidence, audit-only, compare
+
+EXIT_TAMPERED = 4  # `report verify`: the evidence was checked and does not verify
+
+report_app = typer.Typer(help="Signed evidence of a run's report.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+OutputDirOpt = typer.Option(Path("impactflow_runs"), help="The runs folder (its mlflow.db is used for run ids "
+                                                          "unless MLFLOW_TRACKING_URI is set).")
+
+
+def _require_run_id(ref: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[0-9a-f]{32}", ref):
+        _fail(f"{ref}: no such file or folder, and not an MLflow run id (32 hex digits)")
+
+
+def _run_folder(path_or_run: str, output_dir: Path, tmp: Path) -> Path:
+    """A local folder as is; anything else is an MLflow run id whose artifacts are downloaded."""
+    from data_contracts.errors import ImpactflowError
+
+    if Path(path_or_run).exists():
+        return Path(path_or_run)
+    _require_run_id(path_or_run)
+    from tasks.evidence import download_run_artifacts
+
+    try:
+        return download_run_artifacts(_tracking_uri(output_dir), path_or_run, tmp / "run")
+    except ImpactflowError as exc:
+        _fail(f"{path_or_run}: not a folder, and {exc}")
+
+
+@report_app.command("verify")
+def report_verify(
+    path_or_run: str = typer.Argument(..., help="A run folder (or its reports/ folder) or an MLflow run id."),
+    key: Optional[str] = typer.Option(None, "--key", help="Trusted public key (PEM file or 64 hex digits): "
+                                                          "also prove who signed, not only integrity."),
+    output_dir: Path = OutputDirOpt,
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Recompute every file's SHA-256 and check the manifest's Ed25519 signature.
+    Exit 0 verified, 4 verification failed (table of what failed), 1 could not verify."""
+    import json
+    import tempfile
+
+    _quiet_environment(False)
+    from audits import evidence
+    from data_contracts.errors import ImpactflowError
+
+    with tempfile.TemporaryDirectory(prefix="impactflow-verify-") as tmp:
+        try:
+            pinned = evidence.parse_public_key(key) if key else None
+            result = evidence.verify(_run_folder(path_or_run, output_dir, Path(tmp)), pinned)
+        except ImpactflowError as exc:
+            _fail(str(exc))
+    console = _console()
+    if json_out:
+        typer.echo(json.dumps({**result.to_dict(), "input": path_or_run}, indent=2))
+        raise typer.Exit(EXIT_OK if result.ok else EXIT_TAMPERED)
+    ident = ("pinned key matches" if result.pinned else "NOT the pinned key" if result.pinned is False
+             else "key not pinned: integrity only, not identity (use --key)")
+    console.print(f"run {result.run_id} · {result.n_files} files · signer {result.key_id} ({ident})",
+                  markup=False, soft_wrap=True)
+    console.print(f"manifest sha256 {result.manifest_sha256} · report sha256 {result.report_sha256} · "
+                  f"previous report sha256 {result.previous_report_sha256}", markup=False, soft_wrap=True)
+    if result.ok:
+        console.print(f"[bold green]verified[/]: signature valid, every file matches ({result.n_files})")
+        raise typer.Exit(EXIT_OK)
+    from rich.table import Table
+
+    table = Table(title="Verification failed")
+    table.add_column("what", overflow="fold")
+    table.add_column("problem", overflow="fold")
+    for line in result.problems:
+        what, _, problem = line.partition(": ")
+        table.add_row(what, problem)
+    if not result.problems:
+        table.add_row("manifest.sig", f"signature {result.signature}")
+    console.print(table)
+    console.print("[bold red]FAILED[/]: the evidence does not verify")
+    raise typer.Exit(EXIT_TAMPERED)
+
+
+def _load_report_doc(ref: str, output_dir: Path, tmp: Path) -> dict:
+    import json
+
+    from audits.render import REPORT_FILES
+
+    p = Path(ref)
+    if p.exists():
+        cands = [p] if p.is_file() else [p / REPORT_FILES["json"], p / "reports" / REPORT_FILES["json"]]
+        for c in cands:
+            if c.is_file():
+                try:
+                    return json.loads(c.read_text(encoding="utf-8"))
+                except ValueError as exc:
+                    _fail(f"{c}: not a JSON report ({exc})")
+        _fail(f"{ref}: no {REPORT_FILES['json']} in this folder or its reports/ folder")
+    _require_run_id(ref)
+    from data_contracts.errors import ImpactflowError
+    from tasks.evidence import download_report
+
+    try:
+        return download_report(_tracking_uri(output_dir), ref, tmp)
+    except ImpactflowError as exc:
+        _fail(f"{ref}: not a path, and {exc}")
+
+
+@app.command()
+def compare(
+    run_a: str = typer.Argument(..., help="MLflow run id, run folder or impact_report.json of run A."),
+    run_b: str = typer.Argument(..., help="Same, for run B (the newer one: Δ = B − A)."),
+    output_dir: Path = OutputDirOpt,
+    json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    all_metrics: bool = typer.Option(False, "--all", help="Also list metrics that did not change."),
+) -> None:
+    """What changed between two runs: metrics, fairness gaps, ε, and whether each got better or worse."""
+    import json
+    import tempfile
+
+    _quiet_environment(False)
+    from audits.compare import compare_reports
+
+    with tempfile.TemporaryDirectory(prefix="impactflow-compare-") as tmp:
+        out = compare_reports(_load_report_doc(run_a, output_dir, Path(tmp) / "a"),
+                              _load_report_doc(run_b, output_dir, Path(tmp) / "b"))
+    if json_out:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    from rich.table import Table
+
+    from audits.render import fmt
+
+    a, b = out["a"], out["b"]
+    table = Table(title=f"A {a['run_id']} ({a['status']}) → B {b['run_id']} ({b['status']})")
+    for col in ("metric", "A", "B", "Δ", "direction"):
+        table.add_column(col, overflow="fold")
+    style = {"better": "green", "worse": "bold red", "changed": "yellow"}
+    for r in out["metrics"]:
+        if r["direction"] in ("same", "unmeasured") and not all_metrics:
+            continue
+        delta = "—" if r["delta"] is None else f"{r['delta']:+.4g}"
+        table.add_row(r["metric"], fmt(r["a"]), fmt(r["b"]), delta,
+                      f"[{style.get(r['direction'], 'dim')}]{r['direction']}[/]")
+    console = _console()
+    console.print(table)
+    console.print(", ".join(f"{k}: {v}" for k, v in sorted(out["counts"].items())), markup=False)
+
+
+def _parse_gates(items: Optional[List[str]]) -> dict:
+    """--gate fairness.max_demographic_parity_difference=0.05 -> {"fairness": {...: 0.05}}."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        audit, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            _fail(f"--gate {item!r}: expected AUDIT.KEY=VALUE, e.g. fairness.max_demographic_parity_difference=0.05")
+        try:
+            parsed = None if value.strip().lower() in ("null", "none") else float(value)
+        except ValueError:
+            _fail(f"--gate {item!r}: {value!r} is not a number")
+        out.setdefault(audit, {})[name] = parsed
+    return out
+
+
+@app.command()
+def audit(
+    data: Path = typer.Option(..., "--data", help="CSV or Parquet table of one row per person/decision."),
+    label: str = typer.Option(..., "--label", help="Column with the true outcome (0/1, or see --positive-label)."),
+    score: Optional[str] = typer.Option(None, "--score", help="Column with P(y = 1) in [0, 1]."),
+    prediction: Optional[str] = typer.Option(None, "--prediction", help="Column with hard predictions (label values)."),
+    sensitive: List[str] = typer.Option(..., "--sensitive", help="Sensitive column(s): COL or COL1,COL2 (repeatable)."),
+    positive_label: Optional[str] = typer.Option(None, "--positive-label", help="The positive value of the label "
+                                                                               "(default: labels must be 0/1)."),
+    threshold: float = typer.Option(0.5, "--threshold", help="With --score: predicted 1 iff score >= threshold."),
+    experiment: str = typer.Option("impactflow-audit-only", "--experiment", help="MLflow experiment."),
+    model_name: str = typer.Option("external-model", "--model-name", help="Name of the audited model in the report."),
+    min_group_size: int = typer.Option(30, "--min-group-size", help="Contract: rows every sensitive group needs."),
+    gate: Optional[List[str]] = typer.Option(None, "--gate", help="Threshold AUDIT.KEY=VALUE, e.g. "
+                                                                 "fairness.max_equalized_odds_difference=0.05 (repeatable)."),
+    output_dir: Path = typer.Option(Path("impactflow_runs"), "--output-dir", help="Runs folder (report, evidence, mlflow.db)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs (and tracebacks)."),
+) -> None:
+    """Audit a model the team did not train, from its scores or predictions: contract checks,
+    fairness (+ calibration by group with scores), signed report, MLflow. Exit 3 if a gate fails."""
+    _quiet_environment(verbose)
+    from data_contracts.errors import ImpactflowError
+    from data_contracts.predictions import parse_sensitive
+
+    try:
+        cols = parse_sensitive(sensitive)
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    gates = _parse_gates(gate)
+    console = _console()
+    try:
+        from flows.audit_only import run_audit_only
+
+        summary = run_audit_only(
+            data=str(data), label=label, score=score, prediction=prediction, sensitive=cols,
+            positive_label=positive_label, threshold=threshold, experiment=experiment,
+            output_dir=str(output_dir), model_name=model_name, min_group_size=min_group_size, gates=gates,
+            command=" ".join(["impactflow", *sys.argv[1:]]))
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    _print_summary(console, {**summary, "models": {}})
+    console.print(f"Evidence: manifest sha256 {summary['manifest_sha256']} signed by {summary['signer_key_id']}"
+                  f" — check with: impactflow report verify {summary['run_dir']}", markup=False, soft_wrap=True)
+    raise typer.Exit(EXIT_OK if summary["status"] == "pass" else EXIT_GATES)
+
+
 def main() -> None:
     app()
 

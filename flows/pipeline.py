@@ -16,6 +16,7 @@ from data_contracts.errors import ContractViolation
 from flows.config import RunConfig, check_references
 from tasks.audit import audit_model
 from tasks.data import load_data, split_data, validate_data
+from tasks.evidence import prepare_evidence, sign_run
 from tasks.ledger import anonymity, finalize_budget, log_budget, reserve_budget
 from tasks.privacy import collect_privacy_attacks, submit_privacy_attacks
 from tasks.log import fail_tracking, log_data, log_model_run, log_report, start_tracking, summary_artifact
@@ -103,7 +104,10 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
                "preset": cfg.preset, "started_at": started, "finished_at": _now(),
                "mlflow": {"tracking_uri": ctx["uri"], "experiment": ctx["experiment"],
                           "parent_run_id": ctx["parent_run_id"]}}
-        report = write_report(run, data, records, prov, cfg.model_dump(mode="json"), str(run_dir / "reports"))
+        integrity = prepare_evidence(ctx, str(run_dir))
+        report = write_report(run, data, records, prov, cfg.model_dump(mode="json"), str(run_dir / "reports"),
+                              integrity=integrity)
+        sign_run(ctx, str(run_dir), integrity)
         log_report(ctx, report["paths"], report["status"])
     except BaseException as exc:
         fail_tracking(ctx, children, exc)

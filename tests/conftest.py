@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ for key, value in {
     "MLFLOW_LOGGING_LEVEL": "ERROR",
 }.items():
     os.environ.setdefault(key, value)
+# signing keys of test runs (audits/evidence.py) go to a throwaway home, never ~/.impactflow
+os.environ.setdefault("IMPACTFLOW_HOME", tempfile.mkdtemp(prefix="impactflow-home-"))
 
 
 @pytest.fixture(scope="session")

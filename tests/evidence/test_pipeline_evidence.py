@@ -1,0 +1,127 @@
+"""The pipeline signs its run folder: the real run dir verifies, by path and by MLflow run id;
+one changed byte fails `impactflow report verify`; runs form a hash chain; `compare` reads both."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from audits import evidence as ev
+from flows.config import load_config
+
+pytestmark = pytest.mark.e2e
+
+FAST = ["data.sample=8000", "model.params.epochs=1", "model.baselines=[]", "train.device=cpu",
+        "tracking.register_models=false"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(prefect_api, tmp_path_factory):
+    """Two tiny tabular runs in one experiment (the second chains to the first)."""
+    out = tmp_path_factory.mktemp("evidence_runs")
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        from flows.pipeline import run_pipeline
+
+        cfg = load_config("tabular", [f"tracking.output_dir={out}", *FAST])
+        first = run_pipeline(cfg)
+        second = run_pipeline(cfg)
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    return out, uri, first, second
+
+
+def _run_dir(out: Path, summary: dict) -> Path:
+    return out / "runs" / summary["parent_run_id"]
+
+
+def test_run_folder_verifies_and_report_shows_its_integrity_cover(two_runs):
+    out, uri, first, _ = two_runs
+    run_dir = _run_dir(out, first)
+    res = ev.verify(run_dir)
+    assert res.ok, res.problems
+    assert res.run_id == first["parent_run_id"]
+    report_path = Path(first["report"]["json"])
+    report = json.loads(report_path.read_text())
+    manifest = json.loads((run_dir / "manifest.json").read_bytes())
+    assert {"reports/impact_report.json", "reports/impact_report.md", "reports/impact_report.html",
+            "evidence.json"} <= set(manifest["files"])
+    assert any(p.startswith("models/") for p in manifest["files"])
+    integ = report["integrity"]
+    assert integ["evidence_manifest_sha256"] == hashlib.sha256((run_dir / "evidence.json").read_bytes()).hexdigest()
+    assert integ["signer_public_key"] == manifest["signer"]["public_key"]
+    assert integ["signer_key_id"] == manifest["signer"]["key_id"]
+    assert integ["previous_report_sha256"] is None  # first run of the experiment
+    assert res.report_sha256 == hashlib.sha256(report_path.read_bytes()).hexdigest()
+
+
+def test_second_run_chains_to_the_first_reports_hash_and_tags_runs(two_runs):
+    out, uri, first, second = two_runs
+    from mlflow import MlflowClient
+
+    first_sha = hashlib.sha256(Path(first["report"]["json"]).read_bytes()).hexdigest()
+    report2 = json.loads(Path(second["report"]["json"]).read_text())
+    assert report2["integrity"]["previous_report_sha256"] == first_sha
+    assert ev.verify(_run_dir(out, second)).previous_report_sha256 == first_sha
+    tags = MlflowClient(uri).get_run(first["parent_run_id"]).data.tags
+    assert tags["impactflow.report_sha256"] == first_sha
+    assert tags["impactflow.manifest_sha256"] == hashlib.sha256(
+        (_run_dir(out, first) / "manifest.json").read_bytes()).hexdigest()
+
+
+def test_verify_by_mlflow_run_id_downloads_the_same_evidence(two_runs, tmp_path):
+    out, uri, first, _ = two_runs
+    from tasks.evidence import download_run_artifacts
+
+    local = download_run_artifacts(uri, first["parent_run_id"], tmp_path / "dl")
+    res = ev.verify(local)
+    assert res.ok, res.problems
+    assert res.n_files == len(json.loads((_run_dir(out, first) / "manifest.json").read_bytes())["files"])
+
+
+def test_cli_verify_exit_codes_on_untouched_and_one_byte_edited_report(two_runs, cli, tmp_path):
+    import shutil
+
+    out, uri, first, second = two_runs
+    ok = cli("report", "verify", str(_run_dir(out, first) / "reports"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "verified" in ok.stdout
+    by_id = cli("report", "verify", first["parent_run_id"], uri=uri)
+    assert by_id.returncode == 0, by_id.stdout + by_id.stderr
+    pub = json.loads((_run_dir(out, first) / "manifest.json").read_bytes())["signer"]["public_key"]
+    assert cli("report", "verify", str(_run_dir(out, first)), "--key", pub).returncode == 0
+    assert cli("report", "verify", str(_run_dir(out, first)), "--key", "00" * 32).returncode == 4
+
+    copy = tmp_path / "copy"
+    shutil.copytree(_run_dir(out, first), copy)
+    html = copy / "reports" / "impact_report.html"
+    data = bytearray(html.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    html.write_bytes(bytes(data))
+    bad = cli("report", "verify", str(copy), "--json")
+    assert bad.returncode == 4, bad.stdout + bad.stderr
+    assert json.loads(bad.stdout)["changed"] == ["reports/impact_report.html"]
+    table = cli("report", "verify", str(copy))
+    assert table.returncode == 4 and "reports/impact_report.html" in table.stdout
+    missing = cli("report", "verify", "not-a-run")
+    assert missing.returncode == 1 and "not an MLflow run id" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_cli_compare_two_runs_by_id(two_runs, cli):
+    out, uri, first, second = two_runs
+    res = cli("compare", first["parent_run_id"], second["parent_run_id"], "--json", uri=uri)
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    rows = {r["metric"]: r for r in doc["metrics"]}
+    a_acc = first["models"]["mlp"]["metrics"]["eval/accuracy"]
+    b_acc = second["models"]["mlp"]["metrics"]["eval/accuracy"]
+    row = rows["mlp:eval/accuracy"]
+    assert row["a"] == pytest.approx(a_acc) and row["b"] == pytest.approx(b_acc)
+    assert row["direction"] == ("same" if a_acc == b_acc else "better" if b_acc > a_acc else "worse")
+    table = cli("compare", str(_run_dir(out, first)), second["report"]["json"], "--all")
+    assert table.returncode == 0 and "mlp:eval/accuracy" in table.stdout
