@@ -75,7 +75,7 @@ def bench_family(family: str, epochs: int, repeats: int, ml_dir: str | None) -> 
     fam = get_family(cfg.model.family)
     roles = roles_for(get_contract(contract), fam.task, cfg.data.exclude_sensitive_from_features)
     params = {**cfg.model.params, "epochs": epochs, "patience": epochs}
-    dp = PrivacySettings(**cfg.privacy.model_dump())
+    dp = PrivacySettings.from_config(cfg.privacy.model_dump())
     arms: dict[str, dict[str, list[float]]] = {a: {"epoch": [], "task": []} for a in ("off", "on")}
     info: dict = {}
     for _ in range(repeats):

@@ -112,7 +112,7 @@ def run_family(family: str, epochs: int, ml_dir: str | None, cuda: bool) -> dict
     if cuda:
         r = one("train, bf16 AMP", "cuda", plain, PrivacySettings())
         checks.append((f"{family}: trained on CUDA with AMP", r["device"].startswith("cuda") and r["amp"]))
-        r = one("DP-SGD", "cuda", dp_params, PrivacySettings(**cfg.privacy.model_dump()))
+        r = one("DP-SGD", "cuda", dp_params, PrivacySettings.from_config(cfg.privacy.model_dump()))
         ok = r["device"].startswith("cuda") and r["epsilon"] is not None and 0 < r["epsilon"] < float("inf")
         checks.append((f"{family}: DP step on CUDA, finite epsilon", ok))
     one("train (CPU reference)", "cpu", plain, PrivacySettings())

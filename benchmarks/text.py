@@ -52,7 +52,7 @@ def main() -> None:
         pre = family.make_preprocessor(roles, config)
         X, Xv = pre.fit_transform(split.train), pre.transform(split.validation)
         y, yv = targets(split.train, roles), targets(split.validation, roles)
-        privacy = PrivacySettings(**cfg.privacy.model_dump(exclude={"budget_epsilon", "budget_delta", "min_k"}))
+        privacy = PrivacySettings.from_config(cfg.privacy.model_dump())
         times = []
         for r in range(args.repeats):
             torch.manual_seed(r)

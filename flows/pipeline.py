@@ -18,7 +18,7 @@ from tasks.audit import audit_model
 from tasks.data import load_data, split_data, validate_data
 from tasks.evidence import prepare_evidence, sign_run
 from tasks.ledger import anonymity, finalize_budget, log_budget, reserve_budget
-from tasks.privacy import collect_privacy_attacks, submit_privacy_attacks
+from tasks.privacy import canaries_for, collect_privacy_attacks, submit_privacy_attacks
 from tasks.log import fail_tracking, log_data, log_model_run, log_report, start_tracking, summary_artifact
 from tasks.registry import register_model
 from tasks.report import model_record, provenance, representation, write_report
@@ -60,7 +60,8 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
                                     data_docs=validation.data_docs)
         # privacy ledger: check the dataset's budget and reserve this run's epsilon before training
         budget = reserve_budget(cfg.privacy.model_dump(), cfg.model.family, list(cfg.model.baselines),
-                                data_info, ctx["parent_run_id"], str(out))
+                                data_info, ctx["parent_run_id"], str(out),
+                                canaries_for(cfg.model_dump(mode="json")), cfg.privacy_audit.reference_models)
         anon = anonymity(df, cfg.data.contract, cfg.privacy.min_k)
         split = split_data(df, cfg.data.contract, cfg.model.family, cfg.split.validation, cfg.split.test, cfg.seed)
         exclude = cfg.data.exclude_sensitive_from_features
@@ -73,9 +74,11 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
             fitted = [f.result() for f in [t.submit(*args) for t, args in calls]]
         else:
             fitted = [t(*args) for t, args in calls]
-        privacy_budget = finalize_budget(budget, fitted[0].training.get("dp", {}))
-        log_budget(ctx, privacy_budget, anon)
         attacks = collect_privacy_attacks(attack_runs, fitted[0], split, cfg.model_dump(mode="json"))
+        audit_eps = ([attack_runs["canary"].result()["epsilon"]] if attack_runs["canary"] is not None else []) \
+            + [f.result()["epsilon"] for f in attack_runs["references"]]
+        privacy_budget = finalize_budget(budget, fitted[0].training.get("dp", {}), audit_eps)
+        log_budget(ctx, privacy_budget, anon)
         records = []
         for model in fitted:
             audits = audit_model(model, split, cfg.data.contract, cfg.model.family, cfg.gates,

@@ -51,6 +51,11 @@ class PrivacySettings:
     accountant: str = "prv"
     grad_sample_mode: str = "ghost"
 
+    @classmethod
+    def from_config(cls, privacy: dict[str, Any]) -> "PrivacySettings":
+        """From the run config's ``privacy`` section, ignoring its bookkeeping keys (budget, min_k)."""
+        return cls(**{k: v for k, v in privacy.items() if k in cls.__dataclass_fields__})
+
 
 @dataclass
 class TrainResult:

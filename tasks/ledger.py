@@ -15,17 +15,20 @@ __all__ = ["reserve_budget", "finalize_budget", "log_budget", "anonymity", "Budg
 
 @task(name="reserve-privacy-budget", cache_policy=NONE)
 def reserve_budget(privacy: dict, family_name: str, baselines: list[str], data_info: dict, run_id: str,
-                   output_dir: str) -> dict:
-    """Check the dataset's budget and record this run's models in the ledger, before training."""
+                   output_dir: str, canaries: int = 0, reference_models: int = 0) -> dict:
+    """Check the dataset's budget and record this run's models (with the privacy audit's canary
+    and reference models) in the ledger, before training."""
     from models import get_family
 
-    models = planned_models(privacy, get_family(family_name).model_name, baselines)
+    models = planned_models(privacy, get_family(family_name).model_name, baselines, canaries, reference_models)
     sha, budget = data_info["dataset_sha256"], privacy.get("budget_epsilon")
     non_private = [m["model"] for m in models if not m["private"]]
     if budget is not None and non_private:
         raise BudgetExceeded(NON_PRIVATE_RUN.format(budget=budget, sha=sha[:12], models=", ".join(non_private)))
     if privacy["enabled"] and privacy.get("target_epsilon") is None:
-        models[0]["epsilon"] = None  # noise_multiplier, no budget: epsilon known after training
+        for m in models:  # noise_multiplier, no budget: epsilon known after training
+            if m["private"]:
+                m["epsilon"] = None
     ledger = Ledger(ledger_url(output_dir))
     try:
         ids = ledger.reserve(sha, data_info["contract"], run_id, models, budget, privacy.get("budget_delta"))
@@ -35,13 +38,20 @@ def reserve_budget(privacy: dict, family_name: str, baselines: list[str], data_i
 
 
 @task(name="finalize-privacy-budget", cache_policy=NONE, retries=2, retry_delay_seconds=2)
-def finalize_budget(reservation: dict, dp: dict) -> dict:
-    """Record the accountant's epsilon of the DP model; return the dataset's totals for the report."""
+def finalize_budget(reservation: dict, dp: dict, audit_epsilons: list | tuple = ()) -> dict:
+    """Record the accountant's epsilon of the DP model and of the privacy audit's models
+    (``audit_epsilons``: canary model, then reference models, as planned); return the dataset's
+    totals for the report."""
     ledger = Ledger(ledger_url(reservation["output_dir"]))
     try:
         first = reservation["models"][0]
         if first["private"] and dp.get("enabled"):
             ledger.finalize(reservation["entry_ids"][0], dp["epsilon"], dp.get("delta"))
+        n = len(audit_epsilons)
+        if n:
+            for m, entry, eps in zip(reservation["models"][-n:], reservation["entry_ids"][-n:], audit_epsilons):
+                if m["private"] and eps is not None:
+                    ledger.finalize(entry, eps, m.get("delta"))
         summary = ledger.summary(reservation["dataset_sha256"])
     finally:
         ledger.close()

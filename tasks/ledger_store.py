@@ -289,9 +289,14 @@ def _fmt(x: float) -> str:
 # --------------------------------------------------------------------------- run plan, report and CLI views
 
 
-def planned_models(privacy: dict[str, Any], model_name: str, baselines: list[str]) -> list[dict[str, Any]]:
-    """What one pipeline run records: the candidate (private with its planned epsilon, or not)
-    and every baseline (scikit-learn, never private)."""
+def planned_models(privacy: dict[str, Any], model_name: str, baselines: list[str],
+                   canaries: int = 0, reference_models: int = 0) -> list[dict[str, Any]]:
+    """What one pipeline run records: the candidate (private with its planned epsilon, or not),
+    every baseline (scikit-learn, never private), and the privacy audit's own models — the
+    canary-audit model (``canaries`` > 0) and the LiRA reference models — which are trained on
+    the same dataset with the candidate's settings: their outputs reach the report (attack AUCs,
+    epsilon lower bounds), so under basic composition they spend budget too. The candidate is
+    always the first entry."""
     if privacy["enabled"]:
         if privacy.get("budget_epsilon") is not None and privacy.get("target_epsilon") is None:
             raise ConfigError(NEEDS_TARGET)
@@ -299,7 +304,9 @@ def planned_models(privacy: dict[str, Any], model_name: str, baselines: list[str
                 "delta": privacy["delta"], "accountant": privacy["accountant"]}
     else:
         cand = {"model": model_name, "private": False}
-    return [cand, *({"model": f"baseline-{b}", "private": False} for b in baselines)]
+    audit = ([{**cand, "model": f"{cand['model']}-canary-audit"}] if canaries else []) + [
+        {**cand, "model": f"{cand['model']}-lira-reference-{k + 1}"} for k in range(reference_models)]
+    return [cand, *({"model": f"baseline-{b}", "private": False} for b in baselines), *audit]
 
 
 def report_view(summary: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def _setup(contract_name: str, family_name: str, exclude_sensitive: bool, privac
 
     family = get_family(family_name)
     roles = roles_for(get_contract(contract_name), family.task, exclude_sensitive)
-    return family, roles, PrivacySettings(**privacy_cfg)
+    return family, roles, PrivacySettings.from_config(privacy_cfg)
 
 
 @task(name="train-reference-model", cache_policy=NONE)

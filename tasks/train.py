@@ -25,7 +25,7 @@ def train_model(split, contract_name: str, family_name: str, params: dict, train
     contract = get_contract(contract_name)
     family = get_family(family_name)
     # the run config's privacy section also holds ledger keys (budget_*, min_k) training ignores
-    privacy = PrivacySettings(**{k: v for k, v in privacy_cfg.items() if k in PrivacySettings.__dataclass_fields__})
+    privacy = PrivacySettings.from_config(privacy_cfg)
     name = f"{family.model_name}-dp" if privacy.enabled else family.model_name
     progress.stage(f"train {name}")
     return _metered(lambda: fit_family_model(

@@ -39,6 +39,13 @@ def test_planned_models_and_noise_multiplier_budget_refusal():
     priv = {"enabled": True, "target_epsilon": 2.0, "delta": 1e-5, "accountant": "prv", "budget_epsilon": 5.0}
     models = planned_models(priv, "mlp", ["logreg"])
     assert models[0] == _dp(2.0) and models[1] == {"model": "baseline-logreg", "private": False}
+    # the privacy audit's canary model and LiRA reference models are trained on the same data
+    audit = planned_models(priv, "mlp", [], canaries=500, reference_models=2)
+    assert [m["model"] for m in audit] == ["mlp-dp", "mlp-dp-canary-audit", "mlp-dp-lira-reference-1",
+                                           "mlp-dp-lira-reference-2"]
+    assert all(m["private"] and m["epsilon"] == 2.0 for m in audit)
+    plain = planned_models({**priv, "enabled": False}, "mlp", [], canaries=0, reference_models=1)
+    assert plain == [{"model": "mlp", "private": False}, {"model": "mlp-lira-reference-1", "private": False}]
     from data_contracts.errors import ConfigError
 
     with pytest.raises(ConfigError, match="budget_epsilon needs privacy.target_epsilon"):
