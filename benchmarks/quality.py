@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                         "value": m["metrics"].get(metric), "higher_is_better": higher,
                         "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
                         "reference": ref, "issue": issue, "status": summary["status"], "wall_s": wall})
+        print(f"    {preset}: {metric} = {results[-1]['value']}, eps = {results[-1]['epsilon']}, "
+              f"{wall:.0f} s", file=sys.stderr, flush=True)
+        if args.json:  # written after every preset: a long run that stops still leaves its rows
+            Path(args.json).write_text(json.dumps(results, indent=2))
     lines = [f"machine: {platform.node()}, {os.cpu_count()} CPUs; seed 0; one run per preset",
              f"{'preset':<15} {'family':<12} {'dataset':<20} {'metric':<14} {'value':>7} {'eps':>6} "
              f"{'gates':<6} {'wall s':>7}  reference (issue)"]
