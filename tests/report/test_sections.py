@@ -224,7 +224,7 @@ def test_every_section_validates_and_states_what_is_missing():
 
 def test_integrity_is_recorded_rendered_and_schema_checked():
     inputs = _full_inputs()
-    integrity = {"signer_public_key": "ed25519:AAAA", "signer_key_id": "k1",
+    integrity = {"signer_public_key": "a" * 64, "signer_key_id": "b" * 16,
                  "evidence_manifest_sha256": "c" * 64, "previous_report_sha256": None}
     report = build_report(**inputs, integrity=integrity)
     validate_report(report)
