@@ -95,6 +95,12 @@ class TrackingConfig(_Strict):
     register_models: bool = True
 
 
+class DisclosureConfig(_Strict):
+    # Reports, plots and logged audit tables show no cell (group row, confusion cell, bin) of
+    # fewer than this many people: such rows are removed, such counts blanked (audits/disclosure.py).
+    min_cell_size: int = Field(default=10, ge=1)
+
+
 class RunConfig(_Strict):
     preset: str = "custom"
     extends: str | None = None  # name of the preset this one was layered on (informational)
@@ -109,6 +115,7 @@ class RunConfig(_Strict):
     gates: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tracking: TrackingConfig = TrackingConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    disclosure: DisclosureConfig = DisclosureConfig()
 
     @property
     def experiment_name(self) -> str:
@@ -261,12 +268,40 @@ def check_references(cfg: RunConfig) -> None:
     family = get_family(cfg.model.family)
     family.make_config(cfg.model.params)
     check_gates(cfg.gates)
+    check_output_dir(cfg.tracking.output_dir)
     for name in cfg.model.baselines:
         if name not in family.baselines:
             raise ConfigError(
                 f"model.baselines: unknown baseline {name!r} for family '{family.name}' "
                 f"(known: {', '.join(sorted(family.baselines))})"
             )
+
+
+OUTSIDE_TREE = ("tracking.output_dir={path}: a relative path must stay inside the working directory "
+                "{cwd} (it resolves to {resolved}); give an absolute path to write elsewhere")
+DELTA_TOO_LARGE = ("privacy.delta={delta:g} must be below 1/n = {bound:.3g} (n = {n} training rows): "
+                   "a delta of 1/n or more allows publishing whole records (Dwork & Roth 2014, Sec. 2.3)")
+
+
+def check_output_dir(path: Path) -> None:
+    """A relative ``tracking.output_dir`` may not climb out of the working directory with
+    ``..`` or a symlink (a preset shared with others cannot write into ``../../elsewhere``).
+    Absolute paths are an explicit choice of the user and are allowed."""
+    if Path(path).is_absolute():
+        return
+    cwd = Path.cwd().resolve()
+    resolved = (cwd / path).resolve()
+    if resolved != cwd and cwd not in resolved.parents:
+        raise ConfigError(OUTSIDE_TREE.format(path=path, cwd=cwd, resolved=resolved))
+
+
+def check_delta(privacy: "PrivacyConfig", n_train: int) -> None:
+    """DP's delta must be well below 1/n: (eps, delta)-DP with delta >= 1/n is satisfied by a
+    mechanism that publishes a random record in full (Dwork & Roth 2014, "The Algorithmic
+    Foundations of Differential Privacy", Sec. 2.3). Checked once the training split is known,
+    before any training."""
+    if privacy.enabled and n_train > 0 and privacy.delta >= 1.0 / n_train:
+        raise ConfigError(DELTA_TOO_LARGE.format(delta=privacy.delta, bound=1.0 / n_train, n=n_train))
 
 
 def check_gates(gates: dict[str, dict[str, Any]]) -> None:
