@@ -94,3 +94,36 @@ def suppress_small_cells(doc: dict, min_cell_size: int = DEFAULT_MIN_CELL_SIZE,
     out["disclosure"] = {"min_cell_size": int(min_cell_size), "suppressed_rows": c.rows,
                          "suppressed_values": c.values}
     return out
+
+
+EXAMPLE_TEXT = "example message"
+
+
+def synthetic_example(frame, n: int = 5):
+    """An input example that is no one's row, for the logged model's signature: numeric
+    columns hold their median (cast back to the column's dtype), short categorical columns
+    their most frequent value (a group of many people), free-text columns a fixed sentence,
+    array columns (images) zeros of the first array's shape and dtype. MLflow stores the
+    example beside the model (input_example.json, serving_input_example.json), so raw rows
+    there would publish data subjects' records."""
+    import numpy as np
+    import pandas as pd
+
+    out = {}
+    for col in frame.columns:
+        s = frame[col]
+        first = s.iloc[0] if len(s) else None
+        if isinstance(first, np.ndarray):
+            value = np.zeros_like(first)
+        elif pd.api.types.is_bool_dtype(s.dtype):
+            value = bool(s.mode().iloc[0]) if len(s) else False
+        elif pd.api.types.is_numeric_dtype(s.dtype):
+            med = s.median() if len(s) else 0
+            value = np.asarray([med]).astype(s.dtype)[0] if not pd.isna(med) else med
+        else:
+            text = s.dropna().astype(str)
+            free_text = len(text) and text.nunique() > 0.5 * len(text)
+            value = EXAMPLE_TEXT if free_text or not len(text) else text.mode().iloc[0]
+        out[col] = [value] * n
+    return pd.DataFrame(out).astype({c: frame[c].dtype for c in frame.columns
+                                     if not isinstance(out[c][0], np.ndarray)}, errors="ignore")

@@ -88,7 +88,9 @@ def log_model_run(ctx: dict, fitted, audits: dict, test_frame, tags: dict, work_
     audit_json.write_text(json.dumps(shown, indent=2))
     tracking.log_artifacts(uri, child, audit_json, "audits")
     features = fitted.predictor.features
-    tracking.log_model(uri, child, fitted.predictor, test_frame[features].head(5).reset_index(drop=True))
+    from audits.disclosure import synthetic_example  # no raw rows beside the model
+
+    tracking.log_model(uri, child, fitted.predictor, synthetic_example(test_frame[features]))
     tracking.end_run(uri, child, "FINISHED")
     return child
 

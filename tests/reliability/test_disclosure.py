@@ -65,3 +65,26 @@ def test_suppressed_report_still_validates_and_renders(tmp_path):
     assert cm == [[700, None], [None, 150]]
     assert [b["count"] for b in written["models"][0]["audits"]["performance"]["details"]["calibration"]] == [120, 130, 140]
     assert "Disclosure" in paths["html"].read_text()
+
+
+@pytest.mark.parametrize("family", ["tabular", "image", "text", "recommender"])
+def test_model_input_example_is_no_ones_row(family):
+    import numpy as np
+
+    from audits.disclosure import EXAMPLE_TEXT, synthetic_example
+    from tests.models import family_examples
+
+    df, _ = getattr(family_examples, f"{family}_example")(64)
+    ex = synthetic_example(df)
+    assert list(ex.columns) == list(df.columns) and len(ex) == 5
+    for col in df.columns:
+        s, v = df[col], ex[col].iloc[0]
+        if isinstance(s.iloc[0], np.ndarray):
+            assert v.shape == s.iloc[0].shape and v.dtype == s.iloc[0].dtype and not v.any()
+        elif s.dtype.kind in "iuf":
+            assert ex[col].dtype == s.dtype
+            assert v == np.asarray([s.median()]).astype(s.dtype)[0]  # median, not a row's value
+        elif s.astype(str).nunique() > 32:
+            assert v == EXAMPLE_TEXT  # free text: never a real message
+        else:
+            assert v == s.astype(str).mode().iloc[0]
