@@ -231,3 +231,27 @@ def test_full_or_read_only_report_folder_is_a_clear_error_and_leaves_nothing(tmp
                         inputs["config"], str(out))
     assert str(info.value) == f"cannot write the report into {out}: {text}"
     assert list(out.iterdir()) == [], "a partial report or temporary file was left behind"
+
+
+def test_reconcile_command_marks_a_dead_owners_run(tmp_path):
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tasks.reconcile import HOST_TAG, PID_TAG
+
+    db = tmp_path / "impactflow_runs" / "mlflow.db"
+    db.parent.mkdir()
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    run = client.create_run(client.create_experiment("e"),
+                            tags={HOST_TAG: socket.gethostname(), PID_TAG: str(_dead_pid())}).info.run_id
+    saved = dict(os.environ)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        result = CliRunner().invoke(app, ["reconcile", "--output-dir", str(db.parent)])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert result.exit_code == 0, result.output
+    assert f"{run}: KILLED" in result.output and "1 run(s) reconciled" in result.output
+    assert client.get_run(run).info.status == "KILLED"
