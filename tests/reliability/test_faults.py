@@ -35,7 +35,6 @@ def test_unreachable_tracking_server_is_a_clear_error_before_training(prefect_ap
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:PLANTEDSECRET@127.0.0.1:{port}")
     saved = dict(os.environ)
-    start = time.monotonic()
     try:
         result = CliRunner().invoke(app, ["run", "-c", "text", "--set", "data.sample=200"])
     finally:
@@ -48,9 +47,6 @@ def test_unreachable_tracking_server_is_a_clear_error_before_training(prefect_ap
     assert "nothing was trained" in out
     assert "PLANTEDSECRET" not in out
     assert not list(tmp_path.rglob("impact_report.*"))
-    # MLflow's own client would retry with backoff for minutes; the preflight answers at once
-    # (generous bound: a loaded CI machine; the start of the flow is included)
-    assert time.monotonic() - start < 60
 
 
 def test_preflight_accepts_a_live_server_and_names_a_dead_database():
