@@ -279,8 +279,6 @@ def check_references(cfg: RunConfig) -> None:
 
 OUTSIDE_TREE = ("tracking.output_dir={path}: a relative path must stay inside the working directory "
                 "{cwd} (it resolves to {resolved}); give an absolute path to write elsewhere")
-DELTA_TOO_LARGE = ("privacy.delta={delta:g} must be below 1/n = {bound:.3g} (n = {n} training rows): "
-                   "a delta of 1/n or more allows publishing whole records (Dwork & Roth 2014, Sec. 2.3)")
 
 
 def check_output_dir(path: Path) -> None:
@@ -293,15 +291,6 @@ def check_output_dir(path: Path) -> None:
     resolved = (cwd / path).resolve()
     if resolved != cwd and cwd not in resolved.parents:
         raise ConfigError(OUTSIDE_TREE.format(path=path, cwd=cwd, resolved=resolved))
-
-
-def check_delta(privacy: "PrivacyConfig", n_train: int) -> None:
-    """DP's delta must be well below 1/n: (eps, delta)-DP with delta >= 1/n is satisfied by a
-    mechanism that publishes a random record in full (Dwork & Roth 2014, "The Algorithmic
-    Foundations of Differential Privacy", Sec. 2.3). Checked once the training split is known,
-    before any training."""
-    if privacy.enabled and n_train > 0 and privacy.delta >= 1.0 / n_train:
-        raise ConfigError(DELTA_TOO_LARGE.format(delta=privacy.delta, bound=1.0 / n_train, n=n_train))
 
 
 def check_gates(gates: dict[str, dict[str, Any]]) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from prefect import flow, runtime
 
 from data_contracts.errors import ContractViolation
-from flows.config import RunConfig, check_delta, check_references
+from flows.config import RunConfig, check_references
 from tasks.audit import audit_model
 from tasks.data import load_data, split_data, validate_data
 from tasks.log import fail_tracking, log_data, log_model_run, log_report, start_tracking, summary_artifact
@@ -56,7 +56,6 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
                                     total_expectations=validation.total_expectations,
                                     data_docs=validation.data_docs)
         split = split_data(df, cfg.data.contract, cfg.model.family, cfg.split.validation, cfg.split.test, cfg.seed)
-        check_delta(cfg.privacy, split.sizes()["train"])  # delta >= 1/n refused before training
         exclude = cfg.data.exclude_sensitive_from_features
         calls = [(train_model, (split, cfg.data.contract, cfg.model.family, cfg.model.params,
                                  cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, cfg.seed))]

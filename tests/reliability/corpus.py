@@ -274,7 +274,7 @@ CASES: list[Case] = [
     Case("tabular-dp-delta-above-1-over-n", "tabular",
          lambda tmp, b: _adult_csv(tmp, b.adult) + ["--set", "privacy.enabled=true", "--set",
                                                       "privacy.target_epsilon=1", "--set", "privacy.delta=0.01"],
-         ("privacy.delta=0.01 must be below 1/n", "training rows")),
+         ("privacy.delta=0.01 must be smaller than 1/n_train", "n_train=")),
     # ---- text (SMS Spam format) ------------------------------------------------------------
     Case("text-empty-file", "text", _sms(lambda lines: b""), ("sms.txt: no data rows",)),
     Case("text-missing-label-column", "text", _sms(lambda lines: [l.split("\t", 1)[1] for l in lines]),
