@@ -26,6 +26,14 @@ class DataError(ImpactflowError):
     """A data file cannot be read or parsed (missing, empty, wrong number of fields...)."""
 
 
+class OutputError(ImpactflowError):
+    """An output folder cannot be written (read-only, disk full, outside the working tree)."""
+
+
+class TrackingError(ImpactflowError):
+    """The MLflow tracking server cannot be reached (checked before any training)."""
+
+
 @dataclass(frozen=True)
 class FailedExpectation:
     """One failed expectation of a contract, in reviewer-readable form."""

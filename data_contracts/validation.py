@@ -367,9 +367,15 @@ def _failure(res: Any, df: pd.DataFrame, contract: Contract) -> FailedExpectatio
         elif not examples:
             examples = tuple(_plain(v) for v in series.dropna().drop_duplicates().head(MAX_EXAMPLES))
     elif etype == "expect_column_distinct_values_to_contain_set":
-        present = set(observed or [])
-        examples = tuple(v for v in kw.get("value_set") or [] if v not in present)[:MAX_EXAMPLES]
-        observed = sorted(map(str, present))
+        if result.get("partial_missing_list") is not None:
+            # GX 1.24 reports the missing values there (observed_value is None): reading
+            # observed_value alone called every value absent (issue 9 corpus)
+            examples = tuple(_plain(v) for v in result["partial_missing_list"])[:MAX_EXAMPLES]
+            observed = None
+        else:
+            present = set(observed or [])
+            examples = tuple(v for v in kw.get("value_set") or [] if v not in present)[:MAX_EXAMPLES]
+            observed = sorted(map(str, present))
         description = f"{description}; absent: {', '.join(map(str, examples))}" if examples else description
     elif etype == "expect_column_values_to_not_be_null" and unexpected is not None:
         observed = f"{result.get('unexpected_percent', 0):.2f}% missing"

@@ -365,6 +365,22 @@ def promote(
 
 
 @app.command()
+def reconcile(
+    output_dir: Path = typer.Option(Path("impactflow_runs"), help="The runs folder of `impactflow run`."),
+    stale_after: float = typer.Option(24.0, help="Hours after which a RUNNING run of another host counts as dead."),
+) -> None:
+    """Mark KILLED the MLflow runs left RUNNING by pipeline processes that died (e.g. SIGKILL).
+    Every `impactflow run` does this for its experiment before it starts."""
+    _quiet_environment(False)
+    from tasks.reconcile import reconcile as do_reconcile
+
+    marked = do_reconcile(_tracking_uri(output_dir), stale_after_s=stale_after * 3600)
+    for m in marked:
+        typer.echo(f"{m['run_id']}: KILLED ({m['reason']})")
+    typer.echo(f"{len(marked)} run(s) reconciled")
+
+
+@app.command()
 def presets() -> None:
     """List the built-in presets."""
     from flows.config import PRESETS_DIR, list_presets

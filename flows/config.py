@@ -135,6 +135,12 @@ class ResourcesConfig(_Strict):
     grid_source: str = ""  # where the local grid intensity comes from, when set
 
 
+class DisclosureConfig(_Strict):
+    # Reports, plots and logged audit tables show no cell (group row, confusion cell, bin) of
+    # fewer than this many people: such rows are removed, such counts blanked (audits/disclosure.py).
+    min_cell_size: int = Field(default=10, ge=1)
+
+
 class RunConfig(_Strict):
     preset: str = "custom"
     extends: str | None = None  # name of the preset this one was layered on (informational)
@@ -152,6 +158,7 @@ class RunConfig(_Strict):
     orchestration: OrchestrationConfig = OrchestrationConfig()
     use: UseConfig = UseConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    disclosure: DisclosureConfig = DisclosureConfig()
 
     @property
     def experiment_name(self) -> str:
@@ -304,12 +311,29 @@ def check_references(cfg: RunConfig) -> None:
     family = get_family(cfg.model.family)
     family.make_config(cfg.model.params)
     check_gates(cfg.gates)
+    check_output_dir(cfg.tracking.output_dir)
     for name in cfg.model.baselines:
         if name not in family.baselines:
             raise ConfigError(
                 f"model.baselines: unknown baseline {name!r} for family '{family.name}' "
                 f"(known: {', '.join(sorted(family.baselines))})"
             )
+
+
+OUTSIDE_TREE = ("tracking.output_dir={path}: a relative path must stay inside the working directory "
+                "{cwd} (it resolves to {resolved}); give an absolute path to write elsewhere")
+
+
+def check_output_dir(path: Path) -> None:
+    """A relative ``tracking.output_dir`` may not climb out of the working directory with
+    ``..`` or a symlink (a preset shared with others cannot write into ``../../elsewhere``).
+    Absolute paths are an explicit choice of the user and are allowed."""
+    if Path(path).is_absolute():
+        return
+    cwd = Path.cwd().resolve()
+    resolved = (cwd / path).resolve()
+    if resolved != cwd and cwd not in resolved.parents:
+        raise ConfigError(OUTSIDE_TREE.format(path=path, cwd=cwd, resolved=resolved))
 
 
 def check_gates(gates: dict[str, dict[str, Any]]) -> None:

@@ -115,7 +115,7 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
     except BaseException as exc:
         fail_tracking(ctx, children, exc)
         raise
-    from tasks.tracking import ui_url
+    from tasks.tracking import public_uri, ui_url
 
     summary = {
         "status": report["status"],
@@ -124,8 +124,8 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
         "experiment_id": ctx["experiment_id"],
         "parent_run_id": ctx["parent_run_id"],
         "child_run_ids": children,
-        "tracking_uri": ctx["uri"],
-        "mlflow_url": ui_url(ctx["uri"], ctx["experiment_id"], ctx["parent_run_id"]),
+        "tracking_uri": public_uri(ctx["uri"]),  # shown and logged: never its credentials
+        "mlflow_url": public_uri(ui_url(ctx["uri"], ctx["experiment_id"], ctx["parent_run_id"])),
         "report": report["paths"],
         "gates": report["gates"],
         "models": {r["name"]: {"mlflow_run_id": r["mlflow_run_id"],

@@ -194,6 +194,20 @@ def fit_family_model(
                   {**vars(config), "seed": seed}, training, split, roles, result.history)
 
 
+def _drop_training_terms(estimator) -> None:
+    """Forget the terms a fitted vectorizer *discarded*: scikit-learn keeps every term cut by
+    min_df in ``stop_words_`` (one-off words of single messages: names, numbers), only for
+    introspection, and it would be pickled with the logged model. Its docs say it can be set
+    to None before pickling; predictions do not use it."""
+    parts = [estimator]
+    while parts:
+        obj = parts.pop()
+        if getattr(obj, "stop_words_", None) is not None:
+            obj.stop_words_ = None
+        parts += [step for _, step in getattr(obj, "steps", [])]
+        parts += [t for _, t, *_ in getattr(obj, "transformers_", [])]
+
+
 def fit_baseline(family: Family, name: str, split: Split, roles: Roles, *, seed: int) -> FittedModel:
     """Fit a scikit-learn baseline of the family and score it."""
     estimator = family.baselines[name](roles, seed)
@@ -201,6 +215,7 @@ def fit_baseline(family: Family, name: str, split: Split, roles: Roles, *, seed:
     y = targets(split.train, roles)
     estimator.fit(split.train[list(roles.features)], y if family.task == "rating" else y.astype(int))
     wall = time.perf_counter() - t0
+    _drop_training_terms(estimator)
     clf = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
     training = {
         "device": "cpu",

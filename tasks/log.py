@@ -12,20 +12,25 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks import progress, tracking
+from tasks import progress, retry_io_only, tracking
 
 GATES_TAG = "impactflow.gates"
 
 
-@task(name="start-tracking", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+@task(name="start-tracking", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_io_only)
 def start_tracking(config: dict, preset: str, experiment: str, output_dir: str, run_name: str, tags: dict) -> dict:
     """Create (or reuse) the experiment and open the parent run of this pipeline run."""
+    from tasks.reconcile import owner_tags, reconcile
+
     out = Path(output_dir)
     uri = tracking.tracking_uri(out)
+    tracking.preflight(uri)  # unreachable server: a clear error before anything is trained
     exp_id = tracking.ensure_experiment(uri, experiment, out)
-    parent = tracking.start_run(uri, exp_id, run_name, {**tags, "impactflow.preset": preset})
+    reconcile(uri, [exp_id])  # runs left RUNNING by killed processes -> KILLED
+    parent = tracking.start_run(uri, exp_id, run_name, {**tags, "impactflow.preset": preset, **owner_tags()})
     tracking.log_params(uri, parent, config)
-    return {"uri": uri, "experiment_id": exp_id, "experiment": experiment, "parent_run_id": parent}
+    return {"uri": uri, "experiment_id": exp_id, "experiment": experiment, "parent_run_id": parent,
+            "min_cell_size": (config.get("disclosure") or {}).get("min_cell_size", 10)}
 
 
 @task(name="log-data", cache_policy=NONE, retries=2, retry_delay_seconds=2)
@@ -76,10 +81,16 @@ def log_model_run(ctx: dict, fitted, audits: dict, test_frame, tags: dict, work_
     out = Path(work_dir) / fitted.name
     out.mkdir(parents=True, exist_ok=True)
     audit_json = out / "audits.json"
-    audit_json.write_text(json.dumps({k: v.to_dict() for k, v in audits.items()}, indent=2))
+    from audits.disclosure import DEFAULT_MIN_CELL_SIZE, suppress_small_cells
+
+    shown = suppress_small_cells({k: v.to_dict() for k, v in audits.items()},
+                                 ctx.get("min_cell_size", DEFAULT_MIN_CELL_SIZE))
+    audit_json.write_text(json.dumps(shown, indent=2))
     tracking.log_artifacts(uri, child, audit_json, "audits")
     features = fitted.predictor.features
-    tracking.log_model(uri, child, fitted.predictor, test_frame[features].head(5).reset_index(drop=True))
+    from audits.disclosure import synthetic_example  # no raw rows beside the model
+
+    tracking.log_model(uri, child, fitted.predictor, synthetic_example(test_frame[features]))
     tracking.end_run(uri, child, "FINISHED")
     return child
 

@@ -14,3 +14,30 @@ class ImpactflowPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return self.predictor.predict_frame(model_input)
+
+
+class UntrustedModelWarning(UserWarning):
+    """A model is loaded from outside the places impactflow writes models to."""
+
+
+UNTRUSTED = ("loading a model from {path}, outside the trusted model folders ({trusted}): an MLflow "
+             "pyfunc model is a pickle, and unpickling a file from an untrusted source can execute "
+             "arbitrary code. Load only models you or your tracking server wrote.")
+
+
+def load_model(model_uri: str, trusted_dirs=("impactflow_runs",)):
+    """``mlflow.pyfunc.load_model`` that warns (``UntrustedModelWarning``) when ``model_uri`` is a
+    local path outside ``trusted_dirs`` (default: the runs folder). ``runs:/`` and ``models:/``
+    URIs come from the configured tracking store and are trusted."""
+    import warnings
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    parsed = urlparse(model_uri)
+    if parsed.scheme in ("", "file"):
+        path = Path(parsed.path if parsed.scheme == "file" else model_uri).resolve()
+        roots = [Path(d).resolve() for d in trusted_dirs]
+        if not any(path == r or r in path.parents for r in roots):
+            warnings.warn(UNTRUSTED.format(path=path, trusted=", ".join(map(str, roots))),
+                          UntrustedModelWarning, stacklevel=2)
+    return mlflow.pyfunc.load_model(model_uri)

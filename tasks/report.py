@@ -84,7 +84,17 @@ def write_report(run: dict, data: dict, models: list[dict], prov: dict, config: 
     from audits.report import build_report
 
     progress.stage("write report")
-    report = build_report(run=run, data=data, models=models, provenance=prov, config=config, integrity=integrity)
-    paths = write(report, Path(out_dir))
+    from audits.disclosure import DEFAULT_MIN_CELL_SIZE, suppress_small_cells
+    from data_contracts.errors import OutputError
+
+    report = build_report(run=run, data=data, models=models, provenance=prov, config=config,
+                          integrity=integrity)
+    # aggregates only: no table or plot cell of fewer than min_cell_size people (issue 9)
+    k = (config.get("disclosure") or {}).get("min_cell_size", DEFAULT_MIN_CELL_SIZE)
+    report = suppress_small_cells(report, k)
+    try:
+        paths = write(report, Path(out_dir))
+    except OSError as exc:  # read-only folder, disk full: the writer left no partial file
+        raise OutputError(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from None
     return {"paths": {k: str(v) for k, v in paths.items()}, "status": report["summary"]["status"],
             "gates": report["summary"]["gates"]}

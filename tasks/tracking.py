@@ -194,3 +194,45 @@ def end_run(uri: str, run_id: str, status: str) -> None:
 def ui_url(uri: str, experiment_id: str, run_id: str, host: str = "http://127.0.0.1:5000") -> str:
     base = uri.rstrip("/") if uri.startswith("http") else host
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+PREFLIGHT_TIMEOUT_S = 5.0
+UNREACHABLE = ("MLflow tracking server {uri} is unreachable ({reason}); nothing was trained. "
+               "Start it or fix MLFLOW_TRACKING_URI")
+
+
+def public_uri(uri: str) -> str:
+    """``uri`` without credentials (``http://***@host``), for anything shown or logged."""
+    from audits.report import redact_uri
+
+    return redact_uri(uri)
+
+
+def preflight(uri: str, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
+    """Fail fast, before any training, when the tracking store cannot be reached.
+
+    Choice (issue 9): a preflight check rather than buffered logging. MLflow's own HTTP client
+    retries with exponential backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7: minutes of
+    waiting) and buffering would hide a lost server until after training. An http(s) server is
+    asked for ``/health`` (MLflow's liveness endpoint) with a short timeout; a database URI gets
+    one cheap query. Raises ``TrackingError`` naming the URI without its credentials."""
+    from data_contracts.errors import TrackingError
+
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            r = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)
+        except requests.RequestException as exc:
+            reason = type(exc).__name__
+            raise TrackingError(UNREACHABLE.format(uri=public_uri(uri), reason=reason)) from None
+        if r.status_code >= 500:
+            raise TrackingError(UNREACHABLE.format(uri=public_uri(uri), reason=f"HTTP {r.status_code}"))
+        return
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        return  # local store: created on first use
+    try:
+        _client(uri).search_experiments(max_results=1)
+    except Exception as exc:  # SQLAlchemy OperationalError etc.: the server is down or refuses us
+        reason = type(exc).__name__
+        raise TrackingError(UNREACHABLE.format(uri=public_uri(uri), reason=reason)) from None
