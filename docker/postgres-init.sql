@@ -3,3 +3,5 @@
 -- version in an Alembic `alembic_version` table, so they must not share one.
 CREATE DATABASE prefect;
 CREATE DATABASE mlflow;
+-- impactflow's privacy-budget ledger (tasks/ledger_store.py creates its table on first use)
+CREATE DATABASE ledger;
