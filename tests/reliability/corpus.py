@@ -238,6 +238,14 @@ CASES: list[Case] = [
          ("unexpected: score_x",)),
     Case("tabular-renamed-column", "tabular", _adult(lambda df: df.rename(columns={"sex": "gender"})),
          ("missing: sex", "unexpected: gender")),
+    # identifier / PII columns (data_contracts/pii.py): refused naming the column and the rule
+    Case("tabular-email-values", "tabular",
+         _adult(lambda df: df.assign(occupation=[f"person{i}@example.org" for i in range(len(df))])),
+         ("occupation", "e-mail addresses")),
+    Case("tabular-person-name-values", "tabular",
+         _adult(lambda df: df.assign(**{"native-country": [("John Smith", "Mary Jones", "David Brown")[i % 3]
+                                                            for i in range(len(df))]})),
+         ("native-country", "person names")),
     Case("tabular-wrong-dtype", "tabular", _adult(lambda df: _set(df, [3], "age", "forty")),
          ("column 'age'", "'forty'")),
     Case("tabular-all-null-column", "tabular", _adult(lambda df: df.assign(occupation=None)),
