@@ -93,9 +93,8 @@ def sign_run(ctx: dict, run_dir: str, integrity: dict | None = None) -> dict:
     return signed
 
 
-def download_run_artifacts(uri: str, run_id: str, dst: Path) -> Path:
-    """Every artifact of a run into ``dst`` (same layout as the run folder); DataError if the
-    run does not exist in the store."""
+def _existing_run_client(uri: str, run_id: str):
+    """An MLflow client for ``uri`` after checking the run exists (DataError naming it if not)."""
     from mlflow.exceptions import MlflowException
 
     from data_contracts.errors import DataError
@@ -106,6 +105,13 @@ def download_run_artifacts(uri: str, run_id: str, dst: Path) -> Path:
         client.get_run(run_id)
     except MlflowException:
         raise DataError(f"no MLflow run {run_id!r} in {tracking_uri_for_humans(uri)}") from None
+    return client
+
+
+def download_run_artifacts(uri: str, run_id: str, dst: Path) -> Path:
+    """Every artifact of a run into ``dst`` (same layout as the run folder); DataError if the
+    run does not exist in the store."""
+    client = _existing_run_client(uri, run_id)
     dst.mkdir(parents=True, exist_ok=True)
     client.download_artifacts(run_id, "", str(dst))
     return dst
@@ -125,12 +131,7 @@ def download_report(uri: str, run_id: str, dst: Path) -> dict:
 
     from data_contracts.errors import DataError
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = tracking._client(uri)
-    try:
-        client.get_run(run_id)
-    except MlflowException:
-        raise DataError(f"no MLflow run {run_id!r} in {tracking_uri_for_humans(uri)}") from None
+    client = _existing_run_client(uri, run_id)
     dst.mkdir(parents=True, exist_ok=True)
     try:
         local = client.download_artifacts(run_id, "reports/impact_report.json", str(dst))
