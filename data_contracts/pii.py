@@ -16,7 +16,7 @@ case_number      a column named like case/record/patient/account number, or a co
 date_of_birth    a column named dob/birth... whose values are dates with day precision
 ===============  ===================================================================================
 
-Choices (documented in NOTES-ledger.md):
+Choices (documented in the README, "Privacy"):
 
 - Structured columns are *refused* (``ContractViolation``) unless the contract lists them under
   ``allow_identifiers``; then they are reported as allowed (e.g. MovieLens' pseudonymous user ids).
