@@ -120,3 +120,23 @@ def test_batched_loader_yields_the_same_batches_as_a_tensor_dataset():
     assert len(fast) == len(ref) == 4
     for (xa, ya), (xb, yb) in zip(fast, ref):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+@pytest.mark.parametrize("shape", [(7,), (7, 1), (5, 6), (4, 3, 2)])
+def test_fast_embedding_norms_equal_opacus(shape):
+    """The ghost-clipping embedding norms (one index per example, and sequences with repeated
+    indices) equal Opacus's own computation."""
+    import torch
+    import torch.nn as nn
+    from opacus.grad_sample.embedding_norm_sample import compute_embedding_norm_sample
+
+    from models.training import _embedding_norm_sample
+
+    gen = torch.Generator().manual_seed(0)
+    layer = nn.Embedding(4, 3)  # 4 ids: sequences repeat ids
+    ids = torch.randint(0, 4, shape, generator=gen)
+    backprops = torch.randn(*shape, 3, generator=gen, dtype=torch.float64)
+    ours = _embedding_norm_sample(layer, [ids], backprops)[layer.weight]
+    ref = compute_embedding_norm_sample(layer, [ids], backprops)[layer.weight]
+    assert ours.shape == ref.shape == (shape[0],)
+    assert torch.allclose(ours, ref, rtol=1e-12, atol=1e-12)
