@@ -148,7 +148,8 @@ def predictions_contract(*, name: str, label: str, positive_label: Any, sensitiv
     from data_contracts import Contract
 
     def _no_loader(paths):  # the table is read by read_table; a contract needs a loader field
-        raise NotImplementedError
+        raise RuntimeError(f"contract {name!r} describes a predictions table read by read_table(); "
+                           "it has no file loader")
 
     return Contract(
         name=name, target=label, positive_label=None if positive_label is None else str(positive_label),
