@@ -68,6 +68,11 @@ class PrivacyConfig(_Strict):
     max_grad_norm: float = Field(default=1.0, gt=0)
     accountant: Literal["prv", "rdp"] = "prv"
     grad_sample_mode: Literal["ghost", "hooks", "functorch", "ew"] = "ghost"
+    # With grad_sample_mode "ghost": how the clipped gradient is computed. "bookkeeping" =
+    # ghost clipping in one backward pass (models/dp_bookkeeping.py) for models made of Linear,
+    # Embedding and LayerNorm layers -- others (e.g. the CNN) use Opacus's, and the run's DP
+    # metadata says which ran; "opacus" = always Opacus's two-backward ghost clipping.
+    clipping: Literal["bookkeeping", "opacus"] = "bookkeeping"
     # Privacy-budget ledger (tasks/ledger.py): total epsilon/delta per dataset (SHA-256) over all
     # runs, basic composition; None = unlimited but still recorded. Ledger: $IMPACTFLOW_LEDGER_URL or
     # <tracking.output_dir>/privacy_ledger.db. min_k: k-anonymity threshold reported for the

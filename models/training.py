@@ -50,6 +50,7 @@ class PrivacySettings:
     max_grad_norm: float = 1.0
     accountant: str = "prv"
     grad_sample_mode: str = "ghost"
+    clipping: str = "bookkeeping"  # with "ghost": models/dp_bookkeeping.py where the model allows
 
     @classmethod
     def from_config(cls, privacy: dict[str, Any]) -> "PrivacySettings":
@@ -153,37 +154,19 @@ def predict_logits(model, X: np.ndarray, device: str, batch_size: int = 4096) ->
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
-# Longest index sequence per example for which the exact Gram-matrix form below is used
-# (memory B x L x L); longer sequences use Opacus's own implementation.
-_EMBEDDING_GRAM_MAX_LEN = 128
-
-
 def _embedding_norm_sample(layer, activations, backprops):
     """Per-example gradient norms of an ``nn.Embedding`` for Opacus's ghost clipping, exact and
-    without ``torch.unique(dim=0)`` (Opacus's implementation: measured ~8 ms a call on 2 cores,
-    most of a DP matrix-factorisation step).
-
-    The per-example gradient of the table is G_i = sum_t e_{id_it} g_it^T, so
-    ||G_i||_F^2 = sum_{t,t'} [id_it == id_it'] <g_it, g_it'>. With one index per example (matrix
-    factorisation: a user id, an item id) that is ||g_i||^2; for sequences of at most
-    ``_EMBEDDING_GRAM_MAX_LEN`` indices it is the masked Gram matrix. Tested against Opacus's
-    ``compute_embedding_norm_sample``."""
+    without ``torch.unique(dim=0)`` (models.dp_bookkeeping.embedding_sq_norms; tested against
+    Opacus's ``compute_embedding_norm_sample``). Used where Opacus's own ghost clipping runs
+    (``privacy.clipping: opacus``, or a model book-keeping does not support)."""
     import torch
+
+    from models.dp_bookkeeping import embedding_sq_norms
 
     ids = activations[0]
     ids = ids.reshape(ids.shape[0], -1)
-    n, length = ids.shape
-    if length > _EMBEDDING_GRAM_MAX_LEN:
-        from opacus.grad_sample.embedding_norm_sample import compute_embedding_norm_sample
-
-        return compute_embedding_norm_sample(layer, activations, backprops)
-    g = backprops.reshape(n, length, -1)
-    if length == 1:
-        sq = (g[:, 0, :] ** 2).sum(dim=1)
-    else:
-        same = (ids.unsqueeze(2) == ids.unsqueeze(1)).to(g.dtype)  # (n, L, L)
-        sq = (same * torch.bmm(g, g.transpose(1, 2))).sum(dim=(1, 2))
-    return {layer.weight: torch.sqrt(sq.clamp_min(0))}
+    g = backprops.reshape(ids.shape[0], ids.shape[1], -1)
+    return {layer.weight: torch.sqrt(embedding_sq_norms(ids, g, layer.num_embeddings).clamp_min(0))}
 
 
 def _use_fast_embedding_norms() -> None:
@@ -195,14 +178,31 @@ def _use_fast_embedding_norms() -> None:
 
 
 def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings, epochs: int):
-    """Wrap model/optimizer/loader with Opacus. Raises (never falls back) if it cannot."""
+    """Wrap model/optimizer/loader with Opacus. Raises (never falls back) if it cannot.
+
+    Returns (engine, model, optimizer, criterion, loader, clipper, clipping): with ghost mode and
+    ``privacy.clipping == "bookkeeping"`` on a model that allows it, Opacus's module wrapper is
+    taken off again and ``clipper`` (models/dp_bookkeeping.py) computes the clipped gradient in
+    one backward pass; Opacus keeps the Poisson loader, the noise, the scaling and the accountant.
+    ``clipping`` records which implementation ran and, when book-keeping was asked for but the
+    model does not allow it, why."""
     from opacus import PrivacyEngine
     from opacus.validators import ModuleValidator
 
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
         raise ConfigError(f"privacy.enabled: the model is not DP-compatible: {errors[0]}")
-    if privacy.grad_sample_mode == "ghost":
+    ghost = privacy.grad_sample_mode == "ghost"
+    clipping: dict[str, Any] = {"clipping": "opacus"}
+    use_bk = False
+    if ghost and privacy.clipping == "bookkeeping":
+        from models.dp_bookkeeping import unsupported_reason
+
+        reason = unsupported_reason(model)
+        use_bk = reason is None
+        clipping = ({"clipping": "bookkeeping"} if use_bk else
+                    {"clipping": "opacus", "clipping_note": f"book-keeping clipping not used: {reason}"})
+    if ghost:
         _use_fast_embedding_norms()
     engine = PrivacyEngine(accountant=privacy.accountant)
     common = dict(
@@ -222,11 +222,19 @@ def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings,
         wrapped = engine.make_private(noise_multiplier=privacy.noise_multiplier, **common)
     else:
         raise ConfigError(DP_NEEDS_NOISE)
-    if privacy.grad_sample_mode == "ghost":
+    if ghost:
         model, optimizer, criterion, loader = wrapped
     else:
         model, optimizer, loader = wrapped
-    return engine, model, optimizer, criterion, loader
+    clipper = None
+    if use_bk:
+        from models.dp_bookkeeping import BookkeepingClipper, use_fresh_grads
+
+        model.cleanup()  # Opacus's hooks off: the clipper computes what they would have
+        model = model._module
+        clipper = BookkeepingClipper(model, privacy.max_grad_norm)
+        use_fresh_grads(optimizer)
+    return engine, model, optimizer, criterion, loader, clipper, clipping
 
 
 class _RdpReadout:
@@ -295,10 +303,11 @@ def train_torch(
     criterion_none = make_criterion("none")
     loader = _loader(X_train, y_train, settings.batch_size, shuffle=True, seed=settings.seed)
 
-    engine = None
+    engine = clipper = None
+    clipping: dict[str, Any] = {}
     readout = _RdpReadout()
     if privacy.enabled:
-        engine, model, optimizer, criterion, loader = _make_private(
+        engine, model, optimizer, criterion, loader, clipper, clipping = _make_private(
             model, optimizer, loader, criterion, privacy, settings.epochs
         )
     use_amp = bool(settings.amp and device.startswith("cuda") and not privacy.enabled)
@@ -317,10 +326,16 @@ def train_torch(
                 continue
             xb, yb = xb.to(device), yb.to(device)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                out = model(xb)
-            loss = criterion(out.float(), yb)
-            loss.backward()
+            if clipper is not None:  # DP, book-keeping: p.grad = sum of clipped per-example grads
+                with clipper.recording():
+                    loss = criterion_none(model(xb).float(), yb)
+                clipper.backward(loss)
+                loss = loss.detach().mean()
+            else:
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    out = model(xb)
+                loss = criterion(out.float(), yb)
+                loss.backward()
             optimizer.step()
             total += float(loss.item()) * len(xb)
             seen += len(xb)
@@ -341,6 +356,8 @@ def train_torch(
             if bad_epochs >= settings.patience:
                 break
     wall = time.perf_counter() - start
+    if clipper is not None:
+        clipper.remove()
 
     dp: dict[str, Any] = {"enabled": False}
     if engine is not None:
@@ -355,6 +372,7 @@ def train_torch(
             "accountant": privacy.accountant,
             "accountant_rdp": "rdp",
             "grad_sample_mode": privacy.grad_sample_mode,
+            **clipping,
             "target_epsilon": privacy.target_epsilon,
             "privacy_unit": "one training row (example-level DP); validation rows used for early stopping are not covered",
         }

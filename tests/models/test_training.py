@@ -122,7 +122,7 @@ def test_batched_loader_yields_the_same_batches_as_a_tensor_dataset():
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
-@pytest.mark.parametrize("shape", [(7,), (7, 1), (5, 6), (4, 3, 2)])
+@pytest.mark.parametrize("shape", [(7,), (7, 1), (5, 6), (4, 3, 2), (3, 200)])
 def test_fast_embedding_norms_equal_opacus(shape):
     """The ghost-clipping embedding norms (one index per example, and sequences with repeated
     indices) equal Opacus's own computation."""
