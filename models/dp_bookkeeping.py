@@ -184,33 +184,44 @@ class _LinearPart:
         self.a = a.reshape(n, -1, a.shape[-1])  # (n, T, d_in); T = 1 for tabular rows
         self.g = g.reshape(n, -1, g.shape[-1])  # (n, T, d_out)
         self.per_example: torch.Tensor | None = None
+        self.w = module.weight.requires_grad
+        self.b = module.bias is not None and module.bias.requires_grad
 
     def sq_norm(self) -> torch.Tensor:
-        a, g, m = self.a, self.g, self.m
+        a, g = self.a, self.g
         T, d_in, d_out = a.shape[1], a.shape[2], g.shape[2]
+        if T == 1:  # one row per example: grad_i = g_i a_i^T, so ||grad_i||^2 = ||g_i||^2 ||a_i||^2
+            gg = _sq(g[:, 0])
+            sq = gg * _sq(a[:, 0]) if self.w else torch.zeros_like(gg)
+            return sq + gg if self.b else sq
         sq = torch.zeros(a.shape[0], dtype=torch.float32, device=a.device)
-        if m.weight.requires_grad:
-            if T == 1:
-                sq = sq + _sq(a[:, 0]) * _sq(g[:, 0])
-            elif 2 * T * T <= d_in * d_out:  # Opacus's rule: Gram matrices are smaller
+        if self.w:
+            if 2 * T * T <= d_in * d_out:  # Opacus's rule: Gram matrices are smaller
                 sq = sq + (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g, g.transpose(1, 2))).sum((1, 2))
             else:  # materialise (n, d_out, d_in): reused for the clipped sum
                 self.per_example = torch.bmm(g.transpose(1, 2), a)
                 sq = sq + _sq(self.per_example.reshape(self.per_example.shape[0], -1))
-        if m.bias is not None and m.bias.requires_grad:
+        if self.b:
             self.gb = g.sum(1)
             sq = sq + _sq(self.gb)
         return sq
 
     def write_clipped(self, coef: torch.Tensor) -> None:
         m = self.m
-        if m.weight.requires_grad:
+        if self.a.shape[1] == 1:
+            cg = self.g[:, 0] * coef[:, None]
+            if self.w:
+                m.weight.grad = cg.t() @ self.a[:, 0]
+            if self.b:
+                m.bias.grad = cg.sum(0)
+            return
+        if self.w:
             if self.per_example is not None:
                 m.weight.grad = torch.einsum("n,noi->oi", coef, self.per_example)
             else:
                 cg = (self.g * coef[:, None, None]).reshape(-1, self.g.shape[2])
                 m.weight.grad = cg.t() @ self.a.reshape(-1, self.a.shape[2])
-        if m.bias is not None and m.bias.requires_grad:
+        if self.b:
             m.bias.grad = coef @ self.gb
 
 

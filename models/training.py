@@ -3,9 +3,12 @@
 - Adam, early stopping on validation loss (best weights restored), seeded.
 - Device: CUDA with bf16 autocast when present and not private, else CPU (``select_device``).
 - DP: Opacus ``PrivacyEngine`` with Poisson sampling and the fast gradient-clipping
-  ("ghost") mode by default; the accountant's epsilon is read after training (PRV by
-  default; RDP computed alongside from the same step history). If Opacus cannot make the
-  model private the run fails -- it never silently trains without privacy.
+  ("ghost") mode by default, its clipped gradients computed in one backward pass by
+  ``models.dp_bookkeeping`` where the model allows (Linear/Embedding/LayerNorm layers);
+  the accountant's epsilon is read after training (PRV by default; RDP computed alongside
+  from the same step history); the noise search and the final epsilons are memoised on
+  disk (``_accountant_memo``). If Opacus cannot make the model private the run fails -- it
+  never silently trains without privacy.
 """
 from __future__ import annotations
 
@@ -180,12 +183,12 @@ def _use_fast_embedding_norms() -> None:
 def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings, epochs: int):
     """Wrap model/optimizer/loader with Opacus. Raises (never falls back) if it cannot.
 
-    Returns (engine, model, optimizer, criterion, loader, clipper, clipping): with ghost mode and
+    Returns (engine, model, optimizer, criterion, loader, clipper, notes): with ghost mode and
     ``privacy.clipping == "bookkeeping"`` on a model that allows it, Opacus's module wrapper is
     taken off again and ``clipper`` (models/dp_bookkeeping.py) computes the clipped gradient in
     one backward pass; Opacus keeps the Poisson loader, the noise, the scaling and the accountant.
-    ``clipping`` records which implementation ran and, when book-keeping was asked for but the
-    model does not allow it, why."""
+    ``notes`` records which clipping ran (and, when book-keeping was asked for but the model
+    does not allow it, why) and whether the noise multiplier was computed or cached."""
     from opacus import PrivacyEngine
     from opacus.validators import ModuleValidator
 
@@ -193,14 +196,14 @@ def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings,
     if errors:
         raise ConfigError(f"privacy.enabled: the model is not DP-compatible: {errors[0]}")
     ghost = privacy.grad_sample_mode == "ghost"
-    clipping: dict[str, Any] = {"clipping": "opacus"}
+    notes: dict[str, Any] = {"clipping": "opacus"}
     use_bk = False
     if ghost and privacy.clipping == "bookkeeping":
         from models.dp_bookkeeping import unsupported_reason
 
         reason = unsupported_reason(model)
         use_bk = reason is None
-        clipping = ({"clipping": "bookkeeping"} if use_bk else
+        notes = ({"clipping": "bookkeeping"} if use_bk else
                     {"clipping": "opacus", "clipping_note": f"book-keeping clipping not used: {reason}"})
     if ghost:
         _use_fast_embedding_norms()
@@ -215,9 +218,13 @@ def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings,
         poisson_sampling=True,
     )
     if privacy.target_epsilon is not None:
-        wrapped = engine.make_private_with_epsilon(
-            target_epsilon=privacy.target_epsilon, target_delta=privacy.delta, epochs=epochs, **common
-        )
+        # = engine.make_private_with_epsilon, with the noise search memoised (_accountant_memo)
+        noise, notes["noise_calibration"] = _accountant_memo(
+            "noise_multiplier",
+            {"accountant": privacy.accountant, "target_epsilon": privacy.target_epsilon,
+             "target_delta": privacy.delta, "sample_rate": 1 / len(loader), "epochs": epochs},
+            lambda key: _get_noise_multiplier(key))
+        wrapped = engine.make_private(noise_multiplier=noise, **common)
     elif privacy.noise_multiplier is not None:
         wrapped = engine.make_private(noise_multiplier=privacy.noise_multiplier, **common)
     else:
@@ -234,7 +241,7 @@ def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings,
         model = model._module
         clipper = BookkeepingClipper(model, privacy.max_grad_norm)
         use_fresh_grads(optimizer)
-    return engine, model, optimizer, criterion, loader, clipper, clipping
+    return engine, model, optimizer, criterion, loader, clipper, notes
 
 
 class _RdpReadout:
@@ -262,14 +269,72 @@ class _RdpReadout:
         return float(eps)
 
 
-def _epsilons(engine, privacy: PrivacySettings) -> dict[str, float]:
-    """The accountant's epsilon, plus the RDP epsilon computed from the same step history."""
-    from opacus.accountants import RDPAccountant
+def _get_noise_multiplier(key: dict[str, Any]) -> float:
+    from opacus.accountants.utils import get_noise_multiplier
 
-    eps = float(engine.get_epsilon(privacy.delta))
-    rdp = RDPAccountant()
-    rdp.history = list(engine.accountant.history)
-    return {"epsilon": eps, "epsilon_rdp": float(rdp.get_epsilon(privacy.delta, alphas=RDP_ORDERS))}
+    return float(get_noise_multiplier(accountant=key["accountant"], target_epsilon=key["target_epsilon"],
+                                      target_delta=key["target_delta"], sample_rate=key["sample_rate"],
+                                      epochs=key["epochs"]))
+
+
+def _history_epsilon(key: dict[str, Any]) -> float:
+    from opacus.accountants import create_accountant
+
+    acc = create_accountant(key["accountant"])
+    acc.history = [tuple(h) for h in key["history"]]
+    if key.get("orders") == "extended":  # RDP with RDP_ORDERS (the Opacus default stops at 63)
+        return float(acc.get_epsilon(key["delta"], alphas=RDP_ORDERS))
+    return float(acc.get_epsilon(key["delta"]))
+
+
+def _accountant_memo(kind: str, key: dict[str, Any], compute: Callable[[dict[str, Any]], float]):
+    """``compute(key)``, remembered on disk: the noise multiplier Opacus's search finds for a
+    target epsilon, and the epsilon of a step history, are deterministic functions of their
+    inputs and the Opacus version, but cost 1-9 s per run on 2 cores (the PRV accountant
+    evaluates a slow RDP series for its domain at every step of the search). A scheduled rerun
+    of the same configuration reads them from ``$IMPACTFLOW_HOME/cache/dp`` (default
+    ``~/.impactflow``). Returns (value, "cached" | "computed"). A file that cannot be read or
+    does not match its key is recomputed and rewritten (atomically); one that cannot be
+    written leaves the computed value in use. Delete the folder to recompute everything."""
+    import hashlib
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import opacus
+
+    full = {"kind": kind, "opacus": opacus.__version__, **key}
+    text = json.dumps(full, sort_keys=True, default=float)
+    home = Path(os.environ.get("IMPACTFLOW_HOME") or Path.home() / ".impactflow")
+    path = home / "cache" / "dp" / f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+    try:
+        stored = json.loads(path.read_text())
+        if stored.get("key") == json.loads(text) and isinstance(stored.get("value"), float):
+            return stored["value"], "cached"
+    except (OSError, ValueError):
+        pass
+    value = float(compute(key))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"key": json.loads(text), "value": value}, fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return value, "computed"
+
+
+def _epsilons(engine, privacy: PrivacySettings) -> dict[str, float]:
+    """The accountant's epsilon, plus the RDP epsilon computed from the same step history
+    (both memoised on the history: ``_accountant_memo``)."""
+    history = [[float(n), float(q), int(k)] for n, q, k in engine.accountant.history]
+    out = {}
+    for name, accountant, orders in (("epsilon", privacy.accountant, "default"), ("epsilon_rdp", "rdp", "extended")):
+        out[name], _ = _accountant_memo("epsilon", {"accountant": accountant, "history": history, "orders": orders,
+                                                    "delta": privacy.delta}, _history_epsilon)
+    return out
 
 
 def train_torch(
@@ -304,10 +369,10 @@ def train_torch(
     loader = _loader(X_train, y_train, settings.batch_size, shuffle=True, seed=settings.seed)
 
     engine = clipper = None
-    clipping: dict[str, Any] = {}
+    dp_notes: dict[str, Any] = {}
     readout = _RdpReadout()
     if privacy.enabled:
-        engine, model, optimizer, criterion, loader, clipper, clipping = _make_private(
+        engine, model, optimizer, criterion, loader, clipper, dp_notes = _make_private(
             model, optimizer, loader, criterion, privacy, settings.epochs
         )
     use_amp = bool(settings.amp and device.startswith("cuda") and not privacy.enabled)
@@ -372,7 +437,7 @@ def train_torch(
             "accountant": privacy.accountant,
             "accountant_rdp": "rdp",
             "grad_sample_mode": privacy.grad_sample_mode,
-            **clipping,
+            **dp_notes,
             "target_epsilon": privacy.target_epsilon,
             "privacy_unit": "one training row (example-level DP); validation rows used for early stopping are not covered",
         }

@@ -227,3 +227,51 @@ def test_training_records_which_clipping_ran():
     conv = nn.Sequential(nn.Unflatten(1, (1, 4)), nn.Conv1d(1, 2, 1), nn.Flatten(), nn.Linear(8, 1), nn.Flatten(0))
     r = _train_dp(conv, X, y, "bookkeeping")  # not supported: Opacus's ghost clipping, said so
     assert r.dp["clipping"] == "opacus" and "Conv1d" in r.dp["clipping_note"]
+
+
+def test_accountant_memo_equals_opacus_and_is_reused(tmp_path, monkeypatch):
+    from opacus.accountants.utils import get_noise_multiplier
+
+    from models import training
+
+    monkeypatch.setenv("IMPACTFLOW_HOME", str(tmp_path))
+    key = {"accountant": "rdp", "target_epsilon": 2.0, "target_delta": 1e-5, "sample_rate": 0.01, "epochs": 3}
+    value, how = training._accountant_memo("noise_multiplier", key, training._get_noise_multiplier)
+    assert how == "computed"
+    assert value == get_noise_multiplier(target_epsilon=2.0, target_delta=1e-5, sample_rate=0.01, epochs=3,
+                                         accountant="rdp")
+
+    def fail(_key):
+        raise AssertionError("recomputed although cached")
+
+    assert training._accountant_memo("noise_multiplier", key, fail) == (value, "cached")
+    # another key is not served from this entry
+    other = {**key, "epochs": 4}
+    assert training._accountant_memo("noise_multiplier", other, lambda k: 1.5) == (1.5, "computed")
+    # a damaged or mismatching file is recomputed and rewritten, never trusted
+    files = sorted((tmp_path / "cache" / "dp").glob("noise_multiplier-*.json"))
+    assert len(files) == 2
+    for f in files:
+        f.write_text('{"key": {"kind": "noise_multiplier"}, "value": 99.0}')
+    assert training._accountant_memo("noise_multiplier", key, lambda k: 3.25) == (3.25, "computed")
+    assert training._accountant_memo("noise_multiplier", key, fail) == (3.25, "cached")
+
+
+def test_memoised_epsilons_equal_the_accountants(tmp_path, monkeypatch):
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    from models import training
+
+    monkeypatch.setenv("IMPACTFLOW_HOME", str(tmp_path))
+
+    class Engine:  # what _epsilons reads of a PrivacyEngine
+        accountant = PRVAccountant()
+
+    Engine.accountant.history = [(1.1, 0.02, 150)]
+    priv = training.PrivacySettings(enabled=True, noise_multiplier=1.1, delta=1e-5)
+    got = training._epsilons(Engine, priv)
+    rdp = RDPAccountant()
+    rdp.history = [(1.1, 0.02, 150)]
+    assert got["epsilon"] == Engine.accountant.get_epsilon(1e-5)
+    assert got["epsilon_rdp"] == rdp.get_epsilon(1e-5, alphas=training.RDP_ORDERS)
+    assert training._epsilons(Engine, priv) == got  # second time from the memo
