@@ -136,10 +136,40 @@ def log_dataset(uri: str, run_id: str, df, *, name: str, source: str, sha256: st
     from mlflow.entities import DatasetInput, InputTag
 
     ds = mlflow.data.from_pandas(df, source=source, name=name, digest=sha256[:36])
+    ds.schema = dataset_schema(df)  # cached_property: set before MLflow infers it value by value
     _client(uri).log_inputs(
         run_id,
         datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])],
     )
+
+
+def dataset_schema(df):
+    """The MLflow schema of ``df``, equal to ``mlflow.types.utils._infer_schema(df)`` (tested on
+    every shipped dataset) but vectorised for text columns: MLflow infers a text column's type by
+    checking each value in Python (2.2 s of the 2.3 s ``log_dataset`` took on Adult's 48,842 rows
+    on 2 cores). A pandas ``string`` column holds only strings and missing values, so its type is
+    ``string`` and it is required when nothing is missing; other columns go through MLflow's own
+    per-column inference (fast for numeric dtypes). None where MLflow cannot infer a column
+    (e.g. MNIST's pixel arrays), as ``PandasDataset.schema`` then gives."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from mlflow.types import ColSpec, DataType, Schema
+    from mlflow.types.utils import _infer_pandas_column, _infer_required
+
+    specs = []
+    for name in df.columns:
+        col = df[name]
+        try:
+            if isinstance(col.dtype, pd.StringDtype):
+                spec = ColSpec(DataType.string, name, required=not bool(col.isna().any()))
+            elif col.dtype.kind in "biufcmM":  # numpy numbers/dates: missing = NaN/NaT, as MLflow checks
+                spec = ColSpec(_infer_pandas_column(col), name, required=not bool(col.isna().any()))
+            else:
+                spec = ColSpec(_infer_pandas_column(col), name, required=_infer_required(col))
+        except MlflowException:
+            return None
+        specs.append(spec)
+    return Schema(specs)
 
 
 def log_model(uri: str, run_id: str, predictor, input_example) -> str:

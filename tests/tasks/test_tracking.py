@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tasks.tracking import using_tracking_uri
 
 
@@ -23,3 +25,42 @@ def test_using_tracking_uri_restores_a_user_setting(monkeypatch, tmp_path):
     with using_tracking_uri(f"sqlite:///{tmp_path / 'b.db'}"):
         pass
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://tracking.example:5000"
+
+
+def test_dataset_schema_equals_mlflows_inference_on_small_frames():
+    import numpy as np
+    import pandas as pd
+    from mlflow.types.utils import _infer_schema
+
+    from tasks.tracking import dataset_schema
+
+    df = pd.DataFrame({
+        "text": pd.array(["a", None, "c"], dtype="string"),
+        "full_text": pd.array(["x", "y", "z"], dtype="string"),
+        "f": [1.0, np.nan, 2.0],
+        "i": np.array([1, 2, 3], dtype=np.int64),
+        "nullable_int": pd.array([1, None, 3], dtype="Int64"),
+        "b": [True, False, True],
+        "obj": ["p", "q", None],
+        "when": pd.to_datetime(["2020-01-01", None, "2020-01-03"]),
+    })
+    assert dataset_schema(df).to_dict() == _infer_schema(df).to_dict()
+    assert dataset_schema(df).to_dict()[0] == {"type": "string", "name": "text", "required": False}
+
+
+@pytest.mark.parametrize("contract", ["adult", "sms_spam", "jigsaw", "mnist", "synthetic_ratings"])
+def test_dataset_schema_equals_mlflows_inference_on_shipped_data(contract):
+    from mlflow.types.utils import _infer_schema
+
+    from tasks.data import load_data
+    from tasks.tracking import dataset_schema
+
+    from mlflow.exceptions import MlflowException
+
+    df, _ = load_data.fn(contract, None, 2000, 0)
+    try:
+        expected = _infer_schema(df)
+    except MlflowException:  # what mlflow.data's PandasDataset.schema turns into None (MNIST pixels)
+        expected = None
+    got = dataset_schema(df)
+    assert (got.to_dict() if got else None) == (expected.to_dict() if expected else None)
