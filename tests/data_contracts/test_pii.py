@@ -89,3 +89,17 @@ def test_shipped_datasets_pass(name):
 def test_movielens_passes():
     contract = get_contract("movielens")
     assert refused_failures(contract_scan(load_dataset(contract, [SHARED_DATASETS / "movielens-100k"]), contract)) == []
+
+
+def test_value_rule_shares_count_repeated_values_once_per_row():
+    """Rules run once per distinct value and are weighted by counts: the share is still per row."""
+    import pandas as pd
+
+    from data_contracts.pii import scan
+
+    # 7 of 10 rows are e-mail addresses, only two distinct ones; 3 rows are a repeated category
+    col = ["a@example.org"] * 4 + ["b@example.org"] * 3 + ["Private"] * 3
+    (finding,) = scan(pd.DataFrame({"contact": col}), ["contact"])
+    assert finding.rule == "email" and finding.share == 0.7
+    # below the rule's threshold when most rows are the category
+    assert scan(pd.DataFrame({"contact": col[:2] + ["Private"] * 8}), ["contact"]) == []
