@@ -39,6 +39,9 @@ SUPPORTED = (nn.Linear, nn.Embedding, nn.LayerNorm)
 # Longest index sequence per example for which an embedding's norm uses the exact masked Gram
 # form (memory B x L x L); longer sequences materialise the per-example row gradients instead.
 EMBEDDING_GRAM_MAX_LEN = 128
+# A linear layer applied to sequences materialises its per-example gradients (n x d_out x d_in)
+# when they fit in this much memory, else uses the Gram form (n x T x T).
+MATERIALISE_MAX_BYTES = 64 * 2**20
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
@@ -196,11 +199,13 @@ class _LinearPart:
             return sq + gg if self.b else sq
         sq = torch.zeros(a.shape[0], dtype=torch.float32, device=a.device)
         if self.w:
-            if 2 * T * T <= d_in * d_out:  # Opacus's rule: Gram matrices are smaller
-                sq = sq + (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g, g.transpose(1, 2))).sum((1, 2))
-            else:  # materialise (n, d_out, d_in): reused for the clipped sum
+            if a.shape[0] * d_in * d_out * a.element_size() <= MATERIALISE_MAX_BYTES:
+                # per-example gradients (n, d_out, d_in): one product as large as the weight
+                # gradient, reused for the clipped sum -- fewer operations than the Gram form
                 self.per_example = torch.bmm(g.transpose(1, 2), a)
                 sq = sq + _sq(self.per_example.reshape(self.per_example.shape[0], -1))
+            else:  # too large to hold: ||grad_i||^2 = <a_i a_i^T, g_i g_i^T> (memory n x T x T)
+                sq = sq + (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g, g.transpose(1, 2))).sum((1, 2))
         if self.b:
             self.gb = g.sum(1)
             sq = sq + _sq(self.gb)

@@ -71,7 +71,11 @@ def _cases():
 
 @pytest.mark.parametrize("name", ["mlp", "transformer", "matrix factorisation", "layernorm sequence"])
 @pytest.mark.parametrize("max_grad_norm", [1e-3, 0.5, 1e3])  # all clipped / mixed / none clipped
-def test_equals_opacus_ghost_clipping(name, max_grad_norm):
+@pytest.mark.parametrize("materialise", [True, False])  # sequence layers: per-example grads / Gram form
+def test_equals_opacus_ghost_clipping(name, max_grad_norm, materialise, monkeypatch):
+    from models import dp_bookkeeping
+
+    monkeypatch.setattr(dp_bookkeeping, "MATERIALISE_MAX_BYTES", 2**40 if materialise else 0)
     model, x, y, criterion = _cases()[name]
     model.train()
     ref_norms, ref = _opacus_ghost(model, x, y, criterion, max_grad_norm)
