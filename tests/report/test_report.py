@@ -263,3 +263,17 @@ def test_write_report_refuses_invalid_report(report, tmp_path):
     with pytest.raises(ValueError, match="summary"):
         write_report(report, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_says_which_clipping_computed_the_dp_gradients(inputs):
+    dp = inputs["models"][0]["training"]["dp"]
+    dp.update({"grad_sample_mode": "ghost", "clipping": "bookkeeping", "noise_calibration": "cached"})
+    md = render_markdown(build_report(**inputs))
+    assert "book-keeping ghost clipping (one backward pass, tested equal to Opacus's)" in md
+    dp.update({"clipping": "opacus", "clipping_note": "book-keeping clipping not used: parameter conv.weight "
+                                                      "belongs to a Conv2d"})
+    md = render_markdown(build_report(**inputs))
+    assert "clipped gradients by Opacus (ghost): book-keeping clipping not used: parameter conv.weight" in md
+    dp["clipping"] = "made-up"
+    with pytest.raises(Exception, match="clipping"):
+        validate_report(build_report(**inputs))  # the schema knows the two implementations
