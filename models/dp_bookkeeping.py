@@ -126,10 +126,6 @@ class BookkeepingClipper:
         self._handles = []
         self._records = []
 
-    def discard(self) -> None:
-        """Forget the activations of a forward pass that will not be back-propagated."""
-        self._records = []
-
     def backward(self, per_example_loss: torch.Tensor) -> torch.Tensor:
         records, self._records = self._records, []
         if not all(p.requires_grad for p in self._params):
@@ -159,6 +155,9 @@ class BookkeepingClipper:
         coef = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
         for part in parts:
             part.write_clipped(coef)
+        for p in self._params:  # a layer that did not run: its gradient is zero (and still noised)
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
         return norms
 
 

@@ -223,7 +223,7 @@ def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings,
             "noise_multiplier",
             {"accountant": privacy.accountant, "target_epsilon": privacy.target_epsilon,
              "target_delta": privacy.delta, "sample_rate": 1 / len(loader), "epochs": epochs},
-            lambda key: _get_noise_multiplier(key))
+            _get_noise_multiplier)
         wrapped = engine.make_private(noise_multiplier=noise, **common)
     elif privacy.noise_multiplier is not None:
         wrapped = engine.make_private(noise_multiplier=privacy.noise_multiplier, **common)
@@ -315,6 +315,7 @@ def _accountant_memo(kind: str, key: dict[str, Any], compute: Callable[[dict[str
     except (OSError, ValueError):
         pass
     value = float(compute(key))
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -322,7 +323,8 @@ def _accountant_memo(kind: str, key: dict[str, Any], compute: Callable[[dict[str
             json.dump({"key": json.loads(text), "value": value}, fh)
         os.replace(tmp, path)
     except OSError:
-        pass
+        if tmp is not None:  # e.g. a full disk: no half-written file left behind
+            Path(tmp).unlink(missing_ok=True)
     return value, "computed"
 
 

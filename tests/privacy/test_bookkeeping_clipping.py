@@ -152,6 +152,23 @@ def test_in_place_change_after_the_layer_is_refused():
         clipper.backward(out.sum(1))
 
 
+def test_a_layer_that_did_not_run_gets_a_zero_gradient():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.Linear(3, 1), nn.Linear(3, 1)
+
+        def forward(self, x):
+            return self.used(x).squeeze(1)
+
+    model = Branchy()
+    clipper = BookkeepingClipper(model, 1.0)
+    with clipper.recording():
+        loss = model(torch.randn(4, 3))
+    clipper.backward(loss)
+    assert torch.equal(model.unused.weight.grad, torch.zeros(1, 3)) and model.used.weight.grad.abs().sum() > 0
+
+
 def test_backward_outside_recording_is_refused():
     lin = nn.Linear(3, 1)
     clipper = BookkeepingClipper(lin, 1.0)
@@ -279,3 +296,19 @@ def test_memoised_epsilons_equal_the_accountants(tmp_path, monkeypatch):
     assert got["epsilon"] == Engine.accountant.get_epsilon(1e-5)
     assert got["epsilon_rdp"] == rdp.get_epsilon(1e-5, alphas=training.RDP_ORDERS)
     assert training._epsilons(Engine, priv) == got  # second time from the memo
+
+
+def test_accountant_memo_survives_a_failed_write(tmp_path, monkeypatch):
+    import os
+
+    from models import training
+
+    monkeypatch.setenv("IMPACTFLOW_HOME", str(tmp_path))
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    # the computed value is used, and no temporary file is left behind
+    assert training._accountant_memo("noise_multiplier", {"a": 1}, lambda k: 2.5) == (2.5, "computed")
+    assert list((tmp_path / "cache" / "dp").iterdir()) == []
