@@ -292,7 +292,6 @@ class _LayerNormPart:
             self.m.bias.grad = coef @ self.gb
 
 
-
 class _FreshGradDPOptimizer(DPOptimizerFastGradientClipping):
     def accumulate(self):
         for p in self.params:
