@@ -45,6 +45,13 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def warm_up() -> None:
+    """Draw one log-log ROC figure and one bar chart: fills matplotlib's font, glyph and mathtext
+    caches, so a process forked after this (the warm runner's runs) does not pay them again."""
+    roc_png([1e-3, 0.1, 1.0], [2e-3, 0.2, 1.0], "warm-up", loglog=True, epsilon=1.0, delta=1e-5)
+    bar_chart_png(["a", "b"], [0.5, 0.25], "warm-up", "x")
+
+
 def _t(text: Any) -> str:
     """Data text for a label: ``$`` would start mathtext (and can make drawing fail)."""
     return str(text).replace("$", r"\$")

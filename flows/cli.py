@@ -119,16 +119,19 @@ def run(
     cfg = _load(config, set_)
     console = _console()
     from data_contracts.errors import ImpactflowError
-    from flows.local_server import use_kept_server
+    from flows import local_server, warm
     from tasks import progress
 
-    kept = use_kept_server()
+    kept = local_server.use_kept_server()
+    if warm.IN_CHILD:  # the client already pointed the environment at the kept server
+        url = os.environ.get("PREFECT_API_URL")
+        kept = url if url and url == (local_server.read_state() or {}).get("api_url") else None
+        console.print(f"[dim]warm runner: run process {os.getpid()}, forked with the libraries imported "
+                      "(`impactflow server stop` ends it)[/]")
     if kept:
         console.print(f"[dim]Prefect: the kept local server at {kept} (`impactflow server stop` ends it)[/]")
     elif not os.environ.get("PREFECT_API_URL"):
-        from flows.local_server import read_state
-
-        if read_state():
+        if local_server.read_state():
             console.print("[yellow]Prefect: the kept local server does not answer; using a temporary one "
                           "(`impactflow server stop`, then `start`, to replace it)[/]")
 
@@ -398,7 +401,11 @@ app.add_typer(server_app, name="server")
 
 
 @server_app.command("start")
-def server_start(port: int = typer.Option(4200, help="Port on 127.0.0.1.")) -> None:
+def server_start(
+    port: int = typer.Option(4200, help="Port on 127.0.0.1."),
+    warm: bool = typer.Option(False, "--warm", help="Also start the warm runner: a process that keeps "
+                              "the heavy libraries imported and forks each `impactflow run` from it."),
+) -> None:
     """Start `prefect server start` in the background; later commands use it automatically."""
     from data_contracts.errors import ImpactflowError
     from flows import local_server
@@ -412,31 +419,57 @@ def server_start(port: int = typer.Option(4200, help="Port on 127.0.0.1.")) -> N
     word = "already running" if state["already_running"] else "started"
     console.print(f"Prefect server {word}: {state['api_url']} (pid {state['pid']}, UI {state['ui_url']}, "
                   f"log {state['log']}); `impactflow run` now uses it; `impactflow server stop` ends it")
+    if not warm:
+        return
+    from flows import warm as warm_runner
+
+    # the environment a run will have (quiet defaults, this server): the warm runner imports
+    # the libraries under it and serves only runs whose import-time environment matches
+    _quiet_environment(False)
+    local_server.use_kept_server()
+    console.print("starting the warm runner (imports torch, GX, MLflow, Prefect once) ...")
+    try:
+        w = warm_runner.start()
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    word = "already running" if w["already_running"] else f"started ({w['preload_s']:.1f} s of imports)"
+    console.print(f"warm runner {word}: pid {w['pid']}, socket {w['socket']}; `impactflow run` forks from it",
+                  soft_wrap=True)
 
 
 @server_app.command("stop")
 def server_stop() -> None:
-    """Stop the kept local Prefect server."""
+    """Stop the kept local Prefect server (and the warm runner, if one runs)."""
     from data_contracts.errors import ImpactflowError
-    from flows import local_server
+    from flows import local_server, warm
 
+    w = warm.stop()
+    if w:
+        _console().print(f"stopped the warm runner (pid {w['pid']})")
     try:
         state = local_server.stop()
     except ImpactflowError as exc:
+        if w:
+            return
         _fail(str(exc))
     _console().print(f"stopped the Prefect server at {state['api_url']} (pid {state['pid']})")
 
 
 @server_app.command("status")
 def server_status() -> None:
-    """Say whether a kept local Prefect server is running (exit 1 if not)."""
-    from flows import local_server
+    """Say whether a kept local Prefect server is running (exit 1 if not), and the warm runner."""
+    from flows import local_server, warm
 
     url = local_server.running_api_url()
     if not url:
         _fail(local_server.NOT_RUNNING)
     state = local_server.read_state() or {}
     _console().print(f"running: {url} (pid {state.get('pid')}, since {state.get('started_at')})")
+    w = warm.running()
+    if w:
+        _console().print(f"warm runner: pid {w['pid']}, since {w['started_at']} ({w['preload_s']} s of imports)")
+    else:
+        _console().print("warm runner: not running (`impactflow server start --warm` starts one)")
 
 
 @app.command()
@@ -677,7 +710,26 @@ def audit(
     raise typer.Exit(EXIT_OK if summary["status"] == "pass" else EXIT_GATES)
 
 
+def _delegate_to_warm_runner(argv: list[str]) -> Optional[int]:
+    """``impactflow run`` through the warm runner when one is recorded (flows/warm.py)."""
+    if len(argv) < 2 or argv[1] != "run" or any(a in ("-h", "--help") for a in argv[2:]):
+        return None
+    from flows import warm
+
+    if not warm.read_state():
+        return None
+    # the environment `run` itself would set up, so the warm runner can compare it with its own
+    _quiet_environment(any(a in ("-v", "--verbose") for a in argv[2:]))
+    from flows.local_server import use_kept_server
+
+    use_kept_server()
+    return warm.delegate(argv)
+
+
 def main() -> None:
+    code = _delegate_to_warm_runner(sys.argv)
+    if code is not None:
+        raise SystemExit(code)
     app()
 
 

@@ -1,0 +1,207 @@
+"""The warm runner (flows/warm.py): `impactflow run` forked from a process with the libraries
+already imported, with the CLI as its front (exit status, signals, a killed CLI kills the run),
+and a cold run, with the reason said, whenever the fork could differ from a fresh process."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from flows import warm
+
+FAST = ["-c", "text", "--set", "data.sample=800", "--set", "model.params.epochs=1", "--set", "model.baselines=[]",
+        "--set", "gates.identity.counterfactual_sample=50", "--set", "privacy_audit.canaries=0"]
+SLOW = ["-c", "text", "--set", "data.sample=1500", "--set", "model.baselines=[]",
+        "--set", "model.params.epochs=500", "--set", "model.params.patience=1000"]
+
+
+# --------------------------------------------------------------------------- unit
+
+
+def _request(**over):
+    req = {"executable": sys.executable, "fingerprint": "abc",
+           "env": {"PREFECT_API_URL": "http://x/api", "PATH": "/bin", "MLFLOW_TRACKING_URI": "sqlite:///a.db"}}
+    return {**req, **over}
+
+
+def test_refusal_names_what_differs_and_ignores_per_call_variables():
+    started_with = warm.import_environment({"PREFECT_API_URL": "http://x/api", "PATH": "/usr/bin",
+                                            "MLFLOW_TRACKING_URI": "sqlite:///b.db"})
+    assert started_with == {"PREFECT_API_URL": "http://x/api"}  # PATH and the tracking URI are per call
+    assert warm.refusal(_request(), "abc", started_with) is None
+    env = {**_request()["env"], "PREFECT_LOGGING_LEVEL": "DEBUG"}
+    assert warm.refusal(_request(env=env), "abc", started_with) == \
+        "environment variable PREFECT_LOGGING_LEVEL differs from when it started"
+    env = {**_request()["env"], "OMP_NUM_THREADS": "1"}
+    assert "OMP_NUM_THREADS" in warm.refusal(_request(env=env), "abc", started_with)
+    env = {k: v for k, v in _request()["env"].items() if k != "PREFECT_API_URL"}  # unset counts too
+    assert "PREFECT_API_URL" in warm.refusal(_request(env=env), "abc", started_with)
+    assert "code or installed packages changed" in warm.refusal(_request(fingerprint="def"), "abc", started_with)
+    assert "/other/python" in warm.refusal(_request(executable="/other/python"), "abc", started_with)
+
+
+def test_fingerprint_follows_the_package_files(tmp_path, monkeypatch):
+    for pkg in warm.PACKAGES:
+        (tmp_path / pkg / "__pycache__").mkdir(parents=True)
+        (tmp_path / pkg / "__init__.py").write_text("")
+    monkeypatch.setattr(warm, "ROOT", tmp_path)
+    first = warm.code_fingerprint()
+    assert warm.code_fingerprint() == first
+    (tmp_path / "tasks" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"compiled")  # not the code
+    assert warm.code_fingerprint() == first
+    (tmp_path / "audits" / "templates").mkdir()
+    (tmp_path / "audits" / "templates" / "report.html").write_text("<p>")  # package data counts
+    second = warm.code_fingerprint()
+    assert second != first
+    os.utime(tmp_path / "models" / "__init__.py", ns=(1, 1))  # an edit that keeps the size
+    assert warm.code_fingerprint() != second
+
+
+def test_no_recorded_runner_means_a_cold_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    assert warm.delegate(["impactflow", "run"]) is None
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that has exited
+    warm.state_file().write_text(json.dumps({"pid": proc.pid, "socket": str(tmp_path / "none.sock")}))
+    assert warm.delegate(["impactflow", "run"]) is None
+    assert "is not running; running cold" in capsys.readouterr().err
+    assert warm.running() is None
+
+
+def test_a_long_prefect_home_puts_the_socket_in_the_temp_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / ("x" * 120)))
+    path = warm.socket_path()
+    assert len(str(path)) < 100 and path.name.startswith("impactflow-warm-")
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    assert warm.socket_path() == tmp_path / warm.SOCKET_NAME
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+@pytest.fixture(scope="module")
+def runner(prefect_api, tmp_path_factory):
+    """A warm runner on the session's Prefect server; yields the environment its clients use."""
+    from flows.cli import _quiet_environment
+
+    home = tmp_path_factory.mktemp("warm_home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "MLFLOW_TRACKING_URI"}
+    env.update(PREFECT_HOME=str(home), PREFECT_API_URL=prefect_api)
+    with mock.patch.dict(os.environ, env, clear=True):
+        _quiet_environment(False)  # what `impactflow server start --warm` starts it with
+        state = warm.start()
+    assert not state["already_running"] and state["not_preloaded"] == []
+    yield {"env": env, "state": state, "log": Path(state["log"])}
+    with mock.patch.dict(os.environ, env, clear=True):
+        stopped = warm.stop()
+    assert stopped["pid"] == state["pid"]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _exists(state["pid"]):
+        time.sleep(0.2)
+    assert not _exists(state["pid"])
+    assert not Path(state["socket"]).exists() and not (home / warm.STATE_NAME).exists()
+
+
+def _exists(pid: int) -> bool:
+    """Running or not yet reaped by its parent (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _cli(runner, cwd, *args, **popen):
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", *args], cwd=cwd, env=runner["env"],
+                            text=True, **popen)
+
+
+def _forked_runs(runner) -> int:
+    return runner["log"].read_text().count("run pid ")
+
+
+def test_a_run_forks_from_the_warm_runner(runner, tmp_path):
+    proc = _cli(runner, tmp_path, *FAST, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode in (0, 3), err[-3000:]
+    child = re.search(r"warm runner: run process (\d+)", out)
+    assert child and int(child.group(1)) != proc.pid, out[:2000]
+    assert "warm runner not used" not in err and "Traceback" not in err
+    report = re.search(r"Report:\s+\S+\.html\s+(\S+impact_report\.json)", out)
+    doc = json.loads(Path(report.group(1)).read_text())
+    assert doc["run"]["preset"] == "text"
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'impactflow_runs' / 'mlflow.db'}")
+    assert client.get_run(doc["run"]["run_id"]).info.status == "FINISHED"
+
+
+def test_the_childs_exit_status_is_the_clis(runner, tmp_path):
+    before = _forked_runs(runner)
+    proc = _cli(runner, tmp_path, "-c", "no-such-preset", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "no-such-preset" in err and "Traceback" not in err
+    assert _forked_runs(runner) == before + 1  # it was the warm runner's child that failed
+
+
+def test_a_different_import_time_environment_runs_cold_and_says_why(runner, tmp_path):
+    before = _forked_runs(runner)
+    env = {**runner["env"], "PREFECT_LOGGING_LEVEL": "DEBUG"}
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "-c", "no-such-preset"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert "warm runner not used: environment variable PREFECT_LOGGING_LEVEL differs" in proc.stderr
+    assert proc.returncode == 1 and "no-such-preset" in proc.stderr  # the cold run's own answer
+    assert _forked_runs(runner) == before
+
+
+def _started_child(proc) -> int:
+    for line in proc.stdout:  # the first line the child prints names it
+        m = re.search(r"warm runner: run process (\d+)", line)
+        if m:
+            return int(m.group(1))
+    raise AssertionError("the run never said it was forked")
+
+
+def _wait_gone(pid: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _exists(pid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_killed_cli_kills_its_run(runner, tmp_path):
+    proc = _cli(runner, tmp_path, *SLOW, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        child = _started_child(proc)
+        time.sleep(2)
+        assert _exists(child)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert _wait_gone(child), "the child outlived its killed CLI"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_ctrl_c_reaches_the_run(runner, tmp_path):
+    proc = _cli(runner, tmp_path, *SLOW, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        child = _started_child(proc)
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)  # forwarded to the child's process group
+        proc.wait(timeout=120)
+        assert proc.returncode == 130
+        assert _wait_gone(child)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
