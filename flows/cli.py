@@ -714,6 +714,8 @@ def _delegate_to_warm_runner(argv: list[str]) -> Optional[int]:
     """``impactflow run`` through the warm runner when one is recorded (flows/warm.py)."""
     if len(argv) < 2 or argv[1] != "run" or any(a in ("-h", "--help") for a in argv[2:]):
         return None
+    if os.environ.get("IMPACTFLOW_WARM", "").lower() in ("off", "0", "false", "no"):
+        return None  # a deliberate cold run
     from flows import warm
 
     if not warm.read_state():

@@ -25,8 +25,9 @@ why) whenever forking it could differ from a fresh process:
   CUDA and ``PYTHON*`` variables. ``impactflow run --verbose`` changes Prefect's logging
   settings, so verbose runs are cold.
 
-Only ``impactflow run`` is delegated. Linux/POSIX only (``fork`` and fd passing); nothing here
-imports a heavy library at module import (the CLI's client side must stay instant).
+``IMPACTFLOW_WARM=off`` makes one run cold on purpose. Only ``impactflow run`` is delegated.
+Linux/POSIX only (``fork`` and fd passing); nothing here imports a heavy library at module
+import (the CLI's client side must stay instant).
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ _IMPORT_PREFIXES = ("PREFECT_", "MLFLOW_", "GX_", "IMPACTFLOW_", "OMP_", "MKL_",
                     "TORCH", "PYTORCH_", "PYTHON", "MPL")
 _PER_CALL = frozenset({"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                        "MLFLOW_TRACKING_TOKEN", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME",
-                       "MLFLOW_RUN_ID", "PYTHONUNBUFFERED"})
+                       "MLFLOW_RUN_ID", "PYTHONUNBUFFERED", "IMPACTFLOW_WARM"})
 _HEADER = struct.Struct("!I")
 IN_CHILD = False  # True in a run forked from the warm runner
 

@@ -160,6 +160,10 @@ def test_a_different_import_time_environment_runs_cold_and_says_why(runner, tmp_
     assert "warm runner not used: environment variable PREFECT_LOGGING_LEVEL differs" in proc.stderr
     assert proc.returncode == 1 and "no-such-preset" in proc.stderr  # the cold run's own answer
     assert _forked_runs(runner) == before
+    off = {**runner["env"], "IMPACTFLOW_WARM": "off"}  # a deliberate cold run: no note
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "-c", "no-such-preset"], cwd=tmp_path,
+                          env=off, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "warm runner" not in proc.stderr and _forked_runs(runner) == before
 
 
 def _started_child(proc) -> int:
