@@ -432,7 +432,9 @@ def server_start(
         w = warm_runner.start()
     except ImpactflowError as exc:
         _fail(str(exc))
-    word = "already running" if w["already_running"] else f"started ({w['preload_s']:.1f} s of imports)"
+    word = "already running" if w["already_running"] else \
+        (f"replaced (code, packages or environment changed) and started ({w['preload_s']:.1f} s of imports)"
+         if w["replaced"] else f"started ({w['preload_s']:.1f} s of imports)")
     console.print(f"warm runner {word}: pid {w['pid']}, socket {w['socket']}; `impactflow run` forks from it",
                   soft_wrap=True)
 

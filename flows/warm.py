@@ -25,7 +25,8 @@ why) whenever forking it could differ from a fresh process:
   CUDA and ``PYTHON*`` variables. ``impactflow run --verbose`` changes Prefect's logging
   settings, so verbose runs are cold.
 
-``IMPACTFLOW_WARM=off`` makes one run cold on purpose. Only ``impactflow run`` is delegated.
+``impactflow server start --warm`` replaces a running warm runner that would refuse the
+caller's runs. ``IMPACTFLOW_WARM=off`` makes one run cold on purpose. Only ``impactflow run`` is delegated.
 Linux/POSIX only (``fork`` and fd passing); nothing here imports a heavy library at module
 import (the CLI's client side must stay instant).
 """
@@ -138,6 +139,12 @@ def import_environment(env: dict) -> dict:
     return {k: v for k, v in env.items() if k.startswith(_IMPORT_PREFIXES) and k not in _PER_CALL}
 
 
+def environment_digest(environment: dict) -> str:
+    """A digest of an import-time environment, for the state file (which must not hold the
+    values: ``PREFECT_API_KEY`` is one of them)."""
+    return hashlib.sha256(json.dumps(environment, sort_keys=True).encode()).hexdigest()
+
+
 def refusal(request: dict, fingerprint: str, environment: dict) -> Optional[str]:
     """Why the warm runner (started with ``fingerprint`` and ``environment``) must not serve
     ``request``; None when it may."""
@@ -193,7 +200,7 @@ def delegate(argv: list[str]) -> Optional[int]:
     if "refused" in reply:
         sock.close()
         _note(f"warm runner not used: {reply['refused']}; running cold "
-              "(`impactflow server stop`, then `impactflow server start --warm`, to restart it)")
+              "(`impactflow server start --warm` replaces it)")
         return None
     return _follow(sock, replies, int(reply["pid"]))
 
@@ -237,14 +244,20 @@ def running() -> Optional[dict]:
 
 
 def start(timeout_s: float = 180.0) -> dict:
-    """Start the warm runner detached with this process's environment; wait until it listens."""
+    """Start the warm runner detached with this process's environment; wait until it listens.
+    A running one that would refuse this environment's runs (code, packages or import-time
+    environment changed) is replaced."""
     import subprocess
 
     from data_contracts.errors import ConfigError
 
     state = running()
+    replaced = state is not None
     if state:
-        return {**state, "already_running": True}
+        if (state.get("python"), state.get("fingerprint"), state.get("environment_sha256")) == \
+                (sys.executable, code_fingerprint(), environment_digest(import_environment(dict(os.environ)))):
+            return {**state, "already_running": True, "replaced": False}
+        stop()  # it would refuse this environment's runs: replace it
     home = prefect_home()
     home.mkdir(parents=True, exist_ok=True)
     state_file().unlink(missing_ok=True)
@@ -262,7 +275,7 @@ def start(timeout_s: float = 180.0) -> dict:
             raise ConfigError(f"the warm runner exited with code {proc.returncode}; see {log}: " + " | ".join(tail))
         state = read_state()
         if state and state.get("pid") == proc.pid:
-            return {**state, "log": str(log), "already_running": False}
+            return {**state, "log": str(log), "already_running": False, "replaced": replaced}
         time.sleep(0.2)
     _stop_pid(proc.pid)
     raise ConfigError(f"the warm runner did not start within {timeout_s:.0f} s; see {log}")
@@ -438,6 +451,14 @@ def _child(conn: socket.socket, request: dict, fds: list[int], added: dict) -> i
     return code
 
 
+def _peer_uid(conn: socket.socket) -> Optional[int]:
+    """The connecting process's uid (Linux ``SO_PEERCRED``); None where the platform lacks it."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
 def _reap() -> None:
     while True:
         try:
@@ -461,8 +482,11 @@ def serve(path: Path) -> None:
     fingerprint = code_fingerprint()
     path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    os.chmod(path, 0o600)  # only this user may hand it commands
+    umask = os.umask(0o177)  # created 0600: only this user may hand it commands
+    try:
+        server.bind(str(path))
+    finally:
+        os.umask(umask)
     server.listen(16)
     server.settimeout(1.0)
 
@@ -473,7 +497,8 @@ def serve(path: Path) -> None:
     signal.signal(signal.SIGINT, stop)
     state = {"pid": os.getpid(), "socket": str(path), "python": sys.executable,
              "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             "preload_s": round(loaded_s, 2), "not_preloaded": missing}
+             "preload_s": round(loaded_s, 2), "not_preloaded": missing,
+             "fingerprint": fingerprint, "environment_sha256": environment_digest(environment)}
     tmp = state_file().with_suffix(".json.tmp")
     tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
     os.replace(tmp, state_file())
@@ -486,6 +511,9 @@ def serve(path: Path) -> None:
             except socket.timeout:
                 continue
             conn.settimeout(None)
+            if _peer_uid(conn) not in (os.getuid(), None):  # belt and braces with the 0600 socket
+                conn.close()
+                continue
             try:
                 request, fds = _recv_request(conn)
             except (OSError, ValueError) as exc:

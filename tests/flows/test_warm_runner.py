@@ -76,6 +76,34 @@ def test_no_recorded_runner_means_a_cold_run(tmp_path, monkeypatch, capsys):
     assert warm.running() is None
 
 
+def test_start_keeps_a_current_runner_and_replaces_a_stale_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    current = {"pid": 1, "socket": "s", "python": sys.executable, "fingerprint": warm.code_fingerprint(),
+               "environment_sha256": warm.environment_digest(warm.import_environment(dict(os.environ)))}
+    stopped = []
+    monkeypatch.setattr(warm, "stop", lambda: stopped.append(True))
+
+    class Started(Exception):
+        pass
+
+    def popen(*a, **k):
+        raise Started
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setattr(warm, "running", lambda: current)
+    assert warm.start()["already_running"] and not stopped
+    monkeypatch.setattr(warm, "running", lambda: {**current, "fingerprint": "older code"})
+    with pytest.raises(Started):
+        warm.start()
+    assert stopped == [True]
+    stopped.clear()
+    monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "DEBUG")  # an import-time variable changed
+    monkeypatch.setattr(warm, "running", lambda: current)
+    with pytest.raises(Started):
+        warm.start()
+    assert stopped == [True]
+
+
 def test_a_long_prefect_home_puts_the_socket_in_the_temp_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / ("x" * 120)))
     path = warm.socket_path()
@@ -99,6 +127,12 @@ def runner(prefect_api, tmp_path_factory):
         _quiet_environment(False)  # what `impactflow server start --warm` starts it with
         state = warm.start()
     assert not state["already_running"] and state["not_preloaded"] == []
+    with mock.patch.dict(os.environ, env, clear=True):
+        _quiet_environment(False)
+        assert warm.start()["pid"] == state["pid"]  # the same environment: kept, not restarted
+    recorded = json.loads((home / warm.STATE_NAME).read_text())
+    assert recorded["fingerprint"] == warm.code_fingerprint()
+    assert prefect_api not in json.dumps(recorded)  # a digest of the environment, never its values
     yield {"env": env, "state": state, "log": Path(state["log"])}
     with mock.patch.dict(os.environ, env, clear=True):
         stopped = warm.stop()
