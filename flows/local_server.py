@@ -57,11 +57,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read_state() -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """A state file's content; None if it is missing or damaged."""
     try:
-        return json.loads(state_file().read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def read_state() -> dict | None:
+    return read_json(state_file())
 
 
 def running_api_url() -> str | None:

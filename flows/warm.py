@@ -46,6 +46,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from flows.local_server import _alive, _terminate, prefect_home, read_json
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("flows", "tasks", "models", "audits", "data_contracts")
 STATE_NAME = "impactflow-warm.json"
@@ -80,10 +82,6 @@ IN_CHILD = False  # True in a run forked from the warm runner
 # --------------------------------------------------------------------------- shared
 
 
-def prefect_home() -> Path:
-    return Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
-
-
 def state_file() -> Path:
     return prefect_home() / STATE_NAME
 
@@ -98,20 +96,7 @@ def socket_path() -> Path:
 
 
 def read_state() -> Optional[dict]:
-    try:
-        return json.loads(state_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return read_json(state_file())
 
 
 def code_fingerprint() -> str:
@@ -179,7 +164,7 @@ def delegate(argv: list[str]) -> Optional[int]:
     if not state:
         return None
     path = state.get("socket", "")
-    if not _alive(int(state.get("pid", -1))):
+    if not _is_runner(int(state.get("pid") or 0)):
         _note(f"warm runner recorded in {state_file()} is not running; running cold "
               "(`impactflow server stop`, then `impactflow server start --warm`, to replace it)")
         return None
@@ -235,10 +220,20 @@ def _follow(sock: socket.socket, replies, pid: int) -> int:
 # --------------------------------------------------------------------------- start / stop
 
 
+def _is_runner(pid: int) -> bool:
+    """``pid`` is alive and (where /proc tells) runs flows.warm: a recycled pid is not ours."""
+    if pid <= 1 or not _alive(pid):
+        return False
+    try:
+        return b"flows.warm" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return not Path("/proc/self").exists()
+
+
 def running() -> Optional[dict]:
     """The warm runner's state if its process is alive and its socket exists."""
     state = read_state()
-    if state and _alive(int(state.get("pid", -1))) and Path(state.get("socket", "")).exists():
+    if state and _is_runner(int(state.get("pid") or 0)) and Path(state.get("socket", "")).exists():
         return state
     return None
 
@@ -277,27 +272,8 @@ def start(timeout_s: float = 180.0) -> dict:
         if state and state.get("pid") == proc.pid:
             return {**state, "log": str(log), "already_running": False, "replaced": replaced}
         time.sleep(0.2)
-    _stop_pid(proc.pid)
+    _terminate(proc.pid)
     raise ConfigError(f"the warm runner did not start within {timeout_s:.0f} s; see {log}")
-
-
-def _stop_pid(pid: int, timeout_s: float = 10.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and _alive(pid):
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.1)
-    if _alive(pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def stop() -> Optional[dict]:
@@ -305,7 +281,9 @@ def stop() -> Optional[dict]:
     state = read_state()
     if not state:
         return None
-    _stop_pid(int(state.get("pid", -1)))
+    pid = int(state.get("pid") or 0)
+    if _is_runner(pid):
+        _terminate(pid)  # its group only: forked runs have groups of their own
     state_file().unlink(missing_ok=True)
     if state.get("socket"):
         Path(state["socket"]).unlink(missing_ok=True)

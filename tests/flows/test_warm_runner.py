@@ -76,6 +76,23 @@ def test_no_recorded_runner_means_a_cold_run(tmp_path, monkeypatch, capsys):
     assert warm.running() is None
 
 
+def test_a_recycled_pid_is_neither_used_nor_killed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)  # alive, but not a warm runner
+    try:
+        sock = tmp_path / "runner.sock"
+        sock.touch()
+        warm.state_file().write_text(json.dumps({"pid": other.pid, "socket": str(sock)}))
+        assert warm.running() is None
+        assert warm.delegate(["impactflow", "run"]) is None
+        assert "is not running; running cold" in capsys.readouterr().err
+        assert warm.stop()["pid"] == other.pid  # forgets the state ...
+        assert other.poll() is None and not warm.state_file().exists()  # ... and kills nobody
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_start_keeps_a_current_runner_and_replaces_a_stale_one(tmp_path, monkeypatch):
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     current = {"pid": 1, "socket": "s", "python": sys.executable, "fingerprint": warm.code_fingerprint(),
