@@ -166,7 +166,7 @@ def delegate(argv: list[str]) -> Optional[int]:
     path = state.get("socket", "")
     if not _is_runner(int(state.get("pid") or 0)):
         _note(f"warm runner recorded in {state_file()} is not running; running cold "
-              "(`impactflow server stop`, then `impactflow server start --warm`, to replace it)")
+              "(`impactflow server start --warm` starts a new one)")
         return None
     request = {"argv": list(argv), "env": dict(os.environ), "cwd": os.getcwd(),
                "executable": sys.executable, "fingerprint": code_fingerprint()}
