@@ -119,22 +119,9 @@ def run(
     cfg = _load(config, set_)
     console = _console()
     from data_contracts.errors import ImpactflowError
-    from flows import local_server, warm
     from tasks import progress
 
-    kept = local_server.use_kept_server()
-    if warm.IN_CHILD:  # the client already pointed the environment at the kept server
-        url = os.environ.get("PREFECT_API_URL")
-        kept = url if url and url == (local_server.read_state() or {}).get("api_url") else None
-        console.print(f"[dim]warm runner: run process {os.getpid()}, forked with the libraries imported "
-                      "(`impactflow server stop` ends it)[/]")
-    if kept:
-        console.print(f"[dim]Prefect: the kept local server at {kept} (`impactflow server stop` ends it)[/]")
-    elif not os.environ.get("PREFECT_API_URL"):
-        if local_server.read_state():
-            console.print("[yellow]Prefect: the kept local server does not answer; using a temporary one "
-                          "(`impactflow server stop`, then `start`, to replace it)[/]")
-
+    _use_kept_server(console)
     command = " ".join(["impactflow", *sys.argv[1:]])
     console.print(f"[bold]impactflow[/] preset [cyan]{cfg.preset}[/] · family {cfg.model.family} · "
                   f"DP {'on' if cfg.privacy.enabled else 'off'}")
@@ -150,6 +137,25 @@ def run(
         progress.install(None)
     _print_summary(console, summary)
     raise typer.Exit(EXIT_OK if summary["status"] == "pass" else EXIT_GATES)
+
+
+def _use_kept_server(console) -> None:
+    """Point Prefect at the kept local server if one answers (and PREFECT_API_URL is unset), and
+    say which Prefect this command uses and whether it was forked from the warm runner."""
+    from flows import local_server, warm
+
+    kept = local_server.use_kept_server()
+    if warm.IN_CHILD:  # the client already pointed the environment at the kept server
+        url = os.environ.get("PREFECT_API_URL")
+        kept = url if url and url == (local_server.read_state() or {}).get("api_url") else None
+        console.print(f"[dim]warm runner: run process {os.getpid()}, forked with the libraries imported "
+                      "(`impactflow server stop` ends it)[/]")
+    if kept:
+        console.print(f"[dim]Prefect: the kept local server at {kept} (`impactflow server stop` ends it)[/]")
+    elif not os.environ.get("PREFECT_API_URL"):
+        if local_server.read_state():
+            console.print("[yellow]Prefect: the kept local server does not answer; using a temporary one "
+                          "(`impactflow server stop`, then `start`, to replace it)[/]")
 
 
 def _print_summary(console, summary: dict) -> None:
@@ -696,6 +702,7 @@ def audit(
         _fail(str(exc))
     gates = _parse_gates(gate)
     console = _console()
+    _use_kept_server(console)
     try:
         from flows.audit_only import run_audit_only
 
@@ -712,9 +719,12 @@ def audit(
     raise typer.Exit(EXIT_OK if summary["status"] == "pass" else EXIT_GATES)
 
 
+WARM_COMMANDS = ("run", "audit")  # the commands that run a flow: worth a fork of the warm runner
+
+
 def _delegate_to_warm_runner(argv: list[str]) -> Optional[int]:
-    """``impactflow run`` through the warm runner when one is recorded (flows/warm.py)."""
-    if len(argv) < 2 or argv[1] != "run" or any(a in ("-h", "--help") for a in argv[2:]):
+    """``impactflow run``/``audit`` through the warm runner when one is recorded (flows/warm.py)."""
+    if len(argv) < 2 or argv[1] not in WARM_COMMANDS or any(a in ("-h", "--help") for a in argv[2:]):
         return None
     if os.environ.get("IMPACTFLOW_WARM", "").lower() in ("off", "0", "false", "no"):
         return None  # a deliberate cold run

@@ -195,6 +195,22 @@ def test_a_run_forks_from_the_warm_runner(runner, tmp_path):
     assert client.get_run(doc["run"]["run_id"]).info.status == "FINISHED"
 
 
+def test_an_audit_forks_from_the_warm_runner_too(runner, tmp_path):
+    from data_contracts import get_contract, load_dataset
+
+    df = load_dataset(get_contract("adult")).head(2000)
+    table = df[["income", "sex"]].assign(pred=df["income"])  # a perfect "model" (parity gates may still fail)
+    table.to_csv(tmp_path / "preds.csv", index=False)
+    before = _forked_runs(runner)
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "audit", "--data", str(tmp_path / "preds.csv"),
+                           "--label", "income", "--prediction", "pred", "--sensitive", "sex",
+                           "--positive-label", ">50K", "--output-dir", str(tmp_path / "runs")],
+                          cwd=tmp_path, env=runner["env"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 3), proc.stdout[-2000:] + proc.stderr[-2000:]  # 3: a gate failed
+    assert "warm runner: run process" in proc.stdout and "report verify" in proc.stdout
+    assert _forked_runs(runner) == before + 1
+
+
 def test_the_childs_exit_status_is_the_clis(runner, tmp_path):
     before = _forked_runs(runner)
     proc = _cli(runner, tmp_path, "-c", "no-such-preset", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
