@@ -194,6 +194,19 @@ def test_a_run_forks_from_the_warm_runner(runner, tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'impactflow_runs' / 'mlflow.db'}")
     assert client.get_run(doc["run"]["run_id"]).info.status == "FINISHED"
 
+    # the same command cold, in its own folder: the fork computes exactly what a fresh process does
+    cold_dir = tmp_path / "cold"
+    cold_dir.mkdir()
+    cold = subprocess.run([sys.executable, "-m", "flows.cli", "run", *FAST], cwd=cold_dir,
+                          env={**runner["env"], "IMPACTFLOW_WARM": "off"}, capture_output=True, text=True,
+                          timeout=600)
+    assert cold.returncode == proc.returncode and "warm runner" not in cold.stdout + cold.stderr
+    cold_doc = json.loads(next((cold_dir / "impactflow_runs" / "runs").glob("*/reports/impact_report.json"))
+                          .read_text())
+    metrics = {m["name"]: {a: r["metrics"] for a, r in m["audits"].items()} for m in doc["models"]}
+    assert metrics == {m["name"]: {a: r["metrics"] for a, r in m["audits"].items()} for m in cold_doc["models"]}
+    assert metrics["transformer"]["performance"]["eval/accuracy"] > 0
+
 
 def test_an_audit_forks_from_the_warm_runner_too(runner, tmp_path):
     from data_contracts import get_contract, load_dataset
