@@ -330,16 +330,21 @@ def preload() -> list[str]:
 
 def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
     data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
-    if len(data) < _HEADER.size:
-        raise ValueError("short request")
-    (size,) = _HEADER.unpack_from(data)
-    body = bytearray(data[_HEADER.size:])
-    while len(body) < size:
-        more = conn.recv(size - len(body))
-        if not more:
-            raise ValueError("truncated request")
-        body += more
-    return json.loads(bytes(body)), list(fds)
+    try:
+        if len(data) < _HEADER.size:
+            raise ValueError("short request")
+        (size,) = _HEADER.unpack_from(data)
+        body = bytearray(data[_HEADER.size:])
+        while len(body) < size:
+            more = conn.recv(size - len(body))
+            if not more:
+                raise ValueError("truncated request")
+            body += more
+        return json.loads(bytes(body)), list(fds)
+    except BaseException:
+        for fd in fds:  # the client's descriptors must not leak into the runner
+            os.close(fd)
+        raise
 
 
 def _reopen_stdio() -> None:
@@ -489,12 +494,13 @@ def serve(path: Path) -> None:
                 conn, _addr = server.accept()
             except socket.timeout:
                 continue
-            conn.settimeout(None)
             if _peer_uid(conn) not in (os.getuid(), None):  # belt and braces with the 0600 socket
                 conn.close()
                 continue
+            conn.settimeout(10.0)  # a client that connects and sends nothing must not block the rest
             try:
                 request, fds = _recv_request(conn)
+                conn.settimeout(None)
             except (OSError, ValueError) as exc:
                 print(f"bad request: {exc}", flush=True)
                 conn.close()

@@ -289,3 +289,23 @@ def test_ctrl_c_reaches_the_run(runner, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_silent_or_broken_client_does_not_block_the_runner(runner, tmp_path):
+    import socket as so
+
+    silent = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    silent.connect(runner["state"]["socket"])  # connects, sends nothing
+    broken = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    broken.connect(runner["state"]["socket"])
+    so.send_fds(broken, [b"\x00\x00\x10\x00{"], [0, 1, 2])  # says 4096 bytes, sends 1, hangs up
+    broken.close()
+    try:
+        before = _forked_runs(runner)
+        proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "-c", "no-such-preset"], cwd=tmp_path,
+                              env=runner["env"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and "no-such-preset" in proc.stderr
+        assert _forked_runs(runner) == before + 1  # served by the warm runner, after the other two
+        assert "bad request" in runner["log"].read_text()
+    finally:
+        silent.close()
