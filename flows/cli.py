@@ -719,11 +719,13 @@ def audit(
     raise typer.Exit(EXIT_OK if summary["status"] == "pass" else EXIT_GATES)
 
 
-WARM_COMMANDS = ("run", "audit")  # the commands that run a flow: worth a fork of the warm runner
+# the commands that import the heavy libraries (a flow, or GX): worth a fork of the warm runner
+WARM_COMMANDS = ("run", "audit", "validate")
 
 
 def _delegate_to_warm_runner(argv: list[str]) -> Optional[int]:
-    """``impactflow run``/``audit`` through the warm runner when one is recorded (flows/warm.py)."""
+    """``impactflow run``/``audit``/``validate`` through the warm runner when one is recorded
+    (flows/warm.py)."""
     if len(argv) < 2 or argv[1] not in WARM_COMMANDS or any(a in ("-h", "--help") for a in argv[2:]):
         return None
     if os.environ.get("IMPACTFLOW_WARM", "").lower() in ("off", "0", "false", "no"):

@@ -1,4 +1,4 @@
-"""A warm runner: ``impactflow run`` (and ``audit``) without paying the imports on every call.
+"""A warm runner: ``impactflow run`` (and ``audit``, ``validate``) without paying the imports each time.
 
 A default ``impactflow run`` spends about a third of its wall time before the flow starts or
 inside its first tasks importing torch (and ``torch._dynamo``, which the first optimizer pulls
@@ -27,7 +27,8 @@ why) whenever forking it could differ from a fresh process:
 
 ``impactflow server start --warm`` replaces a running warm runner that would refuse the
 caller's runs. ``IMPACTFLOW_WARM=off`` makes one run cold on purpose. Only the commands that
-run a flow, ``impactflow run`` and ``impactflow audit``, are delegated.
+import the heavy libraries, ``impactflow run``, ``audit`` and ``validate``, are delegated
+(``flows.cli.WARM_COMMANDS``).
 Linux/POSIX only (``fork`` and fd passing); nothing here imports a heavy library at module
 import (the CLI's client side must stay instant).
 """

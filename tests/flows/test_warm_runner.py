@@ -224,6 +224,14 @@ def test_an_audit_forks_from_the_warm_runner_too(runner, tmp_path):
     assert _forked_runs(runner) == before + 1
 
 
+def test_validate_forks_from_the_warm_runner(runner, tmp_path):
+    before = _forked_runs(runner)
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "validate", "-c", "tabular"], cwd=tmp_path,
+                          env=runner["env"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "48842 rows meet contract 'adult'" in proc.stdout, proc.stdout + proc.stderr
+    assert _forked_runs(runner) == before + 1
+
+
 def test_the_childs_exit_status_is_the_clis(runner, tmp_path):
     before = _forked_runs(runner)
     proc = _cli(runner, tmp_path, "-c", "no-such-preset", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
