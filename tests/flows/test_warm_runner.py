@@ -143,16 +143,18 @@ def runner(prefect_api, tmp_path_factory):
     with mock.patch.dict(os.environ, env, clear=True):
         _quiet_environment(False)  # what `impactflow server start --warm` starts it with
         state = warm.start()
-    assert not state["already_running"] and state["not_preloaded"] == []
-    with mock.patch.dict(os.environ, env, clear=True):
-        _quiet_environment(False)
-        assert warm.start()["pid"] == state["pid"]  # the same environment: kept, not restarted
-    recorded = json.loads((home / warm.STATE_NAME).read_text())
-    assert recorded["fingerprint"] == warm.code_fingerprint()
-    assert prefect_api not in json.dumps(recorded)  # a digest of the environment, never its values
-    yield {"env": env, "state": state, "log": Path(state["log"])}
-    with mock.patch.dict(os.environ, env, clear=True):
-        stopped = warm.stop()
+    try:
+        assert not state["already_running"] and state["not_preloaded"] == []
+        with mock.patch.dict(os.environ, env, clear=True):
+            _quiet_environment(False)
+            assert warm.start()["pid"] == state["pid"]  # the same environment: kept, not restarted
+        recorded = json.loads((home / warm.STATE_NAME).read_text())
+        assert recorded["fingerprint"] == warm.code_fingerprint()
+        assert prefect_api not in json.dumps(recorded)  # a digest of the environment, never its values
+        yield {"env": env, "state": state, "log": Path(state["log"])}
+    finally:  # never leave a runner behind, even when a check above failed
+        with mock.patch.dict(os.environ, env, clear=True):
+            stopped = warm.stop()
     assert stopped["pid"] == state["pid"]
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and _exists(state["pid"]):
