@@ -663,7 +663,7 @@ def bench_e2e(res: Results, args: argparse.Namespace, work: Path, sums: dict[str
         # with validation counted as overhead (not compute)
         work_s = compute - sums["validate_s"]
         res.line("compute without validation (the issue's denominator of work; medians)", f"{work_s:.1f} s")
-        for mode, wall in (kept or {}).items():
+        for mode, wall in kept.items():
             res.line(f"kept-server e2e wall ({mode}) - compute without validation (orchestration + tracking "
                      "+ validation + start-up)",
                      f"{wall - work_s:.1f} s ({100 * (wall - work_s) / wall:.0f}% of the e2e wall time)")

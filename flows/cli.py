@@ -429,10 +429,9 @@ def server_start(
         return
     from flows import warm as warm_runner
 
-    # the environment a run will have (quiet defaults, this server): the warm runner imports
-    # the libraries under it and serves only runs whose import-time environment matches
-    _quiet_environment(False)
-    local_server.use_kept_server()
+    # the warm runner imports the libraries under the environment a (non-verbose) run will have,
+    # and serves only runs whose import-time environment matches it
+    _warm_environment(verbose=False)
     console.print("starting the warm runner (imports torch, GX, MLflow, Prefect once) ...")
     try:
         w = warm_runner.start()
@@ -723,6 +722,16 @@ def audit(
 WARM_COMMANDS = ("run", "audit", "validate")
 
 
+def _warm_environment(verbose: bool) -> None:
+    """The environment these commands set up before importing anything heavy (quiet defaults, the
+    kept Prefect server): what the warm runner starts under and what each client hands it, so
+    the two compare equal exactly when a cold run would import under the same settings."""
+    from flows.local_server import use_kept_server
+
+    _quiet_environment(verbose)
+    use_kept_server()
+
+
 def _delegate_to_warm_runner(argv: list[str]) -> Optional[int]:
     """``impactflow run``/``audit``/``validate`` through the warm runner when one is recorded
     (flows/warm.py)."""
@@ -734,11 +743,7 @@ def _delegate_to_warm_runner(argv: list[str]) -> Optional[int]:
 
     if not warm.read_state():
         return None
-    # the environment `run` itself would set up, so the warm runner can compare it with its own
-    _quiet_environment(any(a in ("-v", "--verbose") for a in argv[2:]))
-    from flows.local_server import use_kept_server
-
-    use_kept_server()
+    _warm_environment(verbose=any(a in ("-v", "--verbose") for a in argv[2:]))
     return warm.delegate(argv)
 
 
