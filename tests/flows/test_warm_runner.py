@@ -145,6 +145,7 @@ def runner(prefect_api, tmp_path_factory):
         state = warm.start()
     try:
         assert not state["already_running"] and state["not_preloaded"] == []
+        assert state["gc_frozen_objects"] > 100_000  # the preloaded heap is out of the GC's sight
         with mock.patch.dict(os.environ, env, clear=True):
             _quiet_environment(False)
             assert warm.start()["pid"] == state["pid"]  # the same environment: kept, not restarted
