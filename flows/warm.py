@@ -321,13 +321,12 @@ def preload() -> list[str]:
     from audits import plots
 
     plots.warm_up()
-    # MLflow checks a logged model's pip requirements against what is installed through a
-    # module -> package map it builds once per process (importlib_metadata's
-    # packages_distributions: 0.3-0.9 s here); built here, every run inherits it. The code
-    # fingerprint (installed packages included) guards it: a changed install makes runs cold.
-    from mlflow.utils import requirements_utils
+    # MLflow's module -> package map, built once here so every run inherits it (see
+    # tasks.tracking.warm_requirements_map). The code fingerprint (installed packages included)
+    # guards it: a changed install makes runs cold.
+    from tasks.tracking import warm_requirements_map
 
-    requirements_utils._init_modules_to_packages_map()
+    warm_requirements_map()
     # opacus.utils.module_utils calls logging.basicConfig() when imported: a cold run without DP
     # never imports it, so its root handler would make a warm run print GX's INFO lines
     for handler in root.handlers:
@@ -469,9 +468,10 @@ def serve(path: Path) -> None:
     environment = import_environment(before)  # what it was started with, before any import
     missing = preload()
     # Move everything imported so far out of the cyclic garbage collector's sight (the usual
-    # pre-fork server practice): a run's collections then skip the ~800,000 preloaded objects
-    # (GC time of a default run 0.95 s -> 0.5 s here), and the pages holding them are not
-    # written by the collector, so they stay shared with the runner instead of being copied.
+    # pre-fork server practice): a run's collections then skip the ~830,000 preloaded objects
+    # (GC time of a default run 0.95 s -> 0.5 s here: benchmarks/gc_freeze.py), and the
+    # collector no longer writes to the pages holding them, so fewer of those pages are copied
+    # into each run (reference counting still writes to the objects a run touches).
     gc.collect()
     gc.freeze()
     loaded_s = time.perf_counter() - started

@@ -196,6 +196,15 @@ def log_model(uri: str, run_id: str, predictor, input_example) -> str:
     return info.model_uri
 
 
+def warm_requirements_map() -> None:
+    """Build the module -> package map MLflow checks a logged model's ``pip_requirements``
+    against (``importlib_metadata.packages_distributions``, 0.3-0.9 s; once per process, kept
+    in a module global). The warm runner calls this before it forks runs, so they inherit it."""
+    from mlflow.utils import requirements_utils
+
+    requirements_utils._init_modules_to_packages_map()
+
+
 @contextlib.contextmanager
 def using_tracking_uri(uri: str):
     """Point MLflow's fluent API (log_model, register_model) at ``uri`` for a block, then

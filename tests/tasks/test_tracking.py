@@ -64,3 +64,15 @@ def test_dataset_schema_equals_mlflows_inference_on_shipped_data(contract):
         expected = None
     got = dataset_schema(df)
     assert (got.to_dict() if got else None) == (expected.to_dict() if expected else None)
+
+
+def test_warm_requirements_map_builds_the_map_mlflow_checks_requirements_against(monkeypatch):
+    """The warm runner builds it before forking, so a run's log_model does not rebuild it."""
+    from mlflow.utils import requirements_utils
+
+    from tasks.tracking import warm_requirements_map
+
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
+    warm_requirements_map()
+    built = requirements_utils._MODULES_TO_PACKAGES
+    assert built is not None and "torch" in built["torch"] and "mlflow" in built["mlflow"]
