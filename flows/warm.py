@@ -469,7 +469,7 @@ def serve(path: Path) -> None:
     missing = preload()
     # Move everything imported so far out of the cyclic garbage collector's sight (the usual
     # pre-fork server practice): a run's collections then skip the ~830,000 preloaded objects
-    # (GC time of a default run 0.95 s -> 0.5 s here: benchmarks/gc_freeze.py), and the
+    # (time in the collector during a default run 1.8 s -> 1.0 s: benchmarks/gc_freeze.py), and the
     # collector no longer writes to the pages holding them, so fewer of those pages are copied
     # into each run (reference counting still writes to the objects a run touches).
     gc.collect()
