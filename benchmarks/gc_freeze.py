@@ -18,7 +18,6 @@ import argparse
 import gc
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from stages import clean_env, impactflow_exe  # noqa: E402  (the same environment as stages.py)
+from stages import clean_env, free_port, impactflow_exe  # noqa: E402  (the same environment as stages.py)
 
 
 def _child(folder: Path, sample: int | None, out_fd: int) -> None:
@@ -93,11 +92,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="impactflow_gc_"))
     home = work / "prefect_home"
     home.mkdir()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     env = clean_env(PREFECT_HOME=str(home))
-    start = subprocess.run([impactflow_exe(), "server", "start", "--port", str(port)], env=env,
+    start = subprocess.run([impactflow_exe(), "server", "start", "--port", str(free_port())], env=env,
                            capture_output=True, text=True)
     if start.returncode != 0:
         raise SystemExit(f"could not start a Prefect server: {(start.stderr or start.stdout)[-500:]}")
