@@ -69,6 +69,12 @@ def log_model_run(ctx: dict, fitted, audits: dict, test_frame, tags: dict, work_
     progress.stage(f"log {fitted.name} to MLflow")
     tracking.log_params(uri, child, {"model": fitted.params, "training": {
         k: v for k, v in fitted.training.items() if k != "dp"}, "dp": fitted.training["dp"]})
+    # the model before the metrics: they are then linked to its LoggedModel in the same write
+    # (see tracking.log_model)
+    features = fitted.predictor.features
+    from audits.disclosure import synthetic_example  # no raw rows beside the model
+
+    model_id = tracking.log_model(uri, child, fitted.predictor, synthetic_example(test_frame[features]))
     metrics: dict[str, Any] = {}
     for result in audits.values():
         metrics.update(result.metrics)
@@ -76,8 +82,8 @@ def log_model_run(ctx: dict, fitted, audits: dict, test_frame, tags: dict, work_
     if dp.get("enabled"):
         metrics["privacy/epsilon_rdp"] = dp.get("epsilon_rdp")
     metrics["train/wall_time_s"] = fitted.training["wall_time_s"]
-    tracking.log_metrics(uri, child, metrics)
-    tracking.log_history(uri, child, fitted.history)
+    tracking.log_metrics(uri, child, metrics, model_id=model_id)
+    tracking.log_history(uri, child, fitted.history)  # epochs are steps 1..n: the run's only
     out = Path(work_dir) / fitted.name
     out.mkdir(parents=True, exist_ok=True)
     audit_json = out / "audits.json"
@@ -87,10 +93,6 @@ def log_model_run(ctx: dict, fitted, audits: dict, test_frame, tags: dict, work_
                                  ctx.get("min_cell_size", DEFAULT_MIN_CELL_SIZE))
     audit_json.write_text(json.dumps(shown, indent=2))
     tracking.log_artifacts(uri, child, audit_json, "audits")
-    features = fitted.predictor.features
-    from audits.disclosure import synthetic_example  # no raw rows beside the model
-
-    tracking.log_model(uri, child, fitted.predictor, synthetic_example(test_frame[features]))
     tracking.end_run(uri, child, "FINISHED")
     return child
 

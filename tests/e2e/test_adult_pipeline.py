@@ -71,6 +71,11 @@ def test_parent_and_child_runs_with_metrics_and_reports_in_mlflow(default_run):
                   if m.source_run_id == child.info.run_id]
         assert [m.name for m in logged] == ["model"], "model not logged"
         assert logged[0].status.name == "READY"
+        # the model page shows the run's step-0 metrics (the audits), not the per-epoch history
+        model_metrics = {m.key: m.value for m in client.get_logged_model(logged[0].model_id).metrics}
+        step0 = {k for k in child.data.metrics if not k.startswith("train/") or k == "train/wall_time_s"}
+        assert set(model_metrics) == step0
+        assert all(model_metrics[k] == child.data.metrics[k] for k in step0)
 
 
 def test_fairness_metrics_match_fairlearn_on_the_logged_model(default_run):
