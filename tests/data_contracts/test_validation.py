@@ -71,6 +71,33 @@ def test_data_docs_written(shipped_report):
     assert pages and "Sensitive group sex == Female" in pages[0].read_text()
 
 
+def test_data_docs_templates_compile_once_then_come_from_the_bytecode_cache(sample, contract, tmp_path,
+                                                                            monkeypatch):
+    import jinja2
+
+    from data_contracts import validation
+
+    cache_dir = tmp_path / "jinja"
+    cache_dir.mkdir()
+    monkeypatch.setitem(validation._TEMPLATE_CACHE, "cache", None)
+    assert validation.cache_data_docs_templates(str(cache_dir)).directory == str(cache_dir)
+    compiled = []
+    compile_ = jinja2.Environment.compile
+    monkeypatch.setattr(jinja2.Environment, "compile",
+                        lambda self, *a, **k: compiled.append(1) or compile_(self, *a, **k))
+    pages = []
+    for run in ("first", "second"):
+        compiled.clear()
+        report = validate(sample, contract, docs_dir=tmp_path / run)
+        pages.append((len(compiled), list((tmp_path / run).glob("validations/**/*.html"))))
+    (first, first_pages), (second, second_pages) = pages
+    assert first > 10 and list(cache_dir.iterdir()), "the first build compiles and fills the cache"
+    assert second == 0, "the second build compiled templates again"
+    assert report.success and "Sensitive group sex == Female" in second_pages[0].read_text()
+    # the cached pages are the same pages: same size up to the run's timestamps and element ids
+    assert abs(len(second_pages[0].read_text()) - len(first_pages[0].read_text())) < 200
+
+
 def test_no_data_docs_without_dir(sample, contract):
     report = validate(sample, contract)
     assert report.success and report.data_docs is None
