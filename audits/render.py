@@ -291,9 +291,14 @@ def _data_view(data: dict) -> dict:
             failures.append("; ".join(f"{k}={_scalar(v)}" for k, v in f.items()))
         else:
             failures.append(str(f))
+    reused = (cr.get("statistics") or {}).get("reused") or None
     return {
         **data,
         "contract_result": cr,
+        # a passing result reused for an identical frame (data_contracts.validation_cache)
+        "contract_reused": (f"Result reused: this exact frame (same values, suite and validation code) "
+                            f"passed at {reused.get('validated_at')}; `data.reuse_validation: false` "
+                            "validates it again.") if reused else None,
         "failure_lines": failures,
         "missing_items": [(k, v) for k, v in (data.get("missing") or {}).items()],
         "nonzero_missing": [(k, v) for k, v in (data.get("missing") or {}).items() if v],

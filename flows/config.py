@@ -32,6 +32,10 @@ class DataConfig(_Strict):
     path: list[Path] | None = None
     sample: int | None = Field(default=None, gt=0, description="use a seeded random sample of N rows")
     exclude_sensitive_from_features: bool = False
+    # Reuse an identical frame's earlier *passing* contract result (same values, suite, contract
+    # and validation code) from <output_dir>/cache/validation instead of validating it again;
+    # the report says when it was validated. See data_contracts/validation_cache.py.
+    reuse_validation: bool = True
 
     @field_validator("path", mode="before")
     @classmethod

@@ -79,7 +79,8 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
         paths = [str(p) for p in cfg.data.path] if cfg.data.path else None
         df, data_info = load_data(cfg.data.contract, paths, cfg.data.sample, cfg.seed)
         docs_dir = run_dir / "data_docs"
-        validation = validate_data(df, cfg.data.contract, str(docs_dir))
+        reuse = str(out / "cache" / "validation") if cfg.data.reuse_validation else None
+        validation = validate_data(df, cfg.data.contract, str(docs_dir), reuse)
         log_data(ctx, df, data_info, validation.to_dict(), str(docs_dir))
         if not validation.success:
             raise ContractViolation(contract=validation.contract, failures=validation.failures,

@@ -38,13 +38,26 @@ def load_data(contract_name: str, paths: list[str] | None, sample: int | None, s
 
 
 @task(name="validate-data", cache_policy=NONE)
-def validate_data(df, contract_name: str, docs_dir: str) -> Any:
-    """Validate the frame against the contract's GX suite; build Data Docs HTML."""
+def validate_data(df, contract_name: str, docs_dir: str, reuse_dir: str | None = None) -> Any:
+    """Validate the frame against the contract's GX suite; build Data Docs HTML. With
+    ``reuse_dir``, an identical frame's earlier passing result is reused from there, and a new
+    passing result is kept there (``data_contracts.validation_cache``)."""
     from data_contracts import get_contract
+    from data_contracts import validation_cache as cache
     from data_contracts.validation import validate
 
+    contract = get_contract(contract_name)
+    key = cache.frame_key(df, contract) if reuse_dir else None
+    if key is not None:
+        reused = cache.lookup(Path(reuse_dir), key, Path(docs_dir))
+        if reused is not None:
+            progress.stage("validate (Great Expectations): reused the passing result of an identical frame")
+            return reused
     progress.stage("validate (Great Expectations)")
-    return validate(df, get_contract(contract_name), Path(docs_dir))
+    report = validate(df, contract, Path(docs_dir))
+    if key is not None:
+        cache.store(Path(reuse_dir), key, report, Path(docs_dir))
+    return report
 
 
 @task(name="split-data", cache_policy=NONE)

@@ -125,3 +125,19 @@ def test_cli_compare_two_runs_by_id(two_runs, cli):
     assert row["direction"] == ("same" if a_acc == b_acc else "better" if b_acc > a_acc else "worse")
     table = cli("compare", str(_run_dir(out, first)), second["report"]["json"], "--all")
     assert table.returncode == 0 and "mlp:eval/accuracy" in table.stdout
+
+
+def test_second_run_reuses_the_first_runs_passing_contract_result(two_runs):
+    """Same data, same contract: the second run reuses the result (data.reuse_validation), and
+    its own run folder still holds the Data Docs, signed with the rest."""
+    out, _, first, second = two_runs
+    one, two = (json.loads(Path(s["report"]["json"]).read_text())["data"]["contract_result"]
+                for s in (first, second))
+    assert "reused" not in one["statistics"] and one["success"]
+    reused = two["statistics"]["reused"]
+    assert two["success"] and reused["validation_seconds"] == one["statistics"]["seconds"]
+    assert (out / "cache" / "validation" / reused["key"] / "report.json").is_file()
+    assert second["parent_run_id"] in Path(two["data_docs"]).parts  # this run's own copy
+    manifest = json.loads((_run_dir(out, second) / "manifest.json").read_bytes())
+    assert "data_docs/index.html" in manifest["files"]
+    assert "Result reused" in Path(second["report"]["md"]).read_text()
