@@ -347,6 +347,13 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     times, validation = timed(do_validate, R)
     res.add(sec, "validate (GX suite + Data Docs HTML)", times,
             f"{validation.total_expectations} expectations, success={validation.success}")
+    reuse_dir = Path(tempfile.mkdtemp(dir=work, prefix="reuse_"))
+    do_validate_reused = lambda: validate_data.fn(df, C, tempfile.mkdtemp(dir=work, prefix="docs_"),  # noqa: E731
+                                                  str(reuse_dir))
+    do_validate_reused()  # stores the passing result
+    times, reused = timed(do_validate_reused, R)
+    res.add(sec, "validate, result reused (data.reuse_validation: key + Data Docs copy)", times,
+            "reused" if "reused" in reused.statistics else "NOT reused")
 
     times, split = timed(lambda: split_data.fn(df, C, F, cfg.split.validation, cfg.split.test, seed), R)
     res.add(sec, "split", times, "train/val/test " + "/".join(f"{v:,}" for v in split.sizes().values()))
@@ -696,9 +703,11 @@ def bench_e2e(res: Results, args: argparse.Namespace, work: Path, sums: dict[str
 def _bench_kept_server(res: Results, args: argparse.Namespace, work: Path, cmd: list[str]) -> dict[str, float]:
     """`impactflow run` with a kept local Prefect server (`impactflow server start --warm`): each
     run is a fresh CLI process; runs alternate between cold (``IMPACTFLOW_WARM=off``: the process
-    imports everything itself) and forked from the warm runner, so both see the same machine
-    state. Each mode re-runs in one folder, as a user re-runs in a project: its first run creates
-    the MLflow SQLite store (~1 s of schema migrations), later runs reuse it; medians."""
+    imports everything itself), forked from the warm runner, and forked with
+    ``data.reuse_validation=false``, so all see the same machine state. Each mode re-runs in one
+    folder, as a user re-runs in a project: its first run creates the MLflow SQLite store (~1 s of
+    schema migrations) and validates the data, later runs reuse both (except the third mode,
+    which validates every time); medians."""
     home = work / "kept_home"
     home.mkdir(parents=True)
     port = free_port()
@@ -712,35 +721,46 @@ def _bench_kept_server(res: Results, args: argparse.Namespace, work: Path, cmd: 
         return {}
     res.add(sec, "impactflow server start --warm (once)", [time.perf_counter() - t0],
             "Prefect server + the warm runner's imports")
-    times = {"cold": Times(), "warm": Times()}
-    within: dict[str, list[tuple[float, float]]] = {"cold": [], "warm": []}  # (wall - compute, wall)
+    # "revalidate": forked, with data.reuse_validation=false (GX validates every run); the other
+    # two reuse the contract result from their folder's second run on (the first validates)
+    modes = ("cold", "warm", "revalidate")
+    times = {mode: Times() for mode in modes}
+    within: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}  # (wall - compute, wall)
+    reused = {mode: 0 for mode in modes}
     try:
         for i in range(args.kept_server_repeats):
-            for mode in ("cold", "warm"):
+            for mode in modes:
                 d = work / f"kept_{mode}"
                 d.mkdir(exist_ok=True)
                 run_env = {**env, "IMPACTFLOW_WARM": "off"} if mode == "cold" else env
+                run_cmd = [*cmd, "--set", "data.reuse_validation=false"] if mode == "revalidate" else cmd
                 with Probe(times[mode]):
-                    proc = subprocess.run(cmd, cwd=d, env=run_env, capture_output=True, text=True)
+                    proc = subprocess.run(run_cmd, cwd=d, env=run_env, capture_output=True, text=True)
                 if proc.returncode not in (0, 3):
                     res.line(f"kept-server e2e ({mode})",
                              f"FAILED rc={proc.returncode}: {(proc.stderr or proc.stdout)[:300]}")
                     return {}
                 forked = "warm runner: run process" in proc.stdout
-                if forked != (mode == "warm"):
+                if forked != (mode != "cold"):
                     res.line(f"kept-server e2e ({mode})", f"FAILED: forked={forked}: {proc.stderr[-300:]}")
                     return {}
+                reused[mode] += "reused the passing result" in proc.stdout
                 tasks = _prefect_db_times(home).get("tasks", {})
                 if tasks:  # this run's own compute tasks, timed by Prefect inside the run
                     wall = times[mode][-1]
                     within[mode].append((wall - sum(tasks.get(n, 0.0) for n in COMPUTE_TASKS), wall))
     finally:
         subprocess.run([impactflow_exe(), "server", "stop"], env=env, capture_output=True, text=True)
+    n = args.kept_server_repeats
     res.add(sec, "impactflow run (whole process, kept server, cold imports)", times["cold"],
-            "IMPACTFLOW_WARM=off; exit 0, or 3 if a gate failed")
+            f"IMPACTFLOW_WARM=off; exit 0, or 3 if a gate failed; contract result reused in {reused['cold']}/{n}")
     res.add(sec, "impactflow run (whole process, kept server, forked from the warm runner)", times["warm"],
-            "alternated with the cold runs; others = the forked run itself (not this script's child)")
-    for mode, label in (("cold", "cold imports"), ("warm", "forked from the warm runner")):
+            "alternated with the cold runs; others = the forked run itself (not this script's child); "
+            f"contract result reused in {reused['warm']}/{n}")
+    res.add(sec, "impactflow run (whole process, kept server, forked, validating every run)", times["revalidate"],
+            f"--set data.reuse_validation=false; reused in {reused['revalidate']}/{n}")
+    for mode, label in (("cold", "cold imports"), ("warm", "forked from the warm runner"),
+                        ("revalidate", "forked, validating every run")):
         if within[mode]:
             share = [over / wall for over, wall in within[mode]]
             res.add(sec, f"  wall - its own compute tasks ({label})", Times(over for over, _ in within[mode]),

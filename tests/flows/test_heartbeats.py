@@ -6,8 +6,9 @@ import inspect
 import logging
 import threading
 
-import flows.pipeline  # noqa: F401  (applies the change)
 from prefect import flow_engine
+
+from flows.pipeline import _heartbeats_not_joined
 
 
 class _Engine:
@@ -32,7 +33,9 @@ def _heartbeat_threads(before):
 
 
 def test_prefects_function_still_has_the_shape_we_rely_on():
+    _heartbeats_not_joined()  # applied once, at import: a second call changes nothing
     patched = flow_engine._send_heartbeats
+    assert not getattr(patched.original, "impactflow_not_joined", False)
     assert patched.impactflow_not_joined
     assert "join_on_exit" in inspect.signature(patched.original).parameters
     assert "with _send_heartbeats(self)" in inspect.getsource(flow_engine.FlowRunEngine.run_context)
