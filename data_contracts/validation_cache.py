@@ -112,16 +112,19 @@ def lookup(cache_dir: Path, key: str, docs_dir: Path) -> "ValidationReport | Non
 
     start = time.perf_counter()
     entry = Path(cache_dir) / key
+    docs_dir = Path(docs_dir)
+    existed = docs_dir.exists()
     try:
         saved = json.loads((entry / "report.json").read_text())
         if not saved["success"] or saved["failures"] or not (entry / "data_docs" / "index.html").is_file():
             return None
-        docs_dir = Path(docs_dir)
         shutil.copytree(entry / "data_docs", docs_dir, dirs_exist_ok=True)
         static = Path(view.__file__).resolve().parent / _STATIC
         shutil.copytree(static, docs_dir / _STATIC, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns(".DS_Store"))
     except (OSError, ValueError, KeyError, TypeError):
+        if not existed:  # no half-copied pages left for the fresh validation to write beside
+            shutil.rmtree(docs_dir, ignore_errors=True)
         return None
     stats = dict(saved["statistics"])
     stats["reused"] = {"validated_at": saved.get("validated_at"), "validation_seconds": stats.get("seconds"),

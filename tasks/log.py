@@ -83,7 +83,8 @@ def log_model_run(ctx: dict, fitted, audits: dict, test_frame, tags: dict, work_
         metrics["privacy/epsilon_rdp"] = dp.get("epsilon_rdp")
     metrics["train/wall_time_s"] = fitted.training["wall_time_s"]
     tracking.log_metrics(uri, child, metrics, model_id=model_id)
-    tracking.log_history(uri, child, fitted.history)  # epochs are steps 1..n: the run's only
+    # per-epoch history (steps 1..n) stays on the run only: MLflow links only step-0 metrics
+    tracking.log_history(uri, child, fitted.history)
     out = Path(work_dir) / fitted.name
     out.mkdir(parents=True, exist_ok=True)
     audit_json = out / "audits.json"
