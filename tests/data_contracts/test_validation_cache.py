@@ -47,10 +47,12 @@ def test_key_changes_with_dtypes_types_and_the_contract(sample, contract, tmp_pa
     strs = pd.DataFrame({"x": pd.Series(["1", "2"], dtype=object)})
     assert cache.frame_key(ints, contract) != cache.frame_key(strs, contract)  # pandas hashes 1 and "1" alike
     suite = json.loads(contract.suite_path.read_text())
+    copy = dataclasses.replace(contract, suite_path=tmp_path / "expectations.json")
+    copy.suite_path.write_text(json.dumps(suite))
+    before = cache.frame_key(sample, copy)
     suite["expectations"][1]["kwargs"]["min_value"] = 2
-    edited = tmp_path / "expectations.json"
-    edited.write_text(json.dumps(suite))
-    assert cache.frame_key(sample, dataclasses.replace(contract, suite_path=edited)) != key
+    copy.suite_path.write_text(json.dumps(suite))  # same path, other content
+    assert cache.frame_key(sample, copy) != before
     assert cache.frame_key(sample, dataclasses.replace(contract, min_group_size=31)) != key
 
 
