@@ -190,3 +190,108 @@ def test_report_is_json_and_raises(sample, contract):
     assert err.contract == "adult" and err.failures == report.failures
     assert err.total_expectations == report.total_expectations
     assert "column 'sex'" in str(err) and "'Robot'" in str(err)
+
+
+# --------------------------------------------------------------------------- speed-ups inside GX
+
+
+def test_memoized_configuration_gives_gx_s_own_kwargs_for_every_shipped_expectation():
+    """Every expectation of every shipped suite: the memoized look-ups return what GX's own
+    (unmemoized) methods return, and outside a look-up nothing is memoized."""
+    import great_expectations as gx
+    from great_expectations.expectations.expectation import Expectation
+
+    from data_contracts import validation
+
+    validation.memoize_expectation_configuration()
+    validation.memoize_expectation_configuration()  # idempotent: wrapped once
+    build = Expectation.configuration.fget.__wrapped__
+    assert not hasattr(build, "_impactflow_memo")
+    suites = sorted(Path(validation.__file__).parent.glob("*/expectations.json"))
+    assert len(suites) >= 5
+    runtime = {"result_format": validation._RESULT_FORMAT}
+    checked = 0
+    for path in suites:
+        suite = gx.ExpectationSuite(**json.loads(path.read_text()))
+        for e in suite.expectations:
+            assert e.configuration == build(e) and e.configuration is not e.configuration
+            for name in validation._MEMO_SCOPES:
+                method = getattr(Expectation, name)
+                assert method.__wrapped__ is not method
+            assert e._get_runtime_kwargs(runtime) == Expectation._get_runtime_kwargs.__wrapped__(e, runtime)
+            assert e._get_success_kwargs() == Expectation._get_success_kwargs.__wrapped__(e)
+            assert e._get_domain_kwargs() == Expectation._get_domain_kwargs.__wrapped__(e)
+            assert e._get_result_format(runtime) == Expectation._get_result_format.__wrapped__(e, runtime)
+            checked += 1
+    assert checked > 100
+    assert validation._CONFIGURATION_MEMO.memo is None
+
+
+def test_memo_builds_the_configuration_once_per_look_up(sample, contract, monkeypatch):
+    import great_expectations as gx
+    import great_expectations.expectations.expectation as gx_expectation
+
+    from data_contracts import validation
+
+    validation.memoize_expectation_configuration()
+    built = []
+
+    class Counted(gx_expectation.ExpectationConfiguration):
+        def __init__(self, *args, **kwargs):
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(gx_expectation, "ExpectationConfiguration", Counted)
+    e = gx.ExpectationSuite(**load_suite(contract)).expectations[0]
+    Expectation = gx_expectation.Expectation
+    Expectation._get_success_kwargs.__wrapped__(e)  # GX's own: once per key
+    assert len(built) == len(e.domain_keys) + len(e.success_keys) > 1
+    built.clear()
+    e._get_success_kwargs()
+    assert len(built) == 1
+    monkeypatch.undo()
+    report = validate(sample, contract)
+    assert report.success and validation._CONFIGURATION_MEMO.memo is None
+
+
+def test_a_passing_frame_is_validated_once_with_basic_results(sample, contract, tmp_path, monkeypatch):
+    from data_contracts import validation
+
+    formats = []
+    run_gx = validation._run_gx
+    monkeypatch.setattr(validation, "_run_gx",
+                        lambda df, suite, docs, fmt: formats.append(fmt["result_format"]) or run_gx(df, suite, docs, fmt))
+    report = validate(sample, contract, docs_dir=tmp_path / "docs")
+    assert report.success and formats == ["BASIC"]
+    pages = list((tmp_path / "docs").glob("validations/**/*.html"))
+    assert len(pages) == 1 and "Sensitive group sex == Female" in pages[0].read_text()
+    assert Path(report.data_docs).is_file()
+
+
+def test_a_failing_frame_is_validated_again_for_counts_of_its_bad_values(sample, contract, tmp_path,
+                                                                        monkeypatch):
+    """GX's BASIC result lists the first 20 bad values in row order; SUMMARY also counts them
+    (``partial_unexpected_counts``, most frequent first, over those 20), which is what a failure
+    quotes and its Data Docs page tabulates: a failing frame gets the same report as before."""
+    from data_contracts import validation
+
+    bad = sample.copy()
+    bad.loc[bad.index[0], "sex"] = "Early"  # the first bad value in row order, once
+    bad.loc[bad.index[1:40], "sex"] = "Common"  # then 39 more: the most frequent
+    formats = []
+    run_gx = validation._run_gx
+    monkeypatch.setattr(validation, "_run_gx",
+                        lambda df, suite, docs, fmt: formats.append(fmt["result_format"]) or run_gx(df, suite, docs, fmt))
+    report = validate(bad, contract, docs_dir=tmp_path / "docs")
+    assert formats == ["BASIC", "SUMMARY"]
+    (f,) = [f for f in report.failures if f.column == "sex" and f.expectation == IN_SET]
+    assert f.examples == ("Common", "Early") and f.unexpected_count == 40
+    pages = list((tmp_path / "docs").glob("validations/**/*.html"))
+    assert len(pages) == 1, "only the kept (SUMMARY) result has a Data Docs page"
+    assert "Common" in pages[0].read_text()
+    # the same report as one SUMMARY validation gives
+    monkeypatch.setattr(validation, "_FAST_FORMAT", validation._RESULT_FORMAT)
+    formats.clear()
+    single = validate(bad, contract)
+    assert formats == ["SUMMARY", "SUMMARY"]
+    assert single.failures == report.failures
