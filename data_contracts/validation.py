@@ -280,7 +280,7 @@ def _run_gx(df: pd.DataFrame, suite: dict[str, Any], docs_dir: Path | None, resu
         gx.ValidationDefinition(name=f"{suite['name']}-contract", data=batch, suite=gx_suite)
     )
     # the validation definition alone, not a Checkpoint: a Checkpoint here would only add a second
-    # freshness check of the same objects (GX compares them with their stored copies: ~10% of a
+    # freshness check of the same objects (GX compares them with their stored copies: ~8% of a
     # validation) and its store entry; the result is stored either way, and the Data Docs are
     # built from the stores (this context holds this one suite and this one result)
     suite_result = definition.run(batch_parameters={"dataframe": df}, result_format=result_format)
