@@ -33,31 +33,16 @@ TIMED = 5
 
 
 def _run_gx_checkpoint(df, suite, docs_dir, result_format):
-    """The pipeline's validation before (a Checkpoint, its Data Docs action), same ephemeral
-    context and Data Docs site as ``data_contracts.validation._run_gx``."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    """The pipeline's validation before: the same context, suite, definition and Data Docs site
+    (``data_contracts.validation._gx_definition``), run by a Checkpoint with its Data Docs action."""
+    from data_contracts.validation import _gx_definition
 
-    from data_contracts.validation import cache_data_docs_templates
-
-    cache_data_docs_templates()
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    docs_dir.mkdir(parents=True, exist_ok=True)
-    context.add_data_docs_site("impactflow", {
-        "class_name": "SiteBuilder",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-    })
-    batch = context.data_sources.add_pandas("impactflow").add_dataframe_asset(suite["name"]) \
-        .add_batch_definition_whole_dataframe("all_rows")
-    definition = context.validation_definitions.add(gx.ValidationDefinition(
-        name=f"{suite['name']}-contract", data=batch, suite=context.suites.add(gx.ExpectationSuite(**suite))))
+    gx, context, definition = _gx_definition(suite, docs_dir)
     checkpoint = context.checkpoints.add(gx.Checkpoint(
         name=f"{suite['name']}-checkpoint", validation_definitions=[definition], result_format=result_format,
         actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["impactflow"])]))
     (result,) = checkpoint.run(batch_parameters={"dataframe": df}).run_results.values()
-    return result, gx.__version__, lambda: None
+    return result, gx.__version__, lambda: None  # the action built the Data Docs
 
 
 def _child(variant: str, sample: int | None) -> None:

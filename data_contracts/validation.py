@@ -248,14 +248,13 @@ _MEMO_SCOPES = ("_get_runtime_kwargs", "_get_success_kwargs", "_get_domain_kwarg
                 "_get_result_format")
 
 
-def _run_gx(df: pd.DataFrame, suite: dict[str, Any], docs_dir: Path | None, result_format: dict[str, Any]):
-    """Validate ``df`` in a new ephemeral GX context; returns (suite result, GX version,
-    ``build_docs``: a function that writes this result's Data Docs into ``docs_dir``)."""
+def _gx_definition(suite: dict[str, Any], docs_dir: Path | None):
+    """A new ephemeral GX context holding ``suite``, a whole-dataframe batch and their validation
+    definition (and, with ``docs_dir``, a Data Docs site there); returns (gx, context, definition)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    memoize_expectation_configuration()
     if docs_dir is not None:
         cache_data_docs_templates()
     context = gx.get_context(mode="ephemeral")
@@ -279,6 +278,14 @@ def _run_gx(df: pd.DataFrame, suite: dict[str, Any], docs_dir: Path | None, resu
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{suite['name']}-contract", data=batch, suite=gx_suite)
     )
+    return gx, context, definition
+
+
+def _run_gx(df: pd.DataFrame, suite: dict[str, Any], docs_dir: Path | None, result_format: dict[str, Any]):
+    """Validate ``df`` in a new ephemeral GX context; returns (suite result, GX version,
+    ``build_docs``: a function that writes this result's Data Docs into ``docs_dir``)."""
+    gx, context, definition = _gx_definition(suite, docs_dir)  # (imports GX with analytics off)
+    memoize_expectation_configuration()
     # the validation definition alone, not a Checkpoint: a Checkpoint here would only add a second
     # freshness check of the same objects (GX compares them with their stored copies: ~8% of a
     # validation) and its store entry; the result is stored either way, and the Data Docs are

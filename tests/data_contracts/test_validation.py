@@ -254,22 +254,28 @@ def test_memo_builds_the_configuration_once_per_look_up(sample, contract, monkey
     assert report.success and validation._CONFIGURATION_MEMO.memo is None
 
 
-def test_a_passing_frame_is_validated_once_with_basic_results(sample, contract, tmp_path, monkeypatch):
+@pytest.fixture
+def gx_formats(monkeypatch) -> list[str]:
+    """The result format of every GX pass ``validate`` runs, in order."""
     from data_contracts import validation
 
-    formats = []
+    formats: list[str] = []
     run_gx = validation._run_gx
     monkeypatch.setattr(validation, "_run_gx",
                         lambda df, suite, docs, fmt: formats.append(fmt["result_format"]) or run_gx(df, suite, docs, fmt))
+    return formats
+
+
+def test_a_passing_frame_is_validated_once_with_basic_results(sample, contract, tmp_path, gx_formats):
     report = validate(sample, contract, docs_dir=tmp_path / "docs")
-    assert report.success and formats == ["BASIC"]
+    assert report.success and gx_formats == ["BASIC"]
     pages = list((tmp_path / "docs").glob("validations/**/*.html"))
     assert len(pages) == 1 and "Sensitive group sex == Female" in pages[0].read_text()
     assert Path(report.data_docs).is_file()
 
 
 def test_a_failing_frame_is_validated_again_for_counts_of_its_bad_values(sample, contract, tmp_path,
-                                                                        monkeypatch):
+                                                                        gx_formats, monkeypatch):
     """GX's BASIC result lists the first 20 bad values in row order; SUMMARY also counts them
     (``partial_unexpected_counts``, most frequent first, over those 20), which is what a failure
     quotes and its Data Docs page tabulates: a failing frame gets the same report as before."""
@@ -278,12 +284,8 @@ def test_a_failing_frame_is_validated_again_for_counts_of_its_bad_values(sample,
     bad = sample.copy()
     bad.loc[bad.index[0], "sex"] = "Early"  # the first bad value in row order, once
     bad.loc[bad.index[1:40], "sex"] = "Common"  # then 39 more: the most frequent
-    formats = []
-    run_gx = validation._run_gx
-    monkeypatch.setattr(validation, "_run_gx",
-                        lambda df, suite, docs, fmt: formats.append(fmt["result_format"]) or run_gx(df, suite, docs, fmt))
     report = validate(bad, contract, docs_dir=tmp_path / "docs")
-    assert formats == ["BASIC", "SUMMARY"]
+    assert gx_formats == ["BASIC", "SUMMARY"]
     (f,) = [f for f in report.failures if f.column == "sex" and f.expectation == IN_SET]
     assert f.examples == ("Common", "Early") and f.unexpected_count == 40
     pages = list((tmp_path / "docs").glob("validations/**/*.html"))
@@ -291,7 +293,7 @@ def test_a_failing_frame_is_validated_again_for_counts_of_its_bad_values(sample,
     assert "Common" in pages[0].read_text()
     # the same report as one SUMMARY validation gives
     monkeypatch.setattr(validation, "_FAST_FORMAT", validation._RESULT_FORMAT)
-    formats.clear()
+    gx_formats.clear()
     single = validate(bad, contract)
-    assert formats == ["SUMMARY", "SUMMARY"]
+    assert gx_formats == ["SUMMARY", "SUMMARY"]
     assert single.failures == report.failures
