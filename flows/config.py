@@ -36,6 +36,12 @@ class DataConfig(_Strict):
     # and validation code) from <output_dir>/cache/validation instead of validating it again;
     # the report says when it was validated. See data_contracts/validation_cache.py.
     reuse_validation: bool = True
+    # Validate the contract in a separate (forked) process while the models train, instead of
+    # before: the verdict is still taken before anything trained is kept, logged, registered or
+    # reported, and training stops at its next batch once the contract has failed. Validated
+    # first anyway with a privacy budget, the Dask task runner, or no fork(); see
+    # flows.pipeline.validation_beside_training.
+    validate_while_training: bool = True
 
     @field_validator("path", mode="before")
     @classmethod

@@ -15,7 +15,8 @@ from prefect import flow, runtime
 from data_contracts.errors import ContractViolation
 from flows.config import RunConfig, check_references
 from tasks.audit import audit_model
-from tasks.data import load_data, split_data, validate_data
+from models.training import stop_training_when
+from tasks.data import await_validation, load_data, split_data, start_validation
 from tasks.evidence import prepare_evidence, sign_run
 from tasks.ledger import anonymity, finalize_budget, log_budget, reserve_budget
 from tasks.privacy import canaries_for, collect_privacy_attacks, submit_privacy_attacks
@@ -52,6 +53,29 @@ def _heartbeats_not_joined() -> None:
 _heartbeats_not_joined()
 
 
+def validation_beside_training(cfg: RunConfig) -> Optional[str]:
+    """None when the contract can be validated in a separate process while the models train
+    (``data.validate_while_training``, the default); otherwise why it is validated first.
+
+    Beside training, the run still keeps nothing trained before the contract passed: training
+    stops at its next batch once the contract has failed, and the verdict is taken before the
+    privacy ledger's reservation, MLflow logging, registration and the report. It is not done
+    where it could change what the run does: with a dataset privacy budget the ledger must be
+    able to refuse the run before any training; the Dask task runner trains on other processes
+    that the stop cannot reach; and ``fork`` is needed (Linux)."""
+    from tasks.forked import available
+
+    if not cfg.data.validate_while_training:
+        return "data.validate_while_training is false"
+    if cfg.privacy.budget_epsilon is not None or cfg.privacy.budget_delta is not None:
+        return "a privacy budget is set: the ledger may refuse the run before training"
+    if cfg.orchestration.task_runner == "dask":
+        return "the Dask task runner trains in other processes"
+    if not available():
+        return "no fork() on this platform"
+    return None
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -75,33 +99,56 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
     ctx = start_tracking(cfg.model_dump(mode="json"), cfg.preset, cfg.experiment_name, str(out), run_name, tags)
     run_dir = out / "runs" / ctx["parent_run_id"]
     children: list[str] = []
+    pending = None
     try:
         paths = [str(p) for p in cfg.data.path] if cfg.data.path else None
         df, data_info = load_data(cfg.data.contract, paths, cfg.data.sample, cfg.seed)
         docs_dir = run_dir / "data_docs"
         reuse = str(out / "cache" / "validation") if cfg.data.reuse_validation else None
-        validation = validate_data(df, cfg.data.contract, str(docs_dir), reuse)
+        exclude = cfg.data.exclude_sensitive_from_features
+
+        def train_all():
+            """split, then the privacy audit's trainings, the model and its baselines."""
+            split = split_data(df, cfg.data.contract, cfg.model.family, cfg.split.validation, cfg.split.test, cfg.seed)
+            calls = [(train_model, (split, cfg.data.contract, cfg.model.family, cfg.model.params,
+                                     cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, cfg.seed))]
+            calls += [(train_baseline, (split, cfg.data.contract, cfg.model.family, b, exclude, cfg.seed))
+                      for b in cfg.model.baselines]
+            attack_runs = submit_privacy_attacks(split, cfg.model_dump(mode="json"))  # LiRA references, canary run
+            if cfg.orchestration.task_runner == "dask":  # independent work fans out on the cluster
+                fitted = [f.result() for f in [t.submit(*args) for t, args in calls]]
+            else:
+                fitted = [t(*args) for t, args in calls]
+            return split, attack_runs, fitted
+
+        # the contract is validated in a separate process while the models train, unless that
+        # could change what the run does (see validation_beside_training); nothing trained is
+        # kept, logged, registered or reported before the contract passed
+        pending = start_validation(df, cfg.data.contract, str(docs_dir), reuse,
+                                   concurrent=validation_beside_training(cfg) is None)
+        trained: Any = None
+        if pending.concurrent:
+            try:
+                with stop_training_when(pending.stop_reason):
+                    trained = train_all()
+            except Exception as exc:  # the contract's verdict comes first (below), then this
+                trained = exc
+        validation = await_validation(pending)  # (or, not beside training: the validation itself)
         log_data(ctx, df, data_info, validation.to_dict(), str(docs_dir))
         if not validation.success:
             raise ContractViolation(contract=validation.contract, failures=validation.failures,
                                     total_expectations=validation.total_expectations,
-                                    data_docs=validation.data_docs)
-        # privacy ledger: check the dataset's budget and reserve this run's epsilon before training
+                                    data_docs=validation.data_docs) from (trained if isinstance(trained, Exception)
+                                                                          else None)
+        if isinstance(trained, Exception):
+            raise trained
+        # privacy ledger: check the dataset's budget and reserve this run's epsilon (before
+        # training when a budget could refuse the run: validation_beside_training)
         budget = reserve_budget(cfg.privacy.model_dump(), cfg.model.family, list(cfg.model.baselines),
                                 data_info, ctx["parent_run_id"], str(out),
                                 canaries_for(cfg.model_dump(mode="json")), cfg.privacy_audit.reference_models)
         anon = anonymity(df, cfg.data.contract, cfg.privacy.min_k)
-        split = split_data(df, cfg.data.contract, cfg.model.family, cfg.split.validation, cfg.split.test, cfg.seed)
-        exclude = cfg.data.exclude_sensitive_from_features
-        calls = [(train_model, (split, cfg.data.contract, cfg.model.family, cfg.model.params,
-                                 cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, cfg.seed))]
-        calls += [(train_baseline, (split, cfg.data.contract, cfg.model.family, b, exclude, cfg.seed))
-                  for b in cfg.model.baselines]
-        attack_runs = submit_privacy_attacks(split, cfg.model_dump(mode="json"))  # LiRA references, canary run
-        if cfg.orchestration.task_runner == "dask":  # independent work fans out on the cluster
-            fitted = [f.result() for f in [t.submit(*args) for t, args in calls]]
-        else:
-            fitted = [t(*args) for t, args in calls]
+        split, attack_runs, fitted = trained if trained is not None else train_all()
         attacks = collect_privacy_attacks(attack_runs, fitted[0], split, cfg.model_dump(mode="json"))
         audit_eps = ([attack_runs["canary"].result()["epsilon"]] if attack_runs["canary"] is not None else []) \
             + [f.result()["epsilon"] for f in attack_runs["references"]]
@@ -141,6 +188,8 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
         sign_run(ctx, str(run_dir), integrity)
         log_report(ctx, report["paths"], report["status"])
     except BaseException as exc:
+        if pending is not None:
+            pending.cancel()  # (a no-op once its result is in)
         fail_tracking(ctx, children, exc)
         raise
     from tasks.tracking import public_uri, ui_url

@@ -1,8 +1,9 @@
 """Data tasks: load (with SHA-256), validate against the contract (GX), split."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -42,6 +43,55 @@ def validate_data(df, contract_name: str, docs_dir: str, reuse_dir: str | None =
     """Validate the frame against the contract's GX suite; build Data Docs HTML. With
     ``reuse_dir``, an identical frame's earlier passing result is reused from there, and a new
     passing result is kept there (``data_contracts.validation_cache``)."""
+    return start_validation(df, contract_name, docs_dir, reuse_dir, concurrent=False).result()
+
+
+class PendingValidation:
+    """A contract validation started by ``start_validation``: ``result()`` returns its
+    ``ValidationReport`` (waiting for it if it runs in another process); ``stop_reason()`` says,
+    without waiting, whether it has already failed; ``cancel()`` stops it."""
+
+    def __init__(self, run: Callable[[], Any] | None = None, call: Any = None, report: Any = None) -> None:
+        self._run, self._call, self._report = run, call, report
+
+    @property
+    def concurrent(self) -> bool:
+        return self._call is not None
+
+    def stop_reason(self) -> str | None:
+        if self._call is None or (outcome := self._call.peek()) is None:
+            return None
+        kind, value = outcome
+        if kind == "error":
+            return f"the contract validation failed with an error ({type(value).__name__}); training stopped"
+        if not value.success:
+            return (f"the data failed its contract {value.contract!r} ({len(value.failures)} failed check(s)); "
+                    "training stopped")
+        return None
+
+    def result(self) -> Any:
+        if self._report is None:
+            if self._call is not None:
+                self._report = self._call.result()
+            else:
+                self._report = self._run()
+        return self._report
+
+    def cancel(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+
+
+def start_validation(df, contract_name: str, docs_dir: str, reuse_dir: str | None = None, *,
+                     concurrent: bool) -> PendingValidation:
+    """Start validating ``df`` against its contract (see ``validate_data``).
+
+    ``concurrent``: validate in a forked child process (``tasks.forked``) and return at once, so
+    that the flow can train meanwhile; the caller must take ``result()`` before it keeps, logs,
+    registers or reports anything trained, and stop training on ``stop_reason()``. Not a Prefect
+    task: the fork must happen in the flow's own thread. A passing result reused from
+    ``reuse_dir`` is looked up here, in this process, either way. Otherwise (``concurrent``
+    false) nothing runs until ``result()`` is called."""
     from data_contracts import get_contract
     from data_contracts import validation_cache as cache
     from data_contracts.validation import validate
@@ -52,12 +102,44 @@ def validate_data(df, contract_name: str, docs_dir: str, reuse_dir: str | None =
         reused = cache.lookup(Path(reuse_dir), key, Path(docs_dir))
         if reused is not None:
             progress.stage("validate (Great Expectations): reused the passing result of an identical frame")
-            return reused
-    progress.stage("validate (Great Expectations)")
-    report = validate(df, contract, Path(docs_dir))
-    if key is not None:
-        cache.store(Path(reuse_dir), key, report, Path(docs_dir))
-    return report
+            return PendingValidation(report=reused)
+
+    def run() -> Any:
+        report = validate(df, contract, Path(docs_dir))
+        if key is not None:
+            cache.store(Path(reuse_dir), key, report, Path(docs_dir))
+        return report
+
+    if not concurrent:
+        def staged() -> Any:
+            progress.stage("validate (Great Expectations)")
+            return run()
+
+        return PendingValidation(run=staged)
+    from tasks.forked import fork_call
+
+    def beside_training(started_at: str) -> Any:  # in the child
+        report = run()
+        # the report says where and when it ran: in its own process, beside training
+        report.statistics["concurrent"] = {"with": "training", "pid": os.getpid(), "started_at": started_at,
+                                           "finished_at": _now()}
+        return report
+
+    progress.stage("validate (Great Expectations, in a separate process beside training)")
+    return PendingValidation(call=fork_call(beside_training, _now()))
+
+
+@task(name="validate-data", cache_policy=NONE)
+def await_validation(pending: PendingValidation) -> Any:
+    """The contract result of a validation started beside training (``start_validation``):
+    waits for it; a failure ends the run before anything trained is kept."""
+    return pending.result()
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @task(name="split-data", cache_policy=NONE)

@@ -20,8 +20,9 @@ def train_model(split, contract_name: str, family_name: str, params: dict, train
     from data_contracts import get_contract
     from models import get_family
     from models.fit import fit_family_model
-    from models.training import PrivacySettings
+    from models.training import PrivacySettings, raise_if_stopped
 
+    raise_if_stopped()
     contract = get_contract(contract_name)
     family = get_family(family_name)
     # the run config's privacy section also holds ledger keys (budget_*, min_k) training ignores
@@ -42,7 +43,9 @@ def train_baseline(split, contract_name: str, family_name: str, baseline: str,
     from data_contracts import get_contract
     from models import get_family
     from models.fit import fit_baseline
+    from models.training import raise_if_stopped
 
+    raise_if_stopped()  # a scikit-learn fit cannot be stopped once started
     progress.stage(f"train baseline {baseline}")
     contract = get_contract(contract_name)
     family = get_family(family_name)
