@@ -95,24 +95,51 @@ def test_reconcile_marks_runs_of_dead_owners_killed_and_leaves_live_ones(tmp_pat
     assert reconcile(uri, [exp]) == []  # idempotent
 
 
-def _running_after_contract(db: Path) -> list[str]:
-    """RUNNING runs already tagged with the contract result (set just before training)."""
+def _running(db: Path) -> list[str]:
+    """RUNNING MLflow runs of the store (read with sqlite3: an MlflowClient here would race the
+    child's migrations)."""
     import sqlite3
 
     if not db.exists():
         return []
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            rows = con.execute("SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                               "WHERE r.status = 'RUNNING' AND t.key = 'impactflow.contract_passed'").fetchall()
+            rows = con.execute("SELECT run_uuid FROM runs WHERE status = 'RUNNING'").fetchall()
     except sqlite3.Error:  # schema not created yet, or locked: ask again
         return []
     return [r[0] for r in rows]
 
 
+def _training(prefect_api: str) -> bool:
+    """A ``train-model`` task run is RUNNING on the session's Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (TaskRunFilter, TaskRunFilterName, TaskRunFilterState,
+                                                TaskRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        return bool(client.read_task_runs(task_run_filter=TaskRunFilter(
+            name=TaskRunFilterName(like_="train-model"),
+            state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.RUNNING])))))
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids whose command line contains ``marker`` (Linux /proc)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if marker in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
 def test_sigkill_mid_training_then_rerun_completes_and_reconciles(prefect_api, tmp_path):
-    """Kill ``impactflow run`` with SIGKILL while it trains; the next run completes and marks
-    the killed run KILLED (it would otherwise stay RUNNING forever)."""
+    """Kill ``impactflow run`` with SIGKILL while it trains (its contract validated beside the
+    training, in a child process); nothing of it is left running, and the next run completes
+    and marks the killed run KILLED (it would otherwise stay RUNNING forever)."""
     from mlflow import MlflowClient
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "MLFLOW_TRACKING_URI"}
@@ -120,18 +147,18 @@ def test_sigkill_mid_training_then_rerun_completes_and_reconciles(prefect_api, t
     base = [sys.executable, "-m", "flows.cli", "run", "-c", "text", "--set", "data.sample=1500",
             "--set", "model.baselines=[]", "--set", "model.params.patience=1000"]
     uri = f"sqlite:///{tmp_path / 'impactflow_runs' / 'mlflow.db'}"
-    proc = subprocess.Popen([*base, "--set", "model.params.epochs=500"], cwd=tmp_path, env=env,
+    marker = f"model.params.epochs=500 --set tracking.output_dir={tmp_path / 'impactflow_runs'}"  # this run only
+    proc = subprocess.Popen([*base, "--set", *marker.split()], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_run = None
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(1)
-            # read the store with sqlite3: an MlflowClient here would race the child's migrations
-            running = _running_after_contract(tmp_path / "impactflow_runs" / "mlflow.db")
-            if running:
+            running = _running(tmp_path / "impactflow_runs" / "mlflow.db")
+            if running and _training(prefect_api):
                 killed_run = running[0]
-                time.sleep(3)  # well into the 500 epochs
+                time.sleep(1)  # into the 500 epochs (the contract's verdict may still be out)
                 break
         assert killed_run, "the run never reached training"
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -140,6 +167,10 @@ def test_sigkill_mid_training_then_rerun_completes_and_reconciles(prefect_api, t
     finally:
         if proc.poll() is None:
             proc.kill()
+    deadline = time.monotonic() + 10  # a validation process still running stops on its own
+    while _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_with(marker), "a process of the killed run outlived it"
     client = MlflowClient(tracking_uri=uri)
     assert client.get_run(killed_run).info.status == "RUNNING"  # what SIGKILL leaves behind
 
