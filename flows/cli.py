@@ -86,6 +86,9 @@ class RichReporter:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=False,
+            # Rich's default of 10 redraws a second re-renders the table in a thread beside the
+            # training (~1% of a core, GIL-bound); epochs take longer than a quarter second
+            refresh_per_second=4,
         )
         self.tasks: dict[str, int] = {}
 
