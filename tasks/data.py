@@ -131,8 +131,9 @@ def start_validation(df, contract_name: str, docs_dir: str, reuse_dir: str | Non
 
 @task(name="validate-data", cache_policy=NONE)
 def await_validation(pending: PendingValidation) -> Any:
-    """The contract result of a validation started beside training (``start_validation``):
-    waits for it; a failure ends the run before anything trained is kept."""
+    """The contract result of ``start_validation``: waits for a validation running beside
+    training, or validates now when it was not started beside training. The flow ends the run
+    on a failure before anything trained is kept."""
     return pending.result()
 
 
