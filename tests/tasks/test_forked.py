@@ -46,12 +46,14 @@ def test_exception_comes_back_with_its_type_message_and_the_childs_traceback():
 
 
 class _Unpicklable(Exception):
-    def __init__(self, a, b):  # pickle re-creates it with one argument: fails
-        super().__init__(f"{a}/{b}")
+    """Holds a lock, which no pickler can send (a custom ``__init__`` alone is not enough:
+    importing dask's ``distributed`` registers a reducer that pickles such exceptions)."""
 
 
 def _raise_unpicklable():
-    raise _Unpicklable("x", "y")
+    err = _Unpicklable("x/y")
+    err.lock = threading.Lock()
+    raise err
 
 
 def test_an_exception_that_cannot_be_pickled_arrives_as_runtime_error_with_its_name():
