@@ -55,11 +55,8 @@ class ForkedCall:
         self._reader.start()
 
     def _read(self, fd: int) -> None:
-        chunks = []
         with os.fdopen(fd, "rb") as pipe:
-            while chunk := pipe.read(1 << 16):
-                chunks.append(chunk)
-        data = b"".join(chunks)
+            data = pipe.read()  # until the child closes its end (or dies)
         try:
             self._outcome = pickle.loads(data) if data else None
         except Exception as exc:  # a truncated pickle: the child died while writing
@@ -72,7 +69,7 @@ class ForkedCall:
 
     def result(self) -> Any:
         self._reader.join()
-        self._reap(block=True)
+        self._reap()
         if self._outcome is None:
             raise ForkedCallError(f"process {self.pid} ended without a result ({_describe(self._status)})")
         kind, value = self._outcome
@@ -87,18 +84,16 @@ class ForkedCall:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            self._reap(block=True)
+            self._reap()
 
-    def _reap(self, block: bool) -> None:
+    def _reap(self) -> None:
+        """Wait for the child's exit status (once)."""
         if self._status is not None:
             return
         try:
-            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+            self._status = os.waitpid(self.pid, 0)[1]
         except ChildProcessError:  # already reaped elsewhere
             self._status = 0
-            return
-        if pid:
-            self._status = status
 
 
 def _describe(status: int | None) -> str:
