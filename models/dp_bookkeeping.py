@@ -140,9 +140,15 @@ class BookkeepingClipper:
                 raise RuntimeError(
                     f"book-keeping clipping: the input or output of a {type(r.module).__name__} was "
                     "modified in place after the layer ran; its gradient would be wrong")
+        n = per_example_loss.shape[0]
+        if n == 0:
+            # an empty Poisson batch: the sum of clipped gradients is zero; the optimizer still
+            # adds the noise and the accountant still records the step (as Opacus does)
+            for p in self._params:
+                p.grad = torch.zeros_like(p)
+            return per_example_loss.new_zeros(0)
         outs = [r.out for r in records]
         grads = torch.autograd.grad(per_example_loss.sum(), outs, allow_unused=True)
-        n = per_example_loss.shape[0]
         parts = []
         for r, g in zip(records, grads):
             if g is None:

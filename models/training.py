@@ -5,10 +5,12 @@
 - DP: Opacus ``PrivacyEngine`` with Poisson sampling and the fast gradient-clipping
   ("ghost") mode by default, its clipped gradients computed in one backward pass by
   ``models.dp_bookkeeping`` where the model allows (Linear/Embedding/LayerNorm layers);
-  the accountant's epsilon is read after training (PRV by default; RDP computed alongside
-  from the same step history); the noise search and the final epsilons are memoised on
-  disk (``_accountant_memo``). If Opacus cannot make the model private the run fails -- it
-  never silently trains without privacy.
+  the accountant's epsilon is computed after training from the run's own step history
+  (PRV by default; RDP computed alongside from the same history) and is never read from a
+  file. Only the noise search for a ``target_epsilon`` is memoised on disk
+  (``_accountant_memo``), and a remembered noise multiplier is re-checked by the accountant
+  before use (``_noise_for_target``). If Opacus cannot make the model private the run fails --
+  it never silently trains without privacy.
 """
 from __future__ import annotations
 
@@ -250,12 +252,10 @@ def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings,
         poisson_sampling=True,
     )
     if privacy.target_epsilon is not None:
-        # = engine.make_private_with_epsilon, with the noise search memoised (_accountant_memo)
-        noise, notes["noise_calibration"] = _accountant_memo(
-            "noise_multiplier",
+        # = engine.make_private_with_epsilon, with the noise search memoised and re-checked
+        noise, notes["noise_calibration"], notes["planned_epsilon"] = _noise_for_target(
             {"accountant": privacy.accountant, "target_epsilon": privacy.target_epsilon,
-             "target_delta": privacy.delta, "sample_rate": 1 / len(loader), "epochs": epochs},
-            _get_noise_multiplier)
+             "target_delta": privacy.delta, "sample_rate": 1 / len(loader), "epochs": epochs})
         wrapped = engine.make_private(noise_multiplier=noise, **common)
     elif privacy.noise_multiplier is not None:
         wrapped = engine.make_private(noise_multiplier=privacy.noise_multiplier, **common)
@@ -306,28 +306,81 @@ def _get_noise_multiplier(key: dict[str, Any]) -> float:
 
     return float(get_noise_multiplier(accountant=key["accountant"], target_epsilon=key["target_epsilon"],
                                       target_delta=key["target_delta"], sample_rate=key["sample_rate"],
-                                      epochs=key["epochs"]))
+                                      epochs=key["epochs"], epsilon_tolerance=NOISE_SEARCH_TOLERANCE))
 
 
-def _history_epsilon(key: dict[str, Any]) -> float:
+#: Opacus's ``get_noise_multiplier`` (its default tolerance) stops once
+#: target - tolerance <= epsilon(sigma) <= target for the planned schedule
+NOISE_SEARCH_TOLERANCE = 0.01
+#: values of the DP metadata's ``noise_calibration``
+CALIBRATION_COMPUTED = "computed"
+CALIBRATION_CACHED = "cached (verified)"
+CALIBRATION_RECOMPUTED = "recomputed (the cached noise multiplier failed the accountant's check)"
+
+
+def _planned_epsilon(key: dict[str, Any], noise: float) -> float:
+    """The accountant's epsilon of the planned schedule at ``noise``: what Opacus's noise
+    search evaluates (``int(epochs / sample_rate)`` steps at the sample rate)."""
     from opacus.accountants import create_accountant
 
     acc = create_accountant(key["accountant"])
-    acc.history = [tuple(h) for h in key["history"]]
-    if key.get("orders") == "extended":  # RDP with RDP_ORDERS (the Opacus default stops at 63)
-        return float(acc.get_epsilon(key["delta"], alphas=RDP_ORDERS))
-    return float(acc.get_epsilon(key["delta"]))
+    acc.history = [(float(noise), float(key["sample_rate"]), int(key["epochs"] / key["sample_rate"]))]
+    return float(acc.get_epsilon(delta=key["target_delta"]))
 
 
-def _accountant_memo(kind: str, key: dict[str, Any], compute: Callable[[dict[str, Any]], float]):
+def _noise_for_target(key: dict[str, Any]) -> tuple[float, str, float]:
+    """The noise multiplier for ``key["target_epsilon"]`` (= ``make_private_with_epsilon``'s
+    search), its provenance and the planned schedule's epsilon at it.
+
+    The search is memoised (``_accountant_memo``), but a remembered value is never trusted: the
+    accountant recomputes the planned epsilon at it, and it is used only when
+    target - ``NOISE_SEARCH_TOLERANCE`` <= epsilon <= target, the condition Opacus's search
+    ends on. Otherwise (a stale, damaged or planted entry) the search runs again and the entry
+    is overwritten. Provenance: ``CALIBRATION_COMPUTED``, ``CALIBRATION_CACHED`` or
+    ``CALIBRATION_RECOMPUTED``. Whatever the cache held, the epsilon a run reports is computed
+    afterwards from its own step history (``_epsilons``)."""
+    target = float(key["target_epsilon"])
+    planned: dict[float, float] = {}
+
+    def check(noise: float) -> bool:
+        if not (np.isfinite(noise) and noise > 0):
+            return False
+        planned[noise] = _planned_epsilon(key, noise)
+        return target - NOISE_SEARCH_TOLERANCE <= planned[noise] <= target
+
+    noise, how = _accountant_memo("noise_multiplier", key, _get_noise_multiplier, check)
+    eps = planned[noise] if noise in planned else _planned_epsilon(key, noise)
+    if eps > target:  # Opacus's search guarantees this never happens; never train above the target
+        raise ConfigError(f"privacy.target_epsilon={target}: the noise search returned sigma={noise} "
+                          f"with epsilon {eps:.4f} above the target")
+    return noise, how, eps
+
+
+def _history_epsilon(accountant: str, history: list, delta: float, extended_orders: bool = False) -> float:
+    """The accountant's epsilon for an Opacus step history [(noise, sample rate, steps), ...]."""
+    from opacus.accountants import create_accountant
+
+    acc = create_accountant(accountant)
+    acc.history = [tuple(h) for h in history]
+    if extended_orders:  # RDP with RDP_ORDERS (the Opacus default stops at 63)
+        return float(acc.get_epsilon(delta, alphas=RDP_ORDERS))
+    return float(acc.get_epsilon(delta))
+
+
+def _accountant_memo(kind: str, key: dict[str, Any], compute: Callable[[dict[str, Any]], float],
+                     check: Callable[[float], bool]):
     """``compute(key)``, remembered on disk: the noise multiplier Opacus's search finds for a
-    target epsilon, and the epsilon of a step history, are deterministic functions of their
-    inputs and the Opacus version, but cost 1-9 s per run on 2 cores (the PRV accountant
-    evaluates a slow RDP series for its domain at every step of the search). A scheduled rerun
-    of the same configuration reads them from ``$IMPACTFLOW_HOME/cache/dp`` (default
-    ``~/.impactflow``). Returns (value, "cached" | "computed"). A file that cannot be read or
-    does not match its key is recomputed and rewritten (atomically); one that cannot be
-    written leaves the computed value in use. Delete the folder to recompute everything."""
+    target epsilon is a deterministic function of its inputs and the Opacus version, but costs
+    1-9 s per run on 2 cores (the PRV accountant evaluates a slow RDP series for its domain at
+    every step of the search). A scheduled rerun of the same configuration reads it from
+    ``$IMPACTFLOW_HOME/cache/dp`` (default ``~/.impactflow``).
+
+    The folder is not authenticated (anyone who can write it can plant a value), so a stored
+    value is used only when ``check(value)`` accepts it (``_noise_for_target`` recomputes the
+    accountant's epsilon at it). Returns (value, ``CALIBRATION_CACHED`` | ``CALIBRATION_COMPUTED``
+    | ``CALIBRATION_RECOMPUTED``). A file that cannot be read, does not match its key or fails
+    the check is recomputed and rewritten (atomically); one that cannot be written leaves the
+    computed value in use. Never used for a run's reported epsilon."""
     import hashlib
     import json
     import os
@@ -340,11 +393,14 @@ def _accountant_memo(kind: str, key: dict[str, Any], compute: Callable[[dict[str
     text = json.dumps(full, sort_keys=True, default=float)
     home = Path(os.environ.get("IMPACTFLOW_HOME") or Path.home() / ".impactflow")
     path = home / "cache" / "dp" / f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+    how = CALIBRATION_COMPUTED
     try:
         stored = json.loads(path.read_text())
         if stored.get("key") == json.loads(text) and isinstance(stored.get("value"), float):
-            return stored["value"], "cached"
-    except (OSError, ValueError):
+            if check(stored["value"]):
+                return stored["value"], CALIBRATION_CACHED
+            how = CALIBRATION_RECOMPUTED
+    except (OSError, ValueError, AttributeError):
         pass
     value = float(compute(key))
     tmp = None
@@ -357,18 +413,17 @@ def _accountant_memo(kind: str, key: dict[str, Any], compute: Callable[[dict[str
     except OSError:
         if tmp is not None:  # e.g. a full disk: no half-written file left behind
             Path(tmp).unlink(missing_ok=True)
-    return value, "computed"
+    return value, how
 
 
 def _epsilons(engine, privacy: PrivacySettings) -> dict[str, float]:
-    """The accountant's epsilon, plus the RDP epsilon computed from the same step history
-    (both memoised on the history: ``_accountant_memo``)."""
-    history = [[float(n), float(q), int(k)] for n, q, k in engine.accountant.history]
-    out = {}
-    for name, accountant, orders in (("epsilon", privacy.accountant, "default"), ("epsilon_rdp", "rdp", "extended")):
-        out[name], _ = _accountant_memo("epsilon", {"accountant": accountant, "history": history, "orders": orders,
-                                                    "delta": privacy.delta}, _history_epsilon)
-    return out
+    """The configured accountant's epsilon and the RDP epsilon (extended orders), both computed
+    here by Opacus's accountants from the run's own step history (noise, sample rate, steps)
+    and delta -- never read from a cache: this is the epsilon the report, the ledger, the gates
+    and the privacy audits use. Costs ~0.1-0.3 s (PRV) once per training."""
+    history = [(float(n), float(q), int(k)) for n, q, k in engine.accountant.history]
+    return {"epsilon": _history_epsilon(privacy.accountant, history, privacy.delta),
+            "epsilon_rdp": _history_epsilon("rdp", history, privacy.delta, extended_orders=True)}
 
 
 def train_torch(
@@ -422,8 +477,11 @@ def train_torch(
         total, seen = 0.0, 0
         for xb, yb in loader:
             raise_if_stopped()
-            if len(xb) == 0:  # Poisson sampling can draw an empty batch; skipping is conservative
-                continue
+            # Poisson sampling can draw an empty batch. It is still a step of the mechanism: it
+            # goes through the model and the optimizer as any other, so the noise is added and
+            # the accountant records the step (as Opacus's DPDataLoader intends). Skipping it
+            # would make the number of noisy steps depend on who was sampled, which the
+            # accountant's analysis (a fixed number of Poisson-subsampled steps) does not cover.
             xb, yb = xb.to(device), yb.to(device)
             optimizer.zero_grad(set_to_none=True)
             if clipper is not None:  # DP, book-keeping: p.grad = sum of clipped per-example grads
@@ -437,8 +495,9 @@ def train_torch(
                 loss = criterion(out.float(), yb)
                 loss.backward()
             optimizer.step()
-            total += float(loss.item()) * len(xb)
-            seen += len(xb)
+            if len(xb):  # the mean loss of an empty batch is nan
+                total += float(loss.item()) * len(xb)
+                seen += len(xb)
         val_loss = mean_loss(model, X_val, y_val, criterion_none, device)
         row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss}
         if engine is not None:

@@ -257,28 +257,33 @@ def test_accountant_memo_equals_opacus_and_is_reused(tmp_path, monkeypatch):
 
     monkeypatch.setenv("IMPACTFLOW_HOME", str(tmp_path))
     key = {"accountant": "rdp", "target_epsilon": 2.0, "target_delta": 1e-5, "sample_rate": 0.01, "epochs": 3}
-    value, how = training._accountant_memo("noise_multiplier", key, training._get_noise_multiplier)
-    assert how == "computed"
+    ok = lambda v: True  # noqa: E731
+    value, how = training._accountant_memo("noise_multiplier", key, training._get_noise_multiplier, ok)
+    assert how == training.CALIBRATION_COMPUTED
     assert value == get_noise_multiplier(target_epsilon=2.0, target_delta=1e-5, sample_rate=0.01, epochs=3,
                                          accountant="rdp")
 
     def fail(_key):
         raise AssertionError("recomputed although cached")
 
-    assert training._accountant_memo("noise_multiplier", key, fail) == (value, "cached")
+    assert training._accountant_memo("noise_multiplier", key, fail, ok) == (value, training.CALIBRATION_CACHED)
+    # a cached value the check rejects is recomputed and rewritten
+    assert training._accountant_memo("noise_multiplier", key, lambda k: 1.25, lambda v: v == 1.25) == \
+        (1.25, training.CALIBRATION_RECOMPUTED)
+    assert training._accountant_memo("noise_multiplier", key, fail, ok) == (1.25, training.CALIBRATION_CACHED)
     # another key is not served from this entry
     other = {**key, "epochs": 4}
-    assert training._accountant_memo("noise_multiplier", other, lambda k: 1.5) == (1.5, "computed")
+    assert training._accountant_memo("noise_multiplier", other, lambda k: 1.5, ok) == (1.5, "computed")
     # a damaged or mismatching file is recomputed and rewritten, never trusted
     files = sorted((tmp_path / "cache" / "dp").glob("noise_multiplier-*.json"))
     assert len(files) == 2
     for f in files:
         f.write_text('{"key": {"kind": "noise_multiplier"}, "value": 99.0}')
-    assert training._accountant_memo("noise_multiplier", key, lambda k: 3.25) == (3.25, "computed")
-    assert training._accountant_memo("noise_multiplier", key, fail) == (3.25, "cached")
+    assert training._accountant_memo("noise_multiplier", key, lambda k: 3.25, ok) == (3.25, "computed")
+    assert training._accountant_memo("noise_multiplier", key, fail, ok) == (3.25, training.CALIBRATION_CACHED)
 
 
-def test_memoised_epsilons_equal_the_accountants(tmp_path, monkeypatch):
+def test_epsilons_equal_the_accountants_and_never_touch_the_cache(tmp_path, monkeypatch):
     from opacus.accountants import PRVAccountant, RDPAccountant
 
     from models import training
@@ -295,7 +300,7 @@ def test_memoised_epsilons_equal_the_accountants(tmp_path, monkeypatch):
     rdp.history = [(1.1, 0.02, 150)]
     assert got["epsilon"] == Engine.accountant.get_epsilon(1e-5)
     assert got["epsilon_rdp"] == rdp.get_epsilon(1e-5, alphas=training.RDP_ORDERS)
-    assert training._epsilons(Engine, priv) == got  # second time from the memo
+    assert not (tmp_path / "cache").exists()  # nothing remembered, nothing read
 
 
 def test_accountant_memo_survives_a_failed_write(tmp_path, monkeypatch):
@@ -310,5 +315,6 @@ def test_accountant_memo_survives_a_failed_write(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", full_disk)
     # the computed value is used, and no temporary file is left behind
-    assert training._accountant_memo("noise_multiplier", {"a": 1}, lambda k: 2.5) == (2.5, "computed")
+    assert training._accountant_memo("noise_multiplier", {"a": 1}, lambda k: 2.5, lambda v: True) == \
+        (2.5, "computed")
     assert list((tmp_path / "cache" / "dp").iterdir()) == []
