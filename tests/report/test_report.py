@@ -267,7 +267,7 @@ def test_write_report_refuses_invalid_report(report, tmp_path):
 
 def test_report_says_which_clipping_computed_the_dp_gradients(inputs):
     dp = inputs["models"][0]["training"]["dp"]
-    dp.update({"grad_sample_mode": "ghost", "clipping": "bookkeeping", "noise_calibration": "cached"})
+    dp.update({"grad_sample_mode": "ghost", "clipping": "bookkeeping", "noise_calibration": "cached (verified)"})
     md = render_markdown(build_report(**inputs))
     assert "book-keeping ghost clipping (one backward pass, tested equal to Opacus's)" in md
     dp.update({"clipping": "opacus", "clipping_note": "book-keeping clipping not used: parameter conv.weight "
