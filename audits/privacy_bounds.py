@@ -10,9 +10,20 @@ Pure functions over counts and scores (numpy + scipy only). Two bounds:
 - ``one_run_epsilon_lower_bound``: the one-training-run audit of Steinke, Nasr, Jagielski
   2023 ("Privacy Auditing with One (1) Training Run", NeurIPS), including its δ > 0 term.
 
-Both are valid lower bounds at confidence 1 − α: if the training algorithm really is
-(ε, δ)-DP, the bound exceeds ε with probability at most α. A bound above the accountant's ε
-therefore means a bug in training/accounting (or a broken privacy claim), up to that α.
+What each bound assumes (at confidence 1 − α: if the training algorithm really is (ε, δ)-DP,
+the bound exceeds ε with probability at most α):
+
+- the one-run bound holds from a single training run because each canary is included by an
+  independent fair coin flip (Steinke et al. 2023, Theorem 3.1). A one-run bound above the
+  accountant's ε therefore means a bug in training/accounting (or a broken privacy claim), up
+  to that α; it is the bound the audits gate on.
+- the Clopper–Pearson bound treats every scored example as an independent trial of the
+  mechanism: it holds for repeated trainings on neighbouring datasets (Jagielski et al. 2020),
+  or for examples that are i.i.d. members/non-members with membership independent of
+  everything else the attack uses. Applied to one model trained on fixed training rows and
+  compared with fixed held-out rows (the LiRA and loss attacks here), those assumptions do not
+  hold, and the figure is a heuristic estimate of leakage, not a certified bound
+  (``audits.lira`` labels it so and never gates on it).
 """
 from __future__ import annotations
 
