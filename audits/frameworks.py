@@ -2,8 +2,10 @@
 
 A static table (framework, item, what it asks, report section) plus one check per row that looks
 at the report's own sections and says ``evidence`` (the section has measured evidence),
-``partial`` (some of it), ``not-measured`` or ``fail`` (the evidence shows a failed gate). It
-maps evidence; it is not a legal conformity assessment.
+``partial`` (some of it), ``not-measured`` or ``fail`` (the evidence shows a failed gate). Rows
+backed by gates follow the candidate model(s): a row whose gates could not be measured says
+``not-measured`` (whatever metrics exist), and the baselines' gate state is shown apart
+(``baseline_status``). It maps evidence; it is not a legal conformity assessment.
 
 Sources: Regulation (EU) 2024/1689 (AI Act) Art. 10 (data and data governance), Art. 15
 (accuracy, robustness and cybersecurity), Annex IV (technical documentation); NIST AI 100-1
@@ -47,20 +49,58 @@ FRAMEWORK_ROWS: tuple[tuple[str, str, str, int, str, str], ...] = (
 )
 
 
-def _gate_status(report: dict, predicate: Callable[[dict], bool]) -> str | None:
-    statuses = [g.get("status") for g in (report.get("summary") or {}).get("gates") or [] if predicate(g)]
-    if "fail" in statuses:
-        return "fail"
-    return None
+BIAS_AUDITS = ("fairness", "group_robustness", "identity", "user_groups")
+
+
+def _gates(report: dict, predicate: Callable[[dict], bool], *, baseline: bool = False) -> list[dict]:
+    """The candidates' gates matching ``predicate`` (the baselines' with ``baseline=True``)."""
+    from .sections import baseline_gates, judged_gates
+
+    return [g for g in (baseline_gates(report) if baseline else judged_gates(report)) if predicate(g)]
+
+
+def _by_audit(prefixes: tuple[str, ...]) -> Callable[[dict], bool]:
+    return lambda g: str(g.get("audit", "")).startswith(prefixes)
+
+
+def _four_fifths(g: dict) -> bool:
+    return "four_fifths" in str(g.get("name"))
 
 
 def _audits(report: dict, names: tuple[str, ...]) -> list[dict]:
-    return [a for m in report.get("models") or [] for k, a in (m.get("audits") or {}).items()
+    from .sections import judged_models
+
+    return [a for m in judged_models(report) for k, a in (m.get("audits") or {}).items()
             if isinstance(a, dict) and k.startswith(names) and a.get("metrics")]
 
 
+def _unmeasured(gates: list[dict]) -> str:
+    """"not measured: gate (reason); …" for the evidence column."""
+    from .sections import gate_reasons
+
+    reasons = gate_reasons(gates, "not-measured")
+    return "not measured: " + "; ".join(f"{r['model']} {r['gate']} ({r['reason']})" for r in reasons)
+
+
+def _gated(gates: list[dict], otherwise: tuple[str, str]) -> tuple[str, str]:
+    """A row decided by its gates first: a failed gate is ``fail``; gates that could not be measured
+    make it ``not-measured`` (none passed) or ``partial`` (some did); else ``otherwise``."""
+    from .sections import gate_state
+
+    state = gate_state(gates)
+    if state == "fail":
+        return "fail", otherwise[1]
+    if state == "not-measured":
+        return "not-measured", _unmeasured(gates)
+    if state == "incomplete":
+        return "partial", f"{otherwise[1]}; {_unmeasured(gates)}"
+    return otherwise
+
+
 def _check(report: dict, key: str) -> tuple[str, str]:
-    """(status, evidence pointer) for one check key."""
+    """(status, evidence pointer) for one check key; gate-backed rows follow the candidate model(s)."""
+    from .sections import judged_models
+
     if key == "datasheets":
         ok = bool((report.get("data") or {}).get("dataset_sha256"))
         return ("evidence" if ok else "not-measured"), "data sheet: source, licence, SHA-256, contract result"
@@ -70,30 +110,36 @@ def _check(report: dict, key: str) -> tuple[str, str]:
             return "fail", "data contract failed"
         return ("evidence" if d.get("representation") else "partial"), "group representation, missing values, contract"
     if key == "performance":
-        fail = _gate_status(report, lambda g: str(g.get("audit", "")).startswith(("performance", "recommendation")))
         have = _audits(report, ("performance", "recommendation"))
-        return fail or ("evidence" if have else "not-measured"), "performance metrics with 95% CIs and thresholds"
+        return _gated(_gates(report, _by_audit(("performance", "recommendation"))),
+                      ("evidence" if have else "not-measured", "performance metrics with thresholds"))
     if key == "privacy":
-        fail = _gate_status(report, lambda g: str(g.get("audit", "")).startswith("privacy"))
         have = _audits(report, ("privacy",))
-        dp = any(((m.get("training") or {}).get("dp") or {}).get("enabled") for m in report.get("models") or [])
-        status = fail or ("evidence" if have and dp else "partial" if have else "not-measured")
-        return status, "membership-inference attack" + (" and DP (ε, δ)" if dp else "; no differential privacy")
+        dp = any(((m.get("training") or {}).get("dp") or {}).get("enabled") for m in judged_models(report))
+        status = "evidence" if have and dp else "partial" if have else "not-measured"
+        return _gated(_gates(report, _by_audit(("privacy",))), (status, (
+            "membership-inference attacks and DP (ε, δ)" if dp else
+            "membership-inference attack as a diagnostic only; no differential privacy: no guarantee")))
     if key == "bias":
-        fail = _gate_status(report, lambda g: str(g.get("audit", "")).startswith(
-            ("fairness", "group_robustness", "identity", "user_groups")))
-        have = _audits(report, ("fairness", "group_robustness", "identity", "user_groups"))
+        have = _audits(report, BIAS_AUDITS)
         mitigated = _audits(report, ("mitigation",))
-        status = fail or ("evidence" if have and mitigated else "partial" if have else "not-measured")
-        return status, "per-group tables with CIs" + ("; mitigation comparison" if mitigated else "; no mitigation comparison")
+        status = "evidence" if have and mitigated else "partial" if have else "not-measured"
+        return _gated(_gates(report, _by_audit(BIAS_AUDITS)), (status, "per-group tables with CIs" + (
+            "; mitigation comparison" if mitigated else "; no mitigation comparison")))
     if key == "four_fifths":
-        gates = [g for g in (report.get("summary") or {}).get("gates") or [] if "four_fifths" in str(g.get("name"))]
+        gates = _gates(report, _four_fifths)
         if not gates:
             return "not-measured", "no four-fifths gate in this run"
-        return ("fail" if any(g.get("status") == "fail" for g in gates) else "evidence"), "four-fifths gates"
+        if all(g.get("status") == "skipped" for g in gates):
+            return "not-measured", "skipped: " + "; ".join(sorted({g.get("note") or "no reason" for g in gates}))
+        if not any(g.get("status") == "pass" and not g.get("vacuous") for g in gates) and \
+                all(g.get("status") in ("pass", "skipped") for g in gates):
+            return "partial", "four-fifths gates that cannot fail (vacuous)"
+        return _gated(gates, ("evidence", "four-fifths gates"))
     if key == "oversight":
         have = _audits(report, ("oversight",))
-        return ("evidence" if have else "not-measured"), "automation/deferral curve and deferral rate by group"
+        return _gated(_gates(report, _by_audit(("oversight",))), (
+            "evidence" if have else "not-measured", "automation/deferral curve and deferral rate by group"))
     if key == "resources":
         r = report.get("resources") or {}
         measured = any(m.get("energy_measured") for m in r.get("models") or [])
@@ -111,11 +157,25 @@ def _check(report: dict, key: str) -> tuple[str, str]:
     raise KeyError(key)
 
 
+# the gates each check reads, for the baselines' status shown beside a row
+_BASELINE_GATES: dict[str, Callable[[dict], bool]] = {
+    "performance": _by_audit(("performance", "recommendation")),
+    "privacy": _by_audit(("privacy",)),
+    "bias": _by_audit(BIAS_AUDITS),
+    "four_fifths": _four_fifths,
+    "oversight": _by_audit(("oversight",)),
+}
+
+
 def framework_rows(report: dict) -> list[dict[str, Any]]:
     """Section 11 rows, each pointing at the report section that is its evidence."""
     rows = []
     for framework, item, requirement, number, anchor, key in FRAMEWORK_ROWS:
+        from .sections import gate_state
+
         status, evidence = _check(report, key)
+        pick = _BASELINE_GATES.get(key)
         rows.append({"framework": framework, "item": item, "requirement": requirement,
-                     "section": number, "anchor": anchor, "status": status, "evidence": evidence})
+                     "section": number, "anchor": anchor, "status": status, "evidence": evidence,
+                     "baseline_status": gate_state(_gates(report, pick, baseline=True)) if pick else None})
     return rows

@@ -102,8 +102,9 @@ def privacy_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     gates: list[Gate] = []
     notes = [
         "loss-threshold membership inference is a weak diagnostic: it lands near AUC 0.5 on "
-        "well-regularised models, so a low value is not evidence of privacy; stronger attacks "
-        "(LiRA, RMIA) and canary audits are planned",
+        "well-regularised models, so a low value is not evidence of privacy; the stronger audits are "
+        "offline LiRA (privacy_audit.reference_models >= 1) and the one-run canary audit "
+        "(privacy_audit.canaries), reported as privacy_lira and privacy_canary when they ran",
     ]
     if unknown:
         notes.append(f"ignored unknown privacy threshold keys: {unknown}")

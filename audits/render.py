@@ -32,12 +32,13 @@ REPORT_FILES = {
 KNOWN_KINDS = ("performance", "fairness", "privacy")
 DASH = "—"
 
-# Columns of the fairness group table: (label, value key, CI-low key, CI-high key).
+# Columns of the fairness group table: (label, key of the rate in the fairness audit's by_group rows;
+# its interval is ``<key>_ci_low``/``<key>_ci_high``). The keys are audits.bootstrap.RATE_CELLS's.
 FAIRNESS_RATE_COLUMNS = (
     ("Selection rate", "selection_rate"),
-    ("TPR", "tpr"),
-    ("FPR", "fpr"),
-    ("FNR", "fnr"),
+    ("TPR", "true_positive_rate"),
+    ("FPR", "false_positive_rate"),
+    ("FNR", "false_negative_rate"),
     ("Accuracy", "accuracy"),
 )
 _CI_SUFFIXES = (("_ci_low", "_ci_high"), ("/ci_low", "/ci_high"))
@@ -68,19 +69,23 @@ def fmt(x: Any) -> str:
     return str(x)
 
 
-def budget_text(b: Any) -> str:
-    """One sentence for the privacy-budget ledger's totals of a dataset (``data.privacy_budget``)."""
-    if not isinstance(b, dict) or not b:
+def budget_text(b: Any, non_private: Any = ()) -> str:
+    """One sentence for the privacy-budget ledger's totals of a dataset (``data.privacy_budget``, the
+    shape of ``tasks.ledger_store.report_view``). ``non_private``: this run's models trained without
+    DP (named in the ∞ warning). Every key is read strictly: a renamed key is an error, not a "—"."""
+    if b is None:
         return "not measured (no privacy-budget ledger for this dataset)"
-    n_priv, n_non = int(b.get("n_private") or 0), int(b.get("n_non_private") or 0)
-    eps_priv = b.get("epsilon_private")
-    text = (f"ε spent on dataset {str(b.get('dataset_sha256') or '')[:12]}: {fmt(eps_priv)} over {n_priv} DP "
-            f"model(s), δ {fmt(b.get('delta'))} ({b.get('composition') or 'basic composition'})")
-    if n_non:
-        text += (f"; {n_non} non-private model(s) were trained on the same data, so it is not protected by "
-                 "differential privacy (total ε = ∞)")
-    budget = b.get("budget_epsilon")
-    text += f"; budget {fmt(budget)}, remaining {fmt(b.get('remaining_epsilon'))}" if budget is not None \
+    n_priv, n_non = b["private_models"], b["non_private_models"]
+    text = (f"dataset {str(b['dataset_sha256'])[:12]}: {fmt(n_priv)} DP model(s) spent ε = "
+            f"{fmt(b['epsilon_spent_private_models'])}, δ = {fmt(b['delta_spent'])} ({b['composition']})")
+    if b["epsilon_spent_is_infinite"]:
+        names = ", ".join(str(n) for n in non_private) or "recorded by an earlier run"
+        text += (f"; total ε = ∞: a non-private model ({names}; {fmt(n_non)} in the ledger) was trained on "
+                 "the same rows, so the data are not protected by differential privacy")
+    else:
+        text += f"; total ε = {fmt(b['epsilon_spent'])}"
+    budget = b["budget_epsilon"]
+    text += f"; budget {fmt(budget)}, remaining {fmt(b['remaining_epsilon'])}" if budget is not None \
         else "; no total budget configured (privacy.budget_epsilon)"
     return text + "."
 
@@ -92,7 +97,7 @@ def anonymity_text(a: Any) -> str:
     unit = a.get("unit") or "rows"
     text = (f"k = {fmt(a.get('k'))} over the quasi-identifiers {', '.join(map(str, a.get('quasi_identifiers') or []))} "
             f"({fmt(a.get('n_classes'))} classes of {unit}); {fmt(a.get('units_below_min_k'))} "
-            f"({fmt(100 * float(a.get('share_below_min_k') or 0.0))}%) sit in classes smaller than "
+            f"(a share of {fmt(a.get('share_below_min_k'))}) sit in classes smaller than "
             f"k = {fmt(a.get('min_k'))}")
     if a.get("l_diversity") is not None:
         text += f"; distinct ℓ-diversity of {a.get('sensitive')}: {fmt(a.get('l_diversity'))}"
@@ -143,7 +148,8 @@ def md_escape(text: str) -> str:
     return re.sub(r"\s*[\r\n]+\s*", " ", text)
 
 
-EVIDENCE_STATUSES = ("measured", "estimated", "evidence", "partial")  # sections 2 and 11
+EVIDENCE_STATUSES = ("measured", "estimated", "evidence", "partial", "incomplete", "no-guarantee",
+                     "vacuous")  # sections 2 and 11
 
 
 def _status_class(status: Any) -> str:
@@ -183,13 +189,20 @@ def build_view(report: dict, *, figures: bool) -> dict:
     from audits.sections import USE_FIELDS, section_of
 
     summary = report.get("summary") or {}
-    gates = sorted(summary.get("gates") or [], key=lambda g: gate_status_rank(g.get("status")))
+    gates = [gate_view(g) for g in sorted(summary.get("gates") or [], key=lambda g: gate_status_rank(g.get("status")))]
     run = report.get("run") or {}
+    bias = report.get("bias") or {}
     config_json = json.dumps(report.get("config") or {}, indent=2, ensure_ascii=False, default=str)
     return {
         "title": f"Social-impact report — {run.get('preset', '')}".rstrip(" —"),
         "status": summary.get("status"),
         "counts": summary.get("counts") or {},
+        # gates that could not be measured ({model, gate, reason}) and gates the user skipped, with the
+        # user's reason: shown on the cover, in the executive summary and beside the framework table
+        "incomplete": (report.get("executive_summary") or {}).get("incomplete") or [],
+        "skipped": (report.get("executive_summary") or {}).get("skipped") or [],
+        "non_private": [m.get("name") for m in report.get("models") or []
+                        if not ((m.get("training") or {}).get("dp") or {}).get("enabled")],
         "gates": gates,
         "run": run,
         "generated_at": report.get("generated_at"),
@@ -210,7 +223,7 @@ def build_view(report: dict, *, figures: bool) -> dict:
         "datasheets": report.get("datasheets") or [],
         "performance": report.get("performance") or {},
         "privacy": report.get("privacy") or {},
-        "bias": report.get("bias") or {},
+        "bias": {**bias, "four_fifths": [gate_view(r) for r in bias.get("four_fifths") or []]},
         "resources": report.get("resources") or {},
         "oversight": report.get("oversight") or {},
         "oversight_use": [(k.replace("_", " ").capitalize(), _use_text((report.get("oversight") or {}).get(k)))
@@ -381,7 +394,7 @@ def _audit_view(key: str, audit: dict, *, dp: dict, figures: bool) -> dict:
         "kind": kind,
         "title": key.replace("_", " ").capitalize(),
         "status": _shown_status(audit),
-        "gates": audit.get("gates") or [],
+        "gates": [gate_view(g) for g in audit.get("gates") or []],
         "notes": audit.get("notes") or [],
         "thresholds": list((audit.get("thresholds") or {}).items()),
         "metrics": metric_rows(metrics),
@@ -452,6 +465,17 @@ def _audit_view(key: str, audit: dict, *, dp: dict, figures: bool) -> dict:
             (k, v) for k, v in details.items() if v is None or isinstance(v, (bool, int, float, str))
         ]
     return view
+
+
+def gate_view(g: dict) -> dict:
+    """A gate as listed: ``label`` is its status in capitals, or ``vacuous (cannot fail: …)`` for a gate
+    that cannot fail (``vacuous: true``: its pass is no evidence); ``shown_note`` is the note when the
+    label does not already carry it (a skipped gate's note is the user's reason)."""
+    from audits.sections import vacuous_label
+
+    if g.get("vacuous"):
+        return {**g, "label": vacuous_label(g), "shown_note": ""}
+    return {**g, "label": str(g.get("status") or "unknown").upper(), "shown_note": g.get("note") or ""}
 
 
 def _shown_status(audit: dict) -> Any:

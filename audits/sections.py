@@ -64,6 +64,57 @@ def _audit_refs(models: list[dict], section: str) -> list[dict]:
     return refs
 
 
+def judged_gates(report: dict) -> list[dict]:
+    """The gates that decide the run: the candidate models' (``baseline`` false); a run with only
+    baselines is judged on them (as ``build_report`` decides ``summary.status``)."""
+    gates = (report.get("summary") or {}).get("gates") or []
+    return [g for g in gates if not g.get("baseline")] or list(gates)
+
+
+def baseline_gates(report: dict) -> list[dict]:
+    """The reference baselines' gates, when the run also has candidates (shown apart, never deciding)."""
+    gates = (report.get("summary") or {}).get("gates") or []
+    return [g for g in gates if g.get("baseline")] if any(not g.get("baseline") for g in gates) else []
+
+
+def judged_models(report: dict) -> list[dict]:
+    models = report.get("models") or []
+    return [m for m in models if m.get("role", "candidate") != "baseline"] or list(models)
+
+
+def gate_state(gates: list[dict]) -> str | None:
+    """What a set of gates shows: ``fail`` (one failed), ``not-measured`` (none passed for real and
+    some could not be measured), ``incomplete`` (some passed, some not measured), ``pass`` (at least
+    one non-vacuous gate passed, none failed or unmeasured), ``vacuous`` (only gates that cannot
+    fail passed), ``skipped`` (every gate skipped by the user), ``None`` (no gates)."""
+    if not gates:
+        return None
+    statuses = [g.get("status") for g in gates]
+    if "fail" in statuses:
+        return "fail"
+    real_pass = any(g.get("status") == "pass" and not g.get("vacuous") for g in gates)
+    if any(s not in ("pass", "skipped") for s in statuses):  # not-measured (or anything unknown)
+        return "incomplete" if real_pass else "not-measured"
+    if real_pass:
+        return "pass"
+    return "vacuous" if "pass" in statuses else "skipped"
+
+
+def gate_reasons(gates: list[dict], status: str) -> list[dict]:
+    """``{model, gate, reason}`` of the gates with ``status`` (the reason is the gate's note)."""
+    return [{"model": g.get("model"), "gate": g.get("name"), "reason": g.get("note") or "no reason recorded"}
+            for g in gates if g.get("status") == status]
+
+
+def vacuous_label(g: dict) -> str:
+    """How a gate that cannot fail is labelled wherever gates are listed: ``vacuous (cannot fail:
+    <why>)``, the why taken from the gate's note (``audits.results.checked_gate`` appends
+    ``vacuous: <why>`` to it)."""
+    note = str(g.get("note") or "")
+    why = note.split("vacuous: ", 1)[1] if "vacuous: " in note else note
+    return f"vacuous (cannot fail: {why or 'its threshold admits every value the metric can take'})"
+
+
 def canonical_sha256(obj: Any) -> str:
     """SHA-256 of canonical JSON (sorted keys, no spaces, UTF-8): the config's fingerprint."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
@@ -137,7 +188,25 @@ def performance(models: list[dict], config: dict) -> dict:
     fixed = {k: v for k, v in gates.items() if section_of(k) == "performance"}
     return {"audits": refs, "thresholds_fixed_before_run": fixed,
             "status": "measured" if refs else "not measured: no performance audit ran",
-            "ci_method": "95% intervals as each audit states (Wilson for proportions, bootstrap for AUC/gaps)"}
+            "ci_method": ci_method(models)}
+
+
+def ci_method(models: list[dict]) -> str:
+    """Which performance metrics carry a 95% interval in this report, and for which models: exactly
+    the ``<metric>_ci_low``/``_ci_high`` pairs the JSON holds (each audit's notes name the method)."""
+    have: dict[str, list[str]] = {}
+    for m in models:
+        for key, a in (m.get("audits") or {}).items():
+            if isinstance(a, dict) and section_of(key) == "performance":
+                for name in a.get("metrics") or {}:
+                    base = name[: -len("_ci_low")] if name.endswith("_ci_low") else None
+                    if base and base + "_ci_high" in a["metrics"]:
+                        have.setdefault(base, []).append(str(m.get("name")))
+    if not have:
+        return "no performance metric in this report has a confidence interval: all are point estimates"
+    listed = "; ".join(f"{name} ({', '.join(dict.fromkeys(ms))})" for name, ms in have.items())
+    return (f"95% intervals are reported for: {listed} (the method is named in each audit's notes); "
+            "every other performance metric is a point estimate without an interval")
 
 
 def privacy(models: list[dict], data: dict) -> dict:
@@ -157,6 +226,10 @@ def privacy(models: list[dict], data: dict) -> dict:
             "delta": dp.get("delta") if dp.get("enabled") else None,
             "accountant": dp.get("accountant"),
             "privacy_unit": dp.get("privacy_unit") if dp.get("enabled") else None,
+            # what the (ε, δ) covers (weights, preprocessing, vocabulary, threshold, baselines): one
+            # sentence from the training record; null when the model is not private or it is missing
+            "covers": dp.get("covers") if dp.get("enabled") else None,
+            "baseline": m.get("role") == "baseline",
             "epsilon_lower_bound": metrics.get("privacy/epsilon_lower_bound"),
             "metrics": metrics,
         })
@@ -167,7 +240,7 @@ def privacy(models: list[dict], data: dict) -> dict:
         "budget": budget,
         "budget_status": "recorded" if budget else "not measured: no privacy-budget ledger for this dataset",
         "epsilon_lower_bound_status": "measured" if any(r["epsilon_lower_bound"] is not None for r in rows)
-        else "not measured: no attack-based ε lower bound (Jagielski et al. 2020) was computed in this run",
+        else "not measured: no one-run canary audit (Steinke et al. 2023), the only certified ε lower bound, ran",
     }
 
 
@@ -189,7 +262,9 @@ def bias(models: list[dict], data: dict) -> dict:
             for g in a.get("gates") or []:
                 if "four_fifths" in str(g.get("name")):
                     four_fifths.append({"model": m.get("name"), "gate": g.get("name"), "status": g.get("status"),
-                                        "value": g.get("value"), "threshold": g.get("threshold")})
+                                        "value": g.get("value"), "threshold": g.get("threshold"),
+                                        "note": g.get("note") or "", "vacuous": bool(g.get("vacuous")),
+                                        "baseline": m.get("role") == "baseline"})
             if section_of(key) == "bias":
                 intersectional |= any(_is_intersection(r.get("attribute")) for r in a.get("by_group") or [])
             if key == "mitigation":
@@ -299,10 +374,21 @@ def provenance_extra(provenance: dict, config: dict, data: dict, run: dict, mode
 
 
 def executive_summary(report: dict) -> dict:
-    """The four social-impact areas (and context) with a status each, plus counts of gates."""
-    gates = (report.get("summary") or {}).get("gates") or []
+    """The four social-impact areas (and context) with a status each, plus counts of gates.
+
+    An area's status follows the candidate model(s) only; the baselines' gate state is shown apart
+    (``baseline_status``). ``fail``: a gate failed; ``not-measured``: the area's gates exist but none
+    could be measured; ``incomplete``: some passed, some not measured; ``pass``: a gate that can
+    fail passed and none failed or went unmeasured (a vacuous gate never makes an area pass);
+    ``measured``/``estimated``: evidence without a deciding gate. The privacy area of a run whose
+    candidates have no DP guarantee reads ``no-guarantee`` (the attack is a diagnostic) unless an
+    attack gate failed."""
+    summary = report.get("summary") or {}
+    judged, reference = judged_gates(report), baseline_gates(report)
+    models = judged_models(report)
     areas = []
     for title, key, number in AREAS:
+        extra: dict[str, Any] = {}
         if key == "datasheets":
             ok = ((report.get("data") or {}).get("contract_result") or {}).get("success")
             status, evidence = ("pass" if ok else "fail"), "data contract (Great Expectations)"
@@ -312,24 +398,39 @@ def executive_summary(report: dict) -> dict:
             status = "measured" if measured else ("estimated" if r.get("models") else "not-measured")
             evidence = "training compute, energy and CO2e" + ("" if measured else " (energy estimated)")
         else:
-            area_gates = [g for g in gates if section_of(g.get("audit", "")) == key]
-            statuses = {g.get("status") for g in area_gates}
-            refs = _audit_refs(report.get("models") or [], key)
-            if "fail" in statuses:
-                status = "fail"
-            elif "pass" in statuses:
-                status = "pass"
-            elif any((a.get("metrics") or {}) for m in report.get("models") or []
-                     for k, a in (m.get("audits") or {}).items() if isinstance(a, dict) and section_of(k) == key):
-                status = "measured"
-            else:
-                status = "not-measured"
+            area_gates = [g for g in judged if section_of(g.get("audit", "")) == key]
+            state = gate_state(area_gates)
+            has_metrics = any((a.get("metrics") or {}) for m in models for k, a in (m.get("audits") or {}).items()
+                              if isinstance(a, dict) and section_of(k) == key)
+            if state in ("fail", "pass", "incomplete", "not-measured"):
+                status = state
+            else:  # no deciding gate (none, only vacuous ones, or all skipped)
+                status = "measured" if has_metrics else "not-measured"
+            refs = _audit_refs(models, key)
             evidence = ", ".join(sorted({r["audit"] for r in refs})) or "no audit"
-        areas.append({"area": title, "section": number, "status": status, "evidence": evidence})
-    return {"status": (report.get("summary") or {}).get("status"), "areas": areas,
-            "counts": (report.get("summary") or {}).get("counts") or {},
-            "legend": "pass/fail: against gates fixed before the run; measured/estimated: evidence without a gate; "
-                      "not-measured: no evidence in this run"}
+            if key == "privacy" and not any(((m.get("training") or {}).get("dp") or {}).get("enabled")
+                                            for m in models):
+                evidence += ("; no differential-privacy guarantee: the membership-inference attack is a "
+                             "diagnostic (a lower bound on leakage), not evidence of privacy")
+                if status != "fail":
+                    status = "no-guarantee"
+            extra = {"not_measured_gates": gate_reasons(area_gates, "not-measured"),
+                     "skipped_gates": gate_reasons(area_gates, "skipped"),
+                     "vacuous_gates": [g.get("name") for g in area_gates if g.get("vacuous")],
+                     "baseline_status": gate_state([g for g in reference if section_of(g.get("audit", "")) == key])}
+        areas.append({"area": title, "section": number, "status": status, "evidence": evidence, **extra})
+    incomplete = summary.get("incomplete")
+    if incomplete is None:  # written by build_report; derived here for documents that predate it
+        incomplete = gate_reasons(judged, "not-measured")
+    return {"status": summary.get("status"), "areas": areas,
+            "counts": summary.get("counts") or {},
+            "incomplete": incomplete,
+            "skipped": gate_reasons(judged, "skipped"),
+            "legend": "pass/fail: against gates fixed before the run (a vacuous gate, one that cannot fail, never "
+                      "makes an area pass); incomplete: some gates could not be measured; not-measured: no gate "
+                      "or evidence could be measured; measured/estimated: evidence without a gate; no-guarantee: "
+                      "no differential privacy, the attacks are diagnostics; statuses follow the candidate "
+                      "model(s), a baseline's is shown beside them"}
 
 
 def add_sections(report: dict, integrity: dict | None) -> dict:

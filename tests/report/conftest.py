@@ -1,5 +1,10 @@
-"""A small, hand-built report input: two models, fairness on sex with two groups, one failing
-gate (logreg's demographic-parity difference). No training."""
+"""A small report input: two models (an (ε = 3)-DP MLP and a logistic regression), fairness on sex
+with two groups, logreg failing its fairness gates. The fairness and privacy audits are the real
+``fairness_audit``/``privacy_audit`` run on small literal arrays (so the shapes are the pipeline's);
+the performance audit is hand-made. No training.
+
+``real_reports`` (session scope, e2e): the JSON of REAL pipeline runs of every family and of the
+audit-only flow, for the renderer tests."""
 from __future__ import annotations
 
 import copy
@@ -12,23 +17,37 @@ SHA_A = "a" * 64
 SHA_B = "b" * 64
 
 
-def _group_row(group, n, tp, fp, tn, fn, sel, ratio, too_small=False):
-    pos = tp + fn
-    neg = fp + tn
-    return {
-        "attribute": "sex", "group": group, "n": n, "share": n / 1000, "too_small": too_small,
-        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-        "selection_rate": sel, "selection_rate_ci_low": sel - 0.03, "selection_rate_ci_high": sel + 0.03,
-        "tpr": tp / pos, "tpr_ci_low": tp / pos - 0.05, "tpr_ci_high": tp / pos + 0.05,
-        "fpr": fp / neg, "fpr_ci_low": fp / neg - 0.01, "fpr_ci_high": fp / neg + 0.01,
-        "fnr": fn / pos, "fnr_ci_low": fn / pos - 0.05, "fnr_ci_high": fn / pos + 0.05,
-        "accuracy": (tp + tn) / n, "accuracy_ci_low": (tp + tn) / n - 0.02,
-        "accuracy_ci_high": (tp + tn) / n + 0.02,
-        "selection_rate_ratio_to_max": ratio,
-    }
+# (tp, fp, tn, fn) per sex group; the fairness and privacy audits below are the REAL audits run on
+# arrays built from these counts, so the report sees exactly the keys the pipeline writes.
+COUNTS = {
+    "Male": (140, 40, 420, 70),                    # n 670, selection rate 180/670 = 0.2687
+    "Female_fail": (10, 10, 280, 30),              # n 330, selection rate 20/330 = 0.0606 (ratio 0.2256)
+    "Female_ok": (67, 20, 210, 33),                # n 330, selection rate 87/330 = 0.2636 (ratio 0.9813)
+}
+
+
+def _arrays(dp_fail: bool):
+    """y_true, y_score (0.9 predicted positive, 0.1 negative) and the sex column, group by group."""
+    import numpy as np
+    import pandas as pd
+
+    y, score, sex = [], [], []
+    for group, key in (("Male", "Male"), ("Female", "Female_fail" if dp_fail else "Female_ok")):
+        tp, fp, tn, fn = COUNTS[key]
+        for label, pred, k in ((1, 1, tp), (0, 1, fp), (0, 0, tn), (1, 0, fn)):
+            y += [label] * k
+            score += [0.9 if pred else 0.1] * k
+            sex += [group] * k
+    return np.array(y), np.array(score), pd.DataFrame({"sex": sex})
 
 
 def _audits(model: str, dp_fail: bool, epsilon: float | None) -> dict:
+    import numpy as np
+
+    from audits.fairness import fairness_audit
+    from audits.inputs import AuditInputs
+    from audits.privacy import privacy_audit
+
     performance = AuditResult(
         name="performance",
         status=Status.PASS,
@@ -47,41 +66,14 @@ def _audits(model: str, dp_fail: bool, epsilon: float | None) -> dict:
             "confusion_matrix": [[700, 50], [100, 150]],
         },
     )
-    dpd = 0.19 if dp_fail else 0.05
-    fairness = AuditResult(
-        name="fairness",
-        status=Status.FAIL if dp_fail else Status.PASS,
-        metrics={
-            "fairness/sex/demographic_parity_difference": dpd,
-            "fairness/sex/demographic_parity_ratio": 0.31 if dp_fail else 0.82,
-            "fairness/sex/equalized_odds_difference": 0.08,
-            "fairness/sex/equalized_odds_ratio": 0.7,
-            "fairness/min_group_size": 30.0,
-        },
-        by_group=[
-            _group_row("Male", 670, 140, 40, 420, 70, 0.27, 1.0),
-            _group_row("Female", 330, 10, 10, 280, 30, 0.06 if dp_fail else 0.22, 0.22 if dp_fail else 0.81),
-        ],
-        thresholds={"demographic_parity_difference_max": 0.1},
-        gates=[
-            Gate("fairness/sex/demographic_parity_difference",
-                 Status.FAIL if dp_fail else Status.PASS, dpd, 0.1, "<="),
-            Gate("fairness/sex/equalized_odds_difference", Status.PASS, 0.08, 0.1, "<="),
-        ],
-        notes=["Groups with fewer than 30 test rows are flagged too small to judge."],
-        details={"conventions": {
-            "selection rate": "share of the group predicted positive (>50K)",
-            "four-fifths": "a group selected at < 0.8 × the highest group's rate is flagged",
-        }},
-    )
-    privacy = AuditResult(
-        name="privacy",
-        status=Status.PASS,
-        metrics={"privacy/mia_auc": 0.52, "privacy/mia_tpr_at_fpr_0.001": 0.0015},
-        gates=[Gate("privacy/mia_auc", Status.PASS, 0.52, 0.6, "<=")],
-        details={"roc": {"fpr": [0.0, 1e-4, 1e-3, 1e-2, 0.1, 1.0],
-                         "tpr": [0.0, 2e-4, 1.5e-3, 1.2e-2, 0.11, 1.0]}},
-    )
+    y, score, sex = _arrays(dp_fail)
+    rng = np.random.default_rng(0)
+    inputs = AuditInputs(y_true=y, y_score=score, sensitive=sex,
+                         member_loss=rng.exponential(0.50, 400), nonmember_loss=rng.exponential(0.52, 400),
+                         epsilon=epsilon, delta=1e-5 if epsilon is not None else None)
+    fairness = fairness_audit(inputs, {"max_demographic_parity_difference": 0.1,
+                                       "max_equalized_odds_difference": 0.1, "min_group_size": 30, "n_boot": 50})
+    privacy = privacy_audit(inputs, {"max_mia_auc": 0.6})
     return {"performance": performance.to_dict(), "fairness": fairness.to_dict(),
             "privacy": privacy.to_dict()}
 

@@ -248,7 +248,7 @@ def test_frameworks_point_at_their_sections_and_follow_the_evidence():
         assert r["anchor"] in anchors and anchors[r["anchor"]].startswith(f"{r['section']}.")
     by_item = {r["item"]: r for r in rows}
     assert by_item["MEASURE 2.11"]["status"] == "fail"  # logreg's DP-difference gate failed
-    assert by_item["four-fifths rule"]["status"] == "not-measured"  # no four-fifths gate in these inputs
+    assert by_item["four-fifths rule"]["status"] == "fail"  # logreg's Female group: 0.2256 × the Male rate
     assert by_item["MEASURE 2.12"]["status"] == "partial"  # energy estimated, not measured
     assert by_item["Art. 14 / Annex IV(2)(e)"]["status"] == "evidence"
 
