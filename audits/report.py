@@ -40,7 +40,8 @@ EXPECTED_AUDITS = {
 KNOWN_GAPS: tuple[tuple[str, str], ...] = (
     (
         "lira",
-        "stronger membership-inference attacks (LiRA with shadow models) — not run; "
+        "stronger membership-inference attacks (LiRA with reference models) — not run in this run "
+        "(set privacy_audit.reference_models >= 1, e.g. preset tabular-privacy-audit); "
         "the reported attack is a weaker one, so it gives a lower bound on leakage, "
         "not an upper bound",
     ),
