@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from .calibration import CALIBRATION_DEFAULTS
 from .fairness import FAIRNESS_DEFAULTS, fairness_audit
 from .groups import GROUP_DEFAULTS, PERFORMANCE_GATES as MULTICLASS_GATES, group_robustness_audit, multiclass_performance_audit
 from .identity import IDENTITY_DEFAULTS, identity_audit
@@ -18,7 +19,8 @@ from .performance import performance_audit
 from .privacy import privacy_audit
 from .recommender import (EXPOSURE_DEFAULTS, RECOMMENDATION_DEFAULTS, USER_GROUP_DEFAULTS, exposure_audit,
                           recommendation_audit, user_group_audit)
-from .results import AuditResult, Gate, Status, overall_status
+from .gating import GATE_KEYS, SKIP, audited, not_run
+from .results import AuditResult, Gate, Status, overall_status, run_status
 
 AUDITS: dict[str, Callable[[AuditInputs, dict], AuditResult]] = {
     "performance": performance_audit,
@@ -58,20 +60,36 @@ AUDIT_THRESHOLDS: dict[str, dict[str, Any]] = {
     "privacy_canary": dict(CANARY_DEFAULTS),
 }
 
+#: The audit-only flow's audits (a predictions table of a model not trained here) and their keys.
+AUDIT_ONLY_THRESHOLDS: dict[str, dict[str, Any]] = {
+    "fairness": AUDIT_THRESHOLDS["fairness"], "performance": AUDIT_THRESHOLDS["performance"],
+    "calibration_by_group": dict(CALIBRATION_DEFAULTS),
+}
+
 
 def run_audits(
     inputs: AuditInputs, thresholds_by_audit: dict[str, dict] | None = None,
-    names: Sequence[str] | None = None,
+    names: Sequence[str] | None = None, *, not_run_reason: Callable[[str], str] | None = None,
 ) -> dict[str, AuditResult]:
     """Run the named audits (default: every audit in ``AUDITS``, in order), each with its own
-    thresholds dict (missing = {}). Thresholds for audits not run are ignored."""
+    ``gates.<audit>`` section (absent = defaults only), and account for every configured gate
+    (``audits.gating``: an audit that raises, a threshold that produced no gate, a skip).
+    With ``not_run_reason``, a section of an audit not in ``names`` becomes that audit's
+    not-measured result (its gates not measured, ``not_run_reason(audit)`` as the reason);
+    without it, such sections are ignored."""
     thresholds_by_audit = thresholds_by_audit or {}
     names = list(AUDITS) if names is None else list(names)
     unknown = (set(thresholds_by_audit) | set(names)) - set(AUDITS)
     if unknown:
         raise ValueError(f"unknown audits: {sorted(unknown)}; known: {sorted(AUDITS)}")
-    return {name: AUDITS[name](inputs, thresholds_by_audit.get(name) or {}) for name in names}
+    out = {name: audited(name, AUDITS[name], inputs, thresholds_by_audit.get(name), AUDIT_THRESHOLDS[name])
+           for name in names}
+    if not_run_reason is not None:
+        for name, section in thresholds_by_audit.items():
+            if name not in out:
+                out[name] = not_run(name, section, AUDIT_THRESHOLDS[name], not_run_reason(name))
+    return out
 
 
-__all__ = ["AUDITS", "AUDIT_THRESHOLDS", "REPORT_AUDITS", "AuditInputs", "AuditResult", "Gate", "Status", "overall_status",
-           "run_audits"]
+__all__ = ["AUDITS", "AUDIT_ONLY_THRESHOLDS", "AUDIT_THRESHOLDS", "GATE_KEYS", "REPORT_AUDITS", "SKIP", "AuditInputs", "AuditResult", "Gate",
+           "Status", "overall_status", "run_audits", "run_status"]

@@ -86,12 +86,17 @@ def build_report(
     Inputs are copied, converted to plain JSON types (numpy scalars/arrays, enums, paths,
     datetimes; NaN/inf -> ``None``) and left unmodified. Credentials embedded in URIs
     (``scheme://user:pass@host``) and config values under secret-looking keys are redacted.
-    ``summary.status`` is ``"fail"`` if any gate of a candidate model failed, ``"pass"`` if
-    none failed and at least one passed, and ``"not-measured"`` when there is no gate that
-    passed or failed (a report never claims PASS on nothing). A model with
+    ``summary.status`` follows ``audits.results.run_status``: ``"fail"`` if any gate of a
+    candidate model failed; else ``"incomplete"`` if any of them was not measured, or none was
+    measured at all; ``"pass"`` only when every configured gate was measured and passed
+    (skipped gates -- skipped by the run owner, with the reason as note -- do not count).
+    ``summary.incomplete`` lists the deciding gates not measured: ``{model, gate, reason}``.
+    Every gate dict (in ``summary.gates`` and in each audit) goes through
+    ``results.checked_gate``: a pass/fail without a finite value is ``not-measured``, and
+    ``vacuous: true`` marks a pass no value could have missed (its note says why). A model with
     ``"role": "baseline"`` is a reference shown beside the candidates: its gates are reported
     (marked ``"baseline": true``) but do not decide the run's status; a run with only
-    baselines is judged on them.
+    baselines is judged on them. Each model's ``status`` is the same verdict over its own gates.
 
     The numbered sections of schema 2.0 (cover, executive summary, intended use, data sheets,
     performance, privacy, bias, resources, oversight, risks, frameworks, provenance) are added by
@@ -108,6 +113,9 @@ def build_report(
     model_docs = [_plain(m) for m in models]
     for m in model_docs:
         m.setdefault("audits", {})
+        for audit in m["audits"].values():
+            if isinstance(audit, dict) and audit.get("gates"):
+                audit["gates"] = [_checked(g) for g in audit["gates"]]
         m["status"] = _status_of([g["status"] for g in _model_gates(m)])
 
     gates = sorted(
@@ -127,6 +135,7 @@ def build_report(
             "status": _status_of([g["status"] for g in deciding]),
             "gates": gates,
             "counts": counts,
+            "incomplete": incomplete_gates(deciding),
         },
         "data": data_doc,
         "models": model_docs,
@@ -202,6 +211,7 @@ def _model_gates(model: dict) -> list[dict]:
                     "threshold": g.get("threshold"),
                     "comparison": g.get("comparison"),
                     "note": g.get("note", ""),
+                    "vacuous": bool(g.get("vacuous", False)),
                     "baseline": model.get("role") == "baseline",
                 }
             )
@@ -216,11 +226,31 @@ def gate_status_rank(status: Any) -> int:
 
 
 def _status_of(statuses: list[Any]) -> str:
-    if "fail" in statuses:
-        return "fail"
-    if "pass" in statuses:
-        return "pass"
-    return "not-measured"
+    from .results import run_status
+
+    return run_status(statuses)
+
+
+def incomplete_gates(gates: list[dict]) -> list[dict]:
+    """The gates that keep a run from passing although none failed: ``{model, gate, reason}``."""
+    return [{"model": g.get("model"), "gate": g.get("name"), "reason": g.get("note") or "not measured"}
+            for g in gates if g.get("status") not in ("pass", "fail", "skipped")]
+
+
+def _checked(gate: Any) -> Any:
+    """A gate dict as the verdict reads it (``results.checked_gate``), with ``vacuous`` always set."""
+    from .results import Gate, Status, checked_gate
+
+    if not isinstance(gate, dict):
+        return gate
+    try:
+        g = Gate(name=str(gate.get("name")), status=Status(gate.get("status")), value=gate.get("value"),
+                 threshold=gate.get("threshold"), comparison=str(gate.get("comparison")),
+                 note=str(gate.get("note") or ""), vacuous=bool(gate.get("vacuous", False)))
+    except ValueError:  # an unknown status: left as it is (run_status reads it as not measured)
+        return {**gate, "vacuous": bool(gate.get("vacuous", False))}
+    c = checked_gate(g)
+    return {**gate, "status": c.status.value, "value": c.value, "note": c.note, "vacuous": c.vacuous}
 
 
 # --------------------------------------------------------------------------- hygiene

@@ -44,7 +44,11 @@ def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict
         epsilon=dp.get("epsilon") if dp.get("enabled") else None,
         delta=dp.get("delta") if dp.get("enabled") else None,
     )
-    # post-processing by group thresholds (mitigation) compares binary decisions only
-    names = [*family.audits, *(f"privacy_{k}" for k in ("lira", "canary") if k in (privacy_attacks or {})),
+    # post-processing by group thresholds (mitigation) compares binary decisions only; a LiRA or
+    # canary gate configured without the attack run says so (the audit names the setting)
+    names = [*family.audits, *(f"privacy_{k}" for k in ("lira", "canary")
+                               if k in (privacy_attacks or {}) or f"privacy_{k}" in gates),
              *(a for a in REPORT_AUDITS if a not in family.audits and (a != "mitigation" or family.task == "binary"))]
-    return run_audits(inputs, gates, names=names)
+    return run_audits(inputs, gates, names=names, not_run_reason=lambda audit: (
+        f"the {family.name} family ({family.task}) does not run the {audit} audit "
+        f"(its audits: {', '.join(names)})"))
