@@ -51,8 +51,9 @@ def rates(counts: np.ndarray) -> dict[str, np.ndarray]:
 
 def _spread(values: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(min, max) over the groups present, per leading index; nan with fewer than 2 groups."""
-    hi = np.where(present, values, -np.inf).max(axis=-1)
-    lo = np.where(present, values, np.inf).min(axis=-1)
+    # initial=: no group at all (every group too small to judge) gives nan, not a numpy error
+    hi = np.where(present, values, -np.inf).max(axis=-1, initial=-np.inf)
+    lo = np.where(present, values, np.inf).min(axis=-1, initial=np.inf)
     enough = present.sum(axis=-1) >= 2
     return np.where(enough, lo, np.nan), np.where(enough, hi, np.nan)
 
@@ -95,3 +96,31 @@ def bootstrap_intervals(counts: np.ndarray, n_boot: int = 1000, level: float = 0
         finite = values[np.isfinite(values)]
         out[name] = tuple(float(x) for x in np.quantile(finite, q)) if finite.size else (np.nan, np.nan)
     return out
+
+
+def degenerate(interval: tuple[float, float]) -> bool:
+    """True for a finite interval of zero width (low == high): what a percentile bootstrap
+    gives when no replicate can move the statistic, e.g. a DP ratio of 0 because a small group
+    has no positive prediction. That is a small-sample artefact, not certainty."""
+    lo, hi = interval
+    return bool(np.isfinite(lo) and np.isfinite(hi) and lo == hi)
+
+
+def jeffreys_ratio_interval(counts: np.ndarray, n_draws: int = 10000, level: float = 0.95,
+                            seed: int = 0) -> tuple[float, float]:
+    """Interval of the demographic parity ratio (min / max selection rate) that cannot
+    collapse: each group's selection rate is drawn from its Jeffreys posterior
+    Beta(k + 1/2, n - k + 1/2) (k positive predictions of n; Brown, Cai, DasGupta 2001), the
+    ratio taken per draw, and the (1 - level)/2 and (1 + level)/2 quantiles reported. Groups
+    with n = 0 are left out; nan with fewer than two groups. Used where the bootstrap interval
+    is degenerate (``degenerate``), next to it, not instead of it."""
+    k = counts[:, [TP, FP]].sum(axis=1).astype(float)
+    n = counts.sum(axis=1).astype(float)
+    keep = n > 0
+    if keep.sum() < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    draws = rng.beta(k[keep] + 0.5, n[keep] - k[keep] + 0.5, size=(n_draws, int(keep.sum())))
+    ratio = draws.min(axis=1) / draws.max(axis=1)
+    lo, hi = np.quantile(ratio, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)

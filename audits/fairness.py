@@ -7,7 +7,16 @@ Conventions (fairlearn's, ``method="between_groups"``):
 - CIs are Wilson score intervals on each group's confusion counts.
 Gate values use only groups with n >= ``min_group_size``; smaller groups stay in ``by_group``
 (flagged ``too_small``) and are named in the notes, and the ``*_all_groups`` metrics repeat
-the computation over every group (report-only).
+the computation over every group (report-only). When fewer than two groups of an attribute are
+large enough (every group too small included) its gates are not measured, with the reason.
+
+Degenerate intervals: a percentile bootstrap of a gap collapses to [x, x] when no resample can
+move it -- typically a DP ratio of 0 because a small judged group has no positive prediction.
+That is an artefact of small counts, not certainty. The bootstrap intervals (validated against
+fairlearn's row bootstrap) are kept as they are; a zero-width one gets the flag
+``fairness/<attr>/<metric>_ci_degenerate = 1`` next to it and a note, and for the DP ratio the
+interval of the ratio of Jeffreys-posterior selection rates, Beta(k + 1/2, n - k + 1/2) per
+group (``<metric>_jeffreys_ci_low/high``), which cannot collapse, is reported beside it.
 """
 from __future__ import annotations
 
@@ -18,7 +27,8 @@ import pandas as pd
 
 from .inputs import AuditInputs
 from .results import AuditResult, Gate, Status, overall_status
-from .bootstrap import FN, FP, RATE_CELLS, TN, TP, bootstrap_intervals, gaps, group_counts, rates
+from .bootstrap import (FN, FP, RATE_CELLS, TN, TP, bootstrap_intervals, degenerate, gaps, group_counts,
+                        jeffreys_ratio_interval, rates)
 from .stats import compare_gate, wilson_interval
 
 FAIRNESS_DEFAULTS: dict[str, Any] = {
@@ -96,6 +106,21 @@ def _per_group(attr: str, labels: pd.Series, y_true, y_pred, min_size: int,
     return rows, counts
 
 
+def _degenerate_note(attr: str, metric: str, value: float, judged: list[dict], counts: np.ndarray,
+                     level: float) -> str:
+    """The note beside a zero-width bootstrap interval: why it is not certainty."""
+    smallest = min(judged, key=lambda r: r["n"])
+    text = (f"{attr}: the bootstrap {level:.0%} interval of {metric} is [{value:.4g}, {value:.4g}] (degenerate, "
+            f"flagged {metric}_ci_degenerate): no resample can move the value (smallest judged group "
+            f"'{smallest['group']}': n={smallest['n']}, {smallest['tp'] + smallest['fp']} positive "
+            "predictions), a small-sample artefact, not certainty")
+    if metric == "demographic_parity_ratio":
+        lo, hi = jeffreys_ratio_interval(counts, level=level)
+        text += (f"; the ratio of Jeffreys-posterior selection rates, Beta(k+1/2, n-k+1/2) per group, gives "
+                 f"[{lo:.4g}, {hi:.4g}] ({metric}_jeffreys_ci_low/high)")
+    return text
+
+
 def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     """Group-fairness audit of the hard predictions over each sensitive column and each
     intersection (see the module docstring for the conventions and threshold keys)."""
@@ -120,7 +145,9 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         "ratio": "min / max across groups",
         "equalized_odds": "max(TPR gap, FPR gap), each gap = max - min across groups",
         "ci": f"group rates: Wilson score interval at level {level}; gap metrics: percentile "
-              f"bootstrap over rows ({n_boot} replicates, drawn as multinomial confusion counts)",
+              f"bootstrap over rows ({n_boot} replicates, drawn as multinomial confusion counts); "
+              "a zero-width bootstrap interval is flagged '_ci_degenerate' (a small-sample artefact, "
+              "not certainty), and for the DP ratio a Jeffreys-posterior interval is given beside it",
         "four_fifths": f"29 CFR 1607.4(D): every judged group's selection rate >= {ff} x the "
                        "highest judged group's (the regulation asks for significance testing "
                        "with small samples: see the CIs)",
@@ -149,7 +176,7 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         judged = [r for r in rows if not r["too_small"]]
         small = [r for r in rows if r["too_small"]]
         ref = judged or rows
-        max_sr = max(r["selection_rate"] for r in ref)
+        max_sr = max((r["selection_rate"] for r in ref), default=0.0)
         for r in rows:
             r["selection_rate_ratio_to_max"] = (
                 r["selection_rate"] / max_sr if max_sr > 0 else float("nan"))
@@ -166,7 +193,7 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
                 notes.append(f"{attr}: group '{r['group']}' has no negative labels: FPR "
                              "undefined (fairlearn reports 0), which affects the EO difference")
 
-        keep = np.array([not r["too_small"] for r in rows])
+        keep = np.array([not r["too_small"] for r in rows], dtype=bool)
         judged_gaps = {k: float(v) for k, v in gaps(counts[keep]).items()}
         all_gaps = {k: float(v) for k, v in gaps(counts).items()}
         if len(judged) >= 2 and max_sr > 0:
@@ -184,6 +211,12 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         if n_boot > 0 and len(judged) >= 2:
             for k, (lo, hi) in bootstrap_intervals(counts[keep], n_boot, level).items():
                 metrics[f"{p}/{k}_ci_low"], metrics[f"{p}/{k}_ci_high"] = lo, hi
+                if degenerate((lo, hi)):
+                    metrics[f"{p}/{k}_ci_degenerate"] = 1.0
+                    notes.append(_degenerate_note(attr, k, lo, judged, counts[keep], level))
+                    if k == "demographic_parity_ratio":
+                        jlo, jhi = jeffreys_ratio_interval(counts[keep], level=level)
+                        metrics[f"{p}/{k}_jeffreys_ci_low"], metrics[f"{p}/{k}_jeffreys_ci_high"] = jlo, jhi
 
         specs = [
             (f"{p}/demographic_parity_difference", judged_gaps["demographic_parity_difference"],

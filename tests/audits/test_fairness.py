@@ -127,6 +127,63 @@ def test_one_judged_group_is_not_measured():
     assert any("gates not measured" in n for n in res.notes)
 
 
+def test_every_group_too_small_is_not_measured_with_the_reason():
+    """Issue 20, defect 6: min_group_size above every group crashed the audit (numpy max of an
+    empty array); now every gate is not measured and says why."""
+    res = fairness_audit(_inputs(Y12, P12, {"sex": G12, "race": ["x", "y"] * 6}), {"min_group_size": 100000})
+    assert len(res.gates) == 9  # sex, race, sex_x_race: three gates each
+    assert all(g.status is Status.NOT_MEASURED and g.value is None for g in res.gates)
+    assert {g.note for g in res.gates if g.name.startswith("fairness/sex/")} == {
+        "only 0 group(s) of sex have n >= 100000: nothing to compare"}
+    assert res.status is Status.NOT_MEASURED
+    assert math.isnan(res.metrics["fairness/sex/demographic_parity_difference"])
+    assert res.metrics["fairness/sex/demographic_parity_difference_all_groups"] == pytest.approx(1 / 3)
+    assert len(res.by_group) == 2 + 2 + 4 and all(r["too_small"] for r in res.by_group)
+    # an empty test set: no group at all
+    empty = fairness_audit(_inputs([], [], {"sex": []}), {})
+    assert empty.status is Status.NOT_MEASURED and empty.by_group == []
+
+
+# Degenerate DP-ratio interval. a: 40 rows, 20 predicted positive (SR 1/2); b: 30 rows, none
+# predicted positive (SR 0). DP ratio = 0 / (1/2) = 0, and every bootstrap replicate keeps b's
+# SR at 0 (b has no positive prediction to resample), so the percentile interval is [0, 0].
+# Jeffreys: SR_b ~ Beta(1/2, 30.5) (mean 0.016), SR_a ~ Beta(20.5, 20.5), so the ratio's
+# interval starts just above 0 and ends near 0.1-0.2, never [0, 0].
+YD = [1, 0] * 20 + [0] * 30
+PD = [1] * 20 + [0] * 20 + [0] * 30
+GD = ["a"] * 40 + ["b"] * 30
+
+
+def test_degenerate_dp_ratio_interval_is_flagged_with_a_jeffreys_interval():
+    res = fairness_audit(_inputs(YD, PD, {"sex": GD}), {**LOOSE, "n_boot": 200})
+    m = res.metrics
+    assert m["fairness/sex/demographic_parity_ratio"] == 0.0  # point estimate unchanged
+    assert (m["fairness/sex/demographic_parity_ratio_ci_low"], m["fairness/sex/demographic_parity_ratio_ci_high"]) \
+        == (0.0, 0.0)  # the bootstrap interval itself is kept as fairlearn's would be
+    assert m["fairness/sex/demographic_parity_ratio_ci_degenerate"] == 1.0
+    lo, hi = m["fairness/sex/demographic_parity_ratio_jeffreys_ci_low"], m["fairness/sex/demographic_parity_ratio_jeffreys_ci_high"]
+    assert 0.0 < lo < 0.01 and 0.05 < hi < 0.3
+    note = next(n for n in res.notes if "demographic_parity_ratio is [0, 0]" in n)
+    assert "not certainty" in note and "'b': n=30, 0 positive predictions" in note and "Jeffreys" in note
+    # the DP difference varies with a's resampled rate: not degenerate, not flagged
+    assert "fairness/sex/demographic_parity_difference_ci_degenerate" not in m
+
+
+def test_jeffreys_ratio_interval_by_hand_and_never_collapses():
+    from scipy.stats import beta
+
+    from audits.bootstrap import degenerate, jeffreys_ratio_interval
+
+    # one group always selected (k = n = 50) and one never (k = 0, n = 50): symmetric Betas
+    counts = np.array([[25, 25, 0, 0], [0, 0, 25, 25]])
+    lo, hi = jeffreys_ratio_interval(counts, n_draws=20000, level=0.9)
+    assert 0 < lo < hi < 0.2 and not degenerate((lo, hi))
+    # with one group fixed near 1 the ratio's upper end is about Beta(1/2, 50.5)'s 95% quantile
+    assert hi == pytest.approx(beta.ppf(0.95, 0.5, 50.5), rel=0.15)
+    assert math.isnan(jeffreys_ratio_interval(counts[:1])[0])
+    assert degenerate((0.0, 0.0)) and not degenerate((float("nan"), float("nan"))) and not degenerate((0.1, 0.2))
+
+
 def test_no_sensitive_columns_skipped():
     res = fairness_audit(_inputs([1, 0], [1, 0], pd.DataFrame(index=range(2))), {})
     assert res.status is Status.SKIPPED
