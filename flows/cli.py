@@ -511,12 +511,18 @@ def budget(
 
 # --------------------------------------------------------------------------- evidence, audit-only, compare
 
-EXIT_TAMPERED = 4  # `report verify`: the evidence was checked and does not verify
+EXIT_TAMPERED = 4  # `report verify`: the content changed or the signature is invalid
+EXIT_UNTRUSTED = 5  # `report verify`: intact, but signed by a key that is not trusted
 
 report_app = typer.Typer(help="Signed evidence of a run's report.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
+keys_app = typer.Typer(help="The Ed25519 key that signs runs, and the keys you trust.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 OutputDirOpt = typer.Option(Path("impactflow_runs"), help="The runs folder (its mlflow.db is used for run ids "
                                                           "unless MLFLOW_TRACKING_URI is set).")
+TrustedKeysOpt = typer.Option(None, "--trusted-keys", envvar="IMPACTFLOW_TRUSTED_KEYS", show_envvar=True,
+                              help="Trust file of public keys (JSON, see `impactflow keys export`); your own "
+                                   "signing key is trusted too.")
 
 
 def _require_run_id(ref: str) -> None:
@@ -526,31 +532,40 @@ def _require_run_id(ref: str) -> None:
         _fail(f"{ref}: no such file or folder, and not an MLflow run id (32 hex digits)")
 
 
-def _run_folder(path_or_run: str, output_dir: Path, tmp: Path) -> Path:
-    """A local folder as is; anything else is an MLflow run id whose artifacts are downloaded."""
+def _run_folder(path_or_run: str, output_dir: Path, tmp: Path) -> tuple[Path, Optional[str]]:
+    """A local folder as is; anything else is an MLflow run id whose artifacts are downloaded
+    (then also the tracking URI, to re-hash the run's models)."""
     from data_contracts.errors import ImpactflowError
 
     if Path(path_or_run).exists():
-        return Path(path_or_run)
+        return Path(path_or_run), None
     _require_run_id(path_or_run)
     from tasks.evidence import download_run_artifacts
 
+    uri = _tracking_uri(output_dir)
     try:
-        return download_run_artifacts(_tracking_uri(output_dir), path_or_run, tmp / "run")
+        return download_run_artifacts(uri, path_or_run, tmp / "run"), uri
     except ImpactflowError as exc:
         _fail(f"{path_or_run}: not a folder, and {exc}")
+
+
+def _verify_exit(result) -> int:
+    return EXIT_OK if result.ok else EXIT_UNTRUSTED if result.intact else EXIT_TAMPERED
 
 
 @report_app.command("verify")
 def report_verify(
     path_or_run: str = typer.Argument(..., help="A run folder (or its reports/ folder) or an MLflow run id."),
-    key: Optional[str] = typer.Option(None, "--key", help="Trusted public key (PEM file or 64 hex digits): "
-                                                          "also prove who signed, not only integrity."),
+    key: Optional[str] = typer.Option(None, "--key", help="Trust only this public key (PEM file or 64 hex "
+                                                          "digits) instead of the trust list."),
+    trusted_keys: Optional[Path] = TrustedKeysOpt,
     output_dir: Path = OutputDirOpt,
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Recompute every file's SHA-256 and check the manifest's Ed25519 signature.
-    Exit 0 verified, 4 verification failed (table of what failed), 1 could not verify."""
+    """Check the signed in-toto statement: its DSSE signature, every file's SHA-256 and, for a
+    run id, every logged and registered model re-hashed from MLflow; and whether the signer is
+    trusted. Exit 0 intact and trusted, 4 content changed or signature invalid (table of what
+    failed), 5 intact but the signer is not trusted, 1 could not verify (bad input)."""
     import json
     import tempfile
 
@@ -561,22 +576,43 @@ def report_verify(
     with tempfile.TemporaryDirectory(prefix="impactflow-verify-") as tmp:
         try:
             pinned = evidence.parse_public_key(key) if key else None
-            result = evidence.verify(_run_folder(path_or_run, output_dir, Path(tmp)), pinned)
+            trust = evidence.trusted_keys([trusted_keys] if trusted_keys else [], pinned=pinned)
+            folder, uri = _run_folder(path_or_run, output_dir, Path(tmp))
+            result = evidence.verify(folder, pinned, trust=trust)
+            if uri is not None and result.signature == "valid":
+                from tasks.evidence import check_models
+
+                result.add_problems(check_models(uri, result.models))
+                result.models_checked = True
         except ImpactflowError as exc:
             _fail(str(exc))
-    console = _console()
+    code = _verify_exit(result)
     if json_out:
         typer.echo(json.dumps({**result.to_dict(), "input": path_or_run}, indent=2))
-        raise typer.Exit(EXIT_OK if result.ok else EXIT_TAMPERED)
-    ident = ("pinned key matches" if result.pinned else "NOT the pinned key" if result.pinned is False
-             else "key not pinned: integrity only, not identity (use --key)")
-    console.print(f"run {result.run_id} · {result.n_files} files · signer {result.key_id} ({ident})",
-                  markup=False, soft_wrap=True)
+        raise typer.Exit(code)
+    console = _console()
+    owner = f"owner label {result.owner!r}" if result.owner else "no owner label"
+    console.print(f"run {result.run_id} · status {result.status} · {result.n_files} files · {len(result.models)} "
+                  f"model(s) · signer {result.key_id} ({owner}, as the signer states it)", markup=False, soft_wrap=True)
     console.print(f"manifest sha256 {result.manifest_sha256} · report sha256 {result.report_sha256} · "
                   f"previous report sha256 {result.previous_report_sha256}", markup=False, soft_wrap=True)
-    if result.ok:
-        console.print(f"[bold green]verified[/]: signature valid, every file matches ({result.n_files})")
-        raise typer.Exit(EXIT_OK)
+    models = (f"{len(result.models)} model(s) re-hashed from MLflow" if result.models_checked
+              else "models not re-hashed: give the MLflow run id for that" if result.models else "no logged models")
+    if code == EXIT_OK:
+        who = f"{result.trusted_as!r}, " if result.trusted_as else ""
+        console.print(f"[bold green]verified[/]: content intact ({result.n_files} files; {models}), signed by a "
+                      f"trusted key ({who}{result.trust_source})", soft_wrap=True)
+        raise typer.Exit(code)
+    if code == EXIT_UNTRUSTED:
+        why = (f"it is not the pinned key {evidence.key_id(pinned)}" if pinned is not None else
+               "it is not your own signing key nor in a trust file" + (f" ({trusted_keys})" if trusted_keys else ""))
+        console.print(f"[bold yellow]UNTRUSTED SIGNER[/]: the content is intact ({models}), but it was signed by "
+                      f"key {result.key_id} ({owner}), and {why}.", soft_wrap=True)
+        console.print("If you trust that signer, get their public key from them (not from this run): they run "
+                      "`impactflow keys export > signer.json`; then `impactflow keys trust signer.json "
+                      "--trusted-keys TRUSTED.json` and verify with `--trusted-keys TRUSTED.json` "
+                      "(or set IMPACTFLOW_TRUSTED_KEYS).", markup=False, soft_wrap=True)
+        raise typer.Exit(code)
     from rich.table import Table
 
     table = Table(title="Verification failed")
@@ -585,11 +621,102 @@ def report_verify(
     for line in result.problems:
         what, _, problem = line.partition(": ")
         table.add_row(what, problem)
-    if not result.problems:
-        table.add_row("manifest.sig", f"signature {result.signature}")
     console.print(table)
-    console.print("[bold red]FAILED[/]: the evidence does not verify")
-    raise typer.Exit(EXIT_TAMPERED)
+    console.print("[bold red]FAILED[/]: the evidence does not verify (content changed or signature invalid)")
+    raise typer.Exit(code)
+
+
+def _key_lines(info: dict) -> list[str]:
+    return [f"key id:     {info['key_id']}", f"owner:      {info['owner'] or '(none recorded)'}",
+            f"created:    {info['created'] or '(unknown)'}", f"path:       {info['path']}",
+            f"public key: {info['public_key']}", info["public_key_pem"].rstrip()]
+
+
+@keys_app.command("init")
+def keys_init(
+    owner: Optional[str] = typer.Option(None, "--owner", help="Who holds the key, shown to reviewers "
+                                                              "(default: user@host)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing key."),
+) -> None:
+    """Create the signing key ($IMPACTFLOW_SIGNING_KEY, else $IMPACTFLOW_HOME/keys/ed25519.pem;
+    mode 0600). Refuses to overwrite one unless --force."""
+    from audits import evidence
+    from data_contracts.errors import ImpactflowError
+
+    try:
+        info = evidence.init_signing_key(owner=owner, force=force)
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    console = _console()
+    console.print(f"created signing key {info['key_id']} at {info['path']} (owner: {info['owner']})",
+                  markup=False, soft_wrap=True)
+    console.print("publish its public key for reviewers: impactflow keys export > my-key.json", markup=False)
+
+
+@keys_app.command("show")
+def keys_show(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Key id, owner label, created date and public key of the signing key."""
+    import json
+
+    from audits import evidence
+    from data_contracts.errors import ImpactflowError
+
+    try:
+        info = evidence.key_info()
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    if json_out:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    for line in _key_lines(info):
+        typer.echo(line)
+
+
+@keys_app.command("export")
+def keys_export(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (default: stdout)."),
+    pem: bool = typer.Option(False, "--pem", help="Only the public key as PEM, instead of a trust file."),
+) -> None:
+    """The public key, as a trust file a reviewer uses as is (--trusted-keys) or adds to theirs
+    (impactflow keys trust)."""
+    import json
+
+    from audits import evidence
+    from data_contracts.errors import ImpactflowError
+
+    try:
+        info = evidence.key_info()
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    text = info["public_key_pem"] if pem else json.dumps(evidence.export_document(info), indent=2) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(f"{output}: cannot be written ({exc.strerror or exc})")
+    _console(stderr=True).print(f"wrote the public key {info['key_id']} to {output}", markup=False, soft_wrap=True)
+
+
+@keys_app.command("trust")
+def keys_trust(
+    source: str = typer.Argument(..., help="`impactflow keys export` output (JSON), a PEM public key file, "
+                                           "or 64 hex digits."),
+    trusted_keys: Path = typer.Option(..., "--trusted-keys", envvar="IMPACTFLOW_TRUSTED_KEYS", show_envvar=True,
+                                      help="The trust file to add to (created if absent)."),
+    owner: Optional[str] = typer.Option(None, "--owner", help="Label for the key (default: the exported one)."),
+) -> None:
+    """Add a public key to a trust file."""
+    from audits import evidence
+    from data_contracts.errors import ImpactflowError
+
+    try:
+        done = evidence.add_to_trust_file(trusted_keys, evidence.read_key_source(source), owner)
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    for kid, what in done:
+        typer.echo(f"{kid}: {what} ({trusted_keys})")
 
 
 def _load_report_doc(ref: str, output_dir: Path, tmp: Path) -> dict:

@@ -14,6 +14,13 @@ from audits import evidence as ev
 pytestmark = pytest.mark.e2e
 
 
+def _statement(run_dir: str) -> dict:
+    import base64
+
+    envelope = json.loads(open(os.path.join(run_dir, ev.MANIFEST_NAME), "rb").read())
+    return json.loads(base64.b64decode(envelope["payload"]))
+
+
 def _predictions_table(n: int = 8000) -> pd.DataFrame:
     """Adult rows with a deterministic scoring rule (a stand-in for someone else's model)."""
     from data_contracts import get_contract, load_dataset
@@ -92,10 +99,12 @@ def test_audit_only_report_is_signed_tracked_and_verifies(scored):
     from mlflow import MlflowClient
 
     out, _, uri, summary = scored
-    res = ev.verify(summary["run_dir"])
+    res = ev.verify(summary["run_dir"], trust=ev.trusted_keys())  # signed with this session's own key
     assert res.ok, res.problems
-    manifest = json.loads(open(os.path.join(summary["run_dir"], "manifest.json"), "rb").read())
-    assert "contract/expectations.json" in manifest["files"]
+    assert res.models == []  # an external model: nothing logged to hash
+    statement = _statement(summary["run_dir"])
+    assert "contract/expectations.json" in statement["predicate"]["files"]
+    assert statement["predicate"]["summary"]["status"] == summary["status"]
     run = MlflowClient(uri).get_run(summary["parent_run_id"])
     assert run.data.tags["impactflow.flow"] == "audit-only"
     assert run.data.tags["impactflow.manifest_sha256"] == summary["manifest_sha256"]
