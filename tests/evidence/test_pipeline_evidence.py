@@ -1,5 +1,7 @@
-"""The pipeline signs its run folder: the real run dir verifies, by path and by MLflow run id;
-one changed byte fails `impactflow report verify`; runs form a hash chain; `compare` reads both."""
+"""The pipeline signs its run folder and its models: the real run dir verifies, by path and by
+MLflow run id (which re-hashes the logged and registered models); one changed byte fails
+`impactflow report verify` (exit 4), so do the registered MLP's files swapped for the logistic
+regression's; runs form a hash chain; `compare` reads both."""
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +16,9 @@ from flows.config import load_config
 
 pytestmark = pytest.mark.e2e
 
-FAST = ["data.sample=8000", "model.params.epochs=1", "model.baselines=[]", "train.device=cpu",
-        "tracking.register_models=false"]
+# the first run logs the MLP and its logreg baseline and registers the MLP; the second is lighter
+FAST = ["data.sample=8000", "model.params.epochs=1", "train.device=cpu"]
+LIGHT = ["model.baselines=[]", "tracking.register_models=false"]
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +30,8 @@ def two_runs(prefect_api, tmp_path_factory):
     try:
         from flows.pipeline import run_pipeline
 
-        cfg = load_config("tabular", [f"tracking.output_dir={out}", *FAST])
-        first = run_pipeline(cfg)
-        second = run_pipeline(cfg)
+        first = run_pipeline(load_config("tabular", [f"tracking.output_dir={out}", *FAST]))
+        second = run_pipeline(load_config("tabular", [f"tracking.output_dir={out}", *FAST, *LIGHT]))
     finally:
         del os.environ["MLFLOW_TRACKING_URI"]
     return out, uri, first, second
@@ -39,22 +41,50 @@ def _run_dir(out: Path, summary: dict) -> Path:
     return out / "runs" / summary["parent_run_id"]
 
 
+def _statement(run_dir: Path) -> dict:
+    import base64
+
+    return json.loads(base64.b64decode(json.loads((run_dir / ev.MANIFEST_NAME).read_bytes())["payload"]))
+
+
+def _own_trust() -> dict:
+    return ev.trusted_keys()  # the session's IMPACTFLOW_HOME key signed the runs
+
+
 def test_run_folder_verifies_and_report_shows_its_integrity_cover(two_runs):
     out, uri, first, _ = two_runs
     run_dir = _run_dir(out, first)
-    res = ev.verify(run_dir)
+    res = ev.verify(run_dir, trust=_own_trust())
     assert res.ok, res.problems
     assert res.run_id == first["parent_run_id"]
     report_path = Path(first["report"]["json"])
     report = json.loads(report_path.read_text())
-    manifest = json.loads((run_dir / "manifest.json").read_bytes())
+    statement = _statement(run_dir)
+    assert ev.statement_problems(statement) == []
+    pred = statement["predicate"]
     assert {"reports/impact_report.json", "reports/impact_report.md", "reports/impact_report.html",
-            "evidence.json"} <= set(manifest["files"])
-    assert any(p.startswith("models/") for p in manifest["files"])
+            "evidence.json"} <= set(pred["files"])
+    assert any(p.startswith("models/") for p in pred["files"])
+    assert pred["summary"]["status"] == report["summary"]["status"] == first["status"]
+    assert pred["gates"] == report["summary"]["gates"]
+    # every logged model's files, the MLP bound to its registry version (tagged with its digest)
+    models = {m["name"]: m for m in pred["models"]}
+    assert set(models) == {"mlp", "logreg"}
+    assert models["mlp"]["registry"] == {"name": first["models"]["mlp"]["registry"]["name"],
+                                         "version": first["models"]["mlp"]["registry"]["version"]}
+    assert models["logreg"]["registry"] is None and "MLmodel" in models["mlp"]["files"]
+    from mlflow import MlflowClient
+
+    reg = models["mlp"]["registry"]
+    version = MlflowClient(uri).get_model_version(reg["name"], reg["version"])
+    assert version.tags["impactflow.model_sha256"] == models["mlp"]["digest"] == ev.model_digest(models["mlp"]["files"])
+    names = {s["name"] for s in statement["subject"]}
+    assert {"model/mlp", "model/logreg", f"models:/{reg['name']}/{reg['version']}"} <= names
+    assert {f"data/{Path(f['path']).name}" for f in report["data"]["files"]} <= names
     integ = report["integrity"]
     assert integ["evidence_manifest_sha256"] == hashlib.sha256((run_dir / "evidence.json").read_bytes()).hexdigest()
-    assert integ["signer_public_key"] == manifest["signer"]["public_key"]
-    assert integ["signer_key_id"] == manifest["signer"]["key_id"]
+    assert integ["signer_public_key"] == pred["signer"]["public_key"]
+    assert integ["signer_key_id"] == pred["signer"]["key_id"]
     assert integ["previous_report_sha256"] is None  # first run of the experiment
     assert res.report_sha256 == hashlib.sha256(report_path.read_bytes()).hexdigest()
 
@@ -66,21 +96,22 @@ def test_second_run_chains_to_the_first_reports_hash_and_tags_runs(two_runs):
     first_sha = hashlib.sha256(Path(first["report"]["json"]).read_bytes()).hexdigest()
     report2 = json.loads(Path(second["report"]["json"]).read_text())
     assert report2["integrity"]["previous_report_sha256"] == first_sha
-    assert ev.verify(_run_dir(out, second)).previous_report_sha256 == first_sha
+    assert ev.verify(_run_dir(out, second), trust=_own_trust()).previous_report_sha256 == first_sha
     tags = MlflowClient(uri).get_run(first["parent_run_id"]).data.tags
     assert tags["impactflow.report_sha256"] == first_sha
     assert tags["impactflow.manifest_sha256"] == hashlib.sha256(
-        (_run_dir(out, first) / "manifest.json").read_bytes()).hexdigest()
+        (_run_dir(out, first) / ev.MANIFEST_NAME).read_bytes()).hexdigest()
 
 
 def test_verify_by_mlflow_run_id_downloads_the_same_evidence(two_runs, tmp_path):
     out, uri, first, _ = two_runs
-    from tasks.evidence import download_run_artifacts
+    from tasks.evidence import check_models, download_run_artifacts
 
     local = download_run_artifacts(uri, first["parent_run_id"], tmp_path / "dl")
-    res = ev.verify(local)
+    res = ev.verify(local, trust=_own_trust())
     assert res.ok, res.problems
-    assert res.n_files == len(json.loads((_run_dir(out, first) / "manifest.json").read_bytes())["files"])
+    assert res.n_files == len(_statement(_run_dir(out, first))["predicate"]["files"])
+    assert len(res.models) == 2 and check_models(uri, res.models) == []
 
 
 def test_cli_verify_exit_codes_on_untouched_and_one_byte_edited_report(two_runs, cli, tmp_path):
@@ -92,9 +123,11 @@ def test_cli_verify_exit_codes_on_untouched_and_one_byte_edited_report(two_runs,
     assert "verified" in ok.stdout
     by_id = cli("report", "verify", first["parent_run_id"], uri=uri)
     assert by_id.returncode == 0, by_id.stdout + by_id.stderr
-    pub = json.loads((_run_dir(out, first) / "manifest.json").read_bytes())["signer"]["public_key"]
+    assert "2 model(s) re-hashed from MLflow" in by_id.stdout
+    pub = _statement(_run_dir(out, first))["predicate"]["signer"]["public_key"]
     assert cli("report", "verify", str(_run_dir(out, first)), "--key", pub).returncode == 0
-    assert cli("report", "verify", str(_run_dir(out, first)), "--key", "00" * 32).returncode == 4
+    other = cli("report", "verify", str(_run_dir(out, first)), "--key", "11" * 32)  # another signer pinned
+    assert other.returncode == 5 and "UNTRUSTED SIGNER" in other.stdout
 
     copy = tmp_path / "copy"
     shutil.copytree(_run_dir(out, first), copy)
@@ -138,6 +171,35 @@ def test_second_run_reuses_the_first_runs_passing_contract_result(two_runs):
     assert two["success"] and reused["validation_seconds"] == one["statistics"]["seconds"]
     assert (out / "cache" / "validation" / reused["key"] / "report.json").is_file()
     assert second["parent_run_id"] in Path(two["data_docs"]).parts  # this run's own copy
-    manifest = json.loads((_run_dir(out, second) / "manifest.json").read_bytes())
-    assert "data_docs/index.html" in manifest["files"]
+    assert "data_docs/index.html" in _statement(_run_dir(out, second))["predicate"]["files"]
     assert "Result reused" in Path(second["report"]["md"]).read_text()
+
+
+def test_registered_mlp_swapped_for_the_logreg_fails_verify_by_run_id(two_runs, cli):
+    """Regression: after the registered MLP's files were swapped for the logistic regression's,
+    `report verify <run id>` still exited 0 (the models live in child runs, outside the
+    parent's artifacts). Runs last in this module: it restores the files afterwards."""
+    import shutil
+    from urllib.parse import urlparse
+
+    from mlflow import MlflowClient
+
+    out, uri, first, _ = two_runs
+    client = MlflowClient(uri)
+    pred = _statement(_run_dir(out, first))["predicate"]
+    locations = {m["name"]: Path(urlparse(client.get_logged_model(m["model_id"]).artifact_location).path)
+                 for m in pred["models"]}
+    mlp, logreg = locations["mlp"], locations["logreg"]
+    backup = out / "mlp-backup"
+    shutil.copytree(mlp, backup)
+    try:
+        shutil.rmtree(mlp)
+        shutil.copytree(logreg, mlp)
+        res = cli("report", "verify", first["parent_run_id"], uri=uri)
+        assert res.returncode == 4, res.stdout + res.stderr
+        text = " ".join(res.stdout.split())
+        assert "model mlp (run" in text and "model mlp (models:/" in text
+    finally:
+        shutil.rmtree(mlp)
+        shutil.copytree(backup, mlp)
+    assert cli("report", "verify", first["parent_run_id"], uri=uri).returncode == 0

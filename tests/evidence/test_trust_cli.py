@@ -162,3 +162,30 @@ def test_bad_input_is_one_error_line_exit_1(tmp_path, case):
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert lines[0].startswith("error: ") and "Traceback" not in r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_a_run_without_a_key_creates_one_and_says_so(tmp_path):
+    """The README's first command still works without `keys init`; the run says it made a key."""
+    from tasks import progress
+    from tasks.evidence import _signing_key
+
+    lines: list[str] = []
+
+    class Capture:
+        def stage(self, name: str) -> None:
+            lines.append(name)
+
+        def epoch(self, model: str, row: dict) -> None:
+            pass
+
+    progress.install(Capture())
+    try:
+        key, owner = _signing_key()
+        again, _ = _signing_key()
+    finally:
+        progress.install(None)
+    info = ev.key_info()
+    assert owner == ev.default_owner() == info["owner"]
+    assert lines == [f"created signing key {info['key_id']} at {info['path']} (owner: {owner}); "
+                     "publish its public key with: impactflow keys export"]  # once
+    assert ev.raw_public_key(again) == ev.raw_public_key(key)
