@@ -31,20 +31,22 @@ def _now() -> str:
 
 def audit_thresholds(gates: Optional[dict]) -> dict:
     """``{audit: {key: value}}`` checked against the keys each audit accepts (ConfigError naming
-    the key otherwise)."""
-    from audits import AUDIT_THRESHOLDS
-    from audits.calibration import CALIBRATION_DEFAULTS
+    the key otherwise); ``{audit: {"skip": {key: reason}}}`` skips a gate on purpose, and null
+    is refused for a key with a default (the same rules as ``gates`` in a run config)."""
+    from audits import AUDIT_ONLY_THRESHOLDS as known, SKIP
+    from audits.gating import section_problems
 
-    known = {"fairness": AUDIT_THRESHOLDS["fairness"], "performance": AUDIT_THRESHOLDS["performance"],
-             "calibration_by_group": CALIBRATION_DEFAULTS}
     out: dict[str, dict] = {}
     for audit, values in (gates or {}).items():
         if audit not in known:
             raise ConfigError(f"gate {audit!r}: unknown audit (known: {', '.join(known)})")
         for key, value in (values or {}).items():
-            if key not in known[audit]:
+            if key != SKIP and key not in known[audit]:
                 raise ConfigError(f"gate {audit}.{key}: unknown key (known: {', '.join(known[audit])})")
             out.setdefault(audit, {})[key] = value
+        problems = section_problems(audit, out.get(audit, {}), known[audit])
+        if problems:
+            raise ConfigError(problems[0])
     return out
 
 
@@ -124,6 +126,7 @@ def audit_only_flow(data: str, label: str, sensitive: list, score: Optional[str]
         "run_dir": str(run_dir),
         "report": report["paths"],
         "gates": report["gates"],
+        "incomplete": report["incomplete"],
         "manifest_sha256": signed["manifest_sha256"],
         "signer_key_id": signed["key_id"],
         "metrics": {k: v for a in audits.values() for k, v in a.metrics.items()},

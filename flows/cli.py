@@ -1,7 +1,8 @@
 """The ``impactflow`` command line (Typer + Rich).
 
 The one place that turns domain errors into exit codes:
-0 run completed and every gate passed; 3 completed but a gate failed (report still logged);
+0 run completed and every gate was measured and passed; 3 completed but a gate failed or was not
+measured (incomplete; report still logged, no champion alias);
 2 usage error (Typer); 1 any other error (bad data, bad config, runtime failure).
 Heavy libraries are imported inside the commands, so ``impactflow --help`` is instant.
 """
@@ -181,11 +182,18 @@ def _print_summary(console, summary: dict) -> None:
         console.print(f"  {name}: accuracy {acc:.4f}{eps}" if acc is not None else f"  {name}")
         reg = m.get("registry")
         if reg:
-            alias = "champion" if reg["champion"] else f"gates {reg['gates']}: not aliased"
+            alias = "champion" if reg["champion"] else f"{reg.get('not_aliased') or 'gates ' + reg['gates']}: not aliased"
             console.print(f"    registered {reg['name']} version {reg['version']} ({alias})", markup=False)
     status = summary["status"].upper()
     colour = "green" if summary["status"] == "pass" else "red"
-    console.print(f"Overall: [bold {colour}]{status}[/] (decided by the candidate models; baselines are references)")
+    missing = summary.get("incomplete") or []
+    if summary["status"] == "incomplete":
+        names = ", ".join(f"{g['model']}:{g['gate']}" for g in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        status += f" ({len(missing)} gate(s) not measured: {names})" if missing else " (no gate was measured)"
+    console.print(f"Overall: [bold {colour}]{status}[/] (decided by the candidate models; baselines are references)",
+                  soft_wrap=True)
+    for g in missing[:10]:
+        console.print(f"  not measured: {g['model']}:{g['gate']} — {g['reason']}", markup=False, soft_wrap=True)
     out = [
         f"Report:  {Path(summary['report']['html']).resolve()}",
         f"         {Path(summary['report']['json']).resolve()}",
@@ -292,7 +300,7 @@ def trigger(
     poll: float = typer.Option(2.0, help="Seconds between state checks while watching."),
 ) -> None:
     """Create a flow run of a deployment through the Prefect API; with --watch, exit with its
-    outcome: 0 gates passed, 3 a gate failed, 1 the run failed or crashed."""
+    outcome: 0 gates passed, 3 a gate failed or was not measured, 1 the run failed or crashed."""
     import time
 
     _quiet_environment(False)
@@ -303,7 +311,7 @@ def trigger(
 
     from data_contracts.errors import ImpactflowError
     from flows.config import load_config
-    from flows.deployments import GATES_FAILED
+    from flows.deployments import GATES_FAILED, GATES_INCOMPLETE
 
     name = deployment if "/" in deployment else f"impactflow-preset/{deployment}"
     with get_client(sync_client=True) as client:
@@ -336,7 +344,7 @@ def trigger(
     console.print(f"  {message}", markup=False, soft_wrap=True)
     if state.type.value == "COMPLETED":
         raise typer.Exit(EXIT_OK)
-    raise typer.Exit(EXIT_GATES if message.startswith(GATES_FAILED) else EXIT_ERROR)
+    raise typer.Exit(EXIT_GATES if message.startswith((GATES_FAILED, GATES_INCOMPLETE)) else EXIT_ERROR)
 
 
 @app.command()
@@ -786,13 +794,17 @@ def compare(
 
 
 def _parse_gates(items: Optional[List[str]]) -> dict:
-    """--gate fairness.max_demographic_parity_difference=0.05 -> {"fairness": {...: 0.05}}."""
+    """--gate fairness.max_demographic_parity_difference=0.05 -> {"fairness": {...: 0.05}};
+    --gate fairness.skip.four_fifths_ratio="reason" -> {"fairness": {"skip": {...: "reason"}}}."""
     out: dict = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         audit, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
             _fail(f"--gate {item!r}: expected AUDIT.KEY=VALUE, e.g. fairness.max_demographic_parity_difference=0.05")
+        if name.startswith("skip."):  # skipping a gate on purpose: the value is the reason
+            out.setdefault(audit, {}).setdefault("skip", {})[name[5:]] = value.strip()
+            continue
         try:
             parsed = None if value.strip().lower() in ("null", "none") else float(value)
         except ValueError:

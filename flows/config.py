@@ -167,7 +167,8 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     privacy_audit: PrivacyAuditConfig = PrivacyAuditConfig()
-    # gates.<audit>.<threshold>: keys are checked against audits.AUDIT_THRESHOLDS (check_references)
+    # gates.<audit>.<threshold>: keys are checked against audits.AUDIT_THRESHOLDS (check_references);
+    # gates.<audit>.skip.<threshold>: "<reason>" skips a gate on purpose (reported as skipped)
     gates: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tracking: TrackingConfig = TrackingConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
@@ -254,8 +255,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a section")
             node = child
-        node[parts[-1]] = _parse_value(raw)
+        node[parts[-1]] = _reason(raw) if parts[0] == "gates" and parts[-2:-1] == ["skip"] else _parse_value(raw)
     return data
+
+
+def _reason(raw: str) -> str | None:
+    """A skip reason (``gates.<audit>.skip.<key>=<reason>``) is text as written, never YAML: a
+    reason like ``pilot: reviewed by hand`` must not turn into a mapping. Outer quotes are
+    dropped; ``null`` / ``~`` is no reason (refused by check_gates)."""
+    text = raw.strip()
+    if text in ("null", "Null", "NULL", "~"):
+        return None
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1].strip()
+    return text
 
 
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -351,18 +364,30 @@ def check_output_dir(path: Path) -> None:
         raise ConfigError(OUTSIDE_TREE.format(path=path, cwd=cwd, resolved=resolved))
 
 
-def check_gates(gates: dict[str, dict[str, Any]]) -> None:
-    """Every ``gates.<audit>.<key>`` must be a threshold that audit knows, of the right kind."""
-    from audits import AUDIT_THRESHOLDS
+def check_gates(gates: dict[str, dict[str, Any]], known_thresholds: dict[str, dict[str, Any]] | None = None) -> None:
+    """Every ``gates.<audit>.<key>`` must be a threshold that audit knows, of the right kind.
 
+    A gate is skipped on purpose with ``gates.<audit>.skip.<key>: "<reason>"`` (the reason is
+    printed in the report); ``null`` is refused for a key with a default (it would drop a
+    default gate without a reason), and removing such a key keeps its default gate.
+    ``known_thresholds``: the audits and keys allowed (default ``audits.AUDIT_THRESHOLDS``)."""
+    from audits import AUDIT_THRESHOLDS, SKIP
+    from audits.gating import section_problems
+
+    known_thresholds = AUDIT_THRESHOLDS if known_thresholds is None else known_thresholds
     for audit, values in gates.items():
-        if audit not in AUDIT_THRESHOLDS:
-            raise ConfigError(f"gates.{audit}: unknown audit (known: {', '.join(sorted(AUDIT_THRESHOLDS))})")
+        if audit not in known_thresholds:
+            raise ConfigError(f"gates.{audit}: unknown audit (known: {', '.join(sorted(known_thresholds))})")
         if not isinstance(values, dict):
             raise ConfigError(f"gates.{audit}: expected a mapping of thresholds, got {values!r}")
-        known = AUDIT_THRESHOLDS[audit]
+        known = known_thresholds[audit]
+        problems = section_problems(audit, values, known)
+        if problems:
+            raise ConfigError(problems[0])
         for key, value in values.items():
             where = f"gates.{audit}.{key}"
+            if key == SKIP:
+                continue
             if key not in known:
                 raise ConfigError(f"{where}: unknown threshold (known: {', '.join(sorted(known))})")
             if value is None:

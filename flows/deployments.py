@@ -2,8 +2,9 @@
 
 A deployed run is addressed by preset + overrides (what a schedule or a user triggers), and
 ends in a Prefect state that carries the outcome: Completed when every gate passed, Failed
-with a message starting ``GATES_FAILED`` when a gate failed (the report is still logged),
-Failed otherwise. ``impactflow trigger`` turns these into the CLI's exit codes 0 / 3 / 1.
+with a message starting ``GATES_FAILED`` when a gate failed or ``GATES_INCOMPLETE`` when a gate
+was not measured (the report is still logged), Failed otherwise. ``impactflow trigger`` turns
+these into the CLI's exit codes 0 / 3 / 1.
 No ``from __future__ import annotations`` here: Prefect reads the annotations.
 """
 import os
@@ -18,10 +19,11 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 PREFECT_YAML = Path(os.environ.get("IMPACTFLOW_PREFECT_YAML", PROJECT_DIR / "prefect.yaml"))
 WORK_POOL = "impactflow-process"
 GATES_FAILED = "GATES_FAILED"
+GATES_INCOMPLETE = "GATES_INCOMPLETE"
 
 
 def outcome_message(summary: dict) -> str:
-    head = GATES_FAILED if summary["status"] == "fail" else "GATES_PASSED"
+    head = {"fail": GATES_FAILED, "incomplete": GATES_INCOMPLETE}.get(summary["status"], "GATES_PASSED")
     failed = [f"{g['model']}:{g['name']}" for g in summary["gates"] if g["status"] == "fail" and not g.get("baseline")]
     parts = [head, f"mlflow_run={summary['parent_run_id']}", f"report={summary['report']['html']}"]
     if failed:
@@ -39,7 +41,7 @@ def run_preset(preset: str = "tabular", overrides: Optional[List[str]] = None):
     cfg = load_config(preset, list(overrides or []))
     summary = with_task_runner(cfg)(cfg.model_dump(mode="json"), command=f"deployment {preset}")
     message = outcome_message(summary)
-    if summary["status"] == "fail":
+    if summary["status"] != "pass":  # failed or incomplete: never Completed
         return Failed(message=message)
     return Completed(message=message)
 

@@ -1,7 +1,8 @@
 """The impactflow pipeline flow: composition only (every step is a task in ``tasks/``).
 
     config -> load -> validate (GX; stop on violation) -> split -> train model + baselines
-      -> audits -> MLflow child runs -> report -> parent run + Prefect artifact -> gates
+      -> audits -> MLflow child runs (+ registry versions with gate tags) -> report -> signed
+      manifest -> parent run -> champion alias (only when the run passed) -> Prefect artifact
 
 The CLI, deployments and tests all call ``impactflow_pipeline`` (or ``run_pipeline``).
 No ``from __future__ import annotations`` here: Prefect reads the annotations.
@@ -21,7 +22,7 @@ from tasks.evidence import prepare_evidence, sign_run
 from tasks.ledger import anonymity, finalize_budget, log_budget, reserve_budget
 from tasks.privacy import canaries_for, collect_privacy_attacks, submit_privacy_attacks
 from tasks.log import fail_tracking, log_data, log_model_run, log_report, start_tracking, summary_artifact
-from tasks.registry import register_model
+from tasks.registry import alias_champions, register_model
 from tasks.report import model_record, provenance, representation, write_report
 from tasks.train import train_baseline, train_model
 
@@ -187,6 +188,9 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
                               integrity=integrity)
         sign_run(ctx, str(run_dir), integrity)
         log_report(ctx, report["paths"], report["status"])
+        # the very last step: the alias moves only once the evidence exists and the run passed
+        registry = alias_champions(ctx, {r["name"]: r["registry"] for r in records if r.get("registry")},
+                                   report["status"])
     except BaseException as exc:
         if pending is not None:
             pending.cancel()  # (a no-op once its result is in)
@@ -205,9 +209,10 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
         "mlflow_url": public_uri(ui_url(ctx["uri"], ctx["experiment_id"], ctx["parent_run_id"])),
         "report": report["paths"],
         "gates": report["gates"],
+        "incomplete": report["incomplete"],
         "models": {r["name"]: {"mlflow_run_id": r["mlflow_run_id"],
                                 "metrics": {k: v for a in r["audits"].values() for k, v in a["metrics"].items()},
-                                "dp": r["training"]["dp"], "registry": r.get("registry")} for r in records},
+                                "dp": r["training"]["dp"], "registry": registry.get(r["name"])} for r in records},
     }
     summary_artifact(summary)
     return summary

@@ -61,17 +61,24 @@ def check_predictions(df, path: str, label: str, score: str | None, prediction: 
 @task(name="audit-predictions", cache_policy=NONE)
 def audit_predictions(df, label: str, score: str | None, prediction: str | None, sensitive: list[str],
                       positive: Any, threshold: float, thresholds: dict) -> dict:
-    """Fairness on the hard predictions; performance and calibration by group when scores are given."""
-    from audits import AuditInputs, fairness_audit, performance_audit
+    """Fairness on the hard predictions; performance and calibration by group when scores are given.
+    Every configured gate is accounted for as in a pipeline run (``audits.gating``): an audit that
+    raises, or a performance gate set without ``--score``, leaves its gates not measured."""
+    from audits import AUDIT_ONLY_THRESHOLDS as known, fairness_audit, performance_audit
     from audits.calibration import calibration_group_audit
-    from data_contracts.predictions import binarize
+    from audits.gating import audited, not_run
 
     progress.stage("audit predictions")
     inputs = audit_inputs(df, label, score, prediction, sensitive, positive, threshold)
-    out = {"fairness": fairness_audit(inputs, thresholds.get("fairness") or {})}
+    out = {"fairness": audited("fairness", fairness_audit, inputs, thresholds.get("fairness"), known["fairness"])}
     if score:
-        out["performance"] = performance_audit(inputs, thresholds.get("performance") or {})
-    out["calibration_by_group"] = calibration_group_audit(inputs, thresholds.get("calibration_by_group") or {})
+        out["performance"] = audited("performance", performance_audit, inputs, thresholds.get("performance"),
+                                     known["performance"])
+    elif "performance" in thresholds:
+        out["performance"] = not_run("performance", thresholds["performance"], known["performance"],
+                                     "performance needs scores (--score): hard predictions were given")
+    out["calibration_by_group"] = audited("calibration_by_group", calibration_group_audit, inputs,
+                                          thresholds.get("calibration_by_group"), known["calibration_by_group"])
     return out
 
 

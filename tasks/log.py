@@ -57,13 +57,11 @@ def log_data(ctx: dict, df, data_info: dict, validation: dict, docs_dir: str | N
 @task(name="log-model-run", cache_policy=NONE, retries=2, retry_delay_seconds=2)
 def log_model_run(ctx: dict, fitted, audits: dict, test_frame, tags: dict, work_dir: str) -> str:
     """One child run per model: params, metrics, history, model (pyfunc), audit JSON, tags."""
-    from audits import overall_status
+    from tasks.registry import gate_tags
 
     uri = ctx["uri"]
-    gates = [g for a in audits.values() for g in a.gates]
-    status = overall_status(gates).value
     run_tags = {**tags, "impactflow.model": fitted.name, "impactflow.kind": fitted.kind,
-                GATES_TAG: "passed" if status == "pass" else "failed" if status == "fail" else status,
+                GATES_TAG: gate_tags(audits)[GATES_TAG],  # passed / failed / incomplete: one rule
                 "impactflow.dp": str(bool(fitted.training["dp"].get("enabled"))).lower()}
     child = tracking.start_run(uri, ctx["experiment_id"], fitted.name, run_tags, ctx["parent_run_id"])
     progress.stage(f"log {fitted.name} to MLflow")
@@ -104,7 +102,7 @@ def log_report(ctx: dict, paths: dict, status: str) -> None:
     uri, run = ctx["uri"], ctx["parent_run_id"]
     for p in paths.values():
         tracking.log_artifacts(uri, run, Path(p), "reports")
-    tracking.set_tags(uri, run, {GATES_TAG: "passed" if status == "pass" else "failed"})
+    tracking.set_tags(uri, run, {GATES_TAG: {"pass": "passed", "fail": "failed"}.get(status, status)})
     tracking.end_run(uri, run, "FINISHED")
 
 

@@ -97,4 +97,4 @@ def write_report(run: dict, data: dict, models: list[dict], prov: dict, config: 
     except OSError as exc:  # read-only folder, disk full: the writer left no partial file
         raise OutputError(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from None
     return {"paths": {k: str(v) for k, v in paths.items()}, "status": report["summary"]["status"],
-            "gates": report["summary"]["gates"]}
+            "gates": report["summary"]["gates"], "incomplete": report["summary"]["incomplete"]}
