@@ -280,6 +280,27 @@ def canary_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
                "score": data.get("statistic", "-loss"), "m": g["m"], "r": g["r"], "v": g["v"],
                "n_included": int(np.asarray(data["included"], dtype=bool).sum()),
                "wall_time_s": data.get("wall_time_s")}
+    gates = _vacuous_above_ceiling(gates, g, delta, metrics)
     status = overall_status(gates) if gates else Status.PASS
     return AuditResult(name="privacy_canary", status=status, metrics=metrics, thresholds={},
                        gates=gates, notes=notes, details=details)
+
+
+def _vacuous_above_ceiling(gates: list[Gate], g: dict, delta: float, metrics: dict) -> list[Gate]:
+    """Mark the ε_LB <= ε gates vacuous when even every guess right could not exceed ε: with r
+    guesses the one-run bound is at most ``one_run_epsilon_lower_bound(m, r, r)`` (e.g. about 4
+    for 200 guesses), so a claimed ε at or above that ceiling cannot be contradicted by this audit."""
+    from dataclasses import replace
+
+    if not gates:
+        return gates
+    ceiling = one_run_epsilon_lower_bound(g["m"], g["r"], g["r"], delta=delta, alpha=DEFAULT_ALPHA)
+    metrics["privacy/canary_epsilon_lower_bound_max"] = ceiling
+    out = []
+    for gate in gates:
+        if gate.status is Status.PASS and gate.threshold is not None and ceiling <= gate.threshold:
+            why = (f"vacuous: even {g['r']} of {g['r']} guesses right bound epsilon at {ceiling:.3g} <= "
+                   f"{gate.threshold:.3g}, so this audit cannot contradict the claim")
+            gate = replace(gate, vacuous=True, note=f"{gate.note}; {why}" if gate.note else why)
+        out.append(gate)
+    return out

@@ -192,3 +192,24 @@ def test_report_reads_a_pass_on_a_missing_value_as_not_measured():
                           models=[{"name": "m", "audits": audits}])
     assert report["summary"]["status"] == "incomplete"  # was "pass"
     assert report["models"][0]["audits"]["performance"]["gates"][0]["status"] == "not-measured"
+
+
+def test_the_canary_gate_is_vacuous_when_epsilon_exceeds_what_every_guess_right_could_show():
+    """120 guesses all right give eps_LB of about 3.7 at delta = 1e-5 (binomial tail q^120 < 0.05
+    needs q < 0.9754, eps < ln(0.9754 / 0.0246) = 3.68); a claim of eps = 8 cannot be contradicted,
+    a claim of eps = 0.5 can."""
+    from audits.lira import canary_audit
+    from audits.privacy_bounds import one_run_epsilon_lower_bound
+
+    rng = np.random.default_rng(3)
+    canary = {"scores": rng.normal(size=300), "included": rng.random(300) < 0.5, "k_pos": 60, "k_neg": 60,
+              "delta": 1e-5}
+    ceiling = one_run_epsilon_lower_bound(300, 120, 120, delta=1e-5)
+    assert 3.5 < ceiling < 3.75
+    for eps, vacuous in ((8.0, True), (0.5, False)):
+        inputs = AuditInputs(y_true=[0, 1], y_score=[0.2, 0.7], sensitive=None, epsilon=eps, delta=1e-5,
+                             extra={"canary": {**canary, "epsilon": eps}})
+        res = canary_audit(inputs, {})
+        assert res.metrics["privacy/canary_epsilon_lower_bound_max"] == pytest.approx(ceiling)
+        assert [g.vacuous for g in res.gates] == [vacuous, vacuous]
+        assert all(g.status is Status.PASS for g in res.gates)
