@@ -111,8 +111,10 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
         def train_all():
             """split, then the privacy audit's trainings, the model and its baselines."""
             split = split_data(df, cfg.data.contract, cfg.model.family, cfg.split.validation, cfg.split.test, cfg.seed)
+            same_rows = {"baselines": list(cfg.model.baselines), "reference_models": cfg.privacy_audit.reference_models,
+                         "canary_models": int(canaries_for(cfg.model_dump(mode="json")) > 0)}  # for dp.covers
             calls = [(train_model, (split, cfg.data.contract, cfg.model.family, cfg.model.params,
-                                     cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, cfg.seed))]
+                                     cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, cfg.seed, same_rows))]
             calls += [(train_baseline, (split, cfg.data.contract, cfg.model.family, b, exclude, cfg.seed))
                       for b in cfg.model.baselines]
             attack_runs = submit_privacy_attacks(split, cfg.model_dump(mode="json"))  # LiRA references, canary run

@@ -29,6 +29,9 @@ class Roles:
     audits split results by (sensitive attributes and user-declared, possibly synthetic,
     groups); ``labels`` are the class names (binary: the positive label is ``positive_label``).
     ``extra`` carries family-specific roles (e.g. the text column, user/item id columns).
+    ``domains``: the category sets and value ranges the contract declares
+    (``data_contracts.domains.Domains``); under DP the preprocessing is built from them instead
+    of from training rows. ``None`` when the roles do not come from a contract.
     """
 
     target: str
@@ -40,12 +43,15 @@ class Roles:
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    domains: Any = None
 
 
 def roles_for(contract, task: str, exclude_sensitive: bool):
     """Column roles from a data contract: the target and weights are never features; the
     sensitive columns are features unless ``exclude_sensitive``; audit groups = sensitive +
-    declared groups."""
+    declared groups; ``domains`` = what the contract's suite declares."""
+    from data_contracts.domains import declared_domains
+
     excluded = set(contract.exclude_from_features) | {contract.target}
     if contract.weight:
         excluded.add(contract.weight)
@@ -61,6 +67,7 @@ def roles_for(contract, task: str, exclude_sensitive: bool):
         categorical=tuple(c for c in contract.categorical if c not in excluded),
         numeric=tuple(c for c in contract.numeric if c not in excluded),
         extra=dict(contract.roles_extra),
+        domains=declared_domains(contract),
     )
 
 
@@ -71,6 +78,13 @@ class Family:
     - ``make_preprocessor(roles, config)`` -> an unfitted object with ``fit_transform(df)`` and
       ``transform(df)`` returning model-ready arrays, and ``spec()`` (after fitting) giving what
       ``build_model`` needs (e.g. number of features, vocabulary size, number of users).
+      Under DP it is called as ``make_preprocessor(roles, config, private=True)`` and must
+      return a preprocessor whose fitted state does not depend on the training rows (declared
+      domains in ``roles.domains``, fixed constants, a fixed tokenizer), with ``components()``
+      -> {component: how it was made} and ``summary()`` -> one phrase for the report's
+      ``training.dp.covers`` sentence (``models/dp_claim.py``). A family that cannot is
+      refused under DP.
+    - ``privacy_unit``: what one DP "example" is for this family (one row, one message...).
     - ``build_model(spec, config)`` -> ``torch.nn.Module`` (raw outputs: one logit per row for
       binary, K logits for multiclass, the predicted rating for rating).
     - ``make_criterion(reduction)`` -> torch loss on (raw outputs, targets).
@@ -89,6 +103,7 @@ class Family:
     build_model: Callable[..., Any]
     make_criterion: Callable[..., Any]
     model_name: str = "model"  # run name of the torch model ("mlp", "cnn", ...)
+    privacy_unit: str = "one training row"
     baselines: dict[str, Callable[..., Any]] = field(default_factory=dict)
     audits: tuple[str, ...] = ("performance", "fairness", "privacy")
     audit_extras: Callable[..., Any] | None = None

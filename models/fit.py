@@ -15,8 +15,10 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from data_contracts.errors import ConfigError
 from models.base import Family, Roles, outputs_from_raw, per_example_loss, seed_everything, select_device, targets
 from models.data import Split
+from models.dp_claim import NO_DP_PREPROCESSING, SameRows, dp_record
 from models.training import PrivacySettings, TrainSettings, train_torch
 
 
@@ -144,10 +146,16 @@ def fit_family_model(
     threads: int | None = None,
     privacy: PrivacySettings = PrivacySettings(),
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    same_rows: SameRows = SameRows(),
 ) -> FittedModel:
-    """Fit the preprocessor on training rows only, train the family's torch model, score it."""
+    """Fit the preprocessor on training rows only, train the family's torch model, score it.
+
+    Under DP the preprocessor is the family's data-independent one (``private=True``: declared
+    domains, fixed constants, a hashing tokenizer), and ``training["dp"]`` says what the
+    (ε, δ) covers (``models/dp_claim.py``; ``same_rows``: the run's other trainings on these
+    rows, named in that sentence)."""
     config = family.make_config(params)
-    pre = family.make_preprocessor(roles, config)
+    pre = _make_preprocessor(family, roles, config, privacy.enabled)
     t0 = time.perf_counter()
     X_train = pre.fit_transform(split.train[list(roles.features)])
     X_val = pre.transform(split.validation[list(roles.features)])
@@ -186,12 +194,26 @@ def fit_family_model(
         "n_parameters": result.n_parameters,
         "n_train": int(len(X_train)),
         "input_spec": pre.spec(),
-        "dp": result.dp,
+        "dp": dp_record(result.dp, family=family, pre=pre, same_rows=same_rows, threshold=_Predictor.threshold),
     }
     predictor = TorchPredictor(pre, result.model, roles)
     name = f"{family.model_name}-dp" if privacy.enabled else family.model_name
     return _score(name, family, "torch", family.description, predictor,
                   {**vars(config), "seed": seed}, training, split, roles, result.history)
+
+
+def _make_preprocessor(family: Family, roles: Roles, config, private: bool):
+    """The family's preprocessor; under DP its data-independent variant, checked before any
+    training (a missing declared domain or a family without one is a ``ConfigError``)."""
+    if not private:
+        return family.make_preprocessor(roles, config)
+    try:
+        pre = family.make_preprocessor(roles, config, private=True)
+    except TypeError as exc:
+        raise ConfigError(NO_DP_PREPROCESSING.format(family=family.name, error=exc)) from None
+    if not (callable(getattr(pre, "components", None)) and callable(getattr(pre, "summary", None))):
+        raise ConfigError(NO_DP_PREPROCESSING.format(family=family.name, error="no components()/summary()"))
+    return pre
 
 
 def _drop_training_terms(estimator) -> None:

@@ -3,7 +3,10 @@
 Frame: one row per image, the feature column (``roles.features[0]``, e.g. ``image``) holding a
 uint8 array of shape (H, W) (grey) or (H, W, C) (e.g. RGB). Preprocessing, fitted on training
 rows only: pixels / 255, then standardised per channel with the training rows' mean and std
--> float32 tensors (N, C, H, W).
+-> float32 tensors (N, C, H, W). Under DP (``private=True``) those statistics would be released
+with the model outside the (ε, δ) claim, so fixed constants replace them: (pixels / 255 − 0.5) /
+0.5 per channel, i.e. [0, 255] -> [−1, 1] (torchvision's ``Normalize(0.5, 0.5)`` convention).
+The image shape is the one every row must have (checked on every row), not a statistic.
 
 Model: two convolution blocks (3x3 conv -> GroupNorm -> activation -> 2x2 max-pool) and a fully
 connected head. GroupNorm (Wu & He 2018) instead of BatchNorm: BatchNorm mixes examples in a
@@ -87,9 +90,13 @@ class ImagePreprocessor:
     """uint8 arrays -> standardised float32 (N, C, H, W); mean/std per channel from training rows.
     ``spec()`` also carries ``n_classes`` (the model builder needs it)."""
 
-    def __init__(self, column: str, n_classes: int) -> None:
+    #: under DP: the fixed per-channel constants (pixels / 255 -> [-1, 1])
+    FIXED_MEAN, FIXED_STD = 0.5, 0.5
+
+    def __init__(self, column: str, n_classes: int, fixed: bool = False) -> None:
         self.column = column
         self.n_classes = n_classes
+        self.fixed = bool(fixed)
         self.shape: tuple[int, ...] | None = None
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
@@ -97,8 +104,12 @@ class ImagePreprocessor:
     def fit_transform(self, df) -> np.ndarray:
         x = stack_images(df[self.column], self.column)
         self.shape = tuple(df[self.column].iloc[0].shape)
-        self.mean = x.mean(axis=(0, 2, 3)).astype(np.float32)
-        self.std = np.maximum(x.std(axis=(0, 2, 3)), 1e-3).astype(np.float32)
+        if self.fixed:  # DP: constants, not the training rows' statistics
+            self.mean = np.full(x.shape[1], self.FIXED_MEAN, dtype=np.float32)
+            self.std = np.full(x.shape[1], self.FIXED_STD, dtype=np.float32)
+        else:
+            self.mean = x.mean(axis=(0, 2, 3)).astype(np.float32)
+            self.std = np.maximum(x.std(axis=(0, 2, 3)), 1e-3).astype(np.float32)
         return self._standardise(x)
 
     def transform(self, df) -> np.ndarray:
@@ -112,11 +123,26 @@ class ImagePreprocessor:
         return {"in_channels": 1 if len(self.shape) == 2 else int(self.shape[2]), "height": int(h),
                 "width": int(w), "n_classes": int(self.n_classes)}
 
+    def components(self) -> dict[str, str]:
+        shape = "data-independent: the one shape every image must have (a schema fact checked on every row)"
+        if self.fixed:
+            return {"normalisation": (f"data-independent: pixels / 255, then (x - {self.FIXED_MEAN}) / "
+                                      f"{self.FIXED_STD} per channel (fixed constants)"),
+                    "image_shape": shape,
+                    "classes": "data-independent: the labels declared in the contract"}
+        return {"normalisation": "fitted on training rows: per-channel mean and std", "image_shape": shape}
 
-def make_preprocessor(roles: Roles, config: ImageConfig | None = None) -> ImagePreprocessor:
+    def summary(self) -> str:
+        if self.fixed:
+            return "pixels scaled to [-1, 1] with fixed constants"
+        return "per-channel mean and std of the training rows"
+
+
+def make_preprocessor(roles: Roles, config: ImageConfig | None = None, private: bool = False) -> ImagePreprocessor:
+    """Standardisation with the training rows' statistics, or under DP with fixed constants."""
     if len(roles.features) != 1:
         raise DataError(f"the image family needs exactly one image column, got features {list(roles.features)}")
-    return ImagePreprocessor(roles.features[0], len(roles.labels))
+    return ImagePreprocessor(roles.features[0], len(roles.labels), fixed=private)
 
 
 class CNN(nn.Module):
@@ -183,6 +209,7 @@ FAMILY = Family(
     build_model=build_model,
     make_criterion=make_criterion,
     model_name="cnn",
+    privacy_unit="one training image",
     baselines={"logreg": logreg_baseline},
     audits=("performance_multiclass", "group_robustness", "privacy"),
 )

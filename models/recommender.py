@@ -13,7 +13,12 @@ Two variants, chosen by ``model.params.variant``:
 
 Ids are mapped to embedding rows by a preprocessor fitted on the training rows only; ids not
 seen in training map to row 0, whose factors and bias are masked to zero (a cold-start user
-or item is predicted from the other side's bias alone).
+or item is predicted from the other side's bias alone). Under DP (``private=True``) the id
+maps would reveal which users and items occur in the training rows, so they are built from
+the id domains the contract declares instead (``expect_column_values_to_be_in_set``, or an
+integer ``expect_column_values_to_be_between`` range): every declared id gets a row, ids
+outside the declared domain map to row 0. A declared id without training ratings keeps its
+random initial factors plus the DP noise (indistinguishable, by design, from a rare one).
 
 DP (Opacus ghost clipping): each ``nn.Embedding`` table is looked up exactly once per forward
 and index tensors are made contiguous (parameter tying and non-contiguous inputs are what
@@ -69,21 +74,51 @@ def _rating_range(roles: Roles) -> tuple[float, float]:
     return float(roles.extra.get("rating_min", 1)), float(roles.extra.get("rating_max", 5))
 
 
+#: the most ids a declared integer range may span under DP (one embedding row each)
+MAX_DECLARED_IDS = 10_000_000
+TOO_MANY_IDS = ("under DP, column {column!r}: the range {lo:g}..{hi:g} declared in contract {contract!r} spans "
+                "{n} ids, more than {limit} embedding rows; declare the id domain more tightly")
+
+
+def declared_ids(domains, column: str) -> np.ndarray:
+    """The ids of ``column`` the contract declares: its category set, else the integers of its
+    declared range (``ConfigError`` naming contract and column when there is neither)."""
+    from data_contracts.errors import ConfigError
+
+    if domains.categories.get(column):
+        return np.sort(np.asarray(domains.categories[column]))
+    lo, hi = domains.value_range(column)
+    first, last = int(np.ceil(lo)), int(np.floor(hi))
+    if last - first + 1 > MAX_DECLARED_IDS:
+        raise ConfigError(TOO_MANY_IDS.format(column=column, lo=lo, hi=hi, contract=domains.contract,
+                                              n=last - first + 1, limit=MAX_DECLARED_IDS))
+    return np.arange(first, last + 1, dtype=np.int64)
+
+
 class IdPreprocessor:
     """(user id, item id) columns -> int64 (N, 2) embedding rows; row 0 = unseen id.
-    The id vocabularies are the training rows' (sorted), so the mapping is deterministic."""
+    The id vocabularies are the training rows' (sorted), so the mapping is deterministic; with
+    ``domains`` (DP) they are the ids the contract declares, and no row is read."""
 
-    def __init__(self, user_col: str, item_col: str, rating_range: tuple[float, float]) -> None:
+    def __init__(self, user_col: str, item_col: str, rating_range: tuple[float, float], domains=None) -> None:
         self.user_col, self.item_col = user_col, item_col
         self.rating_range = rating_range
         self.users = None
         self.items = None
+        if domains is not None:  # DP: declared id domains, checked before any training
+            import pandas as pd
+
+            self.contract = domains.contract
+            self.users = pd.Index(declared_ids(domains, user_col))
+            self.items = pd.Index(declared_ids(domains, item_col))
+        self.declared = domains is not None
 
     def fit_transform(self, df) -> np.ndarray:
         import pandas as pd
 
-        self.users = pd.Index(np.sort(pd.unique(df[self.user_col])))
-        self.items = pd.Index(np.sort(pd.unique(df[self.item_col])))
+        if not self.declared:
+            self.users = pd.Index(np.sort(pd.unique(df[self.user_col])))
+            self.items = pd.Index(np.sort(pd.unique(df[self.item_col])))
         return self.transform(df)
 
     def transform(self, df) -> np.ndarray:
@@ -95,9 +130,33 @@ class IdPreprocessor:
         return {"n_users": len(self.users) + 1, "n_items": len(self.items) + 1,
                 "rating_min": self.rating_range[0], "rating_max": self.rating_range[1]}
 
+    def components(self) -> dict[str, str]:
+        offset = (f"data-independent: the midpoint of the contract's rating range "
+                  f"{self.rating_range[0]:g}..{self.rating_range[1]:g}")
+        if not self.declared:
+            return {"user_ids": "fitted on training rows: the users seen in them",
+                    "item_ids": "fitted on training rows: the items seen in them", "rating_offset": offset}
 
-def make_preprocessor(roles: Roles, config: RecommenderConfig | None = None) -> IdPreprocessor:
+        def ids(col, index):
+            return (f"data-independent: the {len(index)} {col} values declared in contract '{self.contract}' "
+                    f"({index[0]}..{index[-1]}); others -> row 0")
+        return {"user_ids": ids(self.user_col, self.users), "item_ids": ids(self.item_col, self.items),
+                "rating_offset": offset}
+
+    def summary(self) -> str:
+        if not self.declared:
+            return "user and item id maps fitted on the training rows"
+        return f"user and item id domains declared in contract '{self.contract}'"
+
+
+def make_preprocessor(roles: Roles, config: RecommenderConfig | None = None, private: bool = False) -> IdPreprocessor:
+    """Id maps from the training rows, or under DP from the contract's declared id domains."""
     user, item = _columns(roles)
+    if private:
+        from data_contracts.domains import Domains
+
+        domains = roles.domains if roles.domains is not None else Domains(contract="(none: roles without a contract)")
+        return IdPreprocessor(user, item, _rating_range(roles), domains=domains)
     return IdPreprocessor(user, item, _rating_range(roles))
 
 
@@ -284,6 +343,7 @@ FAMILY = Family(
     build_model=build_model,
     make_criterion=make_criterion,
     model_name="recommender",
+    privacy_unit="one rating, not a user's whole history",
     baselines={"bias": bias_baseline},
     audits=("recommendation", "user_groups", "exposure", "privacy"),
     audit_extras=audit_extras,

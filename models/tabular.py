@@ -5,6 +5,14 @@ saved with the model: numeric columns -> median imputation + standardisation;
 categorical columns -> a constant "missing" category for nulls + one-hot encoding
 (unknown categories at predict time encode as all zeros; the data contract is what
 rejects unseen categories in the training data).
+
+Under DP (``private=True``) nothing is fitted on training rows, since the fitted encoder and
+scaler are released with the model and a category seen in one row (Adult's
+``Holand-Netherlands``) or a mean would reveal that row outside the (ε, δ) claim:
+``DeclaredTabularPreprocessor`` one-hot encodes each categorical column over the category set
+the contract declares, plus one "other/missing" column, and clips each numeric column to its
+declared range and min-max scales it with that range to [0, 1] (a missing number -> the
+range's midpoint). A feature without a declared set/range is a ``ConfigError`` before training.
 """
 from __future__ import annotations
 
@@ -67,7 +75,82 @@ class TabularPreprocessor:
         return {"n_features": int(self.n_features)}
 
 
-def make_preprocessor(roles: Roles, config: TabularConfig | None = None) -> TabularPreprocessor:
+    def components(self) -> dict[str, str]:
+        return {"categories": "fitted on training rows: the categories seen in them (one-hot)",
+                "numeric_scaling": "fitted on training rows: their medians (imputation), means and variances"}
+
+    def summary(self) -> str:
+        return "one-hot categories and scaling fitted on the training rows"
+
+
+class DeclaredTabularPreprocessor:
+    """The DP preprocessing (see the module doc): one-hot over the declared category sets +
+    "other/missing", numeric clipped and min-max scaled with the declared ranges. Its state is
+    the contract's declarations only, so it is identical for any two training sets; ``fit``
+    reads no row."""
+
+    def __init__(self, categorical: list[str], numeric: list[str], domains) -> None:
+        from data_contracts.domains import Domains
+
+        domains = domains if domains is not None else Domains(contract="(none: roles without a contract)")
+        self.contract = domains.contract
+        self.categorical = list(categorical)
+        self.numeric = list(numeric)
+        # declared values as strings: the frame's categories are read as strings too
+        self.categories = {c: tuple(str(v) for v in domains.category_set(c)) for c in self.categorical}
+        self.ranges = {c: domains.value_range(c) for c in self.numeric}
+        self.n_features = len(self.numeric) + sum(len(v) + 1 for v in self.categories.values())
+
+    def fit(self, df) -> "DeclaredTabularPreprocessor":
+        return self
+
+    def fit_transform(self, df) -> np.ndarray:
+        return self.transform(df)
+
+    def transform(self, df) -> np.ndarray:
+        import pandas as pd
+
+        blocks = []
+        for c in self.numeric:
+            lo, hi = self.ranges[c]
+            x = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+            x = np.where(np.isnan(x), (lo + hi) / 2.0, np.clip(x, lo, hi))
+            blocks.append(((x - lo) / (hi - lo))[:, None])
+        for c in self.categorical:
+            values = self.categories[c]
+            # a null or an undeclared value -> code -1 -> the last, other/missing column
+            codes = pd.Categorical(df[c].astype("string"), categories=list(values)).codes.astype(np.int64)
+            codes[codes < 0] = len(values)
+            onehot = np.zeros((len(codes), len(values) + 1), dtype=np.float64)
+            onehot[np.arange(len(codes)), codes] = 1.0
+            blocks.append(onehot)
+        if not blocks:
+            return np.zeros((len(df), 0), dtype=np.float32)
+        return np.hstack(blocks).astype(np.float32)
+
+    def spec(self) -> dict[str, int]:
+        return {"n_features": int(self.n_features)}
+
+    def components(self) -> dict[str, str]:
+        where = f"contract '{self.contract}'"
+        return {
+            "categories": (f"data-independent: the category sets declared in {where} "
+                           "(expect_column_values_to_be_in_set) + one other/missing column each; "
+                           f"columns: {', '.join(self.categorical) or 'none'}"),
+            "numeric_scaling": (f"data-independent: clipped to the ranges declared in {where} "
+                                "(expect_column_values_to_be_between) and min-max scaled with them; "
+                                f"missing -> the range midpoint; columns: {', '.join(self.numeric) or 'none'}"),
+        }
+
+    def summary(self) -> str:
+        return f"category sets and value ranges declared in contract '{self.contract}'"
+
+
+def make_preprocessor(roles: Roles, config: TabularConfig | None = None, private: bool = False):
+    """The fitted ``TabularPreprocessor``, or under DP the data-independent
+    ``DeclaredTabularPreprocessor`` (``ConfigError`` when a feature has no declared domain)."""
+    if private:
+        return DeclaredTabularPreprocessor(list(roles.categorical), list(roles.numeric), roles.domains)
     return TabularPreprocessor(list(roles.categorical), list(roles.numeric))
 
 
@@ -121,5 +204,6 @@ FAMILY = Family(
     build_model=build_model,
     make_criterion=make_criterion,
     model_name="mlp",
+    privacy_unit="one training row, i.e. one person's record",
     baselines={"logreg": logreg_baseline, "hist_gb": hist_gb_baseline},
 )

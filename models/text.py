@@ -11,6 +11,15 @@ misspellings. The vocabulary is built from the **training split only** (tokens s
 ``min_freq`` times, the ``max_vocab`` most frequent, ties broken alphabetically) and lives in
 the fitted preprocessor, which is saved with the model (MLflow pyfunc).
 
+Under DP the vocabulary would be released with the model outside the (ε, δ) claim (``min_freq``
+counts occurrences, so a name repeated in one message passes it), so ``private=True`` uses the
+hashing trick instead (Weinberger et al. 2009, "Feature Hashing for Large Scale Multitask
+Learning", ICML): the same tokenizer, each token mapped to one of ``hash_buckets`` embedding
+rows by CRC-32 of its UTF-8 bytes (a stable hash; Python's ``hash`` is salted per process).
+Nothing is fitted: the preprocessor holds no token string, and a token seen in one training
+message leaves no trace in it. Collisions share a row; unseen tokens get their bucket's row,
+not ``<unk>``.
+
 Model (Vaswani et al. 2017, pre-LayerNorm blocks as in GPT-2 / Xiong et al. 2020): token
 embedding + learned position embedding -> ``n_layers`` x [LayerNorm -> multi-head
 self-attention built from ``nn.Linear`` (padding keys masked) -> residual; LayerNorm ->
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -61,10 +71,11 @@ class TextConfig:
     batch_size: int = 64
     epochs: int = 10
     patience: int = 3
+    hash_buckets: int = 8192  # under DP only: token -> one of these rows by CRC-32 (no vocabulary)
 
     def __post_init__(self) -> None:
         for name in ("max_len", "max_vocab", "min_freq", "d_model", "n_heads", "n_layers", "d_ff",
-                     "batch_size", "epochs", "patience"):
+                     "batch_size", "epochs", "patience", "hash_buckets"):
             check_param(int(getattr(self, name)) > 0, f"{name}={getattr(self, name)} must be > 0")
         check_param(self.d_model % self.n_heads == 0,
                     f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
@@ -111,9 +122,63 @@ class TextPreprocessor:
         return {"vocab_size": len(self.vocab or {}), "max_len": self.max_len}
 
 
-def make_preprocessor(roles: Roles, config: TextConfig | None = None) -> TextPreprocessor:
+    def components(self) -> dict[str, str]:
+        return {"tokenizer": "data-independent: fixed word tokenizer (models/text.py tokenize)",
+                "vocabulary": (f"fitted on training rows: tokens seen at least {self.min_freq} times, "
+                               f"at most {self.max_vocab}")}
+
+    def summary(self) -> str:
+        return "a vocabulary fitted on the training rows"
+
+
+def hashed_id(token: str, buckets: int) -> int:
+    """Embedding row of ``token`` under hashing: 2 + CRC-32(UTF-8 bytes) mod ``buckets`` (rows 0
+    and 1 stay ``<pad>`` and ``<unk>``); the same in every process and on every machine."""
+    return 2 + zlib.crc32(token.encode("utf-8")) % buckets
+
+
+class HashingTextPreprocessor:
+    """DP tokenizer (see the module doc): texts -> int64 (N, max_len) rows of hashed token ids,
+    0-padded; an empty text is one ``<unk>``. Nothing is fitted: ``fit`` reads no row."""
+
+    def __init__(self, text_column: str, max_len: int, buckets: int) -> None:
+        self.text_column = text_column
+        self.max_len = int(max_len)
+        self.buckets = int(buckets)
+
+    def fit(self, df) -> "HashingTextPreprocessor":
+        return self
+
+    def transform(self, df) -> np.ndarray:
+        texts = ["" if v is None else str(v) for v in df[self.text_column].tolist()]
+        X = np.zeros((len(texts), self.max_len), dtype=np.int64)
+        for i, text in enumerate(texts):
+            ids = [hashed_id(t, self.buckets) for t in tokenize(text)[: self.max_len]] or [UNK_ID]
+            X[i, : len(ids)] = ids
+        return X
+
+    def fit_transform(self, df) -> np.ndarray:
+        return self.transform(df)
+
+    def spec(self) -> dict[str, int]:
+        return {"vocab_size": self.buckets + 2, "max_len": self.max_len}
+
+    def components(self) -> dict[str, str]:
+        return {"tokenizer": ("data-independent: fixed word tokenizer (models/text.py tokenize), tokens "
+                              f"hashed by CRC-32 into {self.buckets} buckets; no vocabulary, no token strings stored"),
+                "max_len": f"data-independent: configured ({self.max_len} tokens)"}
+
+    def summary(self) -> str:
+        return f"a fixed tokenizer hashing tokens into {self.buckets} buckets, no vocabulary"
+
+
+def make_preprocessor(roles: Roles, config: TextConfig | None = None, private: bool = False):
+    """The vocabulary ``TextPreprocessor``, or under DP the data-independent
+    ``HashingTextPreprocessor``."""
     config = config or TextConfig()
     column = roles.extra.get("text") or roles.features[0]
+    if private:
+        return HashingTextPreprocessor(column, config.max_len, config.hash_buckets)
     return TextPreprocessor(column, config.max_len, config.max_vocab, config.min_freq)
 
 
@@ -253,6 +318,7 @@ FAMILY = Family(
     build_model=build_model,
     make_criterion=make_criterion,
     model_name="transformer",
+    privacy_unit="one (de-duplicated) message",
     baselines={"tfidf_logreg": tfidf_logreg_baseline},
     audits=("performance", "fairness", "privacy", "identity"),
     audit_extras=audit_extras,

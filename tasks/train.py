@@ -15,10 +15,13 @@ from tasks import progress
 
 @task(name="train-model", cache_policy=NONE)
 def train_model(split, contract_name: str, family_name: str, params: dict, train_cfg: dict,
-                privacy_cfg: dict, exclude_sensitive: bool, seed: int) -> Any:
-    """Fit the preprocessor on training rows and train the family's torch model (optionally DP)."""
+                privacy_cfg: dict, exclude_sensitive: bool, seed: int, same_rows: dict | None = None) -> Any:
+    """Fit the preprocessor on training rows and train the family's torch model (optionally DP).
+    ``same_rows``: the run's other trainings on these rows (baselines, privacy-audit models),
+    named in a DP model's ``training.dp.covers``."""
     from data_contracts import get_contract
     from models import get_family
+    from models.dp_claim import SameRows
     from models.fit import fit_family_model
     from models.training import PrivacySettings, raise_if_stopped
 
@@ -32,7 +35,7 @@ def train_model(split, contract_name: str, family_name: str, params: dict, train
     return _metered(lambda: fit_family_model(
         family, params, split, roles_for(contract, family.task, exclude_sensitive),
         seed=seed, device=train_cfg["device"], amp=train_cfg["amp"], threads=train_cfg.get("threads"), privacy=privacy,
-        on_epoch=progress.epoch_callback(name),
+        on_epoch=progress.epoch_callback(name), same_rows=SameRows.from_dict(same_rows),
     ), threads=train_cfg.get("threads"))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from data_contracts.domains import Domains
 from models.base import Roles
 
 
@@ -19,8 +20,11 @@ def tabular_example(n: int = 64, seed: int = 0):
         "cat": rng.choice(["x", "y", "z"], size=n),
     })
     df["y"] = np.where(df["num_a"] > 0, "pos", "neg")
+    # declared domains (what a contract's suite would say): the DP preprocessing's only input
+    domains = Domains(contract="tabular_example", categories={"cat": ("x", "y", "z")},
+                      ranges={"num_a": (-4.0, 4.0), "num_b": (0.0, 9.0)})
     roles = Roles(target="y", task="binary", features=("num_a", "num_b", "cat"), positive_label="pos",
-                  labels=("neg", "pos"), categorical=("cat",), numeric=("num_a", "num_b"))
+                  labels=("neg", "pos"), categorical=("cat",), numeric=("num_a", "num_b"), domains=domains)
     return df, roles
 
 
@@ -59,8 +63,9 @@ def recommender_example(n: int = 64, seed: int = 0):
     taste = np.linspace(-1, 1, 8)[users - 1] * np.linspace(-1, 1, 10)[items - 1]
     df = pd.DataFrame({"user_id": users, "item_id": items,
                        "rating": np.clip(np.rint(3 + 2 * taste), 1, 5).astype(float)})
+    domains = Domains(contract="recommender_example", ranges={"user_id": (1.0, 8.0), "item_id": (1.0, 10.0)})
     roles = Roles(target="rating", task="rating", features=("user_id", "item_id"),
-                  extra={"user": "user_id", "item": "item_id", "rating_min": 1, "rating_max": 5})
+                  extra={"user": "user_id", "item": "item_id", "rating_min": 1, "rating_max": 5}, domains=domains)
     return df, roles
 
 
