@@ -147,3 +147,28 @@ def test_empty_poisson_batches_are_accounted_steps(tmp_path, monkeypatch, grad_s
     assert sizes.count(0) > 0, "the seeded run drew no empty batch: the test checks nothing"
     assert r.dp["epsilon"] == _accountant("prv", [[1.0, 1 / 20, 60]], DELTA)
     assert all(np.isfinite(h["train_loss"]) for h in r.history)
+
+
+def test_canary_and_reference_runs_report_the_accountants_epsilon(tmp_path, monkeypatch):
+    """The privacy audits' own trainings (whose epsilon feeds the canary gate and the ledger)
+    go through the same recomputation: their epsilon is the accountant's for their history,
+    and nothing is read from or written to the cache."""
+    import math
+
+    from models import get_family
+    from models.data import split_frame
+    from models.privacy_attack import canary_run, train_reference_model
+    from tests.models.family_examples import tabular_example
+
+    monkeypatch.setenv("IMPACTFLOW_HOME", str(tmp_path))
+    df, roles = tabular_example(n=200, seed=0)
+    split = split_frame(df, target=roles.target, stratify_on=[], validation=0.2, test=0.3, seed=0)
+    params = {"hidden_sizes": [8], "epochs": 1, "batch_size": 16, "patience": 100}
+    privacy = PrivacySettings(enabled=True, noise_multiplier=1.0, delta=DELTA)
+    fam = get_family("tabular")
+    canary = canary_run(fam, params, split, roles, m=20, guess_fraction=0.25, seed=0, privacy=privacy)
+    ref = train_reference_model(fam, params, split, roles, k=0, n_audit=10, seed=0, privacy=privacy)
+    for n_train, eps in ((canary["n_train"], canary["epsilon"]), (ref["n_train"], ref["epsilon"])):
+        batches = math.ceil(n_train / 16)  # one epoch of Poisson batches at rate 1 / batches
+        assert eps == _accountant("prv", [[1.0, 1 / batches, batches]], DELTA)
+    assert not (tmp_path / "cache").exists()
