@@ -125,8 +125,9 @@ def render(results: list[dict]) -> str:
                      f"{r['epsilon']:>6.2f} {r['ratio_epoch']:>14.2f}x {r['ratio_task_cold']:>8.2f}x "
                      f"{r['ratio_task']:>8.2f}x {'<=' + format(r['target'], 'g') + 'x':>6} {ok}")
     lines.append("task cold: the first DP training, which computes the noise multiplier and the final "
-                 "epsilons; task warm: the median of the later ones, which read them from the accountant "
-                 "memo (models/training.py _accountant_memo) as a scheduled rerun does.")
+                 "epsilons; task warm: the median of the later ones, which read the noise multiplier from "
+                 "the accountant memo (models/training.py _accountant_memo) and have the accountant re-check "
+                 "it, as a scheduled rerun does; the final epsilons are always recomputed.")
     return "\n".join(lines)
 
 
