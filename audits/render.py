@@ -2,7 +2,11 @@
 file, and write all three atomically.
 
 Both templates read the same view (``build_view``), computed here from the JSON document only,
-so a report can be re-rendered later from its ``impact_report.json``. Audits the renderer knows
+so a report can be re-rendered later from its ``impact_report.json``. Templates render with
+jinja2 ``StrictUndefined``, and keys every document of that shape has (the fairness audit's
+group rates, the privacy-budget ledger's totals) are read strictly: a renamed key is an error,
+never a silent "—". Statuses shown per area and framework row come from ``audits.sections`` /
+``audits.frameworks`` (candidate models decide; baselines beside), never recomputed here. Audits the renderer knows
 (performance, fairness, privacy) get their tables and figures; any other audit is rendered
 generically (metrics table, by-group table, gates, notes).
 

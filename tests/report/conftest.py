@@ -130,3 +130,62 @@ def make_inputs(*, failing: bool = True) -> dict:
 @pytest.fixture
 def inputs():
     return copy.deepcopy(make_inputs(failing=True))
+
+
+# --------------------------------------------------------------------------- real runs (e2e)
+
+# One short run per family on the data the project ships (1 epoch; Adult sampled: a smaller sample
+# fails the contract), plus the audit-only flow. The tabular run is the DP preset, so the report
+# holds a DP candidate, a non-private baseline on the same rows (total ε = ∞) and the canary audit.
+REAL_RUNS = {
+    "tabular": ("tabular-dp", ["data.sample=6000", "model.params.epochs=1"]),
+    "text": ("text", ["model.params.epochs=1"]),
+    "image": ("image", ["model.params.epochs=1"]),
+    "recommender": ("recommender", ["model.params.epochs=1"]),
+}
+
+
+def _audit_only_table(n: int = 8000):  # smaller samples fail the contract (race groups < 30)
+    """Adult rows with a deterministic scoring rule (a stand-in for a model not trained here)."""
+    import numpy as np
+    import pandas as pd
+
+    from data_contracts import get_contract, load_dataset
+
+    df = load_dataset(get_contract("adult")).sample(n=n, random_state=0).reset_index(drop=True)
+    z = (df["education-num"] - 10) / 2.0 + (df["hours-per-week"] - 40) / 15.0 + (df["age"] - 38) / 20.0
+    return pd.DataFrame({"income": df["income"], "sex": df["sex"], "race": df["race"],
+                         "score": 1.0 / (1.0 + np.exp(-z))})
+
+
+@pytest.fixture(scope="session")
+def real_reports(prefect_api, tmp_path_factory):
+    """``{family: {"json", "md", "html"} paths}`` of real runs of every family and of ``audit-only``."""
+    import os
+
+    from flows.config import load_config
+    from flows.pipeline import run_pipeline
+
+    out = {}
+    for family, (preset, overrides) in REAL_RUNS.items():
+        path = tmp_path_factory.mktemp(f"report_{family}")
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{path / 'mlflow.db'}"
+        try:
+            cfg = load_config(preset, [f"tracking.output_dir={path}", "train.device=cpu",
+                                       "tracking.register_models=false", *overrides])
+            out[family] = run_pipeline(cfg)["report"]
+        finally:
+            del os.environ["MLFLOW_TRACKING_URI"]
+    path = tmp_path_factory.mktemp("report_audit_only")
+    table = path / "scores.csv"
+    _audit_only_table().to_csv(table, index=False)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{path / 'mlflow.db'}"
+    try:
+        from flows.audit_only import run_audit_only
+
+        out["audit-only"] = run_audit_only(data=str(table), label="income", score="score", sensitive=["sex", "race"],
+                                           positive_label=">50K", threshold=0.5,
+                                           output_dir=str(path / "runs"))["report"]
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    return out

@@ -1,13 +1,12 @@
 """Every family's run produces the full report (schema 2.0, all twelve sections), and the HTML
 renders offline in headless Chromium with its sections and figures.
 
-One short pipeline run per family (1 epoch, Adult sampled, no registry) on the data the project
-ships; the Chromium check opens the tabular run's HTML over file:// and leaves a screenshot in
-test-artifacts/report.png."""
+One short pipeline run per family (1 epoch, Adult sampled, no registry; ``real_reports`` in
+conftest.py) on the data the project ships; the Chromium check opens each run's HTML over
+file:// and leaves screenshots in test-artifacts/ (report.png: the tabular run)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -16,17 +15,12 @@ import pytest
 
 from audits.render import SECTIONS
 from audits.report import validate_report
-from flows.config import load_config
+from tests.report.conftest import REAL_RUNS
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
-FAMILY_RUNS = {
-    "tabular": ("tabular", ["data.sample=6000", "model.params.epochs=1"]),  # smaller fails the contract
-    "text": ("text", ["model.params.epochs=1"]),
-    "image": ("image", ["model.params.epochs=1"]),
-    "recommender": ("recommender", ["model.params.epochs=1"]),
-}
+FAMILY_RUNS = REAL_RUNS  # the runs of tests/report/conftest.py's session fixture ``real_reports``
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
                  if Path(p).exists()), None)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -34,21 +28,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-extensions", "--allow-file-access-from-files"]
 
 
-@pytest.fixture(scope="module")
-def family_reports(prefect_api, tmp_path_factory):
-    from flows.pipeline import run_pipeline
-
-    out = {}
-    for family, (preset, overrides) in FAMILY_RUNS.items():
-        path = tmp_path_factory.mktemp(f"report_{family}")
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{path / 'mlflow.db'}"
-        try:
-            cfg = load_config(preset, [f"tracking.output_dir={path}", "train.device=cpu",
-                                       "tracking.register_models=false", *overrides])
-            out[family] = run_pipeline(cfg)["report"]
-        finally:
-            del os.environ["MLFLOW_TRACKING_URI"]
-    return out
+@pytest.fixture
+def family_reports(real_reports):
+    return real_reports
 
 
 @pytest.mark.parametrize("family", list(FAMILY_RUNS))

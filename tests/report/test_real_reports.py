@@ -1,0 +1,180 @@
+"""The renderers on the JSON of REAL runs of every family (tabular DP, text, image, recommender)
+and of the audit-only flow (``real_reports`` in conftest.py): both render with StrictUndefined,
+the HTML stays one offline file, and every number a reader sees is traceable to the JSON.
+
+Traceability rule (``untraceable``): every numeric token of the Markdown, and of the HTML's text,
+must equal a number of the JSON at the precision the renderer displays it (``audits.render.fmt``,
+or the number as JSON/Python writes it), or appear inside a string of the JSON (a note, a name, a
+timestamp, a hash). Deliberate exceptions, and only these:
+
+- numbers in the templates' own literal text and in the section titles (``1. Cover``, ``95% CI``,
+  ``29 CFR 1607.4(D)``): fixed wording, not data;
+- counts of items the JSON lists (``3 gate(s) could not be measured`` is the length of
+  ``executive_summary.incomplete``; ``no missing values in 14 checked column(s)``; confusion-matrix
+  row/column indices): added to the allowed set from the JSON's list lengths.
+"""
+from __future__ import annotations
+
+import json
+import re
+from html import unescape
+from pathlib import Path
+
+import pytest
+
+from audits.render import SECTIONS, TEMPLATES_DIR, fmt, render_html, render_markdown
+from audits.report import validate_report
+from tests.report.conftest import REAL_RUNS
+
+pytestmark = pytest.mark.e2e
+FAMILIES = [*REAL_RUNS, "audit-only"]
+
+# a number not glued to a word, path, date or version (those are tokens of JSON strings anyway)
+NUMBER = re.compile(r"(?<![\w.\-/:+−])[-−]?\d+(?:\.\d+)?(?:e[+-]?\d+)?(?![\w])")
+
+
+def tokens(text: str) -> set[str]:
+    return {t.replace("−", "-") for t in NUMBER.findall(text)}
+
+
+def _walk(obj, numbers: list, strings: list, lengths: list) -> None:
+    if isinstance(obj, bool) or obj is None:
+        return
+    if isinstance(obj, (int, float)):
+        numbers.append(obj)
+    elif isinstance(obj, str):
+        strings.append(obj)
+    elif isinstance(obj, dict):
+        lengths.append(len(obj))
+        for k, v in obj.items():
+            strings.append(str(k))
+            _walk(v, numbers, strings, lengths)
+    elif isinstance(obj, list):
+        lengths.append(len(obj))
+        for i, v in enumerate(obj):
+            lengths.append(i)  # positional labels (confusion-matrix rows and columns)
+            _walk(v, numbers, strings, lengths)
+
+
+def _template_literals() -> set[str]:
+    out: set[str] = set()
+    for path in TEMPLATES_DIR.glob("*.j2"):
+        text = re.sub(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", " ", path.read_text(encoding="utf-8"), flags=re.S)
+        out |= tokens(text)
+    for _, title in SECTIONS:
+        out |= tokens(title)
+    return out
+
+
+def allowed_numbers(report: dict) -> set[str]:
+    numbers: list = []
+    strings: list = []
+    lengths: list = []
+    _walk(report, numbers, strings, lengths)
+    allowed = {str(n) for n in lengths} | _template_literals()
+    for x in numbers:
+        allowed |= {fmt(x), str(x), repr(x), json.dumps(x)}
+        if isinstance(x, float) and x.is_integer():
+            allowed.add(str(int(x)))
+    for s in strings:
+        allowed |= tokens(s) | tokens(s[:12])  # hashes are shown whole or as a 12-character prefix
+    return {a.replace("−", "-") for a in allowed}
+
+
+def untraceable(text: str, report: dict) -> set[str]:
+    return tokens(text) - allowed_numbers(report)
+
+
+def html_text(html: str) -> str:
+    """What a reader sees of the HTML: no style sheet, no embedded images, no markup."""
+    html = re.sub(r"<style>.*?</style>", " ", html, flags=re.S)
+    html = re.sub(r'src="data:image/png;base64,[^"]*"', " ", html)
+    return unescape(re.sub(r"<[^>]+>", " ", html))
+
+
+@pytest.fixture(scope="module")
+def documents(real_reports):
+    return {f: json.loads(Path(p["json"]).read_text(encoding="utf-8")) for f, p in real_reports.items()}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_real_report_renders_strictly_and_matches_the_written_files(real_reports, documents, family):
+    report = documents[family]
+    validate_report(report)
+    md, html = render_markdown(report), render_html(report)  # StrictUndefined: a missing key raises
+    assert md == Path(real_reports[family]["md"]).read_text(encoding="utf-8")
+    # one offline file: no script, no external resource
+    assert "<script" not in html.lower()
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    assert "planned" not in md
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_number_in_the_report_is_in_the_json(documents, family):
+    report = documents[family]
+    md = render_markdown(report)
+    assert untraceable(md, report) == set()
+    assert untraceable(html_text(render_html(report)), report) == set()
+
+
+def test_the_traceability_check_catches_an_invented_number(documents):
+    report = documents["tabular"]
+    md = render_markdown(report)
+    assert untraceable(md + "\nAccuracy 0.123456789 on 77777 rows\n", report) == {"0.123456789", "77777"}
+
+
+@pytest.mark.parametrize("family", ["tabular", "audit-only"])  # binary tasks with sensitive columns
+def test_group_tables_show_the_rates_the_audit_wrote(documents, family):
+    report = documents[family]
+    md = render_markdown(report)
+    rows = report["models"][0]["audits"]["fairness"]["by_group"]
+    shown = [r for r in rows if r.get("true_positive_rate") is not None]
+    assert shown
+    for r in shown[:5]:
+        cells = (f"| {fmt(r['true_positive_rate'])} ", f"| {fmt(r['false_positive_rate'])} ",
+                 f"| {fmt(r['false_negative_rate'])} ")
+        line = next(line for line in md.splitlines() if line.startswith(f"| {r['group']} |") and
+                    all(c in line for c in cells))
+        assert line
+
+
+def test_dp_run_budget_sentence_and_what_epsilon_covers(documents):
+    report = documents["tabular"]
+    budget = report["data"]["privacy_budget"]
+    assert budget["epsilon_spent_is_infinite"] and budget["private_models"] >= 1
+    md = render_markdown(report)
+    privacy = md[md.index("## 6. Privacy"):md.index("## 7. Bias")]
+    assert f"{budget['private_models']} DP model(s) spent ε = {fmt(budget['epsilon_spent_private_models'])}" in privacy
+    assert "total ε = ∞: a non-private model (logreg;" in privacy
+    # helper B adds training.dp.covers to every DP model: one sentence printed in section 6
+    for m in report["models"]:
+        dp = m["training"]["dp"]
+        if dp.get("enabled"):
+            assert dp.get("covers"), f"{m['name']}: training.dp.covers missing"
+            assert f"What the (ε, δ) of {m['name']} covers: {dp['covers']}" in privacy
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_areas_follow_the_candidate_and_privacy_without_dp_is_no_guarantee(documents, family):
+    report = documents[family]
+    candidates = [m for m in report["models"] if m.get("role", "candidate") != "baseline"]
+    judged = [g for g in report["summary"]["gates"] if not g["baseline"]] or report["summary"]["gates"]
+    areas = {a["area"]: a for a in report["executive_summary"]["areas"]}
+    for title, prefixes in (("Predictive performance", ("performance", "recommendation")),
+                            ("Algorithmic bias", ("fairness", "group_robustness", "identity", "user_groups",
+                                                  "mitigation"))):
+        statuses = {g["status"] for g in judged if g["audit"].startswith(prefixes)}
+        if "fail" in statuses:
+            assert areas[title]["status"] == "fail"
+        else:
+            assert areas[title]["status"] != "fail", (title, "a baseline's failure decided the area")
+    dp = any(m["training"]["dp"].get("enabled") for m in candidates)
+    privacy = areas["Data security and privacy"]["status"]
+    assert privacy != "pass" or dp
+    if not dp:
+        assert privacy in ("no-guarantee", "fail")
+    if report["summary"]["status"] == "incomplete":
+        md = render_markdown(report)
+        assert "Overall status: **INCOMPLETE**" in md
+        for r in report["executive_summary"]["incomplete"]:
+            assert f"{r['model']}: {r['gate']} — not measured: " in md
