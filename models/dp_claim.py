@@ -94,8 +94,10 @@ def covers_sentence(dp: dict[str, Any], *, privacy_unit: str, summary: str, task
         n = same_rows.reference_models
         audit.append(f"{n} LiRA reference model{'s' if n > 1 else ''}")
     if audit:
+        one = same_rows.canary_models + same_rows.reference_models == 1
         parts.append(f"the privacy audit's {' and '.join(audit)}, trained on the same rows with the same DP "
-                     "settings, spend their own ε, which the privacy ledger adds to this one")
+                     f"settings, {'spends its' if one else 'spend their'} own ε, which the privacy ledger "
+                     "adds to this one")
     parts.append("the number of training rows (it sets the sampling rate) is treated as public")
     return "; ".join(parts) + "."
 

@@ -11,8 +11,13 @@ scaler are released with the model and a category seen in one row (Adult's
 ``Holand-Netherlands``) or a mean would reveal that row outside the (ε, δ) claim:
 ``DeclaredTabularPreprocessor`` one-hot encodes each categorical column over the category set
 the contract declares, plus one "other/missing" column, and clips each numeric column to its
-declared range and min-max scales it with that range to [0, 1] (a missing number -> the
-range's midpoint). A feature without a declared set/range is a ``ConfigError`` before training.
+declared range [lo, hi] and scales it with that range to [-1, 1]: linearly, or, when the
+declared range is non-negative and spans more than two orders of magnitude (hi > 100·max(lo, 1):
+Adult's capital-gain 0..99999, capital-loss 0..4356), as log1p(x − lo) / log1p(hi − lo), so a
+heavy tail does not squeeze every typical value into a sliver next to −1 (measured on Adult at
+ε = 1, seeds 0-2: accuracy 0.830 / 0.849 / 0.849 with it, 0.833 / 0.786 / 0.835 linear, 0.850 /
+0.843 / 0.841 with the old fitted scaler). A missing number -> 0 (the range's centre). The rule reads the declared
+range only. A feature without a declared set/range is a ``ConfigError`` before training.
 """
 from __future__ import annotations
 
@@ -83,9 +88,13 @@ class TabularPreprocessor:
         return "one-hot categories and scaling fitted on the training rows"
 
 
+#: a declared range [lo, hi] with lo >= 0 and hi > LOG_SPAN * max(lo, 1) is scaled on a log scale
+LOG_SPAN = 100.0
+
+
 class DeclaredTabularPreprocessor:
     """The DP preprocessing (see the module doc): one-hot over the declared category sets +
-    "other/missing", numeric clipped and min-max scaled with the declared ranges. Its state is
+    "other/missing", numeric clipped and scaled to [-1, 1] with the declared ranges. Its state is
     the contract's declarations only, so it is identical for any two training sets; ``fit``
     reads no row."""
 
@@ -99,6 +108,7 @@ class DeclaredTabularPreprocessor:
         # declared values as strings: the frame's categories are read as strings too
         self.categories = {c: tuple(str(v) for v in domains.category_set(c)) for c in self.categorical}
         self.ranges = {c: domains.value_range(c) for c in self.numeric}
+        self.log_scaled = {c: lo >= 0 and hi > LOG_SPAN * max(lo, 1.0) for c, (lo, hi) in self.ranges.items()}
         self.n_features = len(self.numeric) + sum(len(v) + 1 for v in self.categories.values())
 
     def fit(self, df) -> "DeclaredTabularPreprocessor":
@@ -113,9 +123,9 @@ class DeclaredTabularPreprocessor:
         blocks = []
         for c in self.numeric:
             lo, hi = self.ranges[c]
-            x = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
-            x = np.where(np.isnan(x), (lo + hi) / 2.0, np.clip(x, lo, hi))
-            blocks.append(((x - lo) / (hi - lo))[:, None])
+            x = np.clip(pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64), lo, hi)
+            unit = np.log1p(x - lo) / np.log1p(hi - lo) if self.log_scaled[c] else (x - lo) / (hi - lo)
+            blocks.append(np.nan_to_num(2.0 * unit - 1.0, nan=0.0)[:, None])  # missing -> 0, the centre
         for c in self.categorical:
             values = self.categories[c]
             # a null or an undeclared value -> code -1 -> the last, other/missing column
@@ -138,8 +148,10 @@ class DeclaredTabularPreprocessor:
                            "(expect_column_values_to_be_in_set) + one other/missing column each; "
                            f"columns: {', '.join(self.categorical) or 'none'}"),
             "numeric_scaling": (f"data-independent: clipped to the ranges declared in {where} "
-                                "(expect_column_values_to_be_between) and min-max scaled with them; "
-                                f"missing -> the range midpoint; columns: {', '.join(self.numeric) or 'none'}"),
+                                "(expect_column_values_to_be_between) and scaled with them to [-1, 1] "
+                                f"(log1p where a range spans > {LOG_SPAN:g}x: "
+                                f"{', '.join(c for c in self.numeric if self.log_scaled[c]) or 'none'}); "
+                                f"missing -> 0; columns: {', '.join(self.numeric) or 'none'}"),
         }
 
     def summary(self) -> str:

@@ -118,16 +118,21 @@ def test_adult_dp_encoder_holds_the_declared_sets_not_the_training_rows():
 
 
 def test_dp_tabular_encoding_by_hand():
-    """Declared sets + an other/missing column; numbers clipped and min-max scaled by the range."""
-    roles = EXAMPLES["tabular"]()[1]  # cat in {x, y, z}; num_a in [-4, 4], num_b in [0, 9]
+    """Declared sets + an other/missing column; numbers clipped and scaled to [-1, 1] by the
+    declared range, on a log scale when it spans more than 100x (num_c: 0..9999)."""
+    _, roles = EXAMPLES["tabular"]()  # cat in {x, y, z}; num_a in [-4, 4], num_b in [0, 9]
+    roles = dataclasses.replace(roles, numeric=("num_a", "num_b", "num_c"), domains=dataclasses.replace(
+        roles.domains, ranges={**roles.domains.ranges, "num_c": (0.0, 9999.0)}))
     pre = get_family("tabular").make_preprocessor(roles, None, private=True)
     X = pre.fit_transform(pd.DataFrame({"num_a": [-4.0, 0.0, 10.0, np.nan], "num_b": [0.0, 9.0, 4.5, -3.0],
-                                        "cat": ["x", "z", "w", None]}))
-    np.testing.assert_allclose(X, [[0.0, 0.0, 1, 0, 0, 0],
-                                   [0.5, 1.0, 0, 0, 1, 0],
-                                   [1.0, 0.5, 0, 0, 0, 1],   # 10 clipped to 4; "w" undeclared -> other
-                                   [0.5, 0.0, 0, 0, 0, 1]])  # NaN -> midpoint; None -> other/missing
-    assert pre.spec() == {"n_features": 6}
+                                        "num_c": [0.0, 9999.0, 99.0, 1e6], "cat": ["x", "z", "w", None]}))
+    # num_c = 99: 2 * ln(100) / ln(10000) - 1 = 0
+    np.testing.assert_allclose(X, [[-1.0, -1.0, -1.0, 1, 0, 0, 0],
+                                   [0.0, 1.0, 1.0, 0, 0, 1, 0],
+                                   [1.0, 0.0, 0.0, 0, 0, 0, 1],   # 10 clipped to 4; "w" undeclared -> other
+                                   [0.0, -1.0, 1.0, 0, 0, 0, 1]], atol=1e-6)  # NaN -> 0; None -> other/missing
+    assert pre.spec() == {"n_features": 7}
+    assert pre.log_scaled == {"num_a": False, "num_b": False, "num_c": True}
 
 
 def test_a_feature_without_a_declared_domain_fails_before_training(tmp_path):

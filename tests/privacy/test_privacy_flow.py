@@ -34,6 +34,24 @@ def test_dp_run_reports_epsilon_next_to_empirical_lower_bounds(prefect_api, mlfl
     for key in ("privacy/epsilon", "privacy/epsilon_lower_bound", "privacy/lira_auc", "privacy/lira_tpr_at_1pct_fpr"):
         assert child.data.metrics[key] == pytest.approx(metrics[key])
 
+    # what the epsilon covers (issue 20, defect 2): the run's own facts, in one sentence
+    dp = summary["models"]["mlp-dp"]["dp"]
+    assert dp["covers"].startswith(f"(ε = {eps:.3g}, δ = 1e-05) covers the model weights")
+    assert "declared in contract 'adult'" in dp["covers"] and "fixed at 0.5" in dp["covers"]
+    assert "canary model and 2 LiRA reference models" in dp["covers"] and "baseline" not in dp["covers"]
+    assert set(dp["preprocessing"]) == {"categories", "numeric_scaling", "decision"}
+    # the logged model's encoder holds the contract's declared sets, not the sample's categories
+    import mlflow
+
+    from data_contracts import get_contract
+    from data_contracts.domains import declared_domains
+
+    logged = mlflow.pyfunc.load_model(f"runs:/{child.info.run_id}/model").unwrap_python_model()
+    pre = logged.predictor.preprocessor
+    declared = declared_domains(get_contract("adult"))
+    assert pre.categories == {c: tuple(str(v) for v in declared.categories[c]) for c in pre.categorical}
+    assert not hasattr(pre, "transformer")  # no fitted scikit-learn encoder/scaler in the artifact
+
     report = json.loads(Path(summary["report"]["json"]).read_text())
     audits = report["models"][0]["audits"]
     assert audits["privacy_canary"]["status"] == "pass"
