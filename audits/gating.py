@@ -11,7 +11,7 @@ that declares no sensitive column). ``audited`` runs one audit and then makes su
 - a configured threshold that produced no gate gets a ``not-measured`` gate ``<audit>/<key>``
   whose note is the audit's own reason (its status and first notes);
 - a ``gates.<audit>`` section that gates nothing (empty, or only parameters) gets a
-  ``not-measured`` gate ``<audit>/*`` -- set a threshold, skip one, or remove the section;
+  ``not-measured`` gate ``<audit>/section`` -- set a threshold, skip one, or remove the section;
 - ``gates.<audit>.skip: {<key>: "<reason>"}`` drops that key's gates and lists it as a
   ``skipped`` gate ``<audit>/<key>`` whose note is the reason (skip wins over a threshold set
   in the same section, so a ``--set`` can skip a gate a preset sets);
@@ -135,7 +135,7 @@ def complete(audit: str, result: AuditResult, section: Mapping[str, Any] | None,
     if raised and not gates:
         gates.append(Gate(f"{audit}/audit", Status.NOT_MEASURED, None, None, "==", reason))
     if in_config and not gates and not skip:
-        gates.append(Gate(f"{audit}/*", Status.NOT_MEASURED, None, None, "==",
+        gates.append(Gate(f"{audit}/section", Status.NOT_MEASURED, None, None, "==",
                           f"gates.{audit} is configured but gates nothing here ({reason}); set a "
                           "threshold, skip one with a reason, or remove the section"))
     gates += _skipped(audit, skip, effective)

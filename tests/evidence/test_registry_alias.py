@@ -29,3 +29,18 @@ def test_only_a_passed_version_of_a_passing_run_is_aliased():
     assert not_aliased_because("incomplete", "incomplete") == "incomplete"
     assert not_aliased_because("failed", "fail") == "gates failed"
     assert not_aliased_because("passed", "incomplete") == "run incomplete"  # another candidate held it back
+
+
+def test_gate_tag_keys_are_keys_mlflow_accepts():
+    """A section that gates nothing (``fairness/section``) and a gate named after a user's group
+    value (any characters) become tag keys MLflow's own validator accepts (``*`` crashed the
+    registration with a traceback)."""
+    from mlflow.utils.validation import _validate_tag_name
+
+    audits = {"fairness": AuditResult("fairness", Status.NOT_MEASURED, gates=[
+        Gate("fairness/section", Status.NOT_MEASURED, None, None, "=="),
+        Gate("group_robustness/<b>*x?</b>/accuracy", Status.PASS, 0.9, 0.8, ">=")])}
+    tags = gate_tags(audits)
+    assert "gate.group_robustness/_b__x__/b_/accuracy" in tags
+    for key in tags:
+        _validate_tag_name(key)  # raises MlflowException on a key MLflow refuses
