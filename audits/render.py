@@ -142,11 +142,18 @@ def _missing(x: Any) -> bool:
 
 _ENTITY = re.compile(r"&(?=#?\w+;)")
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # "<" that could open an HTML tag or comment
+# a "]" that closes a link's text: "](url)", "][ref]", "]: url" (a reference definition)
+_LINK_CLOSE = re.compile(r"\](?=[(\[:])")
 
 
 def md_escape(text: str) -> str:
     """Escape text for a Markdown table cell / paragraph: no raw HTML (a ``<`` that could open
-    a tag becomes ``&lt;``; ``<=`` and ``>50K`` stay readable), no column breaks, one line."""
+    a tag becomes ``&lt;``; ``<=`` and ``>50K`` stay readable), no links or images (a ``]``
+    that could close a link's text, e.g. ``[x](javascript:...)`` or ``![](http://...)``,
+    becomes ``\\]``; ``[0.80, 0.91]`` stays as it is), no column breaks, one line. Backslashes
+    are doubled first, so a value cannot undo an escape."""
+    text = text.replace("\\", "\\\\")
+    text = _LINK_CLOSE.sub("\\\\]", text)
     text = _ENTITY.sub("&amp;", text)
     text = _TAG_START.sub("&lt;", text).replace("|", "\\|")
     return re.sub(r"\s*[\r\n]+\s*", " ", text)

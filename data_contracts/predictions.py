@@ -10,6 +10,7 @@ columns exist, at least one row, label/score/prediction not null, label and pred
 """
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -125,7 +126,10 @@ def predictions_suite(df: "pd.DataFrame", *, name: str, label: str, label_set: l
         for v in values:
             exps.append({
                 "type": "expect_table_row_count_to_be_between",
-                "description": f"Sensitive group {c} == {v}: at least {min_group_size} rows",
+                # GX renders descriptions as HTML: the column and value are data, escaped here
+                # (validation._failure unescapes them for messages)
+                "description": f"Sensitive group {html.escape(str(c))} == {html.escape(str(v))}: "
+                               f"at least {min_group_size} rows",
                 "kwargs": {"min_value": int(min_group_size), "row_condition": {
                     "type": "comparison", "column": {"name": c}, "operator": "==", "parameter": v}},
                 "meta": {"impactflow_check": "min_group_count", "group": {"column": c, "value": v}},

@@ -22,6 +22,7 @@ Traps handled here (GX 1.24 with pandas 3):
 from __future__ import annotations
 
 import functools
+import html
 import json
 import math
 import os
@@ -306,6 +307,7 @@ def validate(df: pd.DataFrame, contract: Contract, docs_dir: Path | None = None)
     A contract with a ``validation_view`` (e.g. images: one row of statistics per image) is
     validated on that view; the view's own errors are data errors of the input."""
     start = time.perf_counter()
+    from data_contracts.docs_html import sanitise_docs
     from data_contracts.pii import contract_scan, refused_failures
 
     pii_findings = contract_scan(df, contract)  # on the loaded frame: the columns a model reads
@@ -323,6 +325,7 @@ def validate(df: pd.DataFrame, contract: Contract, docs_dir: Path | None = None)
         gx_result, gx_version, build_docs = _run_gx(gx_df, gx_suite, docs, _RESULT_FORMAT)
     if docs is not None:
         build_docs()
+        sanitise_docs(docs)  # GX prints data values raw and loads CDN scripts: see docs_html
 
     failures = [_failure(r, df, contract) for r in gx_result.results if not r.success]
     failures.sort(key=lambda f: f.column is not None)  # table-level first, then suite order
@@ -447,6 +450,8 @@ def _failure(res: Any, df: pd.DataFrame, contract: Contract) -> FailedExpectatio
     if "column_A" in kw:
         column = f"{kw['column_A']}, {kw['column_B']}"
     description = config.description or _describe(etype, kw, contract)
+    if meta.get("impactflow_check") == MIN_GROUP_CHECK and config.description:
+        description = html.unescape(description)  # escaped for the Data Docs (predictions.py)
     unexpected = result.get("unexpected_count")
     elements = result.get("element_count")
     examples = _examples(result)
