@@ -282,6 +282,9 @@ def _read_private_key(path: Path):
                           "`impactflow keys init --force`") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"signing key {path}: not an Ed25519 key ({type(key).__name__})")
+    from audits.file_modes import warn_if_shared
+
+    warn_if_shared(path, "signing key")  # anyone who can read it can sign as its owner
     return key
 
 

@@ -119,7 +119,9 @@ def contract_from_yaml(path: Path) -> Contract:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(BAD_CONTRACT.format(path=path, problem=exc)) from None
+        from data_contracts.files import parse_reason
+
+        raise ConfigError(BAD_CONTRACT.format(path=path, problem=parse_reason(exc))) from None
     if not isinstance(raw, dict):
         raise ConfigError(BAD_CONTRACT.format(path=path, problem="not a mapping"))
     unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))

@@ -11,6 +11,7 @@ import csv
 import gzip
 import hashlib
 import io
+import re
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -26,14 +27,41 @@ NO_ROWS = "{path}: no data rows"
 BAD_GZIP = "{path}: truncated or corrupt gzip file ({reason})"
 NOT_TEXT = "{path}: not UTF-8 text (undecodable byte 0x{byte:02x} at offset {offset})"
 WRONG_FIELDS = "{path}: expected {expected} fields, line {line} has {got}"
-COLUMNS_DIFFER = "{path}: columns {got} differ from the first file's {expected}"
 UNPARSABLE = "{path}: cannot be parsed as CSV ({reason})"
+COLUMNS_DIFFER = "{path}: its {got} column(s) differ from the first file's {expected} (first difference: column {at})"
 _CHUNK = 1 << 20
 
 
 def _check_file(path: Path) -> None:
     if not path.is_file():
         raise DataError(MISSING_FILE.format(path=path))
+
+
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+_MAX_REASON = 160
+_TOKEN = re.compile(r"^['\"](?:<[a-z ]+>|[^\w\s]{1,3})['\"]$")  # PyYAML's '<document start>', ':'
+
+
+def _elide(match: "re.Match[str]") -> str:
+    return match.group(0) if _TOKEN.match(match.group(0)) else "'…'"
+
+
+def parse_reason(exc: BaseException) -> str:
+    """Why a file could not be parsed, without quoting the file (issue 28): a file given by
+    mistake (a symlink to a credentials file, say) must not reach errors, MLflow tags or the
+    Prefect database through a parser's message. YAML errors give their problem and position
+    (``line 2, column 1``), never the snippet PyYAML prints; other messages keep their first
+    line with anything in quotes replaced by ``'…'`` (pandas and the csv module name counts and
+    line numbers, e.g. ``Expected 15 fields in line 3, saw 16``); too long: the type only."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:  # yaml.MarkedYAMLError
+        problem = _QUOTED.sub(_elide, str(getattr(exc, "problem", None) or type(exc).__name__))
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    first = (str(exc).strip().splitlines() or [""])[0]
+    first = _QUOTED.sub(_elide, first)
+    if not first or len(first) > _MAX_REASON:
+        return type(exc).__name__
+    return first
 
 
 def _is_gzip(path: Path) -> bool:
@@ -135,7 +163,7 @@ def read_uci_csv(path: Path | str, columns: Sequence[str], label: str | None = N
             if len(row) != expected:
                 raise DataError(WRONG_FIELDS.format(path=path, expected=expected, line=lineno, got=len(row)))
     except csv.Error as exc:
-        raise DataError(UNPARSABLE.format(path=path, reason=exc)) from None
+        raise DataError(UNPARSABLE.format(path=path, reason=parse_reason(exc))) from None
     if headered and len(numbered) == 1:
         raise DataError(NO_ROWS.format(path=path))
 
@@ -151,7 +179,7 @@ def read_uci_csv(path: Path | str, columns: Sequence[str], label: str | None = N
             low_memory=False,  # one dtype inference over the whole file, no mixed chunks
         )
     except (ValueError, pd.errors.ParserError) as exc:
-        raise DataError(UNPARSABLE.format(path=path, reason=str(exc).strip())) from None
+        raise DataError(UNPARSABLE.format(path=path, reason=parse_reason(exc))) from None
     if label is not None and label in df.columns:
         df[label] = df[label].map(
             lambda v: v[:-1] if isinstance(v, str) and v.endswith(".") else v
@@ -166,7 +194,9 @@ def concat_frames(frames: Sequence[pd.DataFrame], paths: Sequence[Path]) -> pd.D
     expected = list(frames[0].columns)
     for df, path in zip(frames[1:], paths[1:]):
         if list(df.columns) != expected:
-            raise DataError(COLUMNS_DIFFER.format(path=path, got=list(df.columns), expected=expected))
+            at = next((i for i, (a, b) in enumerate(zip(df.columns, expected), start=1) if a != b),
+                      min(len(df.columns), len(expected)) + 1)  # positions, not names: see parse_reason
+            raise DataError(COLUMNS_DIFFER.format(path=path, got=len(df.columns), expected=len(expected), at=at))
     if len(frames) == 1:
         return frames[0].reset_index(drop=True)
     return pd.concat(frames, ignore_index=True)

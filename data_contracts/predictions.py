@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from data_contracts import Contract
 
-MISSING_COLUMNS = "{path}: missing column(s) {missing} (the table has: {have})"
+MISSING_COLUMNS = "{path}: missing column(s) {missing} (the table has {n} column(s){close})"
 
 
 
@@ -40,8 +40,10 @@ def read_table(path: Path | str) -> "pd.DataFrame":
         else:
             df = pd.read_csv(path)
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
+        from data_contracts.files import parse_reason
+
         raise DataError(f"{path}: cannot be read as {'Parquet' if '.parquet' in suffixes else 'CSV'} "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                        f"({type(exc).__name__}: {parse_reason(exc)})") from None
     if df.empty:
         raise DataError(f"{path}: the table has no rows")
     df.columns = [str(c) for c in df.columns]
@@ -49,10 +51,18 @@ def read_table(path: Path | str) -> "pd.DataFrame":
 
 
 def require_columns(df: "pd.DataFrame", columns: Sequence[str], path: Path | str) -> None:
+    """DataError naming the missing columns. The table's header is not listed (a file given by
+    mistake, e.g. a credentials file, would have its first line quoted into errors and MLflow
+    tags): only columns close to a missing name are suggested (``'Score'`` for ``score``)."""
+    import difflib
+
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        have = ", ".join(map(str, df.columns[:30])) + (" ..." if df.shape[1] > 30 else "")
-        raise DataError(MISSING_COLUMNS.format(path=path, missing=", ".join(repr(m) for m in missing), have=have))
+        names = [str(c) for c in df.columns]
+        close = sorted({m for c in missing for m in difflib.get_close_matches(str(c), names, n=3, cutoff=0.8)})
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise DataError(MISSING_COLUMNS.format(path=path, missing=", ".join(repr(m) for m in missing),
+                                               n=len(names), close=hint))
 
 
 def parse_sensitive(value: str | Sequence[str]) -> list[str]:

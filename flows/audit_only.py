@@ -114,7 +114,7 @@ def audit_only_flow(data: str, label: str, sensitive: list, score: Optional[str]
     except BaseException as exc:
         fail_tracking(ctx, [], exc)
         raise
-    from tasks.tracking import ui_url
+    from tasks.tracking import public_uri, ui_url
 
     return {
         "status": report["status"],
@@ -122,7 +122,7 @@ def audit_only_flow(data: str, label: str, sensitive: list, score: Optional[str]
         "experiment": ctx["experiment"],
         "experiment_id": ctx["experiment_id"],
         "parent_run_id": ctx["parent_run_id"],
-        "tracking_uri": ctx["uri"],
+        "tracking_uri": public_uri(ctx["uri"]),  # shown and logged: never its credentials
         "run_dir": str(run_dir),
         "report": report["paths"],
         "gates": report["gates"],

@@ -163,6 +163,8 @@ def _use_kept_server(console) -> None:
 
 
 def _print_summary(console, summary: dict) -> None:
+    from tasks.tracking import public_uri
+
     from rich.table import Table
 
     table = Table(title="Gates", show_lines=False)
@@ -197,7 +199,8 @@ def _print_summary(console, summary: dict) -> None:
     out = [
         f"Report:  {Path(summary['report']['html']).resolve()}",
         f"         {Path(summary['report']['json']).resolve()}",
-        f"MLflow:  run {summary['parent_run_id']} in experiment '{summary['experiment']}' ({summary['tracking_uri']})",
+        f"MLflow:  run {summary['parent_run_id']} in experiment '{summary['experiment']}' "
+        f"({public_uri(summary['tracking_uri'])})",  # again here: `run` and `audit` both print it
         f"         {summary['mlflow_url']}  (start the UI with: impactflow ui)",
     ]
     for line in out:  # paths must stay copyable: never wrapped
@@ -240,9 +243,18 @@ def ui(
     """Start the MLflow UI on the embedded tracking store (or MLFLOW_TRACKING_URI)."""
     _quiet_environment(False)
     uri = _tracking_uri(output_dir)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    cmd, env = ui_command(uri, host, port)
     _console().print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
-    os.execv(sys.executable, cmd)
+    os.execve(sys.executable, cmd, env)
+
+
+def ui_command(uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) of the MLflow UI process for ``uri``. The store URI (with any
+    password) travels in ``MLFLOW_BACKEND_STORE_URI`` (the env var of `mlflow server
+    --backend-store-uri`), never on the command line, which every local user can read with
+    ``ps``; the process environment is readable by its owner and root only."""
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
+    return [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)], env
 
 
 def _require_api(command: str) -> None:

@@ -110,6 +110,22 @@ def ledger_url(output_dir: str | Path, url: str | None = None) -> str:
     return f"sqlite:///{path}"
 
 
+def _private_sqlite(url: str) -> None:
+    """A SQLite ledger file is created 0600, and an existing one readable by others gets one
+    ``warning:`` line (``audits.file_modes``): it lists every dataset's spending and runs."""
+    from sqlalchemy.engine import make_url
+
+    from audits.file_modes import create_private, warn_if_shared
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.parent.is_dir():
+        create_private(path)
+    warn_if_shared(path, "privacy ledger")
+
+
 def redact(url: str) -> str:
     """The URL without its password (the ledger URL is never logged with credentials)."""
     from sqlalchemy.engine import make_url
@@ -133,6 +149,8 @@ class Ledger:
         from sqlalchemy import event
 
         self.url = url
+        if url.startswith("sqlite"):
+            _private_sqlite(url)
         try:
             if url.startswith("sqlite"):
                 self.engine = sa.create_engine(url, connect_args={"timeout": 60})

@@ -37,6 +37,9 @@ def tracking_uri(output_dir: Path) -> str:
     if env:
         return env
     output_dir.mkdir(parents=True, exist_ok=True)
+    from audits.file_modes import create_private
+
+    create_private(output_dir / "mlflow.db")  # 0600 before SQLite creates it 0644 (params, tags, URIs)
     return f"sqlite:///{(output_dir / 'mlflow.db').resolve()}"
 
 
@@ -259,7 +262,15 @@ def end_run(uri: str, run_id: str, status: str) -> None:
 
 
 def ui_url(uri: str, experiment_id: str, run_id: str, host: str = "http://127.0.0.1:5000") -> str:
-    base = uri.rstrip("/") if uri.startswith("http") else host
+    """The run's page in the MLflow UI: on the tracking server itself (without any user:password
+    of its URI: the link is printed and logged) or on ``impactflow ui``'s default address."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if uri.startswith("http"):
+        parts = urlsplit(uri.rstrip("/"))
+        base = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    else:
+        base = host
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from data_contracts.errors import DataError
-from data_contracts.files import NO_ROWS, UNPARSABLE, _decode, read_bytes
+from data_contracts.files import NO_ROWS, UNPARSABLE, _decode, parse_reason, read_bytes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,7 +43,8 @@ MADLIBS_COLUMNS = ("Text", "Label", "Template")
 COMMENT_COLUMNS = ("rev_id", "comment", "toxic")
 LABELS = {"BAD": "toxic", "NOT_BAD": "non_toxic", "True": "toxic", "False": "non_toxic"}
 UNKNOWN_FORMAT = (
-    "{path}: header {header} is neither the madlibs format {madlibs} nor the comments format "
+    "{path}: its header ({header} column(s), not quoted: the file may not be a table) is neither the "
+    "madlibs format {madlibs} nor the comments format "
     "{comments} (missing label or text column?)"
 )
 TWIN_MISMATCH = "{path}: its rev_ids differ from the test comments' ({n} not matched): not the fuzzed twin"
@@ -64,7 +65,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:  # real CSV parsing: comments are quoted fields containing newlines
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (ValueError, pd.errors.ParserError) as exc:
-        raise DataError(UNPARSABLE.format(path=path, reason=str(exc).strip())) from None
+        raise DataError(UNPARSABLE.format(path=path, reason=parse_reason(exc))) from None
     if df.empty:
         raise DataError(NO_ROWS.format(path=path))
     return df
@@ -76,7 +77,7 @@ def _kind(df: pd.DataFrame, path: Path) -> str:
         return "madlibs"
     if set(COMMENT_COLUMNS) <= cols:
         return "comments"
-    raise DataError(UNKNOWN_FORMAT.format(path=path, header=list(df.columns), madlibs=list(MADLIBS_COLUMNS),
+    raise DataError(UNKNOWN_FORMAT.format(path=path, header=len(df.columns), madlibs=list(MADLIBS_COLUMNS),
                                           comments=list(COMMENT_COLUMNS)))
 
 

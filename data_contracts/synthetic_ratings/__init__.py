@@ -57,7 +57,9 @@ def _spec(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise DataError(BAD_SPEC.format(path=path, problem="file not found")) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise DataError(BAD_SPEC.format(path=path, problem=f"not a readable YAML spec ({exc})")) from None
+        from data_contracts.files import parse_reason
+
+        raise DataError(BAD_SPEC.format(path=path, problem=f"not a readable YAML spec ({parse_reason(exc)})")) from None
     if not isinstance(raw, dict):
         raise DataError(BAD_SPEC.format(path=path, problem="the spec must be a mapping"))
     unknown = sorted(set(raw) - set(SPEC_DEFAULTS))

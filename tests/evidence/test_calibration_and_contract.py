@@ -64,7 +64,8 @@ def test_table_errors_name_the_file_and_columns(tmp_path):
     p = tmp_path / "t.csv"
     p.write_text("y,s\n1,0.5\n")
     df = read_table(p)
-    with pytest.raises(DataError, match=r"missing column\(s\) 'sex'.*has: y, s"):
+    # the header is not quoted (a mistaken file's first line: issue 28); near misses are suggested
+    with pytest.raises(DataError, match=r"missing column\(s\) 'sex' \(the table has 2 column\(s\)\)"):
         require_columns(df, ["y", "sex"], p)
     assert parse_sensitive(["sex,race", "age"]) == ["sex", "race", "age"]
     with pytest.raises(ConfigError, match="listed twice"):
