@@ -7,7 +7,8 @@ public CDNs. GX has no switch for either (its custom views directory cannot over
 template, and an ephemeral context has none), so ``sanitise_docs`` rewrites the written HTML
 after GX renders it, with an allow-list pass over ``html.parser`` (no new dependency):
 
-- no ``<script>`` at all (the CDN libraries and GX's inline scripts: the pages are static);
+- no ``<script>`` at all (the CDN libraries and GX's inline scripts: the pages are static;
+  one inside a table cell, list item or span, where GX prints values, is shown as text);
   no ``<link>``, ``src`` or ``href`` to another host or scheme (only relative links and
   ``#`` anchors); no ``on*`` event attribute, ``javascript:`` or ``data:`` URL, ``srcdoc``,
   ``formaction``, ``http-equiv`` or CSS ``url()``/``expression``/``@import``;
@@ -42,6 +43,7 @@ VOID = frozenset({"meta", "link", "br", "hr", "input", "img", "col"})
 ALLOWED_ATTRS = frozenset(
     "class id style href src title colspan rowspan role alt width height scope lang dir type "
     "name value checked hidden for charset content rel autocomplete tabindex".split())
+_CELLS = frozenset({"td", "th", "li", "span"})
 _GX_HANDLERS = frozenset({"img", "button", "label"})
 _LOCAL_IMAGE = re.compile(r"^(\.\./)*static/images/[\w.-]+$")
 _SCHEME = re.compile(r"^\s*[a-zA-Z][a-zA-Z0-9+.\-]*:|^\s*//|\\")
@@ -77,6 +79,8 @@ class _Sanitiser(HTMLParser):
         self.skip = 0  # inside a dropped element (script)
         self.open_style = False
         self.literal_open: dict[str, int] = {}  # start tags written as text, awaiting their end tag
+        self.cell_depth = 0  # open td/th/li/span: where GX prints values (a script there is data)
+        self.script_text = False  # inside a <script> written as text
 
     def _literal(self) -> None:
         self.out.append(html.escape(self.get_starttag_text() or "", quote=False))
@@ -115,6 +119,10 @@ class _Sanitiser(HTMLParser):
     def _start(self, tag, attrs, closed):
         if self.skip:
             return
+        if tag == "script" and self.cell_depth and not closed:  # a value: shown as the text it is
+            self._literal()
+            self.script_text = True
+            return
         if tag == "script":
             self.skip += 0 if closed else 1
             return
@@ -129,6 +137,8 @@ class _Sanitiser(HTMLParser):
             return
         if tag == "head":
             self.in_head = True
+        if tag in _CELLS and not closed:
+            self.cell_depth += 1
         self.out.append(f"<{tag}{self._attrs(tag, attrs)}{' /' if closed and tag in VOID else ''}>")
         if tag == "head":
             self.out.append(f'<meta http-equiv="Content-Security-Policy" content="{CSP}">')
@@ -138,6 +148,10 @@ class _Sanitiser(HTMLParser):
             self.out.append(f"</{tag}>")
 
     def handle_endtag(self, tag):
+        if tag == "script" and self.script_text:
+            self.script_text = False
+            self.out.append(html.escape("</script>", quote=False))
+            return
         if tag == "script":
             self.skip = max(0, self.skip - 1)
             return
@@ -158,10 +172,15 @@ class _Sanitiser(HTMLParser):
         if tag not in ALLOWED_TAGS or tag in HEAD_ONLY and not self.in_head:
             self.out.append(html.escape(f"</{tag}>", quote=False))
             return
+        if tag in _CELLS:
+            self.cell_depth = max(0, self.cell_depth - 1)
         self.out.append(f"</{tag}>")
 
     def handle_data(self, data):
         if self.skip:
+            return
+        if self.script_text:
+            self.out.append(html.escape(data, quote=False))
             return
         if self.open_style:  # CSS from GX's head; nothing that loads from elsewhere
             css = _CSS_IMPORT.sub("", _CSS_URL.sub("none", data))

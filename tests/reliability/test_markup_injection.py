@@ -64,6 +64,10 @@ def test_data_markup_reads_as_text_and_gx_markup_survives():
     assert unsafe_markup(out) == []
     assert "&lt;img src=x onerror=alert(2)&gt;" in out  # visible as the value it is
     assert "&lt;iframe src=x&gt;" in out
+    cell = sanitise_page("<html><body><table><tr><td><span>" + SCRIPT + "</span></td></tr></table>"
+                         "<script>var gx = 1;</script><p>after</p></body></html>")
+    assert "<td><span>&lt;script&gt;alert(1)&lt;/script&gt;</span></td>" in cell  # a value in a cell: text
+    assert "gx = 1" not in cell and "<p>after</p>" in cell  # GX's own script outside cells: dropped
     assert '<td class="c" style="color:red">' in out and "<table>" in out
     assert '<a href="../index.html">Home</a>' in out and '<a href="#s1">' in out
     assert "<a>GX</a>" in out  # the link to another host loses its href, keeps its text
@@ -134,6 +138,7 @@ def test_data_docs_show_planted_values_as_text_with_tables_and_offline(tmp_path)
     assert len(pages) == 3 and pages[0] == "expectations/p.html" and pages[1] == "index.html"
     validation_page = (docs / pages[2]).read_text()
     assert "&lt;img src=x onerror=alert(2)&gt;" in validation_page  # the column name, as text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in validation_page  # a group value, as text
     assert "&lt;b onmouseover=alert(4)&gt;yes&lt;/b&gt;" in validation_page  # the unexpected value
     assert validation_page.count("<table") >= 3 and validation_page.count("<td") >= 10
     index = (docs / "index.html").read_text()
