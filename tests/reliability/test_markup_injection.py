@@ -41,6 +41,7 @@ def scan_html(folder: Path) -> dict[str, list[str]]:
     ("<td><img src=x onerror=alert(2)></td>", "event handler attribute"),
     ('<a href="javascript:alert(1)">x</a>', "javascript: URL"),
     ('<a href=" JavaScript:alert(1)">x</a>', "javascript: URL"),
+    ('<a href="java&#9;script:alert(1)">x</a>', "javascript: URL"),
     ('<link rel="stylesheet" href="https://cdn.example/b.css">', "remote src/href"),
     ('<img src="//attacker.example/p.png">', "remote src/href"),
     ("<iframe src=x></iframe>", "iframe/object/embed"),
@@ -68,6 +69,9 @@ def test_data_markup_reads_as_text_and_gx_markup_survives():
                          "<script>var gx = 1;</script><p>after</p></body></html>")
     assert "<td><span>&lt;script&gt;alert(1)&lt;/script&gt;</span></td>" in cell  # a value in a cell: text
     assert "gx = 1" not in cell and "<p>after</p>" in cell  # GX's own script outside cells: dropped
+    tricks = sanitise_page('<html><body><a href="java&#9;script:alert(1)">t</a>'
+                           '<p style="background:\\75 rl(http://x.example/p)">s</p></body></html>')
+    assert "<a>t</a>" in tricks and "<p>s</p>" in tricks  # tab inside the scheme; a CSS escape
     assert '<td class="c" style="color:red">' in out and "<table>" in out
     assert '<a href="../index.html">Home</a>' in out and '<a href="#s1">' in out
     assert "<a>GX</a>" in out  # the link to another host loses its href, keeps its text
