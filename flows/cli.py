@@ -268,6 +268,20 @@ def _require_api(command: str) -> None:
                   "(e.g. http://127.0.0.1:4200/api after `prefect server start`)")
 
 
+def _reachable_store(output_dir: Path) -> str:
+    """``_tracking_uri`` after one cheap look at the store (``tasks.tracking.preflight``): an
+    unreachable database or server is one `error:` line naming it without its credentials."""
+    from data_contracts.errors import TrackingError
+    from tasks.tracking import preflight
+
+    uri = _tracking_uri(output_dir)
+    try:
+        preflight(uri)
+    except TrackingError as exc:
+        _fail(str(exc).replace("; nothing was trained.", "."))
+    return uri
+
+
 def _tracking_uri(output_dir: Path) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
@@ -369,12 +383,13 @@ def models(
 
     from tasks.registry import list_models
 
-    rows = list_models(_tracking_uri(output_dir))
+    rows = list_models(_reachable_store(output_dir))
     table = Table(title="Registered models")
-    for col in ("model", "version", "gates", "aliases", "failed gates"):
+    for col in ("model", "version", "gates", "run", "aliases", "failed gates"):
         table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(r["name"], r["version"], r["gates"], ", ".join(r["aliases"]) or "—",
+    for r in rows:  # run: the KILLED/FAILED status `impactflow reconcile` marked on the version
+        run = f"[bold red]{r['run_status']}[/]" if r["run_status"] else "—"
+        table.add_row(r["name"], r["version"], r["gates"], run, ", ".join(r["aliases"]) or "—",
                       ", ".join(r["failed_gates"]) or "—")
     _console().print(table)
 
@@ -384,14 +399,23 @@ def promote(
     name: str = typer.Argument(..., help="Registered model, e.g. impactflow-tabular-mlp."),
     version: str = typer.Argument(..., help="Version to make the champion."),
     output_dir: Path = typer.Option(Path("impactflow_runs"), help="The runs folder of `impactflow run`."),
+    trusted_keys: Optional[Path] = typer.Option(None, "--trusted-keys", envvar="IMPACTFLOW_TRUSTED_KEYS",
+                                                show_envvar=True, help="Trust file of the keys whose signed "
+                                                "evidence you accept (your own signing key is trusted too)."),
 ) -> None:
-    """Point the `champion` alias at a version, only if every one of its gates passed."""
+    """Point the `champion` alias at a version, only if every one of its gates passed, its runs
+    are FINISHED and its run's signed evidence verifies (intact, by a trusted signer)."""
     _quiet_environment(False)
+    from audits import evidence
     from data_contracts.errors import ImpactflowError
     from tasks.registry import promote as do_promote
 
+    if not version.isdigit():
+        _fail(f"VERSION {version!r}: a registry version is a number, e.g. 2", EXIT_USAGE)
+    uri = _reachable_store(output_dir)
     try:
-        typer.echo(do_promote(_tracking_uri(output_dir), name, version))
+        trust = evidence.trusted_keys([trusted_keys] if trusted_keys else [])
+        typer.echo(do_promote(uri, name, version, trust=trust))
     except ImpactflowError as exc:
         _fail(str(exc))
 
@@ -401,15 +425,22 @@ def reconcile(
     output_dir: Path = typer.Option(Path("impactflow_runs"), help="The runs folder of `impactflow run`."),
     stale_after: float = typer.Option(24.0, help="Hours after which a RUNNING run of another host counts as dead."),
 ) -> None:
-    """Mark KILLED the MLflow runs left RUNNING by pipeline processes that died (e.g. SIGKILL).
-    Every `impactflow run` does this for its experiment before it starts."""
+    """Mark KILLED the MLflow runs left RUNNING by pipeline processes that died (e.g. SIGKILL),
+    then mark the registered versions of KILLED or FAILED runs (and take `champion` off them).
+    Every `impactflow run` reconciles the runs of its experiment before it starts."""
     _quiet_environment(False)
-    from tasks.reconcile import reconcile as do_reconcile
+    from tasks.reconcile import mark_versions, reconcile as do_reconcile
 
-    marked = do_reconcile(_tracking_uri(output_dir), stale_after_s=stale_after * 3600)
+    uri = _reachable_store(output_dir)
+    marked = do_reconcile(uri, stale_after_s=stale_after * 3600)
     for m in marked:
         typer.echo(f"{m['run_id']}: KILLED ({m['reason']})")
     typer.echo(f"{len(marked)} run(s) reconciled")
+    versions = mark_versions(uri)
+    for v in versions:
+        alias = "; champion alias removed" if v["alias_removed"] else ""
+        typer.echo(f"{v['name']} version {v['version']}: run {v['run_id']} {v['run_status']}{alias}")
+    typer.echo(f"{len(versions)} model version(s) marked")
 
 
 @app.command()
@@ -562,7 +593,7 @@ def _run_folder(path_or_run: str, output_dir: Path, tmp: Path) -> tuple[Path, Op
     _require_run_id(path_or_run)
     from tasks.evidence import download_run_artifacts
 
-    uri = _tracking_uri(output_dir)
+    uri = _reachable_store(output_dir)
     try:
         return download_run_artifacts(uri, path_or_run, tmp / "run"), uri
     except ImpactflowError as exc:
@@ -759,7 +790,7 @@ def _load_report_doc(ref: str, output_dir: Path, tmp: Path) -> dict:
     from tasks.evidence import download_report
 
     try:
-        return download_report(_tracking_uri(output_dir), ref, tmp)
+        return download_report(_reachable_store(output_dir), ref, tmp)
     except ImpactflowError as exc:
         _fail(f"{ref}: not a path, and {exc}")
 
@@ -841,14 +872,22 @@ def audit(
     gate: Optional[List[str]] = typer.Option(None, "--gate", help="Threshold AUDIT.KEY=VALUE, e.g. "
                                                                  "fairness.max_equalized_odds_difference=0.05 (repeatable)."),
     output_dir: Path = typer.Option(Path("impactflow_runs"), "--output-dir", help="Runs folder (report, evidence, mlflow.db)."),
+    max_input_bytes: int = typer.Option(1 << 30, "--max-input-bytes", min=0, help="Refuse a --data file larger "  # 1 GiB
+                                        "than this, before reading it (0: no limit)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs (and tracebacks)."),
 ) -> None:
     """Audit a model the team did not train, from its scores or predictions: contract checks,
     fairness (+ calibration by group with scores), signed report, MLflow. Exit 3 if a gate fails."""
     _quiet_environment(verbose)
     from data_contracts.errors import ImpactflowError
+    from data_contracts.names import safe_name
     from data_contracts.predictions import parse_sensitive
 
+    try:  # names that become folders and registry names: a slug, or a usage error
+        safe_name(model_name, "--model-name")
+        safe_name(experiment, "--experiment")
+    except ImpactflowError as exc:
+        _fail(str(exc), EXIT_USAGE)
     try:
         cols = parse_sensitive(sensitive)
     except ImpactflowError as exc:
@@ -863,7 +902,7 @@ def audit(
             data=str(data), label=label, score=score, prediction=prediction, sensitive=cols,
             positive_label=positive_label, threshold=threshold, experiment=experiment,
             output_dir=str(output_dir), model_name=model_name, min_group_size=min_group_size, gates=gates,
-            command=" ".join(["impactflow", *sys.argv[1:]]))
+            command=" ".join(["impactflow", *sys.argv[1:]]), max_input_bytes=max_input_bytes)
     except ImpactflowError as exc:
         _fail(str(exc))
     _print_summary(console, {**summary, "models": {}})

@@ -6,6 +6,11 @@ with ``impactflow reconcile``) a RUNNING run whose owner is gone is marked KILLE
 saying why. "Gone" means: on this host, no process with that pid and start time; on another
 host we cannot look, so only a run older than ``stale_after_s`` (default 24 h) is reconciled.
 Child runs of a reconciled parent that are still RUNNING are marked KILLED with it.
+
+``mark_versions`` (``impactflow reconcile``) then tags every registered model version whose
+child or parent run ended KILLED or FAILED with ``impactflow.run_status`` (shown by
+``impactflow models``; ``promote`` refuses such a version anyway) and takes the ``champion``
+alias off such a version: nothing approved stands on a run that did not finish.
 """
 from __future__ import annotations
 
@@ -88,4 +93,48 @@ def reconcile(uri: str, experiment_ids: list[str] | None = None,
             client.set_tag(run.info.run_id, RECONCILED_TAG, reason)
             client.set_terminated(run.info.run_id, status="KILLED")
             done.append({"run_id": run.info.run_id, "reason": reason})
+    return done
+
+
+BAD_RUN_STATUSES = ("KILLED", "FAILED")
+
+
+def mark_versions(uri: str) -> list[dict[str, Any]]:
+    """Tag each registered model version whose run (the child run that logged it, or its parent
+    run) is KILLED or FAILED with ``impactflow.run_status=<status>`` (the parent's status first),
+    and remove the ``champion`` alias from it. Returns one ``{"name", "version", "run_status",
+    "run_id", "alias_removed"}`` per version changed (a version already marked is left alone)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from tasks.registry import CHAMPION, RUN_STATUS_TAG, version_runs
+
+    client = MlflowClient(tracking_uri=uri)
+    statuses: dict[str, str] = {}
+
+    def status_of(run_id: str) -> str:
+        if run_id not in statuses:
+            try:
+                statuses[run_id] = client.get_run(run_id).info.status
+            except MlflowException:
+                statuses[run_id] = "missing"
+        return statuses[run_id]
+
+    done: list[dict[str, Any]] = []
+    for rm in client.search_registered_models():
+        champion = str((rm.aliases or {}).get(CHAMPION, ""))
+        for mv in client.search_model_versions(f"name = '{rm.name}'"):
+            bad = [(run_id, status_of(run_id)) for _, run_id in reversed(version_runs(client, mv))
+                   if status_of(run_id) in BAD_RUN_STATUSES]
+            if not bad:
+                continue
+            run_id, status = bad[0]
+            removed = champion == str(mv.version)
+            if removed:
+                client.delete_registered_model_alias(rm.name, CHAMPION)
+            if (mv.tags or {}).get(RUN_STATUS_TAG) == status and not removed:
+                continue
+            client.set_model_version_tag(rm.name, str(mv.version), RUN_STATUS_TAG, status)
+            done.append({"name": rm.name, "version": str(mv.version), "run_status": status, "run_id": run_id,
+                         "alias_removed": removed})
     return done

@@ -15,6 +15,8 @@ from tasks import progress, retry_io_only, tracking
 
 CHAMPION = "champion"
 GATES_TAG = "impactflow.gates"
+PARENT_TAG = "impactflow.parent_run_id"
+RUN_STATUS_TAG = "impactflow.run_status"  # set by `impactflow reconcile` on versions of KILLED/FAILED runs
 
 
 def registered_name(experiment: str, model: str) -> str:
@@ -67,7 +69,7 @@ def register_model(ctx: dict, model_name: str, child_run_id: str, audits: dict) 
             contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         # register_model prints "Successfully registered ..." lines; the CLI shows its own summary
         version = mlflow.register_model(f"runs:/{child_run_id}/model", name, await_registration_for=60,
-                                        tags={**tags, "impactflow.parent_run_id": ctx["parent_run_id"]})
+                                        tags={**tags, PARENT_TAG: ctx["parent_run_id"]})
     return {"name": name, "version": str(version.version), "gates": tags[GATES_TAG]}
 
 
@@ -93,25 +95,98 @@ def alias_champions(ctx: dict, registered: dict[str, dict], run_status: str) -> 
     return out
 
 
-def promote(uri: str, name: str, version: str) -> str:
-    """Point ``champion`` at ``version`` by hand; refused unless that version passed its gates."""
+def version_runs(client, mv) -> list[tuple[str, str]]:
+    """``(what, run_id)`` of the runs a registry version stands on: the child run that logged
+    the model and the pipeline's parent run (tag ``impactflow.parent_run_id``)."""
+    runs = [("run", mv.run_id)] if mv.run_id else []
+    parent = (mv.tags or {}).get(PARENT_TAG)
+    return runs + ([("parent run", parent)] if parent and parent != mv.run_id else [])
+
+
+def unfinished_runs(client, mv) -> list[str]:
+    """One line per run of the version that is not FINISHED (or cannot be read)."""
+    from mlflow.exceptions import MlflowException
+
+    out = []
+    for what, run_id in version_runs(client, mv):
+        try:
+            status = client.get_run(run_id).info.status
+        except MlflowException:
+            status = "missing"
+        if status != "FINISHED":
+            out.append(f"{what} {run_id} is {status}")
+    if not mv.run_id:
+        out.append("no run logged this version")
+    return out
+
+
+def verify_run_evidence(uri: str, run_id: str, trust: dict):
+    """``report verify RUN_ID``'s check of one run: its logged artifacts against the signed
+    statement (``audits.evidence.verify``) and every model it lists re-hashed from MLflow
+    (``tasks.evidence.check_models``). Returns the ``VerifyResult``; DataError when the run or
+    its statement is missing."""
+    import tempfile
+    from pathlib import Path
+
+    from audits import evidence
+    from tasks.evidence import check_models, download_run_artifacts
+
+    with tempfile.TemporaryDirectory(prefix="impactflow-promote-") as tmp:
+        folder = download_run_artifacts(uri, run_id, Path(tmp) / "run")
+        result = evidence.verify(folder, trust=trust)
+        if result.signature == "valid":
+            result.add_problems(check_models(uri, result.models))
+            result.models_checked = True
+    return result
+
+
+def promote(uri: str, name: str, version: str, trust: dict | None = None) -> str:
+    """Point ``champion`` at ``version`` by hand. Refused (ImpactflowError saying why) unless:
+    the version passed its gates; its child run and its parent run are FINISHED (not RUNNING,
+    KILLED or FAILED); and the parent run's signed evidence verifies as ``report verify RUN_ID``
+    would exit 0 -- intact (every file and model re-hashed) *and* signed by a trusted key
+    (``trust``: ``audits.evidence.trusted_keys()``; default your own key). An intact statement
+    by a signer you do not trust is refused too: promoting is an approval, and the approval
+    must rest on evidence you trust (add the signer with ``impactflow keys trust``)."""
+    from mlflow.exceptions import MlflowException
+
+    from audits import evidence
     from data_contracts.errors import ImpactflowError
 
     client = tracking._client(uri)
-    mv = client.get_model_version(name, version)
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException:
+        raise ImpactflowError(f"no registered model {name!r} version {version!r} "
+                              "(see `impactflow models`)") from None
+    refused = f"{name} version {version} is not promotable"
     status = mv.tags.get(GATES_TAG)
     if status != "passed":
         failed = sorted(k[5:] for k, v in mv.tags.items() if k.startswith("gate.") and v == "fail")
-        raise ImpactflowError(
-            f"{name} version {version} is not promotable: gates {status or 'unknown'}"
-            + (f" ({', '.join(failed)})" if failed else "")
-        )
+        raise ImpactflowError(f"{refused}: gates {status or 'unknown'}" + (f" ({', '.join(failed)})" if failed else ""))
+    unfinished = unfinished_runs(client, mv)
+    if unfinished:
+        raise ImpactflowError(f"{refused}: {'; '.join(unfinished)} (only a version of a FINISHED run is promoted)")
+    parent = mv.tags.get(PARENT_TAG)
+    if not parent:
+        raise ImpactflowError(f"{refused}: it names no parent run ({PARENT_TAG}), so it has no signed evidence")
+    try:
+        result = verify_run_evidence(uri, parent, evidence.trusted_keys() if trust is None else trust)
+    except ImpactflowError as exc:
+        raise ImpactflowError(f"{refused}: the evidence of run {parent} cannot be verified ({exc})") from None
+    if not result.intact:
+        raise ImpactflowError(f"{refused}: the evidence of run {parent} does not verify (`impactflow report verify "
+                              f"{parent}` exits 4): {'; '.join(result.problems[:3])}")
+    if not result.trusted:
+        raise ImpactflowError(f"{refused}: the evidence of run {parent} is intact but signed by key {result.key_id}, "
+                              "which you do not trust (your own key, --trusted-keys / IMPACTFLOW_TRUSTED_KEYS)")
     client.set_registered_model_alias(name, CHAMPION, version)
-    return f"{name}@{CHAMPION} -> version {version}"
+    return f"{name}@{CHAMPION} -> version {version} (run {parent} FINISHED, evidence verified, signer {result.key_id})"
 
 
 def list_models(uri: str) -> list[dict[str, Any]]:
-    """Every registered impactflow model version with its gate status and aliases."""
+    """Every registered impactflow model version with its gate status, aliases and, for a
+    version of a run that was KILLED or FAILED (marked by ``impactflow reconcile``), that status."""
     client = tracking._client(uri)
     rows = []
     for rm in client.search_registered_models():
@@ -122,5 +197,5 @@ def list_models(uri: str) -> list[dict[str, Any]]:
             failed = sorted(k[5:] for k, v in mv.tags.items() if k.startswith("gate.") and v == "fail")
             rows.append({"name": rm.name, "version": str(mv.version), "gates": mv.tags.get(GATES_TAG, "unknown"),
                          "aliases": aliases.get(str(mv.version), []), "failed_gates": failed,
-                         "run_id": mv.run_id})
+                         "run_id": mv.run_id, "run_status": mv.tags.get(RUN_STATUS_TAG, "")})
     return sorted(rows, key=lambda r: (r["name"], -int(r["version"])))

@@ -310,6 +310,15 @@ def preflight(uri: str, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
     if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
         return  # local store: created on first use
     try:
+        # one connection attempt first: MLflow's own engine retries a dead database for ~100 s
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(uri, pool_pre_ping=False)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
         _client(uri).search_experiments(max_results=1)
     except Exception as exc:  # SQLAlchemy OperationalError etc.: the server is down or refuses us
         reason = type(exc).__name__
