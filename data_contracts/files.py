@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 GZIP_MAGIC = b"\x1f\x8b"
 MISSING_FILE = "{path}: file not found"
+NOT_REGULAR = ("{path}: not a regular file ({kind}); give a file on disk (the table is read, then hashed "
+               "for the evidence: a stream cannot be read twice)")
+TOO_LARGE = ("{path}: {size:,} bytes is more than the input limit of {limit:,} bytes; raise it with {option} "
+             "if the machine has the memory (reading takes several times the file's size)")
 NO_ROWS = "{path}: no data rows"
 BAD_GZIP = "{path}: truncated or corrupt gzip file ({reason})"
 NOT_TEXT = "{path}: not UTF-8 text (undecodable byte 0x{byte:02x} at offset {offset})"
@@ -32,9 +36,15 @@ COLUMNS_DIFFER = "{path}: its {got} column(s) differ from the first file's {expe
 _CHUNK = 1 << 20
 
 
-def _check_file(path: Path) -> None:
-    if not path.is_file():
-        raise DataError(MISSING_FILE.format(path=path))
+def _file_kind(mode: int) -> str:
+    import stat
+
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 _QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
@@ -62,6 +72,33 @@ def parse_reason(exc: BaseException) -> str:
     if not first or len(first) > _MAX_REASON:
         return type(exc).__name__
     return first
+
+
+def _check_file(path: Path) -> int:
+    """The size of ``path``, a regular file (a symlink to one counts); DataError otherwise:
+    "file not found" only when nothing is there, "not a regular file (a FIFO ...)" otherwise."""
+    import stat
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise DataError(MISSING_FILE.format(path=path)) from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(NOT_REGULAR.format(path=path, kind=_file_kind(st.st_mode)))
+    return st.st_size
+
+
+def check_input_file(path: Path | str, max_bytes: int | None, option: str = "--max-input-bytes") -> int:
+    """Refuse, before reading a byte, an input that is not a regular file or is larger than
+    ``max_bytes`` (None or 0: no limit); returns its size. Loading a table takes several times
+    its size in memory (a 2 GB CSV peaked at 15 GB), so a cap refuses what would exhaust it."""
+    path = Path(path)
+    size = _check_file(path)
+    if max_bytes and size > max_bytes:
+        raise DataError(TOO_LARGE.format(path=path, size=size, limit=int(max_bytes), option=option))
+    return size
 
 
 def _is_gzip(path: Path) -> bool:

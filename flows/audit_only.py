@@ -15,7 +15,9 @@ from typing import Any, Optional
 
 from prefect import flow, runtime
 
-from data_contracts.errors import ConfigError, ContractViolation, DataError
+from data_contracts.errors import ConfigError, ContractViolation
+from data_contracts.files import check_input_file
+from data_contracts.names import safe_name
 from tasks.audit_only import audit_predictions, check_predictions, load_predictions, log_audits, model_record
 from tasks.evidence import prepare_evidence, sign_run
 from tasks.log import fail_tracking, log_data, log_report, start_tracking
@@ -23,6 +25,8 @@ from tasks.report import provenance, representation, write_report
 
 AUDIT_ONLY_TAG = {"impactflow.flow": "audit-only"}
 DEFAULT_EXPERIMENT = "impactflow-audit-only"
+# the largest input table read (bytes); reading takes several times the file's size in memory
+DEFAULT_MAX_INPUT_BYTES = 1 << 30
 
 
 def _now() -> str:
@@ -56,15 +60,19 @@ def audit_only_flow(data: str, label: str, sensitive: list, score: Optional[str]
                     threshold: float = 0.5, experiment: str = DEFAULT_EXPERIMENT,
                     output_dir: str = "impactflow_runs", model_name: str = "external-model",
                     min_group_size: int = 30, gates: Optional[dict] = None,
-                    command: Optional[str] = None) -> dict:
-    """Contract-check, audit, report, sign and track one predictions table; returns its summary."""
+                    command: Optional[str] = None, max_input_bytes: Optional[int] = DEFAULT_MAX_INPUT_BYTES) -> dict:
+    """Contract-check, audit, report, sign and track one predictions table; returns its summary.
+    ``model_name`` and ``experiment`` must be safe names (``data_contracts.names``): the model's
+    name is a folder of the run; ``data`` must be a regular file of at most ``max_input_bytes``
+    (None or 0: no limit)."""
+    safe_name(model_name, "--model-name")
+    safe_name(experiment, "--experiment")
     if (score is None) == (prediction is None):
         raise ConfigError("give exactly one of --score COL (probabilities) or --prediction COL (0/1 labels)")
     if score is not None and not 0.0 < float(threshold) < 1.0:
         raise ConfigError(f"--threshold {threshold}: must be strictly between 0 and 1")
     thresholds = audit_thresholds(gates)
-    if not Path(data).is_file():
-        raise DataError(f"{data}: no such file")
+    check_input_file(data, max_input_bytes)
     sensitive = [str(c) for c in sensitive]
     params = {"data": str(data), "label": label, "score": score, "prediction": prediction,
               "sensitive": sensitive, "positive_label": positive_label, "threshold": float(threshold),

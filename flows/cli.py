@@ -880,6 +880,7 @@ def audit(
     fairness (+ calibration by group with scores), signed report, MLflow. Exit 3 if a gate fails."""
     _quiet_environment(verbose)
     from data_contracts.errors import ImpactflowError
+    from data_contracts.files import check_input_file
     from data_contracts.names import safe_name
     from data_contracts.predictions import parse_sensitive
 
@@ -890,6 +891,7 @@ def audit(
         _fail(str(exc), EXIT_USAGE)
     try:
         cols = parse_sensitive(sensitive)
+        check_input_file(data, max_input_bytes)  # a FIFO, a folder or an oversized file: before any flow
     except ImpactflowError as exc:
         _fail(str(exc))
     gates = _parse_gates(gate)

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from data_contracts.errors import ConfigError
+from data_contracts.names import is_safe_name, safe_name
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 UNKNOWN_PRESET = "--config {value!r}: no such preset or file (presets: {known})"
@@ -228,7 +229,7 @@ def resolve_source(value: str | None) -> tuple[str, Path]:
             raise ConfigError(MISSING_FILE.format(key="--config", path=candidate))
         return candidate.stem, candidate
     preset = PRESETS_DIR / f"{value}.yaml"
-    if not preset.is_file():
+    if not is_safe_name(value) or not preset.is_file():  # a name, never a path out of PRESETS_DIR
         raise ConfigError(UNKNOWN_PRESET.format(value=value, known=", ".join(list_presets())))
     return value, preset
 
@@ -323,6 +324,8 @@ def check_references(cfg: RunConfig) -> None:
     from data_contracts import CONTRACTS
     from models import FAMILIES
 
+    if cfg.tracking.experiment is not None:  # names the registered models (<experiment>-<model>)
+        safe_name(cfg.tracking.experiment, "tracking.experiment")
     if cfg.data.contract not in CONTRACTS:
         raise ConfigError(
             f"data.contract={cfg.data.contract!r}: unknown contract (known: {', '.join(sorted(CONTRACTS))})"

@@ -11,6 +11,7 @@ from prefect.cache_policies import NONE
 from tasks import progress, tracking
 
 AUDIT_ONLY_THRESHOLDS_EXTRA = "calibration_by_group"
+DISTINCT_DECISIONS = "fairness/distinct_decisions"
 
 
 @task(name="load-predictions", cache_policy=NONE, retries=1, retry_delay_seconds=1)
@@ -63,14 +64,16 @@ def audit_predictions(df, label: str, score: str | None, prediction: str | None,
                       positive: Any, threshold: float, thresholds: dict) -> dict:
     """Fairness on the hard predictions; performance and calibration by group when scores are given.
     Every configured gate is accounted for as in a pipeline run (``audits.gating``): an audit that
-    raises, or a performance gate set without ``--score``, leaves its gates not measured."""
+    raises, or a performance gate set without ``--score``, leaves its gates not measured. A model
+    that gives everyone the same decision fails ``fairness/distinct_decisions`` (``decisions_gate``)."""
     from audits import AUDIT_ONLY_THRESHOLDS as known, fairness_audit, performance_audit
     from audits.calibration import calibration_group_audit
     from audits.gating import audited, not_run
 
     progress.stage("audit predictions")
     inputs = audit_inputs(df, label, score, prediction, sensitive, positive, threshold)
-    out = {"fairness": audited("fairness", fairness_audit, inputs, thresholds.get("fairness"), known["fairness"])}
+    out = {"fairness": with_gate(audited("fairness", fairness_audit, inputs, thresholds.get("fairness"),
+                                         known["fairness"]), decisions_gate(inputs))}
     if score:
         out["performance"] = audited("performance", performance_audit, inputs, thresholds.get("performance"),
                                      known["performance"])
@@ -80,6 +83,39 @@ def audit_predictions(df, label: str, score: str | None, prediction: str | None,
     out["calibration_by_group"] = audited("calibration_by_group", calibration_group_audit, inputs,
                                           thresholds.get("calibration_by_group"), known["calibration_by_group"])
     return out
+
+
+def decisions_gate(inputs) -> Any:
+    """The degenerate-model check of audit-only (always on, cannot be skipped): the hard
+    decisions must take both values. A constant model (every score 0.1) or any model that gives
+    every row the same decision makes every group's selection and error rates equal by
+    construction, so all fairness gates pass while nothing was learned about the model: such a
+    run fails instead. Value: the number of distinct decisions (1 or 2), threshold ``>= 2``."""
+    import numpy as np
+
+    from audits import Gate
+    from audits.results import Status
+
+    decisions = np.asarray(inputs.y_score, dtype=float) >= inputs.decision_threshold
+    values = np.unique(decisions)
+    if values.size >= 2:
+        return Gate(DISTINCT_DECISIONS, Status.PASS, 2.0, 2.0, ">=")
+    scores = np.unique(np.asarray(inputs.y_score, dtype=float))
+    what = (f"every score is {scores[0]:g}" if scores.size == 1 and not inputs.extra.get("hard_predictions")
+            else f"every row is predicted {int(values[0]) if values.size else '-'}")
+    return Gate(DISTINCT_DECISIONS, Status.FAIL, float(values.size), 2.0, ">=",
+                f"degenerate model: {what}; one decision for everyone makes every group's rates equal "
+                "by construction, so the fairness gates would pass without measuring anything")
+
+
+def with_gate(result, gate) -> Any:
+    """``result`` with one more gate, its status recomputed (``overall_status``)."""
+    from dataclasses import replace
+
+    from audits.results import overall_status
+
+    gates = [*result.gates, gate]
+    return replace(result, gates=gates, status=overall_status(gates))
 
 
 def audit_inputs(df, label, score, prediction, sensitive, positive, threshold):

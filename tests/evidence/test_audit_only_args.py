@@ -21,7 +21,7 @@ def test_audit_thresholds_accept_known_keys_and_name_unknown_ones():
     ({"score": None, "prediction": None}, ConfigError, "exactly one of --score"),
     ({"score": "s", "prediction": "p"}, ConfigError, "exactly one of --score"),
     ({"score": "s", "threshold": 1.5}, ConfigError, "--threshold 1.5"),
-    ({"score": "s", "data": "/no/such.csv"}, DataError, "/no/such.csv: no such file"),
+    ({"score": "s", "data": "/no/such.csv"}, DataError, "/no/such.csv: file not found"),
 ])
 def test_bad_arguments_fail_before_tracking(kwargs, error, message, tmp_path):
     args = {"data": str(tmp_path / "x.csv"), "label": "y", "sensitive": ["g"],
