@@ -138,7 +138,9 @@ def log_audits(ctx: dict, model_name: str, audits: dict, run_dir: str) -> None:
     for result in audits.values():
         metrics.update(result.metrics)
     tracking.log_metrics(ctx["uri"], ctx["parent_run_id"], metrics)
-    out = Path(run_dir) / "models" / model_name
+    from data_contracts.names import safe_name
+
+    out = Path(run_dir) / "models" / safe_name(model_name, "--model-name")  # a folder of the run, never above it
     out.mkdir(parents=True, exist_ok=True)
     (out / "audits.json").write_text(json.dumps({k: v.to_dict() for k, v in audits.items()}, indent=2))
 
