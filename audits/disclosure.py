@@ -248,7 +248,12 @@ def suppress_small_cells(doc: dict, min_cell_size: int = DEFAULT_MIN_CELL_SIZE,
     if min_cell_size < 1:
         raise ValueError(f"min_cell_size must be >= 1, got {min_cell_size}")
     c = _Counter()
-    out = {key: (v if key in skip or min_cell_size <= 1 else _walk(v, min_cell_size, c))
+    # a data sheet describes the whole data set, not a group: its cells are walked, but it is
+    # never dropped as a "row" of fewer than k people (the report needs one; k above the data
+    # set's size left none, and the run ended in a schema traceback)
+    out = {key: (v if key in skip or min_cell_size <= 1 else
+                 [_walk(s, min_cell_size, c) for s in v] if key == "datasheets" and isinstance(v, list) else
+                 _walk(v, min_cell_size, c))
            for key, v in doc.items()}
     out["disclosure"] = {"min_cell_size": int(min_cell_size), "suppressed_rows": c.rows,
                          "suppressed_values": c.values, "complementary_rows": c.comp_rows,
