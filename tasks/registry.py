@@ -34,16 +34,9 @@ def gate_tags(audits: dict) -> dict[str, str]:
     status = run_status([g.status for g in gates])
     tags = {GATES_TAG: {"pass": "passed", "fail": "failed"}.get(status, status)}
     for g in gates:
-        tags[f"gate.{tag_safe(g.name)}"] = g.status.value
+        tags[f"gate.{tracking.mlflow_key(g.name)}"] = g.status.value
     return tags
 
-
-def tag_safe(name: str) -> str:
-    """A gate name as an MLflow tag key: characters MLflow refuses in keys (anything but word
-    characters, ``/ . - `` and space; a group value from the user's data can hold any) become ``_``."""
-    import re
-
-    return re.sub(r"[^\w/.\- ]", "_", name)
 
 
 @task(name="register-model", cache_policy=NONE, retries=2, retry_delay_seconds=2,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +82,22 @@ def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str],
     return run.info.run_id
 
 
+def mlflow_key(name: Any) -> str:
+    """``name`` as a metric, param or tag key MLflow accepts. Names carry the user's group values
+    and column names (any characters); MLflow refuses keys outside word characters, ``/ . -``,
+    space (and ``:`` off Windows) and keys that are not their own normalised path (``a//b``,
+    ``../x``), with an exception that ended the run in a traceback. Each refused character
+    becomes ``_``, and an empty, ``.`` or ``..`` segment becomes ``_``; the report keeps the
+    original names."""
+    text = re.sub(r"[^\w/.\- ]", "_", str(name))
+    return "/".join("_" if part in ("", ".", "..") else part for part in text.split("/"))
+
+
 def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
     from mlflow.entities import Param
 
     flat = flatten(params)
-    items = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in sorted(flat.items())]
+    items = [Param(mlflow_key(k), str(v)[:MAX_PARAM_CHARS]) for k, v in sorted(flat.items())]
     client = _client(uri)
     for start in range(0, len(items), 100):  # MLflow's batch limit for params
         client.log_batch(run_id, params=items[start : start + 100])
@@ -115,7 +127,7 @@ def _metric_items(metrics: dict[str, Any], step: int, model_id: str | None = Non
         if v is None or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(float(v)):
             skipped.append(k)
             continue
-        items.append(Metric(k, float(v), ts, step, model_id=model_id))
+        items.append(Metric(mlflow_key(k), float(v), ts, step, model_id=model_id))
     return items, skipped
 
 
@@ -142,7 +154,7 @@ def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
     from mlflow.entities import RunTag
 
     if tags:
-        _client(uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        _client(uri).log_batch(run_id, tags=[RunTag(mlflow_key(k), str(v)) for k, v in tags.items()])
 
 
 def log_artifacts(uri: str, run_id: str, local: Path, artifact_path: str | None = None) -> None:

@@ -76,3 +76,30 @@ def test_warm_requirements_map_builds_the_map_mlflow_checks_requirements_against
     warm_requirements_map()
     built = requirements_utils._MODULES_TO_PACKAGES
     assert built is not None and "torch" in built["torch"] and "mlflow" in built["mlflow"]
+
+
+def test_keys_from_user_data_are_keys_mlflow_accepts(tmp_path):
+    """Metric, param and tag keys carry group values and column names (any characters): each is
+    logged (MLflow raised on '<', '*', '//' or '..' and the run ended in a traceback), under a
+    key its validators accept, with the refused characters and path segments replaced."""
+    from mlflow.utils.validation import _validate_metric_name, _validate_param_name, _validate_tag_name
+
+    from tasks import tracking
+
+    names = ["calibration/<img src=x onerror=alert(1)>/brier_gap", "fairness/*", "a//b", "../etc/passwd",
+             "fairness/sex/demographic_parity_difference"]
+    assert tracking.mlflow_key(names[0]) == "calibration/_img src_x onerror_alert_1__/brier_gap"
+    assert [tracking.mlflow_key(n) for n in names[1:]] == [
+        "fairness/_", "a/_/b", "_/etc/passwd", "fairness/sex/demographic_parity_difference"]
+    for n in names:
+        for validate in (_validate_metric_name, _validate_param_name, _validate_tag_name):
+            validate(tracking.mlflow_key(n))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = tracking.ensure_experiment(uri, "keys", tmp_path)
+    run = tracking.start_run(uri, exp, "keys", {})
+    tracking.log_metrics(uri, run, {n: 0.5 for n in names})
+    tracking.log_params(uri, run, {n: "v" for n in names})
+    tracking.set_tags(uri, run, {n: "v" for n in names})
+    data = tracking._client(uri).get_run(run).data
+    assert set(data.metrics) == {tracking.mlflow_key(n) for n in names}
+    assert {tracking.mlflow_key(n) for n in names} <= set(data.params) & set(data.tags)
