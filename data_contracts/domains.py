@@ -90,11 +90,16 @@ def declared_domains(contract) -> Domains:
     per contract name, suite file and modification time)."""
     from data_contracts.validation import load_suite
 
-    path = Path(contract.suite_path)
+    path = Path(contract.suite_path or contract.contract_path or contract.name)
     try:
         mtime = path.stat().st_mtime_ns
     except OSError:
         mtime = -1
+    if contract.contract_path is not None:  # a declared contract: its suite follows the YAML
+        try:
+            mtime = (mtime, Path(contract.contract_path).stat().st_mtime_ns)
+        except OSError:
+            pass
     key = (contract.name, str(path), mtime)
     if key not in _MEMO:
         suite = load_suite(contract)

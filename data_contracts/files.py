@@ -155,13 +155,14 @@ def sha256_per_file(paths: Sequence[Path | str]) -> dict[str, str]:
     return {str(p): file_sha256(p) for p in paths}
 
 
-def _decode(path: Path, raw: bytes) -> str:
+def _decode(path: Path, raw: bytes, encoding: str = "utf-8") -> str:
     try:
-        return raw.decode("utf-8")
+        return raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise DataError(
-            NOT_TEXT.format(path=path, byte=raw[exc.start], offset=exc.start)
-        ) from None
+        if encoding.replace("-", "").replace("_", "").lower() == "utf8":
+            raise DataError(NOT_TEXT.format(path=path, byte=raw[exc.start], offset=exc.start)) from None
+        raise DataError(f"{path}: not {encoding} text (undecodable byte 0x{raw[exc.start]:02x} at offset "
+                        f"{exc.start})") from None
 
 
 def read_uci_csv(path: Path | str, columns: Sequence[str], label: str | None = None) -> pd.DataFrame:
@@ -174,25 +175,52 @@ def read_uci_csv(path: Path | str, columns: Sequence[str], label: str | None = N
     loaded frame); its columns are kept as they are, in its order, for the contract to check.
     Empty fields and ``?`` become NaN. The trailing ``.`` of ``label`` values is removed.
     """
+    df = read_delimited(path, columns, delimiter=",", header="auto", na_values=("?", ""),
+                        skip_initial_space=True, comment="|", comment_first_line_only=True)
+    if label is not None and label in df.columns:
+        df[label] = df[label].map(
+            lambda v: v[:-1] if isinstance(v, str) and v.endswith(".") else v
+        ).astype(df[label].dtype)
+    return df
+
+
+def read_delimited(path: Path | str, columns: Sequence[str], *, delimiter: str = ",",
+                   header: bool | str = True, na_values: Sequence[str] = ("",), encoding: str = "utf-8",
+                   skip_initial_space: bool = False, comment: str | None = None,
+                   comment_first_line_only: bool = False, text_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Read one delimited text file (plain or gzip) with pandas.
+
+    ``header``: True = the first row names the columns (kept as they are, for the contract to
+    check); False = no header row, ``columns`` are the names in file order; ``"auto"`` = a header
+    row when the first row looks like one (its first field is ``columns[0]`` or at least half of
+    its fields are column names). Lines starting with ``comment`` (only line 1 with
+    ``comment_first_line_only``) and blank lines are skipped. ``na_values`` are the only tokens read
+    as missing (``NA`` or ``null`` stay values unless listed). ``text_columns`` are read as text
+    (declared categories: ``1`` stays ``"1"``); other columns are inferred by pandas, so a stray text
+    value in a numeric column leaves it as text, for the contract to report. Every problem
+    (missing, empty, undecodable, ragged file) is a ``DataError`` naming the file."""
     import pandas as pd
 
     path = Path(path)
-    text = _decode(path, read_bytes(path))
+    text = _decode(path, read_bytes(path), encoding)
     lines = text.splitlines()
     numbered = [
         (i, line)
         for i, line in enumerate(lines, start=1)
-        if line.strip() and not (i == 1 and line.startswith("|"))
+        if line.strip() and not (comment and line.startswith(comment) and (i == 1 or not comment_first_line_only))
     ]
     if not numbered:
         raise DataError(NO_ROWS.format(path=path))
-    rows = csv.reader((line for _, line in numbered), skipinitialspace=True)
+    rows = csv.reader((line for _, line in numbered), delimiter=delimiter, skipinitialspace=skip_initial_space)
     try:
         first = next(rows)
         names = [f.strip() for f in first]
-        headered = bool(names) and (
-            names[0] == columns[0] or 2 * len(set(names) & set(columns)) >= len(names)
-        )
+        if header == "auto":
+            headered = bool(names) and bool(columns) and (
+                names[0] == columns[0] or 2 * len(set(names) & set(columns)) >= len(names)
+            )
+        else:
+            headered = bool(header)
         expected = len(first) if headered else len(columns)
         if not headered and len(first) != expected:
             raise DataError(WRONG_FIELDS.format(path=path, expected=expected, line=numbered[0][0], got=len(first)))
@@ -204,23 +232,42 @@ def read_uci_csv(path: Path | str, columns: Sequence[str], label: str | None = N
     if headered and len(numbered) == 1:
         raise DataError(NO_ROWS.format(path=path))
 
+    present = names if headered else list(columns)
     body = io.StringIO("\n".join(line for _, line in numbered))
     try:
         df = pd.read_csv(
             body,
+            sep=delimiter,
             header=0 if headered else None,
             names=None if headered else list(columns),
-            skipinitialspace=True,
-            na_values=["?", ""],
-            keep_default_na=False,  # only "?" and empty mean missing ("NA" could be a value)
+            skipinitialspace=skip_initial_space,
+            na_values=list(na_values),
+            keep_default_na=False,  # only the declared tokens mean missing ("NA" could be a value)
             low_memory=False,  # one dtype inference over the whole file, no mixed chunks
+            dtype={c: "str" for c in text_columns if c in present} or None,
         )
     except (ValueError, pd.errors.ParserError) as exc:
         raise DataError(UNPARSABLE.format(path=path, reason=parse_reason(exc))) from None
-    if label is not None and label in df.columns:
-        df[label] = df[label].map(
-            lambda v: v[:-1] if isinstance(v, str) and v.endswith(".") else v
-        ).astype(df[label].dtype)
+    return df
+
+
+def read_parquet(path: Path | str, text_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Read one Parquet file with pyarrow; ``text_columns`` as text (missing stays missing)."""
+    import pandas as pd
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises many types for files that are not Parquet
+        raise DataError(f"{path}: cannot be read as Parquet ({type(exc).__name__}: {parse_reason(exc)})") from None
+    if df.empty:
+        raise DataError(NO_ROWS.format(path=path))
+    df.columns = [str(c) for c in df.columns]
+    for c in text_columns:
+        if c in df.columns and not isinstance(df[c].dtype, pd.StringDtype):
+            s = df[c]
+            df[c] = s.astype(object).where(s.isna(), s.map(str)).astype("str")
     return df
 
 

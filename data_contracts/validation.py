@@ -90,15 +90,28 @@ class ValidationReport:
 
 
 def load_suite(contract: Contract) -> dict[str, Any]:
-    """The contract's suite as a JSON dict (``gx.ExpectationSuite(**d)`` loads it), after
-    checking that it has a minimum-count expectation for every sensitive group."""
-    path = Path(contract.suite_path)
-    try:
-        suite = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(BAD_SUITE.format(path=path, problem=exc)) from None
-    if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list):
-        raise ConfigError(BAD_SUITE.format(path=path, problem="no 'expectations' list"))
+    """The contract's suite as a JSON dict (``gx.ExpectationSuite(**d)`` loads it): generated from
+    its declared columns (``data_contracts.spec.generate_suite``) merged with its hand-written
+    ``suite_path`` when it has one; checked to hold a minimum-count expectation for every
+    sensitive group."""
+    suite = None
+    if contract.suite_path is not None:
+        path = Path(contract.suite_path)
+        try:
+            suite = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(BAD_SUITE.format(path=path, problem=exc)) from None
+        if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list):
+            raise ConfigError(BAD_SUITE.format(path=path, problem="no 'expectations' list"))
+    if contract.declarations:
+        from data_contracts.spec import generate_suite, merge_suites
+
+        generated = generate_suite(contract)
+        suite = generated if suite is None else merge_suites(generated, suite)
+        path = contract.contract_path or Path(contract.name)
+    elif suite is None:
+        raise ConfigError(BAD_SUITE.format(path=contract.contract_path or contract.name,
+                                           problem="no suite: declare the columns or give suite:"))
     problems = _group_check_problems(contract, suite["expectations"])
     if problems:
         raise ConfigError(BAD_SUITE.format(path=path, problem="; ".join(problems)))

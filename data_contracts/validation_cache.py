@@ -9,7 +9,7 @@ validation (``frame_key``):
 
 - the frame: every value (pandas' row hashes), the column names and dtypes, and the Python type
   of every value in ``object`` columns (pandas hashes ``1`` and ``"1"`` alike there);
-- the contract: its GX suite file byte for byte and every field of ``Contract`` (the source of
+- the contract: its GX suite (as generated from its declarations and merged with its suite file) and every field of ``Contract`` (the source of
   its loader and validation view included);
 - the code: the source of ``data_contracts`` and the versions of Python, GX, pandas and numpy.
 
@@ -84,7 +84,9 @@ def frame_key(df: "pd.DataFrame", contract: "Contract") -> str | None:
     h = hashlib.sha256(_code_digest().encode())
     for f in dataclasses.fields(contract):
         h.update(f"{f.name}={_field_text(getattr(contract, f.name))}\n".encode())
-    h.update(contract.suite_path.read_bytes())
+    from data_contracts.validation import load_suite
+
+    h.update(json.dumps(load_suite(contract), sort_keys=True, default=str).encode())  # generated + hand-written
     h.update(json.dumps([[str(c), str(t)] for c, t in df.dtypes.items()]).encode())
     h.update(str(len(df)).encode())
     try:
@@ -144,7 +146,8 @@ def store(cache_dir: Path, key: str, report: "ValidationReport", docs_dir: Path)
     cache_dir.mkdir(parents=True, exist_ok=True)
     if (cache_dir / key).exists():
         return False
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
+    # staging folder named after its writer (audits.atomic naming): reconcile removes it if killed
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.{os.getpid()}.", suffix=".tmp", dir=cache_dir))
     try:
         shutil.copytree(Path(docs_dir), tmp / "data_docs", ignore=shutil.ignore_patterns(_STATIC))
         (tmp / "report.json").write_text(json.dumps({**report.to_dict(), "validated_at": _now()}))

@@ -44,6 +44,20 @@ class DataConfig(_Strict):
     # flows.pipeline.validation_beside_training.
     validate_while_training: bool = True
 
+    @field_validator("contract", mode="after")
+    @classmethod
+    def _contract_path_absolute(cls, v: str) -> str:
+        """A contract given as a path is made absolute (tasks read it whatever their working
+        directory); a registered name stays as it is. Checked in ``check_references``."""
+        from data_contracts import CONTRACTS
+
+        if v in CONTRACTS:
+            return v
+        p = Path(v).expanduser()
+        if p.is_dir():
+            p = p / "contract.yaml"
+        return str(p.resolve()) if p.is_file() else v
+
     @field_validator("path", mode="before")
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
@@ -327,16 +341,33 @@ def check_references(cfg: RunConfig) -> None:
     if cfg.tracking.experiment is not None:  # names the registered models (<experiment>-<model>)
         safe_name(cfg.tracking.experiment, "tracking.experiment")
     if cfg.data.contract not in CONTRACTS:
-        raise ConfigError(
-            f"data.contract={cfg.data.contract!r}: unknown contract (known: {', '.join(sorted(CONTRACTS))})"
-        )
+        from data_contracts import get_contract
+
+        if not Path(cfg.data.contract).is_file():
+            raise ConfigError(
+                f"data.contract={cfg.data.contract!r}: unknown contract (neither a registered name: "
+                f"{', '.join(sorted(CONTRACTS))}; nor a contract.yaml or a folder holding one)"
+            )
+        contract = get_contract(cfg.data.contract)  # every contract problem: one line, before any task
+        if not cfg.data.path and not contract.default_files:
+            raise ConfigError(f"data.path: required, the contract {cfg.data.contract} has no default_files")
+
     if cfg.model.family not in FAMILIES:
         raise ConfigError(
             f"model.family={cfg.model.family!r}: unknown model family (known: {', '.join(sorted(FAMILIES))})"
         )
+    from data_contracts.errors import DataError
+    from data_contracts.files import check_input_file
+
     for i, p in enumerate(cfg.data.path or []):
+        key = f"data.path[{i}]" if len(cfg.data.path) > 1 else "data.path"
         if not Path(p).exists():  # a file, or a folder for datasets made of several files
-            raise ConfigError(MISSING_FILE.format(key=f"data.path[{i}]" if len(cfg.data.path) > 1 else "data.path", path=p))
+            raise ConfigError(MISSING_FILE.format(key=key, path=p))
+        if not Path(p).is_dir():
+            try:
+                check_input_file(p, None)  # a FIFO, socket or device: "not a regular file", before any task
+            except DataError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
     from models import get_family
 
     family = get_family(cfg.model.family)

@@ -193,11 +193,12 @@ def test_adult_contract_roles():
     assert c.weight == "fnlwgt" and "fnlwgt" in c.exclude_from_features
     assert c.columns == ADULT_COLUMNS
     assert set(c.categorical) | set(c.numeric) | {c.target} == set(ADULT_COLUMNS)
+    assert load_dataset(c).equals(load_uci_adult(c.default_files))  # the generic loader reads it as before
     assert "fnlwgt" not in c.feature_columns and "income" not in c.feature_columns
     assert len(c.feature_columns) == 13
     assert all(p.is_absolute() and p.is_file() for p in c.default_files)
-    assert c.suite_path.is_file() and "CC BY 4.0" in c.license
-    assert c.loader is load_uci_adult
+    assert c.suite_path is None and "CC BY 4.0" in c.license  # the suite is generated from the declarations
+    assert c.favourable_outcome == ">50K" and c.contract_path.name == "contract.yaml"
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.name = "x"  # type: ignore[misc]
 
@@ -206,7 +207,8 @@ def test_unknown_contract_lists_known_names():
     assert "adult" in CONTRACTS
     with pytest.raises(ConfigError) as err:
         get_contract("nope")
-    assert f"Unknown data contract 'nope' (known: {', '.join(sorted(CONTRACTS))})" == str(err.value)
+    assert str(err.value) == (f"Unknown data contract 'nope': neither a registered name ({', '.join(sorted(CONTRACTS))})"
+                              " nor a contract.yaml (or a folder holding one)")
 
 
 def test_import_is_light():

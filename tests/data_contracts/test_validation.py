@@ -56,8 +56,8 @@ def _fails(report: ValidationReport) -> set[tuple[str, str | None]]:
 def test_shipped_data_meets_its_contract(shipped_report, contract):
     assert shipped_report.success, "\n".join(f.line() for f in shipped_report.failures)
     assert shipped_report.failures == []
-    suite = json.loads(contract.suite_path.read_text())
-    assert shipped_report.total_expectations == len(suite["expectations"])
+    suite = load_suite(contract)
+    assert shipped_report.total_expectations == len(suite["expectations"]) == 57
     stats = shipped_report.statistics
     assert stats["rows"] == 48_842 and stats["not_evaluated"] == []
     assert stats["evaluated_expectations"] == stats["successful_expectations"] == len(suite["expectations"])
@@ -109,7 +109,7 @@ def test_no_data_docs_without_dir(sample, contract):
 def test_suite_is_a_gx_1x_suite_with_notes(contract):
     import great_expectations as gx
 
-    raw = json.loads(contract.suite_path.read_text())
+    raw = load_suite(contract)  # generated from the contract's declarations
     suite = gx.ExpectationSuite(**raw)
     assert len(suite.expectations) == len(raw["expectations"])
     for e in raw["expectations"]:
@@ -122,9 +122,15 @@ def test_suite_is_a_gx_1x_suite_with_notes(contract):
     assert {e["kwargs"]["min_value"] for e in groups} == {contract.min_group_size}
 
 
-def test_suite_must_agree_with_min_group_size(contract):
+def test_hand_written_suite_must_agree_with_min_group_size(contract, tmp_path):
+    written = tmp_path / "expectations.json"
+    written.write_text(json.dumps(load_suite(contract)))  # a hand-written suite checking 30 rows per group
+    legacy = dataclasses.replace(contract, declarations=(), suite_path=written, min_group_size=50)
     with pytest.raises(ConfigError, match="min_group_size 50"):
-        load_suite(dataclasses.replace(contract, min_group_size=50))
+        load_suite(legacy)
+    generated = load_suite(dataclasses.replace(contract, min_group_size=50))  # follows the contract
+    assert {e["kwargs"]["min_value"] for e in generated["expectations"]
+            if e.get("meta", {}).get("impactflow_check") == MIN_GROUP_CHECK} == {50}
 
 
 # --------------------------------------------------------------------------- corruptions
@@ -207,14 +213,17 @@ def test_memoized_configuration_gives_gx_s_own_kwargs_for_every_shipped_expectat
     validation.memoize_expectation_configuration()  # idempotent: wrapped once
     build = Expectation.configuration.fget.__wrapped__
     assert not hasattr(build, "_impactflow_memo")
-    suites = sorted(Path(validation.__file__).parent.glob("*/expectations.json"))
+    from data_contracts import get_contract
+
+    suites = [json.loads(p.read_text()) for p in sorted(Path(validation.__file__).parent.glob("*/expectations.json"))]
+    suites.append(validation.load_suite(get_contract("adult")))  # generated from its declarations
     assert len(suites) >= 5
     for name in validation._MEMO_SCOPES:  # each getter wrapped once, around GX's own
         assert not hasattr(getattr(Expectation, name).__wrapped__, "__wrapped__")
     runtime = {"result_format": validation._RESULT_FORMAT}
     checked = 0
-    for path in suites:
-        suite = gx.ExpectationSuite(**json.loads(path.read_text()))
+    for raw in suites:
+        suite = gx.ExpectationSuite(**raw)
         for e in suite.expectations:
             # outside a look-up every read builds afresh, as GX does
             assert e.configuration == build(e) and e.configuration is not e.configuration

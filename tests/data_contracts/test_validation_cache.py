@@ -46,13 +46,16 @@ def test_key_changes_with_dtypes_types_and_the_contract(sample, contract, tmp_pa
     ints = pd.DataFrame({"x": pd.Series([1, 2], dtype=object)})
     strs = pd.DataFrame({"x": pd.Series(["1", "2"], dtype=object)})
     assert cache.frame_key(ints, contract) != cache.frame_key(strs, contract)  # pandas hashes 1 and "1" alike
-    suite = json.loads(contract.suite_path.read_text())
-    copy = dataclasses.replace(contract, suite_path=tmp_path / "expectations.json")
+    suite = {"name": "extra", "expectations": [
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1, "max_value": 10**9}}]}
+    copy = dataclasses.replace(contract, suite_path=tmp_path / "expectations.json")  # hand-written extras
     copy.suite_path.write_text(json.dumps(suite))
     before = cache.frame_key(sample, copy)
-    suite["expectations"][1]["kwargs"]["min_value"] = 2
+    assert before != key
+    suite["expectations"][0]["kwargs"]["min_value"] = 2
     copy.suite_path.write_text(json.dumps(suite))  # same path, other content
     assert cache.frame_key(sample, copy) != before
+    assert cache.frame_key(sample, dataclasses.replace(contract, declarations=contract.declarations[:-1])) != key
     assert cache.frame_key(sample, dataclasses.replace(contract, min_group_size=31)) != key
 
 
