@@ -3,7 +3,8 @@
 The one place that turns domain errors into exit codes:
 0 run completed and every gate was measured and passed; 3 completed but a gate failed or was not
 measured (incomplete; report still logged, no champion alias);
-2 usage error (Typer); 1 any other error (bad data, bad config, runtime failure).
+2 usage error (Typer); 1 any other error (bad data, bad config, runtime failure); 130 interrupted
+(Ctrl-C, SIGTERM or SIGHUP: the runs end KILLED, see flows/lifetime.py).
 Heavy libraries are imported inside the commands, so ``impactflow --help`` is instant.
 """
 from __future__ import annotations
@@ -65,6 +66,16 @@ def _console(stderr: bool = False):
 def _fail(message: str, code: int = EXIT_ERROR) -> None:
     _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
+
+
+EXIT_INTERRUPTED = 130
+
+
+def _interrupted(exc: KeyboardInterrupt) -> None:
+    """Ctrl-C, SIGTERM or SIGHUP (flows/lifetime.py): the runs were ended KILLED, nothing approved."""
+    why = str(exc) or "interrupted (Ctrl-C)"
+    _fail(f"{why}: the MLflow runs were ended as KILLED; "
+          "`impactflow reconcile` tidies what a harder kill leaves", EXIT_INTERRUPTED)
 
 
 def _load(config: Optional[str], overrides: Optional[List[str]]):
@@ -137,6 +148,8 @@ def run(
             summary = run_pipeline(cfg, command=command)
     except ImpactflowError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
     finally:
         progress.install(None)
     _print_summary(console, summary)
@@ -149,6 +162,10 @@ def _use_kept_server(console) -> None:
     from flows import local_server, warm
 
     kept = local_server.use_kept_server()
+    if not warm.IN_CHILD:  # the warm runner's client forwards signals and its watchdog kills the child
+        from flows import lifetime
+
+        lifetime.protect()  # nothing this command starts (a temporary Prefect server) outlives it
     if warm.IN_CHILD:  # the client already pointed the environment at the kept server
         url = os.environ.get("PREFECT_API_URL")
         kept = url if url and url == (local_server.read_state() or {}).get("api_url") else None
@@ -425,22 +442,19 @@ def reconcile(
     output_dir: Path = typer.Option(Path("impactflow_runs"), help="The runs folder of `impactflow run`."),
     stale_after: float = typer.Option(24.0, help="Hours after which a RUNNING run of another host counts as dead."),
 ) -> None:
-    """Mark KILLED the MLflow runs left RUNNING by pipeline processes that died (e.g. SIGKILL),
-    then mark the registered versions of KILLED or FAILED runs (and take `champion` off them).
-    Every `impactflow run` reconciles the runs of its experiment before it starts."""
+    """Mark KILLED the MLflow runs left RUNNING by pipeline processes that died (e.g. SIGKILL)
+    and the child runs of ended parents, mark their Prefect flow runs Crashed (when a Prefect
+    server is configured or kept), mark the registered versions of KILLED or FAILED runs (and
+    take `champion` off them), remove orphan temporary files and list stale privacy-budget
+    reservations. Every `impactflow run` does the same for its experiment before it starts."""
     _quiet_environment(False)
-    from tasks.reconcile import mark_versions, reconcile as do_reconcile
+    from flows.local_server import use_kept_server
+    from tasks.reconcile import reconcile_all, summary_lines
 
     uri = _reachable_store(output_dir)
-    marked = do_reconcile(uri, stale_after_s=stale_after * 3600)
-    for m in marked:
-        typer.echo(f"{m['run_id']}: KILLED ({m['reason']})")
-    typer.echo(f"{len(marked)} run(s) reconciled")
-    versions = mark_versions(uri)
-    for v in versions:
-        alias = "; champion alias removed" if v["alias_removed"] else ""
-        typer.echo(f"{v['name']} version {v['version']}: run {v['run_id']} {v['run_status']}{alias}")
-    typer.echo(f"{len(versions)} model version(s) marked")
+    use_kept_server()  # the kept Prefect server, if any (never a temporary one just for this)
+    for line in summary_lines(reconcile_all(uri, output_dir, stale_after_s=stale_after * 3600)):
+        typer.echo(line)
 
 
 @app.command()
@@ -907,6 +921,8 @@ def audit(
             command=" ".join(["impactflow", *sys.argv[1:]]), max_input_bytes=max_input_bytes)
     except ImpactflowError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
     _print_summary(console, {**summary, "models": {}})
     console.print(f"Evidence: manifest sha256 {summary['manifest_sha256']} signed by {summary['signer_key_id']}"
                   f" — check with: impactflow report verify {summary['run_dir']}", markup=False, soft_wrap=True)

@@ -5,6 +5,7 @@ still has its full record in MLflow, tagged ``impactflow.gates=failed``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,17 @@ GATES_TAG = "impactflow.gates"
 @task(name="start-tracking", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_io_only)
 def start_tracking(config: dict, preset: str, experiment: str, output_dir: str, run_name: str, tags: dict) -> dict:
     """Create (or reuse) the experiment and open the parent run of this pipeline run."""
-    from tasks.reconcile import owner_tags, reconcile
+    from tasks.reconcile import owner_tags, reconcile_at_start
 
     out = Path(output_dir)
     uri = tracking.tracking_uri(out)
     tracking.preflight(uri)  # unreachable server: a clear error before anything is trained
     exp_id = tracking.ensure_experiment(uri, experiment, out)
-    reconcile(uri, [exp_id])  # runs left RUNNING by killed processes -> KILLED
+    # what killed/failed runs left: RUNNING runs and flow runs, versions, temp files, reservations
+    reconcile_at_start(uri, exp_id, out)
     parent = tracking.start_run(uri, exp_id, run_name, {**tags, "impactflow.preset": preset, **owner_tags()})
-    tracking.log_params(uri, parent, config)
+    with _failed_if_raises(uri, parent):  # a retried attempt must not leave its run RUNNING
+        tracking.log_params(uri, parent, config)
     return {"uri": uri, "experiment_id": exp_id, "experiment": experiment, "parent_run_id": parent,
             "min_cell_size": (config.get("disclosure") or {}).get("min_cell_size", 10)}
 
@@ -64,6 +67,26 @@ def log_model_run(ctx: dict, fitted, audits: dict, test_frame, tags: dict, work_
                 GATES_TAG: gate_tags(audits)[GATES_TAG],  # passed / failed / incomplete: one rule
                 "impactflow.dp": str(bool(fitted.training["dp"].get("enabled"))).lower()}
     child = tracking.start_run(uri, ctx["experiment_id"], fitted.name, run_tags, ctx["parent_run_id"])
+    with _failed_if_raises(uri, child):  # a retried attempt must not leave its child run RUNNING
+        return _log_model_run(ctx, child, fitted, audits, test_frame, work_dir)
+
+
+@contextlib.contextmanager
+def _failed_if_raises(uri: str, run_id: str):
+    """End ``run_id`` FAILED (KILLED when interrupted) if the block raises (a failed attempt of a retried task opened it:
+    the retry opens another run); best effort, the block's error is re-raised unchanged."""
+    try:
+        yield
+    except BaseException as exc:
+        try:  # an interrupt (Ctrl-C, SIGTERM) ends it KILLED, as fail_tracking does
+            tracking.end_run(uri, run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        except Exception:  # pragma: no cover - tracking unreachable: reconcile ends it later
+            pass
+        raise
+
+
+def _log_model_run(ctx: dict, child: str, fitted, audits: dict, test_frame, work_dir: str) -> str:
+    uri = ctx["uri"]
     progress.stage(f"log {fitted.name} to MLflow")
     tracking.log_params(uri, child, {"model": fitted.params, "training": {
         k: v for k, v in fitted.training.items() if k != "dp"}, "dp": fitted.training["dp"]})
@@ -107,17 +130,22 @@ def log_report(ctx: dict, paths: dict, status: str) -> None:
 
 
 def fail_tracking(ctx: dict | None, child_runs: list[str], error: BaseException) -> None:
-    """Mark the parent and any open child runs FAILED (best effort; never masks ``error``)."""
+    """Mark the parent and any open child runs FAILED, or KILLED when the run was interrupted
+    (Ctrl-C, or SIGTERM/SIGHUP turned into an interrupt by flows/lifetime.py); best effort, never
+    masks ``error``."""
     if not ctx:
         return
     uri = ctx["uri"]
+    from prefect.exceptions import TerminationSignal  # Prefect's SIGTERM bridge inside a flow run
+
+    status = "KILLED" if isinstance(error, (KeyboardInterrupt, TerminationSignal)) else "FAILED"
     try:
         tracking.set_tags(uri, ctx["parent_run_id"], {
             "impactflow.error": f"{type(error).__name__}: {str(error).splitlines()[0][:400] if str(error) else ''}",
             GATES_TAG: "failed",
         })
         for run in [*child_runs, ctx["parent_run_id"]]:
-            tracking.end_run(uri, run, "FAILED")
+            tracking.end_run(uri, run, status)
     except Exception:  # pragma: no cover - tracking unreachable: the original error matters more
         pass
 
