@@ -70,12 +70,12 @@ import hashlib
 import json
 import os
 import socket
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from audits.atomic import mkstemp_for, temp_prefix
 from data_contracts.errors import ConfigError, DataError
 
 MANIFEST_NAME = "manifest.intoto.jsonl"  # the DSSE envelope (one JSON line)
@@ -261,7 +261,7 @@ def _new_pem() -> bytes:
 def _private_temp(path: Path, data: bytes) -> Path:
     """``data`` in a new mode-0600 file beside ``path`` (fsynced)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    tmp = path.parent / f"{temp_prefix(path.name)}{os.urandom(4).hex()}.tmp"  # audits.atomic naming
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
@@ -630,7 +630,7 @@ def statement_problems(statement: Any) -> list[str]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = mkstemp_for(path)  # names its writer (audits.atomic)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -700,7 +700,9 @@ class VerifyResult:
     previous_report_sha256: str | None = None
     n_files: int = 0
     models: list[dict] = field(default_factory=list)  # the predicate's models (for check_models)
-    models_checked: bool = False  # re-hashed against MLflow (verify by run id)
+    models_checked: bool = False  # re-hashed against MLflow (verify by run id, or a folder whose store is found)
+    # the copy logged to MLflow, for a local folder: "verified", "not checked: <why>" (None: a run id)
+    logged_copy: str | None = None
     changed: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)

@@ -21,10 +21,10 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from audits.atomic import mkstemp_for
 from audits.report import GATE_STATUS_ORDER, gate_status_rank, validate_report
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
@@ -623,7 +623,7 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
     temps: dict[str, Path] = {}
     try:
         for kind, text in contents.items():
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{REPORT_FILES[kind]}.", suffix=".tmp")
+            fd, tmp = mkstemp_for(out_dir / REPORT_FILES[kind])  # names its writer (audits.atomic)
             temps[kind] = Path(tmp)
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(text)

@@ -406,7 +406,9 @@ def _accountant_memo(kind: str, key: dict[str, Any], compute: Callable[[dict[str
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        # named after its writer, as audits.atomic names them (it cannot be imported here):
+        # `impactflow reconcile` removes one whose writer was killed
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
             json.dump({"key": json.loads(text), "value": value}, fh)
         os.replace(tmp, path)

@@ -20,6 +20,15 @@ total: no lost update. After training the reservation is finalised with the acco
 A run that fails (or is killed) after its reservation keeps it, counted at the planned epsilon:
 training may have started and per-epoch metrics were already logged, so the noise was consumed
 (conservative). Nothing is reserved before the data passed its contract.
+
+Stale reservations (issue 28): each entry records its owner process (``owner``:
+``<host>/<pid>/<process start>``, as MLflow's parent run tags). A ``reserved`` entry whose owner
+is gone is *stale*: ``impactflow budget`` shows it as ``reserved (stale: owner gone)``, and
+``impactflow reconcile`` lists it. It keeps counting unless its run provably released nothing
+(``tasks.reconcile.stale_reservations``: MLflow parent run ended without any child run); then it
+becomes ``released`` and no longer counts. A privacy loss cannot be undone once a model trained
+on the data may have been released, hence the default of counting. Entries written before the
+``owner`` column existed have no owner and are never called stale.
 """
 from __future__ import annotations
 
@@ -60,6 +69,8 @@ NEEDS_TARGET = (
     "spends is only known after training, so it cannot be checked against the budget before"
 )
 BAD_URL = "{env}: cannot open the privacy ledger ({reason})"
+RESERVED, SPENT, RELEASED = "reserved", "spent", "released"
+STALE = "reserved (stale: owner gone)"
 
 
 class BudgetExceeded(ConfigError):
@@ -75,7 +86,7 @@ def compose(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
     Returns the summed epsilon/delta of the private entries (``math.fsum``: correctly rounded), the
     number of private and non-private entries, and the total epsilon (infinity as soon as one
     non-private model is recorded)."""
-    entries = list(entries)
+    entries = [e for e in entries if e.get("status") != RELEASED]  # released: provably nothing spent
     private = [e for e in entries if e["private"]]
     # a private model whose epsilon is not known yet (a noise_multiplier run still training, or
     # one that died) counts as infinity until finalised: unknown is not zero
@@ -179,11 +190,13 @@ class Ledger:
             sa.Column("delta", sa.Float),
             sa.Column("planned_epsilon", sa.Float),
             sa.Column("accountant", sa.String(20)),
-            sa.Column("status", sa.String(20), nullable=False),  # reserved | spent
+            sa.Column("status", sa.String(20), nullable=False),  # reserved | spent | released
             sa.Column("budget_epsilon", sa.Float),
             sa.Column("budget_delta", sa.Float),
             sa.Column("created_at", sa.String(40), nullable=False),
             sa.Column("finalized_at", sa.String(40)),
+            sa.Column("owner", sa.String(300)),  # <host>/<pid>/<process start> of the reserving run
+            sa.Column("note", sa.String(500)),  # why an entry was released
         )
         self._meta = meta
         self._ensure_schema()
@@ -200,6 +213,12 @@ class Ledger:
             with self.engine.begin() as conn:
                 self._lock(conn, _SCHEMA_LOCK)
                 self._meta.create_all(conn, checkfirst=True)
+                # ledgers created before the owner/note columns: add them (NULL for old entries)
+                have = {c["name"] for c in sa.inspect(conn).get_columns(self.table.name)}
+                for col in ("owner", "note"):
+                    if col not in have:
+                        width = self.table.c[col].type.length
+                        conn.exec_driver_sql(f"ALTER TABLE {self.table.name} ADD COLUMN {col} VARCHAR({width})")
         except sa.exc.OperationalError as exc:
             raise ConfigError(BAD_URL.format(env=LEDGER_ENV, reason=str(exc.orig).strip().splitlines()[0])) from None
 
@@ -222,6 +241,7 @@ class Ledger:
         (planned), delta, accountant). Private models are ``reserved``, non-private ones ``spent``.
         Raises ``BudgetExceeded`` (nothing recorded) when the budget would be exceeded."""
         now = _now()
+        owner = owner_string()
         with self.engine.begin() as conn:
             self._lock(conn, _lock_key(sha))
             before = compose(self._rows(conn, sha))
@@ -248,7 +268,8 @@ class Ledger:
                     private=bool(m["private"]), epsilon=None, delta=m.get("delta") if m["private"] else None,
                     planned_epsilon=m.get("epsilon") if m["private"] else None, accountant=m.get("accountant"),
                     status="reserved" if m["private"] else "spent", budget_epsilon=budget_epsilon,
-                    budget_delta=budget_delta, created_at=now, finalized_at=None if m["private"] else now))
+                    budget_delta=budget_delta, created_at=now, finalized_at=None if m["private"] else now,
+                    owner=owner))
                 ids.append(int(res.inserted_primary_key[0]))
         return ids
 
@@ -260,6 +281,18 @@ class Ledger:
             values["delta"] = float(delta)
         with self.engine.begin() as conn:
             conn.execute(t.update().where(t.c.id == entry_id).values(**values))
+
+    def stale_entries(self) -> list[dict[str, Any]]:
+        """``reserved`` entries whose owner process is gone (see the module's docstring)."""
+        return [e for e in self.entries() if e["status"] == RESERVED and owner_gone(e.get("owner"))]
+
+    def release(self, entry_id: int, note: str) -> None:
+        """Stop counting a stale reservation whose run provably released nothing (status ->
+        released; only from ``reserved``)."""
+        t = self.table
+        with self.engine.begin() as conn:
+            conn.execute(t.update().where((t.c.id == entry_id) & (t.c.status == RESERVED))
+                         .values(status=RELEASED, finalized_at=_now(), note=note[:500]))
 
     def entries(self, prefix: str | None = None) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -282,6 +315,34 @@ class Ledger:
         self.engine.dispose()
 
 
+def owner_string() -> str:
+    """This process as a ledger entry's owner: ``<host>/<pid>/<process start>``."""
+    from tasks.reconcile import HOST_TAG, PID_START_TAG, PID_TAG, owner_tags
+
+    t = owner_tags()
+    return f"{t[HOST_TAG]}/{t[PID_TAG]}/{t[PID_START_TAG]}"
+
+
+def owner_gone(owner: str | None, stale_after_s: float | None = None) -> bool:
+    """Whether an entry's owner process is gone (False when unknown: old entries, other hosts
+    within ``stale_after_s``, default ``tasks.reconcile.DEFAULT_STALE_AFTER_S``)."""
+    from tasks.reconcile import DEFAULT_STALE_AFTER_S, HOST_TAG, PID_START_TAG, PID_TAG, owner_alive
+
+    parts = (owner or "").rsplit("/", 2)
+    if len(parts) != 3:
+        return False
+    tags = {HOST_TAG: parts[0], PID_TAG: parts[1], PID_START_TAG: parts[2]}
+    # another host: its process cannot be examined; never called stale here (start time unknown)
+    return not owner_alive(tags, None, stale_after_s=DEFAULT_STALE_AFTER_S if stale_after_s is None else stale_after_s)
+
+
+def shown_status(entry: dict[str, Any]) -> str:
+    """An entry's status as ``impactflow budget`` shows it (a stale reservation says so)."""
+    if entry["status"] == RESERVED and owner_gone(entry.get("owner")):
+        return STALE
+    return entry["status"]
+
+
 def summarize(sha: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals of one dataset's entries; the budget shown is the latest one a run configured."""
     total = compose(rows)
@@ -293,7 +354,8 @@ def summarize(sha: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "contract": rows[-1]["contract"] if rows else None,
         "entries": len(rows),
         "runs": len({r["run_id"] for r in rows}),
-        "reserved": sum(r["status"] == "reserved" for r in rows),
+        "reserved": sum(r["status"] == RESERVED for r in rows),
+        "released": sum(r["status"] == RELEASED for r in rows),
         **total,
         "budget_epsilon": budget,
         "remaining_epsilon": remaining,
@@ -366,8 +428,14 @@ def budget_tables(url: str, prefix: str | None = None) -> list[Any]:
         total = "∞" if math.isinf(d["epsilon"]) else f"{d['epsilon']:.4g}"
         budget = "none" if d["budget_epsilon"] is None else f"{d['budget_epsilon']:.4g}"
         remaining = "—" if d["remaining_epsilon"] is None else f"{d['remaining_epsilon']:.4g}"
+        stale = sum(shown_status(e) == STALE for e in d["entries"])
         caption = (f"spent ε={total}, δ={d['delta']:.3g} · budget ε={budget} · remaining ε={remaining} · "
                    f"{d['n_private']} private, {d['n_non_private']} non-private model(s) · {COMPOSITION}")
+        if stale:
+            caption += (f" · {stale} stale reservation(s) of killed runs still counted at their planned ε "
+                        "(`impactflow reconcile` releases those that provably released nothing)")
+        if d["released"]:
+            caption += f" · {d['released']} released reservation(s) not counted"
         t = Table(title=f"dataset {d['dataset_sha256'][:12]} ({d['contract']}) · {d['runs']} run(s)",
                   caption=caption)
         for col in ("run", "model", "ε", "δ", "accountant", "status", "recorded"):
@@ -375,6 +443,6 @@ def budget_tables(url: str, prefix: str | None = None) -> list[Any]:
         for e in d["entries"]:
             t.add_row(str(e["run_id"])[:12], e["model"], _eps_text(e["epsilon"], e["private"]),
                       "—" if e["delta"] is None else f"{e['delta']:.3g}", e["accountant"] or "—",
-                      e["status"], e["created_at"])
+                      shown_status(e), e["created_at"])
         tables.append(t)
     return tables

@@ -237,6 +237,7 @@ def test_transient_io_failure_is_retried_and_a_user_error_is_not(prefect_api, mo
     ("mkstemp", errno.EROFS, "Read-only file system"),
 ])
 def test_full_or_read_only_report_folder_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch, where, err, text):
+    import audits.atomic as atomic
     import audits.render as render
     from data_contracts.errors import OutputError
     from tasks.report import write_report
@@ -252,7 +253,7 @@ def test_full_or_read_only_report_folder_is_a_clear_error_and_leaves_nothing(tmp
     if where == "fsync":
         monkeypatch.setattr(render.os, "fsync", fail)
     else:
-        monkeypatch.setattr(render.tempfile, "mkstemp", fail)
+        monkeypatch.setattr(atomic.tempfile, "mkstemp", fail)
     with pytest.raises(OutputError) as info:
         write_report.fn(inputs["run"], inputs["data"], inputs["models"], inputs["provenance"],
                         inputs["config"], str(out))
