@@ -614,6 +614,39 @@ def _run_folder(path_or_run: str, output_dir: Path, tmp: Path) -> tuple[Path, Op
         _fail(f"{path_or_run}: not a folder, and {exc}")
 
 
+def _logged_copy(result, output_dir: Path, tmp: Path, verify_folder) -> Optional[str]:
+    """Check the copy a local run folder's MLflow run logged (tasks.evidence.logged_copy_problems)
+    when its store can be found: MLFLOW_TRACKING_URI, an mlflow.db in the folder or up to three
+    folders above it, or in --output-dir. Returns the store's URI (to re-hash the models), or
+    None with ``result.logged_copy`` saying why it was not checked."""
+    from data_contracts.errors import TrackingError
+    from tasks.evidence import logged_copy_problems
+    from tasks.tracking import preflight
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        root = Path(result.root).resolve()
+        dbs = [d / "mlflow.db" for d in (root, *list(root.parents)[:3], output_dir.resolve())]
+        db = next((d for d in dbs if d.is_file()), None)
+        if db is None:
+            result.logged_copy = "not checked: no tracking store found (set MLFLOW_TRACKING_URI)"
+            return None
+        uri = f"sqlite:///{db}"
+    if not result.run_id:
+        result.logged_copy = "not checked: the statement names no run"
+        return None
+    try:
+        preflight(uri)
+    except TrackingError as exc:
+        result.logged_copy = f"not checked: {exc}"
+        return None
+    problems, note = logged_copy_problems(uri, result.run_id, result.manifest_sha256, tmp / "logged",
+                                          verify_folder)
+    result.logged_copy = note
+    result.add_problems(problems)
+    return None if note.startswith("not checked") else uri
+
+
 def _verify_exit(result) -> int:
     return EXIT_OK if result.ok else EXIT_UNTRUSTED if result.intact else EXIT_TAMPERED
 
@@ -626,11 +659,16 @@ def report_verify(
     trusted_keys: Optional[Path] = TrustedKeysOpt,
     output_dir: Path = OutputDirOpt,
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    local_only: bool = typer.Option(False, "--local-only", help="For a folder: do not compare it with the copy "
+                                                                 "its MLflow run logged."),
 ) -> None:
     """Check the signed in-toto statement: its DSSE signature, every file's SHA-256 and, for a
     run id, every logged and registered model re-hashed from MLflow; and whether the signer is
-    trusted. Exit 0 intact and trusted, 4 content changed or signature invalid (table of what
-    failed), 5 intact but the signer is not trusted, 1 could not verify (bad input)."""
+    trusted. For a run folder whose tracking store is found (MLFLOW_TRACKING_URI, or an
+    mlflow.db beside it), the copy its MLflow run logged is checked too: the run FINISHED and
+    logged this very statement, intact. Exit 0 intact and trusted, 4 content changed or
+    signature invalid (table of what failed), 5 intact but the signer is not trusted, 1 could
+    not verify (bad input)."""
     import json
     import tempfile
 
@@ -644,6 +682,8 @@ def report_verify(
             trust = evidence.trusted_keys([trusted_keys] if trusted_keys else [], pinned=pinned)
             folder, uri = _run_folder(path_or_run, output_dir, Path(tmp))
             result = evidence.verify(folder, pinned, trust=trust)
+            if uri is None and result.signature == "valid" and not local_only:
+                uri = _logged_copy(result, output_dir, Path(tmp), lambda p: evidence.verify(p, pinned, trust=trust))
             if uri is not None and result.signature == "valid":
                 from tasks.evidence import check_models
 
@@ -663,6 +703,10 @@ def report_verify(
                   f"previous report sha256 {result.previous_report_sha256}", markup=False, soft_wrap=True)
     models = (f"{len(result.models)} model(s) re-hashed from MLflow" if result.models_checked
               else "models not re-hashed: give the MLflow run id for that" if result.models else "no logged models")
+    if result.logged_copy == "verified":
+        models += "; the copy logged to MLflow is this one"
+    elif result.logged_copy and result.logged_copy.startswith("not checked"):
+        models += f"; MLflow copy {result.logged_copy}"
     if code == EXIT_OK:
         who = f"{result.trusted_as!r}, " if result.trusted_as else ""
         console.print(f"[bold green]verified[/]: content intact ({result.n_files} files; {models}), signed by a "

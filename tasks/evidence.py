@@ -26,6 +26,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
+from data_contracts.errors import ImpactflowError
 from tasks import progress, tracking
 
 REPORT_SHA_TAG = "impactflow.report_sha256"
@@ -264,3 +265,34 @@ def download_report(uri: str, run_id: str, dst: Path) -> dict:
     except (MlflowException, OSError):
         raise DataError(f"MLflow run {run_id} has no reports/impact_report.json artifact") from None
     return json.loads(Path(local).read_text(encoding="utf-8"))
+
+
+def logged_copy_problems(uri: str, run_id: str, local_manifest_sha256: str | None, dst: Path,
+                         verify_folder) -> tuple[list[str], str]:
+    """Compare a local run folder with what its MLflow run logged: the run must have FINISHED and
+    its logged statement must be the local one and verify (``verify_folder(path)`` ->
+    VerifyResult). Returns (problems, note); a store without the run is a note, not a problem (a
+    folder copied from another store)."""
+    from mlflow.exceptions import MlflowException
+
+    client = tracking._client(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return [], f"not checked: run {run_id} is not in {tracking_uri_for_humans(uri)}"
+    problems = []
+    if run.info.status != "FINISHED":
+        problems.append(f"MLflow run {run_id}: status {run.info.status}, not FINISHED (killed or failed while "
+                        "logging: the logged evidence may be incomplete)")
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        client.download_artifacts(run_id, "", str(dst))
+        logged = verify_folder(dst)
+    except (MlflowException, OSError, ImpactflowError) as exc:
+        problems.append(f"MLflow copy: no readable signed statement logged ({str(exc).splitlines()[0][:200]})")
+        return problems, "differs"
+    if logged.manifest_sha256 != local_manifest_sha256:
+        problems.append(f"MLflow copy: its signed statement (sha256 {logged.manifest_sha256}) is not this "
+                        "folder's")
+    problems += [f"MLflow copy: {p}" for p in logged.problems]
+    return problems, "verified" if not problems else "differs"

@@ -203,3 +203,33 @@ def test_registered_mlp_swapped_for_the_logreg_fails_verify_by_run_id(two_runs, 
         shutil.rmtree(mlp)
         shutil.copytree(backup, mlp)
     assert cli("report", "verify", first["parent_run_id"], uri=uri).returncode == 0
+
+
+def test_verify_of_a_folder_checks_what_its_run_logged(two_runs, cli):
+    """A run killed while logging (KILLED, half its artifacts uploaded) has an intact local
+    folder: `report verify FOLDER` finds the store beside it and fails on the logged copy (exit
+    4); `--local-only` checks the folder alone. The state is restored afterwards."""
+    from urllib.parse import urlparse
+
+    from mlflow import MlflowClient
+
+    out, uri, _, second = two_runs
+    run_dir, run_id = _run_dir(out, second), second["parent_run_id"]
+    ok = cli("report", "verify", str(run_dir))
+    assert ok.returncode == 0 and "the copy logged to MLflow is this one" in ok.stdout, ok.stdout + ok.stderr
+    client = MlflowClient(uri)
+    logged_html = Path(urlparse(client.get_run(run_id).info.artifact_uri).path) / "reports" / "impact_report.html"
+    assert logged_html.is_file()
+    aside = logged_html.with_name("aside.html")
+    logged_html.rename(aside)
+    client.set_terminated(run_id, "KILLED")
+    try:
+        half = cli("report", "verify", str(run_dir))
+        assert half.returncode == 4, half.stdout + half.stderr
+        assert f"status KILLED, not FINISHED" in half.stdout
+        assert "MLflow copy" in half.stdout and "impact_report.html" in half.stdout
+        local = cli("report", "verify", str(run_dir), "--local-only")
+        assert local.returncode == 0, local.stdout + local.stderr
+    finally:
+        aside.rename(logged_html)
+        client.set_terminated(run_id, "FINISHED")
