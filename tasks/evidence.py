@@ -200,8 +200,10 @@ def check_models(uri: str, models: list[dict]) -> list[str]:
         if ids is None or mid not in ids:
             problems.append(f"model {name}: MLflow run {run_id} no longer logs model {mid}")
         else:
-            actual = model_files(uri, client.get_logged_model(mid).artifact_location)
-            problems += evidence.model_problems(m, actual, f"run {run_id}")
+            location = client.get_logged_model(mid).artifact_location
+            moved = tracking.missing_artifacts(location)
+            problems += ([f"model {name}: logged model {mid}: {moved}"] if moved else
+                         evidence.model_problems(m, model_files(uri, location), f"run {run_id}"))
         reg = m.get("registry")
         if not reg:
             continue
@@ -216,7 +218,9 @@ def check_models(uri: str, models: list[dict]) -> list[str]:
             problems.append(f"model {name}: {where} is tagged {MODEL_DIGEST_TAG}="
                             f"{str((mv.tags or {}).get(MODEL_DIGEST_TAG))[:12]}…, not the signed digest "
                             f"{str(m.get('digest'))[:12]}…")
-        problems += evidence.model_problems(m, model_files(uri, location), where)
+        moved = tracking.missing_artifacts(location)
+        problems += ([f"model {name}: {where}: {moved}"] if moved else
+                     evidence.model_problems(m, model_files(uri, location), where))
     return problems
 
 
@@ -229,9 +233,12 @@ def _existing_run_client(uri: str, run_id: str):
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stdout stays the verdict
     client = tracking._client(uri)
     try:
-        client.get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException:
         raise DataError(f"no MLflow run {run_id!r} in {tracking_uri_for_humans(uri)}") from None
+    moved = tracking.missing_artifacts(run.info.artifact_uri)
+    if moved:
+        raise DataError(f"MLflow run {run_id}: {moved}")
     return client
 
 
@@ -281,6 +288,9 @@ def logged_copy_problems(uri: str, run_id: str, local_manifest_sha256: str | Non
     except MlflowException:
         return [], f"not checked: run {run_id} is not in {tracking_uri_for_humans(uri)}"
     problems = []
+    moved = tracking.missing_artifacts(run.info.artifact_uri)
+    if moved:
+        return [f"MLflow run {run_id}: {moved}"], "differs"
     if run.info.status != "FINISHED":
         problems.append(f"MLflow run {run_id}: status {run.info.status}, not FINISHED (killed or failed while "
                         "logging: the logged evidence may be incomplete)")

@@ -61,10 +61,49 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _file_path(artifact_uri: str | None) -> Path | None:
+    """The local path of a ``file:`` artifact URI (None for any other scheme)."""
+    from urllib.parse import unquote, urlparse
+
+    if not artifact_uri or not artifact_uri.startswith("file:"):
+        return None
+    return Path(unquote(urlparse(artifact_uri).path))
+
+
+def moved_store(artifact_location: str | None, output_dir: Path) -> str | None:
+    """Why an embedded store's experiment must not be written to from ``output_dir``: MLflow
+    records each experiment's artifact location (and each run's artifact URI) as an absolute
+    path, so a runs folder that was moved or copied keeps writing artifacts into the original
+    folder, and breaks once that folder is gone. None when the location is this folder's."""
+    recorded = _file_path(artifact_location)
+    here = (Path(output_dir) / "mlartifacts").resolve()
+    if recorded is None or recorded == here:
+        return None
+    return (f"the runs folder {Path(output_dir).resolve()} was moved or copied: its MLflow store keeps artifacts "
+            f"in {recorded} (MLflow records absolute paths), so this run would write there. Move the folder "
+            "back, or start new runs in a fresh folder (--set tracking.output_dir=...) and keep this one for "
+            "reading (`impactflow report verify --local-only` checks its run folders)")
+
+
+def missing_artifacts(artifact_uri: str | None) -> str | None:
+    """A clear reason when a run's local artifact folder is gone (its runs folder was moved)."""
+    path = _file_path(artifact_uri)
+    if path is None or path.exists():
+        return None
+    return (f"its artifacts were recorded at {path}, which no longer exists: was the runs folder moved? "
+            "MLflow records absolute artifact paths; move the folder back to read them")
+
+
 def ensure_experiment(uri: str, name: str, output_dir: Path) -> str:
     client = _client(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if uri.startswith("sqlite:"):
+            problem = moved_store(exp.artifact_location, output_dir)
+            if problem:
+                from data_contracts.errors import ConfigError
+
+                raise ConfigError(problem)
         return exp.experiment_id
     location = None
     if uri.startswith("sqlite:"):  # embedded mode: artifacts beside the database
