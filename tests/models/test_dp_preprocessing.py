@@ -94,7 +94,9 @@ def test_adult_dp_encoder_holds_the_declared_sets_not_the_training_rows():
     """Holand-Netherlands occurs in one Adult row: with it or without it, the DP encoder is the
     same, and its categories are exactly the sets declared in data_contracts/adult."""
     contract = get_contract("adult")
-    suite = json.loads(contract.suite_path.read_text())
+    from data_contracts.validation import load_suite
+
+    suite = load_suite(contract)  # generated from the contract's declarations
     declared = {e["kwargs"]["column"]: [str(v) for v in e["kwargs"]["value_set"]] for e in suite["expectations"]
                 if e["type"] == "expect_column_values_to_be_in_set"}
     df = load_dataset(contract)
@@ -136,16 +138,16 @@ def test_dp_tabular_encoding_by_hand():
 
 
 def test_a_feature_without_a_declared_domain_fails_before_training(tmp_path):
-    """A copy of the Adult contract whose suite declares no range for 'age': a DP run stops with
+    """A copy of the Adult contract that declares no range for 'age': a DP run stops with
     one line naming the contract and the column; a non-private run is unaffected."""
+    import yaml
+
     folder = tmp_path / "adult_copy"
-    shutil.copytree(get_contract("adult").suite_path.parent, folder,
+    shutil.copytree(get_contract("adult").contract_path.parent, folder,
                     ignore=shutil.ignore_patterns("*.gz", "__pycache__"))
-    suite_path = folder / "expectations.json"
-    suite = json.loads(suite_path.read_text())
-    suite["expectations"] = [e for e in suite["expectations"] if not (
-        e["type"] == "expect_column_values_to_be_between" and e["kwargs"].get("column") == "age")]
-    suite_path.write_text(json.dumps(suite))
+    raw = yaml.safe_load((folder / "contract.yaml").read_text())
+    raw["columns"]["age"] = {"type": "integer"}  # no min/max
+    (folder / "contract.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     contract = contract_from_yaml(folder / "contract.yaml")
     roles = roles_for(contract, "binary", exclude_sensitive=False)
     df = load_dataset(get_contract("adult")).sample(n=400, random_state=0).reset_index(drop=True)
@@ -155,7 +157,7 @@ def test_a_feature_without_a_declared_domain_fails_before_training(tmp_path):
         fit_family_model(fam, {"epochs": 1}, split, roles, seed=0, device="cpu", privacy=DP)
     assert str(err.value) == NO_DECLARED_DOMAIN.format(
         column="age", what="finite range (min_value < max_value)", contract="adult",
-        expectation="expect_column_values_to_be_between", suite="expectations.json")
+        expectation="expect_column_values_to_be_between", suite="contract.yaml")
     assert "\n" not in str(err.value)
     assert fam.make_preprocessor(roles, None).fit_transform(split.train[list(roles.features)]).shape[0] == len(split.train)
 
