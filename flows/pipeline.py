@@ -27,33 +27,6 @@ from tasks.report import model_record, provenance, representation, write_report
 from tasks.train import train_baseline, train_model
 
 
-def _heartbeats_not_joined() -> None:
-    """Let a flow run end without waiting for Prefect's heartbeat thread.
-
-    Prefect's sync flow engine joins its heartbeat thread when the flow function returns, and
-    that thread sleeps in whole seconds between checks (``prefect.flow_engine._send_heartbeats``):
-    every run waited 0-1 s (0.5 s on average) for it. Prefect's async engine already leaves the
-    thread to stop on its own (``join_on_exit=False``); so does this. The thread is a daemon,
-    emits nothing once stopped, and heartbeats still run during the flow (crashed runs are still
-    detected). Applied once, when this module is imported (CLI, warm runner, deployments);
-    ``tests/flows/test_heartbeats.py`` fails if Prefect's function changes shape."""
-    from prefect import flow_engine
-
-    original = flow_engine._send_heartbeats
-    if getattr(original, "impactflow_not_joined", False):
-        return
-
-    def _send_heartbeats(engine, join_on_exit: bool = True):
-        return original(engine, join_on_exit=False)
-
-    _send_heartbeats.impactflow_not_joined = True
-    _send_heartbeats.original = original
-    flow_engine._send_heartbeats = _send_heartbeats
-
-
-_heartbeats_not_joined()
-
-
 def validation_beside_training(cfg: RunConfig) -> Optional[str]:
     """None when the contract can be validated in a separate process while the models train
     (``data.validate_while_training``, the default); otherwise why it is validated first.

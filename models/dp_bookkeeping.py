@@ -307,15 +307,27 @@ class _FreshGradDPOptimizer(DPOptimizerFastGradientClipping):
                 p.summed_grad = p.grad.detach()
 
 
-def use_fresh_grads(optimizer: DPOptimizerFastGradientClipping) -> None:
-    """Let Opacus's ``DPOptimizerFastGradientClipping`` take ``p.grad`` as the summed gradient
-    without copying it. Its ``accumulate`` deep-copies ``p.grad`` into ``p.summed_grad`` (about
-    0.1 ms a parameter a step: on the tabular MLP as long as the whole Adam step) because there
-    ``p.grad`` comes out of a backward pass that may accumulate into it; ``BookkeepingClipper``
-    writes a fresh tensor into every ``p.grad`` every step, so the copy protects nothing. All
-    else -- noise, scaling, the accountant's step hook, the underlying Adam -- is Opacus's and
-    torch's own code (tests/privacy/test_bookkeeping_clipping.py checks a step against the
-    unmodified optimizer)."""
+def with_fresh_grads(optimizer: DPOptimizerFastGradientClipping) -> _FreshGradDPOptimizer:
+    """The same DP optimizer, except that it takes ``p.grad`` as the summed gradient without
+    copying it. Opacus's ``DPOptimizerFastGradientClipping.accumulate`` deep-copies ``p.grad``
+    into ``p.summed_grad`` (about 0.1 ms a parameter a step: on the tabular MLP as long as the
+    whole Adam step) because there ``p.grad`` comes out of a backward pass that may accumulate
+    into it; ``BookkeepingClipper`` writes a fresh tensor into every ``p.grad`` every step, so
+    the copy protects nothing.
+
+    Built through Opacus's public API only: the subclass is constructed like ``make_private``
+    constructs its optimizer (same wrapped optimizer, noise multiplier, clipping bound,
+    expected batch size, reduction, generator, secure mode), and the accountant's step hook is
+    moved over with ``attach_step_hook``. All else -- noise, scaling, the accounting, the
+    underlying Adam -- is Opacus's and torch's own code (tests/privacy/test_bookkeeping_clipping.py
+    checks two steps against the unmodified optimizer)."""
     if type(optimizer) is not DPOptimizerFastGradientClipping:
         raise TypeError(f"expected Opacus's DPOptimizerFastGradientClipping, got {type(optimizer).__name__}")
-    optimizer.__class__ = _FreshGradDPOptimizer
+    fresh = _FreshGradDPOptimizer(
+        optimizer.original_optimizer, noise_multiplier=optimizer.noise_multiplier,
+        max_grad_norm=optimizer.max_grad_norm, expected_batch_size=optimizer.expected_batch_size,
+        loss_reduction=optimizer.loss_reduction, generator=optimizer.generator,
+        secure_mode=optimizer.secure_mode)
+    if optimizer.step_hook is not None:
+        fresh.attach_step_hook(optimizer.step_hook)
+    return fresh

@@ -207,11 +207,12 @@ def _embedding_norm_sample(layer, activations, backprops):
 
 
 def _use_fast_embedding_norms() -> None:
+    """Opacus's public norm-sampler registry: ghost clipping of an embedding uses
+    ``_embedding_norm_sample`` (registering twice replaces the entry with the same function)."""
     import torch.nn as nn
-    from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import \
-        GradSampleModuleFastGradientClipping
+    from opacus.grad_sample.utils import register_norm_sampler
 
-    GradSampleModuleFastGradientClipping.NORM_SAMPLERS[nn.Embedding] = _embedding_norm_sample
+    register_norm_sampler(nn.Embedding)(_embedding_norm_sample)
 
 
 def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings, epochs: int):
@@ -267,12 +268,11 @@ def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings,
         model, optimizer, loader = wrapped
     clipper = None
     if use_bk:
-        from models.dp_bookkeeping import BookkeepingClipper, use_fresh_grads
+        from models.dp_bookkeeping import BookkeepingClipper, with_fresh_grads
 
-        model.cleanup()  # Opacus's hooks off: the clipper computes what they would have
-        model = model._module
+        model = model.to_standard_module()  # Opacus's hooks off: the clipper computes what they would have
         clipper = BookkeepingClipper(model, privacy.max_grad_norm)
-        use_fresh_grads(optimizer)
+        optimizer = with_fresh_grads(optimizer)
     return engine, model, optimizer, criterion, loader, clipper, notes
 
 

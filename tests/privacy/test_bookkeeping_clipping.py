@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models.dp_bookkeeping import BookkeepingClipper, unsupported_reason, use_fresh_grads
+from models.dp_bookkeeping import BookkeepingClipper, unsupported_reason, with_fresh_grads
 
 
 def _opacus_ghost(model, x, y, criterion, max_grad_norm):
@@ -201,8 +201,7 @@ def test_optimizer_step_equals_opacus():
     ref_opt.step()
 
     ours = copy.deepcopy(model)
-    opt = optimizer(ours)
-    use_fresh_grads(opt)
+    opt = with_fresh_grads(optimizer(ours))
     clipper = BookkeepingClipper(ours, 0.5)
     for _ in range(2):  # twice: the second step must not see the first's summed gradient
         opt.zero_grad(set_to_none=True)
@@ -221,7 +220,7 @@ def test_optimizer_step_equals_opacus():
     for a, b in zip(ours.parameters(), ref_model.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
     with pytest.raises(TypeError):
-        use_fresh_grads(torch.optim.SGD(model.parameters(), lr=0.1))
+        with_fresh_grads(torch.optim.SGD(model.parameters(), lr=0.1))
 
 
 def _train_dp(model, X, y, clipping):
