@@ -5,6 +5,7 @@ to the training loop. With no reporter installed (tests, deployments) it is a no
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Protocol
 
 
@@ -25,6 +26,28 @@ def install(reporter: Reporter | None) -> None:
 def stage(name: str) -> None:
     if _reporter is not None:
         _reporter.stage(name)
+    if HOLD_ENV in os.environ:
+        _hold(name, os.environ[HOLD_ENV])
+
+
+# Test-only hook (tests/reliability/test_kill_stages.py): with IMPACTFLOW_TEST_HOLD_AT=<prefix>
+# the process stops at the start of the first stage whose name starts with <prefix>, says so on
+# stderr ("impactflow-test-hold: <stage>") and waits there to be killed, so a test can SIGKILL a
+# real run at a chosen stage. Unset (always, outside that test), it costs one dict lookup.
+HOLD_ENV = "IMPACTFLOW_TEST_HOLD_AT"
+HOLD_MARK = "impactflow-test-hold: "
+
+
+def _hold(name: str, prefix: str) -> None:
+    if not prefix or not name.startswith(prefix):
+        return
+    import sys
+    import time
+
+    sys.stderr.write(f"{HOLD_MARK}{name}\n")
+    sys.stderr.flush()
+    while True:
+        time.sleep(3600)
 
 
 def epoch_callback(model: str) -> Callable[[dict[str, float]], None] | None:
