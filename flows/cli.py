@@ -120,6 +120,8 @@ class RichReporter:
         info = f"val_loss={row['val_loss']:.4f}"
         if "epsilon_rdp" in row:
             info += f" ε≤{row['epsilon_rdp']:.3f} (RDP)"
+        if row.get("stopped_early"):
+            info = f"stopped early at epoch {int(row['epoch'])} (best {int(row['best_epoch'])}) {info}"
         self.progress.update(self.tasks[model], completed=int(row["epoch"]), info=info)
 
 
@@ -182,18 +184,7 @@ def _use_kept_server(console) -> None:
 def _print_summary(console, summary: dict) -> None:
     from tasks.tracking import public_uri
 
-    from rich.table import Table
-
-    table = Table(title="Gates", show_lines=False)
-    for col in ("model", "gate", "value", "threshold", "status"):
-        table.add_column(col, overflow="fold")
-    style = {"pass": "green", "fail": "bold red"}
-    for g in summary["gates"]:
-        value = "—" if g["value"] is None else f"{g['value']:.4f}"
-        thr = "—" if g["threshold"] is None else f"{g['comparison']} {g['threshold']}"
-        model = f"{g['model']} (baseline)" if g.get("baseline") else g["model"]
-        table.add_row(model, g["name"], value, thr, f"[{style.get(g['status'], 'yellow')}]{g['status']}[/]")
-    console.print(table)
+    _print_gates(console, summary["gates"])
     for name, m in summary["models"].items():
         acc = m["metrics"].get("eval/accuracy")
         dp = m["dp"]
@@ -222,6 +213,55 @@ def _print_summary(console, summary: dict) -> None:
     ]
     for line in out:  # paths must stay copyable: never wrapped
         console.print(line, soft_wrap=True, markup=False)
+    console.print(exit_line(summary), soft_wrap=True, markup=False)
+
+
+def exit_line(summary: dict) -> str:
+    """The last line of `run` and `audit`: the exit code and what it means, for users who have
+    not read the README's exit codes."""
+    if summary["status"] == "pass":
+        return f"exit {EXIT_OK}: completed, every gate was measured and passed"
+    if summary["status"] == "incomplete":
+        return f"exit {EXIT_GATES}: completed, but a gate could not be measured (incomplete) — see the report"
+    return f"exit {EXIT_GATES}: completed, a gate failed — see the report"
+
+
+#: narrower than this (or piped to a file), the gates are a plain list: a table would break names
+TABLE_MIN_WIDTH = 100
+_GATE_COLUMNS = ("model", "gate", "value", "threshold", "status")
+
+
+def gate_rows(gates: list[dict]) -> list[tuple[str, str, str, str, str]]:
+    rows = []
+    for g in gates:
+        value = "—" if g["value"] is None else f"{g['value']:.4f}"
+        thr = "—" if g["threshold"] is None else f"{g['comparison']} {g['threshold']}"
+        model = f"{g['model']} (baseline)" if g.get("baseline") else g["model"]
+        rows.append((model, g["name"], value, thr, g["status"]))
+    return rows
+
+
+def _print_gates(console, gates: list[dict]) -> None:
+    """A table on a terminal wide enough for every cell on one line; otherwise (a narrow
+    terminal, a pipe or a file) one line per gate. A gate name is never broken."""
+    from rich.table import Table
+
+    rows = gate_rows(gates)
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(_GATE_COLUMNS)]
+    needed = sum(widths) + 3 * len(widths) + 1  # Rich's box: a border and 2 spaces of padding per cell
+    if not console.is_terminal or console.width < max(TABLE_MIN_WIDTH, needed):
+        console.print("Gates:", markup=False)
+        for row in rows:
+            console.print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(),
+                          soft_wrap=True, markup=False)
+        return
+    style = {"pass": "green", "fail": "bold red"}
+    table = Table(title="Gates", show_lines=False)
+    for col in _GATE_COLUMNS:
+        table.add_column(col, no_wrap=True)
+    for *cells, status in rows:
+        table.add_row(*cells, f"[{style.get(status, 'yellow')}]{status}[/]")
+    console.print(table)
 
 
 @app.command()
@@ -260,6 +300,12 @@ def ui(
     """Start the MLflow UI on the embedded tracking store (or MLFLOW_TRACKING_URI)."""
     _quiet_environment(False)
     uri = _tracking_uri(output_dir)
+    busy = port_in_use(host, port)
+    if busy:
+        _fail(f"port {port} on {host} is already in use ({busy}): pick another with --port")
+    from tasks.tracking import mark_training_experiments
+
+    mark_training_experiments(uri)  # the UI opens on the training-runs view, not the GenAI one
     cmd, env = ui_command(uri, host, port)
     _console().print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
     os.execve(sys.executable, cmd, env)
@@ -269,9 +315,27 @@ def ui_command(uri: str, host: str, port: int) -> tuple[list[str], dict[str, str
     """(argv, environment) of the MLflow UI process for ``uri``. The store URI (with any
     password) travels in ``MLFLOW_BACKEND_STORE_URI`` (the env var of `mlflow server
     --backend-store-uri`), never on the command line, which every local user can read with
-    ``ps``; the process environment is readable by its owner and root only."""
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
-    return [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)], env
+    ``ps``; the process environment is readable by its owner and root only.
+
+    Choice: one worker and no job runner (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``: the
+    runner serves GenAI jobs impactflow never submits). MLflow's defaults, 4 workers plus the
+    job runner, started 15 processes using 3.2 GB for one local viewer; set
+    ``IMPACTFLOW_UI_WORKERS`` for more."""
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
+    workers = os.environ.get("IMPACTFLOW_UI_WORKERS", "1")
+    return [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port), "--workers", workers], env
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound (e.g. "Address already in use"), or None when it can."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _require_api(command: str) -> None:
@@ -464,9 +528,17 @@ def presets() -> None:
 
     import yaml
 
+    from flows.config import load_config, missing_data
+    from data_contracts.errors import ImpactflowError
+
     for name in list_presets():
         desc = (yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text()) or {}).get("description", "")
-        typer.echo(f"{name:16s} {desc}")
+        try:
+            needs = missing_data(load_config(name, check=False))
+        except ImpactflowError as exc:
+            needs = str(exc)
+        mark = "[needs your data: --set data.path=PATH] " if needs else ""
+        typer.echo(f"{name:16s} {mark}{desc}")
 
 
 server_app = typer.Typer(help="A kept local Prefect server, so each run does not start a temporary one.",

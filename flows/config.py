@@ -319,8 +319,10 @@ def _format_validation_error(exc: ValidationError) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
-def load_config(source: str | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a preset or YAML file, apply ``key=value`` overrides, validate everything."""
+def load_config(source: str | None = None, overrides: list[str] | None = None, *,
+                check: bool = True) -> RunConfig:
+    """Load a preset or YAML file, apply ``key=value`` overrides, validate everything
+    (``check=False``: the schema only, not the references to contracts, families and files)."""
     preset, path = resolve_source(source)
     data = _with_base(_read_yaml(path), seen=[str(path)])
     data.setdefault("preset", preset)
@@ -329,8 +331,23 @@ def load_config(source: str | None = None, overrides: list[str] | None = None) -
         cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
-    check_references(cfg)
+    if check:
+        check_references(cfg)
     return cfg
+
+
+def missing_data(cfg: RunConfig) -> str | None:
+    """Why the run has no data to read (a contract that ships no files and no ``data.path``),
+    or None. Checked before any task runs, and shown by ``impactflow presets``."""
+    from data_contracts import get_contract
+
+    if cfg.data.path:
+        return None
+    contract = get_contract(cfg.data.contract)
+    if contract.default_files:
+        return None
+    return (f"data.path: required: the contract {contract.name!r} ships no data (licence: {contract.license}); "
+            f"supply your copy with --set data.path=PATH")
 
 
 def check_references(cfg: RunConfig) -> None:
@@ -348,9 +365,10 @@ def check_references(cfg: RunConfig) -> None:
                 f"data.contract={cfg.data.contract!r}: unknown contract (neither a registered name: "
                 f"{', '.join(sorted(CONTRACTS))}; nor a contract.yaml or a folder holding one)"
             )
-        contract = get_contract(cfg.data.contract)  # every contract problem: one line, before any task
-        if not cfg.data.path and not contract.default_files:
-            raise ConfigError(f"data.path: required, the contract {cfg.data.contract} has no default_files")
+        get_contract(cfg.data.contract)  # every contract problem: one line, before any task
+    missing = missing_data(cfg)
+    if missing:
+        raise ConfigError(missing)
 
     if cfg.model.family not in FAMILIES:
         raise ConfigError(

@@ -507,15 +507,17 @@ def train_torch(
             # (PRV by default) is computed once, after training
             row["epsilon_rdp"] = readout.epsilon(engine.accountant.history, privacy.delta)
         history.append(row)
-        if on_epoch is not None:
-            on_epoch({**row, "epochs": settings.epochs})
         if val_loss < best_val - 1e-6:
             best_val, best_epoch, bad_epochs = val_loss, epoch, 0
             best_state = copy.deepcopy(base.state_dict())
         else:
             bad_epochs += 1
-            if bad_epochs >= settings.patience:
-                break
+        stop = bad_epochs >= settings.patience
+        if on_epoch is not None:  # the progress bar says why it ends before `epochs`
+            on_epoch({**row, "epochs": settings.epochs, "best_epoch": best_epoch,
+                      "stopped_early": float(stop and epoch < settings.epochs)})
+        if stop:
+            break
     wall = time.perf_counter() - start
     if clipper is not None:
         clipper.remove()

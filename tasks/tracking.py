@@ -108,7 +108,27 @@ def ensure_experiment(uri: str, name: str, output_dir: Path) -> str:
     location = None
     if uri.startswith("sqlite:"):  # embedded mode: artifacts beside the database
         location = (output_dir / "mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags=dict([TRAINING_KIND]))
+
+
+#: MLflow 3's experiment-kind tag: the UI opens a "custom model development" experiment on its
+#: training-runs view (untagged experiments may open on the GenAI traces view)
+TRAINING_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def mark_training_experiments(uri: str) -> int:
+    """Tag every experiment of the store that has no kind yet as a training experiment (what
+    `impactflow ui` does before it starts, for stores made by older versions). Returns how many
+    were tagged."""
+    from mlflow.entities import ViewType
+
+    client = _client(uri)
+    n = 0
+    for exp in client.search_experiments(view_type=ViewType.ACTIVE_ONLY):
+        if TRAINING_KIND[0] not in (exp.tags or {}):
+            client.set_experiment_tag(exp.experiment_id, *TRAINING_KIND)
+            n += 1
+    return n
 
 
 def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None) -> str:
