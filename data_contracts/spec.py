@@ -34,7 +34,18 @@ TEXT_TYPES = ("str", "object")
 READ_KEYS = ("format", "delimiter", "header", "na_values", "encoding", "skip_initial_space", "comment")
 COLUMN_KEYS = ("type", "values", "min", "max", "strict_min", "strict_max", "max_missing", "description")
 DERIVED_KEYS = ("from", "bins", "labels", "map", "default", "description")
-_KEEP = object()  # map default: an unmapped value stays as it is
+class _Keep:
+    """The default of a map: an unmapped value stays as it is (a stable repr: it is part of the
+    validation cache key, data_contracts.validation_cache)."""
+
+    def __repr__(self) -> str:
+        return "keep"
+
+    def __reduce__(self) -> str:
+        return "_KEEP"
+
+
+_KEEP = _Keep()
 
 
 def did_you_mean(word: str, known: Sequence[str]) -> str:
