@@ -284,3 +284,10 @@ def test_run_config_takes_a_contract_path_and_checks_it_before_any_task(tmp_path
     os.mkfifo(fifo)
     with pytest.raises(ConfigError, match=r"data\.path: .*pipe\.csv: not a regular file \(a FIFO"):
         load_config("tabular", [f"data.path={fifo}"])
+
+
+def test_the_validation_cache_key_of_a_map_is_the_same_in_every_process():
+    from data_contracts.validation_cache import _field_text
+
+    text = _field_text(get_contract("adult").derived)  # Adult's label map keeps unmapped values
+    assert "default=keep" in text and " at 0x" not in text  # no object address (it differs per process)
