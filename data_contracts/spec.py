@@ -321,26 +321,26 @@ def apply_derived(df: "pd.DataFrame", derived: Sequence[DerivedSpec]) -> "pd.Dat
         if d.bins:
             numeric = pd.to_numeric(s, errors="coerce")
             codes = np.searchsorted(np.asarray(d.bins, dtype=float), numeric.to_numpy(dtype=float), side="right")
-            out = pd.Series([d.labels[int(i)] for i in codes], index=df.index, dtype=object)
+            out = pd.Series(np.asarray(d.labels, dtype=object)[codes], index=df.index, dtype=object)
             out = out.where(numeric.notna(), None)  # a missing (or non-numeric) source stays missing
+            text = True
         else:
             table = dict(d.mapping)
 
             def one(v: Any, table: dict = table, default: Any = d.default) -> Any:
-                if v is None or (isinstance(v, float) and math.isnan(v)):
-                    return v
                 key = str(v)
+                if isinstance(v, float) and v.is_integer() and key not in table:
+                    key = str(int(v))  # an integer code in a column with gaps reads as 1.0
                 if key in table:
                     return table[key]
                 return v if default is _KEEP else default
 
-            out = s.astype(object).map(one)
-        df[d.name] = out.astype("str") if _all_text(out) else out
+            # each distinct value once (a category has few), then a vectorised look-up
+            lookup = {v: one(v) for v in s.dropna().unique()}
+            out = s.astype(object).map(lookup)
+            text = all(isinstance(v, str) for v in lookup.values())
+        df[d.name] = out.astype("str") if text else out
     return df
-
-
-def _all_text(s: "pd.Series") -> bool:
-    return bool(s.dropna().map(lambda v: isinstance(v, str)).all())
 
 
 # --------------------------------------------------------------------------- the generated suite
