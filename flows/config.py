@@ -370,6 +370,24 @@ def check_references(cfg: RunConfig) -> None:
     if missing:
         raise ConfigError(missing)
 
+    from data_contracts import get_contract
+
+    contract = get_contract(cfg.data.contract)
+    from audits.groups import CLASS
+
+    audited = [*contract.sensitive, *contract.groups]  # the columns the audits split by
+    for audit, values in cfg.gates.items():
+        combos = values.get("intersections") if isinstance(values, dict) else None
+        if not isinstance(combos, list):
+            continue  # the type is checked by check_gates
+        # group_robustness also splits by the true label (audits.groups.CLASS)
+        allowed = [*audited, CLASS] if audit == "group_robustness" else audited
+        for combo in combos:
+            for col in combo if isinstance(combo, list) else []:
+                if col not in allowed:
+                    raise ConfigError(
+                        f"gates.{audit}.intersections: {col!r} is not a sensitive column of contract "
+                        f"{contract.name!r} (sensitive: {', '.join(audited) or 'none'})")
     if cfg.model.family not in FAMILIES:
         raise ConfigError(
             f"model.family={cfg.model.family!r}: unknown model family (known: {', '.join(sorted(FAMILIES))})"

@@ -272,7 +272,11 @@ def test_run_config_takes_a_contract_path_and_checks_it_before_any_task(tmp_path
 
     write(tmp_path / "mine")
     monkeypatch.chdir(tmp_path)
-    cfg = load_config("tabular", ["data.contract=mine", f"tracking.output_dir={tmp_path / 'out'}"])
+    with pytest.raises(ConfigError, match=r"^gates\.fairness\.intersections: 'race' is not a sensitive column of "
+                                          r"contract 'tiny_credit' \(sensitive: sex, age_group\)$"):
+        load_config("tabular", ["data.contract=mine"])  # the preset's [[sex, race]]: refused before training
+    cfg = load_config("tabular", ["data.contract=mine", f"tracking.output_dir={tmp_path / 'out'}",
+                                  "gates.fairness.intersections=[[sex, age_group]]"])
     assert cfg.data.contract == str((tmp_path / "mine" / "contract.yaml").resolve())  # absolute for every task
     (tmp_path / "mine" / "contract.yaml").write_text(CONTRACT.replace("favourable_outcome: good",
                                                                       "favourable_outcome: approved"))
@@ -283,7 +287,7 @@ def test_run_config_takes_a_contract_path_and_checks_it_before_any_task(tmp_path
     fifo = tmp_path / "pipe.csv"
     os.mkfifo(fifo)
     with pytest.raises(ConfigError, match=r"data\.path: .*pipe\.csv: not a regular file \(a FIFO"):
-        load_config("tabular", [f"data.path={fifo}"])
+        load_config("tabular", [f"data.path={fifo}"])  # Adult, registered
 
 
 def test_the_validation_cache_key_of_a_map_is_the_same_in_every_process():
