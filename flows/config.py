@@ -387,7 +387,8 @@ def check_references(cfg: RunConfig) -> None:
                 if col not in allowed:
                     raise ConfigError(
                         f"gates.{audit}.intersections: {col!r} is not a sensitive column of contract "
-                        f"{contract.name!r} (sensitive: {', '.join(audited) or 'none'})")
+                        f"{contract.name!r} (sensitive: {', '.join(audited) or 'none'}); list combinations of "
+                        f"those, or set it to null for all of them combined")
     if cfg.model.family not in FAMILIES:
         raise ConfigError(
             f"model.family={cfg.model.family!r}: unknown model family (known: {', '.join(sorted(FAMILIES))})"

@@ -273,10 +273,12 @@ def test_run_config_takes_a_contract_path_and_checks_it_before_any_task(tmp_path
     write(tmp_path / "mine")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"^gates\.fairness\.intersections: 'race' is not a sensitive column of "
-                                          r"contract 'tiny_credit' \(sensitive: sex, age_group\)$"):
+                                          r"contract 'tiny_credit' \(sensitive: sex, age_group\); list combinations of those, or set it to "
+                                          r"null for all of them combined$"):
         load_config("tabular", ["data.contract=mine"])  # the preset's [[sex, race]]: refused before training
     cfg = load_config("tabular", ["data.contract=mine", f"tracking.output_dir={tmp_path / 'out'}",
                                   "gates.fairness.intersections=[[sex, age_group]]"])
+    assert load_config("tabular", ["data.contract=mine", "gates.fairness.intersections=null"])
     assert cfg.data.contract == str((tmp_path / "mine" / "contract.yaml").resolve())  # absolute for every task
     (tmp_path / "mine" / "contract.yaml").write_text(CONTRACT.replace("favourable_outcome: good",
                                                                       "favourable_outcome: approved"))
