@@ -123,3 +123,26 @@ def remove_orphans(root: Path) -> list[Path]:
             continue  # not ours to remove (permissions): left, and shown again next time
         removed.append(path)
     return removed
+
+
+# errnos of a disk that cannot take the run's output: full, over quota, over RLIMIT_FSIZE, read-only
+DISK_ERRNOS = {28: "ENOSPC", 122: "EDQUOT", 27: "EFBIG", 30: "EROFS"}
+DISK_ERROR = ("cannot write {where}: {why}; the run ended FAILED and nothing was approved "
+              "(free space, then `impactflow reconcile` tidies what it left)")
+
+
+def disk_error(exc: BaseException) -> str | None:
+    """The one ``error:`` line for an exception caused by a full, over-quota or read-only disk
+    (an ``OSError`` with one of ``DISK_ERRNOS``, or SQLite's "database or disk is full",
+    anywhere in its cause/context chain); None for any other exception."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+            where = e.filename2 if e.filename2 else e.filename
+            return DISK_ERROR.format(where=where or "the output", why=e.strerror or DISK_ERRNOS[e.errno])
+        if "database or disk is full" in str(e):
+            return DISK_ERROR.format(where="a SQLite database", why="database or disk is full")
+        e = e.__cause__ or e.__context__
+    return None

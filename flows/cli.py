@@ -152,6 +152,13 @@ def run(
         _fail(str(exc))
     except KeyboardInterrupt as exc:
         _interrupted(exc)
+    except Exception as exc:  # a full or read-only disk mid-run: one line, not a traceback
+        from audits.atomic import disk_error
+
+        line = disk_error(exc)
+        if line is None:
+            raise
+        _fail(line)
     finally:
         progress.install(None)
     _print_summary(console, summary)
