@@ -297,3 +297,28 @@ def test_the_validation_cache_key_of_a_map_is_the_same_in_every_process():
 
     text = _field_text(get_contract("adult").derived)  # Adult's label map keeps unmapped values
     assert "default=keep" in text and " at 0x" not in text  # no object address (it differs per process)
+
+
+def test_a_registered_special_reader_with_declared_columns(tmp_path):
+    """``loader:`` (a registered reader) instead of ``read:``: the suite is still generated."""
+    import yaml
+
+    from data_contracts.adult import load_uci_adult
+
+    adult = get_contract("adult")
+    raw = yaml.safe_load(adult.contract_path.read_text())
+    del raw["read"], raw["derived"]  # the UCI reader strips adult.test's label dots itself
+    raw["loader"] = "uci_adult"
+    raw["default_files"] = [str(p) for p in adult.default_files]
+    path = tmp_path / "contract.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    c = get_contract(str(path))
+    assert c.loader is load_uci_adult and c.derived == ()
+    def checks(contract):
+        return [(e["type"], e["kwargs"]) for e in load_suite(contract)["expectations"]]
+
+    assert checks(c) == checks(adult)
+    raw["loader"] = "uci_adlt"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"contract\.yaml: loader: unknown loader 'uci_adlt'"):
+        get_contract(str(path))
