@@ -73,6 +73,89 @@ def fmt(x: Any) -> str:
     return str(x)
 
 
+# A number's kind, read from the last segment of its key or metric name ("eval/tn",
+# "fairness/sex/n_groups_judged", "privacy/canary_guesses"): counts are shown as integers even
+# when the JSON holds them as floats (``5224.0`` -> ``5224``), 0/1 indicators as yes/no.
+_COUNT_NAME = re.compile(r"^(n|k|tp|fp|tn|fn|count|support|canaries)$|^(n|distinct)_|_count$|_(guesses|correct|size)$")
+_FLAG_NAME = re.compile(r"_degenerate$")
+
+
+def _last_segment(name: Any) -> str:
+    return re.split(r"[/.]", str(name))[-1].lower()
+
+
+def is_count_name(name: Any) -> bool:
+    """Whether a key or metric name names a count (``n``, ``tp``, ``n_groups_judged``, ...)."""
+    return bool(_COUNT_NAME.search(_last_segment(name)))
+
+
+def fmt_count(x: Any) -> str:
+    """A count as an integer (``5224.0`` -> ``5224``); a non-integral value (an expected count,
+    a weighted sum) keeps ``fmt``'s decimals rather than being rounded into a different number."""
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return fmt(x)
+
+
+def fmt_metric(x: Any, name: Any) -> str:
+    """``x`` formatted by what ``name`` says it is: a count as an integer, a 0/1 indicator as
+    yes/no, anything else (rates, differences, scores) by ``fmt`` (4 decimals)."""
+    if is_count_name(name):
+        return fmt_count(x)
+    if _FLAG_NAME.search(_last_segment(name)) and x in (0, 1) and not isinstance(x, bool):
+        return "yes" if x == 1 else "no"
+    return fmt(x)
+
+
+def fmt_param(x: Any) -> str:
+    """A hyperparameter as it was set (``0.001``, ``1e-05``, ``1.0``): Python's own shortest
+    spelling, not rounded to 4 decimals; None -> "—"; booleans -> yes/no."""
+    if x is None or isinstance(x, bool):
+        return fmt(x)
+    if isinstance(x, float):
+        return fmt(x) if (math.isnan(x) or math.isinf(x)) else repr(x)
+    return str(x)
+
+
+# SI prefixes for quantities with units (energy, CO2e mass, FLOPs): 4 significant digits.
+_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"))
+
+
+def fmt_si(x: Any, unit: str) -> str:
+    """``x`` (in ``unit``) with an SI prefix and 4 significant digits: ``fmt_si(0.02958, "Wh")``
+    -> ``29.58 mWh``. None/NaN -> "—"."""
+    if x is None or isinstance(x, bool) or not isinstance(x, (int, float)) or math.isnan(x):
+        return fmt(x)
+    if x == 0 or math.isinf(x):
+        return f"{fmt(x)} {unit}"
+    for scale, prefix in _PREFIXES:
+        if abs(x) >= scale * 0.99995:  # 999.97 mWh reads 1.000 Wh, not 1000 mWh
+            break
+    v = x / scale
+    digits = max(0, 3 - int(math.floor(math.log10(abs(v)))) if abs(v) >= 1 else 3)
+    return f"{v:.{digits}f} {prefix}{unit}"
+
+
+def fmt_energy_kwh(x: Any) -> str:
+    """Energy given in kWh (the JSON's ``energy_kwh``), shown with its unit: ``2.958e-05`` -> ``29.58 mWh``."""
+    return fmt_si(x * 1000.0, "Wh") if isinstance(x, (int, float)) and not isinstance(x, bool) else fmt(x)
+
+
+def fmt_mass_g(x: Any) -> str:
+    """A mass in grams (``co2e_g``) with its unit: ``0.0142`` -> ``14.20 mg``."""
+    return fmt_si(x, "g")
+
+
+def fmt_flops(x: Any) -> str:
+    """A number of floating-point operations: ``40883036040.0`` -> ``40.88 GFLOP``."""
+    return fmt_si(x, "FLOP")
+
+
+def fmt_seconds(x: Any) -> str:
+    """A duration in seconds: ``8.8737 s``."""
+    return DASH if _missing(x) else f"{fmt(x)} s"
+
+
 def budget_text(b: Any, non_private: Any = ()) -> str:
     """One sentence for the privacy-budget ledger's totals of a dataset (``data.privacy_budget``, the
     shape of ``tasks.ledger_store.report_view``). ``non_private``: this run's models trained without
@@ -80,11 +163,11 @@ def budget_text(b: Any, non_private: Any = ()) -> str:
     if b is None:
         return "not measured (no privacy-budget ledger for this dataset)"
     n_priv, n_non = b["private_models"], b["non_private_models"]
-    text = (f"dataset {str(b['dataset_sha256'])[:12]}: {fmt(n_priv)} DP model(s) spent ε = "
+    text = (f"dataset {str(b['dataset_sha256'])[:12]}: {fmt_count(n_priv)} DP model(s) spent ε = "
             f"{fmt(b['epsilon_spent_private_models'])}, δ = {fmt(b['delta_spent'])} ({b['composition']})")
     if b["epsilon_spent_is_infinite"]:
         names = ", ".join(str(n) for n in non_private) or "recorded by an earlier run"
-        text += (f"; total ε = ∞: a non-private model ({names}; {fmt(n_non)} in the ledger) was trained on "
+        text += (f"; total ε = ∞: a non-private model ({names}; {fmt_count(n_non)} in the ledger) was trained on "
                  "the same rows, so the data are not protected by differential privacy")
     else:
         text += f"; total ε = {fmt(b['epsilon_spent'])}"
@@ -99,12 +182,12 @@ def anonymity_text(a: Any) -> str:
     if not isinstance(a, dict) or a.get("status") != "measured":
         return "not measured (the data contract declares no quasi-identifiers)"
     unit = a.get("unit") or "rows"
-    text = (f"k = {fmt(a.get('k'))} over the quasi-identifiers {', '.join(map(str, a.get('quasi_identifiers') or []))} "
-            f"({fmt(a.get('n_classes'))} classes of {unit}); {fmt(a.get('units_below_min_k'))} "
+    text = (f"k = {fmt_count(a.get('k'))} over the quasi-identifiers {', '.join(map(str, a.get('quasi_identifiers') or []))} "
+            f"({fmt_count(a.get('n_classes'))} classes of {unit}); {fmt_count(a.get('units_below_min_k'))} "
             f"(a share of {fmt(a.get('share_below_min_k'))}) sit in classes smaller than "
-            f"k = {fmt(a.get('min_k'))}")
+            f"k = {fmt_count(a.get('min_k'))}")
     if a.get("l_diversity") is not None:
-        text += f"; distinct ℓ-diversity of {a.get('sensitive')}: {fmt(a.get('l_diversity'))}"
+        text += f"; distinct ℓ-diversity of {a.get('sensitive')}: {fmt_count(a.get('l_diversity'))}"
     return text + "."
 
 
@@ -219,10 +302,13 @@ def build_view(report: dict, *, figures: bool) -> dict:
         "generated_at": report.get("generated_at"),
         "schema_version": report.get("schema_version"),
         "data": _data_view(report.get("data") or {}),
-        "models": [_model_view(m, figures=figures) for m in report.get("models") or []],
+        "models": [_model_view(m, figures=figures, config=report.get("config") or {})
+                   for m in report.get("models") or []],
         "not_measured": report.get("not_measured") or [],
         "provenance": report.get("provenance") or {},
         "config_json": config_json,
+        "config_asked": _config_asked(report),
+        "config_effective": _config_effective(report),
         "config_fence": _fence(config_json),
         "extra_sections": _extra_sections(report),
         "sections": SECTIONS,
@@ -336,7 +422,7 @@ def _data_view(data: dict) -> dict:
     }
 
 
-def _model_view(model: dict, *, figures: bool) -> dict:
+def _model_view(model: dict, *, figures: bool, config: dict | None = None) -> dict:
     training = model.get("training") or {}
     dp = training.get("dp") or {}
     audits = model.get("audits") or {}
@@ -347,12 +433,102 @@ def _model_view(model: dict, *, figures: bool) -> dict:
         "description": model.get("description"),
         "status": model.get("status"),
         "mlflow_run_id": model.get("mlflow_run_id"),
-        "params": list((model.get("params") or {}).items()),
+        **_params_view(model, config),
         "training": training,
         "dp": dp,
         "dp_text": _dp_text(dp),
         "audits": [_audit_view(k, a, dp=dp, figures=figures) for k, a in ordered],
     }
+
+
+# Hyperparameters a library reports that do not describe the fitted model: execution settings
+# (a single fit, no parallel effect on the result) and placeholders a library uses for "not set,
+# the library decides" (scikit-learn's ``penalty='deprecated'``, ``multi_class='warn'``).
+EXECUTION_PARAMS = frozenset({"verbose", "n_jobs", "warm_start", "copy_X", "pre_dispatch"})
+PLACEHOLDER_VALUES = frozenset({"deprecated", "warn"})
+
+
+def _params_view(model: dict, config: dict) -> dict:
+    """A model's hyperparameters as shown: ``params``: ``(name, value, source)`` rows, where source
+    says whether the run's configuration set it (``model.params`` of the preset or ``--set``) or
+    it is the family's / library's default; ``params_hidden``: names not shown (execution settings,
+    library placeholders), listed in one line so nothing disappears silently."""
+    params = model.get("params") or {}
+    configured = ((config.get("model") or {}).get("params") or {}) if model.get("role", "candidate") != "baseline" else {}
+    rows, hidden = [], []
+    for k, v in params.items():
+        if k in EXECUTION_PARAMS or (isinstance(v, str) and v in PLACEHOLDER_VALUES):
+            hidden.append(k)
+            continue
+        if k == "seed":
+            source = "run seed"
+        elif k in configured:
+            source = "run configuration"
+        elif model.get("role", "candidate") == "baseline":
+            source = "fixed for the baseline"
+        else:
+            source = "family default"
+        rows.append((k, fmt_param(v), source))
+    return {"params": rows, "params_hidden": hidden}
+
+
+# Configuration sections that do not change what was trained, measured or decided: shown in the
+# complete configuration only (``use`` is section 3; ``orchestration`` is how tasks are scheduled).
+_CONFIG_NOT_SHOWN = ("use", "orchestration", "description", "preset", "extends")
+# DP-SGD settings that matter only when privacy.enabled is true.
+_DP_TRAINING_KEYS = ("target_epsilon", "noise_multiplier", "delta", "max_grad_norm", "accountant",
+                     "grad_sample_mode", "clipping")
+
+
+def command_overrides(command: Any) -> list[str]:
+    """The ``--set key=value`` overrides of the command line recorded in provenance."""
+    if not isinstance(command, str):
+        return []
+    words = command.split()
+    out = []
+    for i, w in enumerate(words):
+        if w in ("--set", "-s") and i + 1 < len(words):
+            out.append(words[i + 1])
+        elif w.startswith("--set="):
+            out.append(w[len("--set="):])
+    return out
+
+
+def _config_asked(report: dict) -> dict:
+    """What the run owner asked for: the preset (and the preset it extends), the command line and
+    its ``--set`` overrides (from provenance.command; absent when the run came from Python)."""
+    config = report.get("config") or {}
+    command = (report.get("provenance") or {}).get("command")
+    return {"preset": config.get("preset"), "extends": config.get("extends"), "command": command,
+            "overrides": command_overrides(command)}
+
+
+def _flatten(value: Any, prefix: str) -> list[tuple[str, Any]]:
+    if isinstance(value, dict) and value:
+        return [kv for k, v in value.items() for kv in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    return [(prefix, value)]
+
+
+def _config_effective(report: dict) -> list[tuple[str, str, str]]:
+    """``(key, value, source)`` for the effective settings that change what was trained, measured
+    or gated; unset (null) keys, the intended-use statements (section 3), scheduling and, without
+    DP, the DP-SGD settings are left to the complete configuration."""
+    config = report.get("config") or {}
+    overridden = {o.split("=", 1)[0].strip() for o in command_overrides((report.get("provenance") or {}).get("command"))}
+    dp_on = bool((config.get("privacy") or {}).get("enabled"))
+    rows = []
+    for key, value in _flatten({k: v for k, v in config.items() if k not in _CONFIG_NOT_SHOWN}, ""):
+        if value is None or value in ({}, [], ""):
+            continue
+        if not dp_on and key.startswith("privacy.") and key.split(".", 1)[1] in _DP_TRAINING_KEYS:
+            continue
+        if isinstance(value, list):
+            shown = json.dumps(value, ensure_ascii=False, default=str)
+        else:
+            shown = fmt_param(value)
+        source = "--set" if any(key == o or key.startswith(o + ".") for o in overridden) else "preset or default"
+        rows.append((key, shown, source))
+    return rows
 
 
 def _dp_text(dp: dict) -> str:
@@ -473,7 +649,8 @@ def _audit_view(key: str, audit: dict, *, dp: dict, figures: bool) -> dict:
         if isinstance(conv, dict):
             view["conventions"] = [(k, _scalar(v)) for k, v in conv.items()]
         view["details_scalars"] = [
-            (k, v) for k, v in details.items() if v is None or isinstance(v, (bool, int, float, str))
+            (k, v if isinstance(v, str) else fmt_metric(v, k)) for k, v in details.items()
+            if v is None or isinstance(v, (bool, int, float, str))
         ]
     return view
 
@@ -578,6 +755,13 @@ def _environment(kind: str):
             finalize=finalize,
         )
     env.filters["fmt"] = fmt
+    env.filters["count"] = fmt_count
+    env.filters["metric"] = fmt_metric
+    env.filters["param"] = fmt_param
+    env.filters["energy_kwh"] = fmt_energy_kwh
+    env.filters["mass_g"] = fmt_mass_g
+    env.filters["flops"] = fmt_flops
+    env.filters["seconds"] = fmt_seconds
     env.filters["budget_text"] = budget_text
     env.filters["pii_text"] = pii_text
     env.filters["anonymity_text"] = anonymity_text
