@@ -230,12 +230,59 @@ def log_dataset(uri: str, run_id: str, df, *, name: str, source: str, sha256: st
     import mlflow
     from mlflow.entities import DatasetInput, InputTag
 
-    ds = mlflow.data.from_pandas(df, source=source, name=name, digest=sha256[:36])
+    ds = mlflow.data.from_pandas(df, source=local_dataset_source(source), name=name, digest=sha256[:36])
     ds.schema = dataset_schema(df)  # cached_property: set before MLflow infers it value by value
     _client(uri).log_inputs(
         run_id,
         datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])],
     )
+
+
+_LOCAL_SOURCE_CLASS = None
+
+
+def local_dataset_source(path: str):
+    """The dataset's file as an MLflow dataset source of type ``local`` with ``{"uri": path}``:
+    exactly what MLflow records for a local path, but built here instead of resolved from the
+    string. MLflow (3.x) registers its local source class twice (for the ``""`` and ``file``
+    schemes), so resolving any local path warns "The specified dataset source can be
+    interpreted in multiple ways: LocalArtifactDatasetSource, LocalArtifactDatasetSource" — a
+    UserWarning on the user's stderr on every run (issue 26). A source object is used as given
+    (``mlflow.data.from_pandas``); ``DatasetSource`` is MLflow's public base for custom sources."""
+    global _LOCAL_SOURCE_CLASS
+    if _LOCAL_SOURCE_CLASS is None:
+        from mlflow.data.dataset_source import DatasetSource
+
+        class LocalFileSource(DatasetSource):
+            """A local file; source type ``local`` (read back by MLflow as its own local source)."""
+
+            def __init__(self, uri: str):
+                self.uri = str(uri)
+
+            @staticmethod
+            def _get_source_type() -> str:
+                return "local"
+
+            def load(self, dst_path=None) -> str:
+                return self.uri
+
+            @staticmethod
+            def _can_resolve(raw_source) -> bool:
+                return False  # never registered: only built explicitly
+
+            @classmethod
+            def _resolve(cls, raw_source):
+                return cls(str(raw_source))
+
+            def to_dict(self) -> dict:
+                return {"uri": self.uri}
+
+            @classmethod
+            def from_dict(cls, source_dict: dict):
+                return cls(source_dict["uri"])
+
+        _LOCAL_SOURCE_CLASS = LocalFileSource
+    return _LOCAL_SOURCE_CLASS(path)
 
 
 def dataset_schema(df):
