@@ -424,3 +424,24 @@ def test_summary_lines_say_when_prefect_was_not_checked_or_unreachable():
     assert summary_lines({**empty, "prefect": "ok"}) == [
         "0 run(s) reconciled", "0 Prefect flow run(s) marked Crashed", "0 model version(s) marked",
         "0 orphan temporary file(s) removed", "0 stale privacy-budget reservation(s), 0 released"]
+
+
+def test_disk_error_names_the_file_a_full_disk_refused_and_ignores_other_errors():
+    from audits.atomic import disk_error
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/a.gif", None, "/runs/mlartifacts/a.gif")
+    assert disk_error(full).startswith("cannot write /runs/mlartifacts/a.gif: No space left on device; "
+                                       "the run ended FAILED and nothing was approved")
+    assert "File too large" in disk_error(OSError(errno.EFBIG, os.strerror(errno.EFBIG), "/runs/m.pt"))
+    try:  # wrapped by a library: found through the cause chain
+        try:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/ro/x")
+        except OSError as inner:
+            raise RuntimeError("MLflow could not log the artifact") from inner
+    except RuntimeError as outer:
+        assert "cannot write /ro/x: Read-only file system" in disk_error(outer)
+    import sqlite3
+
+    assert "database or disk is full" in disk_error(sqlite3.OperationalError("database or disk is full"))
+    assert disk_error(OSError(errno.ENOENT, "No such file or directory", "x")) is None
+    assert disk_error(ValueError("bad")) is None
