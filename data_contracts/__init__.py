@@ -254,6 +254,9 @@ def contract_from_yaml(path: Path) -> Contract:
             raise where.fail("derived", "needs declared columns (columns: as a mapping)")
         loader = _resolve_loader(str(raw["loader"]), path)
 
+    for key in ("positive_label", "favourable_outcome"):
+        sp.no_booleans(raw.get(key), key, where)
+
     def opt(key: str) -> str | None:
         return None if raw.get(key) is None else str(raw[key])
 

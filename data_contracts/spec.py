@@ -116,6 +116,17 @@ class _Where:
         return ConfigError(BAD_KEY.format(path=self.path, key=key, problem=problem))
 
 
+BOOL_HINT = " (YAML reads yes/no/on/off/true/false as booleans: quote the value, e.g. \"yes\")"
+
+
+def no_booleans(values: Any, key: str, where: _Where) -> None:
+    """Refuse a YAML boolean where a label or category is meant (``values: [yes, no]``)."""
+    items = values if isinstance(values, (list, tuple)) else [values]
+    bad = [v for v in items if isinstance(v, bool)]
+    if bad:
+        raise where.fail(key, f"{bad[0]!r} is a boolean{BOOL_HINT}")
+
+
 def _mapping(value: Any, key: str, where: _Where) -> dict:
     if not isinstance(value, dict):
         raise where.fail(key, f"expected a mapping, got {value!r}")
@@ -198,6 +209,7 @@ def parse_column(name: str, raw: Any, where: _Where) -> ColumnSpec:
             raise where.fail(f"{key}.values", "empty list: a category needs at least one allowed value")
         if any(v is None or isinstance(v, (dict, list)) for v in values):
             raise where.fail(f"{key}.values", f"expected plain values, got {values!r}")
+        no_booleans(values, f"{key}.values", where)
         values = tuple(dict.fromkeys(str(v) for v in values))
     bounds = {}
     for b in ("min", "max"):
@@ -258,6 +270,7 @@ def parse_derived(name: str, raw: Any, known: Mapping[str, ColumnSpec], where: _
             labels = _bin_labels(edges)
         elif not isinstance(labels, list) or len(labels) != len(edges) + 1:
             raise where.fail(f"{key}.labels", f"expected {len(edges) + 1} labels for {len(edges)} edge(s), got {labels!r}")
+        no_booleans(labels, f"{key}.labels", where)
         labels = tuple(str(x) for x in labels)
         if len(set(labels)) != len(labels):
             raise where.fail(f"{key}.labels", f"labels must differ, got {list(labels)!r}")
@@ -267,6 +280,8 @@ def parse_derived(name: str, raw: Any, known: Mapping[str, ColumnSpec], where: _
     mapping = raw["map"]
     if not isinstance(mapping, dict) or not mapping:
         raise where.fail(f"{key}.map", f"expected a non-empty mapping of value -> value, got {mapping!r}")
+    no_booleans(list(mapping), f"{key}.map", where)
+    no_booleans(list(mapping.values()), f"{key}.map", where)
     if any(v is None or isinstance(v, (dict, list)) for v in mapping.values()):
         raise where.fail(f"{key}.map", "every value maps to a plain value (use max_missing elsewhere for gaps)")
     if "labels" in raw:
