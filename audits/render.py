@@ -52,8 +52,9 @@ _CI_SUFFIXES = (("_ci_low", "_ci_high"), ("/ci_low", "/ci_high"))
 
 
 def fmt(x: Any) -> str:
-    """Numbers to 4 decimals (tiny ones in scientific notation, 4 significant digits);
-    ``None``/NaN -> "—"; ints and strings unchanged; booleans -> yes/no."""
+    """Numbers (rates, differences, scores) to 4 decimals; below 0.0001 (δ, tiny p-values) and
+    from 10^9 in scientific notation with 4 significant digits; ``None``/NaN -> "—"; ints and
+    strings unchanged; booleans -> yes/no. Counts: ``fmt_count``; quantities with units: ``fmt_si``."""
     if x is None:
         return DASH
     if isinstance(x, bool):
@@ -67,7 +68,7 @@ def fmt(x: Any) -> str:
             return "∞" if x > 0 else "−∞"
         if x == 0:
             return "0"
-        if abs(x) < 1e-3 or abs(x) >= 1e9:
+        if abs(x) < 1e-4 or abs(x) >= 1e9:
             return f"{x:.3e}"
         return f"{x:.4f}"
     return str(x)

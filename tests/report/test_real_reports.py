@@ -9,6 +9,10 @@ timestamp, a hash). Deliberate exceptions, and only these:
 
 - numbers in the templates' own literal text and in the section titles (``1. Cover``, ``95% CI``,
   ``29 CFR 1607.4(D)``): fixed wording, not data;
+- the same number in another spelling the renderer uses: a count held as a float shown as an
+  integer (``5224.0`` -> ``5224``, ``fmt_count``), a hyperparameter as Python writes it
+  (``fmt_param``), and a quantity with a unit formatted from the key that holds it
+  (``energy_kwh`` -> ``29.58 mWh``, ``co2e_g`` -> ``14.20 mg``, ``training_flops`` -> ``574.0 MFLOP``);
 - counts of items the JSON lists (``3 gate(s) could not be measured`` is the length of
   ``executive_summary.incomplete``; ``no missing values in 14 checked column(s)``; confusion-matrix
   row/column indices): added to the allowed set from the JSON's list lengths.
@@ -21,8 +25,10 @@ from html import unescape
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
-from audits.render import SECTIONS, TEMPLATES_DIR, fmt, render_html, render_markdown
+from audits.render import (SECTIONS, TEMPLATES_DIR, fmt, fmt_count, fmt_energy_kwh, fmt_flops, fmt_mass_g,
+                           fmt_param, is_count_name, md_escape, render_html, render_markdown)
 from audits.report import validate_report
 from tests.report.conftest import REAL_RUNS
 
@@ -37,23 +43,31 @@ def tokens(text: str) -> set[str]:
     return {t.replace("−", "-") for t in NUMBER.findall(text)}
 
 
-def _walk(obj, numbers: list, strings: list, lengths: list) -> None:
+# quantities the renderer shows with a unit (and an SI prefix), by the key that holds them: the
+# number shown is the renderer's formatting of THAT key's value, e.g. energy_kwh 2.958e-05 -> 29.58 mWh
+UNIT_FORMATS = (("_kwh", fmt_energy_kwh), ("co2e_g", fmt_mass_g), ("_flops", fmt_flops))
+
+
+def _walk(obj, numbers: list, strings: list, lengths: list, key: str = "") -> None:
     if isinstance(obj, bool) or obj is None:
         return
     if isinstance(obj, (int, float)):
         numbers.append(obj)
+        for suffix, unit_fmt in UNIT_FORMATS:
+            if key.endswith(suffix):
+                strings.append(unit_fmt(obj))
     elif isinstance(obj, str):
         strings.append(obj)
     elif isinstance(obj, dict):
         lengths.append(len(obj))
         for k, v in obj.items():
             strings.append(str(k))
-            _walk(v, numbers, strings, lengths)
+            _walk(v, numbers, strings, lengths, str(k))
     elif isinstance(obj, list):
         lengths.append(len(obj))
         for i, v in enumerate(obj):
             lengths.append(i)  # positional labels (confusion-matrix rows and columns)
-            _walk(v, numbers, strings, lengths)
+            _walk(v, numbers, strings, lengths, key)
 
 
 def _template_literals() -> set[str]:
@@ -73,7 +87,7 @@ def allowed_numbers(report: dict) -> set[str]:
     _walk(report, numbers, strings, lengths)
     allowed = {str(n) for n in lengths} | _template_literals()
     for x in numbers:
-        allowed |= {fmt(x), str(x), repr(x), json.dumps(x)}
+        allowed |= {fmt(x), fmt_count(x), fmt_param(x), str(x), repr(x), json.dumps(x)}
         if isinstance(x, float) and x.is_integer():
             allowed.add(str(int(x)))
     for s in strings:
@@ -115,6 +129,23 @@ def test_every_number_in_the_report_is_in_the_json(documents, family):
     md = render_markdown(report)
     assert untraceable(md, report) == set()
     assert untraceable(html_text(render_html(report)), report) == set()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_counts_are_shown_as_integers(documents, family):
+    """Issue 26: ``eval/tn | 5224.0000``. Every count-named metric the JSON holds as an integral
+    float (``eval/n``, ``eval/tn``, ``n_groups_judged``...) is shown as an integer, never with decimals."""
+    report = documents[family]
+    md, html = render_markdown(report), render_html(report)
+    counts = {(name, v) for m in report["models"] for a in (m.get("audits") or {}).values() if isinstance(a, dict)
+              for name, v in (a.get("metrics") or {}).items()
+              if is_count_name(name) and isinstance(v, float) and v.is_integer()}
+    assert counts, "no count metric held as a float: the check would prove nothing"
+    for name, v in counts:
+        assert f"| {md_escape(name)} | {int(v)} |" in md
+        assert f"| {md_escape(name)} | {v:.4f} |" not in md
+        assert f'<code>{escape(name)}</code></td><td class="num">{int(v)}</td>' in html
+    assert not re.search(r"\| eval/(n|tp|fp|tn|fn) \| \d+\.\d+ \|", md)
 
 
 def test_the_traceability_check_catches_an_invented_number(documents):
