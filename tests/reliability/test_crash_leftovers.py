@@ -130,6 +130,7 @@ def test_owner_tag_round_trips():
     assert owner_from_prefect_tags(None) is None
 
 
+@pytest.mark.e2e  # a Prefect server
 def test_flow_runs_of_dead_owners_are_marked_crashed_with_their_task_runs(prefect_api, store):
     """Flow runs named by a dead owner (their own tag, or the MLflow parent run that records
     their id) and their open task runs become Crashed; a live owner's and an unknown owner's stay."""
@@ -189,6 +190,7 @@ def test_temporary_files_name_their_writer(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
+@pytest.mark.e2e  # starts a writer process
 def test_a_killed_writers_temporary_file_is_removed_and_a_live_ones_kept(tmp_path):
     """A real writer is SIGKILLed between its temporary file and ``os.replace``: the file stays
     (nothing in-process can remove it); ``remove_orphans`` takes it, not a live writer's, not a
