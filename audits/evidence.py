@@ -75,7 +75,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from audits.atomic import mkstemp_for, temp_prefix
+from audits.atomic import temp_prefix, write_atomic
 from data_contracts.errors import ConfigError, DataError
 
 MANIFEST_NAME = "manifest.intoto.jsonl"  # the DSSE envelope (one JSON line)
@@ -290,7 +290,7 @@ def _read_private_key(path: Path):
 
 def _write_meta(path: Path, key, owner: str, created_by: str) -> dict:
     meta = {"key_id": key_id(raw_public_key(key)), "owner": owner, "created": _now(), "created_by": created_by}
-    _atomic_write(key_meta_path(path), json.dumps(meta, indent=2).encode() + b"\n")
+    write_atomic(key_meta_path(path), json.dumps(meta, indent=2).encode() + b"\n")
     return meta
 
 
@@ -503,7 +503,7 @@ def add_to_trust_file(path: Path, keys: list[dict], owner: str | None = None) ->
         by_id[entry["key_id"]] = entry
         done.append((k["key_id"], "added"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, json.dumps({"format": TRUST_FORMAT, "keys": entries}, indent=2).encode() + b"\n")
+    write_atomic(path, json.dumps({"format": TRUST_FORMAT, "keys": entries}, indent=2).encode() + b"\n")
     return done
 
 
@@ -629,19 +629,6 @@ def statement_problems(statement: Any) -> list[str]:
     return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = mkstemp_for(path)  # names its writer (audits.atomic)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_evidence(root: Path, *, run_id: str | None, signer: dict, previous_report_sha256: str | None,
                    skip_dirs: tuple[str, ...] = ("reports",)) -> tuple[Path, str]:
     """Stage one: hash what the report is built from (models, data docs, ...) into
@@ -654,7 +641,7 @@ def write_evidence(root: Path, *, run_id: str | None, signer: dict, previous_rep
            "previous_report_sha256": previous_report_sha256, "signer": dict(signer)}
     data = canonical_json(doc)
     path = root / EVIDENCE_NAME
-    _atomic_write(path, data)
+    write_atomic(path, data)
     return path, sha256_bytes(data)
 
 
@@ -669,7 +656,7 @@ def write_signed_manifest(root: Path, private_key, *, run_id: str | None, previo
                                 models=models)
     envelope = dsse_envelope(canonical_json(statement), private_key, signer["key_id"])
     data = canonical_json(envelope) + b"\n"
-    _atomic_write(root / MANIFEST_NAME, data)
+    write_atomic(root / MANIFEST_NAME, data)
     pred = statement["predicate"]
     return {"manifest": str(root / MANIFEST_NAME), "manifest_sha256": sha256_bytes(data),
             "report_sha256": pred["report_sha256"], "key_id": signer["key_id"], "public_key": signer["public_key"],
