@@ -21,12 +21,10 @@ Traps handled here (GX 1.24 with pandas 3):
 """
 from __future__ import annotations
 
-import functools
 import html
 import json
 import math
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -172,96 +170,6 @@ def _for_gx(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-_TEMPLATE_CACHE: dict = {}  # "cache": the jinja2 bytecode cache GX's Data Docs views use
-
-
-def cache_data_docs_templates(directory: str | None = None):
-    """Give GX's Data Docs views a jinja2 bytecode cache; returns it (None if unavailable).
-
-    GX builds a new jinja2 ``Environment`` for every page it renders, so each Data Docs build
-    re-compiled its ~50 templates from source: 0.45 s of CPU per validation on 2 cores
-    (0.6 s -> 0.15 s with the cache). jinja2's own ``FileSystemBytecodeCache`` (by default a
-    per-user folder in the system temp directory) keeps the compiled code across renders and
-    processes; jinja2 checks each entry against a checksum of the template source, so a changed
-    GX install recompiles. Without a safe folder for it (jinja2 refuses one another user owns),
-    pages are compiled from source as before. ``directory`` (tests) replaces the cache."""
-    if "cache" in _TEMPLATE_CACHE and directory is None:
-        return _TEMPLATE_CACHE["cache"]
-    from great_expectations.render.view.view import DefaultJinjaView
-    from jinja2 import FileSystemBytecodeCache
-
-    try:
-        _TEMPLATE_CACHE["cache"] = FileSystemBytecodeCache(directory)
-    except (RuntimeError, OSError):
-        _TEMPLATE_CACHE["cache"] = None
-    if not getattr(DefaultJinjaView.__init__, "_impactflow_cache", False):
-        init = DefaultJinjaView.__init__
-
-        def __init__(self, *args, **kwargs):
-            init(self, *args, **kwargs)
-            if _TEMPLATE_CACHE.get("cache") is not None:
-                self.env.bytecode_cache = _TEMPLATE_CACHE["cache"]
-
-        __init__._impactflow_cache = True
-        DefaultJinjaView.__init__ = __init__
-    return _TEMPLATE_CACHE["cache"]
-
-
-_CONFIGURATION_MEMO = threading.local()  # .memo: {id(expectation): (expectation, configuration)}
-
-
-def memoize_expectation_configuration() -> None:
-    """Build each GX ``Expectation.configuration`` once per kwargs look-up instead of once per key.
-
-    GX 1.24's ``Expectation._get_success_kwargs``, ``_get_domain_kwargs`` and
-    ``_get_success_kwarg`` read ``self.configuration`` (a property that serialises the whole
-    pydantic model into a new ``ExpectationConfiguration``) once for every key they look up,
-    and GX calls them for every metric of every expectation: 6,210 builds for the Adult suite's 57
-    expectations, 12% of a validation's CPU (``benchmarks/validation.py``). Inside those read-only
-    methods (and ``_get_runtime_kwargs``/``_get_result_format``, which call them) the model is
-    not modified, so the configuration built first is the one every later read would build; the
-    memo lives only for the outermost of those calls, then is dropped. Idempotent."""
-    from great_expectations.expectations.expectation import Expectation
-
-    prop = Expectation.__dict__.get("configuration")
-    if getattr(getattr(prop, "fget", None), "_impactflow_memo", False):
-        return
-    build = prop.fget
-
-    def configuration(self):
-        memo = getattr(_CONFIGURATION_MEMO, "memo", None)
-        if memo is None:
-            return build(self)
-        hit = memo.get(id(self))
-        if hit is None:  # keep the object with its id, so the id cannot be reused meanwhile
-            hit = memo[id(self)] = (self, build(self))
-        return hit[1]
-
-    def scoped(method):
-        @functools.wraps(method)
-        def wrapper(self, *args, **kwargs):
-            if getattr(_CONFIGURATION_MEMO, "memo", None) is not None:
-                return method(self, *args, **kwargs)
-            _CONFIGURATION_MEMO.memo = {}
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                _CONFIGURATION_MEMO.memo = None
-
-        return wrapper
-
-    configuration._impactflow_memo = True
-    configuration.__wrapped__ = build  # GX's own property getter (tests compare against it)
-    for name in _MEMO_SCOPES:
-        setattr(Expectation, name, scoped(getattr(Expectation, name)))
-    Expectation.configuration = property(configuration, doc=prop.__doc__)
-
-
-# GX's read-only kwargs look-ups inside which one configuration is built per expectation
-_MEMO_SCOPES = ("_get_runtime_kwargs", "_get_success_kwargs", "_get_domain_kwargs", "_get_success_kwarg",
-                "_get_result_format")
-
-
 def _gx_definition(suite: dict[str, Any], docs_dir: Path | None):
     """A new ephemeral GX context holding ``suite``, a whole-dataframe batch and their validation
     definition (and, with ``docs_dir``, a Data Docs site there); returns (gx, context, definition)."""
@@ -269,8 +177,6 @@ def _gx_definition(suite: dict[str, Any], docs_dir: Path | None):
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    if docs_dir is not None:
-        cache_data_docs_templates()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     if docs_dir is not None:
@@ -299,7 +205,6 @@ def _run_gx(df: pd.DataFrame, suite: dict[str, Any], docs_dir: Path | None, resu
     """Validate ``df`` in a new ephemeral GX context; returns (suite result, GX version,
     ``build_docs``: a function that writes this result's Data Docs into ``docs_dir``)."""
     gx, context, definition = _gx_definition(suite, docs_dir)  # (imports GX with analytics off)
-    memoize_expectation_configuration()
     # the validation definition alone, not a Checkpoint: a Checkpoint here would only add a second
     # freshness check of the same objects (GX compares them with their stored copies: ~8% of a
     # validation) and its store entry; the result is stored either way, and the Data Docs are

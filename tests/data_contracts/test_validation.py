@@ -71,33 +71,6 @@ def test_data_docs_written(shipped_report):
     assert pages and "Sensitive group sex == Female" in pages[0].read_text()
 
 
-def test_data_docs_templates_compile_once_then_come_from_the_bytecode_cache(sample, contract, tmp_path,
-                                                                            monkeypatch):
-    import jinja2
-
-    from data_contracts import validation
-
-    cache_dir = tmp_path / "jinja"
-    cache_dir.mkdir()
-    monkeypatch.setitem(validation._TEMPLATE_CACHE, "cache", None)
-    assert validation.cache_data_docs_templates(str(cache_dir)).directory == str(cache_dir)
-    compiled = []
-    compile_ = jinja2.Environment.compile
-    monkeypatch.setattr(jinja2.Environment, "compile",
-                        lambda self, *a, **k: compiled.append(1) or compile_(self, *a, **k))
-    pages = []
-    for run in ("first", "second"):
-        compiled.clear()
-        report = validate(sample, contract, docs_dir=tmp_path / run)
-        pages.append((len(compiled), list((tmp_path / run).glob("validations/**/*.html"))))
-    (first, first_pages), (second, second_pages) = pages
-    assert first > 10 and list(cache_dir.iterdir()), "the first build compiles and fills the cache"
-    assert second == 0, "the second build compiled templates again"
-    assert report.success and "Sensitive group sex == Female" in second_pages[0].read_text()
-    # the cached pages are the same pages: same size up to the run's timestamps and element ids
-    assert abs(len(second_pages[0].read_text()) - len(first_pages[0].read_text())) < 200
-
-
 def test_no_data_docs_without_dir(sample, contract):
     report = validate(sample, contract)
     assert report.success and report.data_docs is None
@@ -196,71 +169,6 @@ def test_report_is_json_and_raises(sample, contract):
     assert err.contract == "adult" and err.failures == report.failures
     assert err.total_expectations == report.total_expectations
     assert "column 'sex'" in str(err) and "'Robot'" in str(err)
-
-
-# --------------------------------------------------------------------------- speed-ups inside GX
-
-
-def test_memoized_configuration_gives_gx_s_own_kwargs_for_every_shipped_expectation():
-    """Every expectation of every shipped suite: the memoized look-ups return what GX's own
-    (unmemoized) methods return, and outside a look-up nothing is memoized."""
-    import great_expectations as gx
-    from great_expectations.expectations.expectation import Expectation
-
-    from data_contracts import validation
-
-    validation.memoize_expectation_configuration()
-    validation.memoize_expectation_configuration()  # idempotent: wrapped once
-    build = Expectation.configuration.fget.__wrapped__
-    assert not hasattr(build, "_impactflow_memo")
-    from data_contracts import get_contract
-
-    suites = [json.loads(p.read_text()) for p in sorted(Path(validation.__file__).parent.glob("*/expectations.json"))]
-    suites.append(validation.load_suite(get_contract("adult")))  # generated from its declarations
-    assert len(suites) >= 5
-    for name in validation._MEMO_SCOPES:  # each getter wrapped once, around GX's own
-        assert not hasattr(getattr(Expectation, name).__wrapped__, "__wrapped__")
-    runtime = {"result_format": validation._RESULT_FORMAT}
-    checked = 0
-    for raw in suites:
-        suite = gx.ExpectationSuite(**raw)
-        for e in suite.expectations:
-            # outside a look-up every read builds afresh, as GX does
-            assert e.configuration == build(e) and e.configuration is not e.configuration
-            assert e._get_runtime_kwargs(runtime) == Expectation._get_runtime_kwargs.__wrapped__(e, runtime)
-            assert e._get_success_kwargs() == Expectation._get_success_kwargs.__wrapped__(e)
-            assert e._get_domain_kwargs() == Expectation._get_domain_kwargs.__wrapped__(e)
-            assert e._get_result_format(runtime) == Expectation._get_result_format.__wrapped__(e, runtime)
-            checked += 1
-    assert checked > 100
-    assert validation._CONFIGURATION_MEMO.memo is None
-
-
-def test_memo_builds_the_configuration_once_per_look_up(sample, contract, monkeypatch):
-    import great_expectations as gx
-    import great_expectations.expectations.expectation as gx_expectation
-
-    from data_contracts import validation
-
-    validation.memoize_expectation_configuration()
-    built = []
-
-    class Counted(gx_expectation.ExpectationConfiguration):
-        def __init__(self, *args, **kwargs):
-            built.append(1)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(gx_expectation, "ExpectationConfiguration", Counted)
-    e = gx.ExpectationSuite(**load_suite(contract)).expectations[0]
-    Expectation = gx_expectation.Expectation
-    Expectation._get_success_kwargs.__wrapped__(e)  # GX's own: once per key
-    assert len(built) == len(e.domain_keys) + len(e.success_keys) > 1
-    built.clear()
-    e._get_success_kwargs()
-    assert len(built) == 1
-    monkeypatch.undo()
-    report = validate(sample, contract)
-    assert report.success and validation._CONFIGURATION_MEMO.memo is None
 
 
 @pytest.fixture
