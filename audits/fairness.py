@@ -10,6 +10,16 @@ Gate values use only groups with n >= ``min_group_size``; smaller groups stay in
 the computation over every group (report-only). When fewer than two groups of an attribute are
 large enough (every group too small included) its gates are not measured, with the reason.
 
+The outcome's direction (issue 21): ``inputs.extra["favourable_prediction"]`` says which hard
+prediction is good for the person: 1 (default: a positive prediction is favourable, e.g. a
+granted loan) or 0 (the positive prediction is adverse, e.g. COMPAS "high risk"). The
+selection-rate checks -- each group's ``selection_rate`` (the rate of the *favourable* decision),
+the demographic parity difference/ratio, the four-fifths ratio and the adverse-impact notes --
+use the favourable decision's rate; ``positive_prediction_rate`` keeps P(prediction = 1).
+TPR/FPR/FNR keep their meaning with respect to the label (positive = the contract's positive
+label), whatever is favourable. Every gap names its pair of groups and the disadvantaged one
+(``details.gaps``, the gates' notes and a note per attribute).
+
 Degenerate intervals: a percentile bootstrap of a gap collapses to [x, x] when no resample can
 move it -- typically a DP ratio of 0 because a small judged group has no positive prediction.
 That is an artefact of small counts, not certainty. The bootstrap intervals (validated against
@@ -27,8 +37,8 @@ import pandas as pd
 
 from .inputs import AuditInputs
 from .results import AuditResult, Gate, Status, overall_status
-from .bootstrap import (FN, FP, RATE_CELLS, TN, TP, bootstrap_intervals, degenerate, gaps, group_counts,
-                        jeffreys_ratio_interval, rates)
+from .bootstrap import (FN, FP, RATE_CELLS, TN, TP, bootstrap_counts, bootstrap_intervals, degenerate, gaps,
+                        group_counts, jeffreys_ratio_interval, rates)
 from .stats import compare_gate, wilson_interval
 
 FAIRNESS_DEFAULTS: dict[str, Any] = {
@@ -78,8 +88,109 @@ def _attributes(sensitive: pd.DataFrame, intersections) -> dict[str, pd.Series]:
     return attrs
 
 
+# the confusion cells seen from the negative prediction: TN takes TP's place, FN takes FP's, so the
+# "selection rate" of these counts, (TN + FN) / n, is the rate of the decision 0
+FLIPPED_CELLS = [TN, FN, TP, FP]
+
+
+def favourable_prediction(inputs: AuditInputs) -> int:
+    """1 when a positive prediction is the favourable decision (the default), 0 when it is the
+    adverse one (``inputs.extra["favourable_prediction"]``)."""
+    value = (inputs.extra or {}).get("favourable_prediction", 1)
+    if value in (0, 1, True, False):
+        return int(value)
+    raise ValueError(f"favourable_prediction must be 0 or 1, got {value!r}")
+
+
+def favourable_extra(positive_label: Any, favourable_outcome: Any) -> dict[str, Any]:
+    """The ``AuditInputs.extra`` entries that tell the fairness audit which prediction is
+    favourable: the label ``favourable_outcome`` (None: not declared, the positive label is taken
+    as favourable, as before) compared, as text, with the positive label."""
+    if favourable_outcome is None or positive_label is None:
+        return {}
+    fav = str(favourable_outcome).strip()
+    if fav == str(positive_label).strip():
+        return {"favourable_prediction": 1,
+                "favourable_text": f"a positive prediction (1 = '{fav}', the positive label)"}
+    return {"favourable_prediction": 0,
+            "favourable_text": f"a negative prediction (0 = '{fav}'; the positive label '{positive_label}' "
+                               "is the adverse outcome)"}
+
+
+def selection_counts(counts: np.ndarray, favourable: int) -> np.ndarray:
+    """Counts whose selection rate is the favourable decision's rate (``counts`` itself for 1)."""
+    return counts if favourable == 1 else counts[..., FLIPPED_CELLS]
+
+
+def _gaps(counts: np.ndarray, favourable: int) -> dict[str, np.ndarray]:
+    """DP difference/ratio on the favourable decision's rate; EO on the label's TPR/FPR."""
+    out = gaps(counts)
+    if favourable == 0:
+        sel = gaps(selection_counts(counts, 0))
+        out = {**out, "demographic_parity_difference": sel["demographic_parity_difference"],
+               "demographic_parity_ratio": sel["demographic_parity_ratio"]}
+    return out
+
+
+def _intervals(counts: np.ndarray, favourable: int, n_boot: int, level: float) -> dict[str, tuple[float, float]]:
+    """``bootstrap_intervals`` of the gaps as ``_gaps`` defines them (one set of replicates)."""
+    if favourable == 1:
+        return bootstrap_intervals(counts, n_boot, level)
+    reps = _gaps(bootstrap_counts(counts, n_boot), favourable)
+    q = [(1 - level) / 2, (1 + level) / 2]
+    out = {}
+    for name, values in reps.items():
+        finite = values[np.isfinite(values)]
+        out[name] = tuple(float(x) for x in np.quantile(finite, q)) if finite.size else (np.nan, np.nan)
+    return out
+
+
+def _pair(rows: list[dict], rate: str, higher_is_worse: bool) -> dict[str, Any]:
+    """The two groups behind a max - min gap of ``rate``: lowest and highest, and which one is
+    disadvantaged (the lowest, unless a higher rate is the worse one)."""
+    lo = min(rows, key=lambda r: (r[rate], r["group"]))
+    hi = max(rows, key=lambda r: (r[rate], r["group"]))
+    worse, better = (hi, lo) if higher_is_worse else (lo, hi)
+    return {"rate": rate, "lowest_group": lo["group"], "lowest": lo[rate], "highest_group": hi["group"],
+            "highest": hi[rate], "disadvantaged_group": worse["group"], "advantaged_group": better["group"]}
+
+
+def gap_pairs(attr: str, judged: list[dict], metrics: dict[str, float], favourable: int,
+              favourable_text: str) -> list[dict]:
+    """``details.gaps``: for each gate metric of ``attr``, the pair of judged groups behind it and
+    the disadvantaged group: the one that gets the favourable decision less often -- overall for the
+    selection-rate gaps, and among people with the same true label for the equalized odds
+    difference (the larger of its TPR and FPR gaps: the lower rate is worse when a positive
+    prediction is favourable, the higher one when it is adverse)."""
+    p = f"fairness/{attr}"
+    adverse_positive = favourable == 0
+    sel = _pair(judged, "selection_rate", False)
+    tpr = _pair(judged, "true_positive_rate", adverse_positive)
+    fpr = _pair(judged, "false_positive_rate", adverse_positive)
+    eo = tpr if tpr["highest"] - tpr["lowest"] >= fpr["highest"] - fpr["lowest"] else fpr
+    return [
+        {"attribute": attr, "metric": f"{p}/demographic_parity_difference",
+         "value": metrics.get(f"{p}/demographic_parity_difference"), "favourable": favourable_text, **sel},
+        {"attribute": attr, "metric": f"{p}/four_fifths_min_ratio",
+         "value": metrics.get(f"{p}/four_fifths_min_ratio"), "favourable": favourable_text, **sel},
+        {"attribute": attr, "metric": f"{p}/equalized_odds_difference",
+         "value": metrics.get(f"{p}/equalized_odds_difference"), "favourable": favourable_text, **eo},
+    ]
+
+
+RATE_WORDS = {"selection_rate": "favourable-decision rate", "true_positive_rate": "TPR",
+              "false_positive_rate": "FPR"}
+
+
+def gap_text(g: dict) -> str:
+    """One sentence naming the pair of groups behind a gap and the disadvantaged group."""
+    what = RATE_WORDS.get(g["rate"], g["rate"])
+    return (f"{what} '{g['lowest_group']}' {g['lowest']:.4f} (lowest) vs '{g['highest_group']}' "
+            f"{g['highest']:.4f} (highest); disadvantaged: '{g['disadvantaged_group']}'")
+
+
 def _per_group(attr: str, labels: pd.Series, y_true, y_pred, min_size: int,
-               level: float) -> tuple[list[dict[str, Any]], np.ndarray]:
+               level: float, favourable: int = 1) -> tuple[list[dict[str, Any]], np.ndarray]:
     """One row per group (counts, rates with Wilson CIs) and the (G, 4) count matrix.
 
     Rates come from the confusion counts with fairlearn's conventions (``audits.bootstrap``),
@@ -102,18 +213,27 @@ def _per_group(attr: str, labels: pd.Series, y_true, y_pred, min_size: int,
             k, d = int(c[list(num)].sum()), int(c[list(den)].sum())
             row[rate] = float(point[rate][i])
             row[f"{rate}_ci_low"], row[f"{rate}_ci_high"] = wilson_interval(k, d, level)
+        row["positive_prediction_rate"] = row["selection_rate"]
+        row["positive_prediction_rate_ci_low"] = row["selection_rate_ci_low"]
+        row["positive_prediction_rate_ci_high"] = row["selection_rate_ci_high"]
+        if favourable == 0:  # the selection rate is the favourable (negative) decision's rate
+            k = int(c[TN] + c[FN])
+            row["selection_rate"] = k / n if n else 0.0
+            row["selection_rate_ci_low"], row["selection_rate_ci_high"] = wilson_interval(k, n, level)
         rows.append(row)
     return rows, counts
 
 
 def _degenerate_note(attr: str, metric: str, value: float, judged: list[dict], counts: np.ndarray,
-                     level: float) -> str:
+                     level: float, favourable: int = 1) -> str:
     """The note beside a zero-width bootstrap interval: why it is not certainty."""
     smallest = min(judged, key=lambda r: r["n"])
+    chosen = int(round(smallest["selection_rate"] * smallest["n"]))
     text = (f"{attr}: the bootstrap {level:.0%} interval of {metric} is [{value:.4g}, {value:.4g}] (degenerate, "
             f"flagged {metric}_ci_degenerate): no resample can move the value (smallest judged group "
-            f"'{smallest['group']}': n={smallest['n']}, {smallest['tp'] + smallest['fp']} positive "
-            "predictions), a small-sample artefact, not certainty")
+            f"'{smallest['group']}': n={smallest['n']}, {chosen} "
+            f"{'positive predictions' if favourable == 1 else 'favourable (negative) predictions'}), "
+            "a small-sample artefact, not certainty")
     if metric == "demographic_parity_ratio":
         lo, hi = jeffreys_ratio_interval(counts, level=level)
         text += (f"; the ratio of Jeffreys-posterior selection rates, Beta(k+1/2, n-k+1/2) per group, gives "
@@ -155,6 +275,14 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
                          "use every group (report-only)",
         "prediction": f"predicted label = 1 iff score >= {inputs.decision_threshold}",
     }
+    fav = favourable_prediction(inputs)
+    fav_text = str((inputs.extra or {}).get("favourable_text") or (
+        "a positive prediction (1)" if fav == 1 else "a negative prediction (0)"))
+    conventions["favourable"] = (f"the favourable decision is {fav_text}: selection rates, the demographic "
+                                 "parity difference/ratio and the four-fifths ratio use its rate; TPR/FPR/FNR "
+                                 "are with respect to the label's positive class")
+    if (inputs.extra or {}).get("hard_predictions"):
+        conventions["prediction"] = "hard predictions as given (no score, no threshold)"
     if inputs.sensitive.shape[1] == 0:
         return AuditResult(
             name="fairness", status=Status.SKIPPED, thresholds=used,
@@ -168,11 +296,12 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     by_group: list[dict[str, Any]] = []
     gates: list[Gate] = []
     notes: list[str] = []
+    gap_list: list[dict[str, Any]] = []
     if unknown:
         notes.append(f"ignored unknown fairness threshold keys: {unknown}")
 
     for attr, labels in attrs.items():
-        rows, counts = _per_group(attr, labels, y_true, y_pred, min_size, level)
+        rows, counts = _per_group(attr, labels, y_true, y_pred, min_size, level, fav)
         judged = [r for r in rows if not r["too_small"]]
         small = [r for r in rows if r["too_small"]]
         ref = judged or rows
@@ -194,8 +323,8 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
                              "undefined (fairlearn reports 0), which affects the EO difference")
 
         keep = np.array([not r["too_small"] for r in rows], dtype=bool)
-        judged_gaps = {k: float(v) for k, v in gaps(counts[keep]).items()}
-        all_gaps = {k: float(v) for k, v in gaps(counts).items()}
+        judged_gaps = {k: float(v) for k, v in _gaps(counts[keep], fav).items()}
+        all_gaps = {k: float(v) for k, v in _gaps(counts, fav).items()}
         if len(judged) >= 2 and max_sr > 0:
             ff_ratio = min(r["selection_rate"] for r in judged) / max_sr
         else:
@@ -209,13 +338,14 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         for k, v in all_gaps.items():
             metrics[f"{p}/{k}_all_groups"] = v
         if n_boot > 0 and len(judged) >= 2:
-            for k, (lo, hi) in bootstrap_intervals(counts[keep], n_boot, level).items():
+            for k, (lo, hi) in _intervals(counts[keep], fav, n_boot, level).items():
                 metrics[f"{p}/{k}_ci_low"], metrics[f"{p}/{k}_ci_high"] = lo, hi
                 if degenerate((lo, hi)):
                     metrics[f"{p}/{k}_ci_degenerate"] = 1.0
-                    notes.append(_degenerate_note(attr, k, lo, judged, counts[keep], level))
+                    sel = selection_counts(counts[keep], fav)
+                    notes.append(_degenerate_note(attr, k, lo, judged, sel, level, fav))
                     if k == "demographic_parity_ratio":
-                        jlo, jhi = jeffreys_ratio_interval(counts[keep], level=level)
+                        jlo, jhi = jeffreys_ratio_interval(sel, level=level)
                         metrics[f"{p}/{k}_jeffreys_ci_low"], metrics[f"{p}/{k}_jeffreys_ci_high"] = jlo, jhi
 
         specs = [
@@ -232,9 +362,14 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
             gates.extend(Gate(n, Status.NOT_MEASURED, None, t, c, why) for n, _, t, c in specs)
             continue
         if max_sr == 0:
-            notes.append(f"{attr}: no judged group has any positive prediction: "
+            notes.append(f"{attr}: no judged group has any favourable decision: "
                          "selection-rate ratios undefined")
-        gates.extend(compare_gate(n, v, t, c) for n, v, t, c in specs)
+        pairs = gap_pairs(attr, judged, metrics, fav, fav_text)
+        gap_list.extend(pairs)
+        why = {g["metric"]: gap_text(g) for g in pairs}
+        for g in pairs:
+            notes.append(f"{attr}: {g['metric'].rsplit('/', 1)[1]} {_num(g['value'])}: {why[g['metric']]}")
+        gates.extend(_with_note(compare_gate(n, v, t, c), why.get(n)) for n, v, t, c in specs)
         for r in judged:
             if max_sr > 0 and r["selection_rate_ratio_to_max"] < ff:
                 notes.append(
@@ -251,5 +386,19 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         gates=gates,
         notes=notes,
         details={"conventions": conventions, "attributes": list(attrs),
-                 "intersections": list(attrs)[inputs.sensitive.shape[1]:]},
+                 "intersections": list(attrs)[inputs.sensitive.shape[1]:],
+                 "favourable_prediction": fav, "favourable": fav_text, "gaps": gap_list},
     )
+
+
+def _num(x: Any) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.4f}"
+
+
+def _with_note(gate: Gate, note: str | None) -> Gate:
+    """``gate`` with ``note`` appended (the pair of groups behind its value)."""
+    if not note:
+        return gate
+    from dataclasses import replace
+
+    return replace(gate, note=f"{gate.note}; {note}" if gate.note else note)

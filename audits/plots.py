@@ -66,12 +66,23 @@ def _num(x: Any) -> float:
     return v
 
 
+def four_fifths_band(rows: Sequence[dict]) -> float | None:
+    """Top of the four-fifths band of a selection-rate plot: 0.8 × the highest selection rate of
+    the groups large enough to judge (``too_small`` false); None when no judged group has one."""
+    judged = [_num(r.get("selection_rate")) for r in rows if not r.get("too_small")]
+    judged = [v for v in judged if not math.isnan(v)]
+    top = max(judged, default=0.0)
+    return 0.8 * top if top > 0 else None
+
+
 def group_bars_png(rows: Sequence[dict], attribute: str) -> bytes:
     """Selection rate per group of ``attribute`` with its CI, and the four-fifths band.
 
-    The band shades [0, 0.8 × max selection rate): a group whose bar ends inside it is selected
-    at less than four-fifths the rate of the most-selected group. Groups flagged ``too_small``
-    are drawn grey and hatched.
+    The selection rate is the favourable decision's rate (``audits.fairness``). The band shades
+    [0, 0.8 × the highest judged group's rate): a group whose bar ends inside it is selected at less
+    than four-fifths the rate of the most-selected group. Groups flagged ``too_small`` are drawn
+    grey and hatched, and neither set the band (as in the four-fifths gate) nor are held to it;
+    with no judged group there is no band.
     """
     rows = [r for r in rows if str(r.get("attribute")) == str(attribute)]
     with _figure(width=max(4.0, min(9.0, 1.2 + 0.8 * len(rows)))) as (fig, ax):
@@ -100,14 +111,16 @@ def group_bars_png(rows: Sequence[dict], attribute: str) -> bytes:
         err_hi = [hi - v if not (math.isnan(v) or math.isnan(hi)) else 0.0 for v, hi in zip(rates, highs)]
         ax.errorbar(x, heights, yerr=[err_lo, err_hi], fmt="none", ecolor="black", capsize=4, zorder=3)
         finite = [v for v in rates if not math.isnan(v)]
-        top = max(finite) if finite else 0.0
-        if top > 0:
-            band = 0.8 * top
-            ax.axhspan(0, band, color=BAND_COLOR, alpha=0.5, zorder=1, label="below 0.8 × max (four-fifths)")
+        # the band follows the highest JUDGED group, as the four-fifths gate does: a group too small
+        # to judge (hatched) neither sets nor is held to it
+        band = four_fifths_band(rows)
+        top = band / 0.8 if band else 0.0
+        if band:
+            ax.axhspan(0, band, color=BAND_COLOR, alpha=0.5, zorder=1, label="below 0.8 × highest judged (four-fifths)")
             ax.axhline(band, color="#c0392b", linestyle="--", linewidth=1, zorder=1)
             ax.legend(loc="upper right", fontsize=7, frameon=False)
         finite_hi = [h for h in highs if not math.isnan(h)]
-        ax.set_ylim(0, min(1.0, max([top, *finite_hi, 0.05]) * 1.25) or 1.0)
+        ax.set_ylim(0, min(1.0, max([top, *finite, *finite_hi, 0.05]) * 1.25) or 1.0)
         ax.set_xticks(x)
         ax.set_xticklabels(
             [_t(lab if len(lab) <= 18 else lab[:17] + "…") for lab in labels],

@@ -15,6 +15,7 @@ def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict
     """The family's audits (performance, fairness, privacy, ...) of one model: findings, never exceptions.
     ``privacy_attacks`` (LiRA / canary outputs from tasks/privacy.py) adds the privacy_lira/privacy_canary audits."""
     from audits import REPORT_AUDITS, AuditInputs, run_audits
+    from audits.fairness import favourable_extra
     from data_contracts import get_contract
     from models import get_family
     from tasks.train import roles_for
@@ -38,7 +39,9 @@ def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict
         task=family.task,
         labels=tuple(roles.labels),
         synthetic_groups=tuple(contract.synthetic_groups),
-        extra={**(extra or {}), **(privacy_attacks or {})},
+        extra={**(extra or {}), **(privacy_attacks or {}),
+               **(favourable_extra(contract.positive_label, contract.favourable_outcome)
+                  if family.task == "binary" else {})},
         member_loss=fitted.member_loss,
         nonmember_loss=fitted.nonmember_loss,
         epsilon=dp.get("epsilon") if dp.get("enabled") else None,
