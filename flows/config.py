@@ -15,7 +15,7 @@ from data_contracts.names import is_safe_name, safe_name
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 UNKNOWN_PRESET = "--config {value!r}: no such preset or file (presets: {known})"
-BAD_OVERRIDE = "--set {item!r}: expected key=value with a dotted key, e.g. train.epochs=1"
+BAD_OVERRIDE = "--set {item!r}: expected key=value with a dotted key, e.g. model.params.epochs=1"
 MISSING_FILE = "{key}: file not found: {path}"
 YAML_ERROR = "{source}: not valid YAML: {error}"
 MAX_CONFIG_BYTES = 1_000_000
@@ -308,12 +308,50 @@ def _with_base(data: dict[str, Any], seen: list[str]) -> dict[str, Any]:
     return deep_merge(base, data)
 
 
-def _format_validation_error(exc: ValidationError) -> str:
+def _known_keys(loc: tuple) -> list[str]:
+    """The keys allowed at ``loc``'s last level (``("data", "contrct")`` -> DataConfig's fields)."""
+    model: Any = RunConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = field.annotation
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def did_you_mean(word: str, known: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest known key (difflib), else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _hyperparameters(data: dict[str, Any]) -> list[str]:
+    """The hyperparameter names of the configured family (for a misplaced ``train.epochs``)."""
+    import dataclasses
+
+    try:
+        from models import get_family
+
+        model = data.get("model") if isinstance(data.get("model"), dict) else {}
+        return [f.name for f in dataclasses.fields(get_family(str(model.get("family", "tabular"))).config_cls)]
+    except Exception:  # an unknown family is reported by its own check
+        return []
+
+
+def _format_validation_error(exc: ValidationError, data: dict[str, Any] | None = None) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(config)"
         if err["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key")
+            leaf = str(err["loc"][-1])
+            hint = did_you_mean(leaf, _known_keys(err["loc"]))
+            if not hint and data is not None and leaf in _hyperparameters(data):
+                hint = f" (did you mean 'model.params.{leaf}'?)"
+            lines.append(f"{key}: unknown key{hint}")
         else:
             lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
     return "invalid configuration:\n  " + "\n  ".join(lines)
@@ -330,7 +368,7 @@ def load_config(source: str | None = None, overrides: list[str] | None = None, *
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc)) from None
+        raise ConfigError(_format_validation_error(exc, data)) from None
     if check:
         check_references(cfg)
     return cfg
@@ -408,6 +446,8 @@ def check_references(cfg: RunConfig) -> None:
     from models import get_family
 
     family = get_family(cfg.model.family)
+    check_family_fits(family, contract)
+    check_params(family, cfg.model.params)
     family.make_config(cfg.model.params)
     check_gates(cfg.gates)
     check_output_dir(cfg.tracking.output_dir)
@@ -417,6 +457,77 @@ def check_references(cfg: RunConfig) -> None:
                 f"model.baselines: unknown baseline {name!r} for family '{family.name}' "
                 f"(known: {', '.join(sorted(family.baselines))})"
             )
+
+
+def check_family_fits(family: Any, contract: Any) -> None:
+    """The family's task against the contract's target: a rating family needs a numeric target,
+    a binary one exactly two labels, a multiclass one at least two (one line, before any task)."""
+    labels = list(contract.labels)
+    where = f"model.family={family.name!r}"
+    if family.task == "rating" and labels:
+        raise ConfigError(f"{where}: predicts a numeric rating, but the target {contract.target!r} of contract "
+                          f"{contract.name!r} is a category (labels: {', '.join(map(str, labels))})")
+    if family.task in ("binary", "multiclass") and not labels:
+        raise ConfigError(f"{where}: a {family.task} classifier, but the target {contract.target!r} of contract "
+                          f"{contract.name!r} has no labels (a numeric target: a rating family such as 'recommender')")
+    if family.task == "binary" and len(labels) != 2:
+        raise ConfigError(f"{where}: a binary classifier, but the target {contract.target!r} of contract "
+                          f"{contract.name!r} has {len(labels)} labels ({', '.join(map(str, labels))})")
+
+
+BAD_PARAM_TYPE = "model.params.{key}: {value!r} is not {expected} (family {family!r}, default {default!r})"
+
+
+def _param_kind(annotation: Any) -> tuple[str, str] | None:
+    """(kind, words) for a hyperparameter's annotation: int, float, bool, str or a tuple of ints."""
+    text = str(annotation).replace("typing.", "")
+    for kind, words in (("tuple[int", "a list of whole numbers, e.g. [128, 64]"), ("bool", "true or false"),
+                        ("int", "a whole number"), ("float", "a number"), ("str", "text")):
+        if text == kind or text.startswith(kind) or text.startswith(f"<class '{kind}"):
+            return kind, words
+    return None
+
+
+def _param_fits(kind: str, value: Any) -> bool:
+    if value is None:
+        return False
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind == "int":
+        return isinstance(value, int)
+    if kind == "float":
+        return isinstance(value, (int, float))
+    if kind == "str":
+        return isinstance(value, str)
+    return isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+
+
+def check_params(family: Any, params: dict[str, Any]) -> None:
+    """``model.params``: every key one of the family's hyperparameters (with a "did you mean")
+    and every value of its type, one line naming the key, the value and the expected type, so
+    that ``epochs=abc`` never reaches the family's own range checks."""
+    import dataclasses
+    import typing
+
+    fields = {f.name: f for f in dataclasses.fields(family.config_cls)}
+    try:
+        hints = typing.get_type_hints(family.config_cls)
+    except Exception:  # an annotation that cannot be resolved: the family checks its own values
+        hints = {}
+    for key, value in params.items():
+        if key not in fields:
+            raise ConfigError(f"model.params.{key}: unknown hyperparameter for family {family.name!r}"
+                              f"{did_you_mean(str(key), list(fields))} (known: {', '.join(fields)})")
+        kind = _param_kind(hints.get(key, fields[key].type))
+        if kind is not None and not _param_fits(kind[0], value):
+            f = fields[key]
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if isinstance(default, tuple):
+                default = list(default)
+            raise ConfigError(BAD_PARAM_TYPE.format(key=key, value=value, expected=kind[1], family=family.name,
+                                                    default=default))
 
 
 OUTSIDE_TREE = ("tracking.output_dir={path}: a relative path must stay inside the working directory "

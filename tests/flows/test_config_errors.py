@@ -1,0 +1,68 @@
+"""--set mistakes are one line naming the key, the value and what was expected (issue 21, item 7);
+unknown keys get a "did you mean"; a family that cannot read the contract's target is refused
+before any task."""
+from __future__ import annotations
+
+import pytest
+
+from data_contracts.errors import ConfigError
+from flows.config import BAD_OVERRIDE, apply_overrides, load_config
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.params.epochs=abc", "model.params.epochs: 'abc' is not a whole number (family 'tabular', default 20)"),
+    ("model.params.epochs=2.5", "model.params.epochs: 2.5 is not a whole number (family 'tabular', default 20)"),
+    ("model.params.epochs=true", "model.params.epochs: True is not a whole number"),
+    ("model.params.lr=fast", "model.params.lr: 'fast' is not a number (family 'tabular', default 0.001)"),
+    ("model.params.hidden_sizes=[a, 3]", "model.params.hidden_sizes: ['a', 3] is not a list of whole numbers"),
+    ("model.params.epochs=null", "model.params.epochs: None is not a whole number"),
+])
+def test_a_value_of_the_wrong_type_names_key_value_and_type(override, message):
+    with pytest.raises(ConfigError) as exc:
+        load_config("tabular", [override])
+    text = str(exc.value)
+    assert text.startswith(message) and "\n" not in text and "not supported between" not in text
+
+
+def test_values_of_the_right_type_pass():
+    cfg = load_config("tabular", ["model.params.epochs=2", "model.params.lr=1", "model.params.hidden_sizes=[8, 4]"])
+    assert {k: cfg.model.params[k] for k in ("epochs", "lr", "hidden_sizes")} == {"epochs": 2, "lr": 1, "hidden_sizes": [8, 4]}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.params.epoch=3", "model.params.epoch: unknown hyperparameter for family 'tabular' (did you mean 'epochs'?)"),
+    ("model.parms.epochs=2", "model.parms: unknown key (did you mean 'params'?)"),
+    ("data.contrct=adult", "data.contrct: unknown key (did you mean 'contract'?)"),
+    ("modle.family=tabular", "modle: unknown key (did you mean 'model'?)"),
+    ("train.devce=cpu", "train.devce: unknown key (did you mean 'device'?)"),
+    # a family hyperparameter put under another section
+    ("train.epochs=1", "train.epochs: unknown key (did you mean 'model.params.epochs'?)"),
+    ("zzzz=1", "zzzz: unknown key"),
+])
+def test_unknown_keys_get_did_you_mean(override, message):
+    with pytest.raises(ConfigError) as exc:
+        load_config("tabular", [override])
+    assert message in str(exc.value)
+    if "did you mean" not in message:
+        assert "did you mean" not in str(exc.value)
+
+
+def test_the_malformed_set_example_is_a_real_key():
+    with pytest.raises(ConfigError) as exc:
+        apply_overrides({}, ["epochs"])
+    assert str(exc.value) == BAD_OVERRIDE.format(item="epochs")
+    example = str(exc.value).rsplit("e.g. ", 1)[1]
+    assert load_config("tabular", [example]).model.params["epochs"] == 1
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.family=recommender", "model.params={}", "model.baselines=[]"],
+     "model.family='recommender': predicts a numeric rating, but the target 'income' of contract 'adult' is a "
+     "category (labels: <=50K, >50K)"),
+    (["model.family=tabular", "model.params={}", "data.contract=synthetic_ratings"],
+     "model.family='tabular': a binary classifier, but the target"),
+])
+def test_a_family_that_cannot_read_the_target_is_refused_before_any_task(overrides, message):
+    with pytest.raises(ConfigError) as exc:
+        load_config("tabular", overrides)
+    assert str(exc.value).startswith(message)
