@@ -529,6 +529,61 @@ def reconcile(
 
 
 @app.command()
+def init(
+    data: Path = typer.Option(..., "--data", help="Your data file (CSV, TSV, gzipped, or Parquet)."),
+    label: str = typer.Option(..., "--label", help="The outcome column the model predicts."),
+    sensitive: str = typer.Option(..., "--sensitive", help="Columns to audit for fairness, comma-separated: a,b."),
+    out: Path = typer.Option(Path("."), "--out", help="Folder for contract.yaml and run.yaml (default: here)."),
+    positive_label: Optional[str] = typer.Option(None, "--positive-label", help="The label scores predict (default: guessed)."),
+    favourable: Optional[str] = typer.Option(None, "--favourable", help="The label that is good for the person (default: the positive label)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name (default: from the file name)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing contract.yaml / run.yaml."),
+) -> None:
+    """Write a starting contract.yaml and preset (run.yaml) from a profile of your data, to review."""
+    import os
+
+    from data_contracts.errors import ImpactflowError
+    from data_contracts.profile import profile_file
+
+    cols = [c.strip() for c in sensitive.split(",") if c.strip()]
+    if not cols:
+        _fail("--sensitive: name at least one column, e.g. --sensitive sex,age")
+    contract_file, preset_file = out / "contract.yaml", out / "run.yaml"
+    if not force:
+        for f in (contract_file, preset_file):
+            if f.exists():
+                _fail(f"{f}: exists; review or move it, or pass --force to overwrite")
+
+    def ref(p: Path) -> str:  # as the preset names it: relative to the folder you run from
+        rel = os.path.relpath(p.resolve(), Path.cwd())
+        return str(p.resolve()) if rel.startswith("..") else rel
+
+    try:
+        prof = profile_file(data, label, cols, name=name, positive_label=positive_label, favourable=favourable,
+                            contract_ref=ref(contract_file), data_ref=ref(data))
+        out.mkdir(parents=True, exist_ok=True)
+        contract_file.write_text(prof.contract_yaml, encoding="utf-8")
+        preset_file.write_text(prof.preset_yaml, encoding="utf-8")
+        from data_contracts import get_contract
+
+        contract = get_contract(str(contract_file))
+    except ImpactflowError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename or out}: {exc.strerror or exc}")
+    typer.echo(f"wrote {contract_file} ({len(contract.columns)} columns; target {contract.target}; "
+               f"sensitive: {', '.join(contract.sensitive)})")
+    typer.echo(f"wrote {preset_file}")
+    typer.echo("Review before the first run (lines marked REVIEW in the files):")
+    for line in prof.review or ["the types, categories and ranges are what this file holds: check they are what "
+                                "you expect"]:
+        typer.echo(f"  - {line}")
+    typer.echo("Next:")
+    typer.echo(f"  impactflow validate --config {ref(preset_file)}")
+    typer.echo(f"  impactflow run --config {ref(preset_file)}")
+
+
+@app.command()
 def presets() -> None:
     """List the built-in presets."""
     from flows.config import PRESETS_DIR, list_presets
