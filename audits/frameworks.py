@@ -114,6 +114,10 @@ def _check(report: dict, key: str) -> tuple[str, str]:
         return _gated(_gates(report, _by_audit(("performance", "recommendation"))),
                       ("evidence" if have else "not-measured", "performance metrics with thresholds"))
     if key == "privacy":
+        if (report.get("data") or {}).get("audit_only"):
+            from .sections import AUDIT_ONLY_PRIVACY
+
+            return "not-measured", AUDIT_ONLY_PRIVACY
         have = _audits(report, ("privacy",))
         dp = any(((m.get("training") or {}).get("dp") or {}).get("enabled") for m in judged_models(report))
         status = "evidence" if have and dp else "partial" if have else "not-measured"

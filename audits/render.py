@@ -533,8 +533,8 @@ def _config_effective(report: dict) -> list[tuple[str, str, str]]:
 
 
 def _dp_text(dp: dict) -> str:
-    if not dp.get("enabled"):
-        return "not private (trained without differential privacy)"
+    if not dp.get("enabled"):  # a model not trained here (audit-only) says so in dp.summary
+        return str(dp.get("summary") or "not private (trained without differential privacy)")
     parts = [f"(ε = {fmt(dp.get('epsilon'))}, δ = {fmt(dp.get('delta'))})-DP"]
     if dp.get("accountant"):
         parts.append(f"accountant: {dp['accountant']}")

@@ -60,6 +60,14 @@ DEPLOYMENT_GAP = (
     "outcomes after deployment (drift, feedback loops, appeals, harms to people affected) — "
     "not measured; every figure here is computed on the held-out test split"
 )
+AUDIT_ONLY_DEPLOYMENT_GAP = (
+    "outcomes beyond the decision log (drift, feedback loops, appeals, harms to people affected) — "
+    "not measured; every figure here is computed on the decisions supplied"
+)
+AUDIT_ONLY_PRIVACY_GAP = (
+    "privacy of the audited model's training data — not audited: audit-only sees the logged decisions, "
+    "not the model or its training data"
+)
 INTERSECTIONAL_GAP = (
     "intersectional groups (e.g. sex × race) — not measured; fairness is reported one "
     "sensitive attribute at a time"
@@ -148,6 +156,7 @@ def build_report(
 def not_measured_statements(data: dict, models: list[dict]) -> list[str]:
     """Plain statements of what the report does not measure, derived from what is present."""
     out: list[str] = []
+    audit_only = bool(data.get("audit_only"))
     present = {str(k).lower() for m in models for k in (m.get("audits") or {})}
     present |= {
         str(a.get("name", "")).lower()
@@ -162,7 +171,7 @@ def not_measured_statements(data: dict, models: list[dict]) -> list[str]:
         covered = set(audits) | {str(c) for a in audits.values() if isinstance(a, dict)
                                  for c in ((a.get("details") or {}).get("covers") or [])}
         for key, what in EXPECTED_AUDITS.items():
-            if key not in covered:
+            if key not in covered and not (audit_only and key == "privacy"):
                 out.append(f"{name}: {what} — not run")
         for key, audit in audits.items():
             status = audit.get("status") if isinstance(audit, dict) else None
@@ -179,8 +188,13 @@ def not_measured_statements(data: dict, models: list[dict]) -> list[str]:
                 if str(attr) not in audited:
                     out.append(f"{name}: fairness for sensitive attribute '{attr}' — not measured")
     for key, statement in KNOWN_GAPS:
+        if audit_only:  # no training here: no attack to strengthen, no training energy, no deferral curve
+            break
         if not any(key in p for p in present):
             out.append(statement)
+    if audit_only:
+        out.append(AUDIT_ONLY_PRIVACY_GAP)
+        out.append("employment impact (jobs or tasks changed by these decisions) — not measured")
     sensitive = {str(s) for s in data.get("sensitive") or []}
     fairness_attrs = set()
     for m in models:
@@ -191,7 +205,7 @@ def not_measured_statements(data: dict, models: list[dict]) -> list[str]:
             }
     if len(sensitive) > 1 and fairness_attrs <= sensitive:
         out.append(INTERSECTIONAL_GAP)
-    out.append(DEPLOYMENT_GAP)
+    out.append(AUDIT_ONLY_DEPLOYMENT_GAP if audit_only else DEPLOYMENT_GAP)
     return out
 
 

@@ -41,6 +41,8 @@ AREAS: tuple[tuple[str, str, int], ...] = (
 USE_FIELDS = ("purpose", "intended_users", "out_of_scope_uses", "affected_groups", "decision_type",
               "human_review", "affected_jobs", "training_needs")
 INTEGRITY_FIELDS = ("signer_public_key", "signer_key_id", "evidence_manifest_sha256", "previous_report_sha256")
+# audit-only (``impactflow audit``): decisions of a model not trained here; nothing about its training
+AUDIT_ONLY_PRIVACY = ("not audited: audit-only sees the logged decisions, not the model or its training data")
 PRIVACY_KEY_METRICS = ("privacy/epsilon", "privacy/delta", "privacy/epsilon_lower_bound", "privacy/mia_auc",
                        "privacy/mia_advantage", "privacy/mia_tpr_at_1pct_fpr", "privacy/mia_tpr_at_0.1pct_fpr")
 
@@ -156,8 +158,12 @@ def datasheets(data: dict) -> list[dict]:
     excluded = set(data.get("excluded_features") or [])
     synthetic = list(data.get("synthetic_groups") or [])
     handling = []
+    audit_only = bool(data.get("audit_only"))
     for attr in sensitive:
-        how = "excluded from the model's features" if attr in excluded else "used as a model feature"
+        if audit_only:
+            how = "a column of the decision log (whether the audited model used it is not known here)"
+        else:
+            how = "excluded from the model's features" if attr in excluded else "used as a model feature"
         handling.append(f"{attr}: audited for group fairness; {how}")
     for attr in synthetic:
         handling.append(f"{attr}: a made-up group assigned by the project (not a real attribute of people)")
@@ -234,6 +240,9 @@ def privacy(models: list[dict], data: dict) -> dict:
             "metrics": metrics,
         })
     budget = data.get("privacy_budget")
+    if data.get("audit_only"):
+        return {"models": rows, "audits": _audit_refs(models, "privacy"), "budget": budget,
+                "budget_status": AUDIT_ONLY_PRIVACY, "epsilon_lower_bound_status": AUDIT_ONLY_PRIVACY}
     return {
         "models": rows,
         "audits": _audit_refs(models, "privacy"),
@@ -282,15 +291,31 @@ def bias(models: list[dict], data: dict) -> dict:
                     "accuracy_cost": met.get("mitigation/accuracy_cost"),
                     "note": "; ".join(a.get("notes") or []) if not met else "",
                 })
+    gaps, favourable = [], []
+    for m in models:
+        a = (m.get("audits") or {}).get("fairness")
+        if isinstance(a, dict):
+            d = a.get("details") or {}
+            gaps.extend({"model": m.get("name"), "baseline": m.get("role") == "baseline", **g}
+                        for g in d.get("gaps") or [] if isinstance(g, dict))
+            if d.get("favourable"):
+                favourable.append(str(d["favourable"]))
     if not mitigation:
-        mitigation_status = "the mitigation comparison (fairlearn post-processing) applies to binary decisions; none ran"
+        mitigation_status = ("audit-only audits logged decisions: no mitigation comparison" if data.get("audit_only")
+                             else "the mitigation comparison (fairlearn post-processing) applies to binary decisions; "
+                                  "none ran")
     else:
         mitigation_status = ("measured" if any(r["accuracy_before"] is not None for r in mitigation)
                              else "the mitigation audit could not be computed (see its notes)")
+    fav = "; ".join(dict.fromkeys(favourable)) or "a positive prediction (1)"
     return {"audits": refs, "four_fifths": four_fifths, "intersectional": intersectional,
             "mitigation": mitigation, "mitigation_status": mitigation_status,
+            # the pair of groups behind every gap and the disadvantaged one (audits.fairness.gap_pairs)
+            "gaps": gaps, "favourable": fav,
             "conventions": "fairlearn: difference = max − min across groups, ratio = min / max; "
-                           "four-fifths rule (29 CFR 1607.4(D)): each group's selection rate ≥ 0.8 × the highest"}
+                           "four-fifths rule (29 CFR 1607.4(D)): each group's selection rate ≥ 0.8 × the highest; "
+                           f"the selection rate is the rate of the favourable decision ({fav}); TPR/FPR/FNR are "
+                           "with respect to the label's positive class"}
 
 
 def resources(models: list[dict], config: dict) -> dict:
@@ -342,12 +367,15 @@ def risks(report: dict) -> dict:
         if g.get("status") == "fail":
             items.append(f"{g.get('model')}: gate {g.get('name')} failed "
                          f"(value {g.get('value')}, threshold {g.get('comparison')} {g.get('threshold')})")
+    data = report.get("data") or {}
+    audit_only = bool(data.get("audit_only"))
     for m in report.get("models") or []:
         dp = (m.get("training") or {}).get("dp") or {}
+        if audit_only:
+            continue  # nothing was trained here: the privacy section says what was not audited
         if m.get("role", "candidate") != "baseline" and not dp.get("enabled"):
             items.append(f"{m.get('name')}: trained without differential privacy — membership-inference "
                          "results are the only privacy evidence, and an attack shows a lower bound on leakage")
-    data = report.get("data") or {}
     if data.get("synthetic_groups"):
         items.append("groups " + ", ".join(map(str, data["synthetic_groups"]))
                      + " are made up by the project: fairness results on them say nothing about real people")
@@ -355,8 +383,10 @@ def risks(report: dict) -> dict:
     if use.get("out_of_scope_uses"):
         items.extend(f"out of scope: {u}" for u in use["out_of_scope_uses"])
     limitations = [
-        "every figure is computed once, on one held-out split of one dataset; it is evidence about this "
-        "data, not a guarantee about deployment",
+        ("every figure is computed once, on one decision log as supplied; it is evidence about these "
+         "decisions, not a guarantee about other data" if audit_only else
+         "every figure is computed once, on one held-out split of one dataset; it is evidence about this "
+         "data, not a guarantee about deployment"),
         "confidence intervals cover sampling noise of the test split, not shifts in the population",
     ]
     return {"risks": items, "limitations": limitations, "not_measured": list(report.get("not_measured") or [])}
@@ -408,8 +438,10 @@ def executive_summary(report: dict) -> dict:
                 status = "measured" if has_metrics else "not-measured"
             refs = _audit_refs(models, key)
             evidence = ", ".join(sorted({r["audit"] for r in refs})) or "no audit"
-            if key == "privacy" and not any(((m.get("training") or {}).get("dp") or {}).get("enabled")
-                                            for m in models):
+            if key == "privacy" and (report.get("data") or {}).get("audit_only"):
+                evidence = AUDIT_ONLY_PRIVACY
+            elif key == "privacy" and not any(((m.get("training") or {}).get("dp") or {}).get("enabled")
+                                              for m in models):
                 evidence += ("; no differential-privacy guarantee: the membership-inference attack is a "
                              "diagnostic (a lower bound on leakage), not evidence of privacy")
                 if status != "fail":

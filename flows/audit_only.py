@@ -18,7 +18,8 @@ from prefect import flow, runtime
 from data_contracts.errors import ConfigError, ContractViolation
 from data_contracts.files import check_input_file
 from data_contracts.names import safe_name
-from tasks.audit_only import audit_predictions, check_predictions, load_predictions, log_audits, model_record
+from tasks.audit_only import (audit_predictions, check_predictions, check_with_contract, group_settings,
+                               load_predictions, load_with_contract, log_audits, model_record)
 from tasks.evidence import prepare_evidence, sign_run
 from tasks.log import fail_tracking, log_data, log_report, start_tracking
 from tasks.report import provenance, representation, write_report
@@ -54,29 +55,90 @@ def audit_thresholds(gates: Optional[dict]) -> dict:
     return out
 
 
-@flow(name="impactflow-audit-only", log_prints=True, validate_parameters=False)
-def audit_only_flow(data: str, label: str, sensitive: list, score: Optional[str] = None,
+AUDIT_ONLY_FLOW = "impactflow-audit-only"  # in tasks.reconcile.PIPELINE_FLOWS: a killed audit is reconciled
+
+
+def contract_defaults(contract: Optional[str], label: Optional[str], sensitive: Optional[list],
+                      positive_label: Optional[str], favourable_outcome: Optional[str],
+                      min_group_size: Optional[int]) -> dict:
+    """The roles of an audit: the arguments, completed from ``--contract`` (its target, sensitive
+    columns, positive label, favourable outcome and minimum group size) where not given."""
+    c = None
+    if contract is not None:
+        from data_contracts import get_contract
+
+        c = get_contract(contract)
+    out = {
+        "label": label if label is not None else (c.target if c else None),
+        "sensitive": list(sensitive) if sensitive else (list(c.sensitive) if c else []),
+        "positive_label": positive_label if positive_label is not None else (c.positive_label if c else None),
+        "favourable_outcome": favourable_outcome if favourable_outcome is not None else (
+            c.favourable_outcome if c else None),
+        "min_group_size": int(min_group_size) if min_group_size is not None else (c.min_group_size if c else 30),
+    }
+    if not out["label"]:
+        raise ConfigError("--label: give the column with the true outcome (or --contract with a target)")
+    if not out["sensitive"]:
+        raise ConfigError("--sensitive: give at least one column (COL or COL1,COL2), or --contract with sensitive:")
+    return out
+
+
+def check_favourable(df, label: str, positive, favourable: Optional[str]) -> None:
+    """``--favourable-outcome`` must be a value of the label column (compared as text)."""
+    if favourable is None:
+        return
+    values = sorted({str(v).strip() for v in df[label].dropna().unique()} | {str(positive).strip()})
+    if str(favourable).strip() not in values:
+        raise ConfigError(f"--favourable-outcome {favourable!r}: not a value of column {label!r} "
+                          f"(values: {', '.join(map(repr, values[:6]))})")
+
+
+@flow(name=AUDIT_ONLY_FLOW, log_prints=True, validate_parameters=False)
+def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[list] = None, score: Optional[str] = None,
                     prediction: Optional[str] = None, positive_label: Optional[str] = None,
-                    threshold: float = 0.5, experiment: str = DEFAULT_EXPERIMENT,
+                    threshold: Optional[float] = None, experiment: str = DEFAULT_EXPERIMENT,
                     output_dir: str = "impactflow_runs", model_name: str = "external-model",
-                    min_group_size: int = 30, gates: Optional[dict] = None,
-                    command: Optional[str] = None, max_input_bytes: Optional[int] = DEFAULT_MAX_INPUT_BYTES) -> dict:
+                    min_group_size: Optional[int] = None, gates: Optional[dict] = None,
+                    command: Optional[str] = None, max_input_bytes: Optional[int] = DEFAULT_MAX_INPUT_BYTES,
+                    favourable_outcome: Optional[str] = None, intersections: Optional[list] = None,
+                    intended_use: Optional[dict] = None, contract: Optional[str] = None) -> dict:
     """Contract-check, audit, report, sign and track one predictions table; returns its summary.
     ``model_name`` and ``experiment`` must be safe names (``data_contracts.names``): the model's
     name is a folder of the run; ``data`` must be a regular file of at most ``max_input_bytes``
-    (None or 0: no limit)."""
+    (None or 0: no limit). ``threshold`` None: 0.5, reported as the default (not given).
+    ``favourable_outcome``: the label value that is good for the person (selection-rate checks
+    use its rate); ``intersections``: None = every sensitive column combined, [] = none, or a list
+    of column lists; ``intended_use``: the report's intended-use fields
+    (``tasks.audit_only.read_intended_use``); ``contract``: a contract name or path through which
+    the table is read (derived columns, generated suite) and which completes the roles."""
     safe_name(model_name, "--model-name")
     safe_name(experiment, "--experiment")
     if (score is None) == (prediction is None):
         raise ConfigError("give exactly one of --score COL (probabilities) or --prediction COL (0/1 labels)")
-    if score is not None and not 0.0 < float(threshold) < 1.0:
+    threshold_given = threshold is not None
+    threshold = 0.5 if threshold is None else float(threshold)
+    if score is not None and not 0.0 < threshold < 1.0:
         raise ConfigError(f"--threshold {threshold}: must be strictly between 0 and 1")
+    if prediction is not None and threshold_given:
+        raise ConfigError("--threshold applies to --score: hard predictions (--prediction) are audited as logged")
+    roles = contract_defaults(contract, label, sensitive, positive_label, favourable_outcome, min_group_size)
+    label, sensitive, positive_label = roles["label"], [str(c) for c in roles["sensitive"]], roles["positive_label"]
+    favourable_outcome, min_group_size = roles["favourable_outcome"], roles["min_group_size"]
+    if intersections is not None:
+        bad = [c for combo in intersections for c in combo if c not in sensitive]
+        if bad:
+            raise ConfigError(f"--intersections: {bad[0]!r} is not a sensitive column ({', '.join(sensitive)})")
     thresholds = audit_thresholds(gates)
+    settings = group_settings(int(min_group_size), intersections)
     check_input_file(data, max_input_bytes)
-    sensitive = [str(c) for c in sensitive]
     params = {"data": str(data), "label": label, "score": score, "prediction": prediction,
-              "sensitive": sensitive, "positive_label": positive_label, "threshold": float(threshold),
-              "model_name": model_name, "min_group_size": int(min_group_size), "gates": thresholds}
+              "sensitive": sensitive, "positive_label": positive_label,
+              "threshold": threshold if score else None, "threshold_given": threshold_given if score else None,
+              "favourable_outcome": favourable_outcome, "contract": contract,
+              "intersections": intersections, "model_name": model_name, "min_group_size": int(min_group_size),
+              "gates": thresholds}
+    if intended_use:
+        params["use"] = dict(intended_use)
     started = _now()
     out = Path(output_dir)
     tags = {**AUDIT_ONLY_TAG, "impactflow.model": model_name}
@@ -84,18 +146,31 @@ def audit_only_flow(data: str, label: str, sensitive: list, score: Optional[str]
     ctx = start_tracking(params, "audit-only", experiment, str(out), run_name, tags)
     run_dir = out / "runs" / ctx["parent_run_id"]
     try:
-        df, info = load_predictions(str(data), label, score, prediction, sensitive)
-        validation, positive = check_predictions(df, str(data), label, score, prediction, sensitive,
-                                                 positive_label, int(min_group_size), str(run_dir))
+        if contract is not None:
+            from data_contracts.predictions import require_columns, sensitive_as_text
+
+            full, contract_obj, info = load_with_contract(contract, str(data), score, prediction)
+            require_columns(full, sensitive, str(data))
+            validation, positive = check_with_contract(full, contract_obj, str(data), label, score, prediction,
+                                                       sensitive, positive_label, str(run_dir))
+            role_cols = list(dict.fromkeys([label, *(c for c in (score, prediction) if c), *sensitive]))
+            df = sensitive_as_text(full[role_cols], sensitive)
+        else:
+            df, info = load_predictions(str(data), label, score, prediction, sensitive)
+            validation, positive = check_predictions(df, str(data), label, score, prediction, sensitive,
+                                                     positive_label, int(min_group_size), str(run_dir))
+        check_favourable(df, label, positive, favourable_outcome)
         log_data(ctx, df, info, validation.to_dict(), str(run_dir / "data_docs"))
         if not validation.success:
             raise ContractViolation(contract=validation.contract, failures=validation.failures,
                                     total_expectations=validation.total_expectations,
                                     data_docs=validation.data_docs)
-        audits = audit_predictions(df, label, score, prediction, sensitive, positive, float(threshold), thresholds)
+        audits = audit_predictions(df, label, score, prediction, sensitive, positive, threshold, thresholds,
+                                   favourable_outcome, settings)
         log_audits(ctx, model_name, audits, str(run_dir))
         record = model_record(model_name, audits, ctx["parent_run_id"], score=score, prediction=prediction,
-                              threshold=float(threshold), positive=positive)
+                              threshold=threshold, positive=positive, threshold_given=threshold_given,
+                              favourable=favourable_outcome)
         from data_contracts.predictions import binarize
 
         labelled = df.assign(**{label: binarize(df[label], positive)})
@@ -109,6 +184,7 @@ def audit_only_flow(data: str, label: str, sensitive: list, score: Optional[str]
             "sensitive": sensitive,
             "excluded_features": [],
             "audit_only": True,
+            "favourable_outcome": None if favourable_outcome is None else str(favourable_outcome),
         }
         run = {"run_id": ctx["parent_run_id"], "flow_run_id": str(runtime.flow_run.id or "") or None,
                "preset": "audit-only", "started_at": started, "finished_at": _now(),

@@ -1051,16 +1051,35 @@ def _parse_gates(items: Optional[List[str]]) -> dict:
 @app.command()
 def audit(
     data: Path = typer.Option(..., "--data", help="CSV or Parquet table of one row per person/decision."),
-    label: str = typer.Option(..., "--label", help="Column with the true outcome (0/1, or see --positive-label)."),
+    label: Optional[str] = typer.Option(None, "--label", help="Column with the true outcome (0/1, or see "
+                                        "--positive-label). Default with --contract: its target."),
     score: Optional[str] = typer.Option(None, "--score", help="Column with P(y = 1) in [0, 1]."),
     prediction: Optional[str] = typer.Option(None, "--prediction", help="Column with hard predictions (label values)."),
-    sensitive: List[str] = typer.Option(..., "--sensitive", help="Sensitive column(s): COL or COL1,COL2 (repeatable)."),
+    sensitive: Optional[List[str]] = typer.Option(None, "--sensitive", help="Sensitive column(s): COL or COL1,COL2 "
+                                                  "(repeatable). Default with --contract: its sensitive columns."),
     positive_label: Optional[str] = typer.Option(None, "--positive-label", help="The positive value of the label "
                                                                                "(default: labels must be 0/1)."),
-    threshold: float = typer.Option(0.5, "--threshold", help="With --score: predicted 1 iff score >= threshold."),
+    favourable_outcome: Optional[str] = typer.Option(
+        None, "--favourable-outcome", help="The label value that is good for the person (e.g. 'Low' risk, a granted "
+        "loan): selection-rate checks (four-fifths, demographic parity) use its rate; TPR/FPR/FNR stay w.r.t. "
+        "--positive-label. Default: the positive label (or the contract's favourable_outcome)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="With --score: predicted 1 iff score >= "
+                                              "threshold (default 0.5, reported as the default)."),
+    intersections: Optional[str] = typer.Option(
+        None, "--intersections", help="Combined groups to audit: 'race,sex' or 'race,sex;age_band,sex', or 'none'. "
+        "Default: all sensitive columns combined (when there are two or more)."),
+    intended_use: Optional[Path] = typer.Option(
+        None, "--intended-use", help="YAML file with the report's intended-use fields (purpose, intended_users, "
+        "out_of_scope_uses, affected_groups, decision_type, human_review, affected_jobs, training_needs)."),
+    contract: Optional[str] = typer.Option(
+        None, "--contract", help="Read --data through a contract (name, contract.yaml or its folder): its read "
+        "options, derived columns and generated suite; its target, sensitive columns, labels and favourable "
+        "outcome are the defaults of the options above."),
     experiment: str = typer.Option("impactflow-audit-only", "--experiment", help="MLflow experiment."),
     model_name: str = typer.Option("external-model", "--model-name", help="Name of the audited model in the report."),
-    min_group_size: int = typer.Option(30, "--min-group-size", help="Contract: rows every sensitive group needs."),
+    min_group_size: Optional[int] = typer.Option(None, "--min-group-size", help="Groups with fewer rows are reported "
+                                                 "as too small to judge and left out of the gates (default 30, or "
+                                                 "the contract's)."),
     gate: Optional[List[str]] = typer.Option(None, "--gate", help="Threshold AUDIT.KEY=VALUE, e.g. "
                                                                  "fairness.max_equalized_odds_difference=0.05 (repeatable)."),
     output_dir: Path = typer.Option(Path("impactflow_runs"), "--output-dir", help="Runs folder (report, evidence, mlflow.db)."),
@@ -1068,13 +1087,15 @@ def audit(
                                         "than this, before reading it (0: no limit)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs (and tracebacks)."),
 ) -> None:
-    """Audit a model the team did not train, from its scores or predictions: contract checks,
-    fairness (+ calibration by group with scores), signed report, MLflow. Exit 3 if a gate fails."""
+    """Audit a model the team did not train, from its scores or predictions (a decision log):
+    contract checks, fairness (+ calibration by group with scores), signed report, MLflow.
+    Exit 3 if a gate fails."""
     _quiet_environment(verbose)
     from data_contracts.errors import ImpactflowError
     from data_contracts.files import check_input_file
     from data_contracts.names import safe_name
     from data_contracts.predictions import parse_sensitive
+    from tasks.audit_only import parse_intersections, read_intended_use
 
     try:  # names that become folders and registry names: a slug, or a usage error
         safe_name(model_name, "--model-name")
@@ -1082,7 +1103,18 @@ def audit(
     except ImpactflowError as exc:
         _fail(str(exc), EXIT_USAGE)
     try:
-        cols = parse_sensitive(sensitive)
+        if contract is not None:  # its roles complete the options: resolved (and checked) before any flow
+            from flows.audit_only import contract_defaults
+
+            roles = contract_defaults(contract, label, parse_sensitive(sensitive) if sensitive else None,
+                                      positive_label, favourable_outcome, min_group_size)
+            cols = roles["sensitive"]
+        else:
+            if label is None:
+                _fail("--label: give the column with the true outcome (or --contract with a target)", EXIT_USAGE)
+            cols = parse_sensitive(sensitive or [])
+        combos = parse_intersections(intersections, cols)
+        use = read_intended_use(str(intended_use) if intended_use is not None else None)
         check_input_file(data, max_input_bytes)  # a FIFO, a folder or an oversized file: before any flow
     except ImpactflowError as exc:
         _fail(str(exc))
@@ -1090,13 +1122,18 @@ def audit(
     console = _console()
     _use_kept_server(console)
     try:
-        from flows.audit_only import run_audit_only
+        from prefect import tags
 
-        summary = run_audit_only(
-            data=str(data), label=label, score=score, prediction=prediction, sensitive=cols,
-            positive_label=positive_label, threshold=threshold, experiment=experiment,
-            output_dir=str(output_dir), model_name=model_name, min_group_size=min_group_size, gates=gates,
-            command=" ".join(["impactflow", *sys.argv[1:]]), max_input_bytes=max_input_bytes)
+        from flows.audit_only import run_audit_only
+        from tasks.reconcile import prefect_owner_tag
+
+        with tags(prefect_owner_tag()):  # `impactflow reconcile` marks the flow run Crashed if this process dies
+            summary = run_audit_only(
+                data=str(data), label=label, score=score, prediction=prediction, sensitive=cols,
+                positive_label=positive_label, threshold=threshold, experiment=experiment,
+                output_dir=str(output_dir), model_name=model_name, min_group_size=min_group_size, gates=gates,
+                command=" ".join(["impactflow", *sys.argv[1:]]), max_input_bytes=max_input_bytes,
+                favourable_outcome=favourable_outcome, intersections=combos, intended_use=use, contract=contract)
     except ImpactflowError as exc:
         _fail(str(exc))
     except KeyboardInterrupt as exc:

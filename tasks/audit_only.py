@@ -50,18 +50,161 @@ def check_predictions(df, path: str, label: str, score: str | None, prediction: 
     progress.stage("validate (Great Expectations)")
     label_set, positive = label_values(df, label, positive_label)
     name = f"audit-only-{Path(path).stem}"
+    # every group present (at least one row); one below min_group_size is too small to judge in
+    # the audits, it does not fail the table (group_settings)
     suite = predictions_suite(df, name=name, label=label, label_set=label_set, score=score,
-                              prediction=prediction, sensitive=sensitive, min_group_size=min_group_size)
+                              prediction=prediction, sensitive=sensitive, min_group_size=1)
     suite_path = write_suite(suite, Path(run_dir) / "contract" / "expectations.json")
     contract = predictions_contract(name=name, label=label, positive_label=positive, sensitive=sensitive,
-                                    min_group_size=min_group_size, suite_path=suite_path, source=path,
+                                    min_group_size=1, suite_path=suite_path, source=path,
                                     columns=list(df.columns))
     return validate(df, contract, Path(run_dir) / "data_docs"), positive
 
 
+def present_groups_only(suite: dict, sensitive) -> dict:
+    """The suite with each per-group minimum row count lowered to 1 (the group is present): in a
+    real decision log a group below ``min_group_size`` is *too small to judge* (the audits report
+    it and leave it out of the gate values, as ``impactflow run``'s audits do); it does not
+    refuse the whole table."""
+    out = []
+    for e in suite["expectations"]:
+        kw = e.get("kwargs") or {}
+        cond = kw.get("row_condition")
+        if (e.get("type") == "expect_table_row_count_to_be_between" and isinstance(cond, dict)
+                and (cond.get("column") or {}).get("name") in set(sensitive)):
+            e = {**e, "kwargs": {**kw, "min_value": 1}}
+            if "description" in e:
+                e["description"] = str(e["description"]).rsplit(":", 1)[0] + ": present (at least 1 row)"
+        out.append(e)
+    return {**suite, "expectations": out}
+
+
+@task(name="load-with-contract", cache_policy=NONE, retries=1, retry_delay_seconds=1)
+def load_with_contract(contract_ref: str, path: str, score: str | None, prediction: str | None) -> tuple[Any, Any, dict]:
+    """``--contract``: read the decision log as the contract says (format, NA tokens, derived
+    columns); returns (the whole frame, the contract, the data info)."""
+    from data_contracts import get_contract, load_dataset
+    from data_contracts.files import file_sha256
+    from data_contracts.predictions import require_columns
+
+    progress.stage("load decision log (contract)")
+    contract = get_contract(contract_ref)
+    df = load_dataset(contract, [path])
+    require_columns(df, [c for c in (contract.target, score, prediction) if c], path)
+    sha = file_sha256(Path(path))
+    info = {"contract": contract.name, "files": [{"path": str(path), "sha256": sha}], "dataset_sha256": sha,
+            "n_rows": int(len(df)), "source": contract.source, "license": contract.license, "shipped": False}
+    return df, contract, info
+
+
+@task(name="check-with-contract", cache_policy=NONE)
+def check_with_contract(df, contract, path: str, label: str, score: str | None, prediction: str | None,
+                        sensitive: list[str], positive_label: str | None, run_dir: str) -> tuple[Any, Any]:
+    """The contract's generated suite (+ its extras), every sensitive group only required to be
+    present, plus the score range / prediction values of the predictions suite; validated on the
+    whole frame the contract describes (Data Docs in the run folder)."""
+    from dataclasses import replace
+
+    from data_contracts.predictions import label_values, predictions_suite, sensitive_as_text, write_suite
+    from data_contracts.validation import load_suite, validate
+
+    progress.stage("validate (Great Expectations)")
+    label_set, positive = label_values(df, label, positive_label)
+    suite = present_groups_only(load_suite(contract), contract.sensitive)
+    extra = predictions_suite(sensitive_as_text(df, sensitive), name=contract.name, label=label, label_set=label_set,
+                              score=score, prediction=prediction, sensitive=[], min_group_size=1)
+    have = {json.dumps(e, sort_keys=True, default=str) for e in suite["expectations"]}
+    for e in extra["expectations"]:
+        cols = {(e.get("kwargs") or {}).get("column")}
+        if cols & {score, prediction} and json.dumps(e, sort_keys=True, default=str) not in have:
+            suite["expectations"].append(e)
+    suite_path = write_suite(suite, Path(run_dir) / "contract" / "expectations.json")
+    relaxed = replace(contract, suite_path=suite_path, declarations=(), min_group_size=1)
+    return validate(df, relaxed, Path(run_dir) / "data_docs"), positive
+
+
+def group_settings(min_group_size: int, intersections: list | None) -> dict:
+    """``--min-group-size`` and ``--intersections`` as settings of the fairness and
+    calibration-by-group audits (``audit_predictions`` gives them to both; a ``--gate
+    fairness.min_group_size=...`` still wins). Settings, not a gates section: they configure no gate."""
+    out: dict = {"min_group_size": int(min_group_size)}
+    if intersections is not None:
+        out["intersections"] = [list(c) for c in intersections]
+    return out
+
+
+def parse_intersections(value: str | None, sensitive: list[str]) -> list[list[str]] | None:
+    """``--intersections``: None (not given: every sensitive column combined, as before), ``none``
+    (no intersection) or ``a+b;c+d`` / ``a,b;c,d`` (these combinations). ConfigError naming the
+    column that is not one of ``--sensitive``."""
+    from data_contracts.errors import ConfigError
+
+    if value is None:
+        return None
+    text = value.strip()
+    if text.lower() in ("none", "no", ""):
+        return []
+    combos = []
+    for part in text.split(";"):
+        cols = [c.strip() for c in part.replace("+", ",").split(",") if c.strip()]
+        if len(cols) < 2:
+            raise ConfigError(f"--intersections {value!r}: {part.strip()!r} names fewer than two columns "
+                              "(give COL1,COL2[;COL3,COL4] or none)")
+        bad = [c for c in cols if c not in sensitive]
+        if bad:
+            raise ConfigError(f"--intersections {value!r}: {bad[0]!r} is not a --sensitive column "
+                              f"({', '.join(sensitive)})")
+        combos.append(cols)
+    return combos
+
+
+def read_intended_use(path: str | None) -> dict | None:
+    """``--intended-use FILE``: a YAML (or JSON) mapping of the report's intended-use fields
+    (``audits.sections.USE_FIELDS``); ConfigError with the file and key otherwise."""
+    if path is None:
+        return None
+    import yaml
+
+    from audits.sections import USE_FIELDS
+    from data_contracts.errors import ConfigError
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--intended-use {path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"--intended-use {path}: not valid YAML{where}") from None
+    if not isinstance(doc, dict) or not doc:
+        raise ConfigError(f"--intended-use {path}: expected a mapping of {', '.join(USE_FIELDS)}")
+    out: dict = {}
+    for key, value in doc.items():
+        if key not in USE_FIELDS:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), USE_FIELDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"--intended-use {path}: {key}: unknown key{hint}; known: {', '.join(USE_FIELDS)}")
+        if isinstance(value, list):
+            if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"--intended-use {path}: {key}: expected text or a list of texts")
+            value = [str(v) for v in value]
+        elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = str(value)
+        elif value is not None:
+            raise ConfigError(f"--intended-use {path}: {key}: expected text or a list of texts, got {value!r}")
+        out[key] = value
+    return out
+
+
 @task(name="audit-predictions", cache_policy=NONE)
 def audit_predictions(df, label: str, score: str | None, prediction: str | None, sensitive: list[str],
-                      positive: Any, threshold: float, thresholds: dict) -> dict:
+                      positive: Any, threshold: float, thresholds: dict, favourable: Any = None,
+                      settings: dict | None = None) -> dict:
     """Fairness on the hard predictions; performance and calibration by group when scores are given.
     Every configured gate is accounted for as in a pipeline run (``audits.gating``): an audit that
     raises, or a performance gate set without ``--score``, leaves its gates not measured. A model
@@ -71,16 +214,21 @@ def audit_predictions(df, label: str, score: str | None, prediction: str | None,
     from audits.gating import audited, not_run
 
     progress.stage("audit predictions")
-    inputs = audit_inputs(df, label, score, prediction, sensitive, positive, threshold)
-    out = {"fairness": with_gate(audited("fairness", fairness_audit, inputs, thresholds.get("fairness"),
-                                         known["fairness"]), decisions_gate(inputs))}
+    inputs = audit_inputs(df, label, score, prediction, sensitive, positive, threshold, favourable)
+    settings = dict(settings or {})
+
+    def with_settings(fn):
+        return lambda inp, th: fn(inp, {**settings, **(th or {})})
+
+    out = {"fairness": with_gate(audited("fairness", with_settings(fairness_audit), inputs,
+                                         thresholds.get("fairness"), known["fairness"]), decisions_gate(inputs))}
     if score:
         out["performance"] = audited("performance", performance_audit, inputs, thresholds.get("performance"),
                                      known["performance"])
     elif "performance" in thresholds:
         out["performance"] = not_run("performance", thresholds["performance"], known["performance"],
                                      "performance needs scores (--score): hard predictions were given")
-    out["calibration_by_group"] = audited("calibration_by_group", calibration_group_audit, inputs,
+    out["calibration_by_group"] = audited("calibration_by_group", with_settings(calibration_group_audit), inputs,
                                           thresholds.get("calibration_by_group"), known["calibration_by_group"])
     return out
 
@@ -118,8 +266,9 @@ def with_gate(result, gate) -> Any:
     return replace(result, gates=gates, status=overall_status(gates))
 
 
-def audit_inputs(df, label, score, prediction, sensitive, positive, threshold):
+def audit_inputs(df, label, score, prediction, sensitive, positive, threshold, favourable=None):
     from audits import AuditInputs
+    from audits.fairness import favourable_extra
     from data_contracts.predictions import binarize
 
     y_true = binarize(df[label], positive).to_numpy()
@@ -128,7 +277,8 @@ def audit_inputs(df, label, score, prediction, sensitive, positive, threshold):
     else:  # hard predictions: 0/1 "scores" with the cut at 0.5 reproduce them exactly
         y_score, cut, hard = binarize(df[prediction], positive).astype(float).to_numpy(), 0.5, True
     return AuditInputs(y_true=y_true, y_score=y_score, sensitive=df[list(sensitive)],
-                       decision_threshold=cut, extra={"hard_predictions": hard})
+                       decision_threshold=cut,
+                       extra={"hard_predictions": hard, **favourable_extra(positive, favourable)})
 
 
 @task(name="log-audit-only", cache_policy=NONE, retries=2, retry_delay_seconds=2)
@@ -146,19 +296,29 @@ def log_audits(ctx: dict, model_name: str, audits: dict, run_dir: str) -> None:
 
 
 def model_record(model_name: str, audits: dict, run_id: str, *, score: str | None, prediction: str | None,
-                 threshold: float, positive: Any) -> dict:
-    """The report's model entry for a model audited, not trained, here."""
+                 threshold: float, positive: Any, threshold_given: bool = True, favourable: Any = None) -> dict:
+    """The report's model entry for a model audited, not trained, here. A threshold is named only
+    with scores: as given (``--threshold``) or as the default the audit applied."""
+    if score:
+        how = (f"scores (column '{score}', decided at threshold {threshold}"
+               + (")" if threshold_given else ", the default: no --threshold was given)"))
+    else:
+        how = f"hard predictions as logged (column '{prediction}'; no score, no threshold)"
     return {
         "name": model_name,
         "role": "candidate",
         "family": "external",
-        "description": ("audit-only: a model not trained by impactflow, audited from its "
-                        + (f"scores (column '{score}', threshold {threshold})" if score
-                           else f"hard predictions (column '{prediction}')")),
-        "params": {"score_column": score, "prediction_column": prediction,
-                   "decision_threshold": threshold if score else None, "positive_label": str(positive)},
+        "description": "audit-only: a model not trained by impactflow, audited from its " + how,
+        # only what was given or applied: no threshold for hard predictions
+        "params": {k: v for k, v in {
+            "score_column": score, "prediction_column": prediction,
+            "decision_threshold": threshold if score else None,
+            "decision_threshold_given": bool(threshold_given) if score else None,
+            "positive_label": str(positive),
+            "favourable_outcome": None if favourable is None else str(favourable)}.items() if v is not None},
         "training": {"device": "n/a (not trained here)", "epochs_run": None, "best_epoch": None,
-                     "wall_time_s": None, "n_parameters": None, "dp": {"enabled": False}},
+                     "wall_time_s": None, "n_parameters": None,
+                     "dp": {"enabled": False, "summary": "unknown: the model was not trained here (audit-only)"}},
         "audits": {k: v.to_dict() for k, v in audits.items()},
         "mlflow_run_id": run_id,
     }

@@ -39,7 +39,7 @@ FLOW_RUN_TAG = "impactflow.prefect_flow_run_id"  # the Prefect flow run of an ML
 PREFECT_OWNER_PREFIX = "impactflow.owner="  # a Prefect flow run tag: impactflow.owner=<host>/<pid>/<start>
 RECONCILED_TAG = "impactflow.reconciled"
 DEFAULT_STALE_AFTER_S = 24 * 3600.0
-PIPELINE_FLOWS = ("impactflow-pipeline",)
+PIPELINE_FLOWS = ("impactflow-pipeline", "impactflow-audit-only")  # flows/audit_only.AUDIT_ONLY_FLOW
 
 
 def _process_start(pid: int) -> str | None:
