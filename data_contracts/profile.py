@@ -133,7 +133,7 @@ def _number_fmt(x: float) -> Any:
 
 
 def _round_up(share: float) -> float:
-    return min(1.0, math.ceil(share * 100 + 1e-9) / 100)
+    return min(1.0, math.ceil(round(share * 100, 6)) / 100)
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -214,7 +214,8 @@ def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name
                 spec = {"type": "integer" if (numbers % 1 == 0).all() else "number",
                         "min": _number_fmt(numbers.min()), "max": _number_fmt(numbers.max())}
             else:
-                counts = as_text.value_counts()
+                # most frequent first; equal counts in the order first seen
+                counts = as_text.value_counts(sort=False).sort_values(ascending=False, kind="stable")
                 if c != label and c not in sensitive:
                     pass
                 elif distinct > MAX_CATEGORIES:
@@ -257,7 +258,7 @@ def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name
             audited.append(c)
             continue
         numbers = pd.to_numeric(df[c][~missing[c]], errors="coerce")
-        edge = _number_fmt(float(numbers.median()))
+        edge = _median_edge(numbers, spec["type"])
         band = f"{_SAFE.sub('_', c)}_band"
         while band in specs:
             band += "_"
@@ -274,7 +275,7 @@ def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name
             sizes = df[c][~missing[c]].astype(str).value_counts()
         else:
             numbers = pd.to_numeric(df[c][~missing[c]], errors="coerce")
-            edge = float(numbers.median())
+            edge = _median_edge(numbers, specs[c]["type"])
             sizes = pd.Series([(numbers < edge).sum(), (numbers >= edge).sum()])
         m = int(sizes.min())
         smallest = m if smallest is None else min(smallest, m)
@@ -352,6 +353,12 @@ def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name
     ]
     return Profile(contract_yaml=contract_yaml, preset_yaml="\n".join(preset) + "\n", review=review, name=name,
                    sensitive=tuple(audited))
+
+
+def _median_edge(numbers, ctype: str) -> Any:
+    """The median as a bin edge; a whole number for an integer column (rounded up: ``x >= edge``)."""
+    median = float(numbers.median())
+    return math.ceil(median) if ctype == "integer" else _number_fmt(median)
 
 
 def _yaml_key(name: str) -> str:
