@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from data_contracts.plugins import GROUPS, FollowerRegistry, PluginRegistry
+
 from .calibration import CALIBRATION_DEFAULTS
 from .fairness import FAIRNESS_DEFAULTS, fairness_audit
 from .groups import GROUP_DEFAULTS, PERFORMANCE_GATES as MULTICLASS_GATES, group_robustness_audit, multiclass_performance_audit
@@ -22,7 +24,7 @@ from .recommender import (EXPOSURE_DEFAULTS, RECOMMENDATION_DEFAULTS, USER_GROUP
 from .gating import GATE_KEYS, SKIP, audited, not_run
 from .results import AuditResult, Gate, Status, overall_status, run_status
 
-AUDITS: dict[str, Callable[[AuditInputs, dict], AuditResult]] = {
+_BUILTIN_AUDITS: dict[str, Callable[[AuditInputs, dict], AuditResult]] = {
     "performance": performance_audit,
     "fairness": fairness_audit,
     "privacy": privacy_audit,
@@ -44,7 +46,7 @@ REPORT_AUDITS: tuple[str, ...] = ("oversight", "mitigation")
 
 #: The threshold keys each audit accepts under ``gates.<audit>`` in the run config, with their
 #: defaults (None = no gate unless configured). The config loader refuses any other key.
-AUDIT_THRESHOLDS: dict[str, dict[str, Any]] = {
+_BUILTIN_THRESHOLDS: dict[str, dict[str, Any]] = {
     "performance": {"min_accuracy": None, "min_roc_auc": None, "max_ece": None},
     "fairness": dict(FAIRNESS_DEFAULTS),
     "privacy": {"max_mia_auc": 0.6},
@@ -62,9 +64,34 @@ AUDIT_THRESHOLDS: dict[str, dict[str, Any]] = {
 
 #: The audit-only flow's audits (a predictions table of a model not trained here) and their keys.
 AUDIT_ONLY_THRESHOLDS: dict[str, dict[str, Any]] = {
-    "fairness": AUDIT_THRESHOLDS["fairness"], "performance": AUDIT_THRESHOLDS["performance"],
+    "fairness": _BUILTIN_THRESHOLDS["fairness"], "performance": _BUILTIN_THRESHOLDS["performance"],
     "calibration_by_group": dict(CALIBRATION_DEFAULTS),
 }
+
+
+def _plugin_audit(ep) -> Callable[[AuditInputs, dict], AuditResult]:
+    """An ``impactflow.audits`` entry point: the audit function, whose ``THRESHOLDS`` dict (keys
+    under ``gates.<name>`` and their defaults; none: no keys) lands in ``AUDIT_THRESHOLDS``."""
+    from data_contracts.plugins import broken
+
+    try:
+        fn = ep.load()
+    except Exception as exc:
+        raise broken(ep, exc) from None
+    thresholds = getattr(fn, "THRESHOLDS", {})
+    if not callable(fn) or not isinstance(thresholds, dict) or not all(isinstance(k, str) for k in thresholds):
+        raise broken(ep, TypeError("expected a function (inputs, thresholds) -> AuditResult with an optional "
+                                   "THRESHOLDS dict of str keys"))
+    dict.__setitem__(AUDIT_THRESHOLDS, ep.name, dict(thresholds))
+    return fn
+
+
+#: Audit name -> function; ``AUDIT_THRESHOLDS``: the threshold keys each audit accepts under
+#: ``gates.<audit>`` in the run config, with their defaults (None = no gate unless configured);
+#: the config loader refuses any other key. Both take the ``impactflow.audits`` entry points of
+#: installed packages on first look-up (data_contracts.plugins).
+AUDITS = PluginRegistry(_BUILTIN_AUDITS, GROUPS["audits"], "audit", _plugin_audit)
+AUDIT_THRESHOLDS = FollowerRegistry(_BUILTIN_THRESHOLDS, AUDITS)
 
 
 def run_audits(

@@ -32,7 +32,8 @@ UNKNOWN_CONTRACT = ("Unknown data contract {name!r}: neither a registered name (
                     "(or a folder holding one)")
 BAD_CONTRACT = "Contract file {path}: {problem}"
 
-#: Loader name (``loader:`` in contract.yaml) -> "module:function", imported when used.
+#: Loader name (``loader:`` in contract.yaml) -> "module:function", imported when used; plus
+#: the ``impactflow.loaders`` entry points of installed packages (data_contracts.plugins).
 LOADERS: dict[str, str] = {
     "uci_adult": "data_contracts.adult:load_uci_adult",
     "sms_spam": "data_contracts.sms_spam:load_sms_spam",
@@ -42,6 +43,16 @@ LOADERS: dict[str, str] = {
     "movielens": "data_contracts.movielens:load_movielens",
     "synthetic_ratings": "data_contracts.synthetic_ratings:load_synthetic_ratings",
 }
+
+
+def _plugin_registries() -> None:
+    from data_contracts.plugins import GROUPS, PluginRegistry, reference
+
+    global LOADERS
+    LOADERS = PluginRegistry(LOADERS, GROUPS["loaders"], "loader", reference)
+
+
+_plugin_registries()
 
 
 @dataclass(frozen=True)
@@ -119,7 +130,18 @@ def _resolve_loader(name: str, path: Path) -> Callable[[Sequence[Path]], Any]:
             BAD_CONTRACT.format(path=path, problem=f"loader: unknown loader {name!r} (known: {', '.join(sorted(LOADERS))}"
                                                    "; or declare read: for the generic loader)")
         )
-    return _resolve_callable(LOADERS[name])
+    from data_contracts.plugins import broken, is_plugin
+
+    ep = is_plugin(LOADERS, name)
+    if ep is None:
+        return _resolve_callable(LOADERS[name])
+    try:
+        loader = _resolve_callable(LOADERS[name])
+    except Exception as exc:  # a plugin that does not import: one line naming it
+        raise broken(ep, exc) from None
+    if not callable(loader):
+        raise broken(ep, TypeError(f"{LOADERS[name]} is not a function (paths -> DataFrame)"))
+    return loader
 
 
 def _resolve_callable(ref: str) -> Callable[..., Any]:
