@@ -283,6 +283,8 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
                                  "are with respect to the label's positive class")
     if (inputs.extra or {}).get("hard_predictions"):
         conventions["prediction"] = "hard predictions as given (no score, no threshold)"
+    elif (inputs.extra or {}).get("decision_text"):  # how the threshold was set (models/threshold.py)
+        conventions["prediction"] += f"; threshold {inputs.extra['decision_text']}"
     if inputs.sensitive.shape[1] == 0:
         return AuditResult(
             name="fairness", status=Status.SKIPPED, thresholds=used,

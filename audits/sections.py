@@ -192,9 +192,13 @@ def performance(models: list[dict], config: dict) -> dict:
     refs = _audit_refs(models, "performance")
     gates = config.get("gates") or {}
     fixed = {k: v for k, v in gates.items() if section_of(k) == "performance"}
+    # each binary model's decision threshold and how it was set (models/threshold.py): fixed, the
+    # default, or chosen from model.costs on the validation split (never the test split)
+    decisions = [{"model": m.get("name"), **((m.get("training") or {}).get("decision") or {})}
+                 for m in models if (m.get("training") or {}).get("decision")]
     return {"audits": refs, "thresholds_fixed_before_run": fixed,
             "status": "measured" if refs else "not measured: no performance audit ran",
-            "ci_method": ci_method(models)}
+            "ci_method": ci_method(models), "decision_thresholds": decisions}
 
 
 def ci_method(models: list[dict]) -> str:

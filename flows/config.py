@@ -71,10 +71,27 @@ class SplitConfig(_Strict):
     test: float = Field(default=0.15, gt=0, lt=0.5)
 
 
+class CostConfig(_Strict):
+    """The cost of each error of a binary decision (relative units; models/threshold.py)."""
+    false_positive: float = Field(gt=0, description="cost of predicting the positive label for a negative row")
+    false_negative: float = Field(gt=0, description="cost of predicting the negative label for a positive row")
+
+
 class ModelConfig(_Strict):
     family: str = "tabular"
     params: dict[str, Any] = Field(default_factory=dict)
     baselines: list[str] = Field(default_factory=lambda: ["logreg"])
+    # binary tasks: predicted positive iff P(positive) >= threshold (null: 0.5, or chosen from costs)
+    threshold: float | None = Field(default=None, gt=0, lt=1)
+    # binary tasks: choose the threshold minimising false_positive x FP + false_negative x FN on the
+    # validation split (under DP: the Bayes threshold of the costs); excludes model.threshold
+    costs: CostConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_decision_rule(self) -> "ModelConfig":
+        if self.threshold is not None and self.costs is not None:
+            raise ValueError("model.threshold and model.costs: give one (a fixed threshold, or costs to choose it)")
+        return self
 
 
 class TrainConfig(_Strict):

@@ -24,7 +24,7 @@ from tasks.privacy import canaries_for, collect_privacy_attacks, submit_privacy_
 from tasks.log import fail_tracking, log_data, log_model_run, log_report, start_tracking, summary_artifact
 from tasks.registry import alias_champions, register_model
 from tasks.report import model_record, provenance, representation, write_report
-from tasks.train import train_baseline, train_model
+from tasks.train import decide_threshold, train_baseline, train_model
 
 
 def validation_beside_training(cfg: RunConfig) -> Optional[str]:
@@ -125,6 +125,9 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
                                 canaries_for(cfg.model_dump(mode="json")), cfg.privacy_audit.reference_models)
         anon = anonymity(df, cfg.data.contract, cfg.privacy.min_k)
         split, attack_runs, fitted = trained if trained is not None else train_all()
+        decision = cfg.model.model_dump(mode="json", include={"threshold", "costs"})  # models/threshold.py
+        fitted = [decide_threshold(f, split, cfg.data.contract, cfg.model.family, exclude, decision,
+                                   cfg.privacy.enabled) for f in fitted]
         attacks = collect_privacy_attacks(attack_runs, fitted[0], split, cfg.model_dump(mode="json"))
         audit_eps = ([attack_runs["canary"].result()["epsilon"]] if attack_runs["canary"] is not None else []) \
             + [f.result()["epsilon"] for f in attack_runs["references"]]

@@ -41,11 +41,15 @@ def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict
         synthetic_groups=tuple(contract.synthetic_groups),
         extra={**(extra or {}), **(privacy_attacks or {}),
                **(favourable_extra(contract.positive_label, contract.favourable_outcome)
-                  if family.task == "binary" else {})},
+                  if family.task == "binary" else {}),
+               **({"decision_text": (fitted.training.get("decision") or {}).get("text")}
+                  if (fitted.training.get("decision") or {}).get("text") else {})},
         member_loss=fitted.member_loss,
         nonmember_loss=fitted.nonmember_loss,
         epsilon=dp.get("epsilon") if dp.get("enabled") else None,
         delta=dp.get("delta") if dp.get("enabled") else None,
+        # the model's own cut (model.threshold / model.costs: models/threshold.py), 0.5 by default
+        decision_threshold=float(getattr(fitted.predictor, "threshold", 0.5)),
     )
     # post-processing by group thresholds (mitigation) compares binary decisions only; a LiRA or
     # canary gate configured without the attack run says so (the audit names the setting)

@@ -56,6 +56,21 @@ def train_baseline(split, contract_name: str, family_name: str, baseline: str,
                                          seed=seed), threads=1)
 
 
+@task(name="decision-threshold", cache_policy=NONE)
+def decide_threshold(fitted, split, contract_name: str, family_name: str, exclude_sensitive: bool,
+                     decision: dict | None, private: bool) -> Any:
+    """Set a binary model's decision threshold (``model.threshold``, or chosen from ``model.costs``
+    on the validation split; ``models/threshold.py``) and record it in ``training["decision"]``."""
+    from data_contracts import get_contract
+    from models import get_family
+    from models.threshold import apply_decision
+
+    family = get_family(family_name)
+    roles = roles_for(get_contract(contract_name), family.task, exclude_sensitive)
+    is_private = bool(private and (fitted.training.get("dp") or {}).get("enabled"))
+    return apply_decision(fitted, split, roles, decision, private=is_private)
+
+
 def _metered(fit, threads: int | None) -> Any:
     """Run ``fit`` and add the report's resource inputs to its training record: CPU cores it
     could use and, where RAPL counters are readable, the measured energy (audits/resources.py)."""
