@@ -1060,8 +1060,8 @@ def audit(
     positive_label: Optional[str] = typer.Option(None, "--positive-label", help="The positive value of the label "
                                                                                "(default: labels must be 0/1)."),
     favourable_outcome: Optional[str] = typer.Option(
-        None, "--favourable-outcome", help="The label value that is good for the person (e.g. 'Low' risk, a granted "
-        "loan): selection-rate checks (four-fifths, demographic parity) use its rate; TPR/FPR/FNR stay w.r.t. "
+        None, "--favourable-outcome", help="The label value that is good for the person (e.g. 'No' for re-offended, "
+        "'granted' for a loan): selection-rate checks (four-fifths, demographic parity) use its rate; TPR/FPR/FNR stay w.r.t. "
         "--positive-label. Default: the positive label (or the contract's favourable_outcome)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="With --score: predicted 1 iff score >= "
                                               "threshold (default 0.5, reported as the default)."),
