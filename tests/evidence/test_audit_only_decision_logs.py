@@ -174,3 +174,15 @@ min_group_size: 30
     r = cli("audit", "--data", str(tmp_path / "log.csv"), "--contract", str(folder), "--prediction", "risk",
             "--favourable-outcome", "Medium", "--output-dir", str(tmp_path / "runs"), uri=f"sqlite:///{tmp_path / 'm.db'}")
     assert r.returncode == 1 and "--favourable-outcome 'Medium': not a value of column 'two_year_recid'" in r.stderr
+
+
+def test_every_number_of_the_audit_only_report_is_in_its_json():
+    """The traceability rule of tests/report/test_real_reports.py on this report: the gap notes and
+    the favourable-outcome wording add numbers only from the JSON."""
+    from audits.render import render_html
+    from tests.report.test_real_reports import html_text, untraceable
+
+    df = compas_log()
+    report = _report(df, _audits(df), use={"purpose": "pretrial risk screening"})
+    assert untraceable(render_markdown(report), report) == set()
+    assert untraceable(html_text(render_html(report)), report) == set()
