@@ -1,7 +1,7 @@
 """Extension without forking: registries that also take pip-installed plugins.
 
 A package adds a family, a loader or an audit by declaring an ``importlib.metadata`` entry point
-(docs/plugins.md):
+(docs/configuration.md, "Plugins"):
 
     [project.entry-points."impactflow.families"]
     tiny_logit = "my_pkg.family:FAMILY"        # a models.base.Family (or a module with FAMILY)

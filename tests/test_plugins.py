@@ -235,7 +235,7 @@ def test_a_broken_plugin_is_one_line(tmp_path, on_path, group, name, value, use,
 def test_impactflow_run_with_the_plugin_family(cli, plugin_site, tmp_path):
     """The CLI in its own process finds the plugin (PYTHONPATH) and runs a tiny audited training."""
     r = cli("run", "--set", "model.family=tiny_logit", "--set", "model.params={epochs: 2}",
-            "--set", "model.baselines=[]", "--set", "data.sample=3000",
+            "--set", "model.baselines=[]", "--set", "data.sample=8000",
             "--set", "gates.row_count.min_count=100", "--set", "train.device=cpu",
             "--set", f"tracking.output_dir={tmp_path / 'runs'}", uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
             cwd=tmp_path)

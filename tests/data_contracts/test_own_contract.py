@@ -280,7 +280,9 @@ def test_run_config_takes_a_contract_path_and_checks_it_before_any_task(tmp_path
     with pytest.raises(ConfigError, match=r"^gates\.fairness\.intersections: 'race' is not a sensitive column of "
                                           r"contract 'tiny_credit' \(sensitive: sex, age_group\); list combinations of those, or set it to "
                                           r"null for all of them combined$"):
-        load_config("tabular", ["data.contract=mine"])  # the preset's [[sex, race]]: refused before training
+        # Adult's [[sex, race]] on a contract without race: refused before training
+        load_config("tabular", ["data.contract=mine", "gates.fairness.intersections=[[sex, race]]"])
+    assert load_config("tabular", ["data.contract=mine"]).gates["fairness"].get("intersections") is None  # all combined
     cfg = load_config("tabular", ["data.contract=mine", f"tracking.output_dir={tmp_path / 'out'}",
                                   "gates.fairness.intersections=[[sex, age_group]]"])
     assert load_config("tabular", ["data.contract=mine", "gates.fairness.intersections=null"])
