@@ -18,8 +18,9 @@ from prefect import flow, runtime
 from data_contracts.errors import ConfigError, ContractViolation
 from data_contracts.files import check_input_file
 from data_contracts.names import safe_name
-from tasks.audit_only import (audit_predictions, check_predictions, check_with_contract, group_settings,
-                               load_predictions, load_with_contract, log_audits, model_record)
+from tasks.audit_only import (MODEL_SCORE, audit_predictions, check_predictions, check_with_contract,
+                               group_settings, load_predictions, load_with_contract, log_audits, model_record,
+                               score_with_model)
 from tasks.evidence import prepare_evidence, sign_run
 from tasks.log import fail_tracking, log_data, log_report, start_tracking
 from tasks.report import provenance, representation, write_report
@@ -101,7 +102,8 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
                     min_group_size: Optional[int] = None, gates: Optional[dict] = None,
                     command: Optional[str] = None, max_input_bytes: Optional[int] = DEFAULT_MAX_INPUT_BYTES,
                     favourable_outcome: Optional[str] = None, intersections: Optional[list] = None,
-                    intended_use: Optional[dict] = None, contract: Optional[str] = None) -> dict:
+                    intended_use: Optional[dict] = None, contract: Optional[str] = None,
+                    model: Optional[str] = None) -> dict:
     """Contract-check, audit, report, sign and track one predictions table; returns its summary.
     ``model_name`` and ``experiment`` must be safe names (``data_contracts.names``): the model's
     name is a folder of the run; ``data`` must be a regular file of at most ``max_input_bytes``
@@ -110,14 +112,18 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
     use its rate); ``intersections``: None = every sensitive column combined, [] = none, or a list
     of column lists; ``intended_use``: the report's intended-use fields
     (``tasks.audit_only.read_intended_use``); ``contract``: a contract name or path through which
-    the table is read (derived columns, generated suite) and which completes the roles."""
+    the table is read (derived columns, generated suite) and which completes the roles; ``model``: an
+    MLflow model URI (``models:/NAME/VERSION``) of a binary model impactflow logged, which scores
+    the table here (instead of ``score``/``prediction``), cut at its own threshold unless
+    ``threshold`` is given."""
     safe_name(model_name, "--model-name")
     safe_name(experiment, "--experiment")
-    if (score is None) == (prediction is None):
-        raise ConfigError("give exactly one of --score COL (probabilities) or --prediction COL (0/1 labels)")
+    if sum(x is not None for x in (score, prediction, model)) != 1:
+        raise ConfigError("give exactly one of --score COL (probabilities), --prediction COL (0/1 labels) "
+                          "or --model models:/NAME/VERSION (scores the table here)")
     threshold_given = threshold is not None
     threshold = 0.5 if threshold is None else float(threshold)
-    if score is not None and not 0.0 < threshold < 1.0:
+    if (score is not None or model is not None) and not 0.0 < threshold < 1.0:
         raise ConfigError(f"--threshold {threshold}: must be strictly between 0 and 1")
     if prediction is not None and threshold_given:
         raise ConfigError("--threshold applies to --score: hard predictions (--prediction) are audited as logged")
@@ -131,9 +137,10 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
     thresholds = audit_thresholds(gates)
     settings = group_settings(int(min_group_size), intersections)
     check_input_file(data, max_input_bytes)
-    params = {"data": str(data), "label": label, "score": score, "prediction": prediction,
+    params = {"data": str(data), "label": label, "score": score, "prediction": prediction, "model_uri": model,
               "sensitive": sensitive, "positive_label": positive_label,
-              "threshold": threshold if score else None, "threshold_given": threshold_given if score else None,
+              "threshold": threshold if score or (model and threshold_given) else None,
+              "threshold_given": threshold_given if score or model else None,
               "favourable_outcome": favourable_outcome, "contract": contract,
               "intersections": intersections, "model_name": model_name, "min_group_size": int(min_group_size),
               "gates": thresholds}
@@ -146,6 +153,7 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
     ctx = start_tracking(params, "audit-only", experiment, str(out), run_name, tags)
     run_dir = out / "runs" / ctx["parent_run_id"]
     try:
+        scored_by = None
         if contract is not None:
             from data_contracts.predictions import require_columns, sensitive_as_text
 
@@ -153,10 +161,17 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
             require_columns(full, sensitive, str(data))
             validation, positive = check_with_contract(full, contract_obj, str(data), label, score, prediction,
                                                        sensitive, positive_label, str(run_dir))
+            if model is not None and validation.success:  # the contract checks the rows the model reads
+                full, own, scored_by = score_with_model(full, model, ctx["uri"], str(data))
+                score, threshold = MODEL_SCORE, (threshold if threshold_given else own)
             role_cols = list(dict.fromkeys([label, *(c for c in (score, prediction) if c), *sensitive]))
             df = sensitive_as_text(full[role_cols], sensitive)
         else:
-            df, info = load_predictions(str(data), label, score, prediction, sensitive)
+            df, info = load_predictions(str(data), label, score, prediction, sensitive, keep_all=model is not None)
+            if model is not None:
+                full, own, scored_by = score_with_model(df, model, ctx["uri"], str(data))
+                score, threshold = MODEL_SCORE, (threshold if threshold_given else own)
+                df = full[list(dict.fromkeys([label, score, *sensitive]))]
             validation, positive = check_predictions(df, str(data), label, score, prediction, sensitive,
                                                      positive_label, int(min_group_size), str(run_dir))
         check_favourable(df, label, positive, favourable_outcome)
@@ -170,7 +185,7 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
         log_audits(ctx, model_name, audits, str(run_dir))
         record = model_record(model_name, audits, ctx["parent_run_id"], score=score, prediction=prediction,
                               threshold=threshold, positive=positive, threshold_given=threshold_given,
-                              favourable=favourable_outcome)
+                              favourable=favourable_outcome, scored_by=scored_by)
         from data_contracts.predictions import binarize
 
         labelled = df.assign(**{label: binarize(df[label], positive)})

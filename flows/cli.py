@@ -1055,6 +1055,9 @@ def audit(
                                         "--positive-label). Default with --contract: its target."),
     score: Optional[str] = typer.Option(None, "--score", help="Column with P(y = 1) in [0, 1]."),
     prediction: Optional[str] = typer.Option(None, "--prediction", help="Column with hard predictions (label values)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Instead of --score/--prediction: an MLflow model "
+                                        "impactflow logged (models:/NAME/VERSION) scores the table here (binary "
+                                        "models; cut at its own threshold unless --threshold is given)."),
     sensitive: Optional[List[str]] = typer.Option(None, "--sensitive", help="Sensitive column(s): COL or COL1,COL2 "
                                                   "(repeatable). Default with --contract: its sensitive columns."),
     positive_label: Optional[str] = typer.Option(None, "--positive-label", help="The positive value of the label "
@@ -1133,7 +1136,8 @@ def audit(
                 positive_label=positive_label, threshold=threshold, experiment=experiment,
                 output_dir=str(output_dir), model_name=model_name, min_group_size=min_group_size, gates=gates,
                 command=" ".join(["impactflow", *sys.argv[1:]]), max_input_bytes=max_input_bytes,
-                favourable_outcome=favourable_outcome, intersections=combos, intended_use=use, contract=contract)
+                favourable_outcome=favourable_outcome, intersections=combos, intended_use=use, contract=contract,
+                model=model)
     except ImpactflowError as exc:
         _fail(str(exc))
     except KeyboardInterrupt as exc:

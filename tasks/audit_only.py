@@ -16,8 +16,9 @@ DISTINCT_DECISIONS = "fairness/distinct_decisions"
 
 @task(name="load-predictions", cache_policy=NONE, retries=1, retry_delay_seconds=1)
 def load_predictions(path: str, label: str, score: str | None, prediction: str | None,
-                     sensitive: list[str]) -> tuple[Any, dict]:
-    """Read the table, check the named columns exist, hash the file."""
+                     sensitive: list[str], keep_all: bool = False) -> tuple[Any, dict]:
+    """Read the table, check the named columns exist, hash the file. ``keep_all``: keep every
+    column (a model scores the rows: ``score_with_model``), else only the named ones."""
     from data_contracts.files import file_sha256
     from data_contracts.predictions import read_table, require_columns, sensitive_as_text
 
@@ -25,7 +26,8 @@ def load_predictions(path: str, label: str, score: str | None, prediction: str |
     df = read_table(path)
     roles = list(dict.fromkeys([label, *(c for c in (score, prediction) if c), *sensitive]))
     require_columns(df, roles, path)
-    df = df[roles]  # other columns (ids, features) are neither audited nor copied anywhere
+    if not keep_all:
+        df = df[roles]  # other columns (ids, features) are neither audited nor copied anywhere
     sha = file_sha256(Path(path))
     info = {
         "contract": f"audit-only:{Path(path).name}",
@@ -77,6 +79,40 @@ def present_groups_only(suite: dict, sensitive) -> dict:
                 e["description"] = str(e["description"]).rsplit(":", 1)[0] + ": present (at least 1 row)"
         out.append(e)
     return {**suite, "expectations": out}
+
+
+MODEL_SCORE = "model_score"  # the column --model's scores are put in
+
+
+@task(name="score-with-model", cache_policy=NONE)
+def score_with_model(df, model_uri: str, tracking_uri: str, path: str) -> tuple[Any, float, str]:
+    """``--model models:/NAME/VERSION`` (or ``runs:/…``): load the MLflow model impactflow logged
+    (``tasks.pyfunc.load_model``), score every row of the table, and return (the table with the
+    scores in ``MODEL_SCORE``, the model's own decision threshold, its description). Binary models
+    only: their pyfunc output has a ``score`` column."""
+    from data_contracts.errors import ConfigError, DataError
+    from tasks.pyfunc import load_model
+
+    progress.stage("score with the model")
+    with tracking.using_tracking_uri(tracking_uri):
+        try:
+            model = load_model(model_uri)
+        except Exception as exc:  # noqa: BLE001 - MLflow raises many types for a bad URI
+            raise ConfigError(f"--model {model_uri}: cannot be loaded ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else 'no message'})") from None
+    try:
+        out = model.predict(df)
+    except Exception as exc:  # noqa: BLE001 - a missing feature column, a wrong type
+        raise DataError(f"{path}: the model {model_uri} cannot score this table ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200] if str(exc) else 'no message'})") from None
+    if "score" not in getattr(out, "columns", []):
+        raise ConfigError(f"--model {model_uri}: not a binary model (its output has no 'score' column)")
+    if MODEL_SCORE in df.columns:
+        raise DataError(f"{path}: has a column {MODEL_SCORE!r}, the name --model gives its scores")
+    predictor = getattr(model.unwrap_python_model(), "predictor", None)
+    threshold = float(getattr(predictor, "threshold", 0.5))
+    scored = df.assign(**{MODEL_SCORE: out["score"].to_numpy(dtype=float)})
+    return scored, threshold, f"MLflow model {model_uri}"
 
 
 @task(name="load-with-contract", cache_policy=NONE, retries=1, retry_delay_seconds=1)
@@ -296,10 +332,15 @@ def log_audits(ctx: dict, model_name: str, audits: dict, run_dir: str) -> None:
 
 
 def model_record(model_name: str, audits: dict, run_id: str, *, score: str | None, prediction: str | None,
-                 threshold: float, positive: Any, threshold_given: bool = True, favourable: Any = None) -> dict:
+                 threshold: float, positive: Any, threshold_given: bool = True, favourable: Any = None,
+                 scored_by: str | None = None) -> dict:
     """The report's model entry for a model audited, not trained, here. A threshold is named only
-    with scores: as given (``--threshold``) or as the default the audit applied."""
-    if score:
+    with scores: as given (``--threshold``) or as the default the audit applied; ``scored_by``: the
+    MLflow model that scored the table here (``--model``), cut at its own threshold."""
+    if scored_by:
+        how = (f"scores computed here by {scored_by} (column '{score}', decided at "
+               + (f"threshold {threshold} (--threshold))" if threshold_given else f"its own threshold {threshold})"))
+    elif score:
         how = (f"scores (column '{score}', decided at threshold {threshold}"
                + (")" if threshold_given else ", the default: no --threshold was given)"))
     else:
@@ -315,7 +356,8 @@ def model_record(model_name: str, audits: dict, run_id: str, *, score: str | Non
             "decision_threshold": threshold if score else None,
             "decision_threshold_given": bool(threshold_given) if score else None,
             "positive_label": str(positive),
-            "favourable_outcome": None if favourable is None else str(favourable)}.items() if v is not None},
+            "favourable_outcome": None if favourable is None else str(favourable),
+            "scored_by": scored_by}.items() if v is not None},
         "training": {"device": "n/a (not trained here)", "epochs_run": None, "best_epoch": None,
                      "wall_time_s": None, "n_parameters": None,
                      "dp": {"enabled": False, "summary": "unknown: the model was not trained here (audit-only)"}},

@@ -186,3 +186,40 @@ def test_every_number_of_the_audit_only_report_is_in_its_json():
     report = _report(df, _audits(df), use={"purpose": "pretrial risk screening"})
     assert untraceable(render_markdown(report), report) == set()
     assert untraceable(html_text(render_html(report)), report) == set()
+
+
+@pytest.mark.e2e
+def test_cli_audit_scores_a_registered_model_at_its_own_threshold(cli, tmp_path):
+    """`impactflow audit --model models:/NAME/VERSION`: a model trained by `impactflow run` (threshold chosen
+    from costs 5:1) scores a table of Adult rows here and is audited at its own threshold."""
+    import numpy as np
+
+    from data_contracts import get_contract, load_dataset
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    sets = ["data.sample=4000", "model.params.epochs=1", "model.baselines=[]", "train.device=cpu",
+            "model.costs.false_positive=5", "model.costs.false_negative=1", f"tracking.output_dir={tmp_path / 'o'}"]
+    r = cli("run", *[a for s in sets for a in ("--set", s)], uri=uri)
+    assert r.returncode in (0, 3), r.stdout + r.stderr
+    (path,) = (tmp_path / "o").glob("runs/*/reports/impact_report.json")
+    run = json.loads(path.read_text())
+    mlp = run["models"][0]
+    own = mlp["training"]["decision"]["threshold"]
+    model_uri = f"models:/{mlp['registry']['name']}/{mlp['registry']['version']}"
+    table = load_dataset(get_contract("adult")).sample(n=3000, random_state=3)
+    table.to_csv(tmp_path / "people.csv", index=False)
+    r = cli("audit", "--data", str(tmp_path / "people.csv"), "--model", model_uri, "--label", "income",
+            "--positive-label", ">50K", "--sensitive", "sex", "--output-dir", str(tmp_path / "a"), uri=uri)
+    assert r.returncode in (0, 3), r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    report = json.loads(next((tmp_path / "a").rglob("impact_report.json")).read_text())
+    record = report["models"][0]
+    assert record["params"]["scored_by"] == f"MLflow model {model_uri}"
+    assert f"decided at its own threshold {own}" in record["description"]
+    fairness = record["audits"]["fairness"]
+    assert fairness["details"]["conventions"]["prediction"] == f"predicted label = 1 iff score >= {own}"
+    n = sum(row["n"] for row in fairness["by_group"] if row["attribute"] == "sex")
+    assert n == 3000 and np.isfinite(fairness["metrics"]["fairness/sex/demographic_parity_difference"])
+    r = cli("audit", "--data", str(tmp_path / "people.csv"), "--model", model_uri, "--score", "age", "--label",
+            "income", "--positive-label", ">50K", "--sensitive", "sex", "--output-dir", str(tmp_path / "a"), uri=uri)
+    assert r.returncode == 1 and "give exactly one of --score" in r.stderr
