@@ -33,13 +33,20 @@ class Domains:
     categories: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
+    def _add(self, column: str, expectation: str, declaration: str) -> dict[str, str]:
+        """How to declare it: the key of a contract.yaml with declared columns, else the suite's
+        expectation."""
+        if self.suite.endswith((".yaml", ".yml")):
+            return {"expectation": f"{declaration} under columns.{column}", "suite": self.suite}
+        return {"expectation": expectation, "suite": self.suite or "its suite"}
+
     def category_set(self, column: str) -> tuple[Any, ...]:
         """The declared set of ``column``; ``ConfigError`` naming contract and column if none."""
         values = self.categories.get(column)
         if not values:
             raise ConfigError(NO_DECLARED_DOMAIN.format(
                 column=column, what="category set", contract=self.contract,
-                expectation="expect_column_values_to_be_in_set", suite=self.suite or "its suite"))
+                **self._add(column, "expect_column_values_to_be_in_set", "values")))
         return values
 
     def value_range(self, column: str) -> tuple[float, float]:
@@ -48,7 +55,7 @@ class Domains:
         if lo is None or hi is None or not lo < hi:
             raise ConfigError(NO_DECLARED_DOMAIN.format(
                 column=column, what="finite range (min_value < max_value)", contract=self.contract,
-                expectation="expect_column_values_to_be_between", suite=self.suite or "its suite"))
+                **self._add(column, "expect_column_values_to_be_between", "min and max")))
         return lo, hi
 
 

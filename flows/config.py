@@ -465,7 +465,13 @@ def check_references(cfg: RunConfig) -> None:
     family = get_family(cfg.model.family)
     check_family_fits(family, contract)
     check_params(family, cfg.model.params)
-    family.make_config(cfg.model.params)
+    config = family.make_config(cfg.model.params)
+    if cfg.privacy.enabled:  # the DP preprocessing needs a declared domain for every input: say so now
+        from models.base import roles_for
+        from models.fit import _make_preprocessor
+
+        _make_preprocessor(family, roles_for(contract, family.task, cfg.data.exclude_sensitive_from_features),
+                           config, True)
     check_gates(cfg.gates)
     check_output_dir(cfg.tracking.output_dir)
     for name in cfg.model.baselines:

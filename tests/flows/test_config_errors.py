@@ -66,3 +66,20 @@ def test_a_family_that_cannot_read_the_target_is_refused_before_any_task(overrid
     with pytest.raises(ConfigError) as exc:
         load_config("tabular", overrides)
     assert str(exc.value).startswith(message)
+
+
+def test_dp_without_a_declared_range_is_refused_before_any_task(tmp_path, monkeypatch):
+    """Under DP every numeric input needs min and max in the contract: said at load, naming the key."""
+    (tmp_path / "d.csv").write_text("x,g,y\n" + "\n".join(f"{i},{'a' if i % 2 else 'b'},{'p' if i % 3 else 'q'}"
+                                                         for i in range(20)) + "\n")
+    (tmp_path / "contract.yaml").write_text(
+        "name: toy\nread: {format: csv}\ncolumns:\n  x: integer\n  g: {type: category, values: [a, b]}\n"
+        "  y: {type: category, values: [p, q]}\ntarget: y\npositive_label: p\nsensitive: [g]\nmin_group_size: 1\n")
+    monkeypatch.chdir(tmp_path)
+    base = ["data.contract=contract.yaml", "data.path=d.csv", "model.baselines=[]", "gates.fairness.intersections=null"]
+    assert load_config("tabular", base)  # without DP the range is optional
+    with pytest.raises(ConfigError) as exc:
+        load_config("tabular", [*base, "privacy.enabled=true", "privacy.target_epsilon=3"])
+    assert str(exc.value) == ("under DP, column 'x' needs a declared finite range (min_value < max_value) in contract "
+                              "'toy' (add min and max under columns.x for it to contract.yaml): preprocessing fitted "
+                              "on training rows would be released outside the privacy claim")

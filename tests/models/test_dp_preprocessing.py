@@ -157,7 +157,7 @@ def test_a_feature_without_a_declared_domain_fails_before_training(tmp_path):
         fit_family_model(fam, {"epochs": 1}, split, roles, seed=0, device="cpu", privacy=DP)
     assert str(err.value) == NO_DECLARED_DOMAIN.format(
         column="age", what="finite range (min_value < max_value)", contract="adult",
-        expectation="expect_column_values_to_be_between", suite="contract.yaml")
+        expectation="min and max under columns.age", suite="contract.yaml")  # the key to add, in a declared contract
     assert "\n" not in str(err.value)
     assert fam.make_preprocessor(roles, None).fit_transform(split.train[list(roles.features)]).shape[0] == len(split.train)
 
