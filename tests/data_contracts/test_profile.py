@@ -143,3 +143,23 @@ def test_init_command_writes_both_files_and_refuses_to_overwrite(semicolon_csv, 
     assert r.exit_code == 1 and "mine/contract.yaml: exists" in r.output
     r = runner.invoke(app, ["init", "--data", "survey.csv", "--label", "answer", "--sensitive", "sx", "--out", "o2"])
     assert r.exit_code == 1 and "--sensitive 'sx': not a column" in r.output and "Traceback" not in r.output
+
+
+def test_parquet_keeps_its_types(tmp_path):
+    pytest.importorskip("pyarrow")
+    import pandas as pd
+
+    df = pd.DataFrame({"score": [0.5 + i / 100 for i in range(40)], "n": list(range(40)),
+                       "grp": ["x", "y"] * 20, "out": ["good", "bad", "good", "good"] * 10})
+    df.loc[3, "score"] = None
+    p = tmp_path / "t.parquet"
+    df.to_parquet(p)
+    prof = profile_file(p, "out", ["grp"], positive_label="good")
+    raw = yaml.safe_load(prof.contract_yaml)
+    assert raw["read"] == {"format": "parquet"}
+    assert raw["columns"]["score"] == {"type": "number", "min": 0.5, "max": 0.89, "max_missing": 0.03}  # 1 of 40
+    assert raw["columns"]["n"]["type"] == "integer" and raw["columns"]["out"]["values"] == ["good", "bad"]
+    contract = _write(tmp_path, prof)
+    from data_contracts.validation import validate
+
+    assert validate(load_dataset(contract, p), contract).success
