@@ -14,6 +14,7 @@ from audits.results import AuditResult, Status
 AUDITS_DIR = pathlib.Path(audits.__file__).parent
 FORBIDDEN = {"torch", "prefect", "mlflow", "great_expectations", "opacus", "flows", "tasks",
              "models", "data_contracts"}
+SHARED_LEAVES = {"data_contracts.errors", "data_contracts.plugins"}
 
 
 def test_registry_and_run_audits():
@@ -42,9 +43,26 @@ def test_audits_do_not_import_forbidden_packages():
                 names = [node.module or ""]
             else:
                 continue
-            # the domain error types (a leaf module, no dependencies) are shared by every layer
-            names = [n for n in names if n != "data_contracts.errors"]
+            # the domain error types and the plugin registries (stdlib-only leaf modules, checked
+            # below) are shared by every layer
+            names = [n for n in names if n not in SHARED_LEAVES]
             assert not {n.split(".")[0] for n in names} & FORBIDDEN, (path.name, names)
+
+
+def test_the_shared_leaf_modules_import_only_the_standard_library_and_each_other():
+    import sys
+
+    for module in SHARED_LEAVES:
+        path = AUDITS_DIR.parent / (module.replace(".", "/") + ".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name in SHARED_LEAVES or name.split(".")[0] in sys.stdlib_module_names, (module, name)
 
 
 def test_import_is_light():

@@ -245,8 +245,13 @@ def test_report_and_evidence_writes_use_the_writer_naming(tmp_path, monkeypatch)
     inputs = make_inputs()
     write_report.fn(inputs["run"], inputs["data"], inputs["models"], inputs["provenance"], inputs["config"],
                     str(tmp_path / "reports"))
-    evidence._atomic_write(tmp_path / "manifest.json", b"{}")
-    assert len(seen) == 4 and all(writer_pid(n) == os.getpid() for n in seen), seen
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    signer = evidence.signer_info(key, None)
+    evidence.write_evidence(tmp_path / "ev", run_id="r1", signer=signer, previous_report_sha256=None)
+    evidence.write_signed_manifest(tmp_path / "ev", key, run_id="r1")
+    assert len(seen) == 5 and all(writer_pid(n) == os.getpid() for n in seen), seen
 
 
 # --------------------------------------------------------------------------- (d) privacy-budget reservations
