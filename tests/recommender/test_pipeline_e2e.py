@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from data_contracts.errors import DataError
+from data_contracts.errors import ConfigError
 from flows.config import load_config
 from tests.conftest import SHARED_DATASETS
 
@@ -116,6 +116,9 @@ def test_dp_run_reports_epsilon_and_rmse(prefect_api, tmp_path):
     assert 0.5 < m["eval/rmse"] < 1.5
 
 
-def test_movielens_without_a_path_is_a_clear_data_error(prefect_api, tmp_path):
-    with pytest.raises(DataError, match="not shipped.*data.path"):
+def test_movielens_without_a_path_is_refused_before_any_task(tmp_path):
+    # MovieLens may not be redistributed: the preset ships no data, so the config names the key
+    # to set, at load (no flow, no MLflow run is started)
+    with pytest.raises(ConfigError, match=r"data\.path: required: the contract 'movielens' ships no data.*--set data\.path=PATH"):
         _run("movielens", tmp_path)
+    assert not (tmp_path / "mlflow.db").exists()

@@ -319,7 +319,8 @@ CASES: list[Case] = [
          _image_idx(None, np.arange(4), raw=struct.pack(">4B3I", 0, 0, 8, 3, 4, 28, 28) + b"\0" * 100),
          ("not an MNIST IDX file", "header says")),
     # ---- recommender (MovieLens 100K format folder) ----------------------------------------
-    Case("recsys-not-given", "recommender", _args("-c", "movielens"), ("MovieLens is not shipped",)),
+    Case("recsys-not-given", "recommender", _args("-c", "movielens"), ("ships no data", "--set data.path=PATH"),
+         reaches_flow=False),
     Case("recsys-missing-file", "recommender", _movielens(lambda f: f.update({"u.item": None})),
          ("u.item: file not found",)),
     Case("recsys-duplicate-user-id", "recommender", _movielens(_dup_user),
