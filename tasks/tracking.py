@@ -70,15 +70,34 @@ def _file_path(artifact_uri: str | None) -> Path | None:
     return Path(unquote(urlparse(artifact_uri).path))
 
 
-def moved_store(artifact_location: str | None, output_dir: Path) -> str | None:
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///path`` tracking URI (None for other stores or an
+    in-memory database)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def moved_store(artifact_location: str | None, output_dir: Path, database: Path | None = None) -> str | None:
     """Why an embedded store's experiment must not be written to from ``output_dir``: MLflow
     records each experiment's artifact location (and each run's artifact URI) as an absolute
     path, so a runs folder that was moved or copied keeps writing artifacts into the original
-    folder, and breaks once that folder is gone. None when the location is this folder's."""
+    folder, and breaks once that folder is gone. None when the location is this folder's.
+
+    ``database``: the SQLite file of the store. When it lies outside ``output_dir`` (the user
+    points ``MLFLOW_TRACKING_URI`` at one store and sends runs to several folders), the
+    experiment's artifact folder is simply elsewhere, which is fine while it exists."""
     recorded = _file_path(artifact_location)
     here = (Path(output_dir) / "mlartifacts").resolve()
     if recorded is None or recorded == here:
         return None
+    if database is not None and not Path(database).resolve().is_relative_to(Path(output_dir).resolve()):
+        if recorded.exists() or not recorded.parent.exists():
+            # elsewhere but present, or never created yet (MLflow makes it on the first artifact)
+            return None
+        return (f"the experiment's artifact folder {recorded} no longer exists (MLflow records absolute paths): "
+                "was it moved? Move it back, or use another experiment (--set tracking.experiment=...)")
     return (f"the runs folder {Path(output_dir).resolve()} was moved or copied: its MLflow store keeps artifacts "
             f"in {recorded} (MLflow records absolute paths), so this run would write there. Move the folder "
             "back, or start new runs in a fresh folder (--set tracking.output_dir=...) and keep this one for "
@@ -99,7 +118,7 @@ def ensure_experiment(uri: str, name: str, output_dir: Path) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if uri.startswith("sqlite:"):
-            problem = moved_store(exp.artifact_location, output_dir)
+            problem = moved_store(exp.artifact_location, output_dir, sqlite_path(uri))
             if problem:
                 from data_contracts.errors import ConfigError
 

@@ -51,3 +51,22 @@ def test_other_stores_and_schemes_are_not_flagged(tmp_path):
     assert tracking.moved_store((tmp_path / "mlartifacts").as_uri(), tmp_path) is None
     assert tracking.missing_artifacts("mlflow-artifacts:/1/abc/artifacts") is None
     assert tracking.missing_artifacts(tmp_path.as_uri()) is None
+
+
+def test_one_store_for_several_runs_folders_is_not_a_move(tmp_path):
+    """MLFLOW_TRACKING_URI names one SQLite file outside the runs folders and each run sends its
+    files to another tracking.output_dir: the experiment's artifacts stay in the first folder,
+    which is fine while that folder exists; gone, it is one clear line."""
+    db = tmp_path / "store" / "mlflow.db"
+    first = (tmp_path / "first" / "mlartifacts")
+    first.mkdir(parents=True)
+    assert tracking.sqlite_path(f"sqlite:///{db}") == db
+    assert tracking.sqlite_path("postgresql://u@h/db") is None
+    assert tracking.moved_store(first.as_uri(), tmp_path / "second", db) is None
+    shutil.rmtree(first)
+    problem = tracking.moved_store(first.as_uri(), tmp_path / "second", db)
+    assert problem and f"the experiment's artifact folder {first.resolve()} no longer exists" in problem
+    # the store inside the runs folder (the embedded default), copied elsewhere: refused as before
+    copied = tmp_path / "copy"
+    problem = tracking.moved_store((tmp_path / "orig" / "mlartifacts").as_uri(), copied, copied / "mlflow.db")
+    assert problem and "was moved or copied" in problem
