@@ -306,12 +306,12 @@ def ui(
 ) -> None:
     """Start the MLflow UI on the embedded tracking store (or MLFLOW_TRACKING_URI)."""
     _quiet_environment(False)
-    uri = _tracking_uri(output_dir)
     busy = port_in_use(host, port)
     if busy:
         _fail(f"port {port} on {host} is already in use ({busy}): pick another with --port")
     from tasks.tracking import mark_training_experiments
 
+    uri = _reachable_store(output_dir)  # an unreachable store: one line, not a UI that cannot load
     mark_training_experiments(uri)  # the UI opens on the training-runs view, not the GenAI one
     cmd, env = ui_command(uri, host, port)
     _console().print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")

@@ -81,10 +81,15 @@ def test_ui_passes_the_store_uri_in_the_environment_not_on_the_command_line(monk
     monkeypatch.setattr(cli.os, "execv", lambda path, argv: fake_exec(path, argv))
     monkeypatch.setattr(cli.os, "execve", fake_exec)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", PG_URI)
+    # the store is not reachable from a test (db.example): its check and tagging are not the subject
+    import tasks.tracking as tracking
+
+    monkeypatch.setattr(tracking, "preflight", lambda uri: None)
+    monkeypatch.setattr(tracking, "mark_training_experiments", lambda uri: 0)
     result = CliRunner().invoke(cli.app, ["ui", "--port", "5999"])
     assert result.exit_code == 0, result.output
     assert not any(SECRET in a for a in seen["argv"]) and "--backend-store-uri" not in seen["argv"]
-    assert seen["argv"][-6:] == ["mlflow", "ui", "--host", "127.0.0.1", "--port", "5999"]
+    assert seen["argv"][-8:] == ["mlflow", "ui", "--host", "127.0.0.1", "--port", "5999", "--workers", "1"]
     assert seen["env"]["MLFLOW_BACKEND_STORE_URI"] == PG_URI  # the env var of --backend-store-uri
     assert SECRET not in result.output
 
