@@ -89,7 +89,12 @@ def bootstrap_intervals(counts: np.ndarray, n_boot: int = 1000, level: float = 0
                         seed: int = 0) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap CIs of the three gap metrics (same quantile rule as fairlearn:
     ``numpy.quantile`` at (1 - level) / 2 and (1 + level) / 2 over the replicates)."""
-    reps = gaps(bootstrap_counts(counts, n_boot, seed))
+    return percentile_intervals(gaps(bootstrap_counts(counts, n_boot, seed)), level)
+
+
+def percentile_intervals(reps: dict[str, np.ndarray], level: float) -> dict[str, tuple[float, float]]:
+    """``{name: (low, high)}``: the (1 - level) / 2 and (1 + level) / 2 quantiles of each
+    statistic's finite replicates; (nan, nan) where none is finite."""
     q = [(1 - level) / 2, (1 + level) / 2]
     out = {}
     for name, values in reps.items():

@@ -38,7 +38,7 @@ import pandas as pd
 from .inputs import AuditInputs
 from .results import AuditResult, Gate, Status, overall_status
 from .bootstrap import (FN, FP, RATE_CELLS, TN, TP, bootstrap_counts, bootstrap_intervals, degenerate, gaps,
-                        group_counts, jeffreys_ratio_interval, rates)
+                        group_counts, jeffreys_ratio_interval, percentile_intervals, rates)
 from .stats import compare_gate, wilson_interval
 
 FAIRNESS_DEFAULTS: dict[str, Any] = {
@@ -136,13 +136,7 @@ def _intervals(counts: np.ndarray, favourable: int, n_boot: int, level: float) -
     """``bootstrap_intervals`` of the gaps as ``_gaps`` defines them (one set of replicates)."""
     if favourable == 1:
         return bootstrap_intervals(counts, n_boot, level)
-    reps = _gaps(bootstrap_counts(counts, n_boot), favourable)
-    q = [(1 - level) / 2, (1 + level) / 2]
-    out = {}
-    for name, values in reps.items():
-        finite = values[np.isfinite(values)]
-        out[name] = tuple(float(x) for x in np.quantile(finite, q)) if finite.size else (np.nan, np.nan)
-    return out
+    return percentile_intervals(_gaps(bootstrap_counts(counts, n_boot), favourable), level)
 
 
 def _pair(rows: list[dict], rate: str, higher_is_worse: bool) -> dict[str, Any]:
