@@ -5,10 +5,16 @@ The dataset is built here from shipped data: 6,000 UCI Adult rows renamed (other
 sex as codes ``S1``/``S2``, income as ``high``/``low``), written semicolon-delimited with ``NA`` for
 missing values. Its contract.yaml (written here, outside the repository) declares how to read it,
 the columns' types, categories and ranges, a derived age band (bins) and a derived gender (value
-map) that are the sensitive attributes. Nothing is registered anywhere."""
+map) that are the sensitive attributes. Nothing is registered anywhere. ``impactflow run`` and
+``impactflow audit`` run from a pip-installed, non-editable copy of impactflow (``pip install
+--target`` of a copy of the sources, deleted before the commands run), as a user's would."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -21,6 +27,29 @@ RENAME = {"age": "years", "workclass": "job_sector", "education-num": "schooling
           "marital-status": "marital", "occupation": "job", "sex": "sex_code", "hours-per-week": "weekly_hours",
           "capital-gain": "gains", "income": "earnings"}
 N_ROWS = 6000
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A folder impactflow is pip-installed into, not editable, from a copy of the sources that
+    is deleted afterwards: the commands can read nothing from a source tree."""
+    from tests.conftest import ROOT
+
+    src = tmp_path_factory.mktemp("sources") / "impactflow"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".ci-venv", "build", "dist", "*.egg-info", "__pycache__", "impactflow_runs", "site",
+        "tests", "benchmarks", "mlflow.db"))
+    target = tmp_path_factory.mktemp("installed")
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                        str(src)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    shutil.rmtree(src)
+    assert not list(target.glob("__editable__*")) and not list(target.glob("*.pth")), "an editable install"
+    probe = subprocess.run([sys.executable, "-c", "import flows, data_contracts; print(flows.__file__); "
+                            "print(data_contracts.__file__)"], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(target)}, cwd=target.parent, check=True)
+    assert all(line.startswith(str(target)) for line in probe.stdout.split()), probe.stdout
+    return target
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +107,7 @@ def own_data(tmp_path_factory):
     return folder, folder / "contract" / "contract.yaml", data, df
 
 
-def test_impactflow_run_on_an_unregistered_dataset(cli, own_data):
+def test_impactflow_run_on_an_unregistered_dataset(cli, own_data, installed):
     from mlflow import MlflowClient
 
     folder, contract, data, df = own_data
@@ -97,11 +126,11 @@ def test_impactflow_run_on_an_unregistered_dataset(cli, own_data):
         "tracking": {"output_dir": str(folder / "runs")},
     }))
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    r = cli("validate", "--config", str(preset), cwd=folder)
+    r = cli("validate", "--config", str(preset), cwd=folder, installed=installed)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert f"{N_ROWS} rows meet contract 'earnings_survey'" in out
-    r = cli("run", "--config", str(preset), uri=uri, cwd=folder)
+    r = cli("run", "--config", str(preset), uri=uri, cwd=folder, installed=installed)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert "Overall: PASS" in out and "Traceback" not in out
@@ -135,7 +164,7 @@ def test_a_bad_contract_stops_the_run_before_any_task(cli, own_data, tmp_path):
     assert "Traceback" not in out and not (tmp_path / "runs").exists()
 
 
-def test_impactflow_audit_on_the_decisions_of_that_dataset(cli, own_data):
+def test_impactflow_audit_on_the_decisions_of_that_dataset(cli, own_data, installed):
     """Audit-only on a decision log of the same people: the derived groups (read through the user's
     contract) are the sensitive columns; the audit's numbers are the per-group rates of this table."""
     from data_contracts import get_contract, load_dataset
@@ -149,7 +178,7 @@ def test_impactflow_audit_on_the_decisions_of_that_dataset(cli, own_data):
     out_dir = folder / "audit_runs"
     r = cli("audit", "--data", str(decisions), "--label", "earnings", "--positive-label", "high",
             "--score", "score", "--sensitive", "gender,age_band", "--output-dir", str(out_dir),
-            uri=f"sqlite:///{folder / 'audit.db'}", cwd=folder)
+            uri=f"sqlite:///{folder / 'audit.db'}", cwd=folder, installed=installed)
     out = r.stdout + r.stderr
     assert r.returncode in (0, 3), out  # 3: a fairness gate failed (a finding, not an error)
     assert "Traceback" not in out
