@@ -418,6 +418,7 @@ def _data_view(data: dict) -> dict:
             "before the contract passed (`data.validate_while_training: false` validates before "
             "training).") if beside else None,
         "failure_lines": failures,
+        "contract_file": data.get("contract_file"),  # absent in documents written before it existed
         "missing_items": [(k, v) for k, v in (data.get("missing") or {}).items()],
         "nonzero_missing": [(k, v) for k, v in (data.get("missing") or {}).items() if v],
     }

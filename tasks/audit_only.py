@@ -128,7 +128,10 @@ def load_with_contract(contract_ref: str, path: str, score: str | None, predicti
     df = load_dataset(contract, [path])
     require_columns(df, [c for c in (contract.target, score, prediction) if c], path)
     sha = file_sha256(Path(path))
-    info = {"contract": contract.name, "files": [{"path": str(path), "sha256": sha}], "dataset_sha256": sha,
+    from tasks.data import contract_file
+
+    info = {"contract": contract.name, "contract_file": contract_file(contract),
+            "files": [{"path": str(path), "sha256": sha}], "dataset_sha256": sha,
             "n_rows": int(len(df)), "source": contract.source, "license": contract.license, "shipped": False}
     return df, contract, info
 

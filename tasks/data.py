@@ -11,6 +11,17 @@ from prefect.cache_policies import NONE
 from tasks import progress, retry_io_only
 
 
+def contract_file(contract) -> dict | None:
+    """``{"path", "sha256"}`` of the contract.yaml the data was read and validated by (None for a
+    contract built in code): the report names the exact contract a reviewer can re-check."""
+    from data_contracts.files import file_sha256
+
+    path = getattr(contract, "contract_path", None)
+    if path is None or not Path(path).is_file():
+        return None
+    return {"path": str(path), "sha256": file_sha256(Path(path))}
+
+
 @task(name="load-data", cache_policy=NONE, retries=1, retry_delay_seconds=1, retry_condition_fn=retry_io_only)
 def load_data(contract_name: str, paths: list[str] | None, sample: int | None, seed: int) -> tuple[Any, dict]:
     """Read the dataset's files through its contract's loader and hash them."""
@@ -27,6 +38,7 @@ def load_data(contract_name: str, paths: list[str] | None, sample: int | None, s
         df = df.sample(n=sample, random_state=seed).reset_index(drop=True)
     info = {
         "contract": contract.name,
+        "contract_file": contract_file(contract),
         "files": [{"path": str(p), "sha256": file_sha256(p)} for p in files],
         "dataset_sha256": sha256_files(files),
         "n_rows": int(len(df)),
