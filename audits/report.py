@@ -11,7 +11,6 @@ renderer does not know still appears (metrics, by-group table, gates).
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 from datetime import date, datetime, timezone
@@ -334,11 +333,6 @@ def _plain(obj: Any) -> Any:
 @lru_cache(maxsize=1)
 def _schema_text() -> str:
     return SCHEMA_PATH.read_text(encoding="utf-8")
-
-
-def load_schema() -> dict:
-    """The report's JSON Schema (draft 2020-12), a fresh copy."""
-    return copy.deepcopy(json.loads(_schema_text()))
 
 
 def validate_report(report: dict) -> None:

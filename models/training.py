@@ -18,7 +18,7 @@ import contextlib
 import contextvars
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -552,7 +552,3 @@ def train_torch(
         n_parameters=int(n_parameters),
         dp=dp,
     )
-
-
-def settings_dict(settings: TrainSettings | PrivacySettings) -> dict[str, Any]:
-    return asdict(settings)

@@ -137,13 +137,6 @@ def _private_sqlite(url: str) -> None:
     warn_if_shared(path, "privacy ledger")
 
 
-def redact(url: str) -> str:
-    """The URL without its password (the ledger URL is never logged with credentials)."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
