@@ -25,6 +25,19 @@ for key, value in {
 os.environ.setdefault("IMPACTFLOW_HOME", tempfile.mkdtemp(prefix="impactflow-home-"))
 
 
+#: fixtures that start a server or a process: a test that uses one, directly or through another
+#: fixture, is an e2e test whether or not its module says so, so the unit tier
+#: (-m "not e2e and not topology") never starts one
+PROCESS_FIXTURES = {"prefect_api", "cli"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())) and not any(
+                item.iter_markers(name=m) for m in ("e2e", "topology")):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory):
     """A real (temporary) Prefect server for every flow run of the session; yields its API URL."""
