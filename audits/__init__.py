@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from data_contracts.plugins import GROUPS, FollowerRegistry, PluginRegistry
+from impactflow.data_contracts.plugins import GROUPS, FollowerRegistry, PluginRegistry
 
 from .calibration import CALIBRATION_DEFAULTS
 from .fairness import FAIRNESS_DEFAULTS, fairness_audit
@@ -72,7 +72,7 @@ AUDIT_ONLY_THRESHOLDS: dict[str, dict[str, Any]] = {
 def _plugin_audit(ep) -> Callable[[AuditInputs, dict], AuditResult]:
     """An ``impactflow.audits`` entry point: the audit function, whose ``THRESHOLDS`` dict (keys
     under ``gates.<name>`` and their defaults; none: no keys) lands in ``AUDIT_THRESHOLDS``."""
-    from data_contracts.plugins import broken
+    from impactflow.data_contracts.plugins import broken
 
     try:
         fn = ep.load()
@@ -100,7 +100,7 @@ def run_audits(
 ) -> dict[str, AuditResult]:
     """Run the named audits (default: every audit in ``AUDITS``, in order), each with its own
     ``gates.<audit>`` section (absent = defaults only), and account for every configured gate
-    (``audits.gating``: an audit that raises, a threshold that produced no gate, a skip).
+    (``impactflow.audits.gating``: an audit that raises, a threshold that produced no gate, a skip).
     With ``not_run_reason``, a section of an audit not in ``names`` becomes that audit's
     not-measured result (its gates not measured, ``not_run_reason(audit)`` as the reason);
     without it, such sections are ignored."""

@@ -32,7 +32,7 @@ What ``verify`` decides (and ``impactflow report verify`` exits with):
   statement names, the envelope's ``keyid`` and the report cover's signer are that key, the
   subjects are exactly those the predicate implies, every covered file has its hash, no file
   was added, and the report's cover agrees with ``evidence.json``. The models are re-hashed
-  by ``tasks.evidence.check_models`` when the run is verified by its MLflow run id.
+  by ``impactflow.tasks.evidence.check_models`` when the run is verified by its MLflow run id.
 - **trusted** (else exit 5, when intact): the key that verified is in the trust list: your own
   signing key (when it exists), the keys of ``--trusted-keys FILE`` / ``$IMPACTFLOW_TRUSTED_KEYS``;
   or, with ``--key``, exactly the pinned key. A valid signature by a key you do not trust
@@ -75,8 +75,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from audits.atomic import temp_prefix, write_atomic
-from data_contracts.errors import ConfigError, DataError
+from impactflow.audits.atomic import temp_prefix, write_atomic
+from impactflow.data_contracts.errors import ConfigError, DataError
 
 MANIFEST_NAME = "manifest.intoto.jsonl"  # the DSSE envelope (one JSON line)
 OLD_MANIFEST_NAME, OLD_SIGNATURE_NAME = "manifest.json", "manifest.sig"  # impactflow.evidence/1
@@ -282,7 +282,7 @@ def _read_private_key(path: Path):
                           "`impactflow keys init --force`") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"signing key {path}: not an Ed25519 key ({type(key).__name__})")
-    from audits.file_modes import warn_if_shared
+    from impactflow.audits.file_modes import warn_if_shared
 
     warn_if_shared(path, "signing key")  # anyone who can read it can sign as its owner
     return key
@@ -561,7 +561,7 @@ def build_statement(root: Path, *, run_id: str | None, signer: dict, previous_re
                     models: Iterable[dict] = (), created_at: str | None = None) -> dict:
     """The in-toto Statement for the run folder ``root`` (see the module docstring). ``models``:
     ``[{name, role, mlflow_run_id, model_id, files, registry: {name, version} | None}]``
-    (``tasks.evidence.logged_models``); the data files and the summary/gates come from the report."""
+    (``impactflow.tasks.evidence.logged_models``); the data files and the summary/gates come from the report."""
     root = Path(root)
     files = hash_tree(root)
     report = _report_doc(root)

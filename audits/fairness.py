@@ -187,7 +187,7 @@ def _per_group(attr: str, labels: pd.Series, y_true, y_pred, min_size: int,
                level: float, favourable: int = 1) -> tuple[list[dict[str, Any]], np.ndarray]:
     """One row per group (counts, rates with Wilson CIs) and the (G, 4) count matrix.
 
-    Rates come from the confusion counts with fairlearn's conventions (``audits.bootstrap``),
+    Rates come from the confusion counts with fairlearn's conventions (``impactflow.audits.bootstrap``),
     so they equal fairlearn's ``MetricFrame`` values (tested) at a fraction of the cost."""
     codes, uniques = pd.factorize(labels, sort=True)
     counts = group_counts(codes, y_true, y_pred, len(uniques))

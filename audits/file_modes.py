@@ -6,7 +6,7 @@ writes its journal with the database file's mode; the umask would give 0644).
 secret-bearing file is readable or writable by its group or others: the signing key (anyone
 who reads it can sign as you) and the privacy ledger (what was spent on which dataset). A
 warning, not a refusal: a shared group-readable folder can be deliberate; ``chmod 600`` fixes it.
-Pure stdlib (no prefect/mlflow): ``audits.evidence`` and ``tasks`` both use it.
+Pure stdlib (no prefect/mlflow): ``impactflow.audits.evidence`` and ``tasks`` both use it.
 """
 from __future__ import annotations
 

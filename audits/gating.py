@@ -1,5 +1,5 @@
 """Configured gates, all accounted for: each one measured, not measured (with why), or skipped
-by the run owner (with the owner's reason). ``audits.results.run_status`` then judges the run.
+by the run owner (with the owner's reason). ``impactflow.audits.results.run_status`` then judges the run.
 
 A threshold key of an audit *configures a gate* when it is set in the run config's
 ``gates.<audit>`` section, or when it has a default (``AUDIT_THRESHOLDS``) and the audit ran and

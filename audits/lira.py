@@ -118,7 +118,7 @@ def lira_offline_scores(target, reference, global_variance: bool | None = None) 
 def attack_metrics(score, member, seed: int = 0, delta: float = 0.0,
                    alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
     """AUC, TPR at 1 % / 0.1 % FPR, ROC (low-FPR end kept) and the Clopper–Pearson ε lower
-    bound (split-half threshold, ``audits.privacy_bounds``) of a membership score
+    bound (split-half threshold, ``impactflow.audits.privacy_bounds``) of a membership score
     (higher = member)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 

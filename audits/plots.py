@@ -78,7 +78,7 @@ def four_fifths_band(rows: Sequence[dict]) -> float | None:
 def group_bars_png(rows: Sequence[dict], attribute: str) -> bytes:
     """Selection rate per group of ``attribute`` with its CI, and the four-fifths band.
 
-    The selection rate is the favourable decision's rate (``audits.fairness``). The band shades
+    The selection rate is the favourable decision's rate (``impactflow.audits.fairness``). The band shades
     [0, 0.8 × the highest judged group's rate): a group whose bar ends inside it is selected at less
     than four-fifths the rate of the most-selected group. Groups flagged ``too_small`` are drawn
     grey and hatched, and neither set the band (as in the four-fifths gate) nor are held to it;

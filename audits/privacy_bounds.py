@@ -23,7 +23,7 @@ the bound exceeds ε with probability at most α):
   everything else the attack uses. Applied to one model trained on fixed training rows and
   compared with fixed held-out rows (the LiRA and loss attacks here), those assumptions do not
   hold, and the figure is a heuristic estimate of leakage, not a certified bound
-  (``audits.lira`` labels it so and never gates on it).
+  (``impactflow.audits.lira`` labels it so and never gates on it).
 """
 from __future__ import annotations
 

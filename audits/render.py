@@ -5,8 +5,8 @@ Both templates read the same view (``build_view``), computed here from the JSON 
 so a report can be re-rendered later from its ``impact_report.json``. Templates render with
 jinja2 ``StrictUndefined``, and keys every document of that shape has (the fairness audit's
 group rates, the privacy-budget ledger's totals) are read strictly: a renamed key is an error,
-never a silent "—". Statuses shown per area and framework row come from ``audits.sections`` /
-``audits.frameworks`` (candidate models decide; baselines beside), never recomputed here. Audits the renderer knows
+never a silent "—". Statuses shown per area and framework row come from ``impactflow.audits.sections`` /
+``impactflow.audits.frameworks`` (candidate models decide; baselines beside), never recomputed here. Audits the renderer knows
 (performance, fairness, privacy) get their tables and figures; any other audit is rendered
 generically (metrics table, by-group table, gates, notes).
 
@@ -24,8 +24,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from audits.atomic import mkstemp_for
-from audits.report import GATE_STATUS_ORDER, gate_status_rank, validate_report
+from impactflow.audits.atomic import mkstemp_for
+from impactflow.audits.report import GATE_STATUS_ORDER, gate_status_rank, validate_report
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 REPORT_FILES = {
@@ -159,7 +159,7 @@ def fmt_seconds(x: Any) -> str:
 
 def budget_text(b: Any, non_private: Any = ()) -> str:
     """One sentence for the privacy-budget ledger's totals of a dataset (``data.privacy_budget``, the
-    shape of ``tasks.ledger_store.report_view``). ``non_private``: this run's models trained without
+    shape of ``impactflow.tasks.ledger_store.report_view``). ``non_private``: this run's models trained without
     DP (named in the ∞ warning). Every key is read strictly: a renamed key is an error, not a "—"."""
     if b is None:
         return "not measured (no privacy-budget ledger for this dataset)"
@@ -281,7 +281,7 @@ NOT_STATED = "not stated by the run owner"
 
 def build_view(report: dict, *, figures: bool) -> dict:
     """Everything the templates show, derived from the report document only."""
-    from audits.sections import USE_FIELDS, section_of
+    from impactflow.audits.sections import USE_FIELDS, section_of
 
     summary = report.get("summary") or {}
     gates = [gate_view(g) for g in sorted(summary.get("gates") or [], key=lambda g: gate_status_rank(g.get("status")))]
@@ -358,7 +358,7 @@ def _resource_figure(resources: dict) -> str | None:
     rows = [r for r in resources.get("models") or [] if r.get("energy_kwh") is not None]
     if not rows:
         return None
-    from audits.plots import bar_chart_png
+    from impactflow.audits.plots import bar_chart_png
 
     return _b64(bar_chart_png([r.get("model") for r in rows], [r["energy_kwh"] * 1000 for r in rows],
                               "Training energy per model (Wh)", "Wh"))
@@ -613,7 +613,7 @@ def _audit_view(key: str, audit: dict, *, dp: dict, figures: bool) -> dict:
             used |= set(attr_metrics)
             entry = {"attribute": attr, "rows": rows, "metrics": metric_rows(attr_metrics), "figure": None}
             if figures:
-                from audits.plots import group_bars_png
+                from impactflow.audits.plots import group_bars_png
 
                 entry["figure"] = _b64(group_bars_png(rows, attr))
             view["attributes"].append(entry)
@@ -661,7 +661,7 @@ def gate_view(g: dict) -> dict:
     """A gate as listed: ``label`` is its status in capitals, or ``vacuous (cannot fail: …)`` for a gate
     that cannot fail (``vacuous: true``: its pass is no evidence); ``shown_note`` is the note when the
     label does not already carry it (a skipped gate's note is the user's reason)."""
-    from audits.sections import vacuous_label
+    from impactflow.audits.sections import vacuous_label
 
     if g.get("vacuous"):
         return {**g, "label": vacuous_label(g), "shown_note": ""}
@@ -689,33 +689,33 @@ def _add_figure(view: dict, title: str, payload: Any, draw: Callable[[Any], byte
 
 
 def _roc_fig(roc: dict, *, title: str = "ROC", loglog: bool = False, epsilon=None, delta=None) -> bytes:
-    from audits.plots import roc_png
+    from impactflow.audits.plots import roc_png
 
     return roc_png(roc.get("fpr") or [], roc.get("tpr") or [], title, loglog=loglog, epsilon=epsilon, delta=delta)
 
 
 def _line_fig(plot: dict) -> bytes:
-    from audits.plots import line_plot_png
+    from impactflow.audits.plots import line_plot_png
 
     return line_plot_png(plot.get("series") or [], str(plot.get("title", "")), str(plot.get("x_label", "")),
                          str(plot.get("y_label", "")), diagonal=bool(plot.get("diagonal")))
 
 
 def _bar_fig(chart: dict) -> bytes:
-    from audits.plots import bar_chart_png
+    from impactflow.audits.plots import bar_chart_png
 
     return bar_chart_png(chart.get("labels") or [], chart.get("values") or [], str(chart.get("title", "")),
                          str(chart.get("xlabel", "")))
 
 
 def _calibration_fig(bins: list) -> bytes:
-    from audits.plots import calibration_png
+    from impactflow.audits.plots import calibration_png
 
     return calibration_png(bins)
 
 
 def _confusion_fig(matrix: list) -> bytes:
-    from audits.plots import confusion_png
+    from impactflow.audits.plots import confusion_png
 
     return confusion_png(matrix)
 

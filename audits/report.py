@@ -93,7 +93,7 @@ def build_report(
     Inputs are copied, converted to plain JSON types (numpy scalars/arrays, enums, paths,
     datetimes; NaN/inf -> ``None``) and left unmodified. Credentials embedded in URIs
     (``scheme://user:pass@host``) and config values under secret-looking keys are redacted.
-    ``summary.status`` follows ``audits.results.run_status``: ``"fail"`` if any gate of a
+    ``summary.status`` follows ``impactflow.audits.results.run_status``: ``"fail"`` if any gate of a
     candidate model failed; else ``"incomplete"`` if any of them was not measured, or none was
     measured at all; ``"pass"`` only when every configured gate was measured and passed
     (skipped gates -- skipped by the run owner, with the reason as note -- do not count).
@@ -107,7 +107,7 @@ def build_report(
 
     The numbered sections of schema 2.0 (cover, executive summary, intended use, data sheets,
     performance, privacy, bias, resources, oversight, risks, frameworks, provenance) are added by
-    ``audits.sections.add_sections``. ``integrity`` (``signer_public_key``, ``signer_key_id``,
+    ``impactflow.audits.sections.add_sections``. ``integrity`` (``signer_public_key``, ``signer_key_id``,
     ``evidence_manifest_sha256``, ``previous_report_sha256``; all optional) is recorded under
     ``integrity``; without it the report is rendered as unsigned.
     """

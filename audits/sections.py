@@ -110,7 +110,7 @@ def gate_reasons(gates: list[dict], status: str) -> list[dict]:
 
 def vacuous_label(g: dict) -> str:
     """How a gate that cannot fail is labelled wherever gates are listed: ``vacuous (cannot fail:
-    <why>)``, the why taken from the gate's note (``audits.results.checked_gate`` appends
+    <why>)``, the why taken from the gate's note (``impactflow.audits.results.checked_gate`` appends
     ``vacuous: <why>`` to it)."""
     note = str(g.get("note") or "")
     why = note.split("vacuous: ", 1)[1] if "vacuous: " in note else note

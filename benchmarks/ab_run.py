@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 STRIP_ENV = ("PREFECT_API_URL", "PREFECT_PROFILE", "MLFLOW_TRACKING_URI", "IMPACTFLOW_SIGNING_KEY",
              "IMPACTFLOW_LEDGER_URL", "IMPACTFLOW_WARM")
-PROBE = "import flows, sys; print(flows.__file__, file=sys.stderr)"
+PROBE = "import impactflow.flows as flows, sys; print(flows.__file__, file=sys.stderr)"
 
 
 def export_tree(ref: str, dest: Path) -> Path:
@@ -55,7 +55,7 @@ def run_once(tree: Path | None, args: list[str], scratch: Path, label: str) -> d
     expected = (tree or ROOT) / "flows" / "__init__.py"
     if Path(imported.stderr.strip()).resolve() != expected.resolve():
         raise SystemExit(f"{label}: imported {imported.stderr.strip()!r}, expected {expected}")
-    cmd = [sys.executable, "-c", "from flows.cli import main; main()", "run", *args]
+    cmd = [sys.executable, "-c", "from impactflow.flows.cli import main; main()", "run", *args]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

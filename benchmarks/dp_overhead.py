@@ -48,8 +48,8 @@ def _movielens(arg: str | None) -> str | None:
 
 
 def _prepare(family: str, ml_dir: str | None):
-    from flows.config import load_config
-    from tasks.data import load_data, split_data
+    from impactflow.flows.config import load_config
+    from impactflow.tasks.data import load_data, split_data
 
     preset, fallback, _ = FAMILIES[family]
     cfg = load_config(preset, [])
@@ -66,11 +66,11 @@ def _prepare(family: str, ml_dir: str | None):
 
 
 def bench_family(family: str, epochs: int, repeats: int, ml_dir: str | None) -> dict:
-    from data_contracts import get_contract
-    from models import get_family
-    from models.base import roles_for
-    from models.fit import fit_family_model
-    from models.training import PrivacySettings
+    from impactflow.data_contracts import get_contract
+    from impactflow.models import get_family
+    from impactflow.models.base import roles_for
+    from impactflow.models.fit import fit_family_model
+    from impactflow.models.training import PrivacySettings
 
     cfg, contract, split, source = _prepare(family, ml_dir)
     fam = get_family(cfg.model.family)

@@ -25,9 +25,9 @@ def _adult_predictions():
     """Real Adult rows (48,842) with the predictions of a logistic regression (5-fold)."""
     from sklearn.model_selection import cross_val_predict
 
-    from data_contracts import get_contract, load_dataset
-    from models.tabular import logreg_baseline
-    from tasks.train import roles_for
+    from impactflow.data_contracts import get_contract, load_dataset
+    from impactflow.models.tabular import logreg_baseline
+    from impactflow.tasks.train import roles_for
 
     contract = get_contract("adult")
     df = load_dataset(contract)
@@ -55,8 +55,8 @@ def main() -> None:
 
     from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
 
-    from audits import AuditInputs
-    from audits.fairness import fairness_audit
+    from impactflow.audits import AuditInputs
+    from impactflow.audits.fairness import fairness_audit
 
     y, yhat, sens = _adult_predictions()
     inputs = AuditInputs(y_true=y, y_score=yhat.astype(float), sensitive=sens)

@@ -3,7 +3,7 @@
 
     python benchmarks/gc_freeze.py [--repeats N] [--sample N]
 
-One process imports what the warm runner imports (``flows.warm.preload``), then forks one child
+One process imports what the warm runner imports (``impactflow.flows.warm.preload``), then forks one child
 per run, alternating (ABBA): a child of the unfrozen heap, and a child after ``gc.collect(); gc.freeze()``
 in the parent (``gc.unfreeze()`` again before the next unfrozen child). Each child runs
 ``impactflow run`` (the default ``tabular`` preset, in its own folder) through the CLI's own
@@ -51,7 +51,7 @@ def _child(folder: Path, sample: int | None, out_fd: int) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    from flows.warm import _run_cli
+    from impactflow.flows.warm import _run_cli
 
     argv = ["impactflow", "run"] + (["--set", f"data.sample={sample}"] if sample else [])
     t0 = time.perf_counter()
@@ -100,8 +100,8 @@ def main() -> None:
     os.environ.clear()
     os.environ.update(env)
     os.environ["IMPACTFLOW_WARM"] = "off"  # the forked child is the run: it must not delegate
-    from flows.cli import _quiet_environment
-    from flows.warm import preload
+    from impactflow.flows.cli import _quiet_environment
+    from impactflow.flows.warm import preload
 
     _quiet_environment(False)
     results: dict[str, list[dict]] = {"not frozen": [], "frozen": []}

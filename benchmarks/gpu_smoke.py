@@ -74,16 +74,16 @@ class GpuSampler:
 def run_family(family: str, epochs: int, ml_dir: str | None, cuda: bool) -> dict:
     import torch
 
-    from data_contracts import get_contract
-    from models import get_family
-    from models.base import roles_for
-    from models.fit import fit_family_model
-    from models.training import PrivacySettings
+    from impactflow.data_contracts import get_contract
+    from impactflow.models import get_family
+    from impactflow.models.base import roles_for
+    from impactflow.models.fit import fit_family_model
+    from impactflow.models.training import PrivacySettings
 
     cfg, contract, split, source = _prepare(family, ml_dir)
     fam = get_family(cfg.model.family)
     roles = roles_for(get_contract(contract), fam.task, cfg.data.exclude_sensitive_from_features)
-    from flows.config import load_config
+    from impactflow.flows.config import load_config
 
     base = load_config(cfg.extends or cfg.preset, [])  # the non-DP preset this DP preset extends
     plain = {**base.model.params, "epochs": epochs, "patience": epochs}

@@ -29,13 +29,13 @@ def main() -> None:
 
     import torch
 
-    from data_contracts import get_contract, load_dataset
-    from flows.config import load_config
-    from models import get_family
-    from models.base import targets
-    from models.data import split_frame
-    from models.training import PrivacySettings, TrainSettings, train_torch
-    from tasks.train import roles_for
+    from impactflow.data_contracts import get_contract, load_dataset
+    from impactflow.flows.config import load_config
+    from impactflow.models import get_family
+    from impactflow.models.base import targets
+    from impactflow.models.data import split_frame
+    from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
+    from impactflow.tasks.train import roles_for
 
     cfg = load_config("image")
     contract = get_contract("mnist")

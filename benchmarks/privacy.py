@@ -33,13 +33,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
 
-    from audits import AuditInputs
-    from audits.lira import canary_audit, lira_audit
-    from audits.privacy import loss_threshold_mia
-    from flows.config import load_config
-    from tasks.data import load_data, split_data
-    from tasks.privacy import canary_training, lira_target_inputs, train_reference
-    from tasks.train import train_model
+    from impactflow.audits import AuditInputs
+    from impactflow.audits.lira import canary_audit, lira_audit
+    from impactflow.audits.privacy import loss_threshold_mia
+    from impactflow.flows.config import load_config
+    from impactflow.tasks.data import load_data, split_data
+    from impactflow.tasks.privacy import canary_training, lira_target_inputs, train_reference
+    from impactflow.tasks.train import train_model
 
     rows: dict[str, list[float]] = {}
 

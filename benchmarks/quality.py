@@ -1,6 +1,6 @@
 """Model quality per family on its real dataset, with and without DP, next to reference values.
 
-Runs each preset through the real pipeline (``flows.pipeline.run_pipeline``: contract,
+Runs each preset through the real pipeline (``impactflow.flows.pipeline.run_pipeline``: contract,
 training, audits, report, MLflow into a temporary SQLite store; one temporary Prefect server
 for the whole script) and prints the headline metric of the family's candidate model, its
 epsilon, and the reference value from ../shared/REFERENCE.md (and the issue that introduced
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
                        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"})
     os.environ.pop("PREFECT_API_URL", None)
-    from flows.config import load_config
-    from flows.pipeline import run_pipeline
+    from impactflow.flows.config import load_config
+    from impactflow.flows.pipeline import run_pipeline
 
     results = []
     for preset in args.presets:

@@ -4,7 +4,7 @@
                                      [--repeats N] [--threads N] [--variant mf|neumf] [--json out.json]
 
 Each measurement runs in a fresh subprocess (so peak memory is that run's own): it loads the
-data, splits it as the pipeline does, and trains with ``models.training.train_torch`` (the
+data, splits it as the pipeline does, and trains with ``impactflow.models.training.train_torch`` (the
 pipeline's loop) for exactly ``--epochs`` epochs (early stopping off). ratings/s = training
 ratings × epochs / wall time of the loop (DP: expected ratings under Poisson sampling, the
 same). Peak memory = the child's max RSS (``resource.ru_maxrss``) and, on CUDA,
@@ -29,12 +29,12 @@ import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import torch
 torch.set_num_threads({threads})
-from data_contracts import get_contract, load_dataset
-from models import get_family
-from models.base import select_device, targets
-from models.data import split_frame
-from models.training import PrivacySettings, TrainSettings, train_torch
-from tasks.train import roles_for
+from impactflow.data_contracts import get_contract, load_dataset
+from impactflow.models import get_family
+from impactflow.models.base import select_device, targets
+from impactflow.models.data import split_frame
+from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
+from impactflow.tasks.train import roles_for
 contract = get_contract({contract!r})
 df = load_dataset(contract, {path!r})
 split = split_frame(df, target="rating", stratify_on=[], validation=0.15, test=0.15, seed=0, stratify=False)

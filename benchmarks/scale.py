@@ -43,7 +43,7 @@ def make_data(n: int, path: Path, seed: int = 0) -> None:
     """Write n Adult-shaped rows (see the module docstring) as a headerless UCI CSV."""
     import numpy as np
 
-    from data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts import get_contract, load_dataset
 
     contract = get_contract("adult")
     df = load_dataset(contract)
@@ -71,12 +71,12 @@ def child(n: int, work: Path) -> dict:
     import sklearn  # noqa: F401
     import torch  # noqa: F401
 
-    from data_contracts import get_contract
-    from flows.config import load_config
-    from tasks.audit import audit_model
-    from tasks.data import load_data, split_data, validate_data
-    from tasks.report import model_record, provenance, representation, write_report
-    from tasks.train import train_baseline, train_model
+    from impactflow.data_contracts import get_contract
+    from impactflow.flows.config import load_config
+    from impactflow.tasks.audit import audit_model
+    from impactflow.tasks.data import load_data, split_data, validate_data
+    from impactflow.tasks.report import model_record, provenance, representation, write_report
+    from impactflow.tasks.train import train_baseline, train_model
 
     t = time.perf_counter()
     csv = work / f"adult_{n}.csv"

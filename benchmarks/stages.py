@@ -238,9 +238,9 @@ def bench_prefect_server(res: Results, work: Path) -> None:
 def _thread_settings(requested: int | None) -> tuple[int | None, int, int]:
     """(train.threads for the main runs, the threads that resolves to, the other setting to
     compare with): the pipeline's default (``train.threads: null``) resolves through
-    ``models.training.cpu_threads`` (1 on machines with <= 2 cores, else torch's default)."""
+    ``impactflow.models.training.cpu_threads`` (1 on machines with <= 2 cores, else torch's default)."""
     try:
-        from models.training import cpu_threads
+        from impactflow.models.training import cpu_threads
     except ImportError:  # older trees: torch's default everywhere
         import torch
 
@@ -258,7 +258,7 @@ def _threads_label(n: int | None, resolved: int | None = None) -> str:
 
 
 class _EpochClock:
-    """A ``tasks.progress`` reporter that timestamps every epoch the training task reports."""
+    """A ``impactflow.tasks.progress`` reporter that timestamps every epoch the training task reports."""
 
     def __init__(self) -> None:
         self.marks: list[float] = []
@@ -297,17 +297,17 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
         __import__(mod)
     import torch
 
-    from data_contracts import get_contract
-    from flows.config import load_config
-    from tasks import log as log_tasks
-    from tasks import progress
-    from tasks.audit import audit_model
-    from tasks.data import load_data, split_data, validate_data
-    from tasks.report import model_record, provenance, representation, write_report
-    from tasks.train import train_baseline, train_model
+    from impactflow.data_contracts import get_contract
+    from impactflow.flows.config import load_config
+    from impactflow.tasks import log as log_tasks
+    from impactflow.tasks import progress
+    from impactflow.tasks.audit import audit_model
+    from impactflow.tasks.data import load_data, split_data, validate_data
+    from impactflow.tasks.report import model_record, provenance, representation, write_report
+    from impactflow.tasks.train import train_baseline, train_model
 
     try:
-        from tasks.registry import register_model
+        from impactflow.tasks.registry import register_model
     except ImportError:  # older trees: no model registry step
         register_model = None
 

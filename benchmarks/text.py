@@ -3,7 +3,7 @@
     python benchmarks/text.py [--epochs 2] [--repeats 2] [--json out.json]
 
 Trains the `text` preset's Transformer on the shipped, de-duplicated SMS Spam Collection
-(the pipeline's seeded split) with the shared training loop (``models.training.train_torch``),
+(the pipeline's seeded split) with the shared training loop (``impactflow.models.training.train_torch``),
 once non-private and once with Opacus DP-SGD (fast gradient clipping, the `text-dp` batch
 size and noise for epsilon = 8), and prints training examples per second (examples seen per
 second of the training loop, validation included). Nothing here asserts a timing.
@@ -32,13 +32,13 @@ def main() -> None:
 
     import torch
 
-    from data_contracts import get_contract, load_dataset
-    from flows.config import load_config
-    from models import get_family
-    from models.base import targets
-    from models.data import split_frame
-    from models.training import PrivacySettings, TrainSettings, train_torch
-    from tasks.train import roles_for
+    from impactflow.data_contracts import get_contract, load_dataset
+    from impactflow.flows.config import load_config
+    from impactflow.models import get_family
+    from impactflow.models.base import targets
+    from impactflow.models.data import split_frame
+    from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
+    from impactflow.tasks.train import roles_for
 
     contract = get_contract("sms_spam")
     family = get_family("text")

@@ -1,5 +1,5 @@
 """GX validation of the shipped UCI Adult data (48,842 rows, the contract's 57 expectations, the
-PII scan and the Data Docs), with and without the speed-ups in ``data_contracts.validation``
+PII scan and the Data Docs), with and without the speed-ups in ``impactflow.data_contracts.validation``
 (public GX API only: the patches of GX internals -- a jinja2 bytecode cache injected into
 ``DefaultJinjaView`` and a memoised ``Expectation.configuration`` -- were removed, issue 22 item 3:
 under 10% of a realistic run):
@@ -35,8 +35,8 @@ TIMED = 5
 
 def _run_gx_checkpoint(df, suite, docs_dir, result_format):
     """The pipeline's validation before: the same context, suite, definition and Data Docs site
-    (``data_contracts.validation._gx_definition``), run by a Checkpoint with its Data Docs action."""
-    from data_contracts.validation import _gx_definition
+    (``impactflow.data_contracts.validation._gx_definition``), run by a Checkpoint with its Data Docs action."""
+    from impactflow.data_contracts.validation import _gx_definition
 
     gx, context, definition = _gx_definition(suite, docs_dir)
     checkpoint = context.checkpoints.add(gx.Checkpoint(
@@ -48,8 +48,8 @@ def _run_gx_checkpoint(df, suite, docs_dir, result_format):
 
 def _child(variant: str, sample: int | None) -> None:
     sys.path.insert(0, str(ROOT))
-    from data_contracts import get_contract, load_dataset
-    from data_contracts import validation as v
+    from impactflow.data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts import validation as v
 
     if variant in ("checkpoint", "gx"):
         v._FAST_FORMAT = v._RESULT_FORMAT  # one SUMMARY pass, as before

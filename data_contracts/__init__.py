@@ -6,7 +6,7 @@ great_expectations are imported inside the functions that need them.
 A dataset is a ``contract.yaml`` anywhere on disk (docs/own-data.md): ``get_contract`` takes a
 registered name (``CONTRACTS``) or the path of such a file or of its folder. A contract that
 declares ``read:`` and its ``columns:`` (types, categories, ranges) is read by the generic loader
-and validated by a GX suite generated from those declarations (``data_contracts.spec``); a
+and validated by a GX suite generated from those declarations (``impactflow.data_contracts.spec``); a
 registered ``loader:`` (``LOADERS``) stays for special formats (MNIST idx, MovieLens, ...), and a
 hand-written ``suite:`` is optional when the columns are declared.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from data_contracts.errors import ConfigError
+from impactflow.data_contracts.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,18 +35,18 @@ BAD_CONTRACT = "Contract file {path}: {problem}"
 #: Loader name (``loader:`` in contract.yaml) -> "module:function", imported when used; plus
 #: the ``impactflow.loaders`` entry points of installed packages (data_contracts.plugins).
 LOADERS: dict[str, str] = {
-    "uci_adult": "data_contracts.adult:load_uci_adult",
-    "sms_spam": "data_contracts.sms_spam:load_sms_spam",
-    "jigsaw": "data_contracts.jigsaw:load_jigsaw",
-    "mnist": "data_contracts.mnist:load_mnist",
-    "colored_mnist": "data_contracts.colored_mnist:load_colored_mnist",
-    "movielens": "data_contracts.movielens:load_movielens",
-    "synthetic_ratings": "data_contracts.synthetic_ratings:load_synthetic_ratings",
+    "uci_adult": "impactflow.data_contracts.adult:load_uci_adult",
+    "sms_spam": "impactflow.data_contracts.sms_spam:load_sms_spam",
+    "jigsaw": "impactflow.data_contracts.jigsaw:load_jigsaw",
+    "mnist": "impactflow.data_contracts.mnist:load_mnist",
+    "colored_mnist": "impactflow.data_contracts.colored_mnist:load_colored_mnist",
+    "movielens": "impactflow.data_contracts.movielens:load_movielens",
+    "synthetic_ratings": "impactflow.data_contracts.synthetic_ratings:load_synthetic_ratings",
 }
 
 
 def _plugin_registries() -> None:
-    from data_contracts.plugins import GROUPS, PluginRegistry, reference
+    from impactflow.data_contracts.plugins import GROUPS, PluginRegistry, reference
 
     global LOADERS
     LOADERS = PluginRegistry(LOADERS, GROUPS["loaders"], "loader", reference)
@@ -130,7 +130,7 @@ def _resolve_loader(name: str, path: Path) -> Callable[[Sequence[Path]], Any]:
             BAD_CONTRACT.format(path=path, problem=f"loader: unknown loader {name!r} (known: {', '.join(sorted(LOADERS))}"
                                                    "; or declare read: for the generic loader)")
         )
-    from data_contracts.plugins import broken, is_plugin
+    from impactflow.data_contracts.plugins import broken, is_plugin
 
     ep = is_plugin(LOADERS, name)
     if ep is None:
@@ -154,13 +154,13 @@ def contract_from_yaml(path: Path) -> Contract:
     one ``ConfigError`` line naming the file, the key and the value."""
     import yaml
 
-    from data_contracts import spec as sp
+    from impactflow.data_contracts import spec as sp
 
     path = Path(path).resolve()
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        from data_contracts.files import parse_reason
+        from impactflow.data_contracts.files import parse_reason
 
         raise ConfigError(BAD_CONTRACT.format(path=path, problem=parse_reason(exc))) from None
     if not isinstance(raw, dict):
@@ -182,7 +182,7 @@ def contract_from_yaml(path: Path) -> Contract:
     if "read" in raw and not declared:
         raise where.fail("columns", "with read:, declare every column as a mapping (name: {type: ...})")
 
-    from data_contracts.names import is_safe_name
+    from impactflow.data_contracts.names import is_safe_name
 
     if not is_safe_name(raw["name"]):
         raise where.fail("name", f"{raw['name']!r} is not a safe name (letters, digits, '.', '_', '-')")
@@ -414,7 +414,7 @@ def load_dataset(contract: Contract, paths: Sequence[Path | str] | Path | str | 
         files = [Path(p) for p in paths]
     df = contract.loader(files)
     if contract.derived:
-        from data_contracts.spec import apply_derived
+        from impactflow.data_contracts.spec import apply_derived
 
         df = apply_derived(df, contract.derived)
     return df

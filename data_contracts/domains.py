@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_contracts.errors import ConfigError
+from impactflow.data_contracts.errors import ConfigError
 
 NO_DECLARED_DOMAIN = ("under DP, column {column!r} needs a declared {what} in contract {contract!r} "
                       "(add {expectation} for it to {suite}): preprocessing fitted on training rows "
@@ -95,7 +95,7 @@ _MEMO: dict[tuple[str, str, int], Domains] = {}
 def declared_domains(contract) -> Domains:
     """The declared domains of ``contract`` (a ``Contract``), read from its GX suite (memoised
     per contract name, suite file and modification time)."""
-    from data_contracts.validation import load_suite
+    from impactflow.data_contracts.validation import load_suite
 
     path = Path(contract.suite_path or contract.contract_path or contract.name)
     try:

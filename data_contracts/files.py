@@ -1,6 +1,6 @@
 """Reading UCI-style comma-separated files (plain or gzip) and hashing data files.
 
-Generic helpers shared by the dataset loaders (e.g. ``data_contracts.adult``). Every problem a
+Generic helpers shared by the dataset loaders (e.g. ``impactflow.data_contracts.adult``). Every problem a
 user can cause (missing, empty, truncated, undecodable, ragged file) raises ``DataError`` with a
 short message naming the file. Values are parsed exactly as pandas infers them: a stray text value
 in a numeric column leaves that column as text, for the contract to report.
@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from data_contracts.errors import DataError
+from impactflow.data_contracts.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd

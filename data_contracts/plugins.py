@@ -25,7 +25,7 @@ import threading
 from importlib import metadata
 from typing import Any, Callable, Iterator
 
-from data_contracts.errors import ConfigError
+from impactflow.data_contracts.errors import ConfigError
 
 GROUPS = {"families": "impactflow.families", "loaders": "impactflow.loaders", "audits": "impactflow.audits"}
 CLASH = ("plugin {group} {name!r} (from {dist}) clashes with the {other} {kind} of the same name; "

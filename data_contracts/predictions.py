@@ -3,7 +3,7 @@
 The table has a label column, a score column (P(y = 1), in [0, 1]) or a hard-prediction column,
 and one or more sensitive columns; other columns are ignored. The GX suite is built from the
 command's arguments (``predictions_suite``) and run by the same machinery as every dataset
-contract (``data_contracts.validation.validate`` with a ``Contract`` made here):
+contract (``impactflow.data_contracts.validation.validate`` with a ``Contract`` made here):
 columns exist, at least one row, label/score/prediction not null, label and prediction binary
 (within the two label values), score between 0 and 1, every sensitive group at least
 ``min_group_size`` rows (one row-conditioned ``expect_table_row_count_to_be_between`` each).
@@ -15,12 +15,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from data_contracts.errors import ConfigError, DataError
+from impactflow.data_contracts.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from data_contracts import Contract
+    from impactflow.data_contracts import Contract
 
 MISSING_COLUMNS = "{path}: missing column(s) {missing} (the table has {n} column(s){close})"
 
@@ -40,7 +40,7 @@ def read_table(path: Path | str) -> "pd.DataFrame":
         else:
             df = pd.read_csv(path)
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
-        from data_contracts.files import parse_reason
+        from impactflow.data_contracts.files import parse_reason
 
         raise DataError(f"{path}: cannot be read as {'Parquet' if '.parquet' in suffixes else 'CSV'} "
                         f"({type(exc).__name__}: {parse_reason(exc)})") from None
@@ -159,7 +159,7 @@ def _json_values(values: list[Any]) -> list[Any]:
 def predictions_contract(*, name: str, label: str, positive_label: Any, sensitive: Sequence[str],
                          min_group_size: int, suite_path: Path, source: str, columns: Sequence[str]) -> "Contract":
     """A ``Contract`` for ``validation.validate`` around a suite written to ``suite_path``."""
-    from data_contracts import Contract
+    from impactflow.data_contracts import Contract
 
     def _no_loader(paths):  # the table is read by read_table; a contract needs a loader field
         raise RuntimeError(f"contract {name!r} describes a predictions table read by read_table(); "

@@ -11,7 +11,7 @@ its own generated suite on the file it was profiled from (tests/data_contracts/t
   with its observed values (at most ``MAX_CATEGORIES``; the label and the sensitive columns
   always), else ``text``; ``max_missing`` = the observed share, rounded up;
 - a numeric sensitive column (e.g. age) becomes a derived ``<name>_band`` split at its median;
-- columns that look like identifiers (``data_contracts.pii`` rules, or a distinct value per row)
+- columns that look like identifiers (``impactflow.data_contracts.pii`` rules, or a distinct value per row)
   are excluded from the features, with a ``# REVIEW`` comment;
 - ``min_group_size`` 30, lowered to the smallest group when one is smaller (a review line says so).
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from data_contracts.errors import ConfigError
+from impactflow.data_contracts.errors import ConfigError
 
 NA_CANDIDATES = ("", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "?", "-")
 DELIMITERS = ",;\t|"
@@ -155,8 +155,8 @@ def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name
     lines. One ``ConfigError`` line for anything it cannot do (an unknown column, a one-value label)."""
     import pandas as pd
 
-    from data_contracts import pii
-    from data_contracts.spec import did_you_mean
+    from impactflow.data_contracts import pii
+    from impactflow.data_contracts.spec import did_you_mean
 
     path = Path(path)
     if not path.is_file():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from data_contracts.errors import DataError
+from impactflow.data_contracts.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd

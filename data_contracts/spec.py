@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from data_contracts.errors import ConfigError, DataError
+from impactflow.data_contracts.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from data_contracts import Contract
+    from impactflow.data_contracts import Contract
 
 BAD_KEY = "Contract file {path}: {key}: {problem}"
 TYPES = ("category", "integer", "number", "text")
@@ -297,7 +297,7 @@ def parse_derived(name: str, raw: Any, known: Mapping[str, ColumnSpec], where: _
 def read_files(read: ReadSpec, columns: tuple[str, ...], text_columns: tuple[str, ...],
                paths: Sequence[Path | str]) -> "pd.DataFrame":
     """The generic loader: every file read as ``read`` says, concatenated in order."""
-    from data_contracts.files import check_input_file, concat_frames, read_delimited, read_parquet
+    from impactflow.data_contracts.files import check_input_file, concat_frames, read_delimited, read_parquet
 
     paths = [Path(p) for p in paths]
     if not paths:

@@ -30,12 +30,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from data_contracts.errors import ConfigError, ContractViolation, FailedExpectation
+from impactflow.data_contracts.errors import ConfigError, ContractViolation, FailedExpectation
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from data_contracts import Contract
+    from impactflow.data_contracts import Contract
 
 __all__ = ["ValidationReport", "validate", "load_suite", "MIN_GROUP_CHECK"]
 
@@ -89,7 +89,7 @@ class ValidationReport:
 
 def load_suite(contract: Contract) -> dict[str, Any]:
     """The contract's suite as a JSON dict (``gx.ExpectationSuite(**d)`` loads it): generated from
-    its declared columns (``data_contracts.spec.generate_suite``) merged with its hand-written
+    its declared columns (``impactflow.data_contracts.spec.generate_suite``) merged with its hand-written
     ``suite_path`` when it has one; checked to hold a minimum-count expectation for every
     sensitive group."""
     suite = None
@@ -102,7 +102,7 @@ def load_suite(contract: Contract) -> dict[str, Any]:
         if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list):
             raise ConfigError(BAD_SUITE.format(path=path, problem="no 'expectations' list"))
     if contract.declarations:
-        from data_contracts.spec import generate_suite, merge_suites
+        from impactflow.data_contracts.spec import generate_suite, merge_suites
 
         generated = generate_suite(contract)
         suite = generated if suite is None else merge_suites(generated, suite)
@@ -225,8 +225,8 @@ def validate(df: pd.DataFrame, contract: Contract, docs_dir: Path | None = None)
     A contract with a ``validation_view`` (e.g. images: one row of statistics per image) is
     validated on that view; the view's own errors are data errors of the input."""
     start = time.perf_counter()
-    from data_contracts.docs_html import sanitise_docs
-    from data_contracts.pii import contract_scan, refused_failures
+    from impactflow.data_contracts.docs_html import sanitise_docs
+    from impactflow.data_contracts.pii import contract_scan, refused_failures
 
     pii_findings = contract_scan(df, contract)  # on the loaded frame: the columns a model reads
     if contract.validation_view is not None:

@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from data_contracts import Contract
-    from data_contracts.validation import ValidationReport
+    from impactflow.data_contracts import Contract
+    from impactflow.data_contracts.validation import ValidationReport
 
 _SOURCE = Path(__file__).resolve().parent
 _STATIC = "static"
@@ -84,7 +84,7 @@ def frame_key(df: "pd.DataFrame", contract: "Contract") -> str | None:
     h = hashlib.sha256(_code_digest().encode())
     for f in dataclasses.fields(contract):
         h.update(f"{f.name}={_field_text(getattr(contract, f.name))}\n".encode())
-    from data_contracts.validation import load_suite
+    from impactflow.data_contracts.validation import load_suite
 
     h.update(json.dumps(load_suite(contract), sort_keys=True, default=str).encode())  # generated + hand-written
     h.update(json.dumps([[str(c), str(t)] for c, t in df.dtypes.items()]).encode())
@@ -110,7 +110,7 @@ def lookup(cache_dir: Path, key: str, docs_dir: Path) -> "ValidationReport | Non
     None (no entry, or one that cannot be read)."""
     from great_expectations.render import view
 
-    from data_contracts.validation import ValidationReport
+    from impactflow.data_contracts.validation import ValidationReport
 
     start = time.perf_counter()
     entry = Path(cache_dir) / key

@@ -168,8 +168,8 @@ EXTRA: dict[str, str] = {
 
 
 def _extra(key: str) -> str:
-    from data_contracts import CONTRACTS
-    from models import FAMILIES
+    from impactflow.data_contracts import CONTRACTS
+    from impactflow.models import FAMILIES
 
     text = EXTRA.get(key, "")
     return text.format(contracts=", ".join(f"`{c}`" for c in CONTRACTS),
@@ -277,7 +277,7 @@ def model_section(cls: type, prefix: str) -> tuple[list[str], list[tuple[type, s
 
 
 def config_sections() -> list[str]:
-    from flows.config import RunConfig
+    from impactflow.flows.config import RunConfig
 
     lines = ["## Run config", ""]
     top, nested = model_section(RunConfig, "")
@@ -291,7 +291,7 @@ def config_sections() -> list[str]:
 
 
 def family_sections() -> list[str]:
-    from models import FAMILIES, get_family
+    from impactflow.models import FAMILIES, get_family
 
     lines = ["## Family hyperparameters (`model.params`)", "",
              "Keys of `model.params` for each `model.family`; the presets set some of them. An unknown key is "
@@ -330,7 +330,7 @@ def _threshold_items(defaults: Any) -> list[tuple[str, Any]]:
 
 
 def gate_sections() -> list[str]:
-    from audits import AUDIT_THRESHOLDS
+    from impactflow.audits import AUDIT_THRESHOLDS
 
     lines = ["## Gate thresholds (`gates.<audit>.<key>`)", "",
              "The keys each audit accepts under `gates.<audit>`, with their defaults (`null`: no gate unless "

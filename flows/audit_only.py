@@ -15,15 +15,15 @@ from typing import Any, Optional
 
 from prefect import flow, runtime
 
-from data_contracts.errors import ConfigError, ContractViolation
-from data_contracts.files import check_input_file
-from data_contracts.names import safe_name
-from tasks.audit_only import (MODEL_SCORE, audit_predictions, check_predictions, check_with_contract,
+from impactflow.data_contracts.errors import ConfigError, ContractViolation
+from impactflow.data_contracts.files import check_input_file
+from impactflow.data_contracts.names import safe_name
+from impactflow.tasks.audit_only import (MODEL_SCORE, audit_predictions, check_predictions, check_with_contract,
                                group_settings, load_predictions, load_with_contract, log_audits, model_record,
                                score_with_model)
-from tasks.evidence import prepare_evidence, sign_run
-from tasks.log import fail_tracking, log_data, log_report, start_tracking
-from tasks.report import provenance, representation, write_report
+from impactflow.tasks.evidence import prepare_evidence, sign_run
+from impactflow.tasks.log import fail_tracking, log_data, log_report, start_tracking
+from impactflow.tasks.report import provenance, representation, write_report
 
 AUDIT_ONLY_TAG = {"impactflow.flow": "audit-only"}
 DEFAULT_EXPERIMENT = "impactflow-audit-only"
@@ -39,8 +39,8 @@ def audit_thresholds(gates: Optional[dict]) -> dict:
     """``{audit: {key: value}}`` checked against the keys each audit accepts (ConfigError naming
     the key otherwise); ``{audit: {"skip": {key: reason}}}`` skips a gate on purpose, and null
     is refused for a key with a default (the same rules as ``gates`` in a run config)."""
-    from audits import AUDIT_ONLY_THRESHOLDS as known, SKIP
-    from audits.gating import section_problems
+    from impactflow.audits import AUDIT_ONLY_THRESHOLDS as known, SKIP
+    from impactflow.audits.gating import section_problems
 
     out: dict[str, dict] = {}
     for audit, values in (gates or {}).items():
@@ -66,7 +66,7 @@ def contract_defaults(contract: Optional[str], label: Optional[str], sensitive: 
     columns, positive label, favourable outcome and minimum group size) where not given."""
     c = None
     if contract is not None:
-        from data_contracts import get_contract
+        from impactflow.data_contracts import get_contract
 
         c = get_contract(contract)
     out = {
@@ -105,13 +105,13 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
                     intended_use: Optional[dict] = None, contract: Optional[str] = None,
                     model: Optional[str] = None) -> dict:
     """Contract-check, audit, report, sign and track one predictions table; returns its summary.
-    ``model_name`` and ``experiment`` must be safe names (``data_contracts.names``): the model's
+    ``model_name`` and ``experiment`` must be safe names (``impactflow.data_contracts.names``): the model's
     name is a folder of the run; ``data`` must be a regular file of at most ``max_input_bytes``
     (None or 0: no limit). ``threshold`` None: 0.5, reported as the default (not given).
     ``favourable_outcome``: the label value that is good for the person (selection-rate checks
     use its rate); ``intersections``: None = every sensitive column combined, [] = none, or a list
     of column lists; ``intended_use``: the report's intended-use fields
-    (``tasks.audit_only.read_intended_use``); ``contract``: a contract name or path through which
+    (``impactflow.tasks.audit_only.read_intended_use``); ``contract``: a contract name or path through which
     the table is read (derived columns, generated suite) and which completes the roles; ``model``: an
     MLflow model URI (``models:/NAME/VERSION``) of a binary model impactflow logged, which scores
     the table here (instead of ``score``/``prediction``), cut at its own threshold unless
@@ -155,7 +155,7 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
     try:
         scored_by = None
         if contract is not None:
-            from data_contracts.predictions import require_columns, sensitive_as_text
+            from impactflow.data_contracts.predictions import require_columns, sensitive_as_text
 
             full, contract_obj, info = load_with_contract(contract, str(data), score, prediction)
             require_columns(full, sensitive, str(data))
@@ -186,7 +186,7 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
         record = model_record(model_name, audits, ctx["parent_run_id"], score=score, prediction=prediction,
                               threshold=threshold, positive=positive, threshold_given=threshold_given,
                               favourable=favourable_outcome, scored_by=scored_by)
-        from data_contracts.predictions import binarize
+        from impactflow.data_contracts.predictions import binarize
 
         labelled = df.assign(**{label: binarize(df[label], positive)})
         data_doc = {
@@ -213,7 +213,7 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
     except BaseException as exc:
         fail_tracking(ctx, [], exc)
         raise
-    from tasks.tracking import public_uri, ui_url
+    from impactflow.tasks.tracking import public_uri, ui_url
 
     return {
         "status": report["status"],

@@ -79,8 +79,8 @@ def _interrupted(exc: KeyboardInterrupt) -> None:
 
 
 def _load(config: Optional[str], overrides: Optional[List[str]]):
-    from data_contracts.errors import ImpactflowError
-    from flows.config import load_config
+    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.flows.config import load_config
 
     try:
         return load_config(config, overrides or [])
@@ -135,8 +135,8 @@ def run(
     _quiet_environment(verbose)
     cfg = _load(config, set_)
     console = _console()
-    from data_contracts.errors import ImpactflowError
-    from tasks import progress
+    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.tasks import progress
 
     _use_kept_server(console)
     command = " ".join(["impactflow", *sys.argv[1:]])
@@ -145,7 +145,7 @@ def run(
     try:
         with RichReporter(console) as reporter:
             progress.install(reporter)
-            from flows.pipeline import run_pipeline
+            from impactflow.flows.pipeline import run_pipeline
 
             summary = run_pipeline(cfg, command=command)
     except ImpactflowError as exc:
@@ -153,7 +153,7 @@ def run(
     except KeyboardInterrupt as exc:
         _interrupted(exc)
     except Exception as exc:  # a full or read-only disk mid-run: one line, not a traceback
-        from audits.atomic import disk_error
+        from impactflow.audits.atomic import disk_error
 
         line = disk_error(exc)
         if line is None:
@@ -168,11 +168,11 @@ def run(
 def _use_kept_server(console) -> None:
     """Point Prefect at the kept local server if one answers (and PREFECT_API_URL is unset), and
     say which Prefect this command uses and whether it was forked from the warm runner."""
-    from flows import local_server, warm
+    from impactflow.flows import local_server, warm
 
     kept = local_server.use_kept_server()
     if not warm.IN_CHILD:  # the warm runner's client forwards signals and its watchdog kills the child
-        from flows import lifetime
+        from impactflow.flows import lifetime
 
         lifetime.protect()  # nothing this command starts (a temporary Prefect server) outlives it
     if warm.IN_CHILD:  # the client already pointed the environment at the kept server
@@ -189,7 +189,7 @@ def _use_kept_server(console) -> None:
 
 
 def _print_summary(console, summary: dict) -> None:
-    from tasks.tracking import public_uri
+    from impactflow.tasks.tracking import public_uri
 
     _print_gates(console, summary["gates"])
     for name, m in summary["models"].items():
@@ -280,9 +280,9 @@ def validate(
     """Validate the configured dataset against its contract only (no training)."""
     _quiet_environment(False)
     cfg = _load(config, set_)
-    from data_contracts import get_contract, load_dataset
-    from data_contracts.errors import ImpactflowError
-    from data_contracts.validation import validate as run_validation
+    from impactflow.data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.data_contracts.validation import validate as run_validation
 
     console = _console()
     try:
@@ -309,7 +309,7 @@ def ui(
     busy = port_in_use(host, port)
     if busy:
         _fail(f"port {port} on {host} is already in use ({busy}): pick another with --port")
-    from tasks.tracking import mark_training_experiments
+    from impactflow.tasks.tracking import mark_training_experiments
 
     uri = _reachable_store(output_dir)  # an unreachable store: one line, not a UI that cannot load
     mark_training_experiments(uri)  # the UI opens on the training-runs view, not the GenAI one
@@ -346,7 +346,7 @@ def port_in_use(host: str, port: int) -> str | None:
 
 
 def _require_api(command: str) -> None:
-    from flows.local_server import use_kept_server
+    from impactflow.flows.local_server import use_kept_server
 
     if not os.environ.get("PREFECT_API_URL") and not use_kept_server():
         from prefect.settings import PREFECT_API_URL
@@ -357,10 +357,10 @@ def _require_api(command: str) -> None:
 
 
 def _reachable_store(output_dir: Path) -> str:
-    """``_tracking_uri`` after one cheap look at the store (``tasks.tracking.preflight``): an
+    """``_tracking_uri`` after one cheap look at the store (``impactflow.tasks.tracking.preflight``): an
     unreachable database or server is one `error:` line naming it without its credentials."""
-    from data_contracts.errors import TrackingError
-    from tasks.tracking import preflight
+    from impactflow.data_contracts.errors import TrackingError
+    from impactflow.tasks.tracking import preflight
 
     uri = _tracking_uri(output_dir)
     try:
@@ -387,7 +387,7 @@ def deploy(
     """Register prefect.yaml's deployments (cron schedules) on the process work pool."""
     _quiet_environment(False)
     _require_api("deploy")
-    from flows.deployments import WORK_POOL, deploy_all, read_deployments
+    from impactflow.flows.deployments import WORK_POOL, deploy_all, read_deployments
 
     ids = deploy_all(name)
     for spec in read_deployments():
@@ -401,7 +401,7 @@ def deploy(
 def serve() -> None:
     """Run prefect.yaml's schedules in this process (single machine; no work pool or worker)."""
     _quiet_environment(False)
-    from flows.deployments import serve_all
+    from impactflow.flows.deployments import serve_all
 
     serve_all()
 
@@ -423,9 +423,9 @@ def trigger(
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
-    from data_contracts.errors import ImpactflowError
-    from flows.config import load_config
-    from flows.deployments import GATES_FAILED, GATES_INCOMPLETE
+    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.flows.config import load_config
+    from impactflow.flows.deployments import GATES_FAILED, GATES_INCOMPLETE
 
     name = deployment if "/" in deployment else f"impactflow-preset/{deployment}"
     with get_client(sync_client=True) as client:
@@ -469,7 +469,7 @@ def models(
     _quiet_environment(False)
     from rich.table import Table
 
-    from tasks.registry import list_models
+    from impactflow.tasks.registry import list_models
 
     rows = list_models(_reachable_store(output_dir))
     table = Table(title="Registered models")
@@ -494,9 +494,9 @@ def promote(
     """Point the `champion` alias at a version, only if every one of its gates passed, its runs
     are FINISHED and its run's signed evidence verifies (intact, by a trusted signer)."""
     _quiet_environment(False)
-    from audits import evidence
-    from data_contracts.errors import ImpactflowError
-    from tasks.registry import promote as do_promote
+    from impactflow.audits import evidence
+    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.tasks.registry import promote as do_promote
 
     if not version.isdigit():
         _fail(f"VERSION {version!r}: a registry version is a number, e.g. 2", EXIT_USAGE)
@@ -519,8 +519,8 @@ def reconcile(
     take `champion` off them), remove orphan temporary files and list stale privacy-budget
     reservations. Every `impactflow run` does the same for its experiment before it starts."""
     _quiet_environment(False)
-    from flows.local_server import use_kept_server
-    from tasks.reconcile import reconcile_all, summary_lines
+    from impactflow.flows.local_server import use_kept_server
+    from impactflow.tasks.reconcile import reconcile_all, summary_lines
 
     uri = _reachable_store(output_dir)
     use_kept_server()  # the kept Prefect server, if any (never a temporary one just for this)
@@ -542,8 +542,8 @@ def init(
     """Write a starting contract.yaml and preset (run.yaml) from a profile of your data, to review."""
     import os
 
-    from data_contracts.errors import ImpactflowError
-    from data_contracts.profile import profile_file
+    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.data_contracts.profile import profile_file
 
     cols = [c.strip() for c in sensitive.split(",") if c.strip()]
     if not cols:
@@ -564,7 +564,7 @@ def init(
         out.mkdir(parents=True, exist_ok=True)
         contract_file.write_text(prof.contract_yaml, encoding="utf-8")
         preset_file.write_text(prof.preset_yaml, encoding="utf-8")
-        from data_contracts import get_contract
+        from impactflow.data_contracts import get_contract
 
         contract = get_contract(str(contract_file))
     except ImpactflowError as exc:
@@ -586,12 +586,12 @@ def init(
 @app.command()
 def presets() -> None:
     """List the built-in presets."""
-    from flows.config import PRESETS_DIR, list_presets
+    from impactflow.flows.config import PRESETS_DIR, list_presets
 
     import yaml
 
-    from flows.config import load_config, missing_data
-    from data_contracts.errors import ImpactflowError
+    from impactflow.flows.config import load_config, missing_data
+    from impactflow.data_contracts.errors import ImpactflowError
 
     for name in list_presets():
         desc = (yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text()) or {}).get("description", "")
@@ -615,8 +615,8 @@ def server_start(
                               "the heavy libraries imported and forks each `impactflow run` from it."),
 ) -> None:
     """Start `prefect server start` in the background; later commands use it automatically."""
-    from data_contracts.errors import ImpactflowError
-    from flows import local_server
+    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.flows import local_server
 
     console = _console()
     console.print("starting the Prefect server (10-20 s on 2 cores) ...")
@@ -629,7 +629,7 @@ def server_start(
                   f"log {state['log']}); `impactflow run` now uses it; `impactflow server stop` ends it")
     if not warm:
         return
-    from flows import warm as warm_runner
+    from impactflow.flows import warm as warm_runner
 
     # the warm runner imports the libraries under the environment a (non-verbose) run will have,
     # and serves only runs whose import-time environment matches it
@@ -649,8 +649,8 @@ def server_start(
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the kept local Prefect server (and the warm runner, if one runs)."""
-    from data_contracts.errors import ImpactflowError
-    from flows import local_server, warm
+    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.flows import local_server, warm
 
     w = warm.stop()
     if w:
@@ -667,7 +667,7 @@ def server_stop() -> None:
 @server_app.command("status")
 def server_status() -> None:
     """Say whether a kept local Prefect server is running (exit 1 if not), and the warm runner."""
-    from flows import local_server, warm
+    from impactflow.flows import local_server, warm
 
     url = local_server.running_api_url()
     if not url:
@@ -689,8 +689,8 @@ def budget(
     output_dir: Path = typer.Option(Path("impactflow_runs"), help="The runs folder of `impactflow run`."),
 ) -> None:
     """Privacy budget per dataset: every model's epsilon/delta, total spent (basic composition), budget, remaining."""
-    from data_contracts.errors import ImpactflowError
-    from tasks.ledger_store import LEDGER_FILE, budget_tables, ledger_url
+    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.tasks.ledger_store import LEDGER_FILE, budget_tables, ledger_url
 
     url = ledger_url(output_dir, ledger) if (ledger or os.environ.get("IMPACTFLOW_LEDGER_URL")
                                              or (output_dir / LEDGER_FILE).is_file()) else None
@@ -734,12 +734,12 @@ def _require_run_id(ref: str) -> None:
 def _run_folder(path_or_run: str, output_dir: Path, tmp: Path) -> tuple[Path, Optional[str]]:
     """A local folder as is; anything else is an MLflow run id whose artifacts are downloaded
     (then also the tracking URI, to re-hash the run's models)."""
-    from data_contracts.errors import ImpactflowError
+    from impactflow.data_contracts.errors import ImpactflowError
 
     if Path(path_or_run).exists():
         return Path(path_or_run), None
     _require_run_id(path_or_run)
-    from tasks.evidence import download_run_artifacts
+    from impactflow.tasks.evidence import download_run_artifacts
 
     uri = _reachable_store(output_dir)
     try:
@@ -753,9 +753,9 @@ def _logged_copy(result, output_dir: Path, tmp: Path, verify_folder) -> Optional
     when its store can be found: MLFLOW_TRACKING_URI, an mlflow.db in the folder or up to three
     folders above it, or in --output-dir. Returns the store's URI (to re-hash the models), or
     None with ``result.logged_copy`` saying why it was not checked."""
-    from data_contracts.errors import TrackingError
-    from tasks.evidence import logged_copy_problems
-    from tasks.tracking import preflight
+    from impactflow.data_contracts.errors import TrackingError
+    from impactflow.tasks.evidence import logged_copy_problems
+    from impactflow.tasks.tracking import preflight
 
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
@@ -807,8 +807,8 @@ def report_verify(
     import tempfile
 
     _quiet_environment(False)
-    from audits import evidence
-    from data_contracts.errors import ImpactflowError
+    from impactflow.audits import evidence
+    from impactflow.data_contracts.errors import ImpactflowError
 
     with tempfile.TemporaryDirectory(prefix="impactflow-verify-") as tmp:
         try:
@@ -819,7 +819,7 @@ def report_verify(
             if uri is None and result.signature == "valid" and not local_only:
                 uri = _logged_copy(result, output_dir, Path(tmp), lambda p: evidence.verify(p, pinned, trust=trust))
             if uri is not None and result.signature == "valid":
-                from tasks.evidence import check_models
+                from impactflow.tasks.evidence import check_models
 
                 result.add_problems(check_models(uri, result.models))
                 result.models_checked = True
@@ -883,8 +883,8 @@ def keys_init(
 ) -> None:
     """Create the signing key ($IMPACTFLOW_SIGNING_KEY, else $IMPACTFLOW_HOME/keys/ed25519.pem;
     mode 0600). Refuses to overwrite one unless --force."""
-    from audits import evidence
-    from data_contracts.errors import ImpactflowError
+    from impactflow.audits import evidence
+    from impactflow.data_contracts.errors import ImpactflowError
 
     try:
         info = evidence.init_signing_key(owner=owner, force=force)
@@ -901,8 +901,8 @@ def keys_show(json_out: bool = typer.Option(False, "--json", help="Print as JSON
     """Key id, owner label, created date and public key of the signing key."""
     import json
 
-    from audits import evidence
-    from data_contracts.errors import ImpactflowError
+    from impactflow.audits import evidence
+    from impactflow.data_contracts.errors import ImpactflowError
 
     try:
         info = evidence.key_info()
@@ -924,8 +924,8 @@ def keys_export(
     (impactflow keys trust)."""
     import json
 
-    from audits import evidence
-    from data_contracts.errors import ImpactflowError
+    from impactflow.audits import evidence
+    from impactflow.data_contracts.errors import ImpactflowError
 
     try:
         info = evidence.key_info()
@@ -951,8 +951,8 @@ def keys_trust(
     owner: Optional[str] = typer.Option(None, "--owner", help="Label for the key (default: the exported one)."),
 ) -> None:
     """Add a public key to a trust file."""
-    from audits import evidence
-    from data_contracts.errors import ImpactflowError
+    from impactflow.audits import evidence
+    from impactflow.data_contracts.errors import ImpactflowError
 
     try:
         done = evidence.add_to_trust_file(trusted_keys, evidence.read_key_source(source), owner)
@@ -965,7 +965,7 @@ def keys_trust(
 def _load_report_doc(ref: str, output_dir: Path, tmp: Path) -> dict:
     import json
 
-    from audits.render import REPORT_FILES
+    from impactflow.audits.render import REPORT_FILES
 
     p = Path(ref)
     if p.exists():
@@ -978,8 +978,8 @@ def _load_report_doc(ref: str, output_dir: Path, tmp: Path) -> dict:
                     _fail(f"{c}: not a JSON report ({exc})")
         _fail(f"{ref}: no {REPORT_FILES['json']} in this folder or its reports/ folder")
     _require_run_id(ref)
-    from data_contracts.errors import ImpactflowError
-    from tasks.evidence import download_report
+    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.tasks.evidence import download_report
 
     try:
         return download_report(_reachable_store(output_dir), ref, tmp)
@@ -1000,7 +1000,7 @@ def compare(
     import tempfile
 
     _quiet_environment(False)
-    from audits.compare import compare_reports
+    from impactflow.audits.compare import compare_reports
 
     with tempfile.TemporaryDirectory(prefix="impactflow-compare-") as tmp:
         out = compare_reports(_load_report_doc(run_a, output_dir, Path(tmp) / "a"),
@@ -1010,7 +1010,7 @@ def compare(
         return
     from rich.table import Table
 
-    from audits.render import fmt
+    from impactflow.audits.render import fmt
 
     a, b = out["a"], out["b"]
     table = Table(title=f"A {a['run_id']} ({a['status']}) → B {b['run_id']} ({b['status']})")
@@ -1094,11 +1094,11 @@ def audit(
     contract checks, fairness (+ calibration by group with scores), signed report, MLflow.
     Exit 3 if a gate fails."""
     _quiet_environment(verbose)
-    from data_contracts.errors import ImpactflowError
-    from data_contracts.files import check_input_file
-    from data_contracts.names import safe_name
-    from data_contracts.predictions import parse_sensitive
-    from tasks.audit_only import parse_intersections, read_intended_use
+    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.data_contracts.files import check_input_file
+    from impactflow.data_contracts.names import safe_name
+    from impactflow.data_contracts.predictions import parse_sensitive
+    from impactflow.tasks.audit_only import parse_intersections, read_intended_use
 
     try:  # names that become folders and registry names: a slug, or a usage error
         safe_name(model_name, "--model-name")
@@ -1107,7 +1107,7 @@ def audit(
         _fail(str(exc), EXIT_USAGE)
     try:
         if contract is not None:  # its roles complete the options: resolved (and checked) before any flow
-            from flows.audit_only import contract_defaults
+            from impactflow.flows.audit_only import contract_defaults
 
             roles = contract_defaults(contract, label, parse_sensitive(sensitive) if sensitive else None,
                                       positive_label, favourable_outcome, min_group_size)
@@ -1127,8 +1127,8 @@ def audit(
     try:
         from prefect import tags
 
-        from flows.audit_only import run_audit_only
-        from tasks.reconcile import prefect_owner_tag
+        from impactflow.flows.audit_only import run_audit_only
+        from impactflow.tasks.reconcile import prefect_owner_tag
 
         with tags(prefect_owner_tag()):  # `impactflow reconcile` marks the flow run Crashed if this process dies
             summary = run_audit_only(
@@ -1156,7 +1156,7 @@ def _warm_environment(verbose: bool) -> None:
     """The environment these commands set up before importing anything heavy (quiet defaults, the
     kept Prefect server): what the warm runner starts under and what each client hands it, so
     the two compare equal exactly when a cold run would import under the same settings."""
-    from flows.local_server import use_kept_server
+    from impactflow.flows.local_server import use_kept_server
 
     _quiet_environment(verbose)
     use_kept_server()
@@ -1169,7 +1169,7 @@ def _delegate_to_warm_runner(argv: list[str]) -> Optional[int]:
         return None
     if os.environ.get("IMPACTFLOW_WARM", "").lower() in ("off", "0", "false", "no"):
         return None  # a deliberate cold run
-    from flows import warm
+    from impactflow.flows import warm
 
     if not warm.read_state():
         return None

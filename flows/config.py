@@ -10,8 +10,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from data_contracts.errors import ConfigError
-from data_contracts.names import is_safe_name, safe_name
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.data_contracts.names import is_safe_name, safe_name
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 UNKNOWN_PRESET = "--config {value!r}: no such preset or file (presets: {known})"
@@ -49,7 +49,7 @@ class DataConfig(_Strict):
     def _contract_path_absolute(cls, v: str) -> str:
         """A contract given as a path is made absolute (tasks read it whatever their working
         directory); a registered name stays as it is. Checked in ``check_references``."""
-        from data_contracts import CONTRACTS
+        from impactflow.data_contracts import CONTRACTS
 
         if v in CONTRACTS:
             return v
@@ -351,7 +351,7 @@ def _hyperparameters(data: dict[str, Any]) -> list[str]:
     import dataclasses
 
     try:
-        from models import get_family
+        from impactflow.models import get_family
 
         model = data.get("model") if isinstance(data.get("model"), dict) else {}
         return [f.name for f in dataclasses.fields(get_family(str(model.get("family", "tabular"))).config_cls)]
@@ -394,7 +394,7 @@ def load_config(source: str | None = None, overrides: list[str] | None = None, *
 def missing_data(cfg: RunConfig) -> str | None:
     """Why the run has no data to read (a contract that ships no files and no ``data.path``),
     or None. Checked before any task runs, and shown by ``impactflow presets``."""
-    from data_contracts import get_contract
+    from impactflow.data_contracts import get_contract
 
     if cfg.data.path:
         return None
@@ -407,13 +407,13 @@ def missing_data(cfg: RunConfig) -> str | None:
 
 def check_references(cfg: RunConfig) -> None:
     """Checks that need the registries: known contract/family/baselines, params, files exist."""
-    from data_contracts import CONTRACTS
-    from models import FAMILIES
+    from impactflow.data_contracts import CONTRACTS
+    from impactflow.models import FAMILIES
 
     if cfg.tracking.experiment is not None:  # names the registered models (<experiment>-<model>)
         safe_name(cfg.tracking.experiment, "tracking.experiment")
     if cfg.data.contract not in CONTRACTS:
-        from data_contracts import get_contract
+        from impactflow.data_contracts import get_contract
 
         if not Path(cfg.data.contract).is_file():
             raise ConfigError(
@@ -425,10 +425,10 @@ def check_references(cfg: RunConfig) -> None:
     if missing:
         raise ConfigError(missing)
 
-    from data_contracts import get_contract
+    from impactflow.data_contracts import get_contract
 
     contract = get_contract(cfg.data.contract)
-    from audits.groups import CLASS
+    from impactflow.audits.groups import CLASS
 
     audited = [*contract.sensitive, *contract.groups]  # the columns the audits split by
     for audit, values in cfg.gates.items():
@@ -448,8 +448,8 @@ def check_references(cfg: RunConfig) -> None:
         raise ConfigError(
             f"model.family={cfg.model.family!r}: unknown model family (known: {', '.join(sorted(FAMILIES))})"
         )
-    from data_contracts.errors import DataError
-    from data_contracts.files import check_input_file
+    from impactflow.data_contracts.errors import DataError
+    from impactflow.data_contracts.files import check_input_file
 
     for i, p in enumerate(cfg.data.path or []):
         key = f"data.path[{i}]" if len(cfg.data.path) > 1 else "data.path"
@@ -460,15 +460,15 @@ def check_references(cfg: RunConfig) -> None:
                 check_input_file(p, None)  # a FIFO, socket or device: "not a regular file", before any task
             except DataError as exc:
                 raise ConfigError(f"{key}: {exc}") from None
-    from models import get_family
+    from impactflow.models import get_family
 
     family = get_family(cfg.model.family)
     check_family_fits(family, contract)
     check_params(family, cfg.model.params)
     config = family.make_config(cfg.model.params)
     if cfg.privacy.enabled:  # the DP preprocessing needs a declared domain for every input: say so now
-        from models.base import roles_for
-        from models.fit import _make_preprocessor
+        from impactflow.models.base import roles_for
+        from impactflow.models.fit import _make_preprocessor
 
         _make_preprocessor(family, roles_for(contract, family.task, cfg.data.exclude_sensitive_from_features),
                            config, True)
@@ -576,8 +576,8 @@ def check_gates(gates: dict[str, dict[str, Any]], known_thresholds: dict[str, di
     printed in the report); ``null`` is refused for a key with a default (it would drop a
     default gate without a reason), and removing such a key keeps its default gate.
     ``known_thresholds``: the audits and keys allowed (default ``audits.AUDIT_THRESHOLDS``)."""
-    from audits import AUDIT_THRESHOLDS, SKIP
-    from audits.gating import section_problems
+    from impactflow.audits import AUDIT_THRESHOLDS, SKIP
+    from impactflow.audits.gating import section_problems
 
     known_thresholds = AUDIT_THRESHOLDS if known_thresholds is None else known_thresholds
     for audit, values in gates.items():

@@ -35,8 +35,8 @@ def outcome_message(summary: dict) -> str:
 def run_preset(preset: str = "tabular", overrides: Optional[List[str]] = None):
     """Run a preset (plus ``key=value`` overrides) through the pipeline; the final state says
     whether every gate passed."""
-    from flows.config import load_config
-    from flows.pipeline import with_task_runner
+    from impactflow.flows.config import load_config
+    from impactflow.flows.pipeline import with_task_runner
 
     cfg = load_config(preset, list(overrides or []))
     summary = with_task_runner(cfg)(cfg.model_dump(mode="json"), command=f"deployment {preset}")

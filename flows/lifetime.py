@@ -147,6 +147,6 @@ def protect() -> None:
     start_guard()
 
 
-if __name__ == "__main__":  # the watchdog process: python -m flows.lifetime PARENT_PID
+if __name__ == "__main__":  # the watchdog process: python -m impactflow.flows.lifetime PARENT_PID
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     watch(int(sys.argv[1]))

@@ -13,18 +13,18 @@ from typing import Any, Optional
 
 from prefect import flow, runtime
 
-from data_contracts.errors import ContractViolation
-from flows.config import RunConfig, check_references
-from tasks.audit import audit_model
-from models.training import stop_training_when
-from tasks.data import await_validation, load_data, split_data, start_validation
-from tasks.evidence import prepare_evidence, sign_run
-from tasks.ledger import anonymity, finalize_budget, log_budget, reserve_budget
-from tasks.privacy import canaries_for, collect_privacy_attacks, submit_privacy_attacks
-from tasks.log import fail_tracking, log_data, log_model_run, log_report, start_tracking, summary_artifact
-from tasks.registry import alias_champions, register_model
-from tasks.report import model_record, provenance, representation, write_report
-from tasks.train import decide_threshold, train_baseline, train_model
+from impactflow.data_contracts.errors import ContractViolation
+from impactflow.flows.config import RunConfig, check_references
+from impactflow.tasks.audit import audit_model
+from impactflow.models.training import stop_training_when
+from impactflow.tasks.data import await_validation, load_data, split_data, start_validation
+from impactflow.tasks.evidence import prepare_evidence, sign_run
+from impactflow.tasks.ledger import anonymity, finalize_budget, log_budget, reserve_budget
+from impactflow.tasks.privacy import canaries_for, collect_privacy_attacks, submit_privacy_attacks
+from impactflow.tasks.log import fail_tracking, log_data, log_model_run, log_report, start_tracking, summary_artifact
+from impactflow.tasks.registry import alias_champions, register_model
+from impactflow.tasks.report import model_record, provenance, representation, write_report
+from impactflow.tasks.train import decide_threshold, train_baseline, train_model
 
 
 def validation_beside_training(cfg: RunConfig) -> Optional[str]:
@@ -37,7 +37,7 @@ def validation_beside_training(cfg: RunConfig) -> Optional[str]:
     where it could change what the run does: with a dataset privacy budget the ledger must be
     able to refuse the run before any training; the Dask task runner trains on other processes
     that the stop cannot reach; and ``fork`` is needed (Linux)."""
-    from tasks.forked import available
+    from impactflow.tasks.forked import available
 
     if not cfg.data.validate_while_training:
         return "data.validate_while_training is false"
@@ -59,7 +59,7 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
     """Validate, train, audit, report and track one configured run; returns its summary."""
     cfg = RunConfig.model_validate(config)
     check_references(cfg)
-    from data_contracts import get_contract
+    from impactflow.data_contracts import get_contract
 
     contract = get_contract(cfg.data.contract)
     started = _now()
@@ -174,7 +174,7 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
             pending.cancel()  # (a no-op once its result is in)
         fail_tracking(ctx, children, exc)
         raise
-    from tasks.tracking import public_uri, ui_url
+    from impactflow.tasks.tracking import public_uri, ui_url
 
     summary = {
         "status": report["status"],
@@ -217,7 +217,7 @@ def run_pipeline(cfg: RunConfig, command: Optional[str] = None) -> dict[str, Any
     process is gone (tasks/reconcile.py)."""
     from prefect import tags
 
-    from tasks.reconcile import prefect_owner_tag
+    from impactflow.tasks.reconcile import prefect_owner_tag
 
     with tags(prefect_owner_tag()):
         return with_task_runner(cfg)(cfg.model_dump(mode="json"), command=command)

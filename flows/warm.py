@@ -28,7 +28,7 @@ why) whenever forking it could differ from a fresh process:
 ``impactflow server start --warm`` replaces a running warm runner that would refuse the
 caller's runs. ``IMPACTFLOW_WARM=off`` makes one run cold on purpose. Only the commands that
 import the heavy libraries, ``impactflow run``, ``audit`` and ``validate``, are delegated
-(``flows.cli.WARM_COMMANDS``).
+(``impactflow.flows.cli.WARM_COMMANDS``).
 Linux/POSIX only (``fork`` and fd passing); nothing here imports a heavy library at module
 import (the CLI's client side must stay instant).
 """
@@ -49,9 +49,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from flows.local_server import _alive, _terminate, prefect_home, read_json
+from impactflow.flows.local_server import _alive, _terminate, prefect_home, read_json
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the project's packages: folders of the source tree (ROOT / name), imported as impactflow.<name>
 PACKAGES = ("flows", "tasks", "models", "audits", "data_contracts")
 STATE_NAME = "impactflow-warm.json"
 SOCKET_NAME = "impactflow-warm.sock"
@@ -228,7 +229,7 @@ def _is_runner(pid: int) -> bool:
     if pid <= 1 or not _alive(pid):
         return False
     try:
-        return b"flows.warm" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"impactflow.flows.warm" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return not Path("/proc/self").exists()
 
@@ -247,7 +248,7 @@ def start(timeout_s: float = 180.0) -> dict:
     environment changed) is replaced."""
     import subprocess
 
-    from data_contracts.errors import ConfigError
+    from impactflow.data_contracts.errors import ConfigError
 
     state = running()
     replaced = state is not None
@@ -262,7 +263,7 @@ def start(timeout_s: float = 180.0) -> dict:
     log = home / "impactflow-warm.log"
     path = socket_path()
     # -P: no working directory on sys.path (a child chdirs into the user's folder)
-    cmd = [sys.executable, "-P", "-m", "flows.warm", str(path)]
+    cmd = [sys.executable, "-P", "-m", "impactflow.flows.warm", str(path)]
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=dict(os.environ), cwd=str(home), start_new_session=True)
@@ -311,20 +312,20 @@ def preload() -> list[str]:
         except ImportError:
             missing.append(name)
     for pkg in PACKAGES:
-        module = importlib.import_module(pkg)
-        for info in pkgutil.walk_packages(module.__path__, prefix=f"{pkg}."):
+        module = importlib.import_module(f"impactflow.{pkg}")
+        for info in pkgutil.walk_packages(module.__path__, prefix=f"impactflow.{pkg}."):
             try:
                 importlib.import_module(info.name)
             except ImportError:  # an optional extra (prefect_dask) that is not installed
                 missing.append(info.name)
     # matplotlib's font and mathtext caches: filled once here, inherited by every child
-    from audits import plots
+    from impactflow.audits import plots
 
     plots.warm_up()
     # MLflow's module -> package map, built once here so every run inherits it (see
     # tasks.tracking.warm_requirements_map). The code fingerprint (installed packages included)
     # guards it: a changed install makes runs cold.
-    from tasks.tracking import warm_requirements_map
+    from impactflow.tasks.tracking import warm_requirements_map
 
     warm_requirements_map()
     # opacus.utils.module_utils calls logging.basicConfig() when imported: a cold run without DP
@@ -372,7 +373,7 @@ def _reopen_stdio() -> None:
 def _run_cli(argv: list[str]) -> int:
     import traceback
 
-    from flows.cli import app
+    from impactflow.flows.cli import app
 
     try:
         app(args=argv[1:], prog_name="impactflow")
@@ -558,7 +559,7 @@ def main() -> None:
     serve(Path(sys.argv[1]) if len(sys.argv) > 1 else socket_path())
 
 
-if __name__ == "__main__":  # `python -m flows.warm`: serve from the package module, whose IN_CHILD
-    from flows.warm import main as _main  # the CLI reads (this file also runs as __main__)
+if __name__ == "__main__":  # `python -m impactflow.flows.warm`: serve from the package module, whose IN_CHILD
+    from impactflow.flows.warm import main as _main  # the CLI reads (this file also runs as __main__)
 
     _main()

@@ -8,17 +8,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from data_contracts.errors import ConfigError
-from data_contracts.plugins import GROUPS, PluginRegistry, broken, is_plugin, reference
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.data_contracts.plugins import GROUPS, PluginRegistry, broken, is_plugin, reference
 
 if TYPE_CHECKING:
-    from models.base import Family
+    from impactflow.models.base import Family
 
 _BUILTIN: dict[str, str] = {
-    "tabular": "models.tabular",
-    "text": "models.text",
-    "image": "models.image",
-    "recommender": "models.recommender",
+    "tabular": "impactflow.models.tabular",
+    "text": "impactflow.models.text",
+    "image": "impactflow.models.image",
+    "recommender": "impactflow.models.recommender",
 }
 
 #: Family name -> module path (or "module:attribute" of a Family), with the ``impactflow.families``
@@ -36,7 +36,7 @@ def get_family(name: str) -> "Family":
     ep = is_plugin(FAMILIES, name)
     if ep is None:
         return getattr(importlib.import_module(module), attr or "FAMILY")
-    from models.base import Family
+    from impactflow.models.base import Family
 
     try:
         family = importlib.import_module(module)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from data_contracts.errors import ConfigError
+from impactflow.data_contracts.errors import ConfigError
 
 UNKNOWN_PARAM = "model.params.{key}: unknown hyperparameter for family '{family}' (known: {known})"
 BAD_PARAM = "model.params: {error}"
@@ -30,7 +30,7 @@ class Roles:
     groups); ``labels`` are the class names (binary: the positive label is ``positive_label``).
     ``extra`` carries family-specific roles (e.g. the text column, user/item id columns).
     ``domains``: the category sets and value ranges the contract declares
-    (``data_contracts.domains.Domains``); under DP the preprocessing is built from them instead
+    (``impactflow.data_contracts.domains.Domains``); under DP the preprocessing is built from them instead
     of from training rows. ``None`` when the roles do not come from a contract.
     """
 
@@ -50,7 +50,7 @@ def roles_for(contract, task: str, exclude_sensitive: bool):
     """Column roles from a data contract: the target and weights are never features; the
     sensitive columns are features unless ``exclude_sensitive``; audit groups = sensitive +
     declared groups; ``domains`` = what the contract's suite declares."""
-    from data_contracts.domains import declared_domains
+    from impactflow.data_contracts.domains import declared_domains
 
     excluded = set(contract.exclude_from_features) | {contract.target}
     if contract.weight:

@@ -5,7 +5,7 @@ wraps the family's model in ``DistributedDataParallel`` (gradients are all-reduc
 replicas stay identical) and reads its own shard of the training rows through a
 ``DistributedSampler``. NCCL on CUDA, gloo on CPU. Run it with torchrun:
 
-    torchrun --nproc-per-node=2 -m models.distributed --contract adult --family tabular --epochs 5
+    torchrun --nproc-per-node=2 -m impactflow.models.distributed --contract adult --family tabular --epochs 5
 
 Rank 0 prints the validation accuracy; with ``--out DIR`` every rank also writes a digest of
 its final parameters (tests use it to check that the replicas agree). DP-SGD is not combined
@@ -37,10 +37,10 @@ def train_ddp(args: argparse.Namespace) -> dict:
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-    from data_contracts import get_contract, load_dataset
-    from models import get_family
-    from models.base import roles_for, seed_everything, targets
-    from models.data import split_frame
+    from impactflow.data_contracts import get_contract, load_dataset
+    from impactflow.models import get_family
+    from impactflow.models.base import roles_for, seed_everything, targets
+    from impactflow.models.data import split_frame
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     cuda = torch.cuda.is_available() and not args.cpu

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from data_contracts.errors import ConfigError
+from impactflow.data_contracts.errors import ConfigError
 
 NOT_DATA_INDEPENDENT = ("under DP, family '{family}': {component} is {how}; the released model would carry "
                         "it outside the (ε, δ) claim")

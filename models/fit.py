@@ -15,11 +15,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from data_contracts.errors import ConfigError
-from models.base import Family, Roles, outputs_from_raw, per_example_loss, seed_everything, select_device, targets
-from models.data import Split
-from models.dp_claim import NO_DP_PREPROCESSING, SameRows, dp_record
-from models.training import PrivacySettings, TrainSettings, train_torch
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.models.base import Family, Roles, outputs_from_raw, per_example_loss, seed_everything, select_device, targets
+from impactflow.models.data import Split
+from impactflow.models.dp_claim import NO_DP_PREPROCESSING, SameRows, dp_record
+from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
 
 
 class _Predictor(abc.ABC):
@@ -60,7 +60,7 @@ class TorchPredictor(_Predictor):
         self.roles = roles
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
-        from models.training import predict_logits
+        from impactflow.models.training import predict_logits
 
         raw = predict_logits(self.module, self.preprocessor.transform(df[self.features]), "cpu")
         return outputs_from_raw(raw, self.roles.task)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from data_contracts.errors import DataError
-from models.base import Family, Roles, check_param
+from impactflow.data_contracts.errors import DataError
+from impactflow.models.base import Family, Roles, check_param
 
 BAD_IMAGE = "column {column!r}: row {row} is {what}; every image must be a numeric array of shape {shape}"
 

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.base import Family, Roles, targets
-from models.data import Split
-from models.training import PrivacySettings
+from impactflow.models.base import Family, Roles, targets
+from impactflow.models.data import Split
+from impactflow.models.training import PrivacySettings
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def train_reference_model(family: Family, params: dict[str, Any], split: Split, 
                           threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
     """Reference model ``k``: trained on a seeded random half of the pool (``seed`` + 1000 + k)
     with the audited model's settings; returns its outputs on the audited rows (members first)."""
-    from models.fit import fit_family_model
+    from impactflow.models.fit import fit_family_model
 
     rows = audit_rows(split, n_audit, seed)
     rng = np.random.default_rng(seed + 1000 + k)
@@ -84,7 +84,7 @@ def train_reference_model(family: Family, params: dict[str, Any], split: Split, 
 
 def lira_inputs(target_predictor, split: Split, roles: Roles, task: str, references: list[dict], *,
                 n_audit: int, seed: int) -> dict[str, Any]:
-    """What ``audits.lira.lira_audit`` reads from ``AuditInputs.extra["lira"]``: targets and the
+    """What ``impactflow.audits.lira.lira_audit`` reads from ``AuditInputs.extra["lira"]``: targets and the
     audited and reference models' outputs on the audited rows (members first)."""
     rows = audit_rows(split, n_audit, seed)
     frame = audit_frame(rows)
@@ -128,11 +128,11 @@ def canary_run(family: Family, params: dict[str, Any], split: Split, roles: Role
                guess_fraction: float, seed: int, privacy: PrivacySettings = PrivacySettings(),
                threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
     """The one-run audit's training run: canaries in with probability ½, one model trained,
-    every canary scored by −loss on its canary label; returns what ``audits.lira.canary_audit``
+    every canary scored by −loss on its canary label; returns what ``impactflow.audits.lira.canary_audit``
     reads from ``AuditInputs.extra["canary"]``. ``k_pos = k_neg = round(guess_fraction · m)``
     (fixed before training, as the bound requires)."""
-    from models.base import per_example_loss
-    from models.fit import fit_family_model
+    from impactflow.models.base import per_example_loss
+    from impactflow.models.fit import fit_family_model
 
     canaries = make_canaries(split, roles, m, seed + 2000)
     included = np.random.default_rng(seed + 2001).random(len(canaries)) < 0.5

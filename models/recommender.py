@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.base import Family, Roles, check_param
+from impactflow.models.base import Family, Roles, check_param
 
 VARIANTS = ("mf", "neumf")
 
@@ -83,7 +83,7 @@ TOO_MANY_IDS = ("under DP, column {column!r}: the range {lo:g}..{hi:g} declared 
 def declared_ids(domains, column: str) -> np.ndarray:
     """The ids of ``column`` the contract declares: its category set, else the integers of its
     declared range (``ConfigError`` naming contract and column when there is neither)."""
-    from data_contracts.errors import ConfigError
+    from impactflow.data_contracts.errors import ConfigError
 
     if domains.categories.get(column):
         return np.sort(np.asarray(domains.categories[column]))
@@ -153,7 +153,7 @@ def make_preprocessor(roles: Roles, config: RecommenderConfig | None = None, pri
     """Id maps from the training rows, or under DP from the contract's declared id domains."""
     user, item = _columns(roles)
     if private:
-        from data_contracts.domains import Domains
+        from impactflow.data_contracts.domains import Domains
 
         domains = roles.domains if roles.domains is not None else Domains(contract="(none: roles without a contract)")
         return IdPreprocessor(user, item, _rating_range(roles), domains=domains)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.base import Family, Roles, check_param
+from impactflow.models.base import Family, Roles, check_param
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class DeclaredTabularPreprocessor:
     reads no row."""
 
     def __init__(self, categorical: list[str], numeric: list[str], domains) -> None:
-        from data_contracts.domains import Domains
+        from impactflow.data_contracts.domains import Domains
 
         domains = domains if domains is not None else Domains(contract="(none: roles without a contract)")
         self.contract = domains.contract

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.base import Family, Roles, check_param
+from impactflow.models.base import Family, Roles, check_param
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -281,7 +281,7 @@ def audit_extras(predictor, split, roles: Roles) -> dict[str, Any]:
     and, when the dataset has them, counterfactual twins of the test texts."""
     import pandas as pd
 
-    from data_contracts.jigsaw import identity_terms, madlibs_template_set
+    from impactflow.data_contracts.jigsaw import identity_terms, madlibs_template_set
 
     column = roles.extra.get("text") or roles.features[0]
 

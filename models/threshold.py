@@ -98,7 +98,7 @@ def apply_decision(fitted, split, roles, decision: dict | None, *, private: bool
         return fitted
     y_val = score_val = None
     if (decision or {}).get("costs") and not private:
-        from models.base import targets
+        from impactflow.models.base import targets
 
         y_val = targets(split.validation, roles).astype(int)
         score_val = fitted.predictor.predict(split.validation)
@@ -107,7 +107,7 @@ def apply_decision(fitted, split, roles, decision: dict | None, *, private: bool
     training = {**fitted.training, "decision": record}
     dp = training.get("dp") or {}
     if dp.get("enabled") and record["threshold"] != DEFAULT_THRESHOLD:
-        from models.dp_claim import decision_rule
+        from impactflow.models.dp_claim import decision_rule
 
         old = f"fixed at {DEFAULT_THRESHOLD:g}"
         training["dp"] = {**dp, "preprocessing": {**(dp.get("preprocessing") or {}),

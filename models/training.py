@@ -4,7 +4,7 @@
 - Device: CUDA with bf16 autocast when present and not private, else CPU (``select_device``).
 - DP: Opacus ``PrivacyEngine`` with Poisson sampling and the fast gradient-clipping
   ("ghost") mode by default, its clipped gradients computed in one backward pass by
-  ``models.dp_bookkeeping`` where the model allows (Linear/Embedding/LayerNorm layers);
+  ``impactflow.models.dp_bookkeeping`` where the model allows (Linear/Embedding/LayerNorm layers);
   the accountant's epsilon is computed after training from the run's own step history
   (PRV by default; RDP computed alongside from the same history) and is never read from a
   file. Only the noise search for a ``target_epsilon`` is memoised on disk
@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from data_contracts.errors import ConfigError
+from impactflow.data_contracts.errors import ConfigError
 
 DELTA_TOO_LARGE = (
     "privacy.delta={delta} must be smaller than 1/n_train = {bound:.3g} "
@@ -198,7 +198,7 @@ def _embedding_norm_sample(layer, activations, backprops):
     (``privacy.clipping: opacus``, or a model book-keeping does not support)."""
     import torch
 
-    from models.dp_bookkeeping import embedding_sq_norms
+    from impactflow.models.dp_bookkeeping import embedding_sq_norms
 
     ids = activations[0]
     ids = ids.reshape(ids.shape[0], -1)
@@ -234,7 +234,7 @@ def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings,
     notes: dict[str, Any] = {"clipping": "opacus"}
     use_bk = False
     if ghost and privacy.clipping == "bookkeeping":
-        from models.dp_bookkeeping import unsupported_reason
+        from impactflow.models.dp_bookkeeping import unsupported_reason
 
         reason = unsupported_reason(model)
         use_bk = reason is None
@@ -268,7 +268,7 @@ def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings,
         model, optimizer, loader = wrapped
     clipper = None
     if use_bk:
-        from models.dp_bookkeeping import BookkeepingClipper, with_fresh_grads
+        from impactflow.models.dp_bookkeeping import BookkeepingClipper, with_fresh_grads
 
         model = model.to_standard_module()  # Opacus's hooks off: the clipper computes what they would have
         clipper = BookkeepingClipper(model, privacy.max_grad_norm)
@@ -443,7 +443,7 @@ def train_torch(
     """Train ``model`` with Adam and early stopping; optionally with DP-SGD (Opacus)."""
     import torch
 
-    from models.base import seed_everything
+    from impactflow.models.base import seed_everything
 
     seed_everything(settings.seed)
     torch.set_num_threads(cpu_threads(settings.threads))

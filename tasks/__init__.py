@@ -1,7 +1,7 @@
 """Thin Prefect tasks over the pure functions of models/, audits/ and data_contracts/."""
 from __future__ import annotations
 
-from data_contracts.errors import ImpactflowError
+from impactflow.data_contracts.errors import ImpactflowError
 
 
 def retry_io_only(task, task_run, state) -> bool:

@@ -6,7 +6,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks import progress
+from impactflow.tasks import progress
 
 
 @task(name="audit-model", cache_policy=NONE)
@@ -14,11 +14,11 @@ def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict
                 privacy_attacks: dict | None = None) -> dict[str, Any]:
     """The family's audits (performance, fairness, privacy, ...) of one model: findings, never exceptions.
     ``privacy_attacks`` (LiRA / canary outputs from tasks/privacy.py) adds the privacy_lira/privacy_canary audits."""
-    from audits import REPORT_AUDITS, AuditInputs, run_audits
-    from audits.fairness import favourable_extra
-    from data_contracts import get_contract
-    from models import get_family
-    from tasks.train import roles_for
+    from impactflow.audits import REPORT_AUDITS, AuditInputs, run_audits
+    from impactflow.audits.fairness import favourable_extra
+    from impactflow.data_contracts import get_contract
+    from impactflow.models import get_family
+    from impactflow.tasks.train import roles_for
 
     progress.stage(f"audit {fitted.name}")
     contract = get_contract(contract_name)
@@ -26,7 +26,7 @@ def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict
     roles = roles_for(contract, family.task, False)
     extra = family.audit_extras(fitted.predictor, split, roles) if family.audit_extras else {}
     if family.task == "binary":  # the mitigation audit fits its post-processor on validation scores
-        from models.base import targets
+        from impactflow.models.base import targets
 
         extra = {**(extra or {}), "validation": {"y_true": targets(split.validation, roles),
                                                  "y_score": fitted.predictor.predict(split.validation),

@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks import progress, tracking
+from impactflow.tasks import progress, tracking
 
 AUDIT_ONLY_THRESHOLDS_EXTRA = "calibration_by_group"
 DISTINCT_DECISIONS = "fairness/distinct_decisions"
@@ -19,8 +19,8 @@ def load_predictions(path: str, label: str, score: str | None, prediction: str |
                      sensitive: list[str], keep_all: bool = False) -> tuple[Any, dict]:
     """Read the table, check the named columns exist, hash the file. ``keep_all``: keep every
     column (a model scores the rows: ``score_with_model``), else only the named ones."""
-    from data_contracts.files import file_sha256
-    from data_contracts.predictions import read_table, require_columns, sensitive_as_text
+    from impactflow.data_contracts.files import file_sha256
+    from impactflow.data_contracts.predictions import read_table, require_columns, sensitive_as_text
 
     progress.stage("load predictions table")
     df = read_table(path)
@@ -46,8 +46,8 @@ def check_predictions(df, path: str, label: str, score: str | None, prediction: 
                       sensitive: list[str], positive_label: str | None, min_group_size: int,
                       run_dir: str) -> tuple[Any, Any]:
     """Build the GX suite from the arguments, write it into the run folder, validate (Data Docs)."""
-    from data_contracts.predictions import label_values, predictions_contract, predictions_suite, write_suite
-    from data_contracts.validation import validate
+    from impactflow.data_contracts.predictions import label_values, predictions_contract, predictions_suite, write_suite
+    from impactflow.data_contracts.validation import validate
 
     progress.stage("validate (Great Expectations)")
     label_set, positive = label_values(df, label, positive_label)
@@ -87,11 +87,11 @@ MODEL_SCORE = "model_score"  # the column --model's scores are put in
 @task(name="score-with-model", cache_policy=NONE)
 def score_with_model(df, model_uri: str, tracking_uri: str, path: str) -> tuple[Any, float, str]:
     """``--model models:/NAME/VERSION`` (or ``runs:/…``): load the MLflow model impactflow logged
-    (``tasks.pyfunc.load_model``), score every row of the table, and return (the table with the
+    (``impactflow.tasks.pyfunc.load_model``), score every row of the table, and return (the table with the
     scores in ``MODEL_SCORE``, the model's own decision threshold, its description). Binary models
     only: their pyfunc output has a ``score`` column."""
-    from data_contracts.errors import ConfigError, DataError
-    from tasks.pyfunc import load_model
+    from impactflow.data_contracts.errors import ConfigError, DataError
+    from impactflow.tasks.pyfunc import load_model
 
     progress.stage("score with the model")
     with tracking.using_tracking_uri(tracking_uri):
@@ -119,16 +119,16 @@ def score_with_model(df, model_uri: str, tracking_uri: str, path: str) -> tuple[
 def load_with_contract(contract_ref: str, path: str, score: str | None, prediction: str | None) -> tuple[Any, Any, dict]:
     """``--contract``: read the decision log as the contract says (format, NA tokens, derived
     columns); returns (the whole frame, the contract, the data info)."""
-    from data_contracts import get_contract, load_dataset
-    from data_contracts.files import file_sha256
-    from data_contracts.predictions import require_columns
+    from impactflow.data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts.files import file_sha256
+    from impactflow.data_contracts.predictions import require_columns
 
     progress.stage("load decision log (contract)")
     contract = get_contract(contract_ref)
     df = load_dataset(contract, [path])
     require_columns(df, [c for c in (contract.target, score, prediction) if c], path)
     sha = file_sha256(Path(path))
-    from tasks.data import contract_file
+    from impactflow.tasks.data import contract_file
 
     info = {"contract": contract.name, "contract_file": contract_file(contract),
             "files": [{"path": str(path), "sha256": sha}], "dataset_sha256": sha,
@@ -144,8 +144,8 @@ def check_with_contract(df, contract, path: str, label: str, score: str | None, 
     whole frame the contract describes (Data Docs in the run folder)."""
     from dataclasses import replace
 
-    from data_contracts.predictions import label_values, predictions_suite, sensitive_as_text, write_suite
-    from data_contracts.validation import load_suite, validate
+    from impactflow.data_contracts.predictions import label_values, predictions_suite, sensitive_as_text, write_suite
+    from impactflow.data_contracts.validation import load_suite, validate
 
     progress.stage("validate (Great Expectations)")
     label_set, positive = label_values(df, label, positive_label)
@@ -176,7 +176,7 @@ def parse_intersections(value: str | None, sensitive: list[str]) -> list[list[st
     """``--intersections``: None (not given: every sensitive column combined, as before), ``none``
     (no intersection) or ``a+b;c+d`` / ``a,b;c,d`` (these combinations). ConfigError naming the
     column that is not one of ``--sensitive``."""
-    from data_contracts.errors import ConfigError
+    from impactflow.data_contracts.errors import ConfigError
 
     if value is None:
         return None
@@ -199,13 +199,13 @@ def parse_intersections(value: str | None, sensitive: list[str]) -> list[list[st
 
 def read_intended_use(path: str | None) -> dict | None:
     """``--intended-use FILE``: a YAML (or JSON) mapping of the report's intended-use fields
-    (``audits.sections.USE_FIELDS``); ConfigError with the file and key otherwise."""
+    (``impactflow.audits.sections.USE_FIELDS``); ConfigError with the file and key otherwise."""
     if path is None:
         return None
     import yaml
 
-    from audits.sections import USE_FIELDS
-    from data_contracts.errors import ConfigError
+    from impactflow.audits.sections import USE_FIELDS
+    from impactflow.data_contracts.errors import ConfigError
 
     p = Path(path)
     try:
@@ -245,12 +245,12 @@ def audit_predictions(df, label: str, score: str | None, prediction: str | None,
                       positive: Any, threshold: float, thresholds: dict, favourable: Any = None,
                       settings: dict | None = None) -> dict:
     """Fairness on the hard predictions; performance and calibration by group when scores are given.
-    Every configured gate is accounted for as in a pipeline run (``audits.gating``): an audit that
+    Every configured gate is accounted for as in a pipeline run (``impactflow.audits.gating``): an audit that
     raises, or a performance gate set without ``--score``, leaves its gates not measured. A model
     that gives everyone the same decision fails ``fairness/distinct_decisions`` (``decisions_gate``)."""
-    from audits import AUDIT_ONLY_THRESHOLDS as known, fairness_audit, performance_audit
-    from audits.calibration import calibration_group_audit
-    from audits.gating import audited, not_run
+    from impactflow.audits import AUDIT_ONLY_THRESHOLDS as known, fairness_audit, performance_audit
+    from impactflow.audits.calibration import calibration_group_audit
+    from impactflow.audits.gating import audited, not_run
 
     progress.stage("audit predictions")
     inputs = audit_inputs(df, label, score, prediction, sensitive, positive, threshold, favourable)
@@ -280,8 +280,8 @@ def decisions_gate(inputs) -> Any:
     run fails instead. Value: the number of distinct decisions (1 or 2), threshold ``>= 2``."""
     import numpy as np
 
-    from audits import Gate
-    from audits.results import Status
+    from impactflow.audits import Gate
+    from impactflow.audits.results import Status
 
     decisions = np.asarray(inputs.y_score, dtype=float) >= inputs.decision_threshold
     values = np.unique(decisions)
@@ -299,16 +299,16 @@ def with_gate(result, gate) -> Any:
     """``result`` with one more gate, its status recomputed (``overall_status``)."""
     from dataclasses import replace
 
-    from audits.results import overall_status
+    from impactflow.audits.results import overall_status
 
     gates = [*result.gates, gate]
     return replace(result, gates=gates, status=overall_status(gates))
 
 
 def audit_inputs(df, label, score, prediction, sensitive, positive, threshold, favourable=None):
-    from audits import AuditInputs
-    from audits.fairness import favourable_extra
-    from data_contracts.predictions import binarize
+    from impactflow.audits import AuditInputs
+    from impactflow.audits.fairness import favourable_extra
+    from impactflow.data_contracts.predictions import binarize
 
     y_true = binarize(df[label], positive).to_numpy()
     if score:
@@ -327,7 +327,7 @@ def log_audits(ctx: dict, model_name: str, audits: dict, run_dir: str) -> None:
     for result in audits.values():
         metrics.update(result.metrics)
     tracking.log_metrics(ctx["uri"], ctx["parent_run_id"], metrics)
-    from data_contracts.names import safe_name
+    from impactflow.data_contracts.names import safe_name
 
     out = Path(run_dir) / "models" / safe_name(model_name, "--model-name")  # a folder of the run, never above it
     out.mkdir(parents=True, exist_ok=True)

@@ -8,13 +8,13 @@ from typing import Any, Callable
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks import progress, retry_io_only
+from impactflow.tasks import progress, retry_io_only
 
 
 def contract_file(contract) -> dict | None:
     """``{"path", "sha256"}`` of the contract.yaml the data was read and validated by (None for a
     contract built in code): the report names the exact contract a reviewer can re-check."""
-    from data_contracts.files import file_sha256
+    from impactflow.data_contracts.files import file_sha256
 
     path = getattr(contract, "contract_path", None)
     if path is None or not Path(path).is_file():
@@ -25,8 +25,8 @@ def contract_file(contract) -> dict | None:
 @task(name="load-data", cache_policy=NONE, retries=1, retry_delay_seconds=1, retry_condition_fn=retry_io_only)
 def load_data(contract_name: str, paths: list[str] | None, sample: int | None, seed: int) -> tuple[Any, dict]:
     """Read the dataset's files through its contract's loader and hash them."""
-    from data_contracts import get_contract, load_dataset
-    from data_contracts.files import file_sha256, sha256_files
+    from impactflow.data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts.files import file_sha256, sha256_files
 
     progress.stage("load data")
     contract = get_contract(contract_name)
@@ -54,7 +54,7 @@ def load_data(contract_name: str, paths: list[str] | None, sample: int | None, s
 def validate_data(df, contract_name: str, docs_dir: str, reuse_dir: str | None = None) -> Any:
     """Validate the frame against the contract's GX suite; build Data Docs HTML. With
     ``reuse_dir``, an identical frame's earlier passing result is reused from there, and a new
-    passing result is kept there (``data_contracts.validation_cache``)."""
+    passing result is kept there (``impactflow.data_contracts.validation_cache``)."""
     return start_validation(df, contract_name, docs_dir, reuse_dir, concurrent=False).result()
 
 
@@ -98,15 +98,15 @@ def start_validation(df, contract_name: str, docs_dir: str, reuse_dir: str | Non
                      concurrent: bool) -> PendingValidation:
     """Start validating ``df`` against its contract (see ``validate_data``).
 
-    ``concurrent``: validate in a forked child process (``tasks.forked``) and return at once, so
+    ``concurrent``: validate in a forked child process (``impactflow.tasks.forked``) and return at once, so
     that the flow can train meanwhile; the caller must take ``result()`` before it keeps, logs,
     registers or reports anything trained, and stop training on ``stop_reason()``. Not a Prefect
     task: the fork must happen in the flow's own thread. A passing result reused from
     ``reuse_dir`` is looked up here, in this process, either way. Otherwise (``concurrent``
     false) nothing runs until ``result()`` is called."""
-    from data_contracts import get_contract
-    from data_contracts import validation_cache as cache
-    from data_contracts.validation import validate
+    from impactflow.data_contracts import get_contract
+    from impactflow.data_contracts import validation_cache as cache
+    from impactflow.data_contracts.validation import validate
 
     contract = get_contract(contract_name)
     key = cache.frame_key(df, contract) if reuse_dir else None
@@ -128,7 +128,7 @@ def start_validation(df, contract_name: str, docs_dir: str, reuse_dir: str | Non
             return run()
 
         return PendingValidation(run=staged)
-    from tasks.forked import fork_call
+    from impactflow.tasks.forked import fork_call
 
     def beside_training(started_at: str) -> Any:  # in the child
         report = run()
@@ -158,9 +158,9 @@ def _now() -> str:
 @task(name="split-data", cache_policy=NONE)
 def split_data(df, contract_name: str, family_name: str, validation: float, test: float, seed: int) -> Any:
     """Seeded train/validation/test split stratified by label x groups (or the official test set)."""
-    from data_contracts import get_contract
-    from models import get_family
-    from models.data import split_frame
+    from impactflow.data_contracts import get_contract
+    from impactflow.models import get_family
+    from impactflow.models.data import split_frame
 
     contract = get_contract(contract_name)
     classes = get_family(family_name).task != "rating"

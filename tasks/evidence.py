@@ -14,7 +14,7 @@ Two stages, because a report cannot contain the hash of a statement that covers 
    the statement's SHA-256 and the signer's key id.
 
 ``register_model`` tags each registry version with its model's digest (``MODEL_DIGEST_TAG``),
-the same ``audits.evidence.model_digest`` the statement binds to ``models:/<name>/<version>``;
+the same ``impactflow.audits.evidence.model_digest`` the statement binds to ``models:/<name>/<version>``;
 ``check_models`` re-hashes the child runs' models and the registered versions when a run is
 verified by its MLflow run id.
 """
@@ -26,8 +26,8 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from data_contracts.errors import ImpactflowError
-from tasks import progress, tracking
+from impactflow.data_contracts.errors import ImpactflowError
+from impactflow.tasks import progress, tracking
 
 REPORT_SHA_TAG = "impactflow.report_sha256"
 MANIFEST_SHA_TAG = "impactflow.manifest_sha256"
@@ -72,7 +72,7 @@ def integrity_cover(signer: dict, evidence_sha256: str, previous: str | None, ru
 
 def _signing_key():
     """The signing key with its owner label; creates it on first use and says so."""
-    from audits import evidence
+    from impactflow.audits import evidence
 
     key, created = evidence.ensure_signing_key()
     info = evidence.key_info()
@@ -85,7 +85,7 @@ def _signing_key():
 @task(name="prepare-evidence", cache_policy=NONE, retries=2, retry_delay_seconds=2)
 def prepare_evidence(ctx: dict, run_dir: str) -> dict:
     """Hash the report's inputs into evidence.json; return the report's integrity cover."""
-    from audits import evidence
+    from impactflow.audits import evidence
 
     progress.stage("hash evidence")
     key, owner = _signing_key()
@@ -104,7 +104,7 @@ def model_files(uri: str, artifact_uri: str) -> dict | None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from audits import evidence
+    from impactflow.audits import evidence
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="impactflow-model-") as tmp:
@@ -123,7 +123,7 @@ def _run_model_ids(client, run_id: str) -> list[str]:
 
 def run_model_digest(uri: str, run_id: str) -> str | None:
     """``model_digest`` of the (last) model logged by a run; None if it logged none."""
-    from audits import evidence
+    from impactflow.audits import evidence
 
     client = tracking._client(uri)
     ids = _run_model_ids(client, run_id)
@@ -142,7 +142,7 @@ def logged_models(uri: str, records: list[dict]) -> list[dict]:
         for mid in ids:  # none for a model the audit-only flow did not train
             files = model_files(uri, client.get_logged_model(mid).artifact_location)
             if not files:
-                from data_contracts.errors import DataError
+                from impactflow.data_contracts.errors import DataError
 
                 raise DataError(f"model {rec.get('name')}: the files of MLflow model {mid} cannot be read to sign them")
             reg = rec.get("registry") or None
@@ -158,7 +158,7 @@ def sign_run(ctx: dict, run_dir: str, integrity: dict | None = None) -> dict:
     it to the parent run; tag hashes."""
     import json
 
-    from audits import evidence
+    from impactflow.audits import evidence
 
     progress.stage("sign evidence")
     root = Path(run_dir)
@@ -186,7 +186,7 @@ def check_models(uri: str, models: list[dict]) -> list[str]:
     per difference (empty: every model is as signed)."""
     from mlflow.exceptions import MlflowException
 
-    from audits import evidence
+    from impactflow.audits import evidence
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = tracking._client(uri)
@@ -228,7 +228,7 @@ def _existing_run_client(uri: str, run_id: str):
     """An MLflow client for ``uri`` after checking the run exists (DataError naming it if not)."""
     from mlflow.exceptions import MlflowException
 
-    from data_contracts.errors import DataError
+    from impactflow.data_contracts.errors import DataError
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stdout stays the verdict
     client = tracking._client(uri)
@@ -252,7 +252,7 @@ def download_run_artifacts(uri: str, run_id: str, dst: Path) -> Path:
 
 
 def tracking_uri_for_humans(uri: str) -> str:
-    from audits.report import redact_uri
+    from impactflow.audits.report import redact_uri
 
     return redact_uri(uri)
 
@@ -263,7 +263,7 @@ def download_report(uri: str, run_id: str, dst: Path) -> dict:
 
     from mlflow.exceptions import MlflowException
 
-    from data_contracts.errors import DataError
+    from impactflow.data_contracts.errors import DataError
 
     client = _existing_run_client(uri, run_id)
     dst.mkdir(parents=True, exist_ok=True)

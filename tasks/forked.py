@@ -1,6 +1,6 @@
 """Run one function in a forked child process while the caller goes on (``fork_call``).
 
-Used by the pipeline to validate the data contract beside training (``tasks.data.start_validation``):
+Used by the pipeline to validate the data contract beside training (``impactflow.tasks.data.start_validation``):
 GX validation is single-threaded Python, so on a machine with a spare core it costs no wall time
 when it runs in another process. ``fork()`` shares the loaded frame without copying or pickling it;
 only the result comes back, pickled, through a pipe.

@@ -1,13 +1,13 @@
 """Privacy bookkeeping tasks: the privacy-budget ledger (reserve before training, finalise after)
 and the k-anonymity of the contract's quasi-identifiers. Storage and arithmetic live in
-``tasks.ledger_store`` (no Prefect, so it is cheap to import from the CLI and worker processes).
+``impactflow.tasks.ledger_store`` (no Prefect, so it is cheap to import from the CLI and worker processes).
 """
 from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks.ledger_store import (BudgetExceeded, Ledger, NON_PRIVATE_RUN, report_view, ledger_url,
+from impactflow.tasks.ledger_store import (BudgetExceeded, Ledger, NON_PRIVATE_RUN, report_view, ledger_url,
                                 planned_models)
 
 __all__ = ["reserve_budget", "finalize_budget", "log_budget", "anonymity", "BudgetExceeded"]
@@ -18,7 +18,7 @@ def reserve_budget(privacy: dict, family_name: str, baselines: list[str], data_i
                    output_dir: str, canaries: int = 0, reference_models: int = 0) -> dict:
     """Check the dataset's budget and record this run's models (with the privacy audit's canary
     and reference models) in the ledger, before training."""
-    from models import get_family
+    from impactflow.models import get_family
 
     models = planned_models(privacy, get_family(family_name).model_name, baselines, canaries, reference_models)
     sha, budget = data_info["dataset_sha256"], privacy.get("budget_epsilon")
@@ -61,7 +61,7 @@ def finalize_budget(reservation: dict, dp: dict, audit_epsilons: list | tuple = 
 @task(name="log-privacy-bookkeeping", cache_policy=NONE, retries=2, retry_delay_seconds=2)
 def log_budget(ctx: dict, budget: dict | None, anonymity: dict | None) -> None:
     """``privacy/budget_spent``, ``privacy/budget_remaining`` and ``data/k_anonymity`` on the parent run."""
-    from tasks import tracking
+    from impactflow.tasks import tracking
 
     metrics: dict[str, float] = {}
     if budget is not None:
@@ -79,8 +79,8 @@ def log_budget(ctx: dict, budget: dict | None, anonymity: dict | None) -> None:
 @task(name="k-anonymity", cache_policy=NONE)
 def anonymity(df, contract_name: str, min_k: int) -> dict | None:
     """k-anonymity / l-diversity of the contract's declared quasi-identifiers (None if none)."""
-    from audits.anonymity import k_anonymity
-    from data_contracts import get_contract
+    from impactflow.audits.anonymity import k_anonymity
+    from impactflow.data_contracts import get_contract
 
     contract = get_contract(contract_name)
     if not contract.quasi_identifiers:

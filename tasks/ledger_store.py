@@ -25,7 +25,7 @@ Stale reservations (issue 28): each entry records its owner process (``owner``:
 ``<host>/<pid>/<process start>``, as MLflow's parent run tags). A ``reserved`` entry whose owner
 is gone is *stale*: ``impactflow budget`` shows it as ``reserved (stale: owner gone)``, and
 ``impactflow reconcile`` lists it. It keeps counting unless its run provably released nothing
-(``tasks.reconcile.stale_reservations``: MLflow parent run ended without any child run); then it
+(``impactflow.tasks.reconcile.stale_reservations``: MLflow parent run ended without any child run); then it
 becomes ``released`` and no longer counts. A privacy loss cannot be undone once a model trained
 on the data may have been released, hence the default of counting. Entries written before the
 ``owner`` column existed have no owner and are never called stale.
@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from data_contracts.errors import ConfigError
+from impactflow.data_contracts.errors import ConfigError
 
 LEDGER_ENV = "IMPACTFLOW_LEDGER_URL"
 LEDGER_FILE = "privacy_ledger.db"
@@ -123,10 +123,10 @@ def ledger_url(output_dir: str | Path, url: str | None = None) -> str:
 
 def _private_sqlite(url: str) -> None:
     """A SQLite ledger file is created 0600, and an existing one readable by others gets one
-    ``warning:`` line (``audits.file_modes``): it lists every dataset's spending and runs."""
+    ``warning:`` line (``impactflow.audits.file_modes``): it lists every dataset's spending and runs."""
     from sqlalchemy.engine import make_url
 
-    from audits.file_modes import create_private, warn_if_shared
+    from impactflow.audits.file_modes import create_private, warn_if_shared
 
     database = make_url(url).database
     if not database or database == ":memory:" or database.startswith("file:"):
@@ -310,7 +310,7 @@ class Ledger:
 
 def owner_string() -> str:
     """This process as a ledger entry's owner: ``<host>/<pid>/<process start>``."""
-    from tasks.reconcile import HOST_TAG, PID_START_TAG, PID_TAG, owner_tags
+    from impactflow.tasks.reconcile import HOST_TAG, PID_START_TAG, PID_TAG, owner_tags
 
     t = owner_tags()
     return f"{t[HOST_TAG]}/{t[PID_TAG]}/{t[PID_START_TAG]}"
@@ -318,8 +318,8 @@ def owner_string() -> str:
 
 def owner_gone(owner: str | None, stale_after_s: float | None = None) -> bool:
     """Whether an entry's owner process is gone (False when unknown: old entries, other hosts
-    within ``stale_after_s``, default ``tasks.reconcile.DEFAULT_STALE_AFTER_S``)."""
-    from tasks.reconcile import DEFAULT_STALE_AFTER_S, HOST_TAG, PID_START_TAG, PID_TAG, owner_alive
+    within ``stale_after_s``, default ``impactflow.tasks.reconcile.DEFAULT_STALE_AFTER_S``)."""
+    from impactflow.tasks.reconcile import DEFAULT_STALE_AFTER_S, HOST_TAG, PID_START_TAG, PID_TAG, owner_alive
 
     parts = (owner or "").rsplit("/", 2)
     if len(parts) != 3:

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks import progress, retry_io_only, tracking
+from impactflow.tasks import progress, retry_io_only, tracking
 
 GATES_TAG = "impactflow.gates"
 
@@ -21,7 +21,7 @@ GATES_TAG = "impactflow.gates"
 @task(name="start-tracking", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_io_only)
 def start_tracking(config: dict, preset: str, experiment: str, output_dir: str, run_name: str, tags: dict) -> dict:
     """Create (or reuse) the experiment and open the parent run of this pipeline run."""
-    from tasks.reconcile import owner_tags, reconcile_at_start
+    from impactflow.tasks.reconcile import owner_tags, reconcile_at_start
 
     out = Path(output_dir)
     uri = tracking.tracking_uri(out)
@@ -60,7 +60,7 @@ def log_data(ctx: dict, df, data_info: dict, validation: dict, docs_dir: str | N
 @task(name="log-model-run", cache_policy=NONE, retries=2, retry_delay_seconds=2)
 def log_model_run(ctx: dict, fitted, audits: dict, test_frame, tags: dict, work_dir: str) -> str:
     """One child run per model: params, metrics, history, model (pyfunc), audit JSON, tags."""
-    from tasks.registry import gate_tags
+    from impactflow.tasks.registry import gate_tags
 
     uri = ctx["uri"]
     run_tags = {**tags, "impactflow.model": fitted.name, "impactflow.kind": fitted.kind,
@@ -93,7 +93,7 @@ def _log_model_run(ctx: dict, child: str, fitted, audits: dict, test_frame, work
     # the model before the metrics: they are then linked to its LoggedModel in the same write
     # (see tracking.log_model)
     features = fitted.predictor.features
-    from audits.disclosure import synthetic_example  # no raw rows beside the model
+    from impactflow.audits.disclosure import synthetic_example  # no raw rows beside the model
 
     model_id = tracking.log_model(uri, child, fitted.predictor, synthetic_example(test_frame[features]))
     metrics: dict[str, Any] = {}
@@ -109,7 +109,7 @@ def _log_model_run(ctx: dict, child: str, fitted, audits: dict, test_frame, work
     out = Path(work_dir) / fitted.name
     out.mkdir(parents=True, exist_ok=True)
     audit_json = out / "audits.json"
-    from audits.disclosure import DEFAULT_MIN_CELL_SIZE, suppress_small_cells
+    from impactflow.audits.disclosure import DEFAULT_MIN_CELL_SIZE, suppress_small_cells
 
     shown = suppress_small_cells({k: v.to_dict() for k, v in audits.items()},
                                  ctx.get("min_cell_size", DEFAULT_MIN_CELL_SIZE))

@@ -11,17 +11,17 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from models.base import roles_for
-from tasks import progress
+from impactflow.models.base import roles_for
+from impactflow.tasks import progress
 
 #: canaries used by a DP run when ``privacy_audit.canaries`` is left unset (None)
 DP_DEFAULT_CANARIES = 500
 
 
 def _setup(contract_name: str, family_name: str, exclude_sensitive: bool, privacy_cfg: dict):
-    from data_contracts import get_contract
-    from models import get_family
-    from models.training import PrivacySettings, raise_if_stopped
+    from impactflow.data_contracts import get_contract
+    from impactflow.models import get_family
+    from impactflow.models.training import PrivacySettings, raise_if_stopped
 
     raise_if_stopped()
     family = get_family(family_name)
@@ -33,7 +33,7 @@ def _setup(contract_name: str, family_name: str, exclude_sensitive: bool, privac
 def train_reference(split, contract_name: str, family_name: str, params: dict, train_cfg: dict,
                     privacy_cfg: dict, exclude_sensitive: bool, k: int, n_audit: int, seed: int) -> dict:
     """Train LiRA reference model k on a random half of the non-audited training rows; its φ on the audited rows."""
-    from models.privacy_attack import train_reference_model
+    from impactflow.models.privacy_attack import train_reference_model
 
     family, roles, privacy = _setup(contract_name, family_name, exclude_sensitive, privacy_cfg)
     progress.stage(f"train LiRA reference model {k}")
@@ -45,7 +45,7 @@ def train_reference(split, contract_name: str, family_name: str, params: dict, t
 def canary_training(split, contract_name: str, family_name: str, params: dict, train_cfg: dict,
                     privacy_cfg: dict, exclude_sensitive: bool, m: int, guess_fraction: float, seed: int) -> dict:
     """One training run with m canaries each included with probability 1/2; the canaries' scores."""
-    from models.privacy_attack import canary_run
+    from impactflow.models.privacy_attack import canary_run
 
     family, roles, privacy = _setup(contract_name, family_name, exclude_sensitive, privacy_cfg)
     progress.stage(f"train canary-audit model ({m} canaries)")
@@ -57,14 +57,14 @@ def canary_training(split, contract_name: str, family_name: str, params: dict, t
 def lira_target_inputs(fitted, split, contract_name: str, family_name: str, exclude_sensitive: bool,
                        references: list, n_audit: int, seed: int) -> dict:
     """The audited model's φ on the audited rows, next to the reference models' φ."""
-    from models.privacy_attack import lira_inputs
+    from impactflow.models.privacy_attack import lira_inputs
 
     family, roles, _ = _setup(contract_name, family_name, exclude_sensitive, {})
     return lira_inputs(fitted.predictor, split, roles, family.task, references, n_audit=n_audit, seed=seed)
 
 
 def _device(train_cfg: dict) -> str:
-    from models.base import select_device
+    from impactflow.models.base import select_device
 
     return select_device(train_cfg.get("device", "auto"))
 

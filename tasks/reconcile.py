@@ -20,9 +20,9 @@ and ``reconcile_at_start`` (the start of every pipeline run) also:
 - set the Prefect flow run (and its open task runs) of a dead owner to ``Crashed``, through
   Prefect's public client (``set_flow_run_state(..., force=True)``). The owner is read from the
   flow run's ``impactflow.owner=<host>/<pid>/<start>`` tag (``prefect_owner_tag``, set by
-  ``flows.pipeline.run_pipeline``) or, failing that, from the MLflow parent run that records
+  ``impactflow.flows.pipeline.run_pipeline``) or, failing that, from the MLflow parent run that records
   the flow run's id (``impactflow.prefect_flow_run_id``). Only when a Prefect API is reachable;
-- remove temporary files of atomic writes whose writer process is gone (``audits.atomic``);
+- remove temporary files of atomic writes whose writer process is gone (``impactflow.audits.atomic``);
 - list privacy-budget reservations whose owner is gone (stale), and release one only when its
   run provably released nothing (see ``stale_reservations``).
 """
@@ -261,7 +261,7 @@ def temp_roots(output_dir: str | Path) -> list[Path]:
 
 def remove_temp_files(output_dir: str | Path) -> list[Path]:
     """Remove the temporary files of atomic writes whose writer process is gone."""
-    from audits.atomic import remove_orphans
+    from impactflow.audits.atomic import remove_orphans
 
     removed: list[Path] = []
     for root in temp_roots(output_dir):
@@ -284,7 +284,7 @@ def stale_reservations(ledger_url: str, uri: str | None, *, release: bool = True
     of a trained model is logged (``log_model_run``), and the report, the canary and the LiRA
     results are written only after the child runs. Returns one dict per stale entry:
     ``entry_id, run_id, model, epsilon, owner, released, reason``."""
-    from tasks.ledger_store import Ledger
+    from impactflow.tasks.ledger_store import Ledger
 
     ledger = Ledger(ledger_url)
     try:
@@ -345,7 +345,7 @@ def mark_versions(uri: str) -> list[dict[str, Any]]:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from tasks.registry import CHAMPION, RUN_STATUS_TAG, version_runs
+    from impactflow.tasks.registry import CHAMPION, RUN_STATUS_TAG, version_runs
 
     client = MlflowClient(tracking_uri=uri)
     statuses: dict[str, str] = {}
@@ -384,7 +384,7 @@ def mark_versions(uri: str) -> list[dict[str, Any]]:
 def _ledger_url_if_any(output_dir: str | Path) -> str | None:
     """The ledger to look at: ``$IMPACTFLOW_LEDGER_URL``, else the runs folder's file if present
     (reconcile never creates a ledger)."""
-    from tasks.ledger_store import LEDGER_ENV, LEDGER_FILE, ledger_url
+    from impactflow.tasks.ledger_store import LEDGER_ENV, LEDGER_FILE, ledger_url
 
     if os.environ.get(LEDGER_ENV) or (Path(output_dir) / LEDGER_FILE).is_file():
         return ledger_url(output_dir)

@@ -11,7 +11,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks import progress, retry_io_only, tracking
+from impactflow.tasks import progress, retry_io_only, tracking
 
 CHAMPION = "champion"
 GATES_TAG = "impactflow.gates"
@@ -26,9 +26,9 @@ def registered_name(experiment: str, model: str) -> str:
 
 def gate_tags(audits: dict) -> dict[str, str]:
     """``impactflow.gates`` -- ``passed`` only when every gate was measured and passed,
-    ``failed`` when one failed, else ``incomplete`` (``audits.results.run_status``) -- plus one
+    ``failed`` when one failed, else ``incomplete`` (``impactflow.audits.results.run_status``) -- plus one
     ``gate.<name>`` tag per gate."""
-    from audits.results import checked_gate, run_status
+    from impactflow.audits.results import checked_gate, run_status
 
     gates = [checked_gate(g) for a in audits.values() for g in a.gates]
     status = run_status([g.status for g in gates])
@@ -49,7 +49,7 @@ def register_model(ctx: dict, model_name: str, child_run_id: str, audits: dict) 
     name = registered_name(ctx["experiment"], model_name)
     client = tracking._client(ctx["uri"])
     tags = gate_tags(audits)
-    from tasks.evidence import MODEL_DIGEST_TAG, run_model_digest
+    from impactflow.tasks.evidence import MODEL_DIGEST_TAG, run_model_digest
 
     # the model's digest (audits.evidence.model_digest of its files): the signed statement binds
     # this version to it, and `report verify RUN_ID` re-hashes the version's files against it
@@ -115,14 +115,14 @@ def unfinished_runs(client, mv) -> list[str]:
 
 def verify_run_evidence(uri: str, run_id: str, trust: dict):
     """``report verify RUN_ID``'s check of one run: its logged artifacts against the signed
-    statement (``audits.evidence.verify``) and every model it lists re-hashed from MLflow
-    (``tasks.evidence.check_models``). Returns the ``VerifyResult``; DataError when the run or
+    statement (``impactflow.audits.evidence.verify``) and every model it lists re-hashed from MLflow
+    (``impactflow.tasks.evidence.check_models``). Returns the ``VerifyResult``; DataError when the run or
     its statement is missing."""
     import tempfile
     from pathlib import Path
 
-    from audits import evidence
-    from tasks.evidence import check_models, download_run_artifacts
+    from impactflow.audits import evidence
+    from impactflow.tasks.evidence import check_models, download_run_artifacts
 
     with tempfile.TemporaryDirectory(prefix="impactflow-promote-") as tmp:
         folder = download_run_artifacts(uri, run_id, Path(tmp) / "run")
@@ -138,13 +138,13 @@ def promote(uri: str, name: str, version: str, trust: dict | None = None) -> str
     the version passed its gates; its child run and its parent run are FINISHED (not RUNNING,
     KILLED or FAILED); and the parent run's signed evidence verifies as ``report verify RUN_ID``
     would exit 0 -- intact (every file and model re-hashed) *and* signed by a trusted key
-    (``trust``: ``audits.evidence.trusted_keys()``; default your own key). An intact statement
+    (``trust``: ``impactflow.audits.evidence.trusted_keys()``; default your own key). An intact statement
     by a signer you do not trust is refused too: promoting is an approval, and the approval
     must rest on evidence you trust (add the signer with ``impactflow keys trust``)."""
     from mlflow.exceptions import MlflowException
 
-    from audits import evidence
-    from data_contracts.errors import ImpactflowError
+    from impactflow.audits import evidence
+    from impactflow.data_contracts.errors import ImpactflowError
 
     client = tracking._client(uri)
     try:

@@ -11,7 +11,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks import progress
+from impactflow.tasks import progress
 
 PACKAGES = ["impactflow", "torch", "scikit-learn", "fairlearn", "opacus", "mlflow", "prefect",
             "great-expectations", "pandas", "numpy", "pydantic"]
@@ -80,12 +80,12 @@ def model_record(fitted, audits: dict, mlflow_run_id: str) -> dict[str, Any]:
 def write_report(run: dict, data: dict, models: list[dict], prov: dict, config: dict, out_dir: str,
                  integrity: dict | None = None) -> dict:
     """Build the report document and write impact_report.{json,md,html} atomically."""
-    from audits.render import write_report as write
-    from audits.report import build_report
+    from impactflow.audits.render import write_report as write
+    from impactflow.audits.report import build_report
 
     progress.stage("write report")
-    from audits.disclosure import DEFAULT_MIN_CELL_SIZE, suppress_small_cells
-    from data_contracts.errors import OutputError
+    from impactflow.audits.disclosure import DEFAULT_MIN_CELL_SIZE, suppress_small_cells
+    from impactflow.data_contracts.errors import OutputError
 
     report = build_report(run=run, data=data, models=models, provenance=prov, config=config,
                           integrity=integrity)

@@ -38,7 +38,7 @@ def tracking_uri(output_dir: Path) -> str:
     if env:
         return env
     output_dir.mkdir(parents=True, exist_ok=True)
-    from audits.file_modes import create_private
+    from impactflow.audits.file_modes import create_private
 
     create_private(output_dir / "mlflow.db")  # 0600 before SQLite creates it 0644 (params, tags, URIs)
     return f"sqlite:///{(output_dir / 'mlflow.db').resolve()}"
@@ -120,7 +120,7 @@ def ensure_experiment(uri: str, name: str, output_dir: Path) -> str:
         if uri.startswith("sqlite:"):
             problem = moved_store(exp.artifact_location, output_dir, sqlite_path(uri))
             if problem:
-                from data_contracts.errors import ConfigError
+                from impactflow.data_contracts.errors import ConfigError
 
                 raise ConfigError(problem)
         return exp.experiment_id
@@ -345,7 +345,7 @@ def log_model(uri: str, run_id: str, predictor, input_example) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
-    from tasks.pyfunc import ImpactflowPyfunc
+    from impactflow.tasks.pyfunc import ImpactflowPyfunc
 
     model = ImpactflowPyfunc(predictor)
     output = model.predict(None, input_example)
@@ -418,7 +418,7 @@ UNREACHABLE = ("MLflow tracking server {uri} is unreachable ({reason}); nothing 
 
 def public_uri(uri: str) -> str:
     """``uri`` without credentials (``http://***@host``), for anything shown or logged."""
-    from audits.report import redact_uri
+    from impactflow.audits.report import redact_uri
 
     return redact_uri(uri)
 
@@ -431,7 +431,7 @@ def preflight(uri: str, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
     waiting) and buffering would hide a lost server until after training. An http(s) server is
     asked for ``/health`` (MLflow's liveness endpoint) with a short timeout; a database URI gets
     one cheap query. Raises ``TrackingError`` naming the URI without its credentials."""
-    from data_contracts.errors import TrackingError
+    from impactflow.data_contracts.errors import TrackingError
 
     if uri.startswith(("http://", "https://")):
         import requests

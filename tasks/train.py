@@ -9,8 +9,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from models.base import roles_for
-from tasks import progress
+from impactflow.models.base import roles_for
+from impactflow.tasks import progress
 
 
 @task(name="train-model", cache_policy=NONE)
@@ -19,11 +19,11 @@ def train_model(split, contract_name: str, family_name: str, params: dict, train
     """Fit the preprocessor on training rows and train the family's torch model (optionally DP).
     ``same_rows``: the run's other trainings on these rows (baselines, privacy-audit models),
     named in a DP model's ``training.dp.covers``."""
-    from data_contracts import get_contract
-    from models import get_family
-    from models.dp_claim import SameRows
-    from models.fit import fit_family_model
-    from models.training import PrivacySettings, raise_if_stopped
+    from impactflow.data_contracts import get_contract
+    from impactflow.models import get_family
+    from impactflow.models.dp_claim import SameRows
+    from impactflow.models.fit import fit_family_model
+    from impactflow.models.training import PrivacySettings, raise_if_stopped
 
     raise_if_stopped()
     contract = get_contract(contract_name)
@@ -43,10 +43,10 @@ def train_model(split, contract_name: str, family_name: str, params: dict, train
 def train_baseline(split, contract_name: str, family_name: str, baseline: str,
                    exclude_sensitive: bool, seed: int) -> Any:
     """Fit one scikit-learn baseline beside the torch model."""
-    from data_contracts import get_contract
-    from models import get_family
-    from models.fit import fit_baseline
-    from models.training import raise_if_stopped
+    from impactflow.data_contracts import get_contract
+    from impactflow.models import get_family
+    from impactflow.models.fit import fit_baseline
+    from impactflow.models.training import raise_if_stopped
 
     raise_if_stopped()  # a scikit-learn fit cannot be stopped once started
     progress.stage(f"train baseline {baseline}")
@@ -61,9 +61,9 @@ def decide_threshold(fitted, split, contract_name: str, family_name: str, exclud
                      decision: dict | None, private: bool) -> Any:
     """Set a binary model's decision threshold (``model.threshold``, or chosen from ``model.costs``
     on the validation split; ``models/threshold.py``) and record it in ``training["decision"]``."""
-    from data_contracts import get_contract
-    from models import get_family
-    from models.threshold import apply_decision
+    from impactflow.data_contracts import get_contract
+    from impactflow.models import get_family
+    from impactflow.models.threshold import apply_decision
 
     family = get_family(family_name)
     roles = roles_for(get_contract(contract_name), family.task, exclude_sensitive)
@@ -74,7 +74,7 @@ def decide_threshold(fitted, split, contract_name: str, family_name: str, exclud
 def _metered(fit, threads: int | None) -> Any:
     """Run ``fit`` and add the report's resource inputs to its training record: CPU cores it
     could use and, where RAPL counters are readable, the measured energy (audits/resources.py)."""
-    from audits.resources import rapl_joules, read_rapl_uj
+    from impactflow.audits.resources import rapl_joules, read_rapl_uj
 
     before = read_rapl_uj()
     fitted = fit()

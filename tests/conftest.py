@@ -61,18 +61,19 @@ def cli(prefect_api, tmp_path):
     """Run the installed ``impactflow`` CLI as a real process against the session's server."""
 
     def run(*args: str, uri: str | None = None, cwd: Path | None = None,
-            installed: Path | None = None) -> subprocess.CompletedProcess:
+            installed: Path | None = None, pythonpath: str | None = None) -> subprocess.CompletedProcess:
         """``installed``: a folder impactflow was pip-installed into (``pip install --target``):
-        its ``bin/impactflow`` runs, importing the project from that folder only."""
+        its ``bin/impactflow`` runs, importing the project from that folder only (``pythonpath``:
+        the whole PYTHONPATH to use instead, e.g. with other packages in front)."""
         # the CLI sees only the tracking store this call names: a URI left in the test process's
         # environment must not leak into it (`impactflow ui` would start a real server on it)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "MLFLOW_TRACKING_URI"}
         env["PREFECT_API_URL"] = prefect_api
         if uri:
             env["MLFLOW_TRACKING_URI"] = uri
-        command = [sys.executable, "-m", "flows.cli"]
+        command = [sys.executable, "-m", "impactflow.flows.cli"]
         if installed is not None:
-            env["PYTHONPATH"] = str(installed)
+            env["PYTHONPATH"] = pythonpath or str(installed)
             command = [str(installed / "bin" / "impactflow")]
         return subprocess.run(
             [*command, *args], cwd=cwd or tmp_path, env=env,

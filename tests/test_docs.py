@@ -120,7 +120,7 @@ def test_configuration_reference_is_generated_from_the_code():
 
 
 def test_configuration_reference_lists_every_config_key():
-    from flows.config import RunConfig
+    from impactflow.flows.config import RunConfig
 
     gen = _gen_config()
     page = gen.render()
@@ -138,7 +138,7 @@ def test_configuration_reference_lists_every_config_key():
 
 def test_comment_reader_attaches_comments_to_their_field():
     gen = _gen_config()
-    from flows.config import OrchestrationConfig, TrainConfig
+    from impactflow.flows.config import OrchestrationConfig, TrainConfig
 
     assert gen.class_comments(TrainConfig).own["threads"].startswith("torch CPU threads")
     orchestration = gen.class_comments(OrchestrationConfig)

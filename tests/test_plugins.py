@@ -20,15 +20,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_contracts.errors import ConfigError
+from impactflow.data_contracts.errors import ConfigError
 
 PLUGIN = Path(__file__).resolve().parent / "plugin_pkg"
 
 
 def _registries():
-    import audits
-    import data_contracts
-    import models
+    from impactflow import audits
+    from impactflow import data_contracts
+    from impactflow import models
 
     return models.FAMILIES, data_contracts.LOADERS, audits.AUDITS
 
@@ -102,8 +102,8 @@ def test_without_plugins_the_registries_hold_the_built_ins():
 
 
 def test_the_plugin_lands_in_the_same_dicts(plugin_site):
-    import audits as au
-    from models import FAMILIES, get_family
+    import impactflow.audits as au
+    from impactflow.models import FAMILIES, get_family
 
     assert FAMILIES["tiny_logit"] == "impactflow_test_plugin.family:FAMILY"
     assert "impactflow_test_plugin" not in sys.modules  # listed, not imported, until used
@@ -116,13 +116,13 @@ def test_the_plugin_lands_in_the_same_dicts(plugin_site):
 def test_the_plugin_family_is_selected_by_config_and_trains(plugin_site, tmp_path):
     """Config validation accepts the family, its hyperparameters and its audit's gate; the family
     trains and its model beats chance on held-out rows; the plugin audit runs and gates."""
-    from audits import AuditInputs, run_audits
-    from data_contracts import get_contract
-    from flows.config import load_config
-    from models import get_family
-    from models.base import roles_for
-    from models.data import Split
-    from models.fit import fit_family_model
+    from impactflow.audits import AuditInputs, run_audits
+    from impactflow.data_contracts import get_contract
+    from impactflow.flows.config import load_config
+    from impactflow.models import get_family
+    from impactflow.models.base import roles_for
+    from impactflow.models.data import Split
+    from impactflow.models.fit import fit_family_model
 
     df = _frame()
     data = tmp_path / "d.csv"
@@ -160,7 +160,7 @@ def test_the_plugin_family_is_selected_by_config_and_trains(plugin_site, tmp_pat
 
 
 def test_a_plugin_loader_reads_a_contract_s_files(plugin_site, tmp_path):
-    from data_contracts import LOADERS, get_contract, load_dataset
+    from impactflow.data_contracts import LOADERS, get_contract, load_dataset
 
     assert "pipe_table" in LOADERS
     (tmp_path / "t.txt").write_text("a|g|y\n1|u|p\n2|v|q\n")
@@ -174,7 +174,7 @@ def test_a_plugin_loader_reads_a_contract_s_files(plugin_site, tmp_path):
 def test_a_name_clash_is_one_line_on_every_look_up(tmp_path, on_path):
     on_path(make_site(tmp_path / "site", {"impactflow.families": {"tabular": "impactflow_test_plugin.family:FAMILY"}},
                       name="clashing-plugin", version="2.0"))
-    from models import FAMILIES
+    from impactflow.models import FAMILIES
 
     for _ in range(2):  # fails the same way again: nothing half-loaded
         with pytest.raises(ConfigError) as exc:
@@ -189,7 +189,7 @@ def test_two_plugins_with_one_name_clash(tmp_path, on_path):
                       name="first-plugin"))
     on_path(make_site(tmp_path / "s2", {"impactflow.audits": {"row_count": "impactflow_test_plugin.audit:row_count_audit"}},
                       name="second-plugin"))
-    import audits
+    from impactflow import audits
 
     with pytest.raises(ConfigError, match=r"'row_count' \(from (first|second)-plugin 0.1\) clashes with the plugin "
                                           r"\(from (first|second)-plugin 0.1\) audit"):
@@ -216,8 +216,8 @@ def test_two_plugins_with_one_name_clash(tmp_path, on_path):
 ])
 def test_a_broken_plugin_is_one_line(tmp_path, on_path, group, name, value, use, message):
     on_path(make_site(tmp_path / "site", {group: {name: value}}, name="broken-plugin"))
-    import audits
-    from models import get_family
+    from impactflow import audits
+    from impactflow.models import get_family
 
     with pytest.raises(ConfigError) as exc:
         if use == "family":
@@ -225,7 +225,7 @@ def test_a_broken_plugin_is_one_line(tmp_path, on_path, group, name, value, use,
         elif use == "audit":
             audits.AUDITS.get(name)
         else:
-            import data_contracts
+            from impactflow import data_contracts
 
             data_contracts.LOADERS.get(name)
     assert message in str(exc.value) and "\n" not in str(exc.value)

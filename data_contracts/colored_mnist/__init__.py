@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from data_contracts.mnist import load_mnist
+from impactflow.data_contracts.mnist import load_mnist
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,5 +85,5 @@ def colorize(df: pd.DataFrame, *, seed: int = COLOR_SEED, train_correlation: flo
 
 
 def load_colored_mnist(paths: Sequence[Path | str]) -> pd.DataFrame:
-    """The MNIST files (see ``data_contracts.mnist``), coloured by ``colorize``."""
+    """The MNIST files (see ``impactflow.data_contracts.mnist``), coloured by ``colorize``."""
     return colorize(load_mnist(paths))

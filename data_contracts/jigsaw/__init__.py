@@ -24,8 +24,8 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from data_contracts.errors import DataError
-from data_contracts.files import NO_ROWS, UNPARSABLE, _decode, parse_reason, read_bytes
+from impactflow.data_contracts.errors import DataError
+from impactflow.data_contracts.files import NO_ROWS, UNPARSABLE, _decode, parse_reason, read_bytes
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from data_contracts.errors import DataError
-from data_contracts.files import read_bytes
+from impactflow.data_contracts.errors import DataError
+from impactflow.data_contracts.files import read_bytes
 
 if TYPE_CHECKING:
     import pandas as pd

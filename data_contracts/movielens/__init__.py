@@ -17,9 +17,9 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from data_contracts.errors import DataError
-from data_contracts.files import read_bytes
-from data_contracts.ratings import join_ratings
+from impactflow.data_contracts.errors import DataError
+from impactflow.data_contracts.files import read_bytes
+from impactflow.data_contracts.ratings import join_ratings
 
 if TYPE_CHECKING:
     import pandas as pd

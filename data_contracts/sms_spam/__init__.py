@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from data_contracts.errors import DataError
-from data_contracts.files import NO_ROWS, _decode, read_bytes
+from impactflow.data_contracts.errors import DataError
+from impactflow.data_contracts.files import NO_ROWS, _decode, read_bytes
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -21,8 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from data_contracts.errors import DataError
-from data_contracts.ratings import RATING_COLUMNS, join_ratings
+from impactflow.data_contracts.errors import DataError
+from impactflow.data_contracts.ratings import RATING_COLUMNS, join_ratings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,7 +57,7 @@ def _spec(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise DataError(BAD_SPEC.format(path=path, problem="file not found")) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        from data_contracts.files import parse_reason
+        from impactflow.data_contracts.files import parse_reason
 
         raise DataError(BAD_SPEC.format(path=path, problem=f"not a readable YAML spec ({parse_reason(exc)})")) from None
     if not isinstance(raw, dict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from audits.anonymity import k_anonymity
+from impactflow.audits.anonymity import k_anonymity
 
 
 def test_k_anonymity_hand_computed():

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audits.bootstrap import bootstrap_counts, bootstrap_intervals, gaps, group_counts, rates
+from impactflow.audits.bootstrap import bootstrap_counts, bootstrap_intervals, gaps, group_counts, rates
 
 
 def test_group_counts_by_hand():

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audits.fairness import fairness_audit
-from audits.inputs import AuditInputs
-from audits.results import Status
-from audits.stats import wilson_interval
+from impactflow.audits.fairness import fairness_audit
+from impactflow.audits.inputs import AuditInputs
+from impactflow.audits.results import Status
+from impactflow.audits.stats import wilson_interval
 
 LOOSE = {"max_demographic_parity_difference": 1.0, "max_equalized_odds_difference": 1.0}
 
@@ -172,7 +172,7 @@ def test_degenerate_dp_ratio_interval_is_flagged_with_a_jeffreys_interval():
 def test_jeffreys_ratio_interval_by_hand_and_never_collapses():
     from scipy.stats import beta
 
-    from audits.bootstrap import degenerate, jeffreys_ratio_interval
+    from impactflow.audits.bootstrap import degenerate, jeffreys_ratio_interval
 
     # one group always selected (k = n = 50) and one never (k = 0, n = 50): symmetric Betas
     counts = np.array([[25, 25, 0, 0], [0, 0, 25, 25]])

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audits import AuditInputs
-from audits.fairness import fairness_audit, favourable_extra
-from audits.plots import four_fifths_band
+from impactflow.audits import AuditInputs
+from impactflow.audits.fairness import fairness_audit, favourable_extra
+from impactflow.audits.plots import four_fifths_band
 
 
 def _rows(group: str, tp: int, fn: int, fp: int, tn: int) -> list[tuple[str, int, int]]:
@@ -94,7 +94,7 @@ def test_the_four_fifths_band_ignores_groups_too_small_to_judge():
     # 'Other' has rate 1.0 but n=5: the band is 0.8 x Caucasian's 0.70, not 0.8 x 1.0
     assert four_fifths_band(res.by_group) == pytest.approx(0.8 * 0.70)
     assert four_fifths_band([{"selection_rate": 0.9, "too_small": True}]) is None
-    from audits.plots import group_bars_png
+    from impactflow.audits.plots import group_bars_png
 
     assert group_bars_png(res.by_group, "race")[:4] == b"\x89PNG"
 

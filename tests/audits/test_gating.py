@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audits import AUDIT_ONLY_THRESHOLDS, AUDIT_THRESHOLDS, AUDITS, GATE_KEYS, AuditInputs, run_audits
-from audits.gating import key_of
-from audits.privacy import dp_advantage_bound
-from audits.report import build_report
-from audits.results import Gate, Status, checked_gate, overall_status, run_status
+from impactflow.audits import AUDIT_ONLY_THRESHOLDS, AUDIT_THRESHOLDS, AUDITS, GATE_KEYS, AuditInputs, run_audits
+from impactflow.audits.gating import key_of
+from impactflow.audits.privacy import dp_advantage_bound
+from impactflow.audits.report import build_report
+from impactflow.audits.results import Gate, Status, checked_gate, overall_status, run_status
 
 P, F, N, S = Status.PASS, Status.FAIL, Status.NOT_MEASURED, Status.SKIPPED
 
@@ -198,8 +198,8 @@ def test_the_canary_gate_is_vacuous_when_epsilon_exceeds_what_every_guess_right_
     """120 guesses all right give eps_LB of about 3.7 at delta = 1e-5 (binomial tail q^120 < 0.05
     needs q < 0.9754, eps < ln(0.9754 / 0.0246) = 3.68); a claim of eps = 8 cannot be contradicted,
     a claim of eps = 0.5 can."""
-    from audits.lira import canary_audit
-    from audits.privacy_bounds import one_run_epsilon_lower_bound
+    from impactflow.audits.lira import canary_audit
+    from impactflow.audits.privacy_bounds import one_run_epsilon_lower_bound
 
     rng = np.random.default_rng(3)
     canary = {"scores": rng.normal(size=300), "included": rng.random(300) < 0.5, "k_pos": 60, "k_neg": 60,

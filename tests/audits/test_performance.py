@@ -4,14 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audits.inputs import AuditInputs
-from audits.performance import (
+from impactflow.audits.inputs import AuditInputs
+from impactflow.audits.performance import (
     calibration_bins,
     classification_metrics,
     expected_calibration_error,
     performance_audit,
 )
-from audits.results import Status
+from impactflow.audits.results import Status
 
 # threshold 0.5, score >= 0.5 is positive:
 # y_true = 1 1 1 0 0 0 1 0

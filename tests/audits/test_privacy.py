@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audits.inputs import AuditInputs
-from audits.privacy import dp_advantage_bound, loss_threshold_mia, privacy_audit
-from audits.results import Status
+from impactflow.audits.inputs import AuditInputs
+from impactflow.audits.privacy import dp_advantage_bound, loss_threshold_mia, privacy_audit
+from impactflow.audits.results import Status
 
 
 def test_perfectly_separated_losses():

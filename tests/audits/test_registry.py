@@ -7,14 +7,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import audits
-from audits import AUDITS, AuditInputs, run_audits
-from audits.results import AuditResult, Status
+from impactflow import audits
+from impactflow.audits import AUDITS, AuditInputs, run_audits
+from impactflow.audits.results import AuditResult, Status
 
 AUDITS_DIR = pathlib.Path(audits.__file__).parent
 FORBIDDEN = {"torch", "prefect", "mlflow", "great_expectations", "opacus", "flows", "tasks",
              "models", "data_contracts"}
 SHARED_LEAVES = {"data_contracts.errors", "data_contracts.plugins"}
+
+
+def _names(node) -> list[str]:
+    """Imported module names, the project's under their folder names (``impactflow.x`` -> ``x``)."""
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.level == 0:
+        if node.module == "impactflow":
+            return [a.name for a in node.names]
+        names = [node.module or ""]
+    else:
+        return []
+    return [n[len("impactflow."):] if n.startswith("impactflow.") else n for n in names]
 
 
 def test_registry_and_run_audits():
@@ -37,12 +50,7 @@ def test_registry_and_run_audits():
 def test_audits_do_not_import_forbidden_packages():
     for path in AUDITS_DIR.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module or ""]
-            else:
-                continue
+            names = _names(node)
             # the domain error types and the plugin registries (stdlib-only leaf modules, checked
             # below) are shared by every layer
             names = [n for n in names if n not in SHARED_LEAVES]
@@ -55,18 +63,12 @@ def test_the_shared_leaf_modules_import_only_the_standard_library_and_each_other
     for module in SHARED_LEAVES:
         path = AUDITS_DIR.parent / (module.replace(".", "/") + ".py")
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module or ""]
-            else:
-                continue
-            for name in names:
+            for name in _names(node):
                 assert name in SHARED_LEAVES or name.split(".")[0] in sys.stdlib_module_names, (module, name)
 
 
 def test_import_is_light():
-    code = ("import sys, audits; heavy = {'sklearn', 'fairlearn', 'scipy', 'torch'}; "
+    code = ("import sys, impactflow.audits; heavy = {'sklearn', 'fairlearn', 'scipy', 'torch'}; "
             "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from audits.stats import compare_gate, downsample_curve, wilson_interval
-from audits.results import Status
+from impactflow.audits.stats import compare_gate, downsample_curve, wilson_interval
+from impactflow.audits.results import Status
 
 
 def test_wilson_known_value_8_of_10():

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_contracts import CONTRACTS, get_contract, load_dataset, resolve_contract_ref
-from data_contracts.errors import ConfigError, DataError
-from data_contracts.spec import DerivedSpec, apply_derived, generate_suite
-from data_contracts.validation import MIN_GROUP_CHECK, load_suite, validate
+from impactflow.data_contracts import CONTRACTS, get_contract, load_dataset, resolve_contract_ref
+from impactflow.data_contracts.errors import ConfigError, DataError
+from impactflow.data_contracts.spec import DerivedSpec, apply_derived, generate_suite
+from impactflow.data_contracts.validation import MIN_GROUP_CHECK, load_suite, validate
 
 CONTRACT = """\
 name: tiny_credit
@@ -273,7 +273,7 @@ def test_an_edited_contract_is_read_again(tmp_path):
 
 
 def test_run_config_takes_a_contract_path_and_checks_it_before_any_task(tmp_path, monkeypatch):
-    from flows.config import load_config
+    from impactflow.flows.config import load_config
 
     write(tmp_path / "mine")
     monkeypatch.chdir(tmp_path)
@@ -300,7 +300,7 @@ def test_run_config_takes_a_contract_path_and_checks_it_before_any_task(tmp_path
 
 
 def test_the_validation_cache_key_of_a_map_is_the_same_in_every_process():
-    from data_contracts.validation_cache import _field_text
+    from impactflow.data_contracts.validation_cache import _field_text
 
     text = _field_text(get_contract("adult").derived)  # Adult's label map keeps unmapped values
     assert "default=keep" in text and " at 0x" not in text  # no object address (it differs per process)
@@ -310,7 +310,7 @@ def test_a_registered_special_reader_with_declared_columns(tmp_path):
     """``loader:`` (a registered reader) instead of ``read:``: the suite is still generated."""
     import yaml
 
-    from data_contracts.adult import load_uci_adult
+    from impactflow.data_contracts.adult import load_uci_adult
 
     adult = get_contract("adult")
     raw = yaml.safe_load(adult.contract_path.read_text())

@@ -7,8 +7,8 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from data_contracts import get_contract, load_dataset
-from data_contracts.pii import PII_CHECK, contract_scan, name_words, refused_failures, scan
+from impactflow.data_contracts import get_contract, load_dataset
+from impactflow.data_contracts.pii import PII_CHECK, contract_scan, name_words, refused_failures, scan
 from tests.conftest import SHARED_DATASETS
 
 N = 40
@@ -62,7 +62,7 @@ def test_allowed_columns_are_reported_as_allowed_and_free_text_as_findings():
 
 
 def test_contract_validation_refuses_a_feature_column_of_names():
-    from data_contracts.validation import validate
+    from impactflow.data_contracts.validation import validate
 
     adult = get_contract("adult")
     df = load_dataset(adult).sample(n=2000, random_state=0).reset_index(drop=True)
@@ -95,7 +95,7 @@ def test_value_rule_shares_count_repeated_values_once_per_row():
     """Rules run once per distinct value and are weighted by counts: the share is still per row."""
     import pandas as pd
 
-    from data_contracts.pii import scan
+    from impactflow.data_contracts.pii import scan
 
     # 7 of 10 rows are e-mail addresses, only two distinct ones; 3 rows are a repeated category
     col = ["a@example.org"] * 4 + ["b@example.org"] * 3 + ["Private"] * 3

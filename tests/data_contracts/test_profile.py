@@ -7,9 +7,9 @@ import textwrap
 import pytest
 import yaml
 
-from data_contracts import get_contract, load_dataset
-from data_contracts.errors import ConfigError
-from data_contracts.profile import profile_file
+from impactflow.data_contracts import get_contract, load_dataset
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.data_contracts.profile import profile_file
 
 
 def _rows(n: int = 60) -> list[str]:
@@ -67,7 +67,7 @@ def test_profile_of_a_semicolon_file(semicolon_csv, tmp_path):
 
 
 def test_the_written_contract_meets_its_own_suite(semicolon_csv, tmp_path):
-    from data_contracts.validation import validate
+    from impactflow.data_contracts.validation import validate
 
     contract = _write(tmp_path, profile_file(semicolon_csv, "answer", ["sex", "age"]))
     report = validate(load_dataset(contract, semicolon_csv), contract)
@@ -124,7 +124,7 @@ def test_a_one_value_label_is_refused(tmp_path):
 def test_init_command_writes_both_files_and_refuses_to_overwrite(semicolon_csv, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from impactflow.flows.cli import app
 
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
@@ -135,7 +135,7 @@ def test_init_command_writes_both_files_and_refuses_to_overwrite(semicolon_csv, 
     assert "impactflow run --config mine/run.yaml" in r.output and "Review before the first run" in r.output
     preset = yaml.safe_load((tmp_path / "mine" / "run.yaml").read_text())
     assert preset["data"] == {"contract": "mine/contract.yaml", "path": "survey.csv"}
-    from flows.config import load_config
+    from impactflow.flows.config import load_config
 
     cfg = load_config(str(tmp_path / "mine" / "run.yaml"))  # the preset passes every pre-run check
     assert cfg.data.contract == str(tmp_path / "mine" / "contract.yaml")
@@ -160,6 +160,6 @@ def test_parquet_keeps_its_types(tmp_path):
     assert raw["columns"]["score"] == {"type": "number", "min": 0.5, "max": 0.89, "max_missing": 0.03}  # 1 of 40
     assert raw["columns"]["n"]["type"] == "integer" and raw["columns"]["out"]["values"] == ["good", "bad"]
     contract = _write(tmp_path, prof)
-    from data_contracts.validation import validate
+    from impactflow.data_contracts.validation import validate
 
     assert validate(load_dataset(contract, p), contract).success

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data_contracts import get_contract, load_dataset
-from data_contracts.errors import ConfigError, ContractViolation
-from data_contracts.validation import MIN_GROUP_CHECK, ValidationReport, load_suite, validate
+from impactflow.data_contracts import get_contract, load_dataset
+from impactflow.data_contracts.errors import ConfigError, ContractViolation
+from impactflow.data_contracts.validation import MIN_GROUP_CHECK, ValidationReport, load_suite, validate
 
 ROW_COUNT = "expect_table_row_count_to_be_between"
 IN_SET = "expect_column_values_to_be_in_set"
@@ -174,7 +174,7 @@ def test_report_is_json_and_raises(sample, contract):
 @pytest.fixture
 def gx_formats(monkeypatch) -> list[str]:
     """The result format of every GX pass ``validate`` runs, in order."""
-    from data_contracts import validation
+    from impactflow.data_contracts import validation
 
     formats: list[str] = []
     run_gx = validation._run_gx
@@ -196,7 +196,7 @@ def test_a_failing_frame_is_validated_again_for_counts_of_its_bad_values(sample,
     """GX's BASIC result lists the first 20 bad values in row order; SUMMARY also counts them
     (``partial_unexpected_counts``, most frequent first, over those 20), which is what a failure
     quotes and its Data Docs page tabulates: a failing frame gets the same report as before."""
-    from data_contracts import validation
+    from impactflow.data_contracts import validation
 
     bad = sample.copy()
     bad.loc[bad.index[0], "sex"] = "Early"  # the first bad value in row order, once

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_contracts import get_contract, load_dataset
-from data_contracts import validation_cache as cache
-from data_contracts.validation import validate
+from impactflow.data_contracts import get_contract, load_dataset
+from impactflow.data_contracts import validation_cache as cache
+from impactflow.data_contracts.validation import validate
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +111,11 @@ def test_an_unreadable_or_failed_entry_is_not_reused(sample, contract, tmp_path)
 
 
 def test_the_task_reuses_only_when_asked(sample, contract, tmp_path, monkeypatch):
-    from tasks import data
+    from impactflow.tasks import data
 
     calls = []
     real = validate
-    monkeypatch.setattr("data_contracts.validation.validate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr("impactflow.data_contracts.validation.validate", lambda *a, **k: calls.append(1) or real(*a, **k))
     fresh = data.validate_data.fn(sample, "adult", str(tmp_path / "a"), str(tmp_path / "cache"))
     again = data.validate_data.fn(sample, "adult", str(tmp_path / "b"), str(tmp_path / "cache"))
     assert len(calls) == 1 and "reused" not in fresh.statistics and "reused" in again.statistics

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_contracts.errors import ContractViolation
-from flows.config import load_config
+from impactflow.data_contracts.errors import ContractViolation
+from impactflow.flows.config import load_config
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ def default_run(prefect_api, tmp_path_factory):
     uri = f"sqlite:///{out / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
-        from flows.pipeline import run_pipeline
+        from impactflow.flows.pipeline import run_pipeline
 
         cfg = load_config("tabular", [f"tracking.output_dir={out}", "train.device=cpu"])
         summary = run_pipeline(cfg)
@@ -84,14 +84,14 @@ def test_fairness_metrics_match_fairlearn_on_the_logged_model(default_run):
     import mlflow
     from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 
-    from data_contracts import get_contract, load_dataset
-    from models.data import split_frame
+    from impactflow.data_contracts import get_contract, load_dataset
+    from impactflow.models.data import split_frame
 
     cfg, summary, uri = default_run
     contract = get_contract("adult")
     split = split_frame(load_dataset(contract), target=contract.target, stratify_on=list(contract.sensitive),
                         validation=cfg.split.validation, test=cfg.split.test, seed=cfg.seed)
-    from tasks.tracking import using_tracking_uri
+    from impactflow.tasks.tracking import using_tracking_uri
 
     run_id = summary["models"]["mlp"]["mlflow_run_id"]
     with using_tracking_uri(uri):  # restores MLFLOW_TRACKING_URI: later tests must not inherit it
@@ -124,7 +124,7 @@ def test_report_json_keeps_group_confusion_counts_that_recompute_the_rates(defau
 
 
 def test_dp_run_stays_within_epsilon_one_and_is_useful(prefect_api, tmp_path, mlflow_uri):
-    from flows.pipeline import run_pipeline
+    from impactflow.flows.pipeline import run_pipeline
 
     cfg = load_config("tabular-dp", [f"tracking.output_dir={tmp_path}", "model.baselines=[]", "train.device=cpu"])
     summary = run_pipeline(cfg)
@@ -149,9 +149,9 @@ def test_contract_violation_stops_training_and_fails_the_run(prefect_api, tmp_pa
     error the bad data causes meanwhile gives way to the contract's verdict; validated first,
     training never starts. Either way nothing trained is logged or registered. (The training
     asked for here -- 200 epochs without early stopping -- would take minutes.)"""
-    from data_contracts import get_contract, load_dataset
-    from flows.pipeline import run_pipeline
-    from models.training import TrainingStopped
+    from impactflow.data_contracts import get_contract, load_dataset
+    from impactflow.flows.pipeline import run_pipeline
+    from impactflow.models.training import TrainingStopped
 
     df = load_dataset(get_contract("adult")).head(8000).copy()
     df.loc[5, column] = value
@@ -214,7 +214,7 @@ def test_dask_task_runner_trains_model_and_baseline_on_a_local_cluster(prefect_a
     """orchestration.task_runner=dask: the model and its baselines are submitted to a local
     Dask cluster (2 worker processes) through prefect-dask and finish like a sequential run."""
     pytest.importorskip("prefect_dask")
-    from flows.pipeline import run_pipeline
+    from impactflow.flows.pipeline import run_pipeline
 
     cfg = load_config("tabular", [f"tracking.output_dir={tmp_path}", "data.sample=8000",
                                   "model.params.epochs=2", "model.baselines=[logreg, hist_gb]",
@@ -232,7 +232,7 @@ def test_dask_task_runner_trains_model_and_baseline_on_a_local_cluster(prefect_a
 def test_two_runs_in_one_process_each_track_to_their_own_store(prefect_api, tmp_path, monkeypatch):
     """With no MLFLOW_TRACKING_URI, each run tracks to SQLite under its own output_dir (a
     process that runs several flows, like `impactflow serve`, must not leak the first store)."""
-    from flows.pipeline import run_pipeline
+    from impactflow.flows.pipeline import run_pipeline
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)

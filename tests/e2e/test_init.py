@@ -16,7 +16,7 @@ N_ROWS = 4000
 
 
 def test_init_then_run(cli, tmp_path):
-    from data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts import get_contract, load_dataset
 
     df = load_dataset(get_contract("adult")).sample(n=N_ROWS, random_state=11).reset_index(drop=True)
     df = df[list(RENAME)].rename(columns=RENAME)

@@ -31,8 +31,9 @@ N_ROWS = 6000
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """A folder impactflow is pip-installed into, not editable, from a copy of the sources that
-    is deleted afterwards: the commands can read nothing from a source tree."""
+    """(folder, PYTHONPATH): impactflow pip-installed into a folder, not editable, from a copy of
+    the sources that is deleted afterwards (the commands can read nothing from a source tree), and
+    a PYTHONPATH with an unrelated top-level ``models`` package in front of it."""
     from tests.conftest import ROOT
 
     src = tmp_path_factory.mktemp("sources") / "impactflow"
@@ -45,17 +46,28 @@ def installed(tmp_path_factory):
     assert r.returncode == 0, r.stdout + r.stderr
     shutil.rmtree(src)
     assert not list(target.glob("__editable__*")) and not list(target.glob("*.pth")), "an editable install"
-    probe = subprocess.run([sys.executable, "-c", "import flows, data_contracts; print(flows.__file__); "
-                            "print(data_contracts.__file__)"], capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(target)}, cwd=target.parent, check=True)
-    assert all(line.startswith(str(target)) for line in probe.stdout.split()), probe.stdout
-    return target
+    # one import package: nothing else at the top level (issue 22, item 1)
+    tops = sorted(p.name for p in target.iterdir() if p.name != "bin" and not p.name.endswith(".dist-info"))
+    assert tops == ["impactflow"], tops
+    # a user's own top-level `models` package in front of it, as in a notebook's environment
+    user = target.parent / "user_packages"
+    (user / "models").mkdir(parents=True)
+    (user / "models" / "__init__.py").write_text("WHOSE = 'the user'\n")
+    pythonpath = f"{user}{os.pathsep}{target}"
+    probe = subprocess.run([sys.executable, "-c", "import impactflow.flows, impactflow.models, models; "
+                            "print(impactflow.flows.__file__); print(impactflow.models.__file__); print(models.WHOSE)"],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": pythonpath},
+                           cwd=target.parent, check=True)
+    flows_file, models_file, whose = probe.stdout.splitlines()
+    assert flows_file.startswith(str(target)) and models_file.startswith(str(target)), probe.stdout
+    assert whose == "the user"  # `import models` is the user's package, not ours
+    return target, pythonpath
 
 
 @pytest.fixture(scope="module")
 def own_data(tmp_path_factory):
     """(folder, contract path, data path, the frame as written)."""
-    from data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts import get_contract, load_dataset
 
     adult = get_contract("adult")
     declared = {s.name: s for s in adult.declarations}
@@ -126,11 +138,11 @@ def test_impactflow_run_on_an_unregistered_dataset(cli, own_data, installed):
         "tracking": {"output_dir": str(folder / "runs")},
     }))
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    r = cli("validate", "--config", str(preset), cwd=folder, installed=installed)
+    r = cli("validate", "--config", str(preset), cwd=folder, installed=installed[0], pythonpath=installed[1])
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert f"{N_ROWS} rows meet contract 'earnings_survey'" in out
-    r = cli("run", "--config", str(preset), uri=uri, cwd=folder, installed=installed)
+    r = cli("run", "--config", str(preset), uri=uri, cwd=folder, installed=installed[0], pythonpath=installed[1])
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert "Overall: PASS" in out and "Traceback" not in out
@@ -167,7 +179,7 @@ def test_a_bad_contract_stops_the_run_before_any_task(cli, own_data, tmp_path):
 def test_impactflow_audit_on_the_decisions_of_that_dataset(cli, own_data, installed):
     """Audit-only on a decision log of the same people: the derived groups (read through the user's
     contract) are the sensitive columns; the audit's numbers are the per-group rates of this table."""
-    from data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts import get_contract, load_dataset
 
     folder, contract, data, _ = own_data
     df = load_dataset(get_contract(str(contract)), data)
@@ -178,7 +190,7 @@ def test_impactflow_audit_on_the_decisions_of_that_dataset(cli, own_data, instal
     out_dir = folder / "audit_runs"
     r = cli("audit", "--data", str(decisions), "--label", "earnings", "--positive-label", "high",
             "--score", "score", "--sensitive", "gender,age_band", "--output-dir", str(out_dir),
-            uri=f"sqlite:///{folder / 'audit.db'}", cwd=folder, installed=installed)
+            uri=f"sqlite:///{folder / 'audit.db'}", cwd=folder, installed=installed[0], pythonpath=installed[1])
     out = r.stdout + r.stderr
     assert r.returncode in (0, 3), out  # 3: a fairness gate failed (a finding, not an error)
     assert "Traceback" not in out

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audits import evidence as ev
+from impactflow.audits import evidence as ev
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ def _statement(run_dir: str) -> dict:
 
 def _predictions_table(n: int = 8000) -> pd.DataFrame:
     """Adult rows with a deterministic scoring rule (a stand-in for someone else's model)."""
-    from data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts import get_contract, load_dataset
 
     df = load_dataset(get_contract("adult")).sample(n=n, random_state=0).reset_index(drop=True)
     z = (df["education-num"] - 10) / 2.0 + (df["hours-per-week"] - 40) / 15.0 + (df["age"] - 38) / 20.0
@@ -42,7 +42,7 @@ def scored(prefect_api, tmp_path_factory):
     uri = f"sqlite:///{out / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
-        from flows.audit_only import run_audit_only
+        from impactflow.flows.audit_only import run_audit_only
 
         summary = run_audit_only(data=str(path), label="income", score="score", sensitive=["sex", "race"],
                                  positive_label=">50K", threshold=0.5, output_dir=str(out / "runs"))

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from data_contracts.errors import ConfigError, DataError
-from flows.audit_only import audit_only_flow, audit_thresholds
+from impactflow.data_contracts.errors import ConfigError, DataError
+from impactflow.flows.audit_only import audit_only_flow, audit_thresholds
 
 
 def test_audit_thresholds_accept_known_keys_and_name_unknown_ones():

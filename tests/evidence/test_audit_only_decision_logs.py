@@ -16,10 +16,10 @@ import json
 import pandas as pd
 import pytest
 
-from audits.render import render_markdown
-from audits.report import build_report
-from data_contracts.errors import ConfigError
-from tasks.audit_only import (audit_predictions, group_settings, model_record, parse_intersections,
+from impactflow.audits.render import render_markdown
+from impactflow.audits.report import build_report
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.tasks.audit_only import (audit_predictions, group_settings, model_record, parse_intersections,
                               present_groups_only, read_intended_use)
 
 
@@ -126,8 +126,8 @@ def test_audit_only_report_wording_and_the_disadvantaged_group():
 
 
 def test_reconcile_covers_the_audit_flow():
-    from flows.audit_only import AUDIT_ONLY_FLOW
-    from tasks.reconcile import PIPELINE_FLOWS
+    from impactflow.flows.audit_only import AUDIT_ONLY_FLOW
+    from impactflow.tasks.reconcile import PIPELINE_FLOWS
 
     assert AUDIT_ONLY_FLOW in PIPELINE_FLOWS
 
@@ -179,7 +179,7 @@ min_group_size: 30
 def test_every_number_of_the_audit_only_report_is_in_its_json():
     """The traceability rule of tests/report/test_real_reports.py on this report: the gap notes and
     the favourable-outcome wording add numbers only from the JSON."""
-    from audits.render import render_html
+    from impactflow.audits.render import render_html
     from tests.report.test_real_reports import html_text, untraceable
 
     df = compas_log()
@@ -194,7 +194,7 @@ def test_cli_audit_scores_a_registered_model_at_its_own_threshold(cli, tmp_path)
     from costs 5:1) scores a table of Adult rows here and is audited at its own threshold."""
     import numpy as np
 
-    from data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts import get_contract, load_dataset
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     sets = ["data.sample=4000", "model.params.epochs=1", "model.baselines=[]", "train.device=cpu",

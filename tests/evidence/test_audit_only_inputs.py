@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audits.results import Status, run_status
-from data_contracts.errors import DataError
+from impactflow.audits.results import Status, run_status
+from impactflow.data_contracts.errors import DataError
 
 
 def _flow(tmp_path, data, **kwargs):
-    from flows.audit_only import audit_only_flow
+    from impactflow.flows.audit_only import audit_only_flow
 
     return audit_only_flow.fn(data=str(data), label="y", sensitive=["g"], score="s",
                               output_dir=str(tmp_path / "runs"), **kwargs)
@@ -26,7 +26,7 @@ def test_a_fifo_is_not_a_regular_file_not_a_missing_one(tmp_path):
     with pytest.raises(DataError, match=r"scores.csv: not a regular file \(a FIFO \(named pipe\)\); give a file"):
         _flow(tmp_path, fifo)
     assert not (tmp_path / "runs").exists()
-    from data_contracts.files import check_input_file
+    from impactflow.data_contracts.files import check_input_file
 
     with pytest.raises(DataError, match=r"not a regular file \(a folder\)"):
         check_input_file(tmp_path, None)
@@ -37,7 +37,7 @@ def test_a_fifo_is_not_a_regular_file_not_a_missing_one(tmp_path):
 def test_an_input_over_the_size_cap_is_refused_before_reading(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("y,g,s\n" + "1,a,0.5\n" * 20)  # 6 + 20 * 8 = 166 bytes
-    from data_contracts.files import check_input_file
+    from impactflow.data_contracts.files import check_input_file
 
     assert check_input_file(path, 166) == 166 and check_input_file(path, 0) == 166  # 0: no limit
     with pytest.raises(DataError, match=r"t.csv: 166 bytes is more than the input limit of 100 bytes; "
@@ -49,7 +49,7 @@ def test_an_input_over_the_size_cap_is_refused_before_reading(tmp_path):
 def test_audit_cli_names_the_fifo_in_one_error_line(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from impactflow.flows.cli import app
 
     os.mkfifo(tmp_path / "p.csv")
     monkeypatch.chdir(tmp_path)
@@ -67,7 +67,7 @@ def _table(scores) -> pd.DataFrame:
 
 
 def _audits(df, score="s", prediction=None):
-    from tasks.audit_only import audit_predictions
+    from impactflow.tasks.audit_only import audit_predictions
 
     return audit_predictions.fn(df, "y", score, prediction, ["g"], 1, 0.5, {})
 

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audits import AuditInputs
-from audits.calibration import calibration_group_audit
-from data_contracts.errors import ConfigError, DataError
-from data_contracts.predictions import (binarize, label_values, parse_sensitive, predictions_suite,
+from impactflow.audits import AuditInputs
+from impactflow.audits.calibration import calibration_group_audit
+from impactflow.data_contracts.errors import ConfigError, DataError
+from impactflow.data_contracts.predictions import (binarize, label_values, parse_sensitive, predictions_suite,
                                         read_table, require_columns, sensitive_as_text)
 
 

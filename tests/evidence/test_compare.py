@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from audits.compare import compare_metrics, compare_reports, direction_of, report_metrics
+from impactflow.audits.compare import compare_metrics, compare_reports, direction_of, report_metrics
 
 
 @pytest.mark.parametrize("metric,expected", [

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from audits import evidence as ev
-from data_contracts.errors import ConfigError, DataError
+from impactflow.audits import evidence as ev
+from impactflow.data_contracts.errors import ConfigError, DataError
 
 MODEL_FILES = {"MLmodel": {"sha256": "cd" * 32, "size": 3}, "python_model.pkl": {"sha256": "ef" * 32, "size": 5}}
 
@@ -345,7 +345,7 @@ def test_init_refuses_to_overwrite_unless_forced(tmp_path):
 
 
 def _make_key(path: str, barrier, out) -> None:
-    from audits import evidence
+    from impactflow.audits import evidence
 
     barrier.wait()
     out.put(evidence.raw_public_key(evidence.load_or_create_signing_key(Path(path))).hex())

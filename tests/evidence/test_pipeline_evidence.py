@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from audits import evidence as ev
-from flows.config import load_config
+from impactflow.audits import evidence as ev
+from impactflow.flows.config import load_config
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ def two_runs(prefect_api, tmp_path_factory):
     uri = f"sqlite:///{out / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
-        from flows.pipeline import run_pipeline
+        from impactflow.flows.pipeline import run_pipeline
 
         first = run_pipeline(load_config("tabular", [f"tracking.output_dir={out}", *FAST]))
         second = run_pipeline(load_config("tabular", [f"tracking.output_dir={out}", *FAST, *LIGHT]))
@@ -105,7 +105,7 @@ def test_second_run_chains_to_the_first_reports_hash_and_tags_runs(two_runs):
 
 def test_verify_by_mlflow_run_id_downloads_the_same_evidence(two_runs, tmp_path):
     out, uri, first, _ = two_runs
-    from tasks.evidence import check_models, download_run_artifacts
+    from impactflow.tasks.evidence import check_models, download_run_artifacts
 
     local = download_run_artifacts(uri, first["parent_run_id"], tmp_path / "dl")
     res = ev.verify(local, trust=_own_trust())

@@ -3,8 +3,8 @@ defect 1): ``impactflow.gates`` is ``passed`` only when every gate passed, and t
 only for a passing run."""
 from __future__ import annotations
 
-from audits.results import AuditResult, Gate, Status
-from tasks.registry import gate_tags, not_aliased_because
+from impactflow.audits.results import AuditResult, Gate, Status
+from impactflow.tasks.registry import gate_tags, not_aliased_because
 
 
 def _audits(*gates):

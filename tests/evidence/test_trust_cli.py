@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from audits import evidence as ev
-from flows.cli import app
+from impactflow.audits import evidence as ev
+from impactflow.flows.cli import app
 
 
 @pytest.fixture(autouse=True)
@@ -166,8 +166,8 @@ def test_bad_input_is_one_error_line_exit_1(tmp_path, case):
 
 def test_a_run_without_a_key_creates_one_and_says_so(tmp_path):
     """The README's first command still works without `keys init`; the run says it made a key."""
-    from tasks import progress
-    from tasks.evidence import _signing_key
+    from impactflow.tasks import progress
+    from impactflow.tasks.evidence import _signing_key
 
     lines: list[str] = []
 

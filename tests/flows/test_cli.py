@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from flows.cli import EXIT_ERROR, EXIT_USAGE
+from impactflow.flows.cli import EXIT_ERROR, EXIT_USAGE
 
 
 def test_help_is_light_and_lists_the_commands():
     code = (
-        "import sys; from typer.testing import CliRunner; from flows.cli import app;"
+        "import sys; from typer.testing import CliRunner; from impactflow.flows.cli import app;"
         "r = CliRunner().invoke(app, ['--help']); print(r.exit_code); print(r.output);"
         "print('HEAVY', sorted(m for m in ('torch','prefect','mlflow','great_expectations','opacus','pandas')"
         " if m in sys.modules))"
@@ -48,7 +48,7 @@ def test_bad_config_fails_before_any_task(cli, tmp_path, args, message):
 
 
 def _adult_frame(n=6000):
-    from data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts import get_contract, load_dataset
 
     df = load_dataset(get_contract("adult"))
     return df.groupby("race", sort=False).head(n // 5).reset_index(drop=True)

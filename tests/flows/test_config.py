@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from data_contracts.errors import ConfigError
-from flows.config import apply_overrides, list_presets, load_config
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.flows.config import apply_overrides, list_presets, load_config
 
 
 def test_default_preset_loads_and_is_tabular():

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from data_contracts.errors import ConfigError
-from flows.config import BAD_OVERRIDE, apply_overrides, load_config
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.flows.config import BAD_OVERRIDE, apply_overrides, load_config
 
 
 @pytest.mark.parametrize("override, message", [

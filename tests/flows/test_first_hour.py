@@ -10,8 +10,8 @@ import socket
 import pytest
 from typer.testing import CliRunner
 
-from flows import cli
-from flows.cli import app
+from impactflow.flows import cli
+from impactflow.flows.cli import app
 
 
 def test_ui_on_a_busy_port_is_one_error_line_naming_the_port(tmp_path, monkeypatch):
@@ -40,7 +40,7 @@ def test_ui_starts_one_worker_without_the_job_runner(monkeypatch):
 def test_experiments_are_tagged_for_the_training_runs_view(tmp_path):
     from mlflow import MlflowClient
 
-    from tasks.tracking import TRAINING_KIND, ensure_experiment, mark_training_experiments
+    from impactflow.tasks.tracking import TRAINING_KIND, ensure_experiment, mark_training_experiments
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp = ensure_experiment(uri, "new", tmp_path)
@@ -89,7 +89,7 @@ def test_training_reports_the_early_stop_to_the_progress_hook():
     import numpy as np
     import torch.nn as nn
 
-    from models.training import TrainSettings, train_torch
+    from impactflow.models.training import TrainSettings, train_torch
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(64, 3)).astype("float32")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from data_contracts.errors import ConfigError
-from flows.audit_only import audit_thresholds
-from flows.config import load_config
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.flows.audit_only import audit_thresholds
+from impactflow.flows.config import load_config
 
 
 def test_skip_with_a_reason_loads_and_wins_over_the_presets_value():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from data_contracts.errors import ConfigError
-from flows import local_server
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.flows import local_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,7 +59,7 @@ def test_start_use_and_stop(home):
         assert local_server.running_api_url() == state["api_url"]
         assert local_server.start(port)["already_running"]  # a second start reuses it
         # a fresh process with no PREFECT_API_URL runs its flow on the kept server
-        code = ("from flows.local_server import use_kept_server\n"
+        code = ("from impactflow.flows.local_server import use_kept_server\n"
                 "import os; assert use_kept_server() == os.environ['PREFECT_API_URL']\n"
                 "from prefect import flow\n"
                 "@flow(name='kept-server-probe')\n"

@@ -15,7 +15,7 @@ from unittest import mock
 
 import pytest
 
-from flows import warm
+from impactflow.flows import warm
 
 FAST = ["-c", "text", "--set", "data.sample=800", "--set", "model.params.epochs=1", "--set", "model.baselines=[]",
         "--set", "gates.identity.counterfactual_sample=50", "--set", "privacy_audit.canaries=0"]
@@ -135,7 +135,7 @@ def test_a_long_prefect_home_puts_the_socket_in_the_temp_dir(tmp_path, monkeypat
 @pytest.fixture(scope="module")
 def runner(prefect_api, tmp_path_factory):
     """A warm runner on the session's Prefect server; yields the environment its clients use."""
-    from flows.cli import _quiet_environment
+    from impactflow.flows.cli import _quiet_environment
 
     home = tmp_path_factory.mktemp("warm_home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "MLFLOW_TRACKING_URI"}
@@ -174,7 +174,7 @@ def _exists(pid: int) -> bool:
 
 
 def _cli(runner, cwd, *args, **popen):
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", *args], cwd=cwd, env=runner["env"],
+    return subprocess.Popen([sys.executable, "-m", "impactflow.flows.cli", "run", *args], cwd=cwd, env=runner["env"],
                             text=True, **popen)
 
 
@@ -200,7 +200,7 @@ def test_a_run_forks_from_the_warm_runner(runner, tmp_path):
     # the same command cold, in its own folder: the fork computes exactly what a fresh process does
     cold_dir = tmp_path / "cold"
     cold_dir.mkdir()
-    cold = subprocess.run([sys.executable, "-m", "flows.cli", "run", *FAST], cwd=cold_dir,
+    cold = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "run", *FAST], cwd=cold_dir,
                           env={**runner["env"], "IMPACTFLOW_WARM": "off"}, capture_output=True, text=True,
                           timeout=600)
     assert cold.returncode == proc.returncode and "warm runner" not in cold.stdout + cold.stderr
@@ -212,13 +212,13 @@ def test_a_run_forks_from_the_warm_runner(runner, tmp_path):
 
 
 def test_an_audit_forks_from_the_warm_runner_too(runner, tmp_path):
-    from data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts import get_contract, load_dataset
 
     df = load_dataset(get_contract("adult")).head(2000)
     table = df[["income", "sex"]].assign(pred=df["income"])  # a perfect "model" (parity gates may still fail)
     table.to_csv(tmp_path / "preds.csv", index=False)
     before = _forked_runs(runner)
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "audit", "--data", str(tmp_path / "preds.csv"),
+    proc = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "audit", "--data", str(tmp_path / "preds.csv"),
                            "--label", "income", "--prediction", "pred", "--sensitive", "sex",
                            "--positive-label", ">50K", "--output-dir", str(tmp_path / "runs")],
                           cwd=tmp_path, env=runner["env"], capture_output=True, text=True, timeout=600)
@@ -229,7 +229,7 @@ def test_an_audit_forks_from_the_warm_runner_too(runner, tmp_path):
 
 def test_validate_forks_from_the_warm_runner(runner, tmp_path):
     before = _forked_runs(runner)
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "validate", "-c", "tabular"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "validate", "-c", "tabular"], cwd=tmp_path,
                           env=runner["env"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "48842 rows meet contract 'adult'" in proc.stdout, proc.stdout + proc.stderr
     assert _forked_runs(runner) == before + 1
@@ -246,13 +246,13 @@ def test_the_childs_exit_status_is_the_clis(runner, tmp_path):
 def test_a_different_import_time_environment_runs_cold_and_says_why(runner, tmp_path):
     before = _forked_runs(runner)
     env = {**runner["env"], "PREFECT_LOGGING_LEVEL": "DEBUG"}
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "-c", "no-such-preset"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "run", "-c", "no-such-preset"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)
     assert "warm runner not used: environment variable PREFECT_LOGGING_LEVEL differs" in proc.stderr
     assert proc.returncode == 1 and "no-such-preset" in proc.stderr  # the cold run's own answer
     assert _forked_runs(runner) == before
     off = {**runner["env"], "IMPACTFLOW_WARM": "off"}  # a deliberate cold run: no note
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "-c", "no-such-preset"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "run", "-c", "no-such-preset"], cwd=tmp_path,
                           env=off, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "warm runner" not in proc.stderr and _forked_runs(runner) == before
 
@@ -313,7 +313,7 @@ def test_a_silent_or_broken_client_does_not_block_the_runner(runner, tmp_path):
     broken.close()
     try:
         before = _forked_runs(runner)
-        proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "-c", "no-such-preset"], cwd=tmp_path,
+        proc = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "run", "-c", "no-such-preset"], cwd=tmp_path,
                               env=runner["env"], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 1 and "no-such-preset" in proc.stderr
         assert _forked_runs(runner) == before + 1  # served by the warm runner, after the other two

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audits import AUDIT_THRESHOLDS, AUDITS, AuditInputs
-from audits.groups import group_robustness_audit, multiclass_performance_audit, top_label_ece
-from audits.results import Status
+from impactflow.audits import AUDIT_THRESHOLDS, AUDITS, AuditInputs
+from impactflow.audits.groups import group_robustness_audit, multiclass_performance_audit, top_label_ece
+from impactflow.audits.results import Status
 
 # y_true = 0 0 1 1 2 2; predictions (argmax) = 0 1 1 1 2 0 -> 4 of 6 right
 Y = np.array([0, 0, 1, 1, 2, 2])

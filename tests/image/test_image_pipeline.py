@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.config import load_config
+from impactflow.flows.config import load_config
 
 pytestmark = pytest.mark.e2e
 
 
 def _run(preset: str, out: Path, overrides=()):
-    from flows.pipeline import run_pipeline
+    from impactflow.flows.pipeline import run_pipeline
 
     uri = f"sqlite:///{out / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -54,7 +54,7 @@ def test_runs_report_and_logged_model(image_run):
     import mlflow
     from mlflow import MlflowClient
 
-    from data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts import get_contract, load_dataset
 
     summary, uri = image_run
     client = MlflowClient(tracking_uri=uri)
@@ -78,7 +78,7 @@ def test_runs_report_and_logged_model(image_run):
     df = load_dataset(get_contract("mnist"))
     test = df[df["split"] == "test"].head(5)
     cnn_run = summary["models"]["cnn"]["mlflow_run_id"]
-    from tasks.tracking import using_tracking_uri
+    from impactflow.tasks.tracking import using_tracking_uri
 
     with using_tracking_uri(uri):
         out = mlflow.pyfunc.load_model(f"runs:/{cnn_run}/model").predict(test[["image"]])

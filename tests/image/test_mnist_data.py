@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_contracts import get_contract, load_dataset
-from data_contracts.colored_mnist import PALETTE, colorize
-from data_contracts.errors import DataError
-from data_contracts.mnist import image_stats, load_mnist
-from data_contracts.validation import validate
-from models.image import ImagePreprocessor, stack_images
+from impactflow.data_contracts import get_contract, load_dataset
+from impactflow.data_contracts.colored_mnist import PALETTE, colorize
+from impactflow.data_contracts.errors import DataError
+from impactflow.data_contracts.mnist import image_stats, load_mnist
+from impactflow.data_contracts.validation import validate
+from impactflow.models.image import ImagePreprocessor, stack_images
 
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # t10k labels (SOURCE.md)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data_contracts.domains import Domains
-from models.base import Roles
+from impactflow.data_contracts.domains import Domains
+from impactflow.models.base import Roles
 
 
 def tabular_example(n: int = 64, seed: int = 0):

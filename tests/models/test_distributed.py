@@ -19,7 +19,7 @@ def test_two_process_gloo_ddp_keeps_replicas_identical_and_learns(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     r = subprocess.run(
-        [str(TORCHRUN), "--nproc-per-node=2", f"--master-port={port}", "-m", "models.distributed",
+        [str(TORCHRUN), "--nproc-per-node=2", f"--master-port={port}", "-m", "impactflow.models.distributed",
          "--sample", "8000", "--epochs", "6", "--cpu", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )

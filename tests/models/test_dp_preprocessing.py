@@ -18,15 +18,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_contracts import contract_from_yaml, get_contract, load_dataset
-from data_contracts.domains import NO_DECLARED_DOMAIN, Domains, declared_domains, domains_from_suite
-from data_contracts.errors import ConfigError
-from models import FAMILIES, get_family
-from models.base import roles_for
-from models.data import split_frame
-from models.dp_claim import NOT_DATA_INDEPENDENT, SameRows, covers_sentence, preprocessing_record
-from models.fit import fit_family_model
-from models.training import PrivacySettings
+from impactflow.data_contracts import contract_from_yaml, get_contract, load_dataset
+from impactflow.data_contracts.domains import NO_DECLARED_DOMAIN, Domains, declared_domains, domains_from_suite
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.models import FAMILIES, get_family
+from impactflow.models.base import roles_for
+from impactflow.models.data import split_frame
+from impactflow.models.dp_claim import NOT_DATA_INDEPENDENT, SameRows, covers_sentence, preprocessing_record
+from impactflow.models.fit import fit_family_model
+from impactflow.models.training import PrivacySettings
 from tests.models.family_examples import EXAMPLES
 
 DP = PrivacySettings(enabled=True, noise_multiplier=1.0, delta=1e-3)
@@ -94,7 +94,7 @@ def test_adult_dp_encoder_holds_the_declared_sets_not_the_training_rows():
     """Holand-Netherlands occurs in one Adult row: with it or without it, the DP encoder is the
     same, and its categories are exactly the sets declared in data_contracts/adult."""
     contract = get_contract("adult")
-    from data_contracts.validation import load_suite
+    from impactflow.data_contracts.validation import load_suite
 
     suite = load_suite(contract)  # generated from the contract's declarations
     declared = {e["kwargs"]["column"]: [str(v) for v in e["kwargs"]["value_set"]] for e in suite["expectations"]
@@ -163,7 +163,7 @@ def test_a_feature_without_a_declared_domain_fails_before_training(tmp_path):
 
 
 def _single_message_tokens(texts) -> set[str]:
-    from models.text import tokenize
+    from impactflow.models.text import tokenize
 
     counts = Counter(tok for text in texts for tok in set(tokenize(text)))
     return {t for t, c in counts.items() if c == 1 and len(t) >= 6}
@@ -202,7 +202,7 @@ def test_a_token_of_one_training_message_never_reaches_the_dp_text_model():
 
 def test_dp_text_preprocessor_hashes_with_a_stable_hash():
     """crc32 ids are fixed (not Python's salted hash): these values hold in every process."""
-    from models.text import HashingTextPreprocessor, hashed_id
+    from impactflow.models.text import HashingTextPreprocessor, hashed_id
 
     # CRC-32 of the UTF-8 bytes (binascii.crc32 gives the same): free 1294909896, prize
     # 1372097473, <d4> 2922124709, ! 2657877971

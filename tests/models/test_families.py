@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_contracts.errors import ConfigError
-from models import FAMILIES, get_family
-from models.base import targets
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.models import FAMILIES, get_family
+from impactflow.models.base import targets
 from tests.models.family_examples import EXAMPLES
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_contracts.errors import DataError
-from models.data import split_frame, stratum_labels
+from impactflow.data_contracts.errors import DataError
+from impactflow.models.data import split_frame, stratum_labels
 
 
 def _frame(n=2000, seed=0):

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.base import Roles
-from models.data import Split
-from models.fit import FittedModel, _Predictor
-from models.threshold import apply_decision, bayes_threshold, choose_threshold, decision_record
+from impactflow.models.base import Roles
+from impactflow.models.data import Split
+from impactflow.models.fit import FittedModel, _Predictor
+from impactflow.models.threshold import apply_decision, bayes_threshold, choose_threshold, decision_record
 
 Y = [0, 0, 1, 0, 1, 1]
 S = [0.1, 0.3, 0.4, 0.6, 0.7, 0.9]
@@ -91,8 +91,8 @@ def test_fixed_default_and_private_thresholds():
 
 
 def test_config_keys():
-    from data_contracts.errors import ConfigError
-    from flows.config import load_config
+    from impactflow.data_contracts.errors import ConfigError
+    from impactflow.flows.config import load_config
 
     cfg = load_config(None, ["model.costs.false_positive=5", "model.costs.false_negative=1"])
     assert cfg.model.costs.false_positive == 5 and cfg.model.threshold is None

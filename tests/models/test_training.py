@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_contracts.errors import ConfigError
-from models import get_family
-from models.training import PrivacySettings, TrainSettings, train_torch
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.models import get_family
+from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
 
 
 def _data(n=1200, d=8, seed=0):
@@ -17,7 +17,7 @@ def _data(n=1200, d=8, seed=0):
 
 
 def _train(privacy=PrivacySettings(), epochs=4, seed=0, model=None):
-    from models.base import seed_everything
+    from impactflow.models.base import seed_everything
 
     fam = get_family("tabular")
     Xtr, ytr, Xva, yva = _data()
@@ -77,7 +77,7 @@ def test_cpu_threads_policy(monkeypatch):
 
     import torch
 
-    from models.training import cpu_threads
+    from impactflow.models.training import cpu_threads
 
     assert cpu_threads(3) == 3  # an explicit setting wins
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
@@ -92,7 +92,7 @@ def test_rdp_readout_equals_opacus_rdp_accountant():
     2250 steps, delta=1e-5 -> 7.3291 with Opacus's default orders; ours adds orders, so <=)."""
     from opacus.accountants import RDPAccountant
 
-    from models.training import RDP_ORDERS, _RdpReadout
+    from impactflow.models.training import RDP_ORDERS, _RdpReadout
 
     readout = _RdpReadout()
     for history in ([(1.5, 0.04, 2250)], [(1.1, 0.03, 40), (0.9, 0.05, 7)]):
@@ -110,7 +110,7 @@ def test_batched_loader_yields_the_same_batches_as_a_tensor_dataset():
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from models.training import _loader
+    from impactflow.models.training import _loader
 
     X = np.arange(50, dtype=np.float32).reshape(25, 2)
     y = np.arange(25, dtype=np.int64)
@@ -130,7 +130,7 @@ def test_fast_embedding_norms_equal_opacus(shape):
     import torch.nn as nn
     from opacus.grad_sample.embedding_norm_sample import compute_embedding_norm_sample
 
-    from models.training import _embedding_norm_sample
+    from impactflow.models.training import _embedding_norm_sample
 
     gen = torch.Generator().manual_seed(0)
     layer = nn.Embedding(4, 3)  # 4 ids: sequences repeat ids
@@ -143,7 +143,7 @@ def test_fast_embedding_norms_equal_opacus(shape):
 
 
 def test_training_stops_at_the_next_batch_once_a_stop_check_gives_a_reason():
-    from models.training import TrainingStopped, raise_if_stopped, stop_training_when
+    from impactflow.models.training import TrainingStopped, raise_if_stopped, stop_training_when
 
     calls = {"n": 0}
 
@@ -162,7 +162,7 @@ def test_stop_checks_reach_threads_that_copy_the_context():
     import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
-    from models.training import TrainingStopped, raise_if_stopped, stop_training_when
+    from impactflow.models.training import TrainingStopped, raise_if_stopped, stop_training_when
 
     with stop_training_when(lambda: "stop"):
         ctx = contextvars.copy_context()

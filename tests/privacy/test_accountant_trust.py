@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch.nn as nn
 
-from models import training
-from models.training import PrivacySettings, TrainSettings, train_torch
+from impactflow.models import training
+from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
 
 DELTA = 1e-3
 
@@ -155,9 +155,9 @@ def test_canary_and_reference_runs_report_the_accountants_epsilon(tmp_path, monk
     and nothing is read from or written to the cache."""
     import math
 
-    from models import get_family
-    from models.data import split_frame
-    from models.privacy_attack import canary_run, train_reference_model
+    from impactflow.models import get_family
+    from impactflow.models.data import split_frame
+    from impactflow.models.privacy_attack import canary_run, train_reference_model
     from tests.models.family_examples import tabular_example
 
     monkeypatch.setenv("IMPACTFLOW_HOME", str(tmp_path))

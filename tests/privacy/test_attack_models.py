@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audits import AuditInputs, Status
-from audits.lira import canary_audit, lira_audit
-from models import FAMILIES, get_family
-from models.data import Split, split_frame
-from models.fit import fit_family_model
-from models.privacy_attack import audit_rows, canary_run, lira_inputs, make_canaries, train_reference_model
-from models.training import PrivacySettings
+from impactflow.audits import AuditInputs, Status
+from impactflow.audits.lira import canary_audit, lira_audit
+from impactflow.models import FAMILIES, get_family
+from impactflow.models.data import Split, split_frame
+from impactflow.models.fit import fit_family_model
+from impactflow.models.privacy_attack import audit_rows, canary_run, lira_inputs, make_canaries, train_reference_model
+from impactflow.models.training import PrivacySettings
 from tests.models.family_examples import EXAMPLES, tabular_example
 
 OVERFIT = dict(hidden_sizes=(256, 256), dropout=0.0, lr=0.01, weight_decay=0.0, batch_size=32, epochs=100,

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models.dp_bookkeeping import BookkeepingClipper, unsupported_reason, with_fresh_grads
+from impactflow.models.dp_bookkeeping import BookkeepingClipper, unsupported_reason, with_fresh_grads
 
 
 def _opacus_ghost(model, x, y, criterion, max_grad_norm):
@@ -43,8 +43,8 @@ def _bookkeeping(model, x, y, criterion, max_grad_norm):
 
 
 def _cases():
-    from models.recommender import BiasedMF
-    from models.text import TransformerClassifier
+    from impactflow.models.recommender import BiasedMF
+    from impactflow.models.text import TransformerClassifier
 
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
@@ -73,7 +73,7 @@ def _cases():
 @pytest.mark.parametrize("max_grad_norm", [1e-3, 0.5, 1e3])  # all clipped / mixed / none clipped
 @pytest.mark.parametrize("materialise", [True, False])  # sequence layers: per-example grads / Gram form
 def test_equals_opacus_ghost_clipping(name, max_grad_norm, materialise, monkeypatch):
-    from models import dp_bookkeeping
+    from impactflow.models import dp_bookkeeping
 
     monkeypatch.setattr(dp_bookkeeping, "MATERIALISE_MAX_BYTES", 2**40 if materialise else 0)
     model, x, y, criterion = _cases()[name]
@@ -224,7 +224,7 @@ def test_optimizer_step_equals_opacus():
 
 
 def _train_dp(model, X, y, clipping):
-    from models.training import PrivacySettings, TrainSettings, train_torch
+    from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
 
     crit = (lambda r: nn.BCEWithLogitsLoss(reduction=r))
     return train_torch(model, X[:200], y[:200], X[200:], y[200:], make_criterion=crit,
@@ -252,7 +252,7 @@ def test_training_records_which_clipping_ran():
 def test_accountant_memo_equals_opacus_and_is_reused(tmp_path, monkeypatch):
     from opacus.accountants.utils import get_noise_multiplier
 
-    from models import training
+    from impactflow.models import training
 
     monkeypatch.setenv("IMPACTFLOW_HOME", str(tmp_path))
     key = {"accountant": "rdp", "target_epsilon": 2.0, "target_delta": 1e-5, "sample_rate": 0.01, "epochs": 3}
@@ -285,7 +285,7 @@ def test_accountant_memo_equals_opacus_and_is_reused(tmp_path, monkeypatch):
 def test_epsilons_equal_the_accountants_and_never_touch_the_cache(tmp_path, monkeypatch):
     from opacus.accountants import PRVAccountant, RDPAccountant
 
-    from models import training
+    from impactflow.models import training
 
     monkeypatch.setenv("IMPACTFLOW_HOME", str(tmp_path))
 
@@ -305,7 +305,7 @@ def test_epsilons_equal_the_accountants_and_never_touch_the_cache(tmp_path, monk
 def test_accountant_memo_survives_a_failed_write(tmp_path, monkeypatch):
     import os
 
-    from models import training
+    from impactflow.models import training
 
     monkeypatch.setenv("IMPACTFLOW_HOME", str(tmp_path))
 

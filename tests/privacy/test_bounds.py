@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audits.privacy_bounds import (clopper_pearson, clopper_pearson_upper, epsilon_lower_bound_from_rates,
+from impactflow.audits.privacy_bounds import (clopper_pearson, clopper_pearson_upper, epsilon_lower_bound_from_rates,
                                    epsilon_lower_bound_from_scores, one_run_epsilon_lower_bound, one_run_guesses,
                                    one_run_p_value)
 

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from audits import AuditInputs, Status, run_audits
-from audits.lira import canary_audit, lira_audit, lira_offline_scores, logit_confidence
+from impactflow.audits import AuditInputs, Status, run_audits
+from impactflow.audits.lira import canary_audit, lira_audit, lira_offline_scores, logit_confidence
 
 
 def test_logit_confidence_by_hand():
@@ -122,7 +122,7 @@ def test_canary_audit_perfect_guesses_fail_a_small_epsilon():
     extra = {"canary": {"scores": scores, "included": included, "k_pos": 40, "k_neg": 40,
                         "epsilon": 0.5, "delta": 1e-5}}
     res = run_audits(_inputs(extra, epsilon=0.5, delta=1e-5), names=["privacy_canary"])["privacy_canary"]
-    from audits.privacy_bounds import one_run_epsilon_lower_bound
+    from impactflow.audits.privacy_bounds import one_run_epsilon_lower_bound
 
     expected = one_run_epsilon_lower_bound(200, 80, 80, delta=1e-5)
     assert res.metrics["privacy/canary_epsilon_lower_bound"] == pytest.approx(expected)

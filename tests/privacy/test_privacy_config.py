@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from data_contracts.errors import ConfigError
-from flows.config import load_config
-from tasks.privacy import DP_DEFAULT_CANARIES, canaries_for
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.flows.config import load_config
+from impactflow.tasks.privacy import DP_DEFAULT_CANARIES, canaries_for
 
 
 def test_defaults_cost_nothing_on_a_non_dp_run_and_canaries_on_a_dp_run():

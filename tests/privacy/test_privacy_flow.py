@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import load_config
+from impactflow.flows.config import load_config
 
 pytestmark = pytest.mark.e2e
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 def test_dp_run_reports_epsilon_next_to_empirical_lower_bounds(prefect_api, mlflow_uri, tmp_path):
     from mlflow import MlflowClient
 
-    from flows.pipeline import run_pipeline
+    from impactflow.flows.pipeline import run_pipeline
 
     cfg = load_config("tabular-dp", [
         f"tracking.output_dir={tmp_path}", "train.device=cpu", "data.sample=8000", "model.baselines=[]",
@@ -43,8 +43,8 @@ def test_dp_run_reports_epsilon_next_to_empirical_lower_bounds(prefect_api, mlfl
     # the logged model's encoder holds the contract's declared sets, not the sample's categories
     import mlflow
 
-    from data_contracts import get_contract
-    from data_contracts.domains import declared_domains
+    from impactflow.data_contracts import get_contract
+    from impactflow.data_contracts.domains import declared_domains
 
     logged = mlflow.pyfunc.load_model(f"runs:/{child.info.run_id}/model").unwrap_python_model()
     pre = logged.predictor.preprocessor

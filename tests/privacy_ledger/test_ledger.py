@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.ledger_store import COMPOSITION, BudgetExceeded, Ledger, compose, ledger_url, planned_models
+from impactflow.tasks.ledger_store import COMPOSITION, BudgetExceeded, Ledger, compose, ledger_url, planned_models
 
 ROOT = Path(__file__).resolve().parents[2]
 SHA = "ab" * 32
@@ -46,7 +46,7 @@ def test_planned_models_and_noise_multiplier_budget_refusal():
     assert all(m["private"] and m["epsilon"] == 2.0 for m in audit)
     plain = planned_models({**priv, "enabled": False}, "mlp", [], canaries=0, reference_models=1)
     assert plain == [{"model": "mlp", "private": False}, {"model": "mlp-lira-reference-1", "private": False}]
-    from data_contracts.errors import ConfigError
+    from impactflow.data_contracts.errors import ConfigError
 
     with pytest.raises(ConfigError, match="budget_epsilon needs privacy.target_epsilon"):
         planned_models({**priv, "target_epsilon": None, "noise_multiplier": 1.0}, "mlp", [])
@@ -74,7 +74,7 @@ def test_reserve_finalize_refuse_and_survive_a_restart(tmp_path):
     assert SHA[:12] in msg and "spent epsilon=4.5" in msg and "needs epsilon=1" in msg and "budget epsilon=5" in msg
     led.close()
     # a new process (a restart) reads the same totals from the file
-    code = ("from tasks.ledger_store import Ledger; import sys; s = Ledger(sys.argv[1]).summary(sys.argv[2]); "
+    code = ("from impactflow.tasks.ledger_store import Ledger; import sys; s = Ledger(sys.argv[1]).summary(sys.argv[2]); "
             "print(s['entries'], s['epsilon'], s['remaining_epsilon'])")
     out = subprocess.run([sys.executable, "-c", code, url, SHA], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -105,9 +105,9 @@ def _slow_compose(entries):
 
 
 def _reserve_one(url: str, start_at: float, queue) -> None:
-    import tasks.ledger_store
+    import impactflow.tasks.ledger_store as ledger_store
 
-    tasks.ledger_store.compose = _slow_compose
+    ledger_store.compose = _slow_compose
     led = Ledger(url)
     while time.time() < start_at:  # all processes hit the ledger at the same moment
         time.sleep(0.001)
@@ -179,16 +179,16 @@ def test_budget_cli_lists_a_seeded_ledger(tmp_path):
     led.close()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     env.pop("IMPACTFLOW_LEDGER_URL", None)
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "budget", "--ledger", url, "--dataset", SHA[:6]],
+    out = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "budget", "--ledger", url, "--dataset", SHA[:6]],
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert f"dataset {SHA[:12]} (adult)" in out.stdout and "2 run(s)" in out.stdout
     assert "1.75" in out.stdout and "reserved" in out.stdout
     assert "spent ε=2.75" in out.stdout and "budget ε=5" in out.stdout and "remaining ε=2.25" in out.stdout
     assert OTHER[:12] not in out.stdout  # filtered by prefix
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "budget", "--ledger", url, "--dataset", OTHER[:6]],
+    out = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "budget", "--ledger", url, "--dataset", OTHER[:6]],
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert "∞ (not private)" in out.stdout and "spent ε=∞" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "budget"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "budget"], capture_output=True, text=True,
                          env=env, cwd=tmp_path)
     assert out.returncode == 1 and "no privacy ledger at impactflow_runs/privacy_ledger.db" in out.stderr

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import load_config
-from tasks.ledger_store import BudgetExceeded, Ledger, ledger_url
+from impactflow.flows.config import load_config
+from impactflow.tasks.ledger_store import BudgetExceeded, Ledger, ledger_url
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +20,7 @@ DP = ["data.sample=5000", "train.device=cpu", "model.params.epochs=1", "model.ba
 
 
 def _run(out: Path, *overrides: str):
-    from flows.pipeline import run_pipeline
+    from impactflow.flows.pipeline import run_pipeline
 
     return run_pipeline(load_config("tabular", [f"tracking.output_dir={out}", *DP, *overrides]))
 

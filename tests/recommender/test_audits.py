@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audits import AuditInputs, run_audits
-from audits.recommender import (gini, hhi, lorenz_curve, mean_ci, ranking_metrics, rmse_ci, top_k)
-from audits.report import not_measured_statements
+from impactflow.audits import AuditInputs, run_audits
+from impactflow.audits.recommender import (gini, hhi, lorenz_curve, mean_ci, ranking_metrics, rmse_ci, top_k)
+from impactflow.audits.report import not_measured_statements
 
 
 def test_gini_hhi_and_lorenz_conventions():

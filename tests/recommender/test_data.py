@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data_contracts import get_contract, load_dataset
-from data_contracts.errors import DataError
-from data_contracts.ratings import RATING_COLUMNS, age_band
-from data_contracts.synthetic_ratings import HERE as SYNTH_DIR, generate_ratings, load_synthetic_ratings
+from impactflow.data_contracts import get_contract, load_dataset
+from impactflow.data_contracts.errors import DataError
+from impactflow.data_contracts.ratings import RATING_COLUMNS, age_band
+from impactflow.data_contracts.synthetic_ratings import HERE as SYNTH_DIR, generate_ratings, load_synthetic_ratings
 from tests.conftest import SHARED_DATASETS
 
 MOVIELENS = SHARED_DATASETS / "movielens-100k"
@@ -59,7 +59,7 @@ def test_bad_movielens_files_are_clear_data_errors(tmp_path, problem, match):
 
 
 def test_contract_reports_range_duplicates_and_unknown_users():
-    from data_contracts.validation import validate
+    from impactflow.data_contracts.validation import validate
 
     contract = get_contract("synthetic_ratings")
     df = load_dataset(contract)
@@ -95,7 +95,7 @@ def test_synthetic_spec_errors_name_the_file_and_key(tmp_path):
 def test_real_movielens_meets_its_contract():
     if not (MOVIELENS / "u.data").is_file():
         pytest.skip(f"MovieLens 100K not found at {MOVIELENS} (licence: never shipped); CI provides it")
-    from data_contracts.validation import validate
+    from impactflow.data_contracts.validation import validate
 
     contract = get_contract("movielens")
     df = load_dataset(contract, MOVIELENS)

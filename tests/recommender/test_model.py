@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from models import get_family
-from models.base import targets
-from models.recommender import BiasBaseline, BiasedMF, ItemScorer
+from impactflow.models import get_family
+from impactflow.models.base import targets
+from impactflow.models.recommender import BiasBaseline, BiasedMF, ItemScorer
 from tests.models.family_examples import recommender_example
 
 FAMILY = get_family("recommender")
@@ -56,7 +56,7 @@ def test_item_scorer_scores_every_catalog_item_once_per_user_set():
 
 @pytest.mark.parametrize("variant", ["mf", "neumf"])
 def test_dp_training_with_ghost_clipping(variant):
-    from models.training import PrivacySettings, TrainSettings, train_torch
+    from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
 
     df, roles = recommender_example(n=256)
     config = FAMILY.make_config({"variant": variant, "n_factors": 4, "mlp_sizes": [8]})

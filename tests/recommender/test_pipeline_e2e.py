@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from data_contracts.errors import ConfigError
-from flows.config import load_config
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.flows.config import load_config
 from tests.conftest import SHARED_DATASETS
 
 pytestmark = pytest.mark.e2e
@@ -18,7 +18,7 @@ MOVIELENS = SHARED_DATASETS / "movielens-100k"
 
 
 def _run(preset: str, out: Path, *overrides: str) -> dict:
-    from flows.pipeline import run_pipeline
+    from impactflow.flows.pipeline import run_pipeline
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{out / 'mlflow.db'}"
     try:
@@ -70,7 +70,7 @@ def test_synthetic_run_logs_models_and_metrics_to_mlflow(synthetic_run):
     for name in ("eval/rmse", "eval/ndcg_at_10", "exposure/gini_at_10", "fairness/gender/rmse_gap",
                  "privacy/mia_auc"):
         assert name in child.data.metrics, name
-    from tasks.tracking import using_tracking_uri
+    from impactflow.tasks.tracking import using_tracking_uri
 
     with using_tracking_uri(uri):
         model = mlflow.pyfunc.load_model(f"runs:/{child.info.run_id}/model")

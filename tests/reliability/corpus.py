@@ -40,7 +40,7 @@ class Bases:
     @property
     def adult(self):
         if self._adult is None:
-            from data_contracts import get_contract, load_dataset
+            from impactflow.data_contracts import get_contract, load_dataset
 
             df = load_dataset(get_contract("adult"))
             # every race group >= 30 rows (the contract's minimum) in 1,500 rows

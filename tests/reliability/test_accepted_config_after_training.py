@@ -7,7 +7,7 @@ import pytest
 
 
 def test_min_cell_size_above_the_data_size_keeps_the_data_sheet(tmp_path):
-    from tasks.report import write_report
+    from impactflow.tasks.report import write_report
     from tests.report.conftest import make_inputs
 
     inputs = make_inputs()

@@ -45,7 +45,7 @@ def eight_runs(tmp_path_factory):
             cwd = home / f"run{seed}"
             cwd.mkdir()
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "flows.cli", "run", *FAST, "--set", f"seed={seed}",
+                [sys.executable, "-m", "impactflow.flows.cli", "run", *FAST, "--set", f"seed={seed}",
                  *(DP if seed in DP_SEEDS else [])],
                 cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         outs = [p.communicate(timeout=900) for p in procs]
@@ -57,7 +57,7 @@ def eight_runs(tmp_path_factory):
         exp = client.get_experiment_by_name("concurrency")
         runs = client.search_runs([exp.experiment_id]) if exp else []
         logged = client.search_logged_models([exp.experiment_id]) if exp else []
-        from tasks.ledger_store import Ledger
+        from impactflow.tasks.ledger_store import Ledger
 
         ledger = Ledger(ledger_url)
         entries = ledger.entries()
@@ -111,7 +111,7 @@ def test_privacy_ledger_stays_exact(eight_runs):
         if e["private"]:
             assert e["status"] != "reserved"
             assert e["epsilon"] == pytest.approx(children[e["run_id"]].data.metrics["privacy/epsilon"], rel=1e-9)
-    from tasks.ledger_store import compose
+    from impactflow.tasks.ledger_store import compose
 
     total = compose(entries)
     assert total["n_private"] == len(DP_SEEDS) and total["n_non_private"] == N_RUNS - len(DP_SEEDS)

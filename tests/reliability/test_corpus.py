@@ -31,7 +31,7 @@ def in_process_cli(prefect_api, tmp_path, monkeypatch):
     ``impactflow_runs/`` there; the environment the CLI sets up is restored afterwards."""
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from impactflow.flows.cli import app
 
     saved = dict(os.environ)
     monkeypatch.chdir(tmp_path)

@@ -27,7 +27,7 @@ def _dead_pid() -> int:
 
 
 def _dead_owner() -> dict[str, str]:
-    from tasks.reconcile import HOST_TAG, PID_START_TAG, PID_TAG
+    from impactflow.tasks.reconcile import HOST_TAG, PID_START_TAG, PID_TAG
 
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(_dead_pid()), PID_START_TAG: "1"}
 
@@ -47,7 +47,7 @@ def store(tmp_path):
 def test_reconcile_ends_running_child_runs_whose_parent_ended(store):
     """A retried task attempt's child run stays RUNNING beside a parent that ended (any status);
     a child of a live parent, and a child run no impactflow task opened, are left alone."""
-    from tasks.reconcile import RECONCILED_TAG, owner_tags, reconcile
+    from impactflow.tasks.reconcile import RECONCILED_TAG, owner_tags, reconcile
 
     c, exp = store.client, store.exp
     finished = c.create_run(exp, tags=owner_tags()).info.run_id
@@ -82,7 +82,7 @@ def test_a_failed_attempt_of_log_model_run_ends_its_child_run_failed(store, tmp_
     opens another); before, it stayed RUNNING beside the retry's run."""
     import pandas as pd
 
-    from tasks import log, tracking
+    from impactflow.tasks import log, tracking
 
     parent = store.client.create_run(store.exp).info.run_id
     ctx = {"uri": store.uri, "experiment_id": store.exp, "parent_run_id": parent, "experiment": "e"}
@@ -102,7 +102,7 @@ def test_a_failed_attempt_of_log_model_run_ends_its_child_run_failed(store, tmp_
 def test_an_interrupted_attempt_ends_its_child_run_killed(store, tmp_path, monkeypatch):
     import pandas as pd
 
-    from tasks import log, tracking
+    from impactflow.tasks import log, tracking
 
     parent = store.client.create_run(store.exp).info.run_id
     ctx = {"uri": store.uri, "experiment_id": store.exp, "parent_run_id": parent, "experiment": "e"}
@@ -121,7 +121,7 @@ def test_an_interrupted_attempt_ends_its_child_run_killed(store, tmp_path, monke
 
 
 def test_owner_tag_round_trips():
-    from tasks.reconcile import owner_from_prefect_tags, owner_tags, prefect_owner_tag
+    from impactflow.tasks.reconcile import owner_from_prefect_tags, owner_tags, prefect_owner_tag
 
     tag = prefect_owner_tag()
     assert owner_from_prefect_tags(["x", tag]) == {k: v for k, v in owner_tags().items()
@@ -139,7 +139,7 @@ def test_flow_runs_of_dead_owners_are_marked_crashed_with_their_task_runs(prefec
     from prefect.client.schemas.objects import StateType
     from prefect.states import Running
 
-    from tasks.reconcile import (FLOW_RUN_TAG, PREFECT_OWNER_PREFIX, owner_tags, prefect_owner_tag,
+    from impactflow.tasks.reconcile import (FLOW_RUN_TAG, PREFECT_OWNER_PREFIX, owner_tags, prefect_owner_tag,
                                  reconcile_flow_runs)
 
     @flow(name="impactflow-pipeline")
@@ -177,7 +177,7 @@ def test_flow_runs_of_dead_owners_are_marked_crashed_with_their_task_runs(prefec
 
 
 def test_temporary_files_name_their_writer(tmp_path):
-    from audits.atomic import TEMP_RE, mkstemp_for, write_atomic, writer_pid
+    from impactflow.audits.atomic import TEMP_RE, mkstemp_for, write_atomic, writer_pid
 
     fd, tmp = mkstemp_for(tmp_path / "impact_report.json")
     os.close(fd)
@@ -195,11 +195,11 @@ def test_a_killed_writers_temporary_file_is_removed_and_a_live_ones_kept(tmp_pat
     """A real writer is SIGKILLed between its temporary file and ``os.replace``: the file stays
     (nothing in-process can remove it); ``remove_orphans`` takes it, not a live writer's, not a
     user's file, and an earlier-named leftover only once it is old."""
-    from audits.atomic import LEGACY_AFTER_S, remove_orphans
+    from impactflow.audits.atomic import LEGACY_AFTER_S, remove_orphans
 
     reports = tmp_path / "runs" / "r1" / "reports"
     reports.mkdir(parents=True)
-    code = ("import sys, time; from pathlib import Path; from audits.atomic import mkstemp_for\n"
+    code = ("import sys, time; from pathlib import Path; from impactflow.audits.atomic import mkstemp_for\n"
             "fd, tmp = mkstemp_for(Path(sys.argv[1]) / 'impact_report.json'); print(tmp, flush=True); time.sleep(60)")
     p = subprocess.Popen([sys.executable, "-c", code, str(reports)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -228,10 +228,10 @@ def test_a_killed_writers_temporary_file_is_removed_and_a_live_ones_kept(tmp_pat
 def test_report_and_evidence_writes_use_the_writer_naming(tmp_path, monkeypatch):
     """Every atomic-write site names its temporary file after its writer (caught at the moment
     it is renamed into place)."""
-    import audits.evidence as evidence
-    import audits.render as render  # noqa: F401 - the module whose write is observed
-    from audits.atomic import writer_pid
-    from tasks.report import write_report
+    import impactflow.audits.evidence as evidence
+    import impactflow.audits.render as render  # noqa: F401 - the module whose write is observed
+    from impactflow.audits.atomic import writer_pid
+    from impactflow.tasks.report import write_report
     from tests.report.conftest import make_inputs
 
     seen: list[str] = []
@@ -261,7 +261,7 @@ SHA = "ab" * 32
 
 
 def _reserve(url: str, run_id: str, owner: str, monkeypatch, eps: float = 1.0) -> list[int]:
-    import tasks.ledger_store as ls
+    import impactflow.tasks.ledger_store as ls
 
     with monkeypatch.context() as m:
         m.setattr(ls, "owner_string", lambda: owner)
@@ -277,8 +277,8 @@ def test_stale_reservations_are_flagged_and_released_only_when_nothing_was_logge
     """Three DP runs reserved epsilon = 1 each: one killed before it logged anything (released),
     one killed after it opened a model's child run (kept, counted, flagged), one still running
     (neither). The ledger's view and its totals say which."""
-    import tasks.ledger_store as ls
-    from tasks.reconcile import stale_reservations
+    import impactflow.tasks.ledger_store as ls
+    from impactflow.tasks.reconcile import stale_reservations
 
     url = f"sqlite:///{tmp_path / 'privacy_ledger.db'}"
     host, c = socket.gethostname(), store.client
@@ -329,7 +329,7 @@ def _render(tables) -> str:
 def test_a_ledger_from_before_the_owner_column_is_migrated(tmp_path):
     import sqlite3
 
-    import tasks.ledger_store as ls
+    import impactflow.tasks.ledger_store as ls
 
     db = tmp_path / "privacy_ledger.db"
     with sqlite3.connect(db) as con:
@@ -356,8 +356,8 @@ def test_pipeline_start_marks_versions_of_failed_runs_and_removes_orphans(store,
     registration) loses ``champion`` and is marked, like ``impactflow reconcile`` does."""
     from mlflow import MlflowClient
 
-    from tasks.reconcile import reconcile_at_start
-    from tasks.registry import CHAMPION, PARENT_TAG, RUN_STATUS_TAG
+    from impactflow.tasks.reconcile import reconcile_at_start
+    from impactflow.tasks.registry import CHAMPION, PARENT_TAG, RUN_STATUS_TAG
 
     c = store.client
     parent = c.create_run(store.exp, tags=_dead_owner()).info.run_id
@@ -384,7 +384,7 @@ def test_reconcile_command_reports_every_kind_of_leftover(tmp_path, monkeypatch)
     from mlflow import MlflowClient
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from impactflow.flows.cli import app
 
     out = tmp_path / "impactflow_runs"
     out.mkdir()
@@ -421,7 +421,7 @@ def test_reconcile_command_reports_every_kind_of_leftover(tmp_path, monkeypatch)
 
 
 def test_summary_lines_say_when_prefect_was_not_checked_or_unreachable():
-    from tasks.reconcile import summary_lines
+    from impactflow.tasks.reconcile import summary_lines
 
     empty = {"runs": [], "flow_runs": [], "versions": [], "temp_files": [], "reservations": []}
     assert "Prefect: not checked (no PREFECT_API_URL and no kept server; the next `impactflow run` checks its " \
@@ -434,7 +434,7 @@ def test_summary_lines_say_when_prefect_was_not_checked_or_unreachable():
 
 
 def test_disk_error_names_the_file_a_full_disk_refused_and_ignores_other_errors():
-    from audits.atomic import disk_error
+    from impactflow.audits.atomic import disk_error
 
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/a.gif", None, "/runs/mlartifacts/a.gif")
     assert disk_error(full).startswith("cannot write /runs/mlartifacts/a.gif: No space left on device; "

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from audits.disclosure import suppress_small_cells
+from impactflow.audits.disclosure import suppress_small_cells
 
 
 def _doc():
@@ -60,8 +60,8 @@ def test_k_is_configurable_and_one_disables_it():
 
 
 def test_suppressed_report_still_validates_and_renders(tmp_path):
-    from audits.render import write_report
-    from audits.report import build_report
+    from impactflow.audits.render import write_report
+    from impactflow.audits.report import build_report
     from tests.report.conftest import make_inputs
 
     report = build_report(**make_inputs())
@@ -80,7 +80,7 @@ def test_suppressed_report_still_validates_and_renders(tmp_path):
 def test_model_input_example_is_no_ones_row(family):
     import numpy as np
 
-    from audits.disclosure import EXAMPLE_TEXT, synthetic_example
+    from impactflow.audits.disclosure import EXAMPLE_TEXT, synthetic_example
     from tests.models import family_examples
 
     df, _ = getattr(family_examples, f"{family}_example")(64)
@@ -117,8 +117,8 @@ def _hand_audit():
     import numpy as np
     import pandas as pd
 
-    from audits.fairness import fairness_audit
-    from audits.inputs import AuditInputs
+    from impactflow.audits.fairness import fairness_audit
+    from impactflow.audits.inputs import AuditInputs
 
     y, p, g = [], [], []
     for group, (tp, fp, tn, fn) in HAND.items():
@@ -135,8 +135,8 @@ def _candidates(row: dict) -> list[tuple[int, int, int, int]]:
     """Every (tp, fp, tn, fn) consistent with everything the disclosed row still shows."""
     import math
 
-    from audits.bootstrap import RATE_CELLS
-    from audits.stats import wilson_interval
+    from impactflow.audits.bootstrap import RATE_CELLS
+    from impactflow.audits.stats import wilson_interval
 
     n = row["n"]
     out = []

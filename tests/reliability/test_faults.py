@@ -29,7 +29,7 @@ def _closed_port() -> int:
 def test_unreachable_tracking_server_is_a_clear_error_before_training(prefect_api, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from impactflow.flows.cli import app
 
     port = _closed_port()
     monkeypatch.chdir(tmp_path)
@@ -50,8 +50,8 @@ def test_unreachable_tracking_server_is_a_clear_error_before_training(prefect_ap
 
 
 def test_preflight_accepts_a_live_server_and_names_a_dead_database():
-    from data_contracts.errors import TrackingError
-    from tasks.tracking import preflight
+    from impactflow.data_contracts.errors import TrackingError
+    from impactflow.tasks.tracking import preflight
 
     preflight("sqlite:///:memory:")  # local stores are created on first use: nothing to check
     with pytest.raises(TrackingError, match=r"postgresql://\*\*\*@127\.0\.0\.1:\d+/db is unreachable"):
@@ -70,7 +70,7 @@ def _dead_pid() -> int:
 def test_reconcile_marks_runs_of_dead_owners_killed_and_leaves_live_ones(tmp_path):
     from mlflow import MlflowClient
 
-    from tasks.reconcile import HOST_TAG, PID_START_TAG, PID_TAG, RECONCILED_TAG, owner_tags, reconcile
+    from impactflow.tasks.reconcile import HOST_TAG, PID_START_TAG, PID_TAG, RECONCILED_TAG, owner_tags, reconcile
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
@@ -144,7 +144,7 @@ def test_sigkill_mid_training_then_rerun_completes_and_reconciles(prefect_api, t
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "MLFLOW_TRACKING_URI"}
     env.update(PREFECT_API_URL=prefect_api, PYTHONPATH=str(ROOT))
-    base = [sys.executable, "-m", "flows.cli", "run", "-c", "text", "--set", "data.sample=1500",
+    base = [sys.executable, "-m", "impactflow.flows.cli", "run", "-c", "text", "--set", "data.sample=1500",
             "--set", "model.baselines=[]", "--set", "model.params.patience=1000"]
     uri = f"sqlite:///{tmp_path / 'impactflow_runs' / 'mlflow.db'}"
     marker = f"model.params.epochs=500 --set tracking.output_dir={tmp_path / 'impactflow_runs'}"  # this run only
@@ -193,9 +193,9 @@ def test_sigkill_mid_training_then_rerun_completes_and_reconciles(prefect_api, t
 def test_transient_io_failure_is_retried_and_a_user_error_is_not(prefect_api, monkeypatch):
     from prefect import flow
 
-    import data_contracts
-    from data_contracts.errors import DataError
-    from tasks.data import load_data
+    from impactflow import data_contracts
+    from impactflow.data_contracts.errors import DataError
+    from impactflow.tasks.data import load_data
 
     calls = {"n": 0}
     real = data_contracts.load_dataset
@@ -237,10 +237,10 @@ def test_transient_io_failure_is_retried_and_a_user_error_is_not(prefect_api, mo
     ("mkstemp", errno.EROFS, "Read-only file system"),
 ])
 def test_full_or_read_only_report_folder_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch, where, err, text):
-    import audits.atomic as atomic
-    import audits.render as render
-    from data_contracts.errors import OutputError
-    from tasks.report import write_report
+    import impactflow.audits.atomic as atomic
+    import impactflow.audits.render as render
+    from impactflow.data_contracts.errors import OutputError
+    from impactflow.tasks.report import write_report
     from tests.report.conftest import make_inputs
 
     inputs = make_inputs()
@@ -265,8 +265,8 @@ def test_reconcile_command_marks_a_dead_owners_run(tmp_path):
     from mlflow import MlflowClient
     from typer.testing import CliRunner
 
-    from flows.cli import app
-    from tasks.reconcile import HOST_TAG, PID_TAG
+    from impactflow.flows.cli import app
+    from impactflow.tasks.reconcile import HOST_TAG, PID_TAG
 
     db = tmp_path / "impactflow_runs" / "mlflow.db"
     db.parent.mkdir()

@@ -71,7 +71,7 @@ def test_a_disk_full_mid_run_is_one_error_line_and_leaves_nothing_running(prefec
     disk_dir = tmp_path / "disk"
     disk_dir.mkdir()
     out = disk_dir / "impactflow_runs"
-    cli = [sys.executable, "-m", "flows.cli", "run", *ARGS, "--set", f"tracking.output_dir={out}"]
+    cli = [sys.executable, "-m", "impactflow.flows.cli", "run", *ARGS, "--set", f"tracking.output_dir={out}"]
     if disk == "tmpfs":
         if not _unshare_tmpfs_works(tmp_path):
             pytest.skip("no unprivileged user+mount namespace here: the rlimit case covers a full disk")
@@ -96,7 +96,7 @@ def test_a_disk_full_mid_run_is_one_error_line_and_leaves_nothing_running(prefec
     assert len(parents) == 1 and parents[0].info.status == "FAILED", [(r.info.run_id, r.info.status) for r in runs]
 
     # the operator frees space (here: the tmpfs is gone with its namespace), then reconciles
-    rec = subprocess.run([sys.executable, "-m", "flows.cli", "reconcile", "--output-dir", str(tmp_path / "elsewhere")],
+    rec = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "reconcile", "--output-dir", str(tmp_path / "elsewhere")],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert rec.returncode == 0, rec.stderr[-3000:]
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:

@@ -67,7 +67,7 @@ def work(prefect_api, tmp_path_factory):
 
 
 def _cli(work, *args, extra_env=None, **kw):
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=work["root"],
+    return subprocess.Popen([sys.executable, "-m", "impactflow.flows.cli", *args], cwd=work["root"],
                             env={**work["env"], **(extra_env or {})}, **kw)
 
 
@@ -167,7 +167,7 @@ def test_sigkill_at_stage_leaves_nothing_approved_or_running_after_reconcile(wor
     from mlflow import MlflowClient
     from prefect.client.schemas.objects import StateType
 
-    from tasks.registry import RUN_STATUS_TAG
+    from impactflow.tasks.registry import RUN_STATUS_TAG
 
     pid, _ = _run_and_kill(work, stage)
     marker = f"tracking.output_dir={work['out']}"
@@ -201,7 +201,7 @@ def test_sigkill_at_stage_leaves_nothing_approved_or_running_after_reconcile(wor
     assert _temp_files(work["out"]) == []
     if stage == "training-dp":
         assert "1 stale privacy-budget reservation(s), 1 released" in stdout, stdout  # the DP model's
-        from tasks.ledger_store import Ledger
+        from impactflow.tasks.ledger_store import Ledger
 
         ledger = Ledger(_ledger_env(work, stage)["IMPACTFLOW_LEDGER_URL"])
         try:

@@ -38,8 +38,8 @@ def tracking_uri():
 def leak_run(prefect_api, tracking_uri, tmp_path_factory):
     from typer.testing import CliRunner
 
-    import tasks.tracking as tracking
-    from flows.cli import app
+    import impactflow.tasks.tracking as tracking
+    from impactflow.flows.cli import app
 
     tmp = tmp_path_factory.mktemp("leak")
     lines = gzip.decompress((ROOT / "data_contracts/sms_spam/SMSSpamCollection.gz").read_bytes()) \

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import lifetime
+from impactflow.flows import lifetime
 from tests.conftest import ROOT
 
 # every test here starts processes: outside the fast tier
@@ -79,7 +79,7 @@ def test_guard_kills_what_a_sigkilled_parent_left_behind(tmp_path):
     script = textwrap.dedent(f"""
         import subprocess, sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from flows import lifetime
+        from impactflow.flows import lifetime
         lifetime.start_guard()
         child = subprocess.Popen(["sleep", "120"])
         open({str(pidfile)!r}, "w").write(str(child.pid))
@@ -111,7 +111,7 @@ def _cli(tmp_path: Path) -> subprocess.Popen:
            if not k.startswith(("PYTEST", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"))}
     env.update(PYTHONPATH=str(ROOT), PREFECT_HOME=str(tmp_path / "prefect_home"), IMPACTFLOW_WARM="off")
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "run", "-c", "text", "--set", "data.sample=1500",
+        [sys.executable, "-m", "impactflow.flows.cli", "run", "-c", "text", "--set", "data.sample=1500",
          "--set", "model.baselines=[]", "--set", "model.params.epochs=500", "--set", "model.params.patience=1000",
          "--set", f"tracking.output_dir={tmp_path / 'impactflow_runs'}"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from data_contracts.docs_html import sanitise_page, unsafe_markup
+from impactflow.data_contracts.docs_html import sanitise_page, unsafe_markup
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(2)>"
@@ -96,9 +96,9 @@ def test_group_values_are_escaped_in_descriptions_and_plain_in_messages(tmp_path
     it is (the CLI and the report escape for their own medium)."""
     import pandas as pd
 
-    from data_contracts.predictions import (predictions_contract, predictions_suite, sensitive_as_text,
+    from impactflow.data_contracts.predictions import (predictions_contract, predictions_suite, sensitive_as_text,
                                             write_suite)
-    from data_contracts.validation import validate
+    from impactflow.data_contracts.validation import validate
 
     df = sensitive_as_text(pd.DataFrame({"y": [0, 1] * 4, "score": [0.2, 0.8] * 4,
                                          "grp": [SCRIPT] * 2 + ["b"] * 6}), ["grp"])
@@ -121,9 +121,9 @@ def test_data_docs_show_planted_values_as_text_with_tables_and_offline(tmp_path)
     tables, and the index links every page (GX's index is built by JavaScript)."""
     import pandas as pd
 
-    from data_contracts.predictions import (predictions_contract, predictions_suite, sensitive_as_text,
+    from impactflow.data_contracts.predictions import (predictions_contract, predictions_suite, sensitive_as_text,
                                             write_suite)
-    from data_contracts.validation import validate
+    from impactflow.data_contracts.validation import validate
 
     col = IMG
     df = sensitive_as_text(pd.DataFrame({"y": [0, 1, 0, 1, 0, 1, 0, 1], "score": [0.2, 0.8] * 4,
@@ -158,8 +158,8 @@ def test_markdown_report_renders_no_link_image_or_tag_from_user_strings():
     no <img> and no raw tag from them."""
     import mistune
 
-    from audits.render import render_markdown
-    from audits.report import build_report
+    from impactflow.audits.render import render_markdown
+    from impactflow.audits.report import build_report
     from tests.report.conftest import make_inputs
 
     inputs = make_inputs(failing=True)
@@ -191,7 +191,7 @@ def test_run_and_audit_folders_hold_no_executable_markup(cli, tmp_path):
     import numpy as np
     import pandas as pd
 
-    from data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts import get_contract, load_dataset
 
     rng = np.random.default_rng(0)
     n = 600
@@ -235,7 +235,7 @@ def test_run_and_audit_folders_hold_no_executable_markup(cli, tmp_path):
 def test_an_escaped_value_inside_a_quoted_attribute_is_no_event_handler():
     """The report's figure alt text quotes a column named '<img src=x onerror=…>', escaped inside
     a quoted attribute: a browser reads one attribute 'alt', no handler (the scan flagged it)."""
-    from data_contracts.docs_html import unsafe_markup
+    from impactflow.data_contracts.docs_html import unsafe_markup
 
     assert unsafe_markup('<img src="data:image/png;base64,AA" alt="by &lt;img src=x onerror=alert(2)&gt;">') == []
     assert unsafe_markup('<img src="data:x" alt="a" onerror="alert(1)">') == ["event handler attribute"]

@@ -1,5 +1,5 @@
 """Path traversal (issue 28, defect 4): every user-supplied name that becomes part of a path is
-a safe slug (``data_contracts.names``) or one clear error naming the argument, before anything
+a safe slug (``impactflow.data_contracts.names``) or one clear error naming the argument, before anything
 is written."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from data_contracts.errors import ConfigError
-from data_contracts.names import is_safe_name, safe_name
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.data_contracts.names import is_safe_name, safe_name
 
 
 @pytest.mark.parametrize("name", ["external-model", "impactflow-audit-only", "m.v2_1", "A", "x" * 100])
@@ -28,7 +28,7 @@ def test_audit_refuses_a_traversing_model_name_before_writing_anything(tmp_path,
     """``--model-name ../../…/PWNED`` wrote audits.json outside the run folder."""
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from impactflow.flows.cli import app
 
     work = tmp_path / "a" / "b" / "c"
     work.mkdir(parents=True)
@@ -44,7 +44,7 @@ def test_audit_refuses_a_traversing_model_name_before_writing_anything(tmp_path,
 
 
 def test_audit_flow_refuses_unsafe_names_before_tracking(tmp_path):
-    from flows.audit_only import audit_only_flow
+    from impactflow.flows.audit_only import audit_only_flow
 
     (tmp_path / "t.csv").write_text("y,g,s\n1,a,0.9\n")
     for kwargs in ({"model_name": "../PWNED"}, {"experiment": "a/b"}):
@@ -55,7 +55,7 @@ def test_audit_flow_refuses_unsafe_names_before_tracking(tmp_path):
 
 
 def test_config_refuses_an_unsafe_experiment_and_a_preset_name_that_is_a_path(tmp_path, monkeypatch):
-    from flows.config import load_config
+    from impactflow.flows.config import load_config
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"^tracking.experiment '\.\./\.\./x': not a safe name"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from data_contracts.errors import ImpactflowError
+from impactflow.data_contracts.errors import ImpactflowError
 
 
 def _version(tmp_path: Path, *, parent_status: str = "FINISHED", child_status: str = "FINISHED",
@@ -18,7 +18,7 @@ def _version(tmp_path: Path, *, parent_status: str = "FINISHED", child_status: s
     run that logged it, and (``sign``) the parent run's signed statement logged to MLflow."""
     from mlflow import MlflowClient
 
-    from tasks.evidence import sign_run
+    from impactflow.tasks.evidence import sign_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
@@ -45,7 +45,7 @@ def _version(tmp_path: Path, *, parent_status: str = "FINISHED", child_status: s
 
 
 def _own_trust() -> dict:
-    from audits import evidence
+    from impactflow.audits import evidence
 
     return evidence.trusted_keys()
 
@@ -58,7 +58,7 @@ def _own_trust() -> dict:
 ])
 def test_promote_refuses_a_version_whose_run_did_not_finish(tmp_path, parent_status, child_status, what):
     """The full-disk run: FAILED parent, gates passed, evidence signed: was promoted (exit 0)."""
-    from tasks.registry import promote
+    from impactflow.tasks.registry import promote
 
     v = _version(tmp_path, parent_status=parent_status, child_status=child_status)
     with pytest.raises(ImpactflowError) as err:
@@ -68,7 +68,7 @@ def test_promote_refuses_a_version_whose_run_did_not_finish(tmp_path, parent_sta
 
 
 def test_promote_accepts_a_finished_run_with_verified_evidence_and_refuses_untrusted_or_missing(tmp_path):
-    from tasks.registry import promote
+    from impactflow.tasks.registry import promote
 
     v = _version(tmp_path)
     with pytest.raises(ImpactflowError, match="intact but signed by key .* which you do not trust"):
@@ -84,7 +84,7 @@ def test_promote_accepts_a_finished_run_with_verified_evidence_and_refuses_untru
 
 
 def test_promote_refuses_evidence_changed_after_signing(tmp_path):
-    from tasks.registry import promote
+    from impactflow.tasks.registry import promote
 
     v = _version(tmp_path)
     edited = tmp_path / "notes.txt"
@@ -95,7 +95,7 @@ def test_promote_refuses_evidence_changed_after_signing(tmp_path):
 
 
 def test_promote_refuses_failed_gates_and_unknown_versions(tmp_path):
-    from tasks.registry import promote
+    from impactflow.tasks.registry import promote
 
     v = _version(tmp_path, gates="incomplete")
     with pytest.raises(ImpactflowError, match="not promotable: gates incomplete"):
@@ -105,8 +105,8 @@ def test_promote_refuses_failed_gates_and_unknown_versions(tmp_path):
 
 
 def test_reconcile_marks_versions_of_killed_and_failed_runs_and_removes_their_champion(tmp_path):
-    from tasks.reconcile import mark_versions
-    from tasks.registry import RUN_STATUS_TAG, list_models
+    from impactflow.tasks.reconcile import mark_versions
+    from impactflow.tasks.registry import RUN_STATUS_TAG, list_models
 
     good = _version(tmp_path)
     killed = _version(tmp_path, parent_status="KILLED")
@@ -127,7 +127,7 @@ def test_reconcile_marks_versions_of_killed_and_failed_runs_and_removes_their_ch
 def _cli(args: list[str], env: dict | None = None):
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from impactflow.flows.cli import app
 
     saved = dict(os.environ)
     os.environ.pop("MLFLOW_TRACKING_URI", None)

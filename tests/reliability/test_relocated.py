@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from data_contracts.errors import ConfigError, DataError
-from tasks import tracking
+from impactflow.data_contracts.errors import ConfigError, DataError
+from impactflow.tasks import tracking
 
 
 def _store(folder):
@@ -34,7 +34,7 @@ def test_a_copied_runs_folder_is_refused_before_writing_into_the_original(tmp_pa
 
 
 def test_a_moved_runs_folder_names_the_missing_artifact_path(tmp_path):
-    from tasks.evidence import download_run_artifacts
+    from impactflow.tasks.evidence import download_run_artifacts
 
     uri, run = _store(tmp_path / "runs")
     assert (download_run_artifacts(uri, run, tmp_path / "dl") / "reports" / "a.txt").read_text() == "hello"

@@ -47,7 +47,7 @@ def test_summary_prints_the_tracking_uri_without_its_password():
     """`audit` returned the raw URI in its summary and the CLI printed it (`run` redacted it)."""
     from rich.console import Console
 
-    from flows.cli import _print_summary
+    from impactflow.flows.cli import _print_summary
 
     buf = io.StringIO()
     summary = {"gates": [], "models": {}, "status": "pass", "incomplete": [], "parent_run_id": "r1",
@@ -60,7 +60,7 @@ def test_summary_prints_the_tracking_uri_without_its_password():
 
 
 def test_ui_link_never_carries_user_and_password():
-    from tasks.tracking import ui_url
+    from impactflow.tasks.tracking import ui_url
 
     assert ui_url(f"https://user:{SECRET}@mlflow.example:443/", "3", "abc") == \
         "https://mlflow.example:443/#/experiments/3/runs/abc"
@@ -70,7 +70,7 @@ def test_ui_link_never_carries_user_and_password():
 def test_ui_passes_the_store_uri_in_the_environment_not_on_the_command_line(monkeypatch):
     from typer.testing import CliRunner
 
-    import flows.cli as cli
+    import impactflow.flows.cli as cli
 
     seen = {}
 
@@ -82,7 +82,7 @@ def test_ui_passes_the_store_uri_in_the_environment_not_on_the_command_line(monk
     monkeypatch.setattr(cli.os, "execve", fake_exec)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", PG_URI)
     # the store is not reachable from a test (db.example): its check and tagging are not the subject
-    import tasks.tracking as tracking
+    import impactflow.tasks.tracking as tracking
 
     monkeypatch.setattr(tracking, "preflight", lambda uri: None)
     monkeypatch.setattr(tracking, "mark_training_experiments", lambda uri: 0)
@@ -102,8 +102,8 @@ def test_ui_passes_the_store_uri_in_the_environment_not_on_the_command_line(monk
     ("mnist", "csv"), ("synthetic_ratings", "aws"), ("synthetic_ratings", "yaml"),
 ])
 def test_a_file_that_fails_to_load_is_not_quoted(creds, contract, kind):
-    import data_contracts as dc
-    from data_contracts.errors import ImpactflowError
+    import impactflow.data_contracts as dc
+    from impactflow.data_contracts.errors import ImpactflowError
 
     with pytest.raises(ImpactflowError) as err:
         dc.load_dataset(dc.get_contract(contract), [creds[kind]])
@@ -113,8 +113,8 @@ def test_a_file_that_fails_to_load_is_not_quoted(creds, contract, kind):
 
 
 def test_a_contract_file_that_fails_to_parse_is_not_quoted(creds):
-    import data_contracts as dc
-    from data_contracts.errors import ConfigError
+    import impactflow.data_contracts as dc
+    from impactflow.data_contracts.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
         dc.contract_from_yaml(creds["yaml"])
@@ -124,8 +124,8 @@ def test_a_contract_file_that_fails_to_parse_is_not_quoted(creds):
 def test_predictions_table_errors_quote_no_header(creds):
     """`impactflow audit --data` on a credentials file: the missing columns are named, the
     table's header (its first line) is not; a near miss of a requested name is suggested."""
-    from data_contracts.errors import DataError
-    from data_contracts.predictions import read_table, require_columns
+    from impactflow.data_contracts.errors import DataError
+    from impactflow.data_contracts.predictions import read_table, require_columns
 
     df = read_table(creds["csv"])
     with pytest.raises(DataError) as err:
@@ -140,7 +140,7 @@ def test_predictions_table_errors_quote_no_header(creds):
 def test_parse_reason_keeps_counts_and_drops_quoted_content():
     import yaml
 
-    from data_contracts.files import parse_reason
+    from impactflow.data_contracts.files import parse_reason
 
     assert parse_reason(ValueError(f'Unable to parse string "{SECRET}" at position 0')) == \
         "Unable to parse string '…' at position 0"
@@ -154,8 +154,8 @@ def test_parse_reason_keeps_counts_and_drops_quoted_content():
 
 
 def test_files_with_different_columns_are_named_by_position(tmp_path):
-    from data_contracts.errors import DataError
-    from data_contracts.files import concat_frames
+    from impactflow.data_contracts.errors import DataError
+    from impactflow.data_contracts.files import concat_frames
     import pandas as pd
 
     a, b = pd.DataFrame({"x": [1], "y": [2]}), pd.DataFrame({"x": [1], SECRET: [2]})
@@ -176,8 +176,8 @@ def test_stores_are_created_private(tmp_path, monkeypatch):
     monkeypatch.delenv("IMPACTFLOW_LEDGER_URL", raising=False)
     old = os.umask(0o022)  # the usual umask, which made both 0644
     try:
-        from tasks.ledger_store import Ledger, ledger_url
-        from tasks.tracking import tracking_uri
+        from impactflow.tasks.ledger_store import Ledger, ledger_url
+        from impactflow.tasks.tracking import tracking_uri
 
         uri = tracking_uri(tmp_path / "runs")
         ledger = Ledger(ledger_url(tmp_path / "runs"))
@@ -192,7 +192,7 @@ def test_stores_are_created_private(tmp_path, monkeypatch):
 
 def test_a_ledger_readable_by_others_gets_one_warning(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("IMPACTFLOW_LEDGER_URL", raising=False)
-    from tasks.ledger_store import Ledger, ledger_url
+    from impactflow.tasks.ledger_store import Ledger, ledger_url
 
     Ledger(ledger_url(tmp_path)).close()
     assert capsys.readouterr().err == ""
@@ -205,7 +205,7 @@ def test_a_ledger_readable_by_others_gets_one_warning(tmp_path, monkeypatch, cap
 
 
 def test_a_signing_key_readable_by_others_gets_a_warning(tmp_path, capsys):
-    from audits import evidence as ev
+    from impactflow.audits import evidence as ev
 
     key = tmp_path / "keys" / "ed25519.pem"
     ev.ensure_signing_key(key)

@@ -7,7 +7,7 @@ import mlflow.pyfunc
 import pandas as pd
 import pytest
 
-from tasks.pyfunc import UntrustedModelWarning, load_model
+from impactflow.tasks.pyfunc import UntrustedModelWarning, load_model
 
 
 class Echo(mlflow.pyfunc.PythonModel):

@@ -11,7 +11,7 @@ import copy
 
 import pytest
 
-from audits.results import AuditResult, Gate, Status
+from impactflow.audits.results import AuditResult, Gate, Status
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -44,9 +44,9 @@ def _arrays(dp_fail: bool):
 def _audits(model: str, dp_fail: bool, epsilon: float | None) -> dict:
     import numpy as np
 
-    from audits.fairness import fairness_audit
-    from audits.inputs import AuditInputs
-    from audits.privacy import privacy_audit
+    from impactflow.audits.fairness import fairness_audit
+    from impactflow.audits.inputs import AuditInputs
+    from impactflow.audits.privacy import privacy_audit
 
     performance = AuditResult(
         name="performance",
@@ -150,7 +150,7 @@ def _audit_only_table(n: int = 8000):  # smaller samples fail the contract (race
     import numpy as np
     import pandas as pd
 
-    from data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts import get_contract, load_dataset
 
     df = load_dataset(get_contract("adult")).sample(n=n, random_state=0).reset_index(drop=True)
     z = (df["education-num"] - 10) / 2.0 + (df["hours-per-week"] - 40) / 15.0 + (df["age"] - 38) / 20.0
@@ -163,8 +163,8 @@ def real_reports(prefect_api, tmp_path_factory):
     """``{family: {"json", "md", "html"} paths}`` of real runs of every family and of ``audit-only``."""
     import os
 
-    from flows.config import load_config
-    from flows.pipeline import run_pipeline
+    from impactflow.flows.config import load_config
+    from impactflow.flows.pipeline import run_pipeline
 
     out = {}
     for family, (preset, overrides) in REAL_RUNS.items():
@@ -181,7 +181,7 @@ def real_reports(prefect_api, tmp_path_factory):
     _audit_only_table().to_csv(table, index=False)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{path / 'mlflow.db'}"
     try:
-        from flows.audit_only import run_audit_only
+        from impactflow.flows.audit_only import run_audit_only
 
         out["audit-only"] = run_audit_only(data=str(table), label="income", score="score", sensitive=["sex", "race"],
                                            positive_label=">50K", threshold=0.5,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from audits.render import SECTIONS
-from audits.report import validate_report
+from impactflow.audits.render import SECTIONS
+from impactflow.audits.report import validate_report
 from tests.report.conftest import REAL_RUNS
 
 pytestmark = pytest.mark.e2e

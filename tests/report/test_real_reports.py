@@ -3,7 +3,7 @@ and of the audit-only flow (``real_reports`` in conftest.py): both render with S
 the HTML stays one offline file, and every number a reader sees is traceable to the JSON.
 
 Traceability rule (``untraceable``): every numeric token of the Markdown, and of the HTML's text,
-must equal a number of the JSON at the precision the renderer displays it (``audits.render.fmt``,
+must equal a number of the JSON at the precision the renderer displays it (``impactflow.audits.render.fmt``,
 or the number as JSON/Python writes it), or appear inside a string of the JSON (a note, a name, a
 timestamp, a hash). Deliberate exceptions, and only these:
 
@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
-from audits.render import (SECTIONS, TEMPLATES_DIR, fmt, fmt_count, fmt_energy_kwh, fmt_flops, fmt_mass_g,
+from impactflow.audits.render import (SECTIONS, TEMPLATES_DIR, fmt, fmt_count, fmt_energy_kwh, fmt_flops, fmt_mass_g,
                            fmt_param, is_count_name, md_escape, render_html, render_markdown)
-from audits.report import validate_report
+from impactflow.audits.report import validate_report
 from tests.report.conftest import REAL_RUNS
 
 pytestmark = pytest.mark.e2e
@@ -204,7 +204,7 @@ def test_areas_follow_the_candidate_and_privacy_without_dp_is_no_guarantee(docum
     assert privacy != "pass" or dp
     if report["data"].get("audit_only"):
         # nothing of the training is known (no training data, no DP): the area is not audited
-        from audits.sections import AUDIT_ONLY_PRIVACY
+        from impactflow.audits.sections import AUDIT_ONLY_PRIVACY
 
         assert privacy == "not-measured"
         assert areas["Data security and privacy"]["evidence"] == AUDIT_ONLY_PRIVACY

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from audits import render
-from audits.report import build_report, validate_report
-from audits.render import fmt, md_escape, render_html, render_markdown, write_report
+from impactflow.audits import render
+from impactflow.audits.report import build_report, validate_report
+from impactflow.audits.render import fmt, md_escape, render_html, render_markdown, write_report
 from tests.report.conftest import make_inputs
 
 MALICIOUS = "<script>alert(1)</script>"

@@ -10,9 +10,9 @@ import copy
 
 import pytest
 
-from audits.render import (fmt, fmt_count, fmt_energy_kwh, fmt_flops, fmt_mass_g, fmt_metric, fmt_param, fmt_si,
+from impactflow.audits.render import (fmt, fmt_count, fmt_energy_kwh, fmt_flops, fmt_mass_g, fmt_metric, fmt_param, fmt_si,
                            is_count_name, render_html, render_markdown)
-from audits.report import build_report
+from impactflow.audits.report import build_report
 from tests.report.conftest import make_inputs
 from tests.report.test_real_reports import html_text, untraceable
 

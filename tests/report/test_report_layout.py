@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from audits.render import render_html
-from audits.report import build_report
+from impactflow.audits.render import render_html
+from impactflow.audits.report import build_report
 from tests.report.conftest import REAL_RUNS, make_inputs
 
 pytestmark = pytest.mark.e2e

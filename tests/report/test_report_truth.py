@@ -12,8 +12,8 @@ from html import unescape
 import jinja2
 import pytest
 
-from audits.render import budget_text, render_html, render_markdown
-from audits.report import build_report, validate_report
+from impactflow.audits.render import budget_text, render_html, render_markdown
+from impactflow.audits.report import build_report, validate_report
 from tests.report.conftest import make_inputs
 
 
@@ -71,7 +71,7 @@ def test_a_missing_rate_key_is_an_error_not_a_dash():
 
 def _ledger_view(*, non_private: bool) -> dict:
     """The ``privacy_budget`` block exactly as the pipeline builds it (tasks.ledger_store)."""
-    from tasks.ledger_store import report_view, summarize
+    from impactflow.tasks.ledger_store import report_view, summarize
 
     rows = [{"private": True, "epsilon": 1.0, "delta": 1e-5, "budget_epsilon": None, "run_id": "r1",
              "contract": "adult", "status": "spent"},
@@ -174,8 +174,8 @@ def _unmeasurable_fairness(inputs: dict) -> None:
     """The real fairness audit with min_group_size 3000: every group too small, every gate not measured."""
     import numpy as np
 
-    from audits.fairness import fairness_audit
-    from audits.inputs import AuditInputs
+    from impactflow.audits.fairness import fairness_audit
+    from impactflow.audits.inputs import AuditInputs
     from tests.report.conftest import _arrays
 
     for m, fail in zip(inputs["models"], (False, True)):
@@ -269,7 +269,7 @@ def test_what_the_dp_guarantee_covers_is_printed_for_every_dp_model():
 
 
 def test_anonymity_share_is_printed_as_the_json_has_it():
-    from audits.render import anonymity_text
+    from impactflow.audits.render import anonymity_text
 
     text = anonymity_text({"status": "measured", "k": 3, "quasi_identifiers": ["age"], "n_classes": 12,
                            "units_below_min_k": 7, "share_below_min_k": 0.0123, "min_k": 5, "unit": "rows"})

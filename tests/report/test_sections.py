@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audits.frameworks import FRAMEWORK_ROWS, framework_rows
-from audits.inputs import AuditInputs
-from audits.mitigation import mitigation_audit, threshold_optimizer_predictions
-from audits.oversight import confidence_and_correct, deferral_by_group, deferral_curve, oversight_audit
-from audits.render import SECTIONS, render_html, render_markdown
-from audits.report import build_report, validate_report
-from audits.resources import (CO2_METHOD, energy_estimate_j, model_resources, rapl_joules, read_rapl_uj,
+from impactflow.audits.frameworks import FRAMEWORK_ROWS, framework_rows
+from impactflow.audits.inputs import AuditInputs
+from impactflow.audits.mitigation import mitigation_audit, threshold_optimizer_predictions
+from impactflow.audits.oversight import confidence_and_correct, deferral_by_group, deferral_curve, oversight_audit
+from impactflow.audits.render import SECTIONS, render_html, render_markdown
+from impactflow.audits.report import build_report, validate_report
+from impactflow.audits.resources import (CO2_METHOD, energy_estimate_j, model_resources, rapl_joules, read_rapl_uj,
                               resources_section, training_flops)
-from audits.sections import NOT_STATED, canonical_sha256
+from impactflow.audits.sections import NOT_STATED, canonical_sha256
 from tests.report.conftest import make_inputs
 
 # --------------------------------------------------------------------------- oversight
@@ -276,8 +276,8 @@ def test_markdown_and_html_have_all_sections_in_order_with_plots():
 
 
 def test_use_resources_and_oversight_config_are_checked():
-    from data_contracts.errors import ConfigError
-    from flows.config import check_references, load_config
+    from impactflow.data_contracts.errors import ConfigError
+    from impactflow.flows.config import check_references, load_config
 
     cfg = load_config("tabular", ["use.human_review=every refusal is reviewed", "resources.grid_gco2_per_kwh=50",
                                   "gates.oversight.confidence_level=0.8"])

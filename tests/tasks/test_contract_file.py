@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import textwrap
 
-from audits.render import render_html, render_markdown
-from audits.report import build_report, validate_report
+from impactflow.audits.render import render_html, render_markdown
+from impactflow.audits.report import build_report, validate_report
 from tests.report.conftest import make_inputs
 
 
 def test_load_data_records_the_contract_file_and_its_hash(tmp_path):
-    from tasks.data import load_data
+    from impactflow.tasks.data import load_data
 
     (tmp_path / "d.csv").write_text("x,y\n1,a\n2,b\n3,a\n")
     contract = tmp_path / "c" / "contract.yaml"

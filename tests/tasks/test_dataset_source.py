@@ -1,7 +1,7 @@
 """Issue 26: a run printed MLflow's "The specified dataset source can be interpreted in multiple
 ways: LocalArtifactDatasetSource, LocalArtifactDatasetSource" UserWarning on stderr (MLflow 3
 registers its local source class twice, so resolving any local path string warns). The dataset
-input is now logged with a source object built by ``tasks.tracking.local_dataset_source``: no
+input is now logged with a source object built by ``impactflow.tasks.tracking.local_dataset_source``: no
 warning, and the run records the same source type and JSON MLflow itself would."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import warnings
 
 import pandas as pd
 
-from tasks import tracking
+from impactflow.tasks import tracking
 
 
 def test_logging_a_dataset_warns_nothing_and_records_a_local_source(tmp_path):

@@ -1,4 +1,4 @@
-"""tasks.forked: a call in a forked child -- its value or its exception come back, a dead child
+"""impactflow.tasks.forked: a call in a forked child -- its value or its exception come back, a dead child
 is an error (never a silent None), cancel kills it, and the child neither takes the parent's
 logging locks nor outlives the parent."""
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from data_contracts.errors import ConfigError
-from tasks.forked import ForkedCallError, available, fork_call
+from impactflow.data_contracts.errors import ConfigError
+from impactflow.tasks.forked import ForkedCallError, available, fork_call
 
 pytestmark = pytest.mark.skipif(not available(), reason="fork_call needs Linux fork()")
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,7 +129,7 @@ def test_the_child_ends_when_its_parent_dies():
     script = textwrap.dedent("""
         import os, sys, time
         sys.path.insert(0, %r)
-        from tasks.forked import fork_call
+        from impactflow.tasks.forked import fork_call
         call = fork_call(time.sleep, 120)
         print(call.pid, flush=True)
         os._exit(0)  # the parent dies; the child is reparented

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tasks.tracking import using_tracking_uri
+from impactflow.tasks.tracking import using_tracking_uri
 
 
 def test_using_tracking_uri_restores_an_absent_environment_variable(monkeypatch, tmp_path):
@@ -32,7 +32,7 @@ def test_dataset_schema_equals_mlflows_inference_on_small_frames():
     import pandas as pd
     from mlflow.types.utils import _infer_schema
 
-    from tasks.tracking import dataset_schema
+    from impactflow.tasks.tracking import dataset_schema
 
     df = pd.DataFrame({
         "text": pd.array(["a", None, "c"], dtype="string"),
@@ -52,8 +52,8 @@ def test_dataset_schema_equals_mlflows_inference_on_small_frames():
 def test_dataset_schema_equals_mlflows_inference_on_shipped_data(contract):
     from mlflow.types.utils import _infer_schema
 
-    from tasks.data import load_data
-    from tasks.tracking import dataset_schema
+    from impactflow.tasks.data import load_data
+    from impactflow.tasks.tracking import dataset_schema
 
     from mlflow.exceptions import MlflowException
 
@@ -70,7 +70,7 @@ def test_warm_requirements_map_builds_the_map_mlflow_checks_requirements_against
     """The warm runner builds it before forking, so a run's log_model does not rebuild it."""
     from mlflow.utils import requirements_utils
 
-    from tasks.tracking import warm_requirements_map
+    from impactflow.tasks.tracking import warm_requirements_map
 
     monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
     warm_requirements_map()
@@ -84,7 +84,7 @@ def test_keys_from_user_data_are_keys_mlflow_accepts(tmp_path):
     key its validators accept, with the refused characters and path segments replaced."""
     from mlflow.utils.validation import _validate_metric_name, _validate_param_name, _validate_tag_name
 
-    from tasks import tracking
+    from impactflow.tasks import tracking
 
     names = ["calibration/<img src=x onerror=alert(1)>/brier_gap", "fairness/*", "a//b", "../etc/passwd",
              "fairness/sex/demographic_parity_difference"]

@@ -9,10 +9,10 @@ import os
 import pandas as pd
 import pytest
 
-from data_contracts import get_contract, load_dataset
-from flows.config import load_config
-from tasks.data import start_validation
-from tasks.forked import available
+from impactflow.data_contracts import get_contract, load_dataset
+from impactflow.flows.config import load_config
+from impactflow.tasks.data import start_validation
+from impactflow.tasks.forked import available
 
 pytestmark = pytest.mark.skipif(not available(), reason="validation beside training needs Linux fork()")
 
@@ -79,7 +79,7 @@ def test_the_child_keeps_a_passing_result_for_reuse(sample, tmp_path):
     (["orchestration.task_runner=dask"], "the Dask task runner"),
 ])
 def test_when_the_contract_is_validated_first_instead(overrides, reason):
-    from flows.pipeline import validation_beside_training
+    from impactflow.flows.pipeline import validation_beside_training
 
     got = validation_beside_training(load_config("tabular", overrides))
     assert got == reason if reason is None else got.startswith(reason)

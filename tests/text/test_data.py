@@ -5,11 +5,11 @@ import gzip
 
 import pytest
 
-from data_contracts import get_contract, load_dataset
-from data_contracts.errors import DataError
-from data_contracts.jigsaw import MADLIBS_TRAIN_SHARE, identity_terms, in_training_part, madlibs_template_set
-from data_contracts.sms_spam import load_sms_spam
-from data_contracts.validation import validate
+from impactflow.data_contracts import get_contract, load_dataset
+from impactflow.data_contracts.errors import DataError
+from impactflow.data_contracts.jigsaw import MADLIBS_TRAIN_SHARE, identity_terms, in_training_part, madlibs_template_set
+from impactflow.data_contracts.sms_spam import load_sms_spam
+from impactflow.data_contracts.validation import validate
 
 
 def test_sms_loader_splits_on_first_tab_and_deduplicates(tmp_path):

@@ -6,12 +6,12 @@ import math
 import numpy as np
 import pytest
 
-from audits import AuditInputs, run_audits
-from audits.identity import (
+from impactflow.audits import AuditInputs, run_audits
+from impactflow.audits.identity import (
     INSERT_TEMPLATE, bias_aucs, counterfactual_table, counterfactual_text, error_rate_equality, final_bias_score,
     generalized_mean, term_membership, term_pattern,
 )
-from audits.results import Status
+from impactflow.audits.results import Status
 
 
 def test_terms_match_whole_words_case_insensitively():

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models import get_family
-from models.base import Roles
-from models.text import PAD_ID, UNK_ID, tokenize
+from impactflow.models import get_family
+from impactflow.models.base import Roles
+from impactflow.models.text import PAD_ID, UNK_ID, tokenize
 
 ROLES = Roles(target="label", task="binary", features=("message",), positive_label="spam", labels=("ham", "spam"),
               extra={"text": "message"})
@@ -37,7 +37,7 @@ def test_padding_does_not_change_the_logit():
 
 def test_one_dp_step_runs_under_ghost_clipping():
     """Opacus fast gradient clipping accepts the model (contiguous position ids, one lookup per table)."""
-    from models.training import PrivacySettings, TrainSettings, train_torch
+    from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
 
     fam = get_family("text")
     cfg = fam.make_config({"epochs": 1})

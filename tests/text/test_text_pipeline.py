@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import load_config
+from impactflow.flows.config import load_config
 
 pytestmark = pytest.mark.e2e
 
 
 def _run(preset, out, overrides=()):
-    from flows.pipeline import run_pipeline
+    from impactflow.flows.pipeline import run_pipeline
 
     return run_pipeline(load_config(preset, [f"tracking.output_dir={out}", "train.device=cpu", *overrides]))
 

@@ -44,7 +44,7 @@ def topology(tmp_path_factory):
 
 
 def _impactflow(args, env, cwd, timeout=900):
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "impactflow.flows.cli", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
 
 

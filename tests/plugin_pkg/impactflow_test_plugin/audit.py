@@ -1,8 +1,8 @@
 """``row_count``: the number of test rows, gated by ``gates.row_count.min_count``."""
 from __future__ import annotations
 
-from audits.results import AuditResult, overall_status
-from audits.stats import threshold_gates
+from impactflow.audits.results import AuditResult, overall_status
+from impactflow.audits.stats import threshold_gates
 
 
 def row_count_audit(inputs, thresholds: dict) -> AuditResult:

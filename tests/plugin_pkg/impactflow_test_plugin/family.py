@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from models.base import Family
-from models.tabular import make_criterion, make_preprocessor
+from impactflow.models.base import Family
+from impactflow.models.tabular import make_criterion, make_preprocessor
 
 
 @dataclass(frozen=True)
