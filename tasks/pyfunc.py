@@ -40,4 +40,19 @@ def load_model(model_uri: str, trusted_dirs=("impactflow_runs",)):
         if not any(path == r or r in path.parents for r in roots):
             warnings.warn(UNTRUSTED.format(path=path, trusted=", ".join(map(str, roots))),
                           UntrustedModelWarning, stacklevel=2)
-    return mlflow.pyfunc.load_model(model_uri)
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in OLD_PACKAGES:
+            from impactflow.data_contracts.errors import DataError
+
+            raise DataError(OLD_LAYOUT.format(uri=model_uri, module=exc.name)) from None
+        raise
+
+
+#: the top-level packages of impactflow before it became one import package (``impactflow.*``):
+#: a model logged then pickled its wrapper as ``tasks.pyfunc.ImpactflowPyfunc``
+OLD_PACKAGES = {"flows", "tasks", "models", "audits", "data_contracts"}
+OLD_LAYOUT = ("{uri}: this model was logged by an impactflow version before the one import package "
+              "(it refers to module {module!r}, now impactflow.{module}); train it again with this "
+              "version, or load it with the version that logged it")

@@ -34,6 +34,8 @@ def test_no_code_imports_a_folder_by_its_bare_name():
         if path == Path(__file__).resolve():  # the examples of the check below
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if "old layout on purpose" in line:  # a test of what the old layout left behind
+                continue
             if BARE.search(line) or BARE_MODULE_FLAG.search(line):
                 offences.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offences, "\n".join(offences)
