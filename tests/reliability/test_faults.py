@@ -124,10 +124,10 @@ def _training(prefect_api: str) -> bool:
 
 
 def _processes_with(marker: str) -> list[int]:
-    """Pids whose command line contains ``marker`` (Linux /proc)."""
+    """Pids other than this process whose command line contains ``marker`` (Linux /proc)."""
     pids = []
     for d in Path("/proc").iterdir():
-        if d.name.isdigit():
+        if d.name.isdigit() and int(d.name) != os.getpid():
             try:
                 if marker in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
                     pids.append(int(d.name))

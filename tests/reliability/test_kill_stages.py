@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.reliability.test_faults import _processes_with
 
 pytestmark = pytest.mark.e2e
 
@@ -148,18 +149,6 @@ def _no_champion(uri: str) -> list[str]:
 
 def _temp_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*.tmp")]
-
-
-def _processes_with(marker: str) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                if marker in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    pids.append(int(d.name))
-            except OSError:
-                pass
-    return pids
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
