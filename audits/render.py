@@ -403,7 +403,6 @@ def _data_view(data: dict) -> dict:
         else:
             failures.append(str(f))
     reused = (cr.get("statistics") or {}).get("reused") or None
-    beside = (cr.get("statistics") or {}).get("concurrent") or None
     return {
         **data,
         "contract_result": cr,
@@ -411,12 +410,6 @@ def _data_view(data: dict) -> dict:
         "contract_reused": (f"Result reused: this exact frame (same values, suite and validation code) "
                             f"passed at {reused.get('validated_at')}; `data.reuse_validation: false` "
                             "validates it again.") if reused else None,
-        # validated in a separate process while the models trained (flows.pipeline)
-        "contract_beside_training": (
-            f"Validated in a separate process while the models trained ({beside.get('started_at')} to "
-            f"{beside.get('finished_at')}); nothing trained was kept, logged, registered or reported "
-            "before the contract passed (`data.validate_while_training: false` validates before "
-            "training).") if beside else None,
         "failure_lines": failures,
         "contract_file": data.get("contract_file"),  # absent in documents written before it existed
         "missing_items": [(k, v) for k, v in (data.get("missing") or {}).items()],

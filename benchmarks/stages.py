@@ -703,13 +703,11 @@ def bench_e2e(res: Results, args: argparse.Namespace, work: Path, sums: dict[str
 def _bench_kept_server(res: Results, args: argparse.Namespace, work: Path, cmd: list[str]) -> dict[str, float]:
     """`impactflow run` with a kept local Prefect server (`impactflow server start --warm`): each
     run is a fresh CLI process; runs alternate between cold (``IMPACTFLOW_WARM=off``: the process
-    imports everything itself), forked from the warm runner, forked with
-    ``data.reuse_validation=false`` (GX validates every run, beside training: the default), and
-    forked validating every run before training (``data.validate_while_training=false`` too), so
-    all see the same machine state. Each mode re-runs in one folder, as a user re-runs in a
-    project: its first run creates the MLflow SQLite store (~1 s of schema migrations) and
-    validates the data, later runs reuse both (except the last two modes, which validate every
-    time); medians."""
+    imports everything itself), forked from the warm runner, and forked with
+    ``data.reuse_validation=false`` (GX validates every run, before training), so all see the
+    same machine state. Each mode re-runs in one folder, as a user re-runs in a project: its first
+    run creates the MLflow SQLite store (~1 s of schema migrations) and validates the data, later
+    runs reuse both (except the last mode, which validates every time); medians."""
     home = work / "kept_home"
     home.mkdir(parents=True)
     port = free_port()
@@ -723,13 +721,10 @@ def _bench_kept_server(res: Results, args: argparse.Namespace, work: Path, cmd: 
         return {}
     res.add(sec, "impactflow server start --warm (once)", [time.perf_counter() - t0],
             "Prefect server + the warm runner's imports")
-    # "revalidate": forked, with data.reuse_validation=false (GX validates every run, beside
-    # training); "revalidate_first": the same, validated before training; the other two reuse
-    # the contract result from their folder's second run on (the first validates)
-    modes = ("cold", "warm", "revalidate", "revalidate_first")
-    extra = {"revalidate": ["--set", "data.reuse_validation=false"],
-             "revalidate_first": ["--set", "data.reuse_validation=false",
-                                  "--set", "data.validate_while_training=false"]}
+    # "revalidate": forked, with data.reuse_validation=false (GX validates every run); the
+    # other two reuse the contract result from their folder's second run on (the first validates)
+    modes = ("cold", "warm", "revalidate")
+    extra = {"revalidate": ["--set", "data.reuse_validation=false"]}
     times = {mode: Times() for mode in modes}
     within: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}  # (wall - compute, wall)
     reused = {mode: 0 for mode in modes}
@@ -763,14 +758,10 @@ def _bench_kept_server(res: Results, args: argparse.Namespace, work: Path, cmd: 
     res.add(sec, "impactflow run (whole process, kept server, forked from the warm runner)", times["warm"],
             "alternated with the cold runs; others = the forked run itself (not this script's child); "
             f"contract result reused in {reused['warm']}/{n}")
-    res.add(sec, "impactflow run (whole process, kept server, forked, validating every run beside training)",
+    res.add(sec, "impactflow run (whole process, kept server, forked, validating every run)",
             times["revalidate"], f"--set data.reuse_validation=false; reused in {reused['revalidate']}/{n}")
-    res.add(sec, "impactflow run (whole process, kept server, forked, validating every run before training)",
-            times["revalidate_first"], "and --set data.validate_while_training=false; "
-            f"reused in {reused['revalidate_first']}/{n}")
     for mode, label in (("cold", "cold imports"), ("warm", "forked from the warm runner"),
-                        ("revalidate", "forked, validating every run beside training"),
-                        ("revalidate_first", "forked, validating every run before training")):
+                        ("revalidate", "forked, validating every run")):
         if within[mode]:
             share = [over / wall for over, wall in within[mode]]
             res.add(sec, f"  wall - its own compute tasks ({label})", Times(over for over, _ in within[mode]),

@@ -37,12 +37,6 @@ class DataConfig(_Strict):
     # and validation code) from <output_dir>/cache/validation instead of validating it again;
     # the report says when it was validated. See data_contracts/validation_cache.py.
     reuse_validation: bool = True
-    # Validate the contract in a separate (forked) process while the models train, instead of
-    # before: the verdict is still taken before anything trained is kept, logged, registered or
-    # reported, and training stops at its next batch once the contract has failed. Validated
-    # first anyway with a privacy budget, the Dask task runner, or no fork(); see
-    # flows.pipeline.validation_beside_training.
-    validate_while_training: bool = True
 
     @field_validator("contract", mode="after")
     @classmethod
@@ -359,11 +353,19 @@ def _hyperparameters(data: dict[str, Any]) -> list[str]:
         return []
 
 
+#: keys earlier versions accepted: a config that still sets one is told what happened to it
+REMOVED_KEYS = {
+    "data.validate_while_training": "removed: the contract is always validated before training starts",
+}
+
+
 def _format_validation_error(exc: ValidationError, data: dict[str, Any] | None = None) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(config)"
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and key in REMOVED_KEYS:
+            lines.append(f"{key}: {REMOVED_KEYS[key]}; delete this key")
+        elif err["type"] == "extra_forbidden":
             leaf = str(err["loc"][-1])
             hint = did_you_mean(leaf, _known_keys(err["loc"]))
             if not hint and data is not None and leaf in _hyperparameters(data):

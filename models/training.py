@@ -14,12 +14,10 @@
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -33,36 +31,6 @@ DELTA_TOO_LARGE = (
 # orders for a tight bound (otherwise "Optimal order is the largest alpha").
 RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 100, 128, 192, 256, 512, 1024]
 DP_NEEDS_NOISE = "privacy.enabled is true: set privacy.target_epsilon or privacy.noise_multiplier"
-
-
-class TrainingStopped(Exception):
-    """Training was stopped from outside (``stop_training_when``): its result is not wanted."""
-
-
-# checks that can stop every training started in this context (and in the Prefect tasks and
-# threads it starts, which copy the context); each returns None, or why training must stop
-_STOP_CHECKS: contextvars.ContextVar[tuple[Callable[[], str | None], ...]] = \
-    contextvars.ContextVar("impactflow_stop_checks", default=())
-
-
-@contextlib.contextmanager
-def stop_training_when(check: Callable[[], str | None]) -> Iterator[None]:
-    """Within the block, ``raise_if_stopped`` (called by ``train_torch`` before every batch,
-    and by the training tasks before they start) raises ``TrainingStopped(reason)`` as soon as
-    ``check()`` returns a reason. The pipeline uses it to stop a training whose data has just
-    failed its contract (validated in another process meanwhile)."""
-    token = _STOP_CHECKS.set((*_STOP_CHECKS.get(), check))
-    try:
-        yield
-    finally:
-        _STOP_CHECKS.reset(token)
-
-
-def raise_if_stopped() -> None:
-    for check in _STOP_CHECKS.get():
-        reason = check()
-        if reason:
-            raise TrainingStopped(reason)
 
 
 @dataclass(frozen=True)
@@ -478,7 +446,6 @@ def train_torch(
         model.train()
         total, seen = 0.0, 0
         for xb, yb in loader:
-            raise_if_stopped()
             # Poisson sampling can draw an empty batch. It is still a step of the mechanism: it
             # goes through the model and the optimizer as any other, so the noise is added and
             # the accountant records the step (as Opacus's DPDataLoader intends). Skipping it

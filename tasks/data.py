@@ -1,9 +1,8 @@
 """Data tasks: load (with SHA-256), validate against the contract (GX), split."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -52,58 +51,10 @@ def load_data(contract_name: str, paths: list[str] | None, sample: int | None, s
 
 @task(name="validate-data", cache_policy=NONE)
 def validate_data(df, contract_name: str, docs_dir: str, reuse_dir: str | None = None) -> Any:
-    """Validate the frame against the contract's GX suite; build Data Docs HTML. With
-    ``reuse_dir``, an identical frame's earlier passing result is reused from there, and a new
-    passing result is kept there (``impactflow.data_contracts.validation_cache``)."""
-    return start_validation(df, contract_name, docs_dir, reuse_dir, concurrent=False).result()
-
-
-class PendingValidation:
-    """A contract validation started by ``start_validation``: ``result()`` returns its
-    ``ValidationReport`` (waiting for it if it runs in another process); ``stop_reason()`` says,
-    without waiting, whether it has already failed; ``cancel()`` stops it."""
-
-    def __init__(self, run: Callable[[], Any] | None = None, call: Any = None, report: Any = None) -> None:
-        self._run, self._call, self._report = run, call, report
-
-    @property
-    def concurrent(self) -> bool:
-        return self._call is not None
-
-    def stop_reason(self) -> str | None:
-        if self._call is None or (outcome := self._call.peek()) is None:
-            return None
-        kind, value = outcome
-        if kind == "error":
-            return f"the contract validation failed with an error ({type(value).__name__}); training stopped"
-        if not value.success:
-            return (f"the data failed its contract {value.contract!r} ({len(value.failures)} failed check(s)); "
-                    "training stopped")
-        return None
-
-    def result(self) -> Any:
-        if self._report is None:
-            if self._call is not None:
-                self._report = self._call.result()
-            else:
-                self._report = self._run()
-        return self._report
-
-    def cancel(self) -> None:
-        if self._call is not None:
-            self._call.cancel()
-
-
-def start_validation(df, contract_name: str, docs_dir: str, reuse_dir: str | None = None, *,
-                     concurrent: bool) -> PendingValidation:
-    """Start validating ``df`` against its contract (see ``validate_data``).
-
-    ``concurrent``: validate in a forked child process (``impactflow.tasks.forked``) and return at once, so
-    that the flow can train meanwhile; the caller must take ``result()`` before it keeps, logs,
-    registers or reports anything trained, and stop training on ``stop_reason()``. Not a Prefect
-    task: the fork must happen in the flow's own thread. A passing result reused from
-    ``reuse_dir`` is looked up here, in this process, either way. Otherwise (``concurrent``
-    false) nothing runs until ``result()`` is called."""
+    """Validate the frame against the contract's GX suite and build its Data Docs HTML; the flow
+    runs this before anything is trained and ends the run on a failure. With ``reuse_dir``, an
+    identical frame's earlier passing result is reused from there, and a new passing result is
+    kept there (``impactflow.data_contracts.validation_cache``)."""
     from impactflow.data_contracts import get_contract
     from impactflow.data_contracts import validation_cache as cache
     from impactflow.data_contracts.validation import validate
@@ -114,45 +65,21 @@ def start_validation(df, contract_name: str, docs_dir: str, reuse_dir: str | Non
         reused = cache.lookup(Path(reuse_dir), key, Path(docs_dir))
         if reused is not None:
             progress.stage("validate (Great Expectations): reused the passing result of an identical frame")
-            return PendingValidation(report=reused)
-
-    def run() -> Any:
-        report = validate(df, contract, Path(docs_dir))
-        if key is not None:
-            cache.store(Path(reuse_dir), key, report, Path(docs_dir))
-        return report
-
-    if not concurrent:
-        def staged() -> Any:
-            progress.stage("validate (Great Expectations)")
-            return run()
-
-        return PendingValidation(run=staged)
-    from impactflow.tasks.forked import fork_call
-
-    def beside_training(started_at: str) -> Any:  # in the child
-        report = run()
-        # the report says where and when it ran: in its own process, beside training
-        report.statistics["concurrent"] = {"with": "training", "pid": os.getpid(), "started_at": started_at,
-                                           "finished_at": _now()}
-        return report
-
-    progress.stage("validate (Great Expectations, in a separate process beside training)")
-    return PendingValidation(call=fork_call(beside_training, _now()))
+            return reused
+    progress.stage("validate (Great Expectations)")
+    report = validate(df, contract, Path(docs_dir))
+    if key is not None:
+        cache.store(Path(reuse_dir), key, report, Path(docs_dir))
+    return report
 
 
-@task(name="validate-data", cache_policy=NONE)
-def await_validation(pending: PendingValidation) -> Any:
-    """The contract result of ``start_validation``: waits for a validation running beside
-    training, or validates now when it was not started beside training. The flow ends the run
-    on a failure before anything trained is kept."""
-    return pending.result()
+def require_contract(validation) -> None:
+    """End the run with ``ContractViolation`` when the data failed its contract."""
+    from impactflow.data_contracts.errors import ContractViolation
 
-
-def _now() -> str:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    if not validation.success:
+        raise ContractViolation(contract=validation.contract, failures=validation.failures,
+                                total_expectations=validation.total_expectations, data_docs=validation.data_docs)
 
 
 @task(name="split-data", cache_policy=NONE)

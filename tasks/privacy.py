@@ -21,9 +21,8 @@ DP_DEFAULT_CANARIES = 500
 def _setup(contract_name: str, family_name: str, exclude_sensitive: bool, privacy_cfg: dict):
     from impactflow.data_contracts import get_contract
     from impactflow.models import get_family
-    from impactflow.models.training import PrivacySettings, raise_if_stopped
+    from impactflow.models.training import PrivacySettings
 
-    raise_if_stopped()
     family = get_family(family_name)
     roles = roles_for(get_contract(contract_name), family.task, exclude_sensitive)
     return family, roles, PrivacySettings.from_config(privacy_cfg)

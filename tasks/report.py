@@ -62,6 +62,63 @@ def representation(df, target: str, positive_label, groups: list[str]) -> list[d
     return rows
 
 
+def data_sheet(df, contract, data_info: dict, split, validation, exclude_sensitive: bool, privacy_budget: dict,
+               anonymity: dict) -> dict[str, Any]:
+    """The report's ``data`` section: what was read (``load_data``), its splits, its contract
+    result, group representation and base rates, missing values, the features left out, the
+    privacy budget and the k-anonymity check."""
+    return {
+        **data_info,
+        "splits": split.sizes(),
+        "contract_result": validation.to_dict(),
+        "representation": representation(df, contract.target, contract.positive_label,
+                                          [*contract.sensitive, *contract.groups]),
+        "synthetic_groups": list(contract.synthetic_groups),
+        "missing": {k: int(v) for k, v in df.isna().sum().items() if v},
+        "sensitive": list(contract.sensitive),
+        "excluded_features": sorted({contract.weight, *contract.exclude_from_features} - {None}
+                                    | (set(contract.sensitive) if exclude_sensitive else set())),
+        "privacy_budget": privacy_budget,
+        "anonymity": anonymity,
+    }
+
+
+def run_header(ctx: dict, preset: str, started_at: str, finished_at: str) -> dict[str, Any]:
+    """The report's ``run`` section: the MLflow parent run, the Prefect flow run (when there is
+    one), the preset and when the run started and finished."""
+    from prefect import runtime
+
+    return {"run_id": ctx["parent_run_id"], "flow_run_id": str(runtime.flow_run.id or "") or None,
+            "preset": preset, "started_at": started_at, "finished_at": finished_at,
+            "mlflow": {"tracking_uri": ctx["uri"], "experiment": ctx["experiment"],
+                       "parent_run_id": ctx["parent_run_id"]}}
+
+
+def run_summary(ctx: dict, preset: str, children: list[str], report: dict, records: list[dict],
+                registry: dict) -> dict[str, Any]:
+    """What the flow returns (and the CLI prints and the Prefect artifact shows): the verdict,
+    where the runs and the report are, and each model's metrics, DP claim and registry version.
+    The tracking URI and UI link never carry credentials."""
+    from impactflow.tasks.tracking import public_uri, ui_url
+
+    return {
+        "status": report["status"],
+        "preset": preset,
+        "experiment": ctx["experiment"],
+        "experiment_id": ctx["experiment_id"],
+        "parent_run_id": ctx["parent_run_id"],
+        "child_run_ids": children,
+        "tracking_uri": public_uri(ctx["uri"]),
+        "mlflow_url": public_uri(ui_url(ctx["uri"], ctx["experiment_id"], ctx["parent_run_id"])),
+        "report": report["paths"],
+        "gates": report["gates"],
+        "incomplete": report["incomplete"],
+        "models": {r["name"]: {"mlflow_run_id": r["mlflow_run_id"],
+                                "metrics": {k: v for a in r["audits"].values() for k, v in a["metrics"].items()},
+                                "dp": r["training"]["dp"], "registry": registry.get(r["name"])} for r in records},
+    }
+
+
 def model_record(fitted, audits: dict, mlflow_run_id: str) -> dict[str, Any]:
     return {
         "name": fitted.name,

@@ -23,9 +23,8 @@ def train_model(split, contract_name: str, family_name: str, params: dict, train
     from impactflow.models import get_family
     from impactflow.models.dp_claim import SameRows
     from impactflow.models.fit import fit_family_model
-    from impactflow.models.training import PrivacySettings, raise_if_stopped
+    from impactflow.models.training import PrivacySettings
 
-    raise_if_stopped()
     contract = get_contract(contract_name)
     family = get_family(family_name)
     # the run config's privacy section also holds ledger keys (budget_*, min_k) training ignores
@@ -46,14 +45,24 @@ def train_baseline(split, contract_name: str, family_name: str, baseline: str,
     from impactflow.data_contracts import get_contract
     from impactflow.models import get_family
     from impactflow.models.fit import fit_baseline
-    from impactflow.models.training import raise_if_stopped
 
-    raise_if_stopped()  # a scikit-learn fit cannot be stopped once started
     progress.stage(f"train baseline {baseline}")
     contract = get_contract(contract_name)
     family = get_family(family_name)
     return _metered(lambda: fit_baseline(family, baseline, split, roles_for(contract, family.task, exclude_sensitive),
                                          seed=seed), threads=1)
+
+
+def train_all(split, contract_name: str, family_name: str, params: dict, train_cfg: dict, privacy_cfg: dict,
+              baselines: list[str], exclude_sensitive: bool, seed: int, same_rows: dict, *, dask: bool) -> list:
+    """The configured model, then its baselines, each one task (called from the flow); on the
+    Dask task runner they are submitted together and fan out on the cluster."""
+    calls = [(train_model, (split, contract_name, family_name, params, train_cfg, privacy_cfg,
+                            exclude_sensitive, seed, same_rows))]
+    calls += [(train_baseline, (split, contract_name, family_name, b, exclude_sensitive, seed)) for b in baselines]
+    if dask:
+        return [f.result() for f in [t.submit(*args) for t, args in calls]]
+    return [t(*args) for t, args in calls]
 
 
 @task(name="decision-threshold", cache_policy=NONE)

@@ -37,6 +37,10 @@ def test_overrides_are_parsed_as_yaml_scalars():
         (["model.baselines=[svm]"], "unknown baseline 'svm'"),
         (["privacy.enabled=true"], "privacy.enabled needs privacy.target_epsilon or privacy.noise_multiplier"),
         (["nokey"], "expected key=value"),
+        # a key earlier versions accepted: what happened to it, not "unknown key"
+        (["data.validate_while_training=false"],
+         "data.validate_while_training: removed: the contract is always validated before training starts; "
+         "delete this key"),
     ],
 )
 def test_bad_config_names_the_problem(override, message):

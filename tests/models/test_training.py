@@ -140,32 +140,3 @@ def test_fast_embedding_norms_equal_opacus(shape):
     ref = compute_embedding_norm_sample(layer, [ids], backprops)[layer.weight]
     assert ours.shape == ref.shape == (shape[0],)
     assert torch.allclose(ours, ref, rtol=1e-12, atol=1e-12)
-
-
-def test_training_stops_at_the_next_batch_once_a_stop_check_gives_a_reason():
-    from impactflow.models.training import TrainingStopped, raise_if_stopped, stop_training_when
-
-    calls = {"n": 0}
-
-    def check():  # a reason from the 5th check on: 4 batches run, the 5th is refused
-        calls["n"] += 1
-        return "the data failed its contract" if calls["n"] >= 5 else None
-
-    with stop_training_when(check), pytest.raises(TrainingStopped, match="failed its contract"):
-        _train(epochs=3)
-    assert calls["n"] == 5  # checked before every batch, stopped at the first reason
-    raise_if_stopped()  # outside the block: no check left
-    assert len(_train(epochs=1).history) == 1
-
-
-def test_stop_checks_reach_threads_that_copy_the_context():
-    import contextvars
-    from concurrent.futures import ThreadPoolExecutor
-
-    from impactflow.models.training import TrainingStopped, raise_if_stopped, stop_training_when
-
-    with stop_training_when(lambda: "stop"):
-        ctx = contextvars.copy_context()
-        with ThreadPoolExecutor(1) as pool:
-            with pytest.raises(TrainingStopped):
-                pool.submit(ctx.run, raise_if_stopped).result()

@@ -215,7 +215,7 @@ def test_run_and_audit_folders_hold_no_executable_markup(cli, tmp_path):
     adult[IMG] = 1  # a column the contract does not know, named with a tag
     data = tmp_path / "adult.csv"
     adult.to_csv(data, index=False)
-    r = cli("run", "--set", f"data.path={data}", "--set", "data.validate_while_training=false",
+    r = cli("run", "--set", f"data.path={data}",
             "--set", f"tracking.output_dir={out}", "--set", "model.params.epochs=1")
     assert r.returncode == 1 and "contract" in r.stderr.lower() and "Traceback" not in r.stderr, r.stderr
 
