@@ -51,11 +51,12 @@ def _child(folder: Path, sample: int | None, out_fd: int) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
+    from impactflow.flows.cli import app
     from impactflow.flows.warm import _run_cli
 
     argv = ["impactflow", "run"] + (["--set", f"data.sample={sample}"] if sample else [])
     t0 = time.perf_counter()
-    status = _run_cli(argv)
+    status = _run_cli(argv, app)
     spent["wall"] = time.perf_counter() - t0
     spent["status"] = status
     spent["frozen"] = gc.get_freeze_count()

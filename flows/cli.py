@@ -636,7 +636,7 @@ def server_start(
     _warm_environment(verbose=False)
     console.print("starting the warm runner (imports torch, GX, MLflow, Prefect once) ...")
     try:
-        w = warm_runner.start()
+        w = warm_runner.start(WARM_ENTRY)
     except ImpactflowError as exc:
         _fail(str(exc))
     word = "already running" if w["already_running"] else \
@@ -1150,6 +1150,8 @@ def audit(
 
 # the commands that import the heavy libraries (a flow, or GX): worth a fork of the warm runner
 WARM_COMMANDS = ("run", "audit", "validate")
+#: what the warm runner's forked children run (flows/warm.py never imports this module)
+WARM_ENTRY = "impactflow.flows.cli:app"
 
 
 def _warm_environment(verbose: bool) -> None:

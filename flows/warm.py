@@ -242,10 +242,12 @@ def running() -> Optional[dict]:
     return None
 
 
-def start(timeout_s: float = 180.0) -> dict:
+def start(entry: str, timeout_s: float = 180.0) -> dict:
     """Start the warm runner detached with this process's environment; wait until it listens.
-    A running one that would refuse this environment's runs (code, packages or import-time
-    environment changed) is replaced."""
+    ``entry`` (``"module:attribute"``) names the Typer app each forked child runs with the
+    client's arguments (the CLI passes its own): this module never imports the CLI, so the CLI
+    depends on it and not the other way round. A running one that would refuse this
+    environment's runs (code, packages or import-time environment changed) is replaced."""
     import subprocess
 
     from impactflow.data_contracts.errors import ConfigError
@@ -263,7 +265,7 @@ def start(timeout_s: float = 180.0) -> dict:
     log = home / "impactflow-warm.log"
     path = socket_path()
     # -P: no working directory on sys.path (a child chdirs into the user's folder)
-    cmd = [sys.executable, "-P", "-m", "impactflow.flows.warm", str(path)]
+    cmd = [sys.executable, "-P", "-m", "impactflow.flows.warm", str(path), entry]
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=dict(os.environ), cwd=str(home), start_new_session=True)
@@ -370,10 +372,21 @@ def _reopen_stdio() -> None:
         setattr(sys, f"__{name}__", stream)
 
 
-def _run_cli(argv: list[str]) -> int:
-    import traceback
+#: the Typer app forked children run (``serve``'s ``entry``, resolved once while preloading)
+_APP = None
 
-    from impactflow.flows.cli import app
+
+def _entry_app(entry: str):
+    """``"module:attribute"`` -> that attribute (the CLI's Typer app)."""
+    import importlib
+
+    module, _, attr = entry.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _run_cli(argv: list[str], app) -> int:
+    """Run the Typer ``app`` on ``argv`` as a fresh ``impactflow`` process would; its exit status."""
+    import traceback
 
     try:
         app(args=argv[1:], prog_name="impactflow")
@@ -424,7 +437,7 @@ def _child(conn: socket.socket, request: dict, fds: list[int], added: dict) -> i
     watcher = threading.Thread(target=watchdog, name="impactflow-warm-watchdog", daemon=True)
     watcher.start()
     _send_json(conn, {"pid": os.getpid()})
-    code = _run_cli(sys.argv)
+    code = _run_cli(sys.argv, _APP)
     # what a fresh interpreter does on exit, before reporting the status: join non-daemon
     # threads, run atexit handlers (Prefect flushes its logs and events there), flush stdio
     for thread in threading.enumerate():
@@ -462,12 +475,15 @@ def _reap() -> None:
             return
 
 
-def serve(path: Path) -> None:
-    """Preload, listen on ``path``, record the state, fork a child per request; until SIGTERM."""
+def serve(path: Path, entry: str) -> None:
+    """Preload, listen on ``path``, record the state, fork a child per request running the app
+    ``entry`` names (see ``start``); until SIGTERM."""
+    global _APP
     started = time.perf_counter()
     before = dict(os.environ)
     environment = import_environment(before)  # what it was started with, before any import
     missing = preload()
+    _APP = _entry_app(entry)
     # Move everything imported so far out of the cyclic garbage collector's sight (the usual
     # pre-fork server practice): a run's collections then skip the ~830,000 preloaded objects
     # (time in the collector during a default run 1.8 s -> 1.0 s: benchmarks/gc_freeze.py), and the
@@ -556,7 +572,9 @@ def serve(path: Path) -> None:
 
 
 def main() -> None:
-    serve(Path(sys.argv[1]) if len(sys.argv) > 1 else socket_path())
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python -m impactflow.flows.warm SOCKET MODULE:APP")
+    serve(Path(sys.argv[1]), sys.argv[2])
 
 
 if __name__ == "__main__":  # `python -m impactflow.flows.warm`: serve from the package module, whose IN_CHILD

@@ -81,3 +81,26 @@ def test_layering_check_detects_an_offence(tmp_path):
     tree = ast.parse("from impactflow import tasks\nfrom impactflow.flows.cli import app\n")
     assert _imports(tree) == {"tasks", "flows.cli"}  # the project's packages under their folder names
     assert "mlflow" not in _imports(tree, top_level_only=True)
+
+
+def _importers(target: str) -> set[str]:
+    """The project's other modules (by path) that import ``target`` (``flows.warm``), at any
+    depth, ``from impactflow.flows import warm`` included."""
+    found = set()
+    for package in sorted(OURS):
+        for path in _modules(package):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            names = _imports(tree) | {f"{_ours(n.module)}.{a.name}" for n in ast.walk(tree)
+                                      if isinstance(n, ast.ImportFrom) and n.module for a in n.names}
+            if target in names or any(n.startswith(target + ".") for n in names):
+                found.add(str(path.relative_to(ROOT)))
+    found.discard(target.replace(".", "/") + ".py")  # (its own `python -m` entry point)
+    return found
+
+
+def test_the_warm_runner_is_optional_and_outside_the_flow():
+    """flows/warm.py (the fork server) is an add-on of the CLI: only the CLI imports it, and it
+    imports neither the CLI (no import cycle: the CLI hands it the app to run) nor the flow."""
+    assert _importers("flows.warm") == {"flows/cli.py"}
+    warm = _imports(ast.parse((ROOT / "flows" / "warm.py").read_text(encoding="utf-8")))
+    assert not warm & {"flows.cli", "flows.pipeline", "flows.audit_only"}, warm

@@ -16,6 +16,7 @@ from unittest import mock
 import pytest
 
 from impactflow.flows import warm
+from impactflow.flows.cli import WARM_ENTRY
 
 FAST = ["-c", "text", "--set", "data.sample=800", "--set", "model.params.epochs=1", "--set", "model.baselines=[]",
         "--set", "gates.identity.counterfactual_sample=50", "--set", "privacy_audit.canaries=0"]
@@ -108,16 +109,16 @@ def test_start_keeps_a_current_runner_and_replaces_a_stale_one(tmp_path, monkeyp
 
     monkeypatch.setattr(subprocess, "Popen", popen)
     monkeypatch.setattr(warm, "running", lambda: current)
-    assert warm.start()["already_running"] and not stopped
+    assert warm.start(WARM_ENTRY)["already_running"] and not stopped
     monkeypatch.setattr(warm, "running", lambda: {**current, "fingerprint": "older code"})
     with pytest.raises(Started):
-        warm.start()
+        warm.start(WARM_ENTRY)
     assert stopped == [True]
     stopped.clear()
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "DEBUG")  # an import-time variable changed
     monkeypatch.setattr(warm, "running", lambda: current)
     with pytest.raises(Started):
-        warm.start()
+        warm.start(WARM_ENTRY)
     assert stopped == [True]
 
 
@@ -142,13 +143,13 @@ def runner(prefect_api, tmp_path_factory):
     env.update(PREFECT_HOME=str(home), PREFECT_API_URL=prefect_api)
     with mock.patch.dict(os.environ, env, clear=True):
         _quiet_environment(False)  # what `impactflow server start --warm` starts it with
-        state = warm.start()
+        state = warm.start(WARM_ENTRY)
     try:
         assert not state["already_running"] and state["not_preloaded"] == []
         assert state["gc_frozen_objects"] > 100_000  # the preloaded heap is out of the GC's sight
         with mock.patch.dict(os.environ, env, clear=True):
             _quiet_environment(False)
-            assert warm.start()["pid"] == state["pid"]  # the same environment: kept, not restarted
+            assert warm.start(WARM_ENTRY)["pid"] == state["pid"]  # the same environment: kept, not restarted
         recorded = json.loads((home / warm.STATE_NAME).read_text())
         assert recorded["fingerprint"] == warm.code_fingerprint()
         assert prefect_api not in json.dumps(recorded)  # a digest of the environment, never its values
