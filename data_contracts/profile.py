@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import math
 import re
 from dataclasses import dataclass, field
@@ -328,7 +327,7 @@ def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name
     contract_yaml = "\n".join(lines) + "\n"
 
     preset = [
-        f"# Written by `impactflow init`: run it with  impactflow run --config <this file>",
+        "# Written by `impactflow init`: run it with  impactflow run --config <this file>",
         "extends: tabular",
         f"description: {_flow(f'{name}: a first audited run on my own data')}",
         "data:",

@@ -47,7 +47,6 @@ def register_model(ctx: dict, model_name: str, child_run_id: str, audits: dict) 
 
     progress.stage(f"register {model_name}")
     name = registered_name(ctx["experiment"], model_name)
-    client = tracking._client(ctx["uri"])
     tags = gate_tags(audits)
     from impactflow.tasks.evidence import MODEL_DIGEST_TAG, run_model_digest
 

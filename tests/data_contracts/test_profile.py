@@ -2,7 +2,6 @@
 The contract it writes loads with get_contract and meets its own generated suite on the file."""
 from __future__ import annotations
 
-import textwrap
 
 import pytest
 import yaml

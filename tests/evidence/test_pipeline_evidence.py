@@ -226,7 +226,7 @@ def test_verify_of_a_folder_checks_what_its_run_logged(two_runs, cli):
     try:
         half = cli("report", "verify", str(run_dir))
         assert half.returncode == 4, half.stdout + half.stderr
-        assert f"status KILLED, not FINISHED" in half.stdout
+        assert "status KILLED, not FINISHED" in half.stdout
         assert "MLflow copy" in half.stdout and "impact_report.html" in half.stdout
         local = cli("report", "verify", str(run_dir), "--local-only")
         assert local.returncode == 0, local.stdout + local.stderr

@@ -4,7 +4,6 @@ Now: exit 3, INCOMPLETE naming the gates, no alias. A passing run aliases at its
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

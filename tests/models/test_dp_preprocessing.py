@@ -9,7 +9,6 @@ categories are the contract's declared sets; a feature without a declared domain
 from __future__ import annotations
 
 import dataclasses
-import json
 import pickle
 import shutil
 from collections import Counter
@@ -19,7 +18,7 @@ import pandas as pd
 import pytest
 
 from impactflow.data_contracts import contract_from_yaml, get_contract, load_dataset
-from impactflow.data_contracts.domains import NO_DECLARED_DOMAIN, Domains, declared_domains, domains_from_suite
+from impactflow.data_contracts.domains import NO_DECLARED_DOMAIN, declared_domains, domains_from_suite
 from impactflow.data_contracts.errors import ConfigError
 from impactflow.models import FAMILIES, get_family
 from impactflow.models.base import roles_for

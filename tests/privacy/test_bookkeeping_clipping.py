@@ -226,7 +226,9 @@ def test_optimizer_step_equals_opacus():
 def _train_dp(model, X, y, clipping):
     from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
 
-    crit = (lambda r: nn.BCEWithLogitsLoss(reduction=r))
+    def crit(reduction):
+        return nn.BCEWithLogitsLoss(reduction=reduction)
+
     return train_torch(model, X[:200], y[:200], X[200:], y[200:], make_criterion=crit,
                        settings=TrainSettings(epochs=2, batch_size=50, seed=0),
                        privacy=PrivacySettings(enabled=True, noise_multiplier=1.0, delta=1e-3, clipping=clipping))

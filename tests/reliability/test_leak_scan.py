@@ -123,7 +123,7 @@ def _everything(run, prefect_api) -> list[tuple[str, bytes]]:
         flow_run = pc.read_flow_run(flow_run_id)
         out.append(("prefect flow run parameters", json.dumps(flow_run.parameters, default=str).encode()))
         logs = pc.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-        out.append(("prefect logs", "\n".join(l.message for l in logs).encode()))
+        out.append(("prefect logs", "\n".join(entry.message for entry in logs).encode()))
         arts = pc.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
         out.append(("prefect artifacts", "\n".join(str(a.data) for a in arts).encode()))
         assert arts, "the run should have published its summary artifact"

@@ -9,7 +9,6 @@ hosts and run no script; the Markdown report must turn ``[x](javascript:...)`` a
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
