@@ -3,6 +3,7 @@
 Add an audit by writing one function in this package and one line in ``AUDITS``.
 Heavy libraries (sklearn, fairlearn) are imported inside the functions.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -11,7 +12,12 @@ from impactflow.data_contracts.plugins import GROUPS, FollowerRegistry, PluginRe
 
 from .calibration import CALIBRATION_DEFAULTS
 from .fairness import FAIRNESS_DEFAULTS, fairness_audit
-from .groups import GROUP_DEFAULTS, PERFORMANCE_GATES as MULTICLASS_GATES, group_robustness_audit, multiclass_performance_audit
+from .groups import (
+    GROUP_DEFAULTS,
+    PERFORMANCE_GATES as MULTICLASS_GATES,
+    group_robustness_audit,
+    multiclass_performance_audit,
+)
 from .identity import IDENTITY_DEFAULTS, identity_audit
 from .inputs import AuditInputs
 from .mitigation import MITIGATION_DEFAULTS, mitigation_audit
@@ -19,8 +25,14 @@ from .oversight import OVERSIGHT_DEFAULTS, oversight_audit
 from .lira import CANARY_DEFAULTS, LIRA_DEFAULTS, canary_audit, lira_audit
 from .performance import performance_audit
 from .privacy import privacy_audit
-from .recommender import (EXPOSURE_DEFAULTS, RECOMMENDATION_DEFAULTS, USER_GROUP_DEFAULTS, exposure_audit,
-                          recommendation_audit, user_group_audit)
+from .recommender import (
+    EXPOSURE_DEFAULTS,
+    RECOMMENDATION_DEFAULTS,
+    USER_GROUP_DEFAULTS,
+    exposure_audit,
+    recommendation_audit,
+    user_group_audit,
+)
 from .gating import GATE_KEYS, SKIP, audited, not_run
 from .results import AuditResult, Gate, Status, overall_status, run_status
 
@@ -64,7 +76,8 @@ _BUILTIN_THRESHOLDS: dict[str, dict[str, Any]] = {
 
 #: The audit-only flow's audits (a predictions table of a model not trained here) and their keys.
 AUDIT_ONLY_THRESHOLDS: dict[str, dict[str, Any]] = {
-    "fairness": _BUILTIN_THRESHOLDS["fairness"], "performance": _BUILTIN_THRESHOLDS["performance"],
+    "fairness": _BUILTIN_THRESHOLDS["fairness"],
+    "performance": _BUILTIN_THRESHOLDS["performance"],
     "calibration_by_group": dict(CALIBRATION_DEFAULTS),
 }
 
@@ -80,8 +93,12 @@ def _plugin_audit(ep) -> Callable[[AuditInputs, dict], AuditResult]:
         raise broken(ep, exc) from None
     thresholds = getattr(fn, "THRESHOLDS", {})
     if not callable(fn) or not isinstance(thresholds, dict) or not all(isinstance(k, str) for k in thresholds):
-        raise broken(ep, TypeError("expected a function (inputs, thresholds) -> AuditResult with an optional "
-                                   "THRESHOLDS dict of str keys"))
+        raise broken(
+            ep,
+            TypeError(
+                "expected a function (inputs, thresholds) -> AuditResult with an optional THRESHOLDS dict of str keys"
+            ),
+        )
     dict.__setitem__(AUDIT_THRESHOLDS, ep.name, dict(thresholds))
     return fn
 
@@ -95,8 +112,11 @@ AUDIT_THRESHOLDS = FollowerRegistry(_BUILTIN_THRESHOLDS, AUDITS)
 
 
 def run_audits(
-    inputs: AuditInputs, thresholds_by_audit: dict[str, dict] | None = None,
-    names: Sequence[str] | None = None, *, not_run_reason: Callable[[str], str] | None = None,
+    inputs: AuditInputs,
+    thresholds_by_audit: dict[str, dict] | None = None,
+    names: Sequence[str] | None = None,
+    *,
+    not_run_reason: Callable[[str], str] | None = None,
 ) -> dict[str, AuditResult]:
     """Run the named audits (default: every audit in ``AUDITS``, in order), each with its own
     ``gates.<audit>`` section (absent = defaults only), and account for every configured gate
@@ -109,8 +129,10 @@ def run_audits(
     unknown = (set(thresholds_by_audit) | set(names)) - set(AUDITS)
     if unknown:
         raise ValueError(f"unknown audits: {sorted(unknown)}; known: {sorted(AUDITS)}")
-    out = {name: audited(name, AUDITS[name], inputs, thresholds_by_audit.get(name), AUDIT_THRESHOLDS[name])
-           for name in names}
+    out = {
+        name: audited(name, AUDITS[name], inputs, thresholds_by_audit.get(name), AUDIT_THRESHOLDS[name])
+        for name in names
+    }
     if not_run_reason is not None:
         for name, section in thresholds_by_audit.items():
             if name not in out:
@@ -118,5 +140,18 @@ def run_audits(
     return out
 
 
-__all__ = ["AUDITS", "AUDIT_ONLY_THRESHOLDS", "AUDIT_THRESHOLDS", "GATE_KEYS", "REPORT_AUDITS", "SKIP", "AuditInputs", "AuditResult", "Gate",
-           "Status", "overall_status", "run_audits", "run_status"]
+__all__ = [
+    "AUDITS",
+    "AUDIT_ONLY_THRESHOLDS",
+    "AUDIT_THRESHOLDS",
+    "GATE_KEYS",
+    "REPORT_AUDITS",
+    "SKIP",
+    "AuditInputs",
+    "AuditResult",
+    "Gate",
+    "Status",
+    "overall_status",
+    "run_audits",
+    "run_status",
+]

@@ -10,6 +10,7 @@ Missing values are a value of their own (a class "age=NaN" is as identifying as 
 unit, so classes count people, not their ratings. Only sizes and counts are returned: never a
 class's values (they would identify the people in small classes).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
@@ -20,17 +21,36 @@ if TYPE_CHECKING:
 __all__ = ["k_anonymity"]
 
 
-def k_anonymity(df: "pd.DataFrame", quasi_identifiers: Sequence[str], min_k: int = 5,
-                sensitive: str | None = None, unit: str | None = None) -> dict[str, Any]:
+def k_anonymity(
+    df: "pd.DataFrame",
+    quasi_identifiers: Sequence[str],
+    min_k: int = 5,
+    sensitive: str | None = None,
+    unit: str | None = None,
+) -> dict[str, Any]:
     """k, the number of classes, how many classes/rows (units) sit in classes smaller than
     ``min_k``, and (with ``sensitive``) the distinct l-diversity."""
     qis = [c for c in quasi_identifiers if c in df.columns]
     missing = [c for c in quasi_identifiers if c not in df.columns]
-    out: dict[str, Any] = {"quasi_identifiers": list(qis), "missing_columns": missing, "min_k": int(min_k),
-                           "unit": unit, "sensitive": sensitive}
+    out: dict[str, Any] = {
+        "quasi_identifiers": list(qis),
+        "missing_columns": missing,
+        "min_k": int(min_k),
+        "unit": unit,
+        "sensitive": sensitive,
+    }
     if not qis or df.empty:
-        return {**out, "status": "not-measured", "k": None, "n_units": int(len(df)), "n_classes": 0,
-                "classes_below_min_k": 0, "units_below_min_k": 0, "share_below_min_k": None, "l_diversity": None}
+        return {
+            **out,
+            "status": "not-measured",
+            "k": None,
+            "n_units": int(len(df)),
+            "n_classes": 0,
+            "classes_below_min_k": 0,
+            "units_below_min_k": 0,
+            "share_below_min_k": None,
+            "l_diversity": None,
+        }
     frame = df
     if unit is not None and unit in df.columns:
         frame = df.drop_duplicates(subset=[unit])

@@ -19,6 +19,7 @@ Temporary files of the earlier naming (no pid: ``.<name>.<random>.tmp``) are rem
 are older than ``LEGACY_AFTER_S`` (an atomic write lasts milliseconds).
 Pure standard library.
 """
+
 from __future__ import annotations
 
 import os
@@ -127,8 +128,10 @@ def remove_orphans(root: Path) -> list[Path]:
 
 # errnos of a disk that cannot take the run's output: full, over quota, over RLIMIT_FSIZE, read-only
 DISK_ERRNOS = {28: "ENOSPC", 122: "EDQUOT", 27: "EFBIG", 30: "EROFS"}
-DISK_ERROR = ("cannot write {where}: {why}; the run ended FAILED and nothing was approved "
-              "(free space, then `impactflow reconcile` tidies what it left)")
+DISK_ERROR = (
+    "cannot write {where}: {why}; the run ended FAILED and nothing was approved "
+    "(free space, then `impactflow reconcile` tidies what it left)"
+)
 
 
 def disk_error(exc: BaseException) -> str | None:

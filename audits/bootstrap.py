@@ -13,6 +13,7 @@ denominator); differences and ratios are taken over the groups present (n > 0) â
 replicate where a group draws no row it is absent, as in a row resample. Score-based metrics
 (AUC, calibration) are not functions of these counts and are not bootstrapped here.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -85,8 +86,9 @@ def bootstrap_counts(counts: np.ndarray, n_boot: int, seed: int = 0) -> np.ndarr
     return draws.reshape(n_boot, *counts.shape)
 
 
-def bootstrap_intervals(counts: np.ndarray, n_boot: int = 1000, level: float = 0.95,
-                        seed: int = 0) -> dict[str, tuple[float, float]]:
+def bootstrap_intervals(
+    counts: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap CIs of the three gap metrics (same quantile rule as fairlearn:
     ``numpy.quantile`` at (1 - level) / 2 and (1 + level) / 2 over the replicates)."""
     return percentile_intervals(gaps(bootstrap_counts(counts, n_boot, seed)), level)
@@ -111,8 +113,9 @@ def degenerate(interval: tuple[float, float]) -> bool:
     return bool(np.isfinite(lo) and np.isfinite(hi) and lo == hi)
 
 
-def jeffreys_ratio_interval(counts: np.ndarray, n_draws: int = 10000, level: float = 0.95,
-                            seed: int = 0) -> tuple[float, float]:
+def jeffreys_ratio_interval(
+    counts: np.ndarray, n_draws: int = 10000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Interval of the demographic parity ratio (min / max selection rate) that cannot
     collapse: each group's selection rate is drawn from its Jeffreys posterior
     Beta(k + 1/2, n - k + 1/2) (k positive predictions of n; Brown, Cai, DasGupta 2001), the

@@ -8,6 +8,7 @@ of Kleinberg, Mullainathan & Raghavan 2017 ("Inherent trade-offs in the fair det
 risk scores"); it needs scores, so with hard predictions only the audit is skipped.
 Optional gate: ``max_ece_gap``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,13 +36,17 @@ def calibration_by_group(y_true, y_score, labels: pd.Series) -> list[dict[str, A
     for i, g in enumerate(uniques):
         m = codes == i
         yt, ys = y_true[m], y_score[m]
-        rows.append({
-            "group": str(g), "n": int(m.sum()),
-            "base_rate": float(yt.mean()), "mean_score": float(ys.mean()),
-            "ece": expected_calibration_error(yt, ys),
-            "brier": float(brier_score_loss(yt, ys, pos_label=1)),
-            "roc_auc": float(roc_auc_score(yt, ys)) if np.unique(yt).size == 2 else float("nan"),
-        })
+        rows.append(
+            {
+                "group": str(g),
+                "n": int(m.sum()),
+                "base_rate": float(yt.mean()),
+                "mean_score": float(ys.mean()),
+                "ece": expected_calibration_error(yt, ys),
+                "brier": float(brier_score_loss(yt, ys, pos_label=1)),
+                "roc_auc": float(roc_auc_score(yt, ys)) if np.unique(yt).size == 2 else float("nan"),
+            }
+        )
     return rows
 
 
@@ -53,14 +58,19 @@ def calibration_group_audit(inputs: AuditInputs, thresholds: dict) -> AuditResul
     if cfg["max_ece_gap"] is not None:
         used["max_ece_gap"] = float(cfg["max_ece_gap"])
     if inputs.extra.get("hard_predictions") or inputs.sensitive.shape[1] == 0:
-        why = ("only hard predictions were given: calibration needs scores"
-               if inputs.extra.get("hard_predictions") else "no sensitive columns")
+        why = (
+            "only hard predictions were given: calibration needs scores"
+            if inputs.extra.get("hard_predictions")
+            else "no sensitive columns"
+        )
         return AuditResult(name="calibration_by_group", status=Status.SKIPPED, thresholds=used, notes=[why])
     metrics: dict[str, float] = {}
     by_group: list[dict[str, Any]] = []
     gates = []
-    notes = ["ECE: 15 equal-width bins on the positive-class score; Brier: mean (score − y)²; "
-             f"gaps = max − min over groups with n >= {min_size}"]
+    notes = [
+        "ECE: 15 equal-width bins on the positive-class score; Brier: mean (score − y)²; "
+        f"gaps = max − min over groups with n >= {min_size}"
+    ]
     for attr, labels in _attributes(inputs.sensitive, cfg["intersections"]).items():
         rows = calibration_by_group(inputs.y_true, inputs.y_score, labels)
         for r in rows:
@@ -72,8 +82,21 @@ def calibration_group_audit(inputs: AuditInputs, thresholds: dict) -> AuditResul
             vals = [r[key] for r in judged if np.isfinite(r[key])]
             metrics[f"calibration/{attr}/{key}_gap"] = (max(vals) - min(vals)) if len(vals) >= 2 else float("nan")
         if cfg["max_ece_gap"] is not None:
-            gates.append(compare_gate(f"calibration/{attr}/ece_gap", metrics[f"calibration/{attr}/ece_gap"],
-                                      float(cfg["max_ece_gap"]), "<="))
-    return AuditResult(name="calibration_by_group", status=overall_status(gates), metrics=metrics,
-                       by_group=by_group, thresholds=used, gates=gates, notes=notes,
-                       details={"covers": []})
+            gates.append(
+                compare_gate(
+                    f"calibration/{attr}/ece_gap",
+                    metrics[f"calibration/{attr}/ece_gap"],
+                    float(cfg["max_ece_gap"]),
+                    "<=",
+                )
+            )
+    return AuditResult(
+        name="calibration_by_group",
+        status=overall_status(gates),
+        metrics=metrics,
+        by_group=by_group,
+        thresholds=used,
+        gates=gates,
+        notes=notes,
+        details={"covers": []},
+    )

@@ -9,6 +9,7 @@ differences, calibration error, RMSE/MAE, membership-inference AUC/advantage/TPR
 exposure concentration down is better; anything else (counts, CI bounds, sizes) is only
 "changed". Equal values are "same"; a metric in only one run is "added"/"removed".
 """
+
 from __future__ import annotations
 
 import math
@@ -25,11 +26,17 @@ DIRECTION_RULES: tuple[tuple[str, int], ...] = (
     (r"(^|/)epsilon[a-z_]*$", -1),
     (r"(^|/)delta$", -1),
     (r"(difference|_gap|gap$|_range)([a-z_]*)$", -1),
-    (r"(^|/)(ece|brier|log_loss|rmse|mae|fped|fned|max_flip_rate|mean_flip_rate|score_shift[a-z_]*)"
-     r"([a-z_]*|_at_\d+)$", -1),
+    (
+        r"(^|/)(ece|brier|log_loss|rmse|mae|fped|fned|max_flip_rate|mean_flip_rate|score_shift[a-z_]*)"
+        r"([a-z_]*|_at_\d+)$",
+        -1,
+    ),
     (r"(gini|hhi|top10pct_popular_share|avg_popularity)", -1),
-    (r"(ratio|accuracy|auc|f1|precision|recall|ndcg|coverage|hit_rate|final_bias_score|power_mean)"
-     r"([a-z_]*|_at_\d+)$", 1),
+    (
+        r"(ratio|accuracy|auc|f1|precision|recall|ndcg|coverage|hit_rate|final_bias_score|power_mean)"
+        r"([a-z_]*|_at_\d+)$",
+        1,
+    ),
 )
 _RULES = tuple((re.compile(p), d) for p, d in DIRECTION_RULES)
 
@@ -51,7 +58,7 @@ def report_metrics(report: dict) -> dict[str, float | None]:
         for audit in (model.get("audits") or {}).values():
             for k, v in ((audit or {}).get("metrics") or {}).items():
                 out[f"{name}:{k}"] = _num(v)
-        dp = ((model.get("training") or {}).get("dp") or {})
+        dp = (model.get("training") or {}).get("dp") or {}
         if dp.get("enabled"):
             out[f"{name}:privacy/epsilon"] = _num(dp.get("epsilon"))
             out[f"{name}:privacy/delta"] = _num(dp.get("delta"))
@@ -98,10 +105,15 @@ def compare_metrics(a: dict[str, float | None], b: dict[str, float | None], tol:
 
 def compare_reports(a: dict, b: dict) -> dict:
     """Both runs' identities, gate status, and the metric rows (JSON-able)."""
+
     def ident(r: dict) -> dict:
         run = r.get("run") or {}
-        return {"run_id": run.get("run_id"), "preset": run.get("preset"),
-                "finished_at": run.get("finished_at"), "status": (r.get("summary") or {}).get("status")}
+        return {
+            "run_id": run.get("run_id"),
+            "preset": run.get("preset"),
+            "finished_at": run.get("finished_at"),
+            "status": (r.get("summary") or {}).get("status"),
+        }
 
     rows = compare_metrics(report_metrics(a), report_metrics(b))
     counts: dict[str, int] = {}

@@ -45,6 +45,7 @@ gap definition implies about the hidden row's rate. The document gains
 ``suppressed_*`` include the complementary ones) so a reader knows cells are missing. The input
 is not modified.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -86,8 +87,12 @@ def _row_count(row: dict) -> int | None:
 
 
 def _is_int_matrix(m: Any) -> bool:
-    return (isinstance(m, list) and bool(m) and all(isinstance(r, list) and r for r in m)
-            and all(_is_int(c) for r in m for c in r))
+    return (
+        isinstance(m, list)
+        and bool(m)
+        and all(isinstance(r, list) and r for r in m)
+        and all(_is_int(c) for r in m for c in r)
+    )
 
 
 class _Counter:
@@ -146,8 +151,13 @@ def _suppress_row(row: dict, k: int, c: _Counter) -> dict | None:
     for key in ("n_members", "n_nonmembers"):  # audit-set counts: no total printed beside them
         if _small(row.get(key), k):
             primary.append(key)
-    implied = [key for key in RATES_OVER_N if n is not None and _is_number(row.get(key))
-               and (_small(round(row[key] * n), k) or _small(n - round(row[key] * n), k))]
+    implied = [
+        key
+        for key in RATES_OVER_N
+        if n is not None
+        and _is_number(row.get(key))
+        and (_small(round(row[key] * n), k) or _small(n - round(row[key] * n), k))
+    ]
     if not (primary or comp or implied):
         return out
     for key in primary + comp:
@@ -156,8 +166,7 @@ def _suppress_row(row: dict, k: int, c: _Counter) -> dict | None:
     c.comp_values += len(comp)
     if primary or comp:  # every number of the row is a function of the hidden counts and n
         for key, v in row.items():
-            if (key not in COUNT_KEYS and key not in N_ONLY_KEYS and key not in SECONDARY_COUNT_KEYS
-                    and _is_number(v)):
+            if key not in COUNT_KEYS and key not in N_ONLY_KEYS and key not in SECONDARY_COUNT_KEYS and _is_number(v):
                 out[key] = None
                 c.values += 1
     else:
@@ -239,8 +248,9 @@ def _walk(obj: Any, k: int, c: _Counter) -> Any:
     return obj
 
 
-def suppress_small_cells(doc: dict, min_cell_size: int = DEFAULT_MIN_CELL_SIZE,
-                         skip: tuple[str, ...] = ("config", "provenance", "summary")) -> dict:
+def suppress_small_cells(
+    doc: dict, min_cell_size: int = DEFAULT_MIN_CELL_SIZE, skip: tuple[str, ...] = ("config", "provenance", "summary")
+) -> dict:
     """A copy of ``doc`` with every cell of fewer than ``min_cell_size`` people suppressed,
     with the complementary cells and derived values that would give it back (see the module
     doc). Top-level keys in ``skip`` are copied unchanged (the run's own settings and the gate
@@ -251,13 +261,23 @@ def suppress_small_cells(doc: dict, min_cell_size: int = DEFAULT_MIN_CELL_SIZE,
     # a data sheet describes the whole data set, not a group: its cells are walked, but it is
     # never dropped as a "row" of fewer than k people (the report needs one; k above the data
     # set's size left none, and the run ended in a schema traceback)
-    out = {key: (v if key in skip or min_cell_size <= 1 else
-                 [_walk(s, min_cell_size, c) for s in v] if key == "datasheets" and isinstance(v, list) else
-                 _walk(v, min_cell_size, c))
-           for key, v in doc.items()}
-    out["disclosure"] = {"min_cell_size": int(min_cell_size), "suppressed_rows": c.rows,
-                         "suppressed_values": c.values, "complementary_rows": c.comp_rows,
-                         "complementary_values": c.comp_values}
+    out = {
+        key: (
+            v
+            if key in skip or min_cell_size <= 1
+            else [_walk(s, min_cell_size, c) for s in v]
+            if key == "datasheets" and isinstance(v, list)
+            else _walk(v, min_cell_size, c)
+        )
+        for key, v in doc.items()
+    }
+    out["disclosure"] = {
+        "min_cell_size": int(min_cell_size),
+        "suppressed_rows": c.rows,
+        "suppressed_values": c.values,
+        "complementary_rows": c.comp_rows,
+        "complementary_values": c.comp_values,
+    }
     return out
 
 
@@ -290,5 +310,6 @@ def synthetic_example(frame, n: int = 5):
             free_text = len(text) and text.nunique() > 0.5 * len(text)
             value = EXAMPLE_TEXT if free_text or not len(text) else text.mode().iloc[0]
         out[col] = [value] * n
-    return pd.DataFrame(out).astype({c: frame[c].dtype for c in frame.columns
-                                     if not isinstance(out[c][0], np.ndarray)}, errors="ignore")
+    return pd.DataFrame(out).astype(
+        {c: frame[c].dtype for c in frame.columns if not isinstance(out[c][0], np.ndarray)}, errors="ignore"
+    )

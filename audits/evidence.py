@@ -61,6 +61,7 @@ merges one into another)::
 ``key_id`` is optional (checked against the public key when given); ``owner`` is the label
 the verifier shows for that key.
 """
+
 from __future__ import annotations
 
 import base64
@@ -92,13 +93,17 @@ KEY_ENV, HOME_ENV, TRUST_ENV = "IMPACTFLOW_SIGNING_KEY", "IMPACTFLOW_HOME", "IMP
 _CHUNK = 1 << 20
 
 NO_MANIFEST = "no {name} in {where} (nor in its parent): not a signed impactflow run folder"
-OLD_FORMAT = ("{path}: a manifest of the old format ({schema}: manifest.json + manifest.sig, which "
-              "names no trusted signer and does not cover the models); this version verifies "
-              "{name} (a signed in-toto statement): re-run to produce one")
+OLD_FORMAT = (
+    "{path}: a manifest of the old format ({schema}: manifest.json + manifest.sig, which "
+    "names no trusted signer and does not cover the models); this version verifies "
+    "{name} (a signed in-toto statement): re-run to produce one"
+)
 BAD_KEY = "cannot read the public key {key!r}: give a PEM file or 64 hex digits of a raw Ed25519 key"
 NO_KEY = "no signing key at {path}: create one with `impactflow keys init --owner LABEL`"
-KEY_EXISTS = ("a signing key already exists at {path} (key id {key_id}); --force replaces it "
-              "(runs signed with the old key then verify only against its exported public key)")
+KEY_EXISTS = (
+    "a signing key already exists at {path} (key id {key_id}); --force replaces it "
+    "(runs signed with the old key then verify only against its exported public key)"
+)
 BAD_TRUST = "trust file {path}: {why}"
 
 
@@ -117,8 +122,9 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def hash_tree(root: Path, exclude: tuple[str, ...] = (MANIFEST_NAME,),
-              skip_dirs: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+def hash_tree(
+    root: Path, exclude: tuple[str, ...] = (MANIFEST_NAME,), skip_dirs: tuple[str, ...] = ()
+) -> dict[str, dict[str, Any]]:
     """``{relative/posix/path: {"sha256", "size"}}`` for every regular file under ``root``.
 
     Names in ``exclude`` are skipped at the top level only; ``skip_dirs`` are top-level
@@ -141,8 +147,7 @@ def hash_tree(root: Path, exclude: tuple[str, ...] = (MANIFEST_NAME,),
 
 def canonical_json(obj: Any) -> bytes:
     """The exact bytes hashed and signed: sorted keys, compact separators, UTF-8, no NaN."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def model_digest(files: dict[str, dict[str, Any]]) -> str:
@@ -189,8 +194,7 @@ def dsse_envelope(payload: bytes, private_key, keyid: str | None, payload_type: 
     entry = {"sig": base64.b64encode(sig).decode("ascii")}
     if keyid is not None:
         entry["keyid"] = keyid
-    return {"payload": base64.b64encode(payload).decode("ascii"), "payloadType": payload_type,
-            "signatures": [entry]}
+    return {"payload": base64.b64encode(payload).decode("ascii"), "payloadType": payload_type, "signatures": [entry]}
 
 
 def parse_envelope(data: bytes) -> tuple[bytes, str, list[tuple[str | None, bytes]]]:
@@ -200,8 +204,12 @@ def parse_envelope(data: bytes) -> tuple[bytes, str, list[tuple[str | None, byte
         env = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"not JSON ({exc})") from None
-    if not isinstance(env, dict) or not isinstance(env.get("payloadType"), str) \
-            or not isinstance(env.get("signatures"), list) or not env["signatures"]:
+    if (
+        not isinstance(env, dict)
+        or not isinstance(env.get("payloadType"), str)
+        or not isinstance(env.get("signatures"), list)
+        or not env["signatures"]
+    ):
         raise ValueError("not a DSSE envelope (payload, payloadType, signatures)")
     payload = b64decode_any(env.get("payload"))
     sigs = []
@@ -255,7 +263,8 @@ def _new_pem() -> bytes:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     return Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _private_temp(path: Path, data: bytes) -> Path:
@@ -277,9 +286,11 @@ def _read_private_key(path: Path):
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError, OSError) as exc:
-        raise ConfigError(f"signing key {path}: cannot be read as an unencrypted PEM private key "
-                          f"({exc}); set {KEY_ENV} to another file, or replace it with "
-                          "`impactflow keys init --force`") from None
+        raise ConfigError(
+            f"signing key {path}: cannot be read as an unencrypted PEM private key "
+            f"({exc}); set {KEY_ENV} to another file, or replace it with "
+            "`impactflow keys init --force`"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"signing key {path}: not an Ed25519 key ({type(key).__name__})")
     from impactflow.audits.file_modes import warn_if_shared
@@ -354,8 +365,14 @@ def key_info(path: Path | None = None) -> dict:
         pass
     if not isinstance(meta, dict) or meta.get("key_id") != key_id(raw):
         meta = {}  # no metadata (a key made before it existed), or metadata of another key
-    return {"key_id": key_id(raw), "owner": meta.get("owner"), "created": meta.get("created"),
-            "public_key": raw.hex(), "public_key_pem": public_key_pem(key), "path": str(path)}
+    return {
+        "key_id": key_id(raw),
+        "owner": meta.get("owner"),
+        "created": meta.get("created"),
+        "public_key": raw.hex(),
+        "public_key_pem": public_key_pem(key),
+        "path": str(path),
+    }
 
 
 def raw_public_key(key) -> bytes:
@@ -425,14 +442,21 @@ def trust_entry(raw_public: bytes, owner: str | None, created: str | None = None
     """One key of a trust file (the public key as PEM)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    return {"key_id": key_id(raw_public), "public_key": public_key_pem(Ed25519PublicKey.from_public_bytes(raw_public)),
-            "owner": owner, "created": created, "added": added or _now()}
+    return {
+        "key_id": key_id(raw_public),
+        "public_key": public_key_pem(Ed25519PublicKey.from_public_bytes(raw_public)),
+        "owner": owner,
+        "created": created,
+        "added": added or _now(),
+    }
 
 
 def export_document(info: dict) -> dict:
     """``impactflow keys export``: a trust file holding one key (``key_info``'s)."""
-    return {"format": TRUST_FORMAT, "keys": [trust_entry(bytes.fromhex(info["public_key"]), info.get("owner"),
-                                                         info.get("created"))]}
+    return {
+        "format": TRUST_FORMAT,
+        "keys": [trust_entry(bytes.fromhex(info["public_key"]), info.get("owner"), info.get("created"))],
+    }
 
 
 def parse_trust_document(doc: Any, where: str) -> list[dict]:
@@ -446,11 +470,15 @@ def parse_trust_document(doc: Any, where: str) -> list[dict]:
         try:
             raw = _public_from_text(entry["public_key"])
         except (ValueError, TypeError):
-            raise ConfigError(BAD_TRUST.format(path=where, why=f"key {i}: public_key is not a PEM, hex or "
-                                                               "base64 Ed25519 public key")) from None
+            raise ConfigError(
+                BAD_TRUST.format(path=where, why=f"key {i}: public_key is not a PEM, hex or base64 Ed25519 public key")
+            ) from None
         if entry.get("key_id") not in (None, key_id(raw)):
-            raise ConfigError(BAD_TRUST.format(path=where, why=f"key {i}: key_id {entry['key_id']!r} is not "
-                                                               f"that of its public key ({key_id(raw)})"))
+            raise ConfigError(
+                BAD_TRUST.format(
+                    path=where, why=f"key {i}: key_id {entry['key_id']!r} is not that of its public key ({key_id(raw)})"
+                )
+            )
         owner = entry.get("owner")
         out.append({**entry, "key_id": key_id(raw), "owner": None if owner is None else str(owner), "raw": raw})
     return out
@@ -507,8 +535,9 @@ def add_to_trust_file(path: Path, keys: list[dict], owner: str | None = None) ->
     return done
 
 
-def trusted_keys(trust_files: Iterable[Path] = (), pinned: bytes | None = None,
-                 include_own: bool = True) -> dict[str, dict]:
+def trusted_keys(
+    trust_files: Iterable[Path] = (), pinned: bytes | None = None, include_own: bool = True
+) -> dict[str, dict]:
     """``{key_id: {"raw", "owner", "source"}}``: the pinned key alone when one is given; else your
     own signing key (if it exists and reads) and every key of the trust files."""
     if pinned is not None:
@@ -522,8 +551,11 @@ def trusted_keys(trust_files: Iterable[Path] = (), pinned: bytes | None = None,
             except ConfigError:
                 info = None  # an unreadable own key trusts nothing (signing with it fails loudly)
             if info:
-                out[info["key_id"]] = {"raw": bytes.fromhex(info["public_key"]), "owner": info["owner"],
-                                       "source": f"your own signing key ({path})"}
+                out[info["key_id"]] = {
+                    "raw": bytes.fromhex(info["public_key"]),
+                    "owner": info["owner"],
+                    "source": f"your own signing key ({path})",
+                }
     for f in trust_files:
         for e in load_trust_file(Path(f)):
             out.setdefault(e["key_id"], {"raw": e["raw"], "owner": e.get("owner"), "source": f"trust file {f}"})
@@ -546,8 +578,9 @@ def subjects_for(predicate: dict) -> list[dict]:
     subs = [{"name": rel, "digest": {"sha256": meta["sha256"]}} for rel, meta in sorted(predicate["files"].items())]
     for m in predicate.get("models") or []:
         base = f"model/{m['name']}"
-        subs += [{"name": f"{base}/{rel}", "digest": {"sha256": meta["sha256"]}}
-                 for rel, meta in sorted(m["files"].items())]
+        subs += [
+            {"name": f"{base}/{rel}", "digest": {"sha256": meta["sha256"]}} for rel, meta in sorted(m["files"].items())
+        ]
         subs.append({"name": base, "uri": f"models:/{m['model_id']}", "digest": {"sha256": m["digest"]}})
         reg = m.get("registry")
         if reg:
@@ -557,8 +590,15 @@ def subjects_for(predicate: dict) -> list[dict]:
     return subs
 
 
-def build_statement(root: Path, *, run_id: str | None, signer: dict, previous_report_sha256: str | None = None,
-                    models: Iterable[dict] = (), created_at: str | None = None) -> dict:
+def build_statement(
+    root: Path,
+    *,
+    run_id: str | None,
+    signer: dict,
+    previous_report_sha256: str | None = None,
+    models: Iterable[dict] = (),
+    created_at: str | None = None,
+) -> dict:
     """The in-toto Statement for the run folder ``root`` (see the module docstring). ``models``:
     ``[{name, role, mlflow_run_id, model_id, files, registry: {name, version} | None}]``
     (``impactflow.tasks.evidence.logged_models``); the data files and the summary/gates come from the report."""
@@ -577,11 +617,18 @@ def build_statement(root: Path, *, run_id: str | None, signer: dict, previous_re
         "summary": {"status": summary.get("status"), "counts": summary.get("counts")},
         "gates": summary.get("gates") or [],
         "models": [{**m, "digest": model_digest(m["files"])} for m in models],
-        "data": [{"path": str(f.get("path")), "sha256": f.get("sha256")} for f in data.get("files") or []
-                 if isinstance(f, dict) and f.get("sha256")],
+        "data": [
+            {"path": str(f.get("path")), "sha256": f.get("sha256")}
+            for f in data.get("files") or []
+            if isinstance(f, dict) and f.get("sha256")
+        ],
     }
-    return {"_type": STATEMENT_TYPE, "subject": subjects_for(predicate), "predicateType": PREDICATE_TYPE,
-            "predicate": predicate}
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": subjects_for(predicate),
+        "predicateType": PREDICATE_TYPE,
+        "predicate": predicate,
+    }
 
 
 def statement_problems(statement: Any) -> list[str]:
@@ -597,9 +644,15 @@ def statement_problems(statement: Any) -> list[str]:
     else:
         for s in subs:
             dig = s.get("digest") if isinstance(s, dict) else None
-            if not isinstance(s.get("name") if isinstance(s, dict) else None, str) or not isinstance(dig, dict) \
-                    or not dig or not all(isinstance(v, str) and v == v.lower() and all(c in "0123456789abcdef" for c in v)
-                                          for v in dig.values()):
+            if (
+                not isinstance(s.get("name") if isinstance(s, dict) else None, str)
+                or not isinstance(dig, dict)
+                or not dig
+                or not all(
+                    isinstance(v, str) and v == v.lower() and all(c in "0123456789abcdef" for c in v)
+                    for v in dig.values()
+                )
+            ):
                 out.append(f"subject {s!r:.80}: needs a name and a digest of lowercase hex values")
                 break
     if statement.get("predicateType") != PREDICATE_TYPE:
@@ -609,15 +662,28 @@ def statement_problems(statement: Any) -> list[str]:
         out.append("predicate: not an object")
         return out
     signer = pred.get("signer")
-    if not isinstance(pred.get("files"), dict) or not isinstance(signer, dict) \
-            or not isinstance(pred.get("models", []), list) or not isinstance(pred.get("data", []), list):
+    if (
+        not isinstance(pred.get("files"), dict)
+        or not isinstance(signer, dict)
+        or not isinstance(pred.get("models", []), list)
+        or not isinstance(pred.get("data", []), list)
+    ):
         out.append("predicate: needs files, signer, models and data")
         return out
-    listings = [pred["files"]] + [m.get("files") if isinstance(m, dict) and isinstance(m.get("name"), str)
-                                  and isinstance(m.get("digest"), str) else None for m in pred.get("models", [])]
-    if not all(isinstance(f, dict) and all(isinstance(v, dict) and isinstance(v.get("sha256"), str)
-                                           and isinstance(v.get("size"), int) for v in f.values())
-               for f in listings):
+    listings = [pred["files"]] + [
+        m.get("files")
+        if isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("digest"), str)
+        else None
+        for m in pred.get("models", [])
+    ]
+    if not all(
+        isinstance(f, dict)
+        and all(
+            isinstance(v, dict) and isinstance(v.get("sha256"), str) and isinstance(v.get("size"), int)
+            for v in f.values()
+        )
+        for f in listings
+    ):
         out.append("predicate: files and models[].files must map paths to {sha256, size}; models need name and digest")
     if not all(isinstance(d, dict) and isinstance(d.get("sha256"), str) for d in pred.get("data", [])):
         out.append("predicate: data entries need a sha256")
@@ -629,39 +695,64 @@ def statement_problems(statement: Any) -> list[str]:
     return out
 
 
-def write_evidence(root: Path, *, run_id: str | None, signer: dict, previous_report_sha256: str | None,
-                   skip_dirs: tuple[str, ...] = ("reports",)) -> tuple[Path, str]:
+def write_evidence(
+    root: Path,
+    *,
+    run_id: str | None,
+    signer: dict,
+    previous_report_sha256: str | None,
+    skip_dirs: tuple[str, ...] = ("reports",),
+) -> tuple[Path, str]:
     """Stage one: hash what the report is built from (models, data docs, ...) into
     ``evidence.json`` before the report exists; returns its path and SHA-256 (shown on the
     report's cover). The final signed statement covers this file too."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    doc = {"schema": EVIDENCE_SCHEMA, "run_id": run_id,
-           "files": hash_tree(root, exclude=(MANIFEST_NAME, EVIDENCE_NAME), skip_dirs=skip_dirs),
-           "previous_report_sha256": previous_report_sha256, "signer": dict(signer)}
+    doc = {
+        "schema": EVIDENCE_SCHEMA,
+        "run_id": run_id,
+        "files": hash_tree(root, exclude=(MANIFEST_NAME, EVIDENCE_NAME), skip_dirs=skip_dirs),
+        "previous_report_sha256": previous_report_sha256,
+        "signer": dict(signer),
+    }
     data = canonical_json(doc)
     path = root / EVIDENCE_NAME
     write_atomic(path, data)
     return path, sha256_bytes(data)
 
 
-def write_signed_manifest(root: Path, private_key, *, run_id: str | None, previous_report_sha256: str | None = None,
-                          owner: str | None = None, models: Iterable[dict] = ()) -> dict:
+def write_signed_manifest(
+    root: Path,
+    private_key,
+    *,
+    run_id: str | None,
+    previous_report_sha256: str | None = None,
+    owner: str | None = None,
+    models: Iterable[dict] = (),
+) -> dict:
     """Stage two: the Statement over everything under ``root`` (and ``models``), signed in a DSSE
     envelope, written atomically to ``manifest.intoto.jsonl``. Returns its path and SHA-256,
     the report's SHA-256, the signer and the counts."""
     root = Path(root)
     signer = signer_info(private_key, owner)
-    statement = build_statement(root, run_id=run_id, signer=signer, previous_report_sha256=previous_report_sha256,
-                                models=models)
+    statement = build_statement(
+        root, run_id=run_id, signer=signer, previous_report_sha256=previous_report_sha256, models=models
+    )
     envelope = dsse_envelope(canonical_json(statement), private_key, signer["key_id"])
     data = canonical_json(envelope) + b"\n"
     write_atomic(root / MANIFEST_NAME, data)
     pred = statement["predicate"]
-    return {"manifest": str(root / MANIFEST_NAME), "manifest_sha256": sha256_bytes(data),
-            "report_sha256": pred["report_sha256"], "key_id": signer["key_id"], "public_key": signer["public_key"],
-            "owner": owner, "n_files": len(pred["files"]), "n_models": len(pred["models"]),
-            "n_subjects": len(statement["subject"])}
+    return {
+        "manifest": str(root / MANIFEST_NAME),
+        "manifest_sha256": sha256_bytes(data),
+        "report_sha256": pred["report_sha256"],
+        "key_id": signer["key_id"],
+        "public_key": signer["public_key"],
+        "owner": owner,
+        "n_files": len(pred["files"]),
+        "n_models": len(pred["models"]),
+        "n_subjects": len(statement["subject"]),
+    }
 
 
 # --------------------------------------------------------------------------- verification
@@ -776,8 +867,10 @@ def verify(path: Path, trusted_key: bytes | None = None, trust: dict[str, dict] 
                 verified.setdefault(kid, hint)
     if not verified:
         res.signature = "invalid"
-        problems.append(f"{MANIFEST_NAME}: no signature verifies with the signer's public key "
-                        "(the statement or the signature was edited)")
+        problems.append(
+            f"{MANIFEST_NAME}: no signature verifies with the signer's public key "
+            "(the statement or the signature was edited)"
+        )
     else:
         res.signature = "valid"
         for kid, hint in verified.items():
@@ -806,8 +899,10 @@ def verify(path: Path, trusted_key: bytes | None = None, trust: dict[str, dict] 
         actual = {}
     res.changed, res.missing, res.added = diff_files(pred["files"], actual)
     for rel in res.changed:
-        problems.append(f"{rel}: content changed (sha256 {actual[rel]['sha256'][:12]}…, "
-                        f"signed {str(pred['files'][rel].get('sha256'))[:12]}…)")
+        problems.append(
+            f"{rel}: content changed (sha256 {actual[rel]['sha256'][:12]}…, "
+            f"signed {str(pred['files'][rel].get('sha256'))[:12]}…)"
+        )
     problems += [f"{rel}: missing" for rel in res.missing]
     problems += [f"{rel}: not in the signed statement (added after signing)" for rel in res.added]
     if res.report_sha256 is not None and pred["files"].get(REPORT_JSON, {}).get("sha256") != res.report_sha256:
@@ -821,7 +916,9 @@ def _finish(res: VerifyResult, problems: list[str]) -> VerifyResult:
     return res
 
 
-def _cover_problems(root: Path, previous: str | None, signer_key_id: str | None, signer_public_key: str | None) -> list[str]:
+def _cover_problems(
+    root: Path, previous: str | None, signer_key_id: str | None, signer_public_key: str | None
+) -> list[str]:
     """The report's integrity cover must agree with the evidence: its
     ``evidence_manifest_sha256`` is the hash of ``evidence.json``, its previous-report hash is
     the statement's, and the signer it names is the one that signed. (Reports without a cover,
@@ -837,13 +934,17 @@ def _cover_problems(root: Path, previous: str | None, signer_key_id: str | None,
     want = cover.get("evidence_manifest_sha256")
     got = sha256_file(evid) if evid.is_file() else None
     if want != got:
-        out.append(f"{REPORT_JSON}: integrity.evidence_manifest_sha256 {str(want)[:12]}… does not match "
-                   f"{EVIDENCE_NAME} ({str(got)[:12]}…)")
+        out.append(
+            f"{REPORT_JSON}: integrity.evidence_manifest_sha256 {str(want)[:12]}… does not match "
+            f"{EVIDENCE_NAME} ({str(got)[:12]}…)"
+        )
     if cover.get("previous_report_sha256") != previous:
         out.append(f"{REPORT_JSON}: integrity.previous_report_sha256 differs from the signed statement's")
     if cover.get("signer_key_id") != signer_key_id or cover.get("signer_public_key") != signer_public_key:
-        out.append(f"{REPORT_JSON}: the cover names signer {cover.get('signer_key_id')}, but the evidence "
-                   f"was signed by {signer_key_id}")
+        out.append(
+            f"{REPORT_JSON}: the cover names signer {cover.get('signer_key_id')}, but the evidence "
+            f"was signed by {signer_key_id}"
+        )
     return out
 
 

@@ -28,6 +28,7 @@ fairlearn's row bootstrap) are kept as they are; a zero-width one gets the flag
 interval of the ratio of Jeffreys-posterior selection rates, Beta(k + 1/2, n - k + 1/2) per
 group (``<metric>_jeffreys_ci_low/high``), which cannot collapse, is reported beside it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -37,8 +38,21 @@ import pandas as pd
 
 from .inputs import AuditInputs
 from .results import AuditResult, Gate, Status, overall_status
-from .bootstrap import (FN, FP, RATE_CELLS, TN, TP, bootstrap_counts, bootstrap_intervals, degenerate, gaps,
-                        group_counts, jeffreys_ratio_interval, percentile_intervals, rates)
+from .bootstrap import (
+    FN,
+    FP,
+    RATE_CELLS,
+    TN,
+    TP,
+    bootstrap_counts,
+    bootstrap_intervals,
+    degenerate,
+    gaps,
+    group_counts,
+    jeffreys_ratio_interval,
+    percentile_intervals,
+    rates,
+)
 from .stats import compare_gate, wilson_interval
 
 FAIRNESS_DEFAULTS: dict[str, Any] = {
@@ -79,8 +93,7 @@ def _attributes(sensitive: pd.DataFrame, intersections) -> dict[str, pd.Series]:
         missing = [c for c in combo if c not in columns]
         if missing:
             raise ValueError(
-                f"fairness intersection {combo} names columns not in the sensitive data: "
-                f"{missing} (have {columns})"
+                f"fairness intersection {combo} names columns not in the sensitive data: {missing} (have {columns})"
             )
         name = INTERSECTION_SEP.join(combo)
         if name not in attrs:
@@ -110,11 +123,15 @@ def favourable_extra(positive_label: Any, favourable_outcome: Any) -> dict[str, 
         return {}
     fav = str(favourable_outcome).strip()
     if fav == str(positive_label).strip():
-        return {"favourable_prediction": 1,
-                "favourable_text": f"a positive prediction (1 = '{fav}', the positive label)"}
-    return {"favourable_prediction": 0,
-            "favourable_text": f"a negative prediction (0 = '{fav}'; the positive label '{positive_label}' "
-                               "is the adverse outcome)"}
+        return {
+            "favourable_prediction": 1,
+            "favourable_text": f"a positive prediction (1 = '{fav}', the positive label)",
+        }
+    return {
+        "favourable_prediction": 0,
+        "favourable_text": f"a negative prediction (0 = '{fav}'; the positive label '{positive_label}' "
+        "is the adverse outcome)",
+    }
 
 
 def selection_counts(counts: np.ndarray, favourable: int) -> np.ndarray:
@@ -127,8 +144,11 @@ def _gaps(counts: np.ndarray, favourable: int) -> dict[str, np.ndarray]:
     out = gaps(counts)
     if favourable == 0:
         sel = gaps(selection_counts(counts, 0))
-        out = {**out, "demographic_parity_difference": sel["demographic_parity_difference"],
-               "demographic_parity_ratio": sel["demographic_parity_ratio"]}
+        out = {
+            **out,
+            "demographic_parity_difference": sel["demographic_parity_difference"],
+            "demographic_parity_ratio": sel["demographic_parity_ratio"],
+        }
     return out
 
 
@@ -145,12 +165,20 @@ def _pair(rows: list[dict], rate: str, higher_is_worse: bool) -> dict[str, Any]:
     lo = min(rows, key=lambda r: (r[rate], r["group"]))
     hi = max(rows, key=lambda r: (r[rate], r["group"]))
     worse, better = (hi, lo) if higher_is_worse else (lo, hi)
-    return {"rate": rate, "lowest_group": lo["group"], "lowest": lo[rate], "highest_group": hi["group"],
-            "highest": hi[rate], "disadvantaged_group": worse["group"], "advantaged_group": better["group"]}
+    return {
+        "rate": rate,
+        "lowest_group": lo["group"],
+        "lowest": lo[rate],
+        "highest_group": hi["group"],
+        "highest": hi[rate],
+        "disadvantaged_group": worse["group"],
+        "advantaged_group": better["group"],
+    }
 
 
-def gap_pairs(attr: str, judged: list[dict], metrics: dict[str, float], favourable: int,
-              favourable_text: str) -> list[dict]:
+def gap_pairs(
+    attr: str, judged: list[dict], metrics: dict[str, float], favourable: int, favourable_text: str
+) -> list[dict]:
     """``details.gaps``: for each gate metric of ``attr``, the pair of judged groups behind it and
     the disadvantaged group: the one that gets the favourable decision less often -- overall for the
     selection-rate gaps, and among people with the same true label for the equalized odds
@@ -163,28 +191,45 @@ def gap_pairs(attr: str, judged: list[dict], metrics: dict[str, float], favourab
     fpr = _pair(judged, "false_positive_rate", adverse_positive)
     eo = tpr if tpr["highest"] - tpr["lowest"] >= fpr["highest"] - fpr["lowest"] else fpr
     return [
-        {"attribute": attr, "metric": f"{p}/demographic_parity_difference",
-         "value": metrics.get(f"{p}/demographic_parity_difference"), "favourable": favourable_text, **sel},
-        {"attribute": attr, "metric": f"{p}/four_fifths_min_ratio",
-         "value": metrics.get(f"{p}/four_fifths_min_ratio"), "favourable": favourable_text, **sel},
-        {"attribute": attr, "metric": f"{p}/equalized_odds_difference",
-         "value": metrics.get(f"{p}/equalized_odds_difference"), "favourable": favourable_text, **eo},
+        {
+            "attribute": attr,
+            "metric": f"{p}/demographic_parity_difference",
+            "value": metrics.get(f"{p}/demographic_parity_difference"),
+            "favourable": favourable_text,
+            **sel,
+        },
+        {
+            "attribute": attr,
+            "metric": f"{p}/four_fifths_min_ratio",
+            "value": metrics.get(f"{p}/four_fifths_min_ratio"),
+            "favourable": favourable_text,
+            **sel,
+        },
+        {
+            "attribute": attr,
+            "metric": f"{p}/equalized_odds_difference",
+            "value": metrics.get(f"{p}/equalized_odds_difference"),
+            "favourable": favourable_text,
+            **eo,
+        },
     ]
 
 
-RATE_WORDS = {"selection_rate": "favourable-decision rate", "true_positive_rate": "TPR",
-              "false_positive_rate": "FPR"}
+RATE_WORDS = {"selection_rate": "favourable-decision rate", "true_positive_rate": "TPR", "false_positive_rate": "FPR"}
 
 
 def gap_text(g: dict) -> str:
     """One sentence naming the pair of groups behind a gap and the disadvantaged group."""
     what = RATE_WORDS.get(g["rate"], g["rate"])
-    return (f"{what} '{g['lowest_group']}' {g['lowest']:.4f} (lowest) vs '{g['highest_group']}' "
-            f"{g['highest']:.4f} (highest); disadvantaged: '{g['disadvantaged_group']}'")
+    return (
+        f"{what} '{g['lowest_group']}' {g['lowest']:.4f} (lowest) vs '{g['highest_group']}' "
+        f"{g['highest']:.4f} (highest); disadvantaged: '{g['disadvantaged_group']}'"
+    )
 
 
-def _per_group(attr: str, labels: pd.Series, y_true, y_pred, min_size: int,
-               level: float, favourable: int = 1) -> tuple[list[dict[str, Any]], np.ndarray]:
+def _per_group(
+    attr: str, labels: pd.Series, y_true, y_pred, min_size: int, level: float, favourable: int = 1
+) -> tuple[list[dict[str, Any]], np.ndarray]:
     """One row per group (counts, rates with Wilson CIs) and the (G, 4) count matrix.
 
     Rates come from the confusion counts with fairlearn's conventions (``impactflow.audits.bootstrap``),
@@ -198,10 +243,15 @@ def _per_group(attr: str, labels: pd.Series, y_true, y_pred, min_size: int,
         c = counts[i]
         n = int(c.sum())
         row: dict[str, Any] = {
-            "attribute": attr, "group": str(g), "n": n,
+            "attribute": attr,
+            "group": str(g),
+            "n": n,
             "share": n / total if total else float("nan"),
             "too_small": n < min_size,
-            "tp": int(c[TP]), "fp": int(c[FP]), "tn": int(c[TN]), "fn": int(c[FN]),
+            "tp": int(c[TP]),
+            "fp": int(c[FP]),
+            "tn": int(c[TN]),
+            "fn": int(c[FN]),
         }
         for rate, (num, den) in RATE_CELLS.items():
             k, d = int(c[list(num)].sum()), int(c[list(den)].sum())
@@ -218,20 +268,25 @@ def _per_group(attr: str, labels: pd.Series, y_true, y_pred, min_size: int,
     return rows, counts
 
 
-def _degenerate_note(attr: str, metric: str, value: float, judged: list[dict], counts: np.ndarray,
-                     level: float, favourable: int = 1) -> str:
+def _degenerate_note(
+    attr: str, metric: str, value: float, judged: list[dict], counts: np.ndarray, level: float, favourable: int = 1
+) -> str:
     """The note beside a zero-width bootstrap interval: why it is not certainty."""
     smallest = min(judged, key=lambda r: r["n"])
     chosen = int(round(smallest["selection_rate"] * smallest["n"]))
-    text = (f"{attr}: the bootstrap {level:.0%} interval of {metric} is [{value:.4g}, {value:.4g}] (degenerate, "
-            f"flagged {metric}_ci_degenerate): no resample can move the value (smallest judged group "
-            f"'{smallest['group']}': n={smallest['n']}, {chosen} "
-            f"{'positive predictions' if favourable == 1 else 'favourable (negative) predictions'}), "
-            "a small-sample artefact, not certainty")
+    text = (
+        f"{attr}: the bootstrap {level:.0%} interval of {metric} is [{value:.4g}, {value:.4g}] (degenerate, "
+        f"flagged {metric}_ci_degenerate): no resample can move the value (smallest judged group "
+        f"'{smallest['group']}': n={smallest['n']}, {chosen} "
+        f"{'positive predictions' if favourable == 1 else 'favourable (negative) predictions'}), "
+        "a small-sample artefact, not certainty"
+    )
     if metric == "demographic_parity_ratio":
         lo, hi = jeffreys_ratio_interval(counts, level=level)
-        text += (f"; the ratio of Jeffreys-posterior selection rates, Beta(k+1/2, n-k+1/2) per group, gives "
-                 f"[{lo:.4g}, {hi:.4g}] ({metric}_jeffreys_ci_low/high)")
+        text += (
+            f"; the ratio of Jeffreys-posterior selection rates, Beta(k+1/2, n-k+1/2) per group, gives "
+            f"[{lo:.4g}, {hi:.4g}] ({metric}_jeffreys_ci_low/high)"
+        )
     return text
 
 
@@ -259,29 +314,35 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         "ratio": "min / max across groups",
         "equalized_odds": "max(TPR gap, FPR gap), each gap = max - min across groups",
         "ci": f"group rates: Wilson score interval at level {level}; gap metrics: percentile "
-              f"bootstrap over rows ({n_boot} replicates, drawn as multinomial confusion counts); "
-              "a zero-width bootstrap interval is flagged '_ci_degenerate' (a small-sample artefact, "
-              "not certainty), and for the DP ratio a Jeffreys-posterior interval is given beside it",
+        f"bootstrap over rows ({n_boot} replicates, drawn as multinomial confusion counts); "
+        "a zero-width bootstrap interval is flagged '_ci_degenerate' (a small-sample artefact, "
+        "not certainty), and for the DP ratio a Jeffreys-posterior interval is given beside it",
         "four_fifths": f"29 CFR 1607.4(D): every judged group's selection rate >= {ff} x the "
-                       "highest judged group's (the regulation asks for significance testing "
-                       "with small samples: see the CIs)",
+        "highest judged group's (the regulation asks for significance testing "
+        "with small samples: see the CIs)",
         "judged_groups": f"gate values use groups with n >= {min_size}; '_all_groups' metrics "
-                         "use every group (report-only)",
+        "use every group (report-only)",
         "prediction": f"predicted label = 1 iff score >= {inputs.decision_threshold}",
     }
     fav = favourable_prediction(inputs)
-    fav_text = str((inputs.extra or {}).get("favourable_text") or (
-        "a positive prediction (1)" if fav == 1 else "a negative prediction (0)"))
-    conventions["favourable"] = (f"the favourable decision is {fav_text}: selection rates, the demographic "
-                                 "parity difference/ratio and the four-fifths ratio use its rate; TPR/FPR/FNR "
-                                 "are with respect to the label's positive class")
+    fav_text = str(
+        (inputs.extra or {}).get("favourable_text")
+        or ("a positive prediction (1)" if fav == 1 else "a negative prediction (0)")
+    )
+    conventions["favourable"] = (
+        f"the favourable decision is {fav_text}: selection rates, the demographic "
+        "parity difference/ratio and the four-fifths ratio use its rate; TPR/FPR/FNR "
+        "are with respect to the label's positive class"
+    )
     if (inputs.extra or {}).get("hard_predictions"):
         conventions["prediction"] = "hard predictions as given (no score, no threshold)"
     elif (inputs.extra or {}).get("decision_text"):  # how the threshold was set (models/threshold.py)
         conventions["prediction"] += f"; threshold {inputs.extra['decision_text']}"
     if inputs.sensitive.shape[1] == 0:
         return AuditResult(
-            name="fairness", status=Status.SKIPPED, thresholds=used,
+            name="fairness",
+            status=Status.SKIPPED,
+            thresholds=used,
             notes=["no sensitive columns in the test data: fairness audit skipped"],
             details={"conventions": conventions, "attributes": []},
         )
@@ -303,20 +364,25 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         ref = judged or rows
         max_sr = max((r["selection_rate"] for r in ref), default=0.0)
         for r in rows:
-            r["selection_rate_ratio_to_max"] = (
-                r["selection_rate"] / max_sr if max_sr > 0 else float("nan"))
+            r["selection_rate_ratio_to_max"] = r["selection_rate"] / max_sr if max_sr > 0 else float("nan")
         by_group.extend(rows)
         if small:
             listed = ", ".join(f"'{r['group']}' (n={r['n']})" for r in small)
-            notes.append(f"{attr}: too small to judge (n < {min_size}): {listed}; "
-                         "reported in by_group, excluded from the gate values")
+            notes.append(
+                f"{attr}: too small to judge (n < {min_size}): {listed}; "
+                "reported in by_group, excluded from the gate values"
+            )
         for r in rows:
             if r["tp"] + r["fn"] == 0:
-                notes.append(f"{attr}: group '{r['group']}' has no positive labels: TPR/FNR "
-                             "undefined (fairlearn reports 0), which affects the EO difference")
+                notes.append(
+                    f"{attr}: group '{r['group']}' has no positive labels: TPR/FNR "
+                    "undefined (fairlearn reports 0), which affects the EO difference"
+                )
             if r["fp"] + r["tn"] == 0:
-                notes.append(f"{attr}: group '{r['group']}' has no negative labels: FPR "
-                             "undefined (fairlearn reports 0), which affects the EO difference")
+                notes.append(
+                    f"{attr}: group '{r['group']}' has no negative labels: FPR "
+                    "undefined (fairlearn reports 0), which affects the EO difference"
+                )
 
         keep = np.array([not r["too_small"] for r in rows], dtype=bool)
         judged_gaps = {k: float(v) for k, v in _gaps(counts[keep], fav).items()}
@@ -345,21 +411,17 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
                         metrics[f"{p}/{k}_jeffreys_ci_low"], metrics[f"{p}/{k}_jeffreys_ci_high"] = jlo, jhi
 
         specs = [
-            (f"{p}/demographic_parity_difference", judged_gaps["demographic_parity_difference"],
-             max_dp, "<="),
-            (f"{p}/equalized_odds_difference", judged_gaps["equalized_odds_difference"],
-             max_eo, "<="),
+            (f"{p}/demographic_parity_difference", judged_gaps["demographic_parity_difference"], max_dp, "<="),
+            (f"{p}/equalized_odds_difference", judged_gaps["equalized_odds_difference"], max_eo, "<="),
             (f"{p}/four_fifths_min_ratio", ff_ratio, ff, ">="),
         ]
         if len(judged) < 2:
-            why = (f"only {len(judged)} group(s) of {attr} have n >= {min_size}: "
-                   "nothing to compare")
+            why = f"only {len(judged)} group(s) of {attr} have n >= {min_size}: nothing to compare"
             notes.append(f"{attr}: gates not measured: {why}")
             gates.extend(Gate(n, Status.NOT_MEASURED, None, t, c, why) for n, _, t, c in specs)
             continue
         if max_sr == 0:
-            notes.append(f"{attr}: no judged group has any favourable decision: "
-                         "selection-rate ratios undefined")
+            notes.append(f"{attr}: no judged group has any favourable decision: selection-rate ratios undefined")
         pairs = gap_pairs(attr, judged, metrics, fav, fav_text)
         gap_list.extend(pairs)
         why = {g["metric"]: gap_text(g) for g in pairs}
@@ -371,7 +433,8 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
                 notes.append(
                     f"{attr}: group '{r['group']}' selection rate {r['selection_rate']:.4f} is "
                     f"{r['selection_rate_ratio_to_max']:.3f} x the highest judged group's "
-                    f"({max_sr:.4f}): below the four-fifths ratio {ff}")
+                    f"({max_sr:.4f}): below the four-fifths ratio {ff}"
+                )
 
     return AuditResult(
         name="fairness",
@@ -381,9 +444,14 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         thresholds=used,
         gates=gates,
         notes=notes,
-        details={"conventions": conventions, "attributes": list(attrs),
-                 "intersections": list(attrs)[inputs.sensitive.shape[1]:],
-                 "favourable_prediction": fav, "favourable": fav_text, "gaps": gap_list},
+        details={
+            "conventions": conventions,
+            "attributes": list(attrs),
+            "intersections": list(attrs)[inputs.sensitive.shape[1] :],
+            "favourable_prediction": fav,
+            "favourable": fav_text,
+            "gaps": gap_list,
+        },
     )
 
 

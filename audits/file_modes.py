@@ -8,6 +8,7 @@ who reads it can sign as you) and the privacy ledger (what was spent on which da
 warning, not a refusal: a shared group-readable folder can be deliberate; ``chmod 600`` fixes it.
 Pure stdlib (no prefect/mlflow): ``impactflow.audits.evidence`` and ``tasks`` both use it.
 """
+
 from __future__ import annotations
 
 import os

@@ -21,6 +21,7 @@ that declares no sensitive column). ``audited`` runs one audit and then makes su
 ``not_run`` does the same for a section of an audit the model does not run at all (a family
 without that audit). Pure: no prefect, no mlflow.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,22 +36,36 @@ SKIP = "skip"
 #: (tests/audits/test_gating.py checks it); other keys are parameters (sizes, levels, k, ...).
 GATE_KEYS: dict[str, dict[str, str]] = {
     "performance": {"min_accuracy": "accuracy", "min_roc_auc": "roc_auc", "max_ece": "ece"},
-    "fairness": {"max_demographic_parity_difference": "demographic_parity_difference",
-                 "max_equalized_odds_difference": "equalized_odds_difference",
-                 "four_fifths_ratio": "four_fifths_min_ratio"},
+    "fairness": {
+        "max_demographic_parity_difference": "demographic_parity_difference",
+        "max_equalized_odds_difference": "equalized_odds_difference",
+        "four_fifths_ratio": "four_fifths_min_ratio",
+    },
     "privacy": {"max_mia_auc": "mia_auc"},
-    "performance_multiclass": {"min_accuracy": "accuracy", "min_balanced_accuracy": "balanced_accuracy",
-                               "min_macro_f1": "macro_f1", "max_ece": "ece"},
-    "group_robustness": {"max_worst_group_gap": "worst_group_gap",
-                         "min_worst_group_accuracy": "worst_group_accuracy",
-                         "max_accuracy_difference": "accuracy_difference"},
-    "identity": {"max_flip_rate": "max_flip_rate", "max_template_fpr_range": "template_fpr_range",
-                 "min_final_bias_score": "final_bias_score"},
+    "performance_multiclass": {
+        "min_accuracy": "accuracy",
+        "min_balanced_accuracy": "balanced_accuracy",
+        "min_macro_f1": "macro_f1",
+        "max_ece": "ece",
+    },
+    "group_robustness": {
+        "max_worst_group_gap": "worst_group_gap",
+        "min_worst_group_accuracy": "worst_group_accuracy",
+        "max_accuracy_difference": "accuracy_difference",
+    },
+    "identity": {
+        "max_flip_rate": "max_flip_rate",
+        "max_template_fpr_range": "template_fpr_range",
+        "min_final_bias_score": "final_bias_score",
+    },
     "recommendation": {"max_rmse": "rmse", "max_mae": "mae", "min_ndcg_at_k": r"ndcg_at_\d+"},
     "user_groups": {"max_rmse_gap": "rmse_gap", "max_ndcg_gap": r"ndcg_at_\d+_gap"},
     "exposure": {"max_gini": r"gini_at_\d+", "max_top10pct_popular_share": r"top10pct_popular_share_at_\d+"},
-    "oversight": {"min_coverage": "coverage", "min_automated_accuracy": "automated_accuracy",
-                  "max_deferral_rate_gap": "deferral_rate_gap"},
+    "oversight": {
+        "min_coverage": "coverage",
+        "min_automated_accuracy": "automated_accuracy",
+        "max_deferral_rate_gap": "deferral_rate_gap",
+    },
     "mitigation": {"max_accuracy_cost": "accuracy_cost"},
     "privacy_lira": {"max_lira_auc": "lira_auc"},
     "privacy_canary": {},
@@ -58,11 +73,15 @@ GATE_KEYS: dict[str, dict[str, str]] = {
 }
 
 SKIP_NOT_A_GATE = "gates.{audit}.skip.{key}: not a gate of the {audit} audit (gates: {known})"
-SKIP_NO_REASON = ("gates.{audit}.skip.{key}: give the reason for skipping this gate as text, "
-                  "e.g. gates.{audit}.skip.{key}: 'too few rows in this sample'")
-NULL_DEFAULT = ("gates.{audit}.{key}: null would silently drop a gate that applies by default ({default}); "
-                "to skip it, say why under gates.{audit}.skip.{key} (e.g. --set "
-                "'gates.{audit}.skip.{key}=<reason>', or --gate {audit}.skip.{key}=<reason> for `audit`)")
+SKIP_NO_REASON = (
+    "gates.{audit}.skip.{key}: give the reason for skipping this gate as text, "
+    "e.g. gates.{audit}.skip.{key}: 'too few rows in this sample'"
+)
+NULL_DEFAULT = (
+    "gates.{audit}.{key}: null would silently drop a gate that applies by default ({default}); "
+    "to skip it, say why under gates.{audit}.skip.{key} (e.g. --set "
+    "'gates.{audit}.skip.{key}=<reason>', or --gate {audit}.skip.{key}=<reason> for `audit`)"
+)
 NULL_PARAMETER = "gates.{audit}.{key}: null is not a value for this setting (default {default}); remove the key instead"
 
 
@@ -93,8 +112,9 @@ def section_problems(audit: str, section: Mapping[str, Any], defaults: Mapping[s
             return [f"gates.{audit}.skip: expected a mapping of gate key to reason, got {skip!r}"]
         for key, reason in skip.items():
             if not is_gate_key(audit, key):
-                out.append(SKIP_NOT_A_GATE.format(audit=audit, key=key,
-                                                  known=", ".join(GATE_KEYS.get(audit, {})) or "none"))
+                out.append(
+                    SKIP_NOT_A_GATE.format(audit=audit, key=key, known=", ".join(GATE_KEYS.get(audit, {})) or "none")
+                )
             elif not isinstance(reason, str) or not reason.strip():
                 out.append(SKIP_NO_REASON.format(audit=audit, key=key))
     for key, value in section.items():
@@ -111,13 +131,22 @@ def _reason(result: AuditResult) -> str:
 
 
 def _skipped(audit: str, skip: Mapping[str, str], effective: Mapping[str, Any]) -> list[Gate]:
-    return [Gate(f"{audit}/{key}", Status.SKIPPED, None,
-                 float(effective[key]) if isinstance(effective.get(key), (int, float)) else None,
-                 comparison_of(key), str(reason).strip()) for key, reason in skip.items()]
+    return [
+        Gate(
+            f"{audit}/{key}",
+            Status.SKIPPED,
+            None,
+            float(effective[key]) if isinstance(effective.get(key), (int, float)) else None,
+            comparison_of(key),
+            str(reason).strip(),
+        )
+        for key, reason in skip.items()
+    ]
 
 
-def complete(audit: str, result: AuditResult, section: Mapping[str, Any] | None,
-             defaults: Mapping[str, Any], *, raised: str = "") -> AuditResult:
+def complete(
+    audit: str, result: AuditResult, section: Mapping[str, Any] | None, defaults: Mapping[str, Any], *, raised: str = ""
+) -> AuditResult:
     """``result`` with a gate for every configured key (see the module docstring).
     ``section``: the run config's ``gates.<audit>`` (None: the config has none, defaults apply);
     ``raised``: why the audit produced nothing (it raised, or was not run)."""
@@ -125,29 +154,57 @@ def complete(audit: str, result: AuditResult, section: Mapping[str, Any] | None,
     section = dict(section or {})
     skip = dict(section.pop(SKIP, None) or {})
     effective = {**defaults, **section}
-    configured = [k for k in GATE_KEYS.get(audit, {}) if effective.get(k) is not None and k not in skip
-                  and (k in section or raised or result.status is not Status.SKIPPED)]
+    configured = [
+        k
+        for k in GATE_KEYS.get(audit, {})
+        if effective.get(k) is not None
+        and k not in skip
+        and (k in section or raised or result.status is not Status.SKIPPED)
+    ]
     gates = [checked_gate(g) for g in result.gates if key_of(audit, g.name) not in skip]
     covered = {key_of(audit, g.name) for g in gates}
     reason = raised or _reason(result)
-    gates += [Gate(f"{audit}/{k}", Status.NOT_MEASURED, None, float(effective[k]), comparison_of(k), reason)
-              for k in configured if k not in covered]
+    gates += [
+        Gate(f"{audit}/{k}", Status.NOT_MEASURED, None, float(effective[k]), comparison_of(k), reason)
+        for k in configured
+        if k not in covered
+    ]
     if raised and not gates:
         gates.append(Gate(f"{audit}/audit", Status.NOT_MEASURED, None, None, "==", reason))
     if in_config and not gates and not skip:
-        gates.append(Gate(f"{audit}/section", Status.NOT_MEASURED, None, None, "==",
-                          f"gates.{audit} is configured but gates nothing here ({reason}); set a "
-                          "threshold, skip one with a reason, or remove the section"))
+        gates.append(
+            Gate(
+                f"{audit}/section",
+                Status.NOT_MEASURED,
+                None,
+                None,
+                "==",
+                f"gates.{audit} is configured but gates nothing here ({reason}); set a "
+                "threshold, skip one with a reason, or remove the section",
+            )
+        )
     gates += _skipped(audit, skip, effective)
     if gates == list(result.gates):
         return result
-    return AuditResult(name=result.name, status=overall_status(gates) if gates else result.status,
-                       metrics=result.metrics, by_group=result.by_group, thresholds=result.thresholds,
-                       gates=gates, notes=result.notes, details=result.details)
+    return AuditResult(
+        name=result.name,
+        status=overall_status(gates) if gates else result.status,
+        metrics=result.metrics,
+        by_group=result.by_group,
+        thresholds=result.thresholds,
+        gates=gates,
+        notes=result.notes,
+        details=result.details,
+    )
 
 
-def audited(audit: str, fn: Callable[[Any, dict], AuditResult], inputs: Any,
-            section: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> AuditResult:
+def audited(
+    audit: str,
+    fn: Callable[[Any, dict], AuditResult],
+    inputs: Any,
+    section: Mapping[str, Any] | None,
+    defaults: Mapping[str, Any],
+) -> AuditResult:
     """Run one audit on its ``gates.<audit>`` section (None: not in the config), without the
     ``skip`` entry and the keys it skips, and complete its gates. An exception becomes a
     ``not-measured`` result naming it: it never passes, and never stops the other audits."""
@@ -158,13 +215,18 @@ def audited(audit: str, fn: Callable[[Any, dict], AuditResult], inputs: Any,
     except Exception as exc:  # noqa: BLE001 - an audit's bug must show up as evidence missing
         message = str(exc).splitlines()[0][:400] if str(exc) else ""
         raised = f"the {audit} audit raised {type(exc).__name__}" + (f": {message}" if message else "")
-        result = AuditResult(name=audit, status=Status.NOT_MEASURED, notes=[raised],
-                             details={"error": {"type": type(exc).__name__, "message": message}})
+        result = AuditResult(
+            name=audit,
+            status=Status.NOT_MEASURED,
+            notes=[raised],
+            details={"error": {"type": type(exc).__name__, "message": message}},
+        )
         return complete(audit, result, section, defaults, raised=raised)
     return complete(audit, result, section, defaults)
 
 
 def not_run(audit: str, section: Mapping[str, Any], defaults: Mapping[str, Any], reason: str) -> AuditResult:
     """The result of a configured ``gates.<audit>`` section whose audit this model does not run."""
-    return complete(audit, AuditResult(name=audit, status=Status.NOT_MEASURED, notes=[reason]), section,
-                    defaults, raised=reason)
+    return complete(
+        audit, AuditResult(name=audit, status=Status.NOT_MEASURED, notes=[reason]), section, defaults, raised=reason
+    )

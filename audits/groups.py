@@ -17,6 +17,7 @@ probabilities, ``y_true`` = class index, ``labels`` = class names):
   Groups the project made up (``inputs.synthetic_groups``) are flagged ``synthetic`` in every
   row and named in the notes.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -82,9 +83,16 @@ def top_label_bins(y_true, proba, n_bins: int = 10) -> list[dict[str, float]]:
     counts = np.bincount(idx, minlength=n_bins)
     s = np.bincount(idx, weights=conf, minlength=n_bins)
     c = np.bincount(idx, weights=correct, minlength=n_bins)
-    return [{"lower": b / n_bins, "upper": (b + 1) / n_bins, "count": int(counts[b]),
-             "mean_score": float(s[b] / counts[b]) if counts[b] else float("nan"),
-             "positive_rate": float(c[b] / counts[b]) if counts[b] else float("nan")} for b in range(n_bins)]
+    return [
+        {
+            "lower": b / n_bins,
+            "upper": (b + 1) / n_bins,
+            "count": int(counts[b]),
+            "mean_score": float(s[b] / counts[b]) if counts[b] else float("nan"),
+            "positive_rate": float(c[b] / counts[b]) if counts[b] else float("nan"),
+        }
+        for b in range(n_bins)
+    ]
 
 
 def multiclass_metrics(y_true, proba, n_classes: int | None = None) -> dict[str, float]:
@@ -120,8 +128,11 @@ def _not_multiclass(name: str, inputs: AuditInputs) -> AuditResult | None:
     """A SKIPPED result for inputs of another task kind (audits never raise on findings)."""
     if inputs.task == "multiclass" and inputs.y_score.ndim == 2:
         return None
-    return AuditResult(name=name, status=Status.SKIPPED,
-                       notes=[f"{name} needs multiclass probabilities; task is {inputs.task!r}: skipped"])
+    return AuditResult(
+        name=name,
+        status=Status.SKIPPED,
+        notes=[f"{name} needs multiclass probabilities; task is {inputs.task!r}: skipped"],
+    )
 
 
 def _class_names(inputs: AuditInputs) -> list[str]:
@@ -153,7 +164,11 @@ def multiclass_performance_audit(inputs: AuditInputs, thresholds: dict) -> Audit
     gates, used = threshold_gates(thresholds, PERFORMANCE_GATES, metrics)
     if not gates:
         notes.append("no performance thresholds configured: nothing gated")
-    cm = confusion_matrix(inputs.y_true, inputs.y_pred, labels=list(range(k))) if len(inputs.y_true) else np.zeros((k, k))
+    cm = (
+        confusion_matrix(inputs.y_true, inputs.y_pred, labels=list(range(k)))
+        if len(inputs.y_true)
+        else np.zeros((k, k))
+    )
     details = {
         "confusion_matrix": cm.astype(int).tolist(),
         "class_labels": names,
@@ -163,27 +178,57 @@ def multiclass_performance_audit(inputs: AuditInputs, thresholds: dict) -> Audit
         # expected audits
         "covers": ["performance"],
     }
-    return AuditResult(name="performance_multiclass", status=overall_status(gates), metrics=metrics,
-                       thresholds=used, gates=gates, notes=notes, details=details)
+    return AuditResult(
+        name="performance_multiclass",
+        status=overall_status(gates),
+        metrics=metrics,
+        thresholds=used,
+        gates=gates,
+        notes=notes,
+        details=details,
+    )
 
 
-def _per_group(attr: str, groups: pd.Series, y_true: np.ndarray, y_pred: np.ndarray, *, min_size: int,
-               level: float, synthetic: bool) -> list[dict[str, Any]]:
+def _per_group(
+    attr: str,
+    groups: pd.Series,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    min_size: int,
+    level: float,
+    synthetic: bool,
+) -> list[dict[str, Any]]:
     """One row per group: n, share, accuracy (fairlearn MetricFrame) with its Wilson CI."""
     from fairlearn.metrics import MetricFrame, count
     from sklearn.metrics import accuracy_score
 
-    mf = MetricFrame(metrics={"accuracy": accuracy_score, "n": count}, y_true=y_true, y_pred=y_pred,
-                     sensitive_features=groups.rename(attr))
+    mf = MetricFrame(
+        metrics={"accuracy": accuracy_score, "n": count},
+        y_true=y_true,
+        y_pred=y_pred,
+        sensitive_features=groups.rename(attr),
+    )
     hits = pd.Series(y_true == y_pred).groupby(groups.to_numpy()).sum()
     total = len(groups)
     rows = []
     for g, r in mf.by_group.iterrows():
         n, k = int(r["n"]), int(hits.loc[g])
         low, high = wilson_interval(k, n, level)
-        rows.append({"attribute": attr, "group": str(g), "n": n, "share": n / total if total else float("nan"),
-                     "correct": k, "accuracy": float(r["accuracy"]), "accuracy_ci_low": low,
-                     "accuracy_ci_high": high, "too_small": n < min_size, "synthetic": synthetic})
+        rows.append(
+            {
+                "attribute": attr,
+                "group": str(g),
+                "n": n,
+                "share": n / total if total else float("nan"),
+                "correct": k,
+                "accuracy": float(r["accuracy"]),
+                "accuracy_ci_low": low,
+                "accuracy_ci_high": high,
+                "too_small": n < min_size,
+                "synthetic": synthetic,
+            }
+        )
     return rows
 
 
@@ -191,11 +236,14 @@ def _summary(rows: list[dict[str, Any]], overall: float) -> dict[str, float]:
     judged = [r for r in rows if not r["too_small"]]
     if not judged:
         nan = float("nan")
-        return {"worst_group_accuracy": nan, "worst_group_gap": nan, "accuracy_difference": nan,
-                "n_groups_judged": 0.0}
+        return {"worst_group_accuracy": nan, "worst_group_gap": nan, "accuracy_difference": nan, "n_groups_judged": 0.0}
     accs = [r["accuracy"] for r in judged]
-    return {"worst_group_accuracy": min(accs), "worst_group_gap": overall - min(accs),
-            "accuracy_difference": max(accs) - min(accs), "n_groups_judged": float(len(judged))}
+    return {
+        "worst_group_accuracy": min(accs),
+        "worst_group_gap": overall - min(accs),
+        "accuracy_difference": max(accs) - min(accs),
+        "n_groups_judged": float(len(judged)),
+    }
 
 
 def group_robustness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
@@ -220,8 +268,9 @@ def group_robustness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult
         f"groups with fewer than {min_size} test rows are reported (too_small) but not gated",
     ]
     if synthetic:
-        notes.append("synthetic groups (made up by the project, not attributes of people): "
-                     + ", ".join(sorted(synthetic)))
+        notes.append(
+            "synthetic groups (made up by the project, not attributes of people): " + ", ".join(sorted(synthetic))
+        )
 
     frame = inputs.sensitive.copy()
     frame.columns = [str(c) for c in frame.columns]
@@ -233,8 +282,10 @@ def group_robustness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult
         combo = [str(c) for c in combo]
         missing = [c for c in combo if c not in frame.columns]
         if missing:
-            raise ValueError(f"group_robustness intersection {combo} names columns not in the test "
-                             f"data: {missing} (have {list(frame.columns)})")
+            raise ValueError(
+                f"group_robustness intersection {combo} names columns not in the test "
+                f"data: {missing} (have {list(frame.columns)})"
+            )
         attributes.setdefault(INTERSECTION_SEP.join(combo), combo)
 
     metrics: dict[str, float] = {"groups/accuracy": overall}
@@ -242,11 +293,19 @@ def group_robustness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult
     gates = []
     for attr, cols in attributes.items():
         is_synth = any(c in synthetic for c in cols)
-        rows = _per_group(attr, group_labels(frame, cols).rename(None), y_true, y_pred, min_size=min_size, level=level,
-                          synthetic=is_synth)
+        rows = _per_group(
+            attr,
+            group_labels(frame, cols).rename(None),
+            y_true,
+            y_pred,
+            min_size=min_size,
+            level=level,
+            synthetic=is_synth,
+        )
         if attr == CLASS and len(y_true):
-            prec, rec, f1, sup = precision_recall_fscore_support(y_true, y_pred, labels=list(range(len(names))),
-                                                                 zero_division=0)
+            prec, rec, f1, sup = precision_recall_fscore_support(
+                y_true, y_pred, labels=list(range(len(names))), zero_division=0
+            )
             stats = {names[i]: (prec[i], f1[i]) for i in range(len(names))}
             for r in rows:
                 r["precision"], r["f1"] = (float(v) for v in stats[r["group"]])
@@ -256,28 +315,45 @@ def group_robustness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult
             metrics[f"groups/{attr}/{key}"] = value
         small = [r for r in rows if r["too_small"]]
         if small:
-            notes.append(f"{attr}: too small to judge (n < {min_size}): "
-                         + ", ".join(f"'{r['group']}' (n={r['n']})" for r in small))
+            notes.append(
+                f"{attr}: too small to judge (n < {min_size}): "
+                + ", ".join(f"'{r['group']}' (n={r['n']})" for r in small)
+            )
         for key, (suffix, comparison) in GROUP_GATES.items():
             if cfg.get(key) is None:
                 continue
             note = "synthetic groups" if is_synth else ""
-            gates.append(compare_gate(f"groups/{attr}/{suffix}", summary[suffix], float(cfg[key]), comparison,
-                                      note=note))
+            gates.append(
+                compare_gate(f"groups/{attr}/{suffix}", summary[suffix], float(cfg[key]), comparison, note=note)
+            )
         judged = [r for r in rows if not r["too_small"]]
         if judged:
             worst = min(judged, key=lambda r: r["accuracy"])
-            notes.append(f"{attr}: worst group '{worst['group']}' accuracy {worst['accuracy']:.4f} "
-                         f"(n={worst['n']}, CI {worst['accuracy_ci_low']:.3f}-{worst['accuracy_ci_high']:.3f}) "
-                         f"vs overall {overall:.4f}" + (" [synthetic]" if is_synth else ""))
+            notes.append(
+                f"{attr}: worst group '{worst['group']}' accuracy {worst['accuracy']:.4f} "
+                f"(n={worst['n']}, CI {worst['accuracy_ci_low']:.3f}-{worst['accuracy_ci_high']:.3f}) "
+                f"vs overall {overall:.4f}" + (" [synthetic]" if is_synth else "")
+            )
     if len(y_true) == 0:
-        return AuditResult(name="group_robustness", status=Status.NOT_MEASURED, thresholds=used,
-                           notes=["no test rows: group robustness not measured"])
+        return AuditResult(
+            name="group_robustness",
+            status=Status.NOT_MEASURED,
+            thresholds=used,
+            notes=["no test rows: group robustness not measured"],
+        )
     details = {
         "attributes": {a: c for a, c in attributes.items()},
         "synthetic_groups": sorted(synthetic),
         # this audit stands in for the binary fairness audit in the report's expected audits
         "covers": ["fairness"],
     }
-    return AuditResult(name="group_robustness", status=overall_status(gates), metrics=metrics, by_group=by_group,
-                       thresholds=used, gates=gates, notes=notes, details=details)
+    return AuditResult(
+        name="group_robustness",
+        status=overall_status(gates),
+        metrics=metrics,
+        by_group=by_group,
+        thresholds=used,
+        gates=gates,
+        notes=notes,
+        details=details,
+    )

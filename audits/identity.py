@@ -30,6 +30,7 @@ With ``paired_texts`` (e.g. the fuzzed twin of each Jigsaw test comment, identit
 swapped at random), also: AUC on the twins vs the originals and the share of predictions
 that flip between them.
 """
+
 from __future__ import annotations
 
 import math
@@ -85,15 +86,16 @@ def counterfactual_text(text: str, term: str, patterns: Sequence[re.Pattern]) ->
         if m and (best is None or m.start() < best.start() or (m.start() == best.start() and m.end() > best.end())):
             best = m
     if best is not None:
-        return text[: best.start()] + term + text[best.end():], "swap"
+        return text[: best.start()] + term + text[best.end() :], "swap"
     return INSERT_TEMPLATE.format(term=term, text=text), "insert"
 
 
 # --------------------------------------------------------------------------- formulas
 
 
-def counterfactual_table(texts: Sequence[str], score_texts: Callable[[list[str]], np.ndarray],
-                         terms: Sequence[str], threshold: float = 0.5) -> list[dict[str, Any]]:
+def counterfactual_table(
+    texts: Sequence[str], score_texts: Callable[[list[str]], np.ndarray], terms: Sequence[str], threshold: float = 0.5
+) -> list[dict[str, Any]]:
     """Per term: ``flip_rate``, ``mean_score_shift`` (signed), ``mean_abs_score_shift``,
     ``n`` and ``n_swapped`` over ``texts`` (one scorer call for all counterfactuals)."""
     texts = [str(t) for t in texts]
@@ -106,10 +108,16 @@ def counterfactual_table(texts: Sequence[str], score_texts: Callable[[list[str]]
     for i, term in enumerate(terms):
         diff = scores[i] - base
         flips = (scores[i] >= threshold) != (base >= threshold)
-        rows.append({"term": term, "n": len(texts), "n_swapped": int(kinds[i].sum()),
-                     "flip_rate": float(flips.mean()) if len(texts) else math.nan,
-                     "mean_score_shift": float(diff.mean()) if len(texts) else math.nan,
-                     "mean_abs_score_shift": float(np.abs(diff).mean()) if len(texts) else math.nan})
+        rows.append(
+            {
+                "term": term,
+                "n": len(texts),
+                "n_swapped": int(kinds[i].sum()),
+                "flip_rate": float(flips.mean()) if len(texts) else math.nan,
+                "mean_score_shift": float(diff.mean()) if len(texts) else math.nan,
+                "mean_abs_score_shift": float(np.abs(diff).mean()) if len(texts) else math.nan,
+            }
+        )
     return rows
 
 
@@ -127,18 +135,26 @@ def error_rate_equality(y_true, y_pred, membership: dict[str, np.ndarray]) -> di
         yt, yp = y_true[mask], y_pred[mask]
         fp, tn = int(((yp == 1) & (yt == 0)).sum()), int(((yp == 0) & (yt == 0)).sum())
         fn, tp = int(((yp == 0) & (yt == 1)).sum()), int(((yp == 1) & (yt == 1)).sum())
-        return {"n": int(mask.sum()), "n_neg": fp + tn, "n_pos": fn + tp, "fpr": _rate(fp, fp + tn),
-                "fnr": _rate(fn, fn + tp)}
+        return {
+            "n": int(mask.sum()),
+            "n_neg": fp + tn,
+            "n_pos": fn + tp,
+            "fpr": _rate(fp, fp + tn),
+            "fnr": _rate(fn, fn + tp),
+        }
 
     overall = rates(np.ones(len(y_true), dtype=bool))
     per_term = {t: rates(m) for t, m in membership.items()}
     fped = sum(abs(overall["fpr"] - r["fpr"]) for r in per_term.values() if not math.isnan(r["fpr"]))
     fned = sum(abs(overall["fnr"] - r["fnr"]) for r in per_term.values() if not math.isnan(r["fnr"]))
     defined_fpr = [r["fpr"] for r in per_term.values() if not math.isnan(r["fpr"])]
-    return {"overall": overall, "per_term": per_term,
-            "fped": fped if not math.isnan(overall["fpr"]) else math.nan,
-            "fned": fned if not math.isnan(overall["fnr"]) else math.nan,
-            "fpr_range": (max(defined_fpr) - min(defined_fpr)) if defined_fpr else math.nan}
+    return {
+        "overall": overall,
+        "per_term": per_term,
+        "fped": fped if not math.isnan(overall["fpr"]) else math.nan,
+        "fned": fned if not math.isnan(overall["fnr"]) else math.nan,
+        "fpr_range": (max(defined_fpr) - min(defined_fpr)) if defined_fpr else math.nan,
+    }
 
 
 def _auc(y, s) -> float:
@@ -172,7 +188,7 @@ def generalized_mean(values: Sequence[float], p: float = -5.0) -> float:
         return float(np.exp(np.log(v).mean()))
     if p < 0 and (v <= 0).any():
         return 0.0
-    return float(np.mean(v ** p) ** (1.0 / p))
+    return float(np.mean(v**p) ** (1.0 / p))
 
 
 def final_bias_score(overall_auc: float, subgroup: float, bpsn: float, bnsp: float, weight: float = 0.25) -> float:
@@ -193,13 +209,23 @@ def identity_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     unknown = sorted(set(cfg) - set(IDENTITY_DEFAULTS))
     if unknown:
         notes.append(f"ignored unknown identity threshold keys: {unknown}")
-    used = {k: float(cfg[k]) for k in ("max_flip_rate", "max_template_fpr_range", "min_final_bias_score")
-            if cfg[k] is not None}
+    used = {
+        k: float(cfg[k])
+        for k in ("max_flip_rate", "max_template_fpr_range", "min_final_bias_score")
+        if cfg[k] is not None
+    }
     score_texts, terms, texts = extra.get("score_texts"), extra.get("identity_terms"), extra.get("texts")
     if inputs.task != "binary" or score_texts is None or not terms or texts is None:
-        return AuditResult(name="identity", status=Status.NOT_MEASURED, thresholds=used,
-                           notes=notes + ["needs a binary text model with a scorer, held-out texts and identity terms "
-                                          "(Family.audit_extras): not measured"])
+        return AuditResult(
+            name="identity",
+            status=Status.NOT_MEASURED,
+            thresholds=used,
+            notes=notes
+            + [
+                "needs a binary text model with a scorer, held-out texts and identity terms "
+                "(Family.audit_extras): not measured"
+            ],
+        )
     terms = [str(t) for t in terms]
     texts = [str(t) for t in texts]
     thr = inputs.decision_threshold
@@ -208,8 +234,12 @@ def identity_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     metrics: dict[str, float] = {}
     rows = {t: {"term": t} for t in terms}
     charts: list[dict[str, Any]] = []
-    details: dict[str, Any] = {"insert_template": INSERT_TEMPLATE, "power": p, "min_subgroup_size": min_size,
-                               "n_terms": len(terms)}
+    details: dict[str, Any] = {
+        "insert_template": INSERT_TEMPLATE,
+        "power": p,
+        "min_subgroup_size": min_size,
+        "n_terms": len(terms),
+    }
 
     # 1. counterfactual invariance on a seeded sample of held-out texts
     n_cf = min(len(texts), int(cfg["counterfactual_sample"]))
@@ -219,8 +249,9 @@ def identity_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         k = term_key(r["term"])
         metrics[f"{PREFIX}/{k}/counterfactual_flip_rate"] = r["flip_rate"]
         metrics[f"{PREFIX}/{k}/counterfactual_score_shift"] = r["mean_score_shift"]
-        rows[r["term"]].update(cf_flip_rate=r["flip_rate"], cf_score_shift=r["mean_score_shift"],
-                               cf_abs_shift=r["mean_abs_score_shift"])
+        rows[r["term"]].update(
+            cf_flip_rate=r["flip_rate"], cf_score_shift=r["mean_score_shift"], cf_abs_shift=r["mean_abs_score_shift"]
+        )
     if cf:
         flips = np.array([r["flip_rate"] for r in cf])
         shifts = np.array([r["mean_score_shift"] for r in cf])
@@ -228,18 +259,32 @@ def identity_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         metrics[f"{PREFIX}/mean_flip_rate"] = float(flips.mean())
         metrics[f"{PREFIX}/score_shift_range"] = float(shifts.max() - shifts.min())
         worst = sorted(cf, key=lambda r: (-r["flip_rate"], -abs(r["mean_score_shift"])))[:N_WORST]
-        details["worst_terms"] = [f"{r['term']} (flip {r['flip_rate']:.3f}, shift {r['mean_score_shift']:+.4f})"
-                                  for r in worst]
+        details["worst_terms"] = [
+            f"{r['term']} (flip {r['flip_rate']:.3f}, shift {r['mean_score_shift']:+.4f})" for r in worst
+        ]
         details["counterfactual_n_texts"] = n_cf
         details["counterfactual_n_swapped"] = int(cf[0]["n_swapped"])
-        notes.append(f"counterfactuals: {n_cf} held-out texts x {len(terms)} terms; {cf[0]['n_swapped']} texts "
-                     f"contained an identity term (swapped), the others got '{INSERT_TEMPLATE}' inserted; "
-                     "shift = score(counterfactual) - score(original); worst terms: "
-                     + "; ".join(details["worst_terms"]))
-        charts.append({"title": "Counterfactual flip rate per identity term", "xlabel": "flip rate",
-                       "labels": [r["term"] for r in cf], "values": [r["flip_rate"] for r in cf]})
-        charts.append({"title": "Mean score shift when the term is swapped/inserted", "xlabel": "score shift",
-                       "labels": [r["term"] for r in cf], "values": [r["mean_score_shift"] for r in cf]})
+        notes.append(
+            f"counterfactuals: {n_cf} held-out texts x {len(terms)} terms; {cf[0]['n_swapped']} texts "
+            f"contained an identity term (swapped), the others got '{INSERT_TEMPLATE}' inserted; "
+            "shift = score(counterfactual) - score(original); worst terms: " + "; ".join(details["worst_terms"])
+        )
+        charts.append(
+            {
+                "title": "Counterfactual flip rate per identity term",
+                "xlabel": "flip rate",
+                "labels": [r["term"] for r in cf],
+                "values": [r["flip_rate"] for r in cf],
+            }
+        )
+        charts.append(
+            {
+                "title": "Mean score shift when the term is swapped/inserted",
+                "xlabel": "score shift",
+                "labels": [r["term"] for r in cf],
+                "values": [r["mean_score_shift"] for r in cf],
+            }
+        )
 
     # 2. Dixon template test
     t_texts, t_labels = extra.get("template_texts"), extra.get("template_labels")
@@ -247,7 +292,9 @@ def identity_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     if t_texts is not None and t_labels is not None and len(t_texts):
         t_labels = np.asarray(t_labels)
         if len(t_texts) > int(cfg["template_sample"]):
-            keep = np.sort(np.random.default_rng(0).choice(len(t_texts), size=int(cfg["template_sample"]), replace=False))
+            keep = np.sort(
+                np.random.default_rng(0).choice(len(t_texts), size=int(cfg["template_sample"]), replace=False)
+            )
             t_texts, t_labels = [t_texts[i] for i in keep], t_labels[keep]
         t_texts = [str(x) for x in t_texts]
         t_pred = (np.asarray(score_texts(t_texts), dtype=float) >= thr).astype(int)
@@ -262,11 +309,19 @@ def identity_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
             metrics[f"{PREFIX}/{term_key(t)}/template_fnr"] = r["fnr"]
             rows[t].update(template_n=r["n"], template_fpr=r["fpr"], template_fnr=r["fnr"])
         details["template_n_sentences"] = len(t_texts)
-        notes.append(f"template test (Dixon et al. 2018) on {len(t_texts)} held-out template sentences: "
-                     "FPED = sum over terms of |FPR - FPR_t|, FNED likewise"
-                     + (f"; {extra['template_label_note']}" if extra.get("template_label_note") else ""))
-        charts.append({"title": "Template false-positive rate per identity term", "xlabel": "FPR",
-                       "labels": terms, "values": [template["per_term"][t]["fpr"] for t in terms]})
+        notes.append(
+            f"template test (Dixon et al. 2018) on {len(t_texts)} held-out template sentences: "
+            "FPED = sum over terms of |FPR - FPR_t|, FNED likewise"
+            + (f"; {extra['template_label_note']}" if extra.get("template_label_note") else "")
+        )
+        charts.append(
+            {
+                "title": "Template false-positive rate per identity term",
+                "xlabel": "FPR",
+                "labels": terms,
+                "values": [template["per_term"][t]["fpr"] for t in terms],
+            }
+        )
     else:
         notes.append("no template sentences given: template test not measured")
 
@@ -288,8 +343,10 @@ def identity_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
             rows[t].update(aucs)
             for name, v in aucs.items():
                 metrics[f"{PREFIX}/{term_key(t)}/{name}"] = v
-        means = {name: generalized_mean([rows[t][name] for t in measured], p)
-                 for name in ("subgroup_auc", "bpsn_auc", "bnsp_auc")}
+        means = {
+            name: generalized_mean([rows[t][name] for t in measured], p)
+            for name in ("subgroup_auc", "bpsn_auc", "bnsp_auc")
+        }
         for name, v in means.items():
             metrics[f"{PREFIX}/{name}_power_mean"] = v
         if measured and math.isfinite(overall_auc):
@@ -297,13 +354,21 @@ def identity_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
             metrics[f"{PREFIX}/final_bias_score"] = final
         metrics[f"{PREFIX}/n_terms_measured"] = float(len(measured))
         details["auc_terms_measured"] = len(measured)
-        notes.append(f"bias AUCs (Borkan et al. 2019) on {len(texts)} test texts: {len(measured)} of {len(terms)} "
-                     f"terms have >= {min_size} texts and both classes where needed; generalized mean p = {p:g}; "
-                     "final = 0.25 overall AUC + 0.25 each power mean"
-                     + (f"; too small or one class only: {', '.join(small)}" if small else ""))
+        notes.append(
+            f"bias AUCs (Borkan et al. 2019) on {len(texts)} test texts: {len(measured)} of {len(terms)} "
+            f"terms have >= {min_size} texts and both classes where needed; generalized mean p = {p:g}; "
+            "final = 0.25 overall AUC + 0.25 each power mean"
+            + (f"; too small or one class only: {', '.join(small)}" if small else "")
+        )
         if measured:
-            charts.append({"title": "BPSN AUC per identity term (test)", "xlabel": "BPSN AUC",
-                           "labels": measured, "values": [rows[t]["bpsn_auc"] for t in measured]})
+            charts.append(
+                {
+                    "title": "BPSN AUC per identity term (test)",
+                    "xlabel": "BPSN AUC",
+                    "labels": measured,
+                    "values": [rows[t]["bpsn_auc"] for t in measured],
+                }
+            )
     else:
         notes.append("held-out texts and labels differ in length: bias AUCs not measured")
 
@@ -314,16 +379,25 @@ def identity_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         name = extra.get("paired_name", "paired")
         metrics[f"{PREFIX}/{name}_auc"] = _auc(inputs.y_true, twin_scores)
         metrics[f"{PREFIX}/{name}_flip_rate"] = float(((twin_scores >= thr) != (inputs.y_score >= thr)).mean())
-        notes.append(f"'{name}': each test text's twin with identity terms swapped; compare "
-                     f"{PREFIX}/{name}_auc with the overall AUC (a large drop shows identity-term bias)")
+        notes.append(
+            f"'{name}': each test text's twin with identity terms swapped; compare "
+            f"{PREFIX}/{name}_auc with the overall AUC (a large drop shows identity-term bias)"
+        )
 
     gates = []
     if "max_flip_rate" in used:
-        gates.append(compare_gate(f"{PREFIX}/max_flip_rate", metrics.get(f"{PREFIX}/max_flip_rate"),
-                                  used["max_flip_rate"], "<="))
+        gates.append(
+            compare_gate(f"{PREFIX}/max_flip_rate", metrics.get(f"{PREFIX}/max_flip_rate"), used["max_flip_rate"], "<=")
+        )
     if "max_template_fpr_range" in used:
-        gates.append(compare_gate(f"{PREFIX}/template_fpr_range", metrics.get(f"{PREFIX}/template_fpr_range"),
-                                  used["max_template_fpr_range"], "<="))
+        gates.append(
+            compare_gate(
+                f"{PREFIX}/template_fpr_range",
+                metrics.get(f"{PREFIX}/template_fpr_range"),
+                used["max_template_fpr_range"],
+                "<=",
+            )
+        )
     if "min_final_bias_score" in used:
         gates.append(compare_gate(f"{PREFIX}/final_bias_score", final, used["min_final_bias_score"], ">="))
     details["bar_charts"] = charts
@@ -335,5 +409,13 @@ def identity_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     }
     if not gates:
         notes.append("no identity thresholds configured: nothing gated")
-    return AuditResult(name="identity", status=overall_status(gates), metrics=metrics, by_group=list(rows.values()),
-                       thresholds=used, gates=gates, notes=notes, details=details)
+    return AuditResult(
+        name="identity",
+        status=overall_status(gates),
+        metrics=metrics,
+        by_group=list(rows.values()),
+        thresholds=used,
+        gates=gates,
+        notes=notes,
+        details=details,
+    )

@@ -1,4 +1,5 @@
 """What every audit reads: predictions on the test split plus what the privacy audit needs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -44,9 +45,7 @@ class AuditInputs:
         if self.task != "multiclass":
             y_score = y_score.reshape(-1)
         if y_true.shape[0] != y_score.shape[0]:
-            raise ValueError(
-                f"y_true has {y_true.shape[0]} rows but y_score has {y_score.shape[0]}"
-            )
+            raise ValueError(f"y_true has {y_true.shape[0]} rows but y_score has {y_score.shape[0]}")
         if self.task == "binary" and y_true.size and not np.isin(y_true, (0, 1)).all():
             raise ValueError("y_true must contain only 0/1 labels")
         sensitive = self.sensitive
@@ -54,9 +53,7 @@ class AuditInputs:
             sensitive = pd.DataFrame(index=range(y_true.shape[0]))
         sensitive = pd.DataFrame(sensitive).reset_index(drop=True)
         if len(sensitive) != y_true.shape[0]:
-            raise ValueError(
-                f"sensitive has {len(sensitive)} rows but y_true has {y_true.shape[0]}"
-            )
+            raise ValueError(f"sensitive has {len(sensitive)} rows but y_true has {y_true.shape[0]}")
         object.__setattr__(self, "y_true", y_true.astype(float) if self.task == "rating" else y_true.astype(int))
         object.__setattr__(self, "y_score", y_score)
         object.__setattr__(self, "sensitive", sensitive)

@@ -27,6 +27,7 @@ other; here one model is trained on fixed training rows and compared with fixed 
 so the figure is a heuristic estimate of leakage, reported but never used to accept or reject
 a privacy claim.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,7 @@ import numpy as np
 
 from .inputs import AuditInputs
 from .privacy import _tpr_at_fpr
-from .privacy_bounds import (DEFAULT_ALPHA, epsilon_lower_bound_from_scores, one_run_epsilon_lower_bound,
-                             one_run_guesses)
+from .privacy_bounds import DEFAULT_ALPHA, epsilon_lower_bound_from_scores, one_run_epsilon_lower_bound, one_run_guesses
 from .results import AuditResult, Gate, Status, overall_status
 from .stats import compare_gate, downsample_curve
 
@@ -50,7 +50,8 @@ LIRA_EPSILON_NOTE = (
     "i.i.d. members/non-members whose membership is independent of the reference models and of each "
     "other; one model trained on fixed training rows does not satisfy this, so the figure is not used "
     "by the epsilon_LB <= epsilon gate (the one-run canary audit, with coin-flip inclusion, is the "
-    "sound bound)")
+    "sound bound)"
+)
 CANARY_DEFAULTS: dict[str, Any] = {}
 #: Carlini et al. 2022 (§VI-B, Fig. 7): below ~64 reference models a per-example variance is
 #: too noisy; one global σ_out over all examples does better.
@@ -71,7 +72,7 @@ def logit_confidence(y, outputs, task: str) -> np.ndarray:
     y = np.asarray(y)
     out = np.asarray(outputs, dtype=float)
     if task == "rating":
-        return -(out.reshape(-1) - y.astype(float).reshape(-1)) ** 2
+        return -((out.reshape(-1) - y.astype(float).reshape(-1)) ** 2)
     if task == "binary":
         p1 = out.reshape(-1)
         p_y = np.where(y.reshape(-1).astype(int) == 1, p1, 1.0 - p1)
@@ -115,8 +116,7 @@ def lira_offline_scores(target, reference, global_variance: bool | None = None) 
     return z, {"k": k, "variance": how, "p_value": norm.sf(z)}
 
 
-def attack_metrics(score, member, seed: int = 0, delta: float = 0.0,
-                   alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
+def attack_metrics(score, member, seed: int = 0, delta: float = 0.0, alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
     """AUC, TPR at 1 % / 0.1 % FPR, ROC (low-FPR end kept) and the Clopper–Pearson ε lower
     bound (split-half threshold, ``impactflow.audits.privacy_bounds``) of a membership score
     (higher = member)."""
@@ -127,8 +127,15 @@ def attack_metrics(score, member, seed: int = 0, delta: float = 0.0,
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         nan = float("nan")
-        return {"auc": nan, "tpr_at_1pct_fpr": nan, "tpr_at_0.1pct_fpr": nan, "roc": {"fpr": [], "tpr": []},
-                "n_members": n_pos, "n_nonmembers": n_neg, "epsilon_lower_bound": {"epsilon_lower_bound": 0.0}}
+        return {
+            "auc": nan,
+            "tpr_at_1pct_fpr": nan,
+            "tpr_at_0.1pct_fpr": nan,
+            "roc": {"fpr": [], "tpr": []},
+            "n_members": n_pos,
+            "n_nonmembers": n_neg,
+            "epsilon_lower_bound": {"epsilon_lower_bound": 0.0},
+        }
     fpr, tpr, _ = roc_curve(y.astype(int), s, drop_intermediate=False)
     bound = epsilon_lower_bound_from_scores(s[y], s[~y], delta=delta, alpha=alpha, seed=seed)
     return {
@@ -136,7 +143,8 @@ def attack_metrics(score, member, seed: int = 0, delta: float = 0.0,
         "tpr_at_1pct_fpr": _tpr_at_fpr(fpr, tpr, 0.01),
         "tpr_at_0.1pct_fpr": _tpr_at_fpr(fpr, tpr, 0.001),
         "roc": downsample_curve(fpr, tpr, max_points=200, keep_low_fpr=True),
-        "n_members": n_pos, "n_nonmembers": n_neg,
+        "n_members": n_pos,
+        "n_nonmembers": n_neg,
         "epsilon_lower_bound": bound,
     }
 
@@ -160,8 +168,16 @@ def group_exposure(score, member, groups: dict[str, Any] | None, min_per_class: 
                 auc = float(roc_auc_score(y[mask].astype(int), s[mask]))
                 fpr, tpr, _ = roc_curve(y[mask].astype(int), s[mask], drop_intermediate=False)
                 tpr1 = _tpr_at_fpr(fpr, tpr, 0.01)
-            rows.append({"attribute": column, "group": g, "n_members": n_pos, "n_nonmembers": n_neg,
-                         "lira_auc": auc, "lira_tpr_at_1pct_fpr": tpr1})
+            rows.append(
+                {
+                    "attribute": column,
+                    "group": g,
+                    "n_members": n_pos,
+                    "n_nonmembers": n_neg,
+                    "lira_auc": auc,
+                    "lira_tpr_at_1pct_fpr": tpr1,
+                }
+            )
     return rows
 
 
@@ -170,19 +186,28 @@ def lira_statistics(data: dict, task: str) -> tuple[np.ndarray, np.ndarray]:
     if "target" in data:
         return np.asarray(data["target"], dtype=float), np.atleast_2d(np.asarray(data["reference"], dtype=float))
     y = data["y"]
-    return (logit_confidence(y, data["target_output"], task),
-            np.vstack([logit_confidence(y, out, task) for out in data["reference_outputs"]]))
+    return (
+        logit_confidence(y, data["target_output"], task),
+        np.vstack([logit_confidence(y, out, task) for out in data["reference_outputs"]]),
+    )
 
 
 def _epsilon_gate(name: str, eps_lb: float, epsilon: float | None, notes: list[str]) -> Gate | None:
     if epsilon is None:
         return None
-    g = compare_gate(name, eps_lb, float(epsilon), "<=",
-                     note="empirical epsilon lower bound must not exceed the accountant's epsilon")
+    g = compare_gate(
+        name,
+        eps_lb,
+        float(epsilon),
+        "<=",
+        note="empirical epsilon lower bound must not exceed the accountant's epsilon",
+    )
     if g.status is Status.FAIL:
-        notes.append(f"empirical epsilon lower bound {eps_lb:.4f} exceeds the accountant's epsilon "
-                     f"{float(epsilon):.4f}: a bug in training/accounting or a broken privacy claim "
-                     f"(the bound holds at 95% confidence)")
+        notes.append(
+            f"empirical epsilon lower bound {eps_lb:.4f} exceeds the accountant's epsilon "
+            f"{float(epsilon):.4f}: a bug in training/accounting or a broken privacy claim "
+            f"(the bound holds at 95% confidence)"
+        )
     return g
 
 
@@ -203,13 +228,15 @@ def lira_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     member = np.asarray(data["member"], dtype=bool)
     res = attack_metrics(z, member, seed=int(data.get("seed", 0)), delta=delta)
     eps_lb = float(res["epsilon_lower_bound"]["epsilon_lower_bound"])
-    metrics.update({
-        "privacy/lira_auc": res["auc"],
-        "privacy/lira_tpr_at_1pct_fpr": res["tpr_at_1pct_fpr"],
-        "privacy/lira_tpr_at_0.1pct_fpr": res["tpr_at_0.1pct_fpr"],
-        "privacy/lira_epsilon_estimate": eps_lb,
-        "privacy/lira_reference_models": float(how["k"]),
-    })
+    metrics.update(
+        {
+            "privacy/lira_auc": res["auc"],
+            "privacy/lira_tpr_at_1pct_fpr": res["tpr_at_1pct_fpr"],
+            "privacy/lira_tpr_at_0.1pct_fpr": res["tpr_at_0.1pct_fpr"],
+            "privacy/lira_epsilon_estimate": eps_lb,
+            "privacy/lira_reference_models": float(how["k"]),
+        }
+    )
     if inputs.epsilon is not None:
         metrics["privacy/epsilon"] = float(inputs.epsilon)
     by_group = group_exposure(z, member, data.get("groups"))
@@ -220,24 +247,44 @@ def lira_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     if cfg.get("max_lira_auc") is not None:
         gates.append(compare_gate("privacy/lira_auc", res["auc"], float(cfg["max_lira_auc"]), "<="))
     n = min(res["n_members"], res["n_nonmembers"])
-    notes.append(f"offline LiRA (Carlini et al. 2022) with {how['k']} reference models, {how['variance']}; "
-                 f"{res['n_members']} audited members vs {res['n_nonmembers']} non-members")
+    notes.append(
+        f"offline LiRA (Carlini et al. 2022) with {how['k']} reference models, {how['variance']}; "
+        f"{res['n_members']} audited members vs {res['n_nonmembers']} non-members"
+    )
     notes.append(LIRA_EPSILON_NOTE.format(value=eps_lb, kind=LIRA_EPSILON_KIND))
     if n and n < 1000:
-        notes.append(f"with {res['n_nonmembers']} non-members the smallest non-zero FPR is "
-                     f"{1 / res['n_nonmembers']:.3g}: the TPR at 0.1% FPR is coarse")
+        notes.append(
+            f"with {res['n_nonmembers']} non-members the smallest non-zero FPR is "
+            f"{1 / res['n_nonmembers']:.3g}: the TPR at 0.1% FPR is coarse"
+        )
     if by_group:
-        notes.append("by-group rows: the same attack restricted to each group's audited examples "
-                     "(groups with < 10 members or non-members: nan, too few for an AUC)")
-    details = {"attack": "offline LiRA (Carlini et al. 2022)", "statistic": data.get("statistic", "phi"),
-               "scheme": data.get("scheme", ""), "variance": how["variance"], "roc": res["roc"],
-               "n_members": res["n_members"], "n_nonmembers": res["n_nonmembers"],
-               "epsilon_estimate_method": res["epsilon_lower_bound"].get("method", ""),
-               "epsilon_estimate_kind": LIRA_EPSILON_KIND,
-               "wall_time_reference_models_s": data.get("wall_time_s")}
+        notes.append(
+            "by-group rows: the same attack restricted to each group's audited examples "
+            "(groups with < 10 members or non-members: nan, too few for an AUC)"
+        )
+    details = {
+        "attack": "offline LiRA (Carlini et al. 2022)",
+        "statistic": data.get("statistic", "phi"),
+        "scheme": data.get("scheme", ""),
+        "variance": how["variance"],
+        "roc": res["roc"],
+        "n_members": res["n_members"],
+        "n_nonmembers": res["n_nonmembers"],
+        "epsilon_estimate_method": res["epsilon_lower_bound"].get("method", ""),
+        "epsilon_estimate_kind": LIRA_EPSILON_KIND,
+        "wall_time_reference_models_s": data.get("wall_time_s"),
+    }
     status = overall_status(gates) if gates else Status.PASS
-    return AuditResult(name="privacy_lira", status=status, metrics=metrics, by_group=by_group,
-                       thresholds=used, gates=gates, notes=notes, details=details)
+    return AuditResult(
+        name="privacy_lira",
+        status=status,
+        metrics=metrics,
+        by_group=by_group,
+        thresholds=used,
+        gates=gates,
+        notes=notes,
+        details=details,
+    )
 
 
 def canary_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
@@ -273,17 +320,26 @@ def canary_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
             gates.append(_epsilon_gate("privacy/epsilon_lower_bound", best, float(inputs.epsilon), notes))
     else:
         notes.append("not a DP run: the bound is an empirical leakage measure with no claim to check")
-    notes.append(f"one-run audit (Steinke, Nasr, Jagielski 2023): {g['m']} canaries, each included with "
-                 f"probability 1/2; {g['r']} guesses ({data['k_pos']} IN, {data['k_neg']} OUT), {g['v']} correct; "
-                 f"bound at 95% confidence with delta={delta:g}")
-    details = {"attack": "one-run canary audit (Steinke et al. 2023)", "canary": data.get("canary_kind", ""),
-               "score": data.get("statistic", "-loss"), "m": g["m"], "r": g["r"], "v": g["v"],
-               "n_included": int(np.asarray(data["included"], dtype=bool).sum()),
-               "wall_time_s": data.get("wall_time_s")}
+    notes.append(
+        f"one-run audit (Steinke, Nasr, Jagielski 2023): {g['m']} canaries, each included with "
+        f"probability 1/2; {g['r']} guesses ({data['k_pos']} IN, {data['k_neg']} OUT), {g['v']} correct; "
+        f"bound at 95% confidence with delta={delta:g}"
+    )
+    details = {
+        "attack": "one-run canary audit (Steinke et al. 2023)",
+        "canary": data.get("canary_kind", ""),
+        "score": data.get("statistic", "-loss"),
+        "m": g["m"],
+        "r": g["r"],
+        "v": g["v"],
+        "n_included": int(np.asarray(data["included"], dtype=bool).sum()),
+        "wall_time_s": data.get("wall_time_s"),
+    }
     gates = _vacuous_above_ceiling(gates, g, delta, metrics)
     status = overall_status(gates) if gates else Status.PASS
-    return AuditResult(name="privacy_canary", status=status, metrics=metrics, thresholds={},
-                       gates=gates, notes=notes, details=details)
+    return AuditResult(
+        name="privacy_canary", status=status, metrics=metrics, thresholds={}, gates=gates, notes=notes, details=details
+    )
 
 
 def _vacuous_above_ceiling(gates: list[Gate], g: dict, delta: float, metrics: dict) -> list[Gate]:
@@ -299,8 +355,10 @@ def _vacuous_above_ceiling(gates: list[Gate], g: dict, delta: float, metrics: di
     out = []
     for gate in gates:
         if gate.status is Status.PASS and gate.threshold is not None and ceiling <= gate.threshold:
-            why = (f"vacuous: even {g['r']} of {g['r']} guesses right bound epsilon at {ceiling:.3g} <= "
-                   f"{gate.threshold:.3g}, so this audit cannot contradict the claim")
+            why = (
+                f"vacuous: even {g['r']} of {g['r']} guesses right bound epsilon at {ceiling:.3g} <= "
+                f"{gate.threshold:.3g}, so this audit cannot contradict the claim"
+            )
             gate = replace(gate, vacuous=True, note=f"{gate.note}; {why}" if gate.note else why)
         out.append(gate)
     return out

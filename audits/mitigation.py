@@ -16,6 +16,7 @@ opportunity in supervised learning"), and what it costs in accuracy.
 Metrics use fairlearn's definitions: demographic parity difference = max − min selection
 rate across groups, ratio = min / max, equalized odds difference = max(TPR gap, FPR gap).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -52,43 +53,80 @@ def score_estimator():
     return ScoreEstimator().fit(None)
 
 
-def threshold_optimizer_predictions(val_scores, val_y, val_groups, test_scores, test_groups, *,
-                                    constraints: str = "demographic_parity", random_state: int = 0) -> np.ndarray:
+def threshold_optimizer_predictions(
+    val_scores,
+    val_y,
+    val_groups,
+    test_scores,
+    test_groups,
+    *,
+    constraints: str = "demographic_parity",
+    random_state: int = 0,
+) -> np.ndarray:
     """Fit ``ThresholdOptimizer`` on validation scores/labels/groups, return 0/1 decisions on test."""
     from fairlearn.postprocessing import ThresholdOptimizer
 
-    opt = ThresholdOptimizer(estimator=score_estimator(), constraints=constraints, objective="accuracy_score",
-                             prefit=True, predict_method="predict")
-    opt.fit(np.asarray(val_scores, dtype=float).reshape(-1, 1), np.asarray(val_y).astype(int),
-            sensitive_features=np.asarray(val_groups).astype(str))
-    return np.asarray(opt.predict(np.asarray(test_scores, dtype=float).reshape(-1, 1),
-                                  sensitive_features=np.asarray(test_groups).astype(str),
-                                  random_state=random_state)).astype(int)
+    opt = ThresholdOptimizer(
+        estimator=score_estimator(),
+        constraints=constraints,
+        objective="accuracy_score",
+        prefit=True,
+        predict_method="predict",
+    )
+    opt.fit(
+        np.asarray(val_scores, dtype=float).reshape(-1, 1),
+        np.asarray(val_y).astype(int),
+        sensitive_features=np.asarray(val_groups).astype(str),
+    )
+    return np.asarray(
+        opt.predict(
+            np.asarray(test_scores, dtype=float).reshape(-1, 1),
+            sensitive_features=np.asarray(test_groups).astype(str),
+            random_state=random_state,
+        )
+    ).astype(int)
 
 
 def decision_metrics(y_true, y_pred, groups) -> dict[str, Any]:
     """Accuracy, per-group selection rate, and fairlearn's DP difference/ratio and EO difference."""
-    from fairlearn.metrics import (MetricFrame, demographic_parity_difference, demographic_parity_ratio,
-                                   equalized_odds_difference, selection_rate)
+    from fairlearn.metrics import (
+        MetricFrame,
+        demographic_parity_difference,
+        demographic_parity_ratio,
+        equalized_odds_difference,
+        selection_rate,
+    )
     from sklearn.metrics import accuracy_score
 
     groups = np.asarray(groups).astype(str)
-    frame = MetricFrame(metrics={"selection_rate": selection_rate, "accuracy": accuracy_score},
-                        y_true=y_true, y_pred=y_pred, sensitive_features=groups)
+    frame = MetricFrame(
+        metrics={"selection_rate": selection_rate, "accuracy": accuracy_score},
+        y_true=y_true,
+        y_pred=y_pred,
+        sensitive_features=groups,
+    )
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "selection_rate": float(np.mean(y_pred)),
-        "demographic_parity_difference": float(demographic_parity_difference(y_true, y_pred, sensitive_features=groups)),
+        "demographic_parity_difference": float(
+            demographic_parity_difference(y_true, y_pred, sensitive_features=groups)
+        ),
         "demographic_parity_ratio": float(demographic_parity_ratio(y_true, y_pred, sensitive_features=groups)),
         "equalized_odds_difference": float(equalized_odds_difference(y_true, y_pred, sensitive_features=groups)),
-        "by_group": {str(g): {"selection_rate": float(r["selection_rate"]), "accuracy": float(r["accuracy"])}
-                     for g, r in frame.by_group.iterrows()},
+        "by_group": {
+            str(g): {"selection_rate": float(r["selection_rate"]), "accuracy": float(r["accuracy"])}
+            for g, r in frame.by_group.iterrows()
+        },
     }
 
 
 def _not_measured(why: str, used: dict | None = None) -> AuditResult:
-    return AuditResult(name="mitigation", status=Status.NOT_MEASURED, thresholds=used or {},
-                       notes=[f"mitigation comparison not measured: {why}"])
+    return AuditResult(
+        name="mitigation",
+        status=Status.NOT_MEASURED,
+        thresholds=used or {},
+        notes=[f"mitigation comparison not measured: {why}"],
+    )
 
 
 def mitigation_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
@@ -119,23 +157,35 @@ def mitigation_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     unseen = sorted(set(test_groups) - set(val_groups))
     if unseen:
         return _not_measured(f"test groups {unseen} of {attr!r} do not occur in the validation split")
-    after_pred = threshold_optimizer_predictions(val["y_score"], val_y, val_groups, inputs.y_score, test_groups,
-                                                 constraints=constraints)
+    after_pred = threshold_optimizer_predictions(
+        val["y_score"], val_y, val_groups, inputs.y_score, test_groups, constraints=constraints
+    )
     before = decision_metrics(inputs.y_true, inputs.y_pred, test_groups)
     after = decision_metrics(inputs.y_true, after_pred, test_groups)
     metrics: dict[str, float] = {}
     for stage, m in (("before", before), ("after", after)):
-        for k in ("accuracy", "selection_rate", "demographic_parity_difference", "demographic_parity_ratio",
-                  "equalized_odds_difference"):
+        for k in (
+            "accuracy",
+            "selection_rate",
+            "demographic_parity_difference",
+            "demographic_parity_ratio",
+            "equalized_odds_difference",
+        ):
             metrics[f"mitigation/{attr}/{stage}/{k}"] = m[k]
     metrics[f"mitigation/{attr}/accuracy_cost"] = before["accuracy"] - after["accuracy"]
     metrics["mitigation/accuracy_cost"] = metrics[f"mitigation/{attr}/accuracy_cost"]
     gates, used = threshold_gates(t, {"max_accuracy_cost": ("mitigation/accuracy_cost", "<=")}, metrics)
-    by_group = [{"attribute": attr, "group": g,
-                 "selection_rate_before": before["by_group"][g]["selection_rate"],
-                 "selection_rate_after": after["by_group"][g]["selection_rate"],
-                 "accuracy_before": before["by_group"][g]["accuracy"],
-                 "accuracy_after": after["by_group"][g]["accuracy"]} for g in before["by_group"]]
+    by_group = [
+        {
+            "attribute": attr,
+            "group": g,
+            "selection_rate_before": before["by_group"][g]["selection_rate"],
+            "selection_rate_after": after["by_group"][g]["selection_rate"],
+            "accuracy_before": before["by_group"][g]["accuracy"],
+            "accuracy_after": after["by_group"][g]["accuracy"],
+        }
+        for g in before["by_group"]
+    ]
     return AuditResult(
         name="mitigation",
         status=overall_status(gates),
@@ -152,11 +202,14 @@ def mitigation_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         details={
             "attribute": attr,
             "constraints": constraints,
-            "bar_charts": [{"title": f"Selection rate by {attr}: before / after mitigation",
-                            "labels": [f"{g} before" for g in before["by_group"]]
-                            + [f"{g} after" for g in after["by_group"]],
-                            "values": [before["by_group"][g]["selection_rate"] for g in before["by_group"]]
-                            + [after["by_group"][g]["selection_rate"] for g in after["by_group"]],
-                            "xlabel": "selection rate"}],
+            "bar_charts": [
+                {
+                    "title": f"Selection rate by {attr}: before / after mitigation",
+                    "labels": [f"{g} before" for g in before["by_group"]] + [f"{g} after" for g in after["by_group"]],
+                    "values": [before["by_group"][g]["selection_rate"] for g in before["by_group"]]
+                    + [after["by_group"][g]["selection_rate"] for g in after["by_group"]],
+                    "xlabel": "selection rate",
+                }
+            ],
         },
     )

@@ -17,6 +17,7 @@ Thresholds (``gates.oversight``): ``confidence_level`` (default 0.9) is the thre
 deferral rates are reported at; ``min_coverage``, ``min_automated_accuracy`` and
 ``max_deferral_rate_gap`` make gates when set.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -66,13 +67,15 @@ def deferral_curve(confidence, correct, thresholds=CURVE_THRESHOLDS) -> list[dic
     for t in sorted(set(float(x) for x in thresholds)):
         auto = confidence >= t
         k = int(auto.sum())
-        rows.append({
-            "threshold": t,
-            "automated": k,
-            "coverage": k / n if n else None,
-            "deferral_rate": 1 - k / n if n else None,
-            "automated_accuracy": float(correct[auto].mean()) if k else None,
-        })
+        rows.append(
+            {
+                "threshold": t,
+                "automated": k,
+                "coverage": k / n if n else None,
+                "deferral_rate": 1 - k / n if n else None,
+                "automated_accuracy": float(correct[auto].mean()) if k else None,
+            }
+        )
     return rows
 
 
@@ -86,8 +89,17 @@ def deferral_by_group(confidence, sensitive, threshold: float) -> list[dict[str,
             mask = values == group
             n, d = int(mask.sum()), int(deferred[mask].sum())
             low, high = wilson_interval(d, n)
-            rows.append({"attribute": str(attr), "group": group, "n": n, "deferred": d,
-                         "deferral_rate": d / n, "deferral_rate_ci_low": low, "deferral_rate_ci_high": high})
+            rows.append(
+                {
+                    "attribute": str(attr),
+                    "group": group,
+                    "n": n,
+                    "deferred": d,
+                    "deferral_rate": d / n,
+                    "deferral_rate_ci_low": low,
+                    "deferral_rate_ci_high": high,
+                }
+            )
     return rows
 
 
@@ -96,9 +108,13 @@ def oversight_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     level = float(t["confidence_level"])
     if inputs.task not in ("binary", "multiclass"):
         return AuditResult(
-            name="oversight", status=Status.NOT_MEASURED, thresholds={"confidence_level": level},
-            notes=[f"automation/deferral curve not measured: a {inputs.task} model gives no per-case "
-                   "confidence to defer on"],
+            name="oversight",
+            status=Status.NOT_MEASURED,
+            thresholds={"confidence_level": level},
+            notes=[
+                f"automation/deferral curve not measured: a {inputs.task} model gives no per-case "
+                "confidence to defer on"
+            ],
         )
     if inputs.y_true.size == 0:
         return AuditResult(name="oversight", status=Status.NOT_MEASURED, notes=["no test rows"])
@@ -136,13 +152,20 @@ def oversight_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         ],
         details={
             "curve": curve,
-            "line_plots": [{
-                "title": "Automation/deferral curve (test)",
-                "x_label": "coverage (share decided automatically)",
-                "y_label": "accuracy on automated cases",
-                "series": [{"label": "model", "x": [r["coverage"] for r in curve],
-                            "y": [r["automated_accuracy"] for r in curve]}],
-            }],
+            "line_plots": [
+                {
+                    "title": "Automation/deferral curve (test)",
+                    "x_label": "coverage (share decided automatically)",
+                    "y_label": "accuracy on automated cases",
+                    "series": [
+                        {
+                            "label": "model",
+                            "x": [r["coverage"] for r in curve],
+                            "y": [r["automated_accuracy"] for r in curve],
+                        }
+                    ],
+                }
+            ],
             "conventions": {
                 "confidence": "binary: max(p, 1 − p); multiclass: the highest class probability",
                 "coverage": "share of test cases with confidence ≥ threshold",

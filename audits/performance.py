@@ -2,6 +2,7 @@
 
 Convention: the predicted label is 1 iff ``y_score >= threshold``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -88,8 +89,8 @@ def classification_metrics(y_true, y_score, threshold: float = 0.5) -> dict[str,
     if n == 0:
         nan = float("nan")
         out = dict.fromkeys(
-            ["accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
-             "log_loss", "ece"], nan)
+            ["accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "ece"], nan
+        )
         out.update(tn=0.0, fp=0.0, fn=0.0, tp=0.0, n=0.0)
         return out
     tn, fp, fn, tp = skm.confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
@@ -149,8 +150,7 @@ def performance_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     details: dict[str, Any] = {
         "roc": roc,
         "calibration": calibration_bins(inputs.y_true, inputs.y_score, n_bins=10),
-        "confusion_matrix": [[int(base["tn"]), int(base["fp"])],
-                             [int(base["fn"]), int(base["tp"])]],
+        "confusion_matrix": [[int(base["tn"]), int(base["fp"])], [int(base["fn"]), int(base["tp"])]],
         "decision_threshold": inputs.decision_threshold,
     }
     return AuditResult(

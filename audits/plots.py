@@ -4,6 +4,7 @@ Each function takes plain report data (lists/dicts from the JSON document), draw
 figure, closes it and returns the PNG bytes. Text from the data (group names, titles) has its
 ``$`` escaped, so it is shown as typed rather than parsed as mathtext.
 """
+
 from __future__ import annotations
 
 import io
@@ -164,9 +165,7 @@ def roc_png(
         if epsilon is not None and math.isfinite(_num(epsilon)):
             eps = _num(epsilon)
             d = _num(delta) if delta is not None and math.isfinite(_num(delta)) else 0.0
-            bound = [
-                min(1.0, math.exp(eps) * f + d, 1.0 - math.exp(-eps) * (1.0 - d - f)) for f in grid
-            ]
+            bound = [min(1.0, math.exp(eps) * f + d, 1.0 - math.exp(-eps) * (1.0 - d - f)) for f in grid]
             ax.plot(grid, bound, color="#c0392b", linestyle="--", linewidth=1.2, label=f"DP bound (ε={eps:.3g})")
         if loglog:
             ax.set_xscale("log")
@@ -185,10 +184,7 @@ def roc_png(
 
 def calibration_png(bins: Sequence[dict]) -> bytes:
     """Reliability diagram: observed positive rate vs mean score per bin, sized by count."""
-    pts = [
-        (_num(b.get("mean_score")), _num(b.get("positive_rate")), _num(b.get("count")))
-        for b in bins
-    ]
+    pts = [(_num(b.get("mean_score")), _num(b.get("positive_rate")), _num(b.get("count"))) for b in bins]
     pts = [(s, r, c) for s, r, c in pts if not (math.isnan(s) or math.isnan(r)) and not (c <= 0)]
     with _figure(width=4.2, height=3.6) as (fig, ax):
         ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1, label="perfectly calibrated")
@@ -196,7 +192,14 @@ def calibration_png(bins: Sequence[dict]) -> bytes:
             cmax = max((c for _, _, c in pts if not math.isnan(c)), default=1.0) or 1.0
             sizes = [12 + 80 * ((c if not math.isnan(c) else 0.0) / cmax) for _, _, c in pts]
             ax.plot([s for s, _, _ in pts], [r for _, r, _ in pts], color=BAR_COLOR, linewidth=1.2)
-            ax.scatter([s for s, _, _ in pts], [r for _, r, _ in pts], s=sizes, color=BAR_COLOR, zorder=3, label="bins (size ∝ count)")
+            ax.scatter(
+                [s for s, _, _ in pts],
+                [r for _, r, _ in pts],
+                s=sizes,
+                color=BAR_COLOR,
+                zorder=3,
+                label="bins (size ∝ count)",
+            )
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.01)
         ax.set_xlabel("mean predicted score")
@@ -243,8 +246,11 @@ def bar_chart_png(labels: Sequence[Any], values: Sequence[Any], title: str, xlab
             ax.set_axis_off()
             return _png(fig)
         y = list(range(len(labels)))
-        ax.barh(y, [0.0 if math.isnan(v) else v for v in vals], color=[
-            BAR_COLOR if not math.isnan(v) else SMALL_COLOR for v in vals])
+        ax.barh(
+            y,
+            [0.0 if math.isnan(v) else v for v in vals],
+            color=[BAR_COLOR if not math.isnan(v) else SMALL_COLOR for v in vals],
+        )
         ax.set_yticks(y)
         ax.set_yticklabels(labels, fontsize=7)
         ax.invert_yaxis()
@@ -254,8 +260,9 @@ def bar_chart_png(labels: Sequence[Any], values: Sequence[Any], title: str, xlab
         return _png(fig)
 
 
-def line_plot_png(series: Sequence[dict], title: str, x_label: str = "", y_label: str = "",
-                  diagonal: bool = False) -> bytes:
+def line_plot_png(
+    series: Sequence[dict], title: str, x_label: str = "", y_label: str = "", diagonal: bool = False
+) -> bytes:
     """One line per series ``{label, x, y}`` (e.g. Lorenz curves); ``diagonal`` adds the
     y = x reference line (perfect equality for a Lorenz curve)."""
     with _figure(width=5.0, height=3.6) as (fig, ax):

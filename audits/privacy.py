@@ -1,4 +1,5 @@
 """Privacy audit: loss-threshold membership inference and the DP bound it must respect."""
+
 from __future__ import annotations
 
 import math
@@ -41,15 +42,24 @@ def loss_threshold_mia(member_loss, nonmember_loss, seed: int = 0) -> dict[str, 
     n_nan = int(np.isnan(mem).sum() + np.isnan(non).sum())
     mem, non = mem[~np.isnan(mem)], non[~np.isnan(non)]
     out: dict[str, Any] = {
-        "n_members_total": int(mem.size), "n_nonmembers_total": int(non.size),
-        "n_dropped_nan": n_nan, "balanced": False, "seed": seed,
+        "n_members_total": int(mem.size),
+        "n_nonmembers_total": int(non.size),
+        "n_dropped_nan": n_nan,
+        "balanced": False,
+        "seed": seed,
     }
     m = min(mem.size, non.size)
     if m == 0:
         nan = float("nan")
-        out.update(auc=nan, advantage=nan, tpr_at_1pct_fpr=nan, **{"tpr_at_0.1pct_fpr": nan},
-                   n_members=int(mem.size), n_nonmembers=int(non.size),
-                   roc={"fpr": [], "tpr": []})
+        out.update(
+            auc=nan,
+            advantage=nan,
+            tpr_at_1pct_fpr=nan,
+            **{"tpr_at_0.1pct_fpr": nan},
+            n_members=int(mem.size),
+            n_nonmembers=int(non.size),
+            roc={"fpr": [], "tpr": []},
+        )
         return out
     if mem.size != non.size:
         rng = np.random.default_rng(seed)
@@ -67,7 +77,8 @@ def loss_threshold_mia(member_loss, nonmember_loss, seed: int = 0) -> dict[str, 
         advantage=float(np.max(tpr - fpr)),
         tpr_at_1pct_fpr=_tpr_at_fpr(fpr, tpr, 0.01),
         **{"tpr_at_0.1pct_fpr": _tpr_at_fpr(fpr, tpr, 0.001)},
-        n_members=m, n_nonmembers=m,
+        n_members=m,
+        n_nonmembers=m,
         roc=downsample_curve(fpr, tpr, max_points=200, keep_low_fpr=True),
     )
     return out
@@ -116,53 +127,78 @@ def privacy_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         if inputs.delta is None:
             notes.append("delta not given: the DP bound uses delta = 0")
         bound = dp_advantage_bound(float(inputs.epsilon), delta)
-        metrics.update({"privacy/epsilon": float(inputs.epsilon), "privacy/delta": delta,
-                        "privacy/mia_advantage_bound": bound})
+        metrics.update(
+            {"privacy/epsilon": float(inputs.epsilon), "privacy/delta": delta, "privacy/mia_advantage_bound": bound}
+        )
 
     if inputs.member_loss is None or inputs.nonmember_loss is None:
         notes.append("member/non-member losses not provided: membership inference not measured")
-        return AuditResult(name="privacy", status=Status.NOT_MEASURED, metrics=metrics,
-                           thresholds=used, notes=notes, details=details)
+        return AuditResult(
+            name="privacy", status=Status.NOT_MEASURED, metrics=metrics, thresholds=used, notes=notes, details=details
+        )
 
     mia = loss_threshold_mia(inputs.member_loss, inputs.nonmember_loss)
-    metrics.update({
-        "privacy/mia_auc": mia["auc"],
-        "privacy/mia_advantage": mia["advantage"],
-        "privacy/mia_tpr_at_1pct_fpr": mia["tpr_at_1pct_fpr"],
-        "privacy/mia_tpr_at_0.1pct_fpr": mia["tpr_at_0.1pct_fpr"],
-    })
+    metrics.update(
+        {
+            "privacy/mia_auc": mia["auc"],
+            "privacy/mia_advantage": mia["advantage"],
+            "privacy/mia_tpr_at_1pct_fpr": mia["tpr_at_1pct_fpr"],
+            "privacy/mia_tpr_at_0.1pct_fpr": mia["tpr_at_0.1pct_fpr"],
+        }
+    )
     m = mia["n_members"]
     noise = _KS_C95 * math.sqrt(2.0 / m) if m else float("nan")
-    details.update({
-        "roc": mia["roc"],
-        "n_members": m, "n_nonmembers": mia["n_nonmembers"],
-        "n_members_total": mia["n_members_total"],
-        "n_nonmembers_total": mia["n_nonmembers_total"],
-        "balanced": mia["balanced"], "seed": mia["seed"], "n_dropped_nan": mia["n_dropped_nan"],
-        # 95 % quantile of max(TPR - FPR) between two size-m samples of one distribution
-        # (two-sample KS): the advantage a memorisation-free model can show by chance
-        "advantage_sampling_noise_95": noise,
-    })
+    details.update(
+        {
+            "roc": mia["roc"],
+            "n_members": m,
+            "n_nonmembers": mia["n_nonmembers"],
+            "n_members_total": mia["n_members_total"],
+            "n_nonmembers_total": mia["n_nonmembers_total"],
+            "balanced": mia["balanced"],
+            "seed": mia["seed"],
+            "n_dropped_nan": mia["n_dropped_nan"],
+            # 95 % quantile of max(TPR - FPR) between two size-m samples of one distribution
+            # (two-sample KS): the advantage a memorisation-free model can show by chance
+            "advantage_sampling_noise_95": noise,
+        }
+    )
     if mia["balanced"]:
-        notes.append(f"member and non-member sets differ in size ({mia['n_members_total']} vs "
-                     f"{mia['n_nonmembers_total']}): the larger was subsampled to {m} "
-                     f"(seed {mia['seed']})")
+        notes.append(
+            f"member and non-member sets differ in size ({mia['n_members_total']} vs "
+            f"{mia['n_nonmembers_total']}): the larger was subsampled to {m} "
+            f"(seed {mia['seed']})"
+        )
     if mia["n_dropped_nan"]:
         notes.append(f"{mia['n_dropped_nan']} nan losses dropped")
     if m and m < 1000:
-        notes.append(f"with {m} non-members the smallest non-zero FPR is {1 / m:.4g}: the "
-                     "TPR at 0.1% FPR" + (" and 1% FPR" if m < 100 else "")
-                     + " is coarse")
+        notes.append(
+            f"with {m} non-members the smallest non-zero FPR is {1 / m:.4g}: the "
+            "TPR at 0.1% FPR" + (" and 1% FPR" if m < 100 else "") + " is coarse"
+        )
 
     gates.append(compare_gate("privacy/mia_auc", mia["auc"], max_auc, "<="))
     if bound is not None:
-        g = compare_gate("privacy/mia_advantage", mia["advantage"], bound, "<=",
-                         note="empirical advantage must not exceed the (epsilon, delta)-DP bound")
+        g = compare_gate(
+            "privacy/mia_advantage",
+            mia["advantage"],
+            bound,
+            "<=",
+            note="empirical advantage must not exceed the (epsilon, delta)-DP bound",
+        )
         gates.append(g)
         if g.status is Status.FAIL:
             notes.append(
                 f"membership advantage {mia['advantage']:.4f} exceeds the DP bound "
                 f"{bound:.4f}: a bug in training/accounting or a broken privacy claim, unless "
-                f"sampling noise explains it (about {noise:.4f} at 95% for {m} per set)")
-    return AuditResult(name="privacy", status=overall_status(gates), metrics=metrics,
-                       thresholds=used, gates=gates, notes=notes, details=details)
+                f"sampling noise explains it (about {noise:.4f} at 95% for {m} per set)"
+            )
+    return AuditResult(
+        name="privacy",
+        status=overall_status(gates),
+        metrics=metrics,
+        thresholds=used,
+        gates=gates,
+        notes=notes,
+        details=details,
+    )

@@ -25,6 +25,7 @@ the bound exceeds ε with probability at most α):
   hold, and the figure is a heuristic estimate of leakage, not a certified bound
   (``impactflow.audits.lira`` labels it so and never gates on it).
 """
+
 from __future__ import annotations
 
 import math
@@ -74,8 +75,14 @@ def _eps_from_rates(fpr: float, fnr: float, delta: float) -> float:
     return best
 
 
-def epsilon_lower_bound_from_rates(false_positives: int, n_nonmembers: int, false_negatives: int,
-                                   n_members: int, delta: float, alpha: float = DEFAULT_ALPHA) -> float:
+def epsilon_lower_bound_from_rates(
+    false_positives: int,
+    n_nonmembers: int,
+    false_negatives: int,
+    n_members: int,
+    delta: float,
+    alpha: float = DEFAULT_ALPHA,
+) -> float:
     """Jagielski et al. 2020: ε_LB = max(ln((1−δ−FPR̄)/FNR̄), ln((1−δ−FNR̄)/FPR̄)), clipped at 0,
     where FPR̄ and FNR̄ are one-sided Clopper–Pearson upper bounds each at level α/2 (so both
     hold together with probability >= 1 − α, Bonferroni), for one threshold fixed in advance."""
@@ -89,8 +96,9 @@ def _counts_at(member: np.ndarray, nonmember: np.ndarray, t: float) -> tuple[int
     return int((nonmember >= t).sum()), int((member < t).sum())
 
 
-def epsilon_lower_bound_from_scores(member_scores, nonmember_scores, delta: float,
-                                    alpha: float = DEFAULT_ALPHA, seed: int = 0) -> dict[str, Any]:
+def epsilon_lower_bound_from_scores(
+    member_scores, nonmember_scores, delta: float, alpha: float = DEFAULT_ALPHA, seed: int = 0
+) -> dict[str, Any]:
     """Honest threshold choice for ``epsilon_lower_bound_from_rates`` (higher score = member).
 
     Members and non-members are each split at random (``seed``) into a selection half and an
@@ -102,16 +110,24 @@ def epsilon_lower_bound_from_scores(member_scores, nonmember_scores, delta: floa
     mem = np.asarray(member_scores, dtype=float).reshape(-1)
     non = np.asarray(nonmember_scores, dtype=float).reshape(-1)
     mem, non = mem[~np.isnan(mem)], non[~np.isnan(non)]
-    out: dict[str, Any] = {"method": "Clopper-Pearson, threshold chosen on a random half, "
-                                     "bound computed on the other half (Jagielski et al. 2020)",
-                           "alpha": alpha, "delta": delta}
+    out: dict[str, Any] = {
+        "method": "Clopper-Pearson, threshold chosen on a random half, "
+        "bound computed on the other half (Jagielski et al. 2020)",
+        "alpha": alpha,
+        "delta": delta,
+    }
     if mem.size < 2 or non.size < 2:
-        return {**out, "epsilon_lower_bound": 0.0, "threshold": None,
-                "n_members": int(mem.size), "n_nonmembers": int(non.size)}
+        return {
+            **out,
+            "epsilon_lower_bound": 0.0,
+            "threshold": None,
+            "n_members": int(mem.size),
+            "n_nonmembers": int(non.size),
+        }
     rng = np.random.default_rng(seed)
     pm, pn = rng.permutation(mem.size), rng.permutation(non.size)
-    sel_m, ev_m = mem[pm[: mem.size // 2]], mem[pm[mem.size // 2:]]
-    sel_n, ev_n = non[pn[: non.size // 2]], non[pn[non.size // 2:]]
+    sel_m, ev_m = mem[pm[: mem.size // 2]], mem[pm[mem.size // 2 :]]
+    sel_n, ev_n = non[pn[: non.size // 2]], non[pn[non.size // 2 :]]
     best_t, best = None, -1.0
     for t in np.unique(np.concatenate([sel_m, sel_n])):
         fp, fn = _counts_at(sel_m, sel_n, t)
@@ -120,8 +136,15 @@ def epsilon_lower_bound_from_scores(member_scores, nonmember_scores, delta: floa
             best, best_t = eps, float(t)
     fp, fn = _counts_at(ev_m, ev_n, best_t)
     eps = epsilon_lower_bound_from_rates(fp, ev_n.size, fn, ev_m.size, delta, alpha)
-    return {**out, "epsilon_lower_bound": eps, "threshold": best_t, "false_positives": fp,
-            "false_negatives": fn, "n_members": int(ev_m.size), "n_nonmembers": int(ev_n.size)}
+    return {
+        **out,
+        "epsilon_lower_bound": eps,
+        "threshold": best_t,
+        "false_positives": fp,
+        "false_negatives": fn,
+        "n_members": int(ev_m.size),
+        "n_nonmembers": int(ev_n.size),
+    }
 
 
 def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float = 0.0) -> float:
@@ -150,8 +173,9 @@ def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float = 0.0) 
     return min(1.0, beta_tail + 2.0 * m * delta * alpha_v)
 
 
-def one_run_epsilon_lower_bound(m: int, r: int, v: int, delta: float = 0.0,
-                                alpha: float = DEFAULT_ALPHA, tol: float = 1e-6) -> float:
+def one_run_epsilon_lower_bound(
+    m: int, r: int, v: int, delta: float = 0.0, alpha: float = DEFAULT_ALPHA, tol: float = 1e-6
+) -> float:
     """ε_LB = sup{ε : p-value(m, r, v, ε, δ) < α} (Steinke et al. 2023), by bisection; the
     p-value grows with ε, so the set is an interval [0, ε_LB). 0 when even ε = 0 cannot be
     rejected (e.g. half the guesses right)."""
@@ -182,6 +206,6 @@ def one_run_guesses(scores, included, k_pos: int, k_neg: int) -> dict[str, int]:
     if k_pos < 0 or k_neg < 0 or k_pos + k_neg > s.size:
         raise ValueError(f"need k_pos + k_neg <= m, got {k_pos} + {k_neg} > {s.size}")
     order = np.argsort(-np.nan_to_num(s, nan=-np.inf), kind="stable")
-    guess_in, guess_out = order[:k_pos], order[s.size - k_neg:] if k_neg else order[:0]
+    guess_in, guess_out = order[:k_pos], order[s.size - k_neg :] if k_neg else order[:0]
     v = int(inc[guess_in].sum() + (~inc[guess_out]).sum())
     return {"m": int(s.size), "r": int(k_pos + k_neg), "v": v}

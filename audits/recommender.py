@@ -20,6 +20,7 @@ the rest form the list; relevant = the user's held-out items rated >= ``relevant
 Held-out items rated below the threshold count as not relevant. Ties are broken by catalog
 order (ascending item id).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,19 +36,34 @@ from .results import AuditResult, Status, overall_status
 from .stats import compare_gate, wilson_interval
 
 RECOMMENDATION_DEFAULTS: dict[str, Any] = {
-    "k": 10, "relevant_min_rating": 4.0, "ci_level": 0.95, "seed": 0,
-    "max_rmse": None, "max_mae": None, "min_ndcg_at_k": None,
+    "k": 10,
+    "relevant_min_rating": 4.0,
+    "ci_level": 0.95,
+    "seed": 0,
+    "max_rmse": None,
+    "max_mae": None,
+    "min_ndcg_at_k": None,
 }
 USER_GROUP_DEFAULTS: dict[str, Any] = {
-    "k": 10, "relevant_min_rating": 4.0, "ci_level": 0.95, "min_group_size": 30,
-    "max_rmse_gap": None, "max_ndcg_gap": None,
+    "k": 10,
+    "relevant_min_rating": 4.0,
+    "ci_level": 0.95,
+    "min_group_size": 30,
+    "max_rmse_gap": None,
+    "max_ndcg_gap": None,
 }
 EXPOSURE_DEFAULTS: dict[str, Any] = {
-    "k": 10, "relevant_min_rating": 4.0, "seed": 0, "max_gini": None, "max_top10pct_popular_share": None,
+    "k": 10,
+    "relevant_min_rating": 4.0,
+    "seed": 0,
+    "max_gini": None,
+    "max_top10pct_popular_share": None,
 }
 NEEDED_EXTRA = ("catalog", "train_items", "train_users", "test_users", "test_items", "score_items")
-NO_EXTRA = ("ranking inputs missing from inputs.extra ({missing}): the family must provide them via "
-            "Family.audit_extras; ranking and exposure not measured")
+NO_EXTRA = (
+    "ranking inputs missing from inputs.extra ({missing}): the family must provide them via "
+    "Family.audit_extras; ranking and exposure not measured"
+)
 GINI_CONVENTION = (
     "Gini of item exposure over the whole catalog (items never recommended count, with 0): "
     "G = Σ_i (2i − n − 1)·x_(i) / (n·Σ x), x sorted ascending, i = 1..n; 0 = every item equally "
@@ -173,8 +189,9 @@ def ranking_context(inputs: AuditInputs, k: int, threshold: float, seed: int = 0
     n_items = catalog.size
     popularity = np.bincount(index.get_indexer(extra["train_items"]), minlength=n_items).astype(float)
 
-    test = pd.DataFrame({"u": np.asarray(extra["test_users"]), "i": index.get_indexer(extra["test_items"]),
-                         "r": inputs.y_true})
+    test = pd.DataFrame(
+        {"u": np.asarray(extra["test_users"]), "i": index.get_indexer(extra["test_items"]), "r": inputs.y_true}
+    )
     rel = test[test["r"] >= threshold]
     users = np.sort(rel["u"].unique())
     uindex = pd.Index(users)
@@ -196,15 +213,25 @@ def ranking_context(inputs: AuditInputs, k: int, threshold: float, seed: int = 0
         "most_popular": top_k(np.broadcast_to(popularity, exclude.shape), exclude, k),
         "random": top_k(rng.random(exclude.shape), exclude, k),
     }
-    return RankingContext(k=k, threshold=threshold, catalog=catalog, users=users, relevant=relevant,
-                          popularity=popularity, lists=lists, n_excluded=int(exclude.sum()))
+    return RankingContext(
+        k=k,
+        threshold=threshold,
+        catalog=catalog,
+        users=users,
+        relevant=relevant,
+        popularity=popularity,
+        lists=lists,
+        n_excluded=int(exclude.sum()),
+    )
 
 
 def _protocol_note(ctx: RankingContext) -> str:
-    return (f"top-{ctx.k} lists for {ctx.users.size} users with >= 1 held-out rating >= {ctx.threshold:g}; "
-            f"all {ctx.catalog.size} catalog items scored, the {ctx.n_excluded} (user, item) pairs rated in "
-            f"training/validation excluded; relevant = held-out items rated >= {ctx.threshold:g}; "
-            "ties broken by item id")
+    return (
+        f"top-{ctx.k} lists for {ctx.users.size} users with >= 1 held-out rating >= {ctx.threshold:g}; "
+        f"all {ctx.catalog.size} catalog items scored, the {ctx.n_excluded} (user, item) pairs rated in "
+        f"training/validation excluded; relevant = held-out items rated >= {ctx.threshold:g}; "
+        "ties broken by item id"
+    )
 
 
 def _cfg(defaults: dict[str, Any], thresholds: dict | None) -> tuple[dict[str, Any], list[str]]:
@@ -228,11 +255,19 @@ def recommendation_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     err = inputs.y_score - inputs.y_true
     rmse, rlo, rhi, _ = rmse_ci(err, level)
     mae, mlo, mhi, _ = mean_ci(np.abs(err), level)
-    metrics: dict[str, float] = {"eval/rmse": rmse, "eval/rmse_ci_low": rlo, "eval/rmse_ci_high": rhi,
-                                 "eval/mae": mae, "eval/mae_ci_low": mlo, "eval/mae_ci_high": mhi,
-                                 "eval/n_test_ratings": float(err.size)}
-    notes = [f"RMSE/MAE over {err.size} held-out ratings; {int(level * 100)}% CIs: normal approximation "
-             "(RMSE: the CI of the mean squared error, square-rooted)"]
+    metrics: dict[str, float] = {
+        "eval/rmse": rmse,
+        "eval/rmse_ci_low": rlo,
+        "eval/rmse_ci_high": rhi,
+        "eval/mae": mae,
+        "eval/mae_ci_low": mlo,
+        "eval/mae_ci_high": mhi,
+        "eval/n_test_ratings": float(err.size),
+    }
+    notes = [
+        f"RMSE/MAE over {err.size} held-out ratings; {int(level * 100)}% CIs: normal approximation "
+        "(RMSE: the CI of the mean squared error, square-rooted)"
+    ]
     if unknown:
         notes.append(f"ignored unknown recommendation threshold keys: {unknown}")
     details: dict[str, Any] = {"k": k, "relevant_min_rating": cfg["relevant_min_rating"], "covers": ["performance"]}
@@ -242,8 +277,10 @@ def recommendation_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         notes.append(NO_EXTRA.format(missing=", ".join(missing)))
     else:
         notes.append(_protocol_note(ctx))
-        notes.append("baselines: most_popular = the k unrated items with the most training ratings; "
-                     f"random = k unrated items drawn uniformly (seed {cfg['seed']})")
+        notes.append(
+            "baselines: most_popular = the k unrated items with the most training ratings; "
+            f"random = k unrated items drawn uniformly (seed {cfg['seed']})"
+        )
         for who, lists in ctx.lists.items():
             prefix = "eval/" if who == "model" else f"eval/{who}/"
             per_user = ranking_metrics(lists, ctx.relevant, k)
@@ -253,15 +290,25 @@ def recommendation_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         metrics["eval/n_ranked_users"] = float(ctx.users.size)
     gates = []
     used: dict[str, float] = {}
-    for key, metric, comparison in (("max_rmse", "eval/rmse", "<="), ("max_mae", "eval/mae", "<="),
-                                    ("min_ndcg_at_k", f"eval/ndcg_at_{k}", ">=")):
+    for key, metric, comparison in (
+        ("max_rmse", "eval/rmse", "<="),
+        ("max_mae", "eval/mae", "<="),
+        ("min_ndcg_at_k", f"eval/ndcg_at_{k}", ">="),
+    ):
         if cfg[key] is not None:
             used[key] = float(cfg[key])
             gates.append(compare_gate(metric, metrics.get(metric), used[key], comparison))
     if not gates:
         notes.append("no recommendation thresholds configured: nothing gated")
-    return AuditResult(name="recommendation", status=overall_status(gates), metrics=metrics, thresholds=used,
-                       gates=gates, notes=notes, details=details)
+    return AuditResult(
+        name="recommendation",
+        status=overall_status(gates),
+        metrics=metrics,
+        thresholds=used,
+        gates=gates,
+        notes=notes,
+        details=details,
+    )
 
 
 def _coverage(lists: np.ndarray, n_items: int) -> float:
@@ -276,15 +323,19 @@ def user_group_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     cfg, unknown = _cfg(USER_GROUP_DEFAULTS, thresholds)
     k, level, min_n = int(cfg["k"]), float(cfg["ci_level"]), int(cfg["min_group_size"])
     z = NormalDist().inv_cdf(0.5 + level / 2)
-    notes = [f"{int(level * 100)}% CIs: normal approximation for RMSE (delta method), MAE and NDCG "
-             "(mean over users); Wilson for hit rate. Gap = max − min over groups with at least "
-             f"{min_n} ranked users; its CI = gap ± z·sqrt(se_max² + se_min²) (the two groups taken as "
-             "independent; it ignores that they were picked as the extremes, so it is optimistic)"]
+    notes = [
+        f"{int(level * 100)}% CIs: normal approximation for RMSE (delta method), MAE and NDCG "
+        "(mean over users); Wilson for hit rate. Gap = max − min over groups with at least "
+        f"{min_n} ranked users; its CI = gap ± z·sqrt(se_max² + se_min²) (the two groups taken as "
+        "independent; it ignores that they were picked as the extremes, so it is optimistic)"
+    ]
     if unknown:
         notes.append(f"ignored unknown user_groups threshold keys: {unknown}")
     if inputs.synthetic_groups:
-        notes.append(f"SYNTHETIC groups: {', '.join(inputs.synthetic_groups)} were made up by the data generator; "
-                     "these gaps describe the generator, not real people")
+        notes.append(
+            f"SYNTHETIC groups: {', '.join(inputs.synthetic_groups)} were made up by the data generator; "
+            "these gaps describe the generator, not real people"
+        )
     extra = inputs.extra or {}
     if inputs.sensitive.shape[1] == 0 or "test_users" not in extra:
         notes.append("no user groups (or no test user ids) given: nothing measured")
@@ -307,17 +358,36 @@ def user_group_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
             mask = (col == group).to_numpy()
             rmse, rlo, rhi, rse = rmse_ci(err[mask], level)
             mae, mlo, mhi, mse_ = mean_ci(np.abs(err[mask]), level)
-            row: dict[str, Any] = {"attribute": str(attr), "group": group, "n_ratings": int(mask.sum()),
-                                   "rmse": rmse, "rmse_ci_low": rlo, "rmse_ci_high": rhi,
-                                   "mae": mae, "mae_ci_low": mlo, "mae_ci_high": mhi, "_se": {"rmse": rse, "mae": mse_}}
+            row: dict[str, Any] = {
+                "attribute": str(attr),
+                "group": group,
+                "n_ratings": int(mask.sum()),
+                "rmse": rmse,
+                "rmse_ci_low": rlo,
+                "rmse_ci_high": rhi,
+                "mae": mae,
+                "mae_ci_low": mlo,
+                "mae_ci_high": mhi,
+                "_se": {"rmse": rse, "mae": mse_},
+            }
             if per_user is not None:
-                in_group = (user_group.reindex(ctx.users).to_numpy() == group)
+                in_group = user_group.reindex(ctx.users).to_numpy() == group
                 nd, nlo, nhi, nse = mean_ci(per_user["ndcg"][in_group], level)
                 hits = per_user["hit_rate"][in_group]
-                hlo, hhi_ = wilson_interval(float(hits.sum()), float(hits.size), level) if hits.size else (np.nan, np.nan)
-                row.update({"n_users": int(in_group.sum()), f"ndcg_at_{k}": nd, f"ndcg_at_{k}_ci_low": nlo,
-                            f"ndcg_at_{k}_ci_high": nhi, f"hit_rate_at_{k}": float(hits.mean()) if hits.size else np.nan,
-                            f"hit_rate_at_{k}_ci_low": hlo, f"hit_rate_at_{k}_ci_high": hhi_})
+                hlo, hhi_ = (
+                    wilson_interval(float(hits.sum()), float(hits.size), level) if hits.size else (np.nan, np.nan)
+                )
+                row.update(
+                    {
+                        "n_users": int(in_group.sum()),
+                        f"ndcg_at_{k}": nd,
+                        f"ndcg_at_{k}_ci_low": nlo,
+                        f"ndcg_at_{k}_ci_high": nhi,
+                        f"hit_rate_at_{k}": float(hits.mean()) if hits.size else np.nan,
+                        f"hit_rate_at_{k}_ci_low": hlo,
+                        f"hit_rate_at_{k}_ci_high": hhi_,
+                    }
+                )
                 row["_se"]["ndcg"] = nse
                 row["too_small"] = bool(row["n_users"] < min_n)
             else:
@@ -326,10 +396,15 @@ def user_group_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         judged = [r for r in attr_rows if not r["too_small"]]
         small = [r["group"] for r in attr_rows if r["too_small"]]
         if small:
-            notes.append(f"{attr}: groups with fewer than {min_n} ranked users left out of the gaps "
-                         f"(still listed): {', '.join(small)}")
-        for metric, key, se_key in (("rmse", "rmse", "rmse"), ("mae", "mae", "mae"),
-                                    (f"ndcg_at_{k}", f"ndcg_at_{k}", "ndcg")):
+            notes.append(
+                f"{attr}: groups with fewer than {min_n} ranked users left out of the gaps "
+                f"(still listed): {', '.join(small)}"
+            )
+        for metric, key, se_key in (
+            ("rmse", "rmse", "rmse"),
+            ("mae", "mae", "mae"),
+            (f"ndcg_at_{k}", f"ndcg_at_{k}", "ndcg"),
+        ):
             vals = [(r[key], r["_se"].get(se_key, np.nan)) for r in judged if key in r and not math.isnan(r[key])]
             name = f"fairness/{attr}/{metric}_gap"
             if len(vals) < 2:
@@ -338,23 +413,38 @@ def user_group_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
             hi_v, hi_se = max(vals)
             lo_v, lo_se = min(vals)
             gap = hi_v - lo_v
-            half = z * math.sqrt(hi_se ** 2 + lo_se ** 2)
+            half = z * math.sqrt(hi_se**2 + lo_se**2)
             metrics[name] = gap
             metrics[name + "_ci_low"] = gap - half
             metrics[name + "_ci_high"] = gap + half
-        for key, metric in (("max_rmse_gap", f"fairness/{attr}/rmse_gap"),
-                            ("max_ndcg_gap", f"fairness/{attr}/ndcg_at_{k}_gap")):
+        for key, metric in (
+            ("max_rmse_gap", f"fairness/{attr}/rmse_gap"),
+            ("max_ndcg_gap", f"fairness/{attr}/ndcg_at_{k}_gap"),
+        ):
             if cfg[key] is not None:
                 used[key] = float(cfg[key])
                 gates.append(compare_gate(metric, metrics.get(metric), used[key], "<="))
         for r in attr_rows:
             r.pop("_se")
         rows += attr_rows
-    details = {"conventions": {"gap": "max − min across groups with enough users",
-                               "group of a user": "the user's attribute on their test rows"},
-               "min_group_size_users": min_n, "covers": ["fairness"]}
-    return AuditResult(name="user_groups", status=overall_status(gates), metrics=metrics, by_group=rows,
-                       thresholds=used, gates=gates, notes=notes, details=details)
+    details = {
+        "conventions": {
+            "gap": "max − min across groups with enough users",
+            "group of a user": "the user's attribute on their test rows",
+        },
+        "min_group_size_users": min_n,
+        "covers": ["fairness"],
+    }
+    return AuditResult(
+        name="user_groups",
+        status=overall_status(gates),
+        metrics=metrics,
+        by_group=rows,
+        thresholds=used,
+        gates=gates,
+        notes=notes,
+        details=details,
+    )
 
 
 def exposure_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
@@ -379,7 +469,8 @@ def exposure_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     metrics: dict[str, float] = {
         "exposure/training_gini": gini(ctx.popularity),
         "exposure/training_top10pct_popular_share": float(ctx.popularity[is_top].sum() / ctx.popularity.sum())
-        if ctx.popularity.sum() else float("nan"),
+        if ctx.popularity.sum()
+        else float("nan"),
     }
     lorenz: dict[str, Any] = {"training ratings": lorenz_curve(ctx.popularity)}
     for who, lists in ctx.lists.items():
@@ -394,18 +485,36 @@ def exposure_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         lorenz[who] = lorenz_curve(counts)
     gates = []
     used: dict[str, float] = {}
-    for key, metric in (("max_gini", f"exposure/gini_at_{k}"),
-                        ("max_top10pct_popular_share", f"exposure/top10pct_popular_share_at_{k}")):
+    for key, metric in (
+        ("max_gini", f"exposure/gini_at_{k}"),
+        ("max_top10pct_popular_share", f"exposure/top10pct_popular_share_at_{k}"),
+    ):
         if cfg[key] is not None:
             used[key] = float(cfg[key])
             gates.append(compare_gate(metric, metrics.get(metric), used[key], "<="))
     if not gates:
         notes.append("no exposure thresholds configured: nothing gated")
-    details = {"k": k, "n_catalog_items": int(n_items), "n_top10pct_items": int(n_top),
-               "lorenz": lorenz,
-               "line_plots": [{"title": f"Lorenz curve of item exposure (top-{k} lists)",
-                               "x_label": "cumulative share of items (least exposed first)",
-                               "y_label": "cumulative share of exposure", "diagonal": True,
-                               "series": [{"label": name, **curve} for name, curve in lorenz.items()]}]}
-    return AuditResult(name="exposure", status=overall_status(gates), metrics=metrics, thresholds=used,
-                       gates=gates, notes=notes, details=details)
+    details = {
+        "k": k,
+        "n_catalog_items": int(n_items),
+        "n_top10pct_items": int(n_top),
+        "lorenz": lorenz,
+        "line_plots": [
+            {
+                "title": f"Lorenz curve of item exposure (top-{k} lists)",
+                "x_label": "cumulative share of items (least exposed first)",
+                "y_label": "cumulative share of exposure",
+                "diagonal": True,
+                "series": [{"label": name, **curve} for name, curve in lorenz.items()],
+            }
+        ],
+    }
+    return AuditResult(
+        name="exposure",
+        status=overall_status(gates),
+        metrics=metrics,
+        thresholds=used,
+        gates=gates,
+        notes=notes,
+        details=details,
+    )

@@ -14,6 +14,7 @@ HTML: jinja2 autoescape on, CSS inline, figures as ``data:image/png;base64`` URI
 no external resources. Markdown: text from the data is escaped for tables (``|``, ``<``, ``>``,
 newlines); figures are only in the HTML.
 """
+
 from __future__ import annotations
 
 import base64
@@ -164,17 +165,24 @@ def budget_text(b: Any, non_private: Any = ()) -> str:
     if b is None:
         return "not measured (no privacy-budget ledger for this dataset)"
     n_priv, n_non = b["private_models"], b["non_private_models"]
-    text = (f"dataset {str(b['dataset_sha256'])[:12]}: {fmt_count(n_priv)} DP model(s) spent ε = "
-            f"{fmt(b['epsilon_spent_private_models'])}, δ = {fmt(b['delta_spent'])} ({b['composition']})")
+    text = (
+        f"dataset {str(b['dataset_sha256'])[:12]}: {fmt_count(n_priv)} DP model(s) spent ε = "
+        f"{fmt(b['epsilon_spent_private_models'])}, δ = {fmt(b['delta_spent'])} ({b['composition']})"
+    )
     if b["epsilon_spent_is_infinite"]:
         names = ", ".join(str(n) for n in non_private) or "recorded by an earlier run"
-        text += (f"; total ε = ∞: a non-private model ({names}; {fmt_count(n_non)} in the ledger) was trained on "
-                 "the same rows, so the data are not protected by differential privacy")
+        text += (
+            f"; total ε = ∞: a non-private model ({names}; {fmt_count(n_non)} in the ledger) was trained on "
+            "the same rows, so the data are not protected by differential privacy"
+        )
     else:
         text += f"; total ε = {fmt(b['epsilon_spent'])}"
     budget = b["budget_epsilon"]
-    text += f"; budget {fmt(budget)}, remaining {fmt(b['remaining_epsilon'])}" if budget is not None \
+    text += (
+        f"; budget {fmt(budget)}, remaining {fmt(b['remaining_epsilon'])}"
+        if budget is not None
         else "; no total budget configured (privacy.budget_epsilon)"
+    )
     return text + "."
 
 
@@ -183,10 +191,12 @@ def anonymity_text(a: Any) -> str:
     if not isinstance(a, dict) or a.get("status") != "measured":
         return "not measured (the data contract declares no quasi-identifiers)"
     unit = a.get("unit") or "rows"
-    text = (f"k = {fmt_count(a.get('k'))} over the quasi-identifiers {', '.join(map(str, a.get('quasi_identifiers') or []))} "
-            f"({fmt_count(a.get('n_classes'))} classes of {unit}); {fmt_count(a.get('units_below_min_k'))} "
-            f"(a share of {fmt(a.get('share_below_min_k'))}) sit in classes smaller than "
-            f"k = {fmt_count(a.get('min_k'))}")
+    text = (
+        f"k = {fmt_count(a.get('k'))} over the quasi-identifiers {', '.join(map(str, a.get('quasi_identifiers') or []))} "
+        f"({fmt_count(a.get('n_classes'))} classes of {unit}); {fmt_count(a.get('units_below_min_k'))} "
+        f"(a share of {fmt(a.get('share_below_min_k'))}) sit in classes smaller than "
+        f"k = {fmt_count(a.get('min_k'))}"
+    )
     if a.get("l_diversity") is not None:
         text += f"; distinct ℓ-diversity of {a.get('sensitive')}: {fmt_count(a.get('l_diversity'))}"
     return text + "."
@@ -243,8 +253,15 @@ def md_escape(text: str) -> str:
     return re.sub(r"\s*[\r\n]+\s*", " ", text)
 
 
-EVIDENCE_STATUSES = ("measured", "estimated", "evidence", "partial", "incomplete", "no-guarantee",
-                     "vacuous")  # sections 2 and 11
+EVIDENCE_STATUSES = (
+    "measured",
+    "estimated",
+    "evidence",
+    "partial",
+    "incomplete",
+    "no-guarantee",
+    "vacuous",
+)  # sections 2 and 11
 
 
 def _status_class(status: Any) -> str:
@@ -296,15 +313,19 @@ def build_view(report: dict, *, figures: bool) -> dict:
         # user's reason: shown on the cover, in the executive summary and beside the framework table
         "incomplete": (report.get("executive_summary") or {}).get("incomplete") or [],
         "skipped": (report.get("executive_summary") or {}).get("skipped") or [],
-        "non_private": [m.get("name") for m in report.get("models") or []
-                        if not ((m.get("training") or {}).get("dp") or {}).get("enabled")],
+        "non_private": [
+            m.get("name")
+            for m in report.get("models") or []
+            if not ((m.get("training") or {}).get("dp") or {}).get("enabled")
+        ],
         "gates": gates,
         "run": run,
         "generated_at": report.get("generated_at"),
         "schema_version": report.get("schema_version"),
         "data": _data_view(report.get("data") or {}),
-        "models": [_model_view(m, figures=figures, config=report.get("config") or {})
-                   for m in report.get("models") or []],
+        "models": [
+            _model_view(m, figures=figures, config=report.get("config") or {}) for m in report.get("models") or []
+        ],
         "not_measured": report.get("not_measured") or [],
         "provenance": report.get("provenance") or {},
         "config_json": config_json,
@@ -316,16 +337,21 @@ def build_view(report: dict, *, figures: bool) -> dict:
         "cover": report.get("cover") or {},
         "integrity": report.get("integrity") or None,
         "executive": report.get("executive_summary") or {},
-        "use": [(k.replace("_", " ").capitalize(), _use_text(use.get(k)))
-                for use in [report.get("intended_use") or {}] for k in USE_FIELDS],
+        "use": [
+            (k.replace("_", " ").capitalize(), _use_text(use.get(k)))
+            for use in [report.get("intended_use") or {}]
+            for k in USE_FIELDS
+        ],
         "datasheets": report.get("datasheets") or [],
         "performance": report.get("performance") or {},
         "privacy": report.get("privacy") or {},
         "bias": {**bias, "four_fifths": [gate_view(r) for r in bias.get("four_fifths") or []]},
         "resources": report.get("resources") or {},
         "oversight": report.get("oversight") or {},
-        "oversight_use": [(k.replace("_", " ").capitalize(), _use_text((report.get("oversight") or {}).get(k)))
-                          for k in ("decision_type", "human_review", "affected_jobs", "training_needs")],
+        "oversight_use": [
+            (k.replace("_", " ").capitalize(), _use_text((report.get("oversight") or {}).get(k)))
+            for k in ("decision_type", "human_review", "affected_jobs", "training_needs")
+        ],
         "risks": report.get("risks") or {},
         "frameworks": report.get("frameworks") or [],
         "by_section": _audits_by_section(report, section_of, figures=figures),
@@ -360,14 +386,38 @@ def _resource_figure(resources: dict) -> str | None:
         return None
     from impactflow.audits.plots import bar_chart_png
 
-    return _b64(bar_chart_png([r.get("model") for r in rows], [r["energy_kwh"] * 1000 for r in rows],
-                              "Training energy per model (Wh)", "Wh"))
+    return _b64(
+        bar_chart_png(
+            [r.get("model") for r in rows],
+            [r["energy_kwh"] * 1000 for r in rows],
+            "Training energy per model (Wh)",
+            "Wh",
+        )
+    )
 
 
 _KNOWN_TOP = {
-    "schema_version", "generated_at", "run", "summary", "data", "models", "provenance",
-    "config", "not_measured", "cover", "integrity", "executive_summary", "intended_use", "datasheets",
-    "performance", "privacy", "bias", "resources", "oversight", "risks", "frameworks",
+    "schema_version",
+    "generated_at",
+    "run",
+    "summary",
+    "data",
+    "models",
+    "provenance",
+    "config",
+    "not_measured",
+    "cover",
+    "integrity",
+    "executive_summary",
+    "intended_use",
+    "datasheets",
+    "performance",
+    "privacy",
+    "bias",
+    "resources",
+    "oversight",
+    "risks",
+    "frameworks",
 }
 
 
@@ -407,9 +457,13 @@ def _data_view(data: dict) -> dict:
         **data,
         "contract_result": cr,
         # a passing result reused for an identical frame (data_contracts.validation_cache)
-        "contract_reused": (f"Result reused: this exact frame (same values, suite and validation code) "
-                            f"passed at {reused.get('validated_at')}; `data.reuse_validation: false` "
-                            "validates it again.") if reused else None,
+        "contract_reused": (
+            f"Result reused: this exact frame (same values, suite and validation code) "
+            f"passed at {reused.get('validated_at')}; `data.reuse_validation: false` "
+            "validates it again."
+        )
+        if reused
+        else None,
         "failure_lines": failures,
         "contract_file": data.get("contract_file"),  # absent in documents written before it existed
         "missing_items": [(k, v) for k, v in (data.get("missing") or {}).items()],
@@ -449,7 +503,9 @@ def _params_view(model: dict, config: dict) -> dict:
     it is the family's / library's default; ``params_hidden``: names not shown (execution settings,
     library placeholders), listed in one line so nothing disappears silently."""
     params = model.get("params") or {}
-    configured = ((config.get("model") or {}).get("params") or {}) if model.get("role", "candidate") != "baseline" else {}
+    configured = (
+        ((config.get("model") or {}).get("params") or {}) if model.get("role", "candidate") != "baseline" else {}
+    )
     rows, hidden = [], []
     for k, v in params.items():
         if k in EXECUTION_PARAMS or (isinstance(v, str) and v in PLACEHOLDER_VALUES):
@@ -471,8 +527,15 @@ def _params_view(model: dict, config: dict) -> dict:
 # complete configuration only (``use`` is section 3; ``orchestration`` is how tasks are scheduled).
 _CONFIG_NOT_SHOWN = ("use", "orchestration", "description", "preset", "extends")
 # DP-SGD settings that matter only when privacy.enabled is true.
-_DP_TRAINING_KEYS = ("target_epsilon", "noise_multiplier", "delta", "max_grad_norm", "accountant",
-                     "grad_sample_mode", "clipping")
+_DP_TRAINING_KEYS = (
+    "target_epsilon",
+    "noise_multiplier",
+    "delta",
+    "max_grad_norm",
+    "accountant",
+    "grad_sample_mode",
+    "clipping",
+)
 
 
 def command_overrides(command: Any) -> list[str]:
@@ -485,7 +548,7 @@ def command_overrides(command: Any) -> list[str]:
         if w in ("--set", "-s") and i + 1 < len(words):
             out.append(words[i + 1])
         elif w.startswith("--set="):
-            out.append(w[len("--set="):])
+            out.append(w[len("--set=") :])
     return out
 
 
@@ -494,8 +557,12 @@ def _config_asked(report: dict) -> dict:
     its ``--set`` overrides (from provenance.command; absent when the run came from Python)."""
     config = report.get("config") or {}
     command = (report.get("provenance") or {}).get("command")
-    return {"preset": config.get("preset"), "extends": config.get("extends"), "command": command,
-            "overrides": command_overrides(command)}
+    return {
+        "preset": config.get("preset"),
+        "extends": config.get("extends"),
+        "command": command,
+        "overrides": command_overrides(command),
+    }
 
 
 def _flatten(value: Any, prefix: str) -> list[tuple[str, Any]]:
@@ -509,7 +576,9 @@ def _config_effective(report: dict) -> list[tuple[str, str, str]]:
     or gated; unset (null) keys, the intended-use statements (section 3), scheduling and, without
     DP, the DP-SGD settings are left to the complete configuration."""
     config = report.get("config") or {}
-    overridden = {o.split("=", 1)[0].strip() for o in command_overrides((report.get("provenance") or {}).get("command"))}
+    overridden = {
+        o.split("=", 1)[0].strip() for o in command_overrides((report.get("provenance") or {}).get("command"))
+    }
     dp_on = bool((config.get("privacy") or {}).get("enabled"))
     rows = []
     for key, value in _flatten({k: v for k, v in config.items() if k not in _CONFIG_NOT_SHOWN}, ""):
@@ -623,7 +692,9 @@ def _audit_view(key: str, audit: dict, *, dp: dict, figures: bool) -> dict:
                 view,
                 "Membership-inference ROC (log-log)",
                 details.get("roc"),
-                lambda roc: _roc_fig(roc, title="Membership inference", loglog=True, epsilon=eps, delta=dp.get("delta")),
+                lambda roc: _roc_fig(
+                    roc, title="Membership inference", loglog=True, epsilon=eps, delta=dp.get("delta")
+                ),
             )
     if view["by_group"]:
         cols: list[str] = []
@@ -644,7 +715,8 @@ def _audit_view(key: str, audit: dict, *, dp: dict, figures: bool) -> dict:
         if isinstance(conv, dict):
             view["conventions"] = [(k, _scalar(v)) for k, v in conv.items()]
         view["details_scalars"] = [
-            (k, v if isinstance(v, str) else fmt_metric(v, k)) for k, v in details.items()
+            (k, v if isinstance(v, str) else fmt_metric(v, k))
+            for k, v in details.items()
             if v is None or isinstance(v, (bool, int, float, str))
         ]
     return view
@@ -665,8 +737,11 @@ def _shown_status(audit: dict) -> Any:
     """An audit with metrics but no gate configured is shown as "measured" (its JSON status stays
     "not-measured": no gate decided anything)."""
     status = audit.get("status")
-    if status == "not-measured" and not audit.get("gates") and any(
-            v is not None for v in (audit.get("metrics") or {}).values()):
+    if (
+        status == "not-measured"
+        and not audit.get("gates")
+        and any(v is not None for v in (audit.get("metrics") or {}).values())
+    ):
         return "measured"
     return status
 
@@ -690,15 +765,21 @@ def _roc_fig(roc: dict, *, title: str = "ROC", loglog: bool = False, epsilon=Non
 def _line_fig(plot: dict) -> bytes:
     from impactflow.audits.plots import line_plot_png
 
-    return line_plot_png(plot.get("series") or [], str(plot.get("title", "")), str(plot.get("x_label", "")),
-                         str(plot.get("y_label", "")), diagonal=bool(plot.get("diagonal")))
+    return line_plot_png(
+        plot.get("series") or [],
+        str(plot.get("title", "")),
+        str(plot.get("x_label", "")),
+        str(plot.get("y_label", "")),
+        diagonal=bool(plot.get("diagonal")),
+    )
 
 
 def _bar_fig(chart: dict) -> bytes:
     from impactflow.audits.plots import bar_chart_png
 
-    return bar_chart_png(chart.get("labels") or [], chart.get("values") or [], str(chart.get("title", "")),
-                         str(chart.get("xlabel", "")))
+    return bar_chart_png(
+        chart.get("labels") or [], chart.get("values") or [], str(chart.get("title", "")), str(chart.get("xlabel", ""))
+    )
 
 
 def _calibration_fig(bins: list) -> bytes:
@@ -733,6 +814,7 @@ def _environment(kind: str):
             finalize=lambda v: fmt(v) if v is None or isinstance(v, (bool, float)) else v,
         )
     else:
+
         def finalize(v: Any) -> Any:
             if hasattr(v, "__html__"):  # marked |safe (markupsafe.Markup): already Markdown
                 return str(v)

@@ -9,6 +9,7 @@ The document is plain JSON (no NaN: non-finite numbers become ``null``) so it ca
 as an MLflow artifact, diffed, and re-rendered later. Sections are data-driven: an audit the
 renderer does not know still appears (metrics, by-group table, gates).
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,7 @@ AUDIT_ONLY_PRIVACY_GAP = (
     "not the model or its training data"
 )
 INTERSECTIONAL_GAP = (
-    "intersectional groups (e.g. sex × race) — not measured; fairness is reported one "
-    "sensitive attribute at a time"
+    "intersectional groups (e.g. sex × race) — not measured; fairness is reported one sensitive attribute at a time"
 )
 
 _SECRET_KEY_PARTS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential")
@@ -134,22 +134,25 @@ def build_report(
     for g in gates:
         counts[g["status"]] = counts.get(g["status"], 0) + 1
 
-    return add_sections({
-        "schema_version": SCHEMA_VERSION,
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "run": run_doc,
-        "summary": {
-            "status": _status_of([g["status"] for g in deciding]),
-            "gates": gates,
-            "counts": counts,
-            "incomplete": incomplete_gates(deciding),
+    return add_sections(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "run": run_doc,
+            "summary": {
+                "status": _status_of([g["status"] for g in deciding]),
+                "gates": gates,
+                "counts": counts,
+                "incomplete": incomplete_gates(deciding),
+            },
+            "data": data_doc,
+            "models": model_docs,
+            "provenance": _plain(provenance),
+            "config": redact_config(_plain(config)),
+            "not_measured": not_measured_statements(data_doc, model_docs),
         },
-        "data": data_doc,
-        "models": model_docs,
-        "provenance": _plain(provenance),
-        "config": redact_config(_plain(config)),
-        "not_measured": not_measured_statements(data_doc, model_docs),
-    }, _plain(integrity) if integrity is not None else None)
+        _plain(integrity) if integrity is not None else None,
+    )
 
 
 def not_measured_statements(data: dict, models: list[dict]) -> list[str]:
@@ -158,24 +161,28 @@ def not_measured_statements(data: dict, models: list[dict]) -> list[str]:
     audit_only = bool(data.get("audit_only"))
     present = {str(k).lower() for m in models for k in (m.get("audits") or {})}
     present |= {
-        str(a.get("name", "")).lower()
-        for m in models
-        for a in (m.get("audits") or {}).values()
-        if isinstance(a, dict)
+        str(a.get("name", "")).lower() for m in models for a in (m.get("audits") or {}).values() if isinstance(a, dict)
     }
     for m in models:
         name = m.get("name", "?")
         audits = m.get("audits") or {}
         # an audit may stand in for an expected one of another task kind: details.covers
-        covered = set(audits) | {str(c) for a in audits.values() if isinstance(a, dict)
-                                 for c in ((a.get("details") or {}).get("covers") or [])}
+        covered = set(audits) | {
+            str(c)
+            for a in audits.values()
+            if isinstance(a, dict)
+            for c in ((a.get("details") or {}).get("covers") or [])
+        }
         for key, what in EXPECTED_AUDITS.items():
             if key not in covered and not (audit_only and key == "privacy"):
                 out.append(f"{name}: {what} — not run")
         for key, audit in audits.items():
             status = audit.get("status") if isinstance(audit, dict) else None
-            measured_without_gate = status == "not-measured" and not audit.get("gates") and any(
-                v is not None for v in (audit.get("metrics") or {}).values())  # evidence, just no gate set
+            measured_without_gate = (
+                status == "not-measured"
+                and not audit.get("gates")
+                and any(v is not None for v in (audit.get("metrics") or {}).values())
+            )  # evidence, just no gate set
             if status in ("not-measured", "skipped") and not measured_without_gate:
                 why = "; ".join(str(n) for n in (audit.get("notes") or [])[:2])
                 out.append(f"{name}: {key} audit — {status}" + (f" ({why})" if why else ""))
@@ -199,9 +206,7 @@ def not_measured_statements(data: dict, models: list[dict]) -> list[str]:
     for m in models:
         fairness = (m.get("audits") or {}).get("fairness")
         if isinstance(fairness, dict):
-            fairness_attrs |= {
-                str(r.get("attribute")) for r in fairness.get("by_group") or [] if isinstance(r, dict)
-            }
+            fairness_attrs |= {str(r.get("attribute")) for r in fairness.get("by_group") or [] if isinstance(r, dict)}
     if len(sensitive) > 1 and fairness_attrs <= sensitive:
         out.append(INTERSECTIONAL_GAP)
     out.append(AUDIT_ONLY_DEPLOYMENT_GAP if audit_only else DEPLOYMENT_GAP)
@@ -246,8 +251,11 @@ def _status_of(statuses: list[Any]) -> str:
 
 def incomplete_gates(gates: list[dict]) -> list[dict]:
     """The gates that keep a run from passing although none failed: ``{model, gate, reason}``."""
-    return [{"model": g.get("model"), "gate": g.get("name"), "reason": g.get("note") or "not measured"}
-            for g in gates if g.get("status") not in ("pass", "fail", "skipped")]
+    return [
+        {"model": g.get("model"), "gate": g.get("name"), "reason": g.get("note") or "not measured"}
+        for g in gates
+        if g.get("status") not in ("pass", "fail", "skipped")
+    ]
 
 
 def _checked(gate: Any) -> Any:
@@ -257,9 +265,15 @@ def _checked(gate: Any) -> Any:
     if not isinstance(gate, dict):
         return gate
     try:
-        g = Gate(name=str(gate.get("name")), status=Status(gate.get("status")), value=gate.get("value"),
-                 threshold=gate.get("threshold"), comparison=str(gate.get("comparison")),
-                 note=str(gate.get("note") or ""), vacuous=bool(gate.get("vacuous", False)))
+        g = Gate(
+            name=str(gate.get("name")),
+            status=Status(gate.get("status")),
+            value=gate.get("value"),
+            threshold=gate.get("threshold"),
+            comparison=str(gate.get("comparison")),
+            note=str(gate.get("note") or ""),
+            vacuous=bool(gate.get("vacuous", False)),
+        )
     except ValueError:  # an unknown status: left as it is (run_status reads it as not measured)
         return {**gate, "vacuous": bool(gate.get("vacuous", False))}
     c = checked_gate(g)

@@ -21,6 +21,7 @@ Methods (stated in every report):
 - CO2e = kWh × grid carbon intensity; default 480 gCO2e/kWh, the 2023 world average of the
   Ember Global Electricity Review 2024. Set ``resources.grid_gco2_per_kwh`` for the local grid.
 """
+
 from __future__ import annotations
 
 import glob
@@ -32,10 +33,14 @@ RESOURCE_DEFAULTS: dict[str, float] = {
     "pue": 1.0,
     "grid_gco2_per_kwh": 480.0,
 }
-FLOPS_METHOD = ("6 × parameters × training examples × epochs (dense forward + backward; Kaplan et al. 2020); "
-                "a lower bound for convolutions, an upper bound for embedding lookups")
-ENERGY_ESTIMATE_METHOD = ("estimate: wall time × CPU cores × {watts_per_core:g} W per core × PUE {pue:g} "
-                          "(Green Algorithms, Lannelongue et al. 2021); no energy counters were readable")
+FLOPS_METHOD = (
+    "6 × parameters × training examples × epochs (dense forward + backward; Kaplan et al. 2020); "
+    "a lower bound for convolutions, an upper bound for embedding lookups"
+)
+ENERGY_ESTIMATE_METHOD = (
+    "estimate: wall time × CPU cores × {watts_per_core:g} W per core × PUE {pue:g} "
+    "(Green Algorithms, Lannelongue et al. 2021); no energy counters were readable"
+)
 ENERGY_MEASURED_METHOD = "measured: Intel RAPL package energy counters read before and after training"
 CO2_METHOD = "kWh × {grid_gco2_per_kwh:g} gCO2e/kWh ({source})"
 DEFAULT_GRID_SOURCE = "world average 2023, Ember Global Electricity Review 2024"
@@ -58,8 +63,9 @@ def read_rapl_uj(pattern: str = RAPL_GLOB) -> dict[str, int] | None:
     return out or None
 
 
-def rapl_joules(before: dict[str, int] | None, after: dict[str, int] | None,
-                max_range_uj: dict[str, int] | None = None) -> float | None:
+def rapl_joules(
+    before: dict[str, int] | None, after: dict[str, int] | None, max_range_uj: dict[str, int] | None = None
+) -> float | None:
     """Energy between two readings in joules; a counter that wrapped adds its range."""
     if not before or not after or set(before) != set(after):
         return None
@@ -97,7 +103,9 @@ def model_resources(training: dict, settings: dict | None = None) -> dict[str, A
         energy_j, method = float(measured), ENERGY_MEASURED_METHOD
     else:
         energy_j = energy_estimate_j(training.get("wall_time_s"), cores, float(s["watts_per_core"]), float(s["pue"]))
-        method = ENERGY_ESTIMATE_METHOD.format(**s) if energy_j is not None else "not measured: no wall time or core count"
+        method = (
+            ENERGY_ESTIMATE_METHOD.format(**s) if energy_j is not None else "not measured: no wall time or core count"
+        )
     kwh = energy_j / J_PER_KWH if energy_j is not None else None
     return {
         "n_parameters": training.get("n_parameters"),
@@ -106,7 +114,9 @@ def model_resources(training: dict, settings: dict | None = None) -> dict[str, A
         "wall_time_s": training.get("wall_time_s"),
         "device": training.get("device"),
         "cpu_cores": cores,
-        "training_flops": training_flops(training.get("n_parameters"), training.get("n_train"), training.get("epochs_run")),
+        "training_flops": training_flops(
+            training.get("n_parameters"), training.get("n_train"), training.get("epochs_run")
+        ),
         "energy_kwh": kwh,
         "energy_measured": measured is not None,
         "energy_method": method,
@@ -126,15 +136,21 @@ def resources_section(models: list[dict], settings: dict | None = None) -> dict[
         vals = [r[key] for r in rows if r[key] is not None]
         return sum(vals) if vals else None
 
-    source = s.get("grid_source") or (DEFAULT_GRID_SOURCE if s["grid_gco2_per_kwh"] == 480.0 else "set by the run owner")
+    source = s.get("grid_source") or (
+        DEFAULT_GRID_SOURCE if s["grid_gco2_per_kwh"] == 480.0 else "set by the run owner"
+    )
     return {
         "models": rows,
-        "totals": {"wall_time_s": total("wall_time_s"), "training_flops": total("training_flops"),
-                   "energy_kwh": total("energy_kwh"), "co2e_g": total("co2e_g")},
+        "totals": {
+            "wall_time_s": total("wall_time_s"),
+            "training_flops": total("training_flops"),
+            "energy_kwh": total("energy_kwh"),
+            "co2e_g": total("co2e_g"),
+        },
         "n_models_trained": len(rows),
         "n_tuning_trials": 0,
         "tuning_note": "the pipeline trains each configured model once with fixed hyperparameters; "
-                       "tuning done outside it (earlier runs in the same MLflow experiment) is not counted here",
+        "tuning done outside it (earlier runs in the same MLflow experiment) is not counted here",
         "methods": {
             "flops": FLOPS_METHOD,
             "energy": "; ".join(sorted({r["energy_method"] for r in rows})) or "not measured",

@@ -12,6 +12,7 @@ A gate whose status says pass or fail but whose value is missing or not finite i
 not measured (``checked_gate``). A *vacuous* gate (``vacuous_reason``) is one its threshold
 lets every possible value pass: it still counts as measured, but is labelled.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,7 +71,8 @@ VACUOUS_ADVANTAGE = 0.5
 _UNIT_INTERVAL = re.compile(
     r"(^|_)(accuracy|auc|ece|ece_gap|difference|ratio|advantage|"
     r"flip_rate|fpr_range|bias_score|macro_f1|worst_group_gap|ndcg_at_\d+|ndcg_at_\d+_gap|gini_at_\d+|"
-    r"share_at_\d+|coverage|deferral_rate_gap|accuracy_cost)$")
+    r"share_at_\d+|coverage|deferral_rate_gap|accuracy_cost)$"
+)
 
 
 def _finite(value: Any) -> bool:
@@ -89,9 +91,11 @@ def vacuous_reason(name: str, comparison: str, threshold: Any) -> str:
         return ""
     last = str(name).rsplit("/", 1)[-1]
     if comparison == "<=" and last.endswith("advantage") and threshold >= VACUOUS_ADVANTAGE:
-        return (f"vacuous: the bound {threshold:.4g} >= {VACUOUS_ADVANTAGE} would allow an attack "
-                f"{(1 + min(threshold, 1.0)) / 2:.0%} accurate on balanced members/non-members; only a gross "
-                "training or accounting bug fails it")
+        return (
+            f"vacuous: the bound {threshold:.4g} >= {VACUOUS_ADVANTAGE} would allow an attack "
+            f"{(1 + min(threshold, 1.0)) / 2:.0%} accurate on balanced members/non-members; only a gross "
+            "training or accounting bug fails it"
+        )
     if _UNIT_INTERVAL.search(last):
         if comparison == "<=" and threshold >= 1:
             return f"vacuous: the metric is at most 1, so '<= {threshold:g}' always holds"
@@ -106,8 +110,13 @@ def checked_gate(gate: Gate) -> Gate:
     its reason appended to the note."""
     if gate.status in (Status.PASS, Status.FAIL) and not _finite(gate.value):
         why = f"status {gate.status.value} without a finite value: not measured"
-        return replace(gate, status=Status.NOT_MEASURED, value=None,
-                       note=f"{gate.note}; {why}" if gate.note else why, vacuous=False)
+        return replace(
+            gate,
+            status=Status.NOT_MEASURED,
+            value=None,
+            note=f"{gate.note}; {why}" if gate.note else why,
+            vacuous=False,
+        )
     why = vacuous_reason(gate.name, gate.comparison, gate.threshold)
     if why and gate.status is Status.PASS and not gate.vacuous:
         return replace(gate, vacuous=True, note=f"{gate.note}; {why}" if gate.note else why)

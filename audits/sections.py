@@ -13,6 +13,7 @@ Each section holds a compact, reviewable summary with pointers (model name, audi
 audit results under ``models[].audits``; a section without evidence says ``not measured`` and why.
 Pure: no torch/prefect/mlflow.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,13 +39,28 @@ AREAS: tuple[tuple[str, str, int], ...] = (
     ("Concentration of technology and resources", "resources", 8),
     ("Employment and skills (human oversight)", "oversight", 9),
 )
-USE_FIELDS = ("purpose", "intended_users", "out_of_scope_uses", "affected_groups", "decision_type",
-              "human_review", "affected_jobs", "training_needs")
+USE_FIELDS = (
+    "purpose",
+    "intended_users",
+    "out_of_scope_uses",
+    "affected_groups",
+    "decision_type",
+    "human_review",
+    "affected_jobs",
+    "training_needs",
+)
 INTEGRITY_FIELDS = ("signer_public_key", "signer_key_id", "evidence_manifest_sha256", "previous_report_sha256")
 # audit-only (``impactflow audit``): decisions of a model not trained here; nothing about its training
-AUDIT_ONLY_PRIVACY = ("not audited: audit-only sees the logged decisions, not the model or its training data")
-PRIVACY_KEY_METRICS = ("privacy/epsilon", "privacy/delta", "privacy/epsilon_lower_bound", "privacy/mia_auc",
-                       "privacy/mia_advantage", "privacy/mia_tpr_at_1pct_fpr", "privacy/mia_tpr_at_0.1pct_fpr")
+AUDIT_ONLY_PRIVACY = "not audited: audit-only sees the logged decisions, not the model or its training data"
+PRIVACY_KEY_METRICS = (
+    "privacy/epsilon",
+    "privacy/delta",
+    "privacy/epsilon_lower_bound",
+    "privacy/mia_auc",
+    "privacy/mia_advantage",
+    "privacy/mia_tpr_at_1pct_fpr",
+    "privacy/mia_tpr_at_0.1pct_fpr",
+)
 
 
 def section_of(audit_key: str) -> str:
@@ -61,8 +77,15 @@ def _audit_refs(models: list[dict], section: str) -> list[dict]:
         for key, a in (m.get("audits") or {}).items():
             if isinstance(a, dict) and section_of(key) == section:
                 gates = a.get("gates") or []
-                refs.append({"model": m.get("name"), "audit": key, "status": a.get("status"),
-                             "n_gates": len(gates), "failed": sum(g.get("status") == "fail" for g in gates)})
+                refs.append(
+                    {
+                        "model": m.get("name"),
+                        "audit": key,
+                        "status": a.get("status"),
+                        "n_gates": len(gates),
+                        "failed": sum(g.get("status") == "fail" for g in gates),
+                    }
+                )
     return refs
 
 
@@ -104,8 +127,11 @@ def gate_state(gates: list[dict]) -> str | None:
 
 def gate_reasons(gates: list[dict], status: str) -> list[dict]:
     """``{model, gate, reason}`` of the gates with ``status`` (the reason is the gate's note)."""
-    return [{"model": g.get("model"), "gate": g.get("name"), "reason": g.get("note") or "no reason recorded"}
-            for g in gates if g.get("status") == status]
+    return [
+        {"model": g.get("model"), "gate": g.get("name"), "reason": g.get("note") or "no reason recorded"}
+        for g in gates
+        if g.get("status") == status
+    ]
 
 
 def vacuous_label(g: dict) -> str:
@@ -140,7 +166,8 @@ def integrity_doc(integrity: dict | None) -> dict | None:
     if integrity is None:
         return None
     return {k: (None if integrity.get(k) is None else str(integrity.get(k))) for k in INTEGRITY_FIELDS} | {
-        k: v for k, v in integrity.items() if k not in INTEGRITY_FIELDS}
+        k: v for k, v in integrity.items() if k not in INTEGRITY_FIELDS
+    }
 
 
 def intended_use(config: dict) -> dict:
@@ -168,24 +195,29 @@ def datasheets(data: dict) -> list[dict]:
     for attr in synthetic:
         handling.append(f"{attr}: a made-up group assigned by the project (not a real attribute of people)")
     cr = data.get("contract_result") or {}
-    return [{
-        "name": data.get("contract"),
-        "source": data.get("source"),
-        "license": data.get("license"),
-        "sha256": data.get("dataset_sha256"),
-        "files": data.get("files") or [],
-        "n_rows": data.get("n_rows"),
-        "splits": data.get("splits") or {},
-        "contract": {"success": cr.get("success"), "total_expectations": cr.get("total_expectations"),
-                     "failed": len(cr.get("failures") or [])},
-        "representation": data.get("representation") or [],
-        "missing": {k: v for k, v in (data.get("missing") or {}).items() if v},
-        "sensitive_attributes": sensitive,
-        "sensitive_handling": handling or ["no sensitive attributes declared by the contract"],
-        "privacy_budget": data.get("privacy_budget"),
-        "anonymity": data.get("anonymity"),
-        "pii": (cr.get("statistics") or {}).get("pii"),
-    }]
+    return [
+        {
+            "name": data.get("contract"),
+            "source": data.get("source"),
+            "license": data.get("license"),
+            "sha256": data.get("dataset_sha256"),
+            "files": data.get("files") or [],
+            "n_rows": data.get("n_rows"),
+            "splits": data.get("splits") or {},
+            "contract": {
+                "success": cr.get("success"),
+                "total_expectations": cr.get("total_expectations"),
+                "failed": len(cr.get("failures") or []),
+            },
+            "representation": data.get("representation") or [],
+            "missing": {k: v for k, v in (data.get("missing") or {}).items() if v},
+            "sensitive_attributes": sensitive,
+            "sensitive_handling": handling or ["no sensitive attributes declared by the contract"],
+            "privacy_budget": data.get("privacy_budget"),
+            "anonymity": data.get("anonymity"),
+            "pii": (cr.get("statistics") or {}).get("pii"),
+        }
+    ]
 
 
 def performance(models: list[dict], config: dict) -> dict:
@@ -194,11 +226,18 @@ def performance(models: list[dict], config: dict) -> dict:
     fixed = {k: v for k, v in gates.items() if section_of(k) == "performance"}
     # each binary model's decision threshold and how it was set (models/threshold.py): fixed, the
     # default, or chosen from model.costs on the validation split (never the test split)
-    decisions = [{"model": m.get("name"), **((m.get("training") or {}).get("decision") or {})}
-                 for m in models if (m.get("training") or {}).get("decision")]
-    return {"audits": refs, "thresholds_fixed_before_run": fixed,
-            "status": "measured" if refs else "not measured: no performance audit ran",
-            "ci_method": ci_method(models), "decision_thresholds": decisions}
+    decisions = [
+        {"model": m.get("name"), **((m.get("training") or {}).get("decision") or {})}
+        for m in models
+        if (m.get("training") or {}).get("decision")
+    ]
+    return {
+        "audits": refs,
+        "thresholds_fixed_before_run": fixed,
+        "status": "measured" if refs else "not measured: no performance audit ran",
+        "ci_method": ci_method(models),
+        "decision_thresholds": decisions,
+    }
 
 
 def ci_method(models: list[dict]) -> str:
@@ -215,8 +254,10 @@ def ci_method(models: list[dict]) -> str:
     if not have:
         return "no performance metric in this report has a confidence interval: all are point estimates"
     listed = "; ".join(f"{name} ({', '.join(dict.fromkeys(ms))})" for name, ms in have.items())
-    return (f"95% intervals are reported for: {listed} (the method is named in each audit's notes); "
-            "every other performance metric is a point estimate without an interval")
+    return (
+        f"95% intervals are reported for: {listed} (the method is named in each audit's notes); "
+        "every other performance metric is a point estimate without an interval"
+    )
 
 
 def privacy(models: list[dict], data: dict) -> dict:
@@ -229,30 +270,38 @@ def privacy(models: list[dict], data: dict) -> dict:
                 for name, value in (a.get("metrics") or {}).items():
                     if name in PRIVACY_KEY_METRICS or name.startswith(("privacy/lira_", "privacy/epsilon")):
                         metrics[name] = value
-        rows.append({
-            "model": m.get("name"),
-            "dp_enabled": bool(dp.get("enabled")),
-            "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
-            "delta": dp.get("delta") if dp.get("enabled") else None,
-            "accountant": dp.get("accountant"),
-            "privacy_unit": dp.get("privacy_unit") if dp.get("enabled") else None,
-            # what the (ε, δ) covers (weights, preprocessing, vocabulary, threshold, baselines): one
-            # sentence from the training record; null when the model is not private or it is missing
-            "covers": dp.get("covers") if dp.get("enabled") else None,
-            "baseline": m.get("role") == "baseline",
-            "epsilon_lower_bound": metrics.get("privacy/epsilon_lower_bound"),
-            "metrics": metrics,
-        })
+        rows.append(
+            {
+                "model": m.get("name"),
+                "dp_enabled": bool(dp.get("enabled")),
+                "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
+                "delta": dp.get("delta") if dp.get("enabled") else None,
+                "accountant": dp.get("accountant"),
+                "privacy_unit": dp.get("privacy_unit") if dp.get("enabled") else None,
+                # what the (ε, δ) covers (weights, preprocessing, vocabulary, threshold, baselines): one
+                # sentence from the training record; null when the model is not private or it is missing
+                "covers": dp.get("covers") if dp.get("enabled") else None,
+                "baseline": m.get("role") == "baseline",
+                "epsilon_lower_bound": metrics.get("privacy/epsilon_lower_bound"),
+                "metrics": metrics,
+            }
+        )
     budget = data.get("privacy_budget")
     if data.get("audit_only"):
-        return {"models": rows, "audits": _audit_refs(models, "privacy"), "budget": budget,
-                "budget_status": AUDIT_ONLY_PRIVACY, "epsilon_lower_bound_status": AUDIT_ONLY_PRIVACY}
+        return {
+            "models": rows,
+            "audits": _audit_refs(models, "privacy"),
+            "budget": budget,
+            "budget_status": AUDIT_ONLY_PRIVACY,
+            "epsilon_lower_bound_status": AUDIT_ONLY_PRIVACY,
+        }
     return {
         "models": rows,
         "audits": _audit_refs(models, "privacy"),
         "budget": budget,
         "budget_status": "recorded" if budget else "not measured: no privacy-budget ledger for this dataset",
-        "epsilon_lower_bound_status": "measured" if any(r["epsilon_lower_bound"] is not None for r in rows)
+        "epsilon_lower_bound_status": "measured"
+        if any(r["epsilon_lower_bound"] is not None for r in rows)
         else "not measured: no one-run canary audit (Steinke et al. 2023), the only certified ε lower bound, ran",
     }
 
@@ -274,52 +323,78 @@ def bias(models: list[dict], data: dict) -> dict:
                 continue
             for g in a.get("gates") or []:
                 if "four_fifths" in str(g.get("name")):
-                    four_fifths.append({"model": m.get("name"), "gate": g.get("name"), "status": g.get("status"),
-                                        "value": g.get("value"), "threshold": g.get("threshold"),
-                                        "note": g.get("note") or "", "vacuous": bool(g.get("vacuous")),
-                                        "baseline": m.get("role") == "baseline"})
+                    four_fifths.append(
+                        {
+                            "model": m.get("name"),
+                            "gate": g.get("name"),
+                            "status": g.get("status"),
+                            "value": g.get("value"),
+                            "threshold": g.get("threshold"),
+                            "note": g.get("note") or "",
+                            "vacuous": bool(g.get("vacuous")),
+                            "baseline": m.get("role") == "baseline",
+                        }
+                    )
             if section_of(key) == "bias":
                 intersectional |= any(_is_intersection(r.get("attribute")) for r in a.get("by_group") or [])
             if key == "mitigation":
                 met = a.get("metrics") or {}
                 attr = (a.get("details") or {}).get("attribute")
-                mitigation.append({
-                    "model": m.get("name"), "status": a.get("status"), "attribute": attr,
-                    "constraints": (a.get("details") or {}).get("constraints"),
-                    "accuracy_before": met.get(f"mitigation/{attr}/before/accuracy"),
-                    "accuracy_after": met.get(f"mitigation/{attr}/after/accuracy"),
-                    "dp_difference_before": met.get(f"mitigation/{attr}/before/demographic_parity_difference"),
-                    "dp_difference_after": met.get(f"mitigation/{attr}/after/demographic_parity_difference"),
-                    "eo_difference_before": met.get(f"mitigation/{attr}/before/equalized_odds_difference"),
-                    "eo_difference_after": met.get(f"mitigation/{attr}/after/equalized_odds_difference"),
-                    "accuracy_cost": met.get("mitigation/accuracy_cost"),
-                    "note": "; ".join(a.get("notes") or []) if not met else "",
-                })
+                mitigation.append(
+                    {
+                        "model": m.get("name"),
+                        "status": a.get("status"),
+                        "attribute": attr,
+                        "constraints": (a.get("details") or {}).get("constraints"),
+                        "accuracy_before": met.get(f"mitigation/{attr}/before/accuracy"),
+                        "accuracy_after": met.get(f"mitigation/{attr}/after/accuracy"),
+                        "dp_difference_before": met.get(f"mitigation/{attr}/before/demographic_parity_difference"),
+                        "dp_difference_after": met.get(f"mitigation/{attr}/after/demographic_parity_difference"),
+                        "eo_difference_before": met.get(f"mitigation/{attr}/before/equalized_odds_difference"),
+                        "eo_difference_after": met.get(f"mitigation/{attr}/after/equalized_odds_difference"),
+                        "accuracy_cost": met.get("mitigation/accuracy_cost"),
+                        "note": "; ".join(a.get("notes") or []) if not met else "",
+                    }
+                )
     gaps, favourable = [], []
     for m in models:
         a = (m.get("audits") or {}).get("fairness")
         if isinstance(a, dict):
             d = a.get("details") or {}
-            gaps.extend({"model": m.get("name"), "baseline": m.get("role") == "baseline", **g}
-                        for g in d.get("gaps") or [] if isinstance(g, dict))
+            gaps.extend(
+                {"model": m.get("name"), "baseline": m.get("role") == "baseline", **g}
+                for g in d.get("gaps") or []
+                if isinstance(g, dict)
+            )
             if d.get("favourable"):
                 favourable.append(str(d["favourable"]))
     if not mitigation:
-        mitigation_status = ("audit-only audits logged decisions: no mitigation comparison" if data.get("audit_only")
-                             else "the mitigation comparison (fairlearn post-processing) applies to binary decisions; "
-                                  "none ran")
+        mitigation_status = (
+            "audit-only audits logged decisions: no mitigation comparison"
+            if data.get("audit_only")
+            else "the mitigation comparison (fairlearn post-processing) applies to binary decisions; none ran"
+        )
     else:
-        mitigation_status = ("measured" if any(r["accuracy_before"] is not None for r in mitigation)
-                             else "the mitigation audit could not be computed (see its notes)")
+        mitigation_status = (
+            "measured"
+            if any(r["accuracy_before"] is not None for r in mitigation)
+            else "the mitigation audit could not be computed (see its notes)"
+        )
     fav = "; ".join(dict.fromkeys(favourable)) or "a positive prediction (1)"
-    return {"audits": refs, "four_fifths": four_fifths, "intersectional": intersectional,
-            "mitigation": mitigation, "mitigation_status": mitigation_status,
-            # the pair of groups behind every gap and the disadvantaged one (audits.fairness.gap_pairs)
-            "gaps": gaps, "favourable": fav,
-            "conventions": "fairlearn: difference = max − min across groups, ratio = min / max; "
-                           "four-fifths rule (29 CFR 1607.4(D)): each group's selection rate ≥ 0.8 × the highest; "
-                           f"the selection rate is the rate of the favourable decision ({fav}); TPR/FPR/FNR are "
-                           "with respect to the label's positive class"}
+    return {
+        "audits": refs,
+        "four_fifths": four_fifths,
+        "intersectional": intersectional,
+        "mitigation": mitigation,
+        "mitigation_status": mitigation_status,
+        # the pair of groups behind every gap and the disadvantaged one (audits.fairness.gap_pairs)
+        "gaps": gaps,
+        "favourable": fav,
+        "conventions": "fairlearn: difference = max − min across groups, ratio = min / max; "
+        "four-fifths rule (29 CFR 1607.4(D)): each group's selection rate ≥ 0.8 × the highest; "
+        f"the selection rate is the rate of the favourable decision ({fav}); TPR/FPR/FNR are "
+        "with respect to the label's positive class",
+    }
 
 
 def resources(models: list[dict], config: dict) -> dict:
@@ -330,12 +405,23 @@ def resources(models: list[dict], config: dict) -> dict:
     for m in models:
         a = (m.get("audits") or {}).get("exposure")
         if isinstance(a, dict):
-            exposure.append({"model": m.get("name"), "status": a.get("status"),
-                             "metrics": {k: v for k, v in (a.get("metrics") or {}).items()
-                                         if "gini" in k or "hhi" in k or "top10pct" in k or "coverage" in k}})
+            exposure.append(
+                {
+                    "model": m.get("name"),
+                    "status": a.get("status"),
+                    "metrics": {
+                        k: v
+                        for k, v in (a.get("metrics") or {}).items()
+                        if "gini" in k or "hhi" in k or "top10pct" in k or "coverage" in k
+                    },
+                }
+            )
     out["exposure"] = exposure
-    out["exposure_status"] = ("measured (recommender exposure concentration)" if exposure
-                              else "not applicable: exposure concentration is a recommender measure")
+    out["exposure_status"] = (
+        "measured (recommender exposure concentration)"
+        if exposure
+        else "not applicable: exposure concentration is a recommender measure"
+    )
     return out
 
 
@@ -347,13 +433,18 @@ def oversight(models: list[dict], config: dict) -> dict:
         if not isinstance(a, dict):
             continue
         met = a.get("metrics") or {}
-        rows.append({"model": m.get("name"), "status": a.get("status"),
-                     "confidence_level": met.get("oversight/confidence_level"),
-                     "coverage": met.get("oversight/coverage"),
-                     "automated_accuracy": met.get("oversight/automated_accuracy"),
-                     "overall_accuracy": met.get("oversight/overall_accuracy"),
-                     "deferral_rate_gap": met.get("oversight/deferral_rate_gap"),
-                     "note": "" if met else "; ".join(a.get("notes") or [])})
+        rows.append(
+            {
+                "model": m.get("name"),
+                "status": a.get("status"),
+                "confidence_level": met.get("oversight/confidence_level"),
+                "coverage": met.get("oversight/coverage"),
+                "automated_accuracy": met.get("oversight/automated_accuracy"),
+                "overall_accuracy": met.get("oversight/overall_accuracy"),
+                "deferral_rate_gap": met.get("oversight/deferral_rate_gap"),
+                "note": "" if met else "; ".join(a.get("notes") or []),
+            }
+        )
     return {
         "models": rows,
         "decision_type": use["decision_type"],
@@ -361,7 +452,7 @@ def oversight(models: list[dict], config: dict) -> dict:
         "affected_jobs": use["affected_jobs"],
         "training_needs": use["training_needs"],
         "employment_effects": "not measured: the curve shows how much work the model could take over, "
-                              "not what happens to jobs when it does",
+        "not what happens to jobs when it does",
     }
 
 
@@ -369,8 +460,10 @@ def risks(report: dict) -> dict:
     items = []
     for g in (report.get("summary") or {}).get("gates") or []:
         if g.get("status") == "fail":
-            items.append(f"{g.get('model')}: gate {g.get('name')} failed "
-                         f"(value {g.get('value')}, threshold {g.get('comparison')} {g.get('threshold')})")
+            items.append(
+                f"{g.get('model')}: gate {g.get('name')} failed "
+                f"(value {g.get('value')}, threshold {g.get('comparison')} {g.get('threshold')})"
+            )
     data = report.get("data") or {}
     audit_only = bool(data.get("audit_only"))
     for m in report.get("models") or []:
@@ -378,19 +471,27 @@ def risks(report: dict) -> dict:
         if audit_only:
             continue  # nothing was trained here: the privacy section says what was not audited
         if m.get("role", "candidate") != "baseline" and not dp.get("enabled"):
-            items.append(f"{m.get('name')}: trained without differential privacy — membership-inference "
-                         "results are the only privacy evidence, and an attack shows a lower bound on leakage")
+            items.append(
+                f"{m.get('name')}: trained without differential privacy — membership-inference "
+                "results are the only privacy evidence, and an attack shows a lower bound on leakage"
+            )
     if data.get("synthetic_groups"):
-        items.append("groups " + ", ".join(map(str, data["synthetic_groups"]))
-                     + " are made up by the project: fairness results on them say nothing about real people")
+        items.append(
+            "groups "
+            + ", ".join(map(str, data["synthetic_groups"]))
+            + " are made up by the project: fairness results on them say nothing about real people"
+        )
     use = report.get("intended_use") or {}
     if use.get("out_of_scope_uses"):
         items.extend(f"out of scope: {u}" for u in use["out_of_scope_uses"])
     limitations = [
-        ("every figure is computed once, on one decision log as supplied; it is evidence about these "
-         "decisions, not a guarantee about other data" if audit_only else
-         "every figure is computed once, on one held-out split of one dataset; it is evidence about this "
-         "data, not a guarantee about deployment"),
+        (
+            "every figure is computed once, on one decision log as supplied; it is evidence about these "
+            "decisions, not a guarantee about other data"
+            if audit_only
+            else "every figure is computed once, on one held-out split of one dataset; it is evidence about this "
+            "data, not a guarantee about deployment"
+        ),
         "confidence intervals cover sampling noise of the test split, not shifts in the population",
     ]
     return {"risks": items, "limitations": limitations, "not_measured": list(report.get("not_measured") or [])}
@@ -400,10 +501,14 @@ def provenance_extra(provenance: dict, config: dict, data: dict, run: dict, mode
     return {
         **provenance,
         "config_sha256": canonical_sha256(config),
-        "data_sha256": {"dataset": data.get("dataset_sha256"),
-                        "files": {f.get("path"): f.get("sha256") for f in data.get("files") or []}},
-        "mlflow_run_ids": {"parent": (run.get("mlflow") or {}).get("parent_run_id") or run.get("run_id"),
-                           "models": {m.get("name"): m.get("mlflow_run_id") for m in models}},
+        "data_sha256": {
+            "dataset": data.get("dataset_sha256"),
+            "files": {f.get("path"): f.get("sha256") for f in data.get("files") or []},
+        },
+        "mlflow_run_ids": {
+            "parent": (run.get("mlflow") or {}).get("parent_run_id") or run.get("run_id"),
+            "models": {m.get("name"): m.get("mlflow_run_id") for m in models},
+        },
     }
 
 
@@ -434,8 +539,12 @@ def executive_summary(report: dict) -> dict:
         else:
             area_gates = [g for g in judged if section_of(g.get("audit", "")) == key]
             state = gate_state(area_gates)
-            has_metrics = any((a.get("metrics") or {}) for m in models for k, a in (m.get("audits") or {}).items()
-                              if isinstance(a, dict) and section_of(k) == key)
+            has_metrics = any(
+                (a.get("metrics") or {})
+                for m in models
+                for k, a in (m.get("audits") or {}).items()
+                if isinstance(a, dict) and section_of(k) == key
+            )
             if state in ("fail", "pass", "incomplete", "not-measured"):
                 status = state
             else:  # no deciding gate (none, only vacuous ones, or all skipped)
@@ -444,29 +553,37 @@ def executive_summary(report: dict) -> dict:
             evidence = ", ".join(sorted({r["audit"] for r in refs})) or "no audit"
             if key == "privacy" and (report.get("data") or {}).get("audit_only"):
                 evidence = AUDIT_ONLY_PRIVACY
-            elif key == "privacy" and not any(((m.get("training") or {}).get("dp") or {}).get("enabled")
-                                              for m in models):
-                evidence += ("; no differential-privacy guarantee: the membership-inference attack is a "
-                             "diagnostic (a lower bound on leakage), not evidence of privacy")
+            elif key == "privacy" and not any(
+                ((m.get("training") or {}).get("dp") or {}).get("enabled") for m in models
+            ):
+                evidence += (
+                    "; no differential-privacy guarantee: the membership-inference attack is a "
+                    "diagnostic (a lower bound on leakage), not evidence of privacy"
+                )
                 if status != "fail":
                     status = "no-guarantee"
-            extra = {"not_measured_gates": gate_reasons(area_gates, "not-measured"),
-                     "skipped_gates": gate_reasons(area_gates, "skipped"),
-                     "vacuous_gates": [g.get("name") for g in area_gates if g.get("vacuous")],
-                     "baseline_status": gate_state([g for g in reference if section_of(g.get("audit", "")) == key])}
+            extra = {
+                "not_measured_gates": gate_reasons(area_gates, "not-measured"),
+                "skipped_gates": gate_reasons(area_gates, "skipped"),
+                "vacuous_gates": [g.get("name") for g in area_gates if g.get("vacuous")],
+                "baseline_status": gate_state([g for g in reference if section_of(g.get("audit", "")) == key]),
+            }
         areas.append({"area": title, "section": number, "status": status, "evidence": evidence, **extra})
     incomplete = summary.get("incomplete")
     if incomplete is None:  # written by build_report; derived here for documents that predate it
         incomplete = gate_reasons(judged, "not-measured")
-    return {"status": summary.get("status"), "areas": areas,
-            "counts": summary.get("counts") or {},
-            "incomplete": incomplete,
-            "skipped": gate_reasons(judged, "skipped"),
-            "legend": "pass/fail: against gates fixed before the run (a vacuous gate, one that cannot fail, never "
-                      "makes an area pass); incomplete: some gates could not be measured; not-measured: no gate "
-                      "or evidence could be measured; measured/estimated: evidence without a gate; no-guarantee: "
-                      "no differential privacy, the attacks are diagnostics; statuses follow the candidate "
-                      "model(s), a baseline's is shown beside them"}
+    return {
+        "status": summary.get("status"),
+        "areas": areas,
+        "counts": summary.get("counts") or {},
+        "incomplete": incomplete,
+        "skipped": gate_reasons(judged, "skipped"),
+        "legend": "pass/fail: against gates fixed before the run (a vacuous gate, one that cannot fail, never "
+        "makes an area pass); incomplete: some gates could not be measured; not-measured: no gate "
+        "or evidence could be measured; measured/estimated: evidence without a gate; no-guarantee: "
+        "no differential privacy, the attacks are diagnostics; statuses follow the candidate "
+        "model(s), a baseline's is shown beside them",
+    }
 
 
 def add_sections(report: dict, integrity: dict | None) -> dict:
@@ -498,6 +615,26 @@ def add_sections(report: dict, integrity: dict | None) -> dict:
     return {k: out[k] for k in (*READING_ORDER, *(k for k in out if k not in READING_ORDER))}
 
 
-READING_ORDER = ("schema_version", "generated_at", "run", "cover", "integrity", "executive_summary", "intended_use",
-                 "datasheets", "performance", "privacy", "bias", "resources", "oversight", "risks", "frameworks",
-                 "provenance", "summary", "data", "models", "config", "not_measured")
+READING_ORDER = (
+    "schema_version",
+    "generated_at",
+    "run",
+    "cover",
+    "integrity",
+    "executive_summary",
+    "intended_use",
+    "datasheets",
+    "performance",
+    "privacy",
+    "bias",
+    "resources",
+    "oversight",
+    "risks",
+    "frameworks",
+    "provenance",
+    "summary",
+    "data",
+    "models",
+    "config",
+    "not_measured",
+)

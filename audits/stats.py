@@ -1,4 +1,5 @@
 """Small statistics helpers shared by the audits (stdlib + numpy only)."""
+
 from __future__ import annotations
 
 from statistics import NormalDist
@@ -39,9 +40,7 @@ def wilson_interval(successes, n, level: float = 0.95):
     return low, high
 
 
-def downsample_curve(
-    fpr, tpr, max_points: int = 200, keep_low_fpr: bool = False
-) -> dict[str, list[float]]:
+def downsample_curve(fpr, tpr, max_points: int = 200, keep_low_fpr: bool = False) -> dict[str, list[float]]:
     """Thin an ROC curve to at most ``max_points`` points, keeping both ends.
 
     With ``keep_low_fpr`` half the budget goes to a log-spaced FPR grid (1e-5 … 1) so the
@@ -68,9 +67,7 @@ def downsample_curve(
     return {"fpr": fpr[idx].tolist(), "tpr": tpr[idx].tolist()}
 
 
-def compare_gate(
-    name: str, value: float | None, threshold: float, comparison: str, note: str = ""
-):
+def compare_gate(name: str, value: float | None, threshold: float, comparison: str, note: str = ""):
     """A :class:`~audits.results.Gate`: PASS/FAIL from ``value <= / >= threshold``;
     NOT_MEASURED when the value is missing or not finite."""
     import math
@@ -80,11 +77,9 @@ def compare_gate(
     if comparison not in ("<=", ">="):
         raise ValueError(f"comparison must be '<=' or '>=', got {comparison!r}")
     if value is None or not math.isfinite(value):
-        return Gate(name, Status.NOT_MEASURED, None, float(threshold), comparison,
-                    note or "value undefined (nan)")
+        return Gate(name, Status.NOT_MEASURED, None, float(threshold), comparison, note or "value undefined (nan)")
     ok = value <= threshold if comparison == "<=" else value >= threshold
-    return Gate(name, Status.PASS if ok else Status.FAIL, float(value), float(threshold),
-                comparison, note)
+    return Gate(name, Status.PASS if ok else Status.FAIL, float(value), float(threshold), comparison, note)
 
 
 def threshold_gates(thresholds: dict, spec: dict[str, tuple[str, str]], metrics: dict[str, float]):

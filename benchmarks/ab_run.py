@@ -13,6 +13,7 @@ turn, A B A B ..., each in a fresh working folder with a fresh ``IMPACTFLOW_HOME
 creates its own MLflow store and signing key, as the README's first command does). The ratio is
 taken pair by pair, so it holds when the machine's speed drifts. Prints a table; asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STRIP_ENV = ("PREFECT_API_URL", "PREFECT_PROFILE", "MLFLOW_TRACKING_URI", "IMPACTFLOW_SIGNING_KEY",
-             "IMPACTFLOW_LEDGER_URL", "IMPACTFLOW_WARM")
+STRIP_ENV = (
+    "PREFECT_API_URL",
+    "PREFECT_PROFILE",
+    "MLFLOW_TRACKING_URI",
+    "IMPACTFLOW_SIGNING_KEY",
+    "IMPACTFLOW_LEDGER_URL",
+    "IMPACTFLOW_WARM",
+)
 PROBE = "import impactflow.flows as flows, sys; print(flows.__file__, file=sys.stderr)"
 
 
@@ -88,13 +95,20 @@ def main() -> None:
         for i in range(opts.repeats):
             a_runs.append(run_once(base, args, scratch, f"A{i}"))
             b_runs.append(run_once(None, args, scratch, f"B{i}"))
-            print(f"  pair {i + 1}: A {a_runs[-1]['wall']:.2f} s (exit {a_runs[-1]['rc']}), "
-                  f"B {b_runs[-1]['wall']:.2f} s (exit {b_runs[-1]['rc']})", file=sys.stderr, flush=True)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    print(f"impactflow run {' '.join(args)}: A = {opts.base}, B = working tree at {commit} "
-          f"({'with' if subprocess.run(['git', '-C', str(ROOT), 'diff', '--quiet']).returncode else 'without'}"
-          f" uncommitted changes); {opts.repeats} pairs, A B A B ...")
+            print(
+                f"  pair {i + 1}: A {a_runs[-1]['wall']:.2f} s (exit {a_runs[-1]['rc']}), "
+                f"B {b_runs[-1]['wall']:.2f} s (exit {b_runs[-1]['rc']})",
+                file=sys.stderr,
+                flush=True,
+            )
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"impactflow run {' '.join(args)}: A = {opts.base}, B = working tree at {commit} "
+        f"({'with' if subprocess.run(['git', '-C', str(ROOT), 'diff', '--quiet']).returncode else 'without'}"
+        f" uncommitted changes); {opts.repeats} pairs, A B A B ..."
+    )
     print(f"{'':28}{'median':>8} {'min':>8} {'max':>8}")
     for label, runs in (("A wall s", a_runs), ("B wall s", b_runs)):
         print(f"{label:28}{summarize([r['wall'] for r in runs])}")

@@ -18,6 +18,7 @@ accountant memo in later ones ("warm"). The recommender uses MovieLens 100K when
 Asserts nothing: it prints a table (median / min / max per row) and the ratio of medians.
 Targets from issue 10: DP <= 1.5x non-private for tabular, text and recommender, <= 3x for the CNN.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,51 +84,79 @@ def bench_family(family: str, epochs: int, repeats: int, ml_dir: str | None) -> 
         for arm in ("off", "on"):
             stamps: list[float] = []
             t0 = time.perf_counter()
-            fitted = fit_family_model(fam, params, split, roles, seed=cfg.seed, device="cpu",
-                                      threads=cfg.train.threads,
-                                      privacy=dp if arm == "on" else PrivacySettings(),
-                                      on_epoch=lambda row: stamps.append(time.perf_counter()))
+            fitted = fit_family_model(
+                fam,
+                params,
+                split,
+                roles,
+                seed=cfg.seed,
+                device="cpu",
+                threads=cfg.train.threads,
+                privacy=dp if arm == "on" else PrivacySettings(),
+                on_epoch=lambda row: stamps.append(time.perf_counter()),
+            )
             task = time.perf_counter() - t0
             arms[arm]["epoch"] += [b - a for a, b in zip(stamps, stamps[1:])]  # epoch 1 left out
             arms[arm]["task"].append(task)
             if arm == "on":
                 d = fitted.training["dp"]
                 arms["on"].setdefault("calibration", []).append(d.get("noise_calibration", "n/a"))
-                info = {"epsilon": d["epsilon"], "grad_sample_mode": d["grad_sample_mode"],
-                        "clipping": d.get("clipping", "opacus"),
-                        "n_train": fitted.training["n_train"], "n_parameters": fitted.training["n_parameters"]}
+                info = {
+                    "epsilon": d["epsilon"],
+                    "grad_sample_mode": d["grad_sample_mode"],
+                    "clipping": d.get("clipping", "opacus"),
+                    "n_train": fitted.training["n_train"],
+                    "n_parameters": fitted.training["n_parameters"],
+                }
     med = {a: statistics.median(v["epoch"]) for a, v in arms.items()}
     warm = arms["on"]["task"][1:] or arms["on"]["task"]
-    return {"family": family, "data": source, "batch_size": params["batch_size"], "epochs": epochs,
-            "repeats": repeats, "arms": arms, "ratio_epoch": med["on"] / med["off"],
-            "ratio_task_cold": arms["on"]["task"][0] / statistics.median(arms["off"]["task"]),
-            "ratio_task": statistics.median(warm) / statistics.median(arms["off"]["task"]),
-            "target": FAMILIES[family][2], **info}
+    return {
+        "family": family,
+        "data": source,
+        "batch_size": params["batch_size"],
+        "epochs": epochs,
+        "repeats": repeats,
+        "arms": arms,
+        "ratio_epoch": med["on"] / med["off"],
+        "ratio_task_cold": arms["on"]["task"][0] / statistics.median(arms["off"]["task"]),
+        "ratio_task": statistics.median(warm) / statistics.median(arms["off"]["task"]),
+        "target": FAMILIES[family][2],
+        **info,
+    }
 
 
 def render(results: list[dict]) -> str:
     def mmm(xs: list[float]) -> str:
         return f"{statistics.median(xs):7.3f} {min(xs):7.3f} {max(xs):7.3f}"
 
-    lines = [f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, python "
-             f"{platform.python_version()}; seconds, median / min / max",
-             f"{'family':<12} {'arm':<22} {'per epoch (med min max)':<26} {'whole task (med min max)':<26}"]
+    lines = [
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, python "
+        f"{platform.python_version()}; seconds, median / min / max",
+        f"{'family':<12} {'arm':<22} {'per epoch (med min max)':<26} {'whole task (med min max)':<26}",
+    ]
     for r in results:
         for arm, label in (("off", "non-private"), ("on", f"DP {r['grad_sample_mode']}/{r['clipping']}")):
-            lines.append(f"{r['family']:<12} {label:<22} {mmm(r['arms'][arm]['epoch']):<26} "
-                         f"{mmm(r['arms'][arm]['task']):<26}")
+            lines.append(
+                f"{r['family']:<12} {label:<22} {mmm(r['arms'][arm]['epoch']):<26} {mmm(r['arms'][arm]['task']):<26}"
+            )
     lines.append("")
-    lines.append(f"{'family':<12} {'data':<34} {'batch':>5} {'n_train':>8} {'eps':>6} "
-                 f"{'DP/non-DP epoch':>15} {'task cold':>9} {'task warm':>9} {'target':>6}")
+    lines.append(
+        f"{'family':<12} {'data':<34} {'batch':>5} {'n_train':>8} {'eps':>6} "
+        f"{'DP/non-DP epoch':>15} {'task cold':>9} {'task warm':>9} {'target':>6}"
+    )
     for r in results:
         ok = "met" if r["ratio_epoch"] <= r["target"] else "NOT met"
-        lines.append(f"{r['family']:<12} {r['data'][:34]:<34} {r['batch_size']:>5} {r['n_train']:>8} "
-                     f"{r['epsilon']:>6.2f} {r['ratio_epoch']:>14.2f}x {r['ratio_task_cold']:>8.2f}x "
-                     f"{r['ratio_task']:>8.2f}x {'<=' + format(r['target'], 'g') + 'x':>6} {ok}")
-    lines.append("task cold: the first DP training, which computes the noise multiplier and the final "
-                 "epsilons; task warm: the median of the later ones, which read the noise multiplier from "
-                 "the accountant memo (models/training.py _accountant_memo) and have the accountant re-check "
-                 "it, as a scheduled rerun does; the final epsilons are always recomputed.")
+        lines.append(
+            f"{r['family']:<12} {r['data'][:34]:<34} {r['batch_size']:>5} {r['n_train']:>8} "
+            f"{r['epsilon']:>6.2f} {r['ratio_epoch']:>14.2f}x {r['ratio_task_cold']:>8.2f}x "
+            f"{r['ratio_task']:>8.2f}x {'<=' + format(r['target'], 'g') + 'x':>6} {ok}"
+        )
+    lines.append(
+        "task cold: the first DP training, which computes the noise multiplier and the final "
+        "epsilons; task warm: the median of the later ones, which read the noise multiplier from "
+        "the accountant memo (models/training.py _accountant_memo) and have the accountant re-check "
+        "it, as a scheduled rerun does; the final epsilons are always recomputed."
+    )
     return "\n".join(lines)
 
 

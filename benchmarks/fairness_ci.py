@@ -7,6 +7,7 @@ fairlearn's cost grows linearly with the replicates (each one resamples and regr
 so it is measured at --fairlearn-boot replicates and the per-replicate time is reported next to
 the measured figure; impactflow's audit is timed whole at 1,000 replicates.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,22 +66,43 @@ def main() -> None:
 
     def fl(n_boot):
         for cols in (["sex"], ["race"], ["sex", "race"]):
-            mf = MetricFrame(metrics=metrics, y_true=y, y_pred=yhat, sensitive_features=sens[cols],
-                             n_boot=n_boot, ci_quantiles=[0.025, 0.975], random_state=0)
+            mf = MetricFrame(
+                metrics=metrics,
+                y_true=y,
+                y_pred=yhat,
+                sensitive_features=sens[cols],
+                n_boot=n_boot,
+                ci_quantiles=[0.025, 0.975],
+                random_state=0,
+            )
             mf.difference_ci()
 
-    fl_points = _time(lambda: [MetricFrame(metrics=metrics, y_true=y, y_pred=yhat, sensitive_features=sens[c])
-                               for c in (["sex"], ["race"], ["sex", "race"])], args.repeats)
+    fl_points = _time(
+        lambda: [
+            MetricFrame(metrics=metrics, y_true=y, y_pred=yhat, sensitive_features=sens[c])
+            for c in (["sex"], ["race"], ["sex", "race"])
+        ],
+        args.repeats,
+    )
     fl_boot = _time(lambda: fl(args.fairlearn_boot), 1)
     per_rep = (fl_boot[0] - fl_points[0]) / args.fairlearn_boot
 
     rng = np.random.default_rng(0)
     n = args.rows_large
     big = AuditInputs(
-        y_true=rng.integers(0, 2, n), y_score=rng.random(n),
-        sensitive=pd.DataFrame({"sex": rng.choice(["Female", "Male"], n, p=[0.33, 0.67]),
-                                "race": rng.choice(["White", "Black", "Asian-Pac-Islander", "Amer-Indian-Eskimo",
-                                                    "Other"], n, p=[0.85, 0.096, 0.031, 0.01, 0.013])}))
+        y_true=rng.integers(0, 2, n),
+        y_score=rng.random(n),
+        sensitive=pd.DataFrame(
+            {
+                "sex": rng.choice(["Female", "Male"], n, p=[0.33, 0.67]),
+                "race": rng.choice(
+                    ["White", "Black", "Asian-Pac-Islander", "Amer-Indian-Eskimo", "Other"],
+                    n,
+                    p=[0.85, 0.096, 0.031, 0.01, 0.013],
+                ),
+            }
+        ),
+    )
     large = _time(lambda: fairness_audit(big, {"n_boot": 1000}), args.repeats)
 
     rows = [
@@ -92,8 +114,10 @@ def main() -> None:
     print(f"{'what':<92} {'median s':>9} {'min s':>8} {'max s':>8}")
     for label, (med, lo, hi) in rows:
         print(f"{label:<92} {med:9.3f} {lo:8.3f} {hi:8.3f}")
-    print(f"fairlearn bootstrap cost per replicate: {per_rep:.3f} s -> 1,000 replicates ~ {1000 * per_rep:,.0f} s "
-          f"(extrapolated); ratio at equal replicates ~ {1000 * per_rep / ours[0]:,.0f}x")
+    print(
+        f"fairlearn bootstrap cost per replicate: {per_rep:.3f} s -> 1,000 replicates ~ {1000 * per_rep:,.0f} s "
+        f"(extrapolated); ratio at equal replicates ~ {1000 * per_rep / ours[0]:,.0f}x"
+    )
 
 
 if __name__ == "__main__":

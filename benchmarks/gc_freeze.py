@@ -12,6 +12,7 @@ benchmark, and reports its wall time and the time spent inside the collector
 (``gc.callbacks``: from each collection's "start" to its "stop"), per generation. Nothing here
 asserts a timing: it prints what it measured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,8 +95,9 @@ def main() -> None:
     home = work / "prefect_home"
     home.mkdir()
     env = clean_env(PREFECT_HOME=str(home))
-    start = subprocess.run([impactflow_exe(), "server", "start", "--port", str(free_port())], env=env,
-                           capture_output=True, text=True)
+    start = subprocess.run(
+        [impactflow_exe(), "server", "start", "--port", str(free_port())], env=env, capture_output=True, text=True
+    )
     if start.returncode != 0:
         raise SystemExit(f"could not start a Prefect server: {(start.stderr or start.stdout)[-500:]}")
     os.environ.clear()
@@ -109,8 +111,9 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         preload()
-        print(f"preloaded in {time.perf_counter() - t0:.1f} s; {len(gc.get_objects()):,} objects tracked",
-              file=sys.stderr)
+        print(
+            f"preloaded in {time.perf_counter() - t0:.1f} s; {len(gc.get_objects()):,} objects tracked", file=sys.stderr
+        )
         for i in range(args.repeats):
             # ABBA: each mode goes first as often as second (a run can slow the next one down
             # while the Prefect server digests its events)
@@ -130,16 +133,22 @@ def main() -> None:
     finally:
         subprocess.run([impactflow_exe(), "server", "stop"], env=env, capture_output=True, text=True)
 
-    print(f"impactflow run (tabular preset{f', {args.sample:,} rows' if args.sample else ''}), forked "
-          f"after the warm runner's imports; medians of {args.repeats}")
-    print(f"{'heap':<12}{'frozen objects':>16}{'run wall s':>12}{'GC s':>8}{'gen0 / gen1 / gen2 s':>24}"
-          f"{'collections 0/1/2':>20}")
+    print(
+        f"impactflow run (tabular preset{f', {args.sample:,} rows' if args.sample else ''}), forked "
+        f"after the warm runner's imports; medians of {args.repeats}"
+    )
+    print(
+        f"{'heap':<12}{'frozen objects':>16}{'run wall s':>12}{'GC s':>8}{'gen0 / gen1 / gen2 s':>24}"
+        f"{'collections 0/1/2':>20}"
+    )
     for mode, rows in results.items():
         med = statistics.median
         gens = " / ".join(f"{med(r['by_gen'][g] for r in rows):.2f}" for g in range(3))
         counts = "/".join(str(int(med(r["count"][g] for r in rows))) for g in range(3))
-        print(f"{mode:<12}{rows[0]['frozen']:>16,}{med(r['wall'] for r in rows):>12.2f}"
-              f"{med(r['total'] for r in rows):>8.2f}{gens:>24}{counts:>20}")
+        print(
+            f"{mode:<12}{rows[0]['frozen']:>16,}{med(r['wall'] for r in rows):>12.2f}"
+            f"{med(r['total'] for r in rows):>8.2f}{gens:>24}{counts:>20}"
+        )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ For each family (tabular: UCI Adult, text: SMS Spam, image: MNIST 5k, recommende
 
 Without a CUDA device it says so, runs the CPU rows only, and exits 0 (``--require-gpu``: 1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,9 +49,18 @@ class GpuSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                out = subprocess.run([self._exe, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                      "-i", os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"],
-                                     capture_output=True, text=True, timeout=5).stdout.strip()
+                out = subprocess.run(
+                    [
+                        self._exe,
+                        "--query-gpu=utilization.gpu",
+                        "--format=csv,noheader,nounits",
+                        "-i",
+                        os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout.strip()
                 self.samples.append(float(out.splitlines()[0]))
             except (OSError, ValueError, IndexError, subprocess.SubprocessError):
                 pass
@@ -96,16 +106,32 @@ def run_family(family: str, epochs: int, ml_dir: str | None, cuda: bool) -> dict
             torch.cuda.synchronize()
         with GpuSampler() as sampler:
             t0 = time.perf_counter()
-            fitted = fit_family_model(fam, params, split, roles, seed=cfg.seed, device=device, amp=True,
-                                      threads=cfg.train.threads, privacy=privacy)
+            fitted = fit_family_model(
+                fam,
+                params,
+                split,
+                roles,
+                seed=cfg.seed,
+                device=device,
+                amp=True,
+                threads=cfg.train.threads,
+                privacy=privacy,
+            )
             wall = time.perf_counter() - t0
         tr = fitted.training
-        row = {"family": family, "arm": arm, "device": tr["device"], "amp": tr["amp"],
-               "epochs": tr["epochs_run"], "train_s": tr["wall_time_s"], "task_s": wall,
-               "samples_per_s": tr["n_train"] * tr["epochs_run"] / tr["wall_time_s"],
-               "gpu_util_pct": sampler.mean if device == "cuda" else None,
-               "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
-               "epsilon": tr["dp"].get("epsilon") if tr["dp"].get("enabled") else None}
+        row = {
+            "family": family,
+            "arm": arm,
+            "device": tr["device"],
+            "amp": tr["amp"],
+            "epochs": tr["epochs_run"],
+            "train_s": tr["wall_time_s"],
+            "task_s": wall,
+            "samples_per_s": tr["n_train"] * tr["epochs_run"] / tr["wall_time_s"],
+            "gpu_util_pct": sampler.mean if device == "cuda" else None,
+            "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
+            "epsilon": tr["dp"].get("epsilon") if tr["dp"].get("enabled") else None,
+        }
         rows.append(row)
         return row
 
@@ -123,15 +149,19 @@ def render(results: list[dict], cuda_name: str | None) -> str:
     def f(v, spec):
         return format(v, spec) if isinstance(v, (int, float)) else "-"
 
-    lines = [f"machine: {platform.node()}, {os.cpu_count()} CPUs, GPU: {cuda_name or 'none (CPU rows only)'}",
-             f"{'family':<12} {'arm':<22} {'device':<7} {'amp':<5} {'ep':>3} {'train s':>8} {'samples/s':>10} "
-             f"{'GPU util %':>10} {'GPU MB':>8} {'eps':>6}"]
+    lines = [
+        f"machine: {platform.node()}, {os.cpu_count()} CPUs, GPU: {cuda_name or 'none (CPU rows only)'}",
+        f"{'family':<12} {'arm':<22} {'device':<7} {'amp':<5} {'ep':>3} {'train s':>8} {'samples/s':>10} "
+        f"{'GPU util %':>10} {'GPU MB':>8} {'eps':>6}",
+    ]
     for res in results:
         cpu = next(r for r in res["rows"] if r["device"] == "cpu")
         for r in res["rows"]:
-            lines.append(f"{r['family']:<12} {r['arm']:<22} {r['device']:<7} {str(r['amp']):<5} {r['epochs']:>3} "
-                         f"{r['train_s']:>8.2f} {r['samples_per_s']:>10.0f} {f(r['gpu_util_pct'], '.0f'):>10} "
-                         f"{f(r['gpu_peak_mb'], '.0f'):>8} {f(r['epsilon'], '.2f'):>6}")
+            lines.append(
+                f"{r['family']:<12} {r['arm']:<22} {r['device']:<7} {str(r['amp']):<5} {r['epochs']:>3} "
+                f"{r['train_s']:>8.2f} {r['samples_per_s']:>10.0f} {f(r['gpu_util_pct'], '.0f'):>10} "
+                f"{f(r['gpu_peak_mb'], '.0f'):>8} {f(r['epsilon'], '.2f'):>6}"
+            )
         gpu = next((r for r in res["rows"] if r["arm"].startswith("train,")), None)
         if gpu:
             lines.append(f"{'':<12} GPU/CPU samples/s: {gpu['samples_per_s'] / cpu['samples_per_s']:.1f}x")

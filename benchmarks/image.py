@@ -10,6 +10,7 @@ GroupNorm fall back to per-example gradients); DP-SGD with plain per-example gra
 whose value does not change the cost. Prints one table; speed is measured here, never
 asserted in tests.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,9 @@ def main() -> None:
     cfg = load_config("image")
     contract = get_contract("mnist")
     df = load_dataset(contract)
-    split = split_frame(df, target=contract.target, stratify_on=[], validation=0.15, test=0.15, seed=0,
-                        predefined=contract.split_column)
+    split = split_frame(
+        df, target=contract.target, stratify_on=[], validation=0.15, test=0.15, seed=0, predefined=contract.split_column
+    )
     family = get_family("image")
     roles = roles_for(contract, family.task, False)
     params = {**cfg.model.params, "batch_size": args.batch_size, "epochs": args.epochs, "patience": args.epochs}
@@ -59,17 +61,27 @@ def main() -> None:
     ]:
         torch.manual_seed(0)
         model = family.build_model(pre.spec(), config)
-        settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=config.lr,
-                                 patience=args.epochs, device=args.device, amp=False, seed=0)
+        settings = TrainSettings(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=config.lr,
+            patience=args.epochs,
+            device=args.device,
+            amp=False,
+            seed=0,
+        )
         t0 = time.perf_counter()
-        result = train_torch(model, X, y, Xv, yv, make_criterion=family.make_criterion, settings=settings,
-                             privacy=privacy)
+        result = train_torch(
+            model, X, y, Xv, yv, make_criterion=family.make_criterion, settings=settings, privacy=privacy
+        )
         wall = time.perf_counter() - t0
         rows.append((label, result.wall_time_s, len(X) * result.epochs_run / result.wall_time_s, wall))
     base = rows[0][1]
-    print(f"image CNN {list(config.channels)} / hidden {config.hidden}, {len(X)} training images, "
-          f"batch {args.batch_size}, {args.epochs} epochs, device {args.device}, torch threads "
-          f"{torch.get_num_threads()}")
+    print(
+        f"image CNN {list(config.channels)} / hidden {config.hidden}, {len(X)} training images, "
+        f"batch {args.batch_size}, {args.epochs} epochs, device {args.device}, torch threads "
+        f"{torch.get_num_threads()}"
+    )
     print(f"{'mode':<12} {'train s':>8} {'images/s':>9} {'x non-private':>14}")
     for label, secs, ips, _ in rows:
         print(f"{label:<12} {secs:8.2f} {ips:9.0f} {secs / base:14.2f}")

@@ -15,6 +15,7 @@ Prints medians (min–max) over repeats of wall time, AUC and the empirical ε l
 Asserts nothing. The reference models run sequentially here; in the pipeline they are
 submitted to the flow's task runner (threads, or Dask processes) and can overlap.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,16 +54,28 @@ def main() -> None:
         C, F = cfg["data"]["contract"], cfg["model"]["family"]
         df, _ = load_data.fn(C, None, cfg["data"]["sample"], cfg["seed"])
         split = split_data.fn(df, C, F, cfg["split"]["validation"], cfg["split"]["test"], cfg["seed"])
-        common = (split, C, F, cfg["model"]["params"], {**cfg["train"], "threads": args.threads}, cfg["privacy"],
-                  cfg["data"]["exclude_sensitive_from_features"])
+        common = (
+            split,
+            C,
+            F,
+            cfg["model"]["params"],
+            {**cfg["train"], "threads": args.threads},
+            cfg["privacy"],
+            cfg["data"]["exclude_sensitive_from_features"],
+        )
         t0 = time.perf_counter()
         fitted = train_model.fn(*common, cfg["seed"])
         add("one training run (s)", time.perf_counter() - t0)
         add("loss-threshold MIA AUC", loss_threshold_mia(fitted.member_loss, fitted.nonmember_loss)["auc"])
         eps = (fitted.training["dp"] or {}).get("epsilon")
         add("accountant epsilon", eps)
-        inputs = dict(y_true=fitted.y_test, y_score=fitted.test_output, sensitive=None, epsilon=eps,
-                      delta=cfg["privacy"]["delta"] if eps is not None else None)
+        inputs = dict(
+            y_true=fitted.y_test,
+            y_score=fitted.test_output,
+            sensitive=None,
+            epsilon=eps,
+            delta=cfg["privacy"]["delta"] if eps is not None else None,
+        )
 
         t0 = time.perf_counter()
         canary = canary_training.fn(*common, args.canaries, 0.2, cfg["seed"])
@@ -77,8 +90,16 @@ def main() -> None:
             ref_times.append(time.perf_counter() - t0)
         for K in args.k:
             t0 = time.perf_counter()
-            data = lira_target_inputs.fn(fitted, split, C, F, cfg["data"]["exclude_sensitive_from_features"],
-                                         refs[:K], args.audit_members, cfg["seed"])
+            data = lira_target_inputs.fn(
+                fitted,
+                split,
+                C,
+                F,
+                cfg["data"]["exclude_sensitive_from_features"],
+                refs[:K],
+                args.audit_members,
+                cfg["seed"],
+            )
             res = lira_audit(AuditInputs(**inputs, extra={"lira": data}), {})
             add(f"LiRA, K={K} reference models (s)", sum(ref_times[:K]) + time.perf_counter() - t0)
             add(f"LiRA K={K} AUC", res.metrics["privacy/lira_auc"])
@@ -87,8 +108,10 @@ def main() -> None:
         print(f"repeat {rep + 1}/{args.repeats} done", flush=True)
 
     n_rows = args.sample or "all 48,842"
-    print(f"\npreset {args.preset}, Adult rows: {n_rows}, repeats: {args.repeats}, "
-          f"audited members: {args.audit_members}, canaries: {args.canaries}\n")
+    print(
+        f"\npreset {args.preset}, Adult rows: {n_rows}, repeats: {args.repeats}, "
+        f"audited members: {args.audit_members}, canaries: {args.canaries}\n"
+    )
     print(f"| {'measure':<40} | {'median':>9} | {'min':>9} | {'max':>9} |")
     print(f"|{'-' * 42}|{'-' * 11}|{'-' * 11}|{'-' * 11}|")
     for key, vals in rows.items():

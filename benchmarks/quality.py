@@ -14,6 +14,7 @@ has a model whose quality is measured.
 Asserts nothing. MovieLens presets are skipped when no copy of MovieLens 100K is found (it
 may not be redistributed; the project never ships it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,17 +34,41 @@ from dp_overhead import _movielens  # noqa: E402
 
 # preset -> (family, dataset, headline metric, higher is better, reference text, issue)
 ROWS = {
-    "tabular": ("tabular", "UCI Adult", "eval/accuracy", True,
-                "logreg ~0.85, gradient boosting ~0.87; MLP 0.858 (REFERENCE)", "#2"),
+    "tabular": (
+        "tabular",
+        "UCI Adult",
+        "eval/accuracy",
+        True,
+        "logreg ~0.85, gradient boosting ~0.87; MLP 0.858 (REFERENCE)",
+        "#2",
+    ),
     "tabular-dp": ("tabular", "UCI Adult", "eval/accuracy", True, "MLP 0.855 at eps=1 (REFERENCE)", "#2"),
     "text": ("text", "SMS Spam", "eval/accuracy", True, "0.98 non-private (REFERENCE)", "#3"),
     "text-dp": ("text", "SMS Spam", "eval/accuracy", True, "0.95-0.96 at eps=8 (REFERENCE)", "#3"),
-    "image": ("image", "MNIST 5k train / official 10k test", "eval/accuracy", True,
-              "0.98 (small CNN, 5k); 98.9% on 60k (Opacus example)", "#4"),
-    "image-dp": ("image", "MNIST 5k train / official 10k test", "eval/accuracy", True,
-                 "0.937 at eps=3 (5k, REFERENCE); 96.8% at eps=2.91 on 60k", "#4"),
-    "movielens": ("recommender", "MovieLens 100K", "eval/rmse", False,
-                  "SVD-style MF ~0.93, well-tuned ~0.90; 0.926 (REFERENCE)", "#5"),
+    "image": (
+        "image",
+        "MNIST 5k train / official 10k test",
+        "eval/accuracy",
+        True,
+        "0.98 (small CNN, 5k); 98.9% on 60k (Opacus example)",
+        "#4",
+    ),
+    "image-dp": (
+        "image",
+        "MNIST 5k train / official 10k test",
+        "eval/accuracy",
+        True,
+        "0.937 at eps=3 (5k, REFERENCE); 96.8% at eps=2.91 on 60k",
+        "#4",
+    ),
+    "movielens": (
+        "recommender",
+        "MovieLens 100K",
+        "eval/rmse",
+        False,
+        "SVD-style MF ~0.93, well-tuned ~0.90; 0.926 (REFERENCE)",
+        "#5",
+    ),
     "recommender-dp": ("recommender", "MovieLens 100K", "eval/rmse", False, "0.967 at eps=8 (REFERENCE)", "#5"),
 }
 
@@ -56,9 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ml = _movielens(args.movielens)
     work = Path(tempfile.mkdtemp(prefix="impactflow-quality-"))
-    os.environ.update({"PREFECT_HOME": str(work / "prefect"), "PREFECT_LOGGING_LEVEL": "WARNING",
-                       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-                       "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"})
+    os.environ.update(
+        {
+            "PREFECT_HOME": str(work / "prefect"),
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        }
+    )
     os.environ.pop("PREFECT_API_URL", None)
     from impactflow.flows.config import load_config
     from impactflow.flows.pipeline import run_pipeline
@@ -76,26 +106,48 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         summary = run_pipeline(load_config(preset, overrides), command=f"benchmarks/quality.py {preset}")
         wall = time.perf_counter() - t0
-        cand = next(name for name in summary["models"] if summary["models"][name]["dp"].get("enabled")
-                    or name in ("mlp", "transformer", "cnn", "recommender"))
+        cand = next(
+            name
+            for name in summary["models"]
+            if summary["models"][name]["dp"].get("enabled") or name in ("mlp", "transformer", "cnn", "recommender")
+        )
         m = summary["models"][cand]
         dp = m["dp"]
-        results.append({"preset": preset, "family": family, "dataset": dataset, "model": cand, "metric": metric,
-                        "value": m["metrics"].get(metric), "higher_is_better": higher,
-                        "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
-                        "reference": ref, "issue": issue, "status": summary["status"], "wall_s": wall})
-        print(f"    {preset}: {metric} = {results[-1]['value']}, eps = {results[-1]['epsilon']}, "
-              f"{wall:.0f} s", file=sys.stderr, flush=True)
+        results.append(
+            {
+                "preset": preset,
+                "family": family,
+                "dataset": dataset,
+                "model": cand,
+                "metric": metric,
+                "value": m["metrics"].get(metric),
+                "higher_is_better": higher,
+                "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
+                "reference": ref,
+                "issue": issue,
+                "status": summary["status"],
+                "wall_s": wall,
+            }
+        )
+        print(
+            f"    {preset}: {metric} = {results[-1]['value']}, eps = {results[-1]['epsilon']}, {wall:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         if args.json:  # written after every preset: a long run that stops still leaves its rows
             Path(args.json).write_text(json.dumps(results, indent=2))
-    lines = [f"machine: {platform.node()}, {os.cpu_count()} CPUs; seed 0; one run per preset",
-             f"{'preset':<15} {'family':<12} {'dataset':<20} {'metric':<14} {'value':>7} {'eps':>6} "
-             f"{'gates':<6} {'wall s':>7}  reference (issue)"]
+    lines = [
+        f"machine: {platform.node()}, {os.cpu_count()} CPUs; seed 0; one run per preset",
+        f"{'preset':<15} {'family':<12} {'dataset':<20} {'metric':<14} {'value':>7} {'eps':>6} "
+        f"{'gates':<6} {'wall s':>7}  reference (issue)",
+    ]
     for r in results:
         eps = f"{r['epsilon']:.2f}" if r["epsilon"] is not None else "-"
         val = f"{r['value']:.4f}" if r["value"] is not None else "-"
-        lines.append(f"{r['preset']:<15} {r['family']:<12} {r['dataset'][:20]:<20} {r['metric']:<14} {val:>7} "
-                     f"{eps:>6} {r['status']:<6} {r['wall_s']:>7.0f}  {r['reference']} ({r['issue']})")
+        lines.append(
+            f"{r['preset']:<15} {r['family']:<12} {r['dataset'][:20]:<20} {r['metric']:<14} {val:>7} "
+            f"{eps:>6} {r['status']:<6} {r['wall_s']:>7.0f}  {r['reference']} ({r['issue']})"
+        )
     print("\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

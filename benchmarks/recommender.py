@@ -11,6 +11,7 @@ same). Peak memory = the child's max RSS (``resource.ru_maxrss``) and, on CUDA,
 ``torch.cuda.max_memory_allocated``. DP uses the presets' settings: Opacus ghost clipping,
 PRV accountant, target ε = 8. Nothing is asserted: it prints what it measured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,14 +64,20 @@ print("RESULT " + json.dumps(out))
 
 
 def measure(contract: str, path: str | None, params: dict, dp: bool, threads: int, device: str) -> dict:
-    code = CHILD.format(root=str(ROOT), threads=threads, contract=contract, path=path, params=params,
-                        dp=dp, device=device)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    code = CHILD.format(
+        root=str(ROOT), threads=threads, contract=contract, path=path, params=params, dp=dp, device=device
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise SystemExit(f"benchmark child failed:\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main() -> None:
@@ -88,22 +95,39 @@ def main() -> None:
     rows = []
     for dp in (False, True):
         # the presets' batch/lr: movielens (1024) and recommender-dp (4096); same factors
-        params = {"variant": args.variant, "n_factors": 32, "epochs": args.epochs,
-                  "batch_size": 4096 if dp else 1024, "lr": 0.02 if dp else 0.005}
+        params = {
+            "variant": args.variant,
+            "n_factors": 32,
+            "epochs": args.epochs,
+            "batch_size": 4096 if dp else 1024,
+            "lr": 0.02 if dp else 0.005,
+        }
         runs = [measure(contract, path, params, dp, args.threads, args.device) for _ in range(args.repeats)]
         rate = [r["ratings_per_s"] for r in runs]
-        row = {"dp": dp, "variant": args.variant, "data": args.data, "batch_size": params["batch_size"],
-               "threads": args.threads, "device": runs[0]["device"], "n_train": runs[0]["n_train"],
-               "epochs": args.epochs, "ratings_per_s_median": statistics.median(rate),
-               "ratings_per_s_min": min(rate), "ratings_per_s_max": max(rate),
-               "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-               "cuda_peak_mb": runs[0]["cuda_peak_mb"], "epsilon": runs[0]["epsilon"]}
+        row = {
+            "dp": dp,
+            "variant": args.variant,
+            "data": args.data,
+            "batch_size": params["batch_size"],
+            "threads": args.threads,
+            "device": runs[0]["device"],
+            "n_train": runs[0]["n_train"],
+            "epochs": args.epochs,
+            "ratings_per_s_median": statistics.median(rate),
+            "ratings_per_s_min": min(rate),
+            "ratings_per_s_max": max(rate),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "cuda_peak_mb": runs[0]["cuda_peak_mb"],
+            "epsilon": runs[0]["epsilon"],
+        }
         rows.append(row)
-        print(f"{'DP (ghost, eps=8)' if dp else 'non-private':18s} batch {row['batch_size']:5d}: "
-              f"{row['ratings_per_s_median']:>10,.0f} ratings/s (min {row['ratings_per_s_min']:,.0f}, "
-              f"max {row['ratings_per_s_max']:,.0f}); peak RSS {row['peak_rss_mb']:.0f} MB"
-              + (f"; CUDA peak {row['cuda_peak_mb']:.0f} MB" if row["cuda_peak_mb"] is not None else "")
-              + (f"; epsilon {row['epsilon']:.2f} after {args.epochs} epochs" if dp else ""))
+        print(
+            f"{'DP (ghost, eps=8)' if dp else 'non-private':18s} batch {row['batch_size']:5d}: "
+            f"{row['ratings_per_s_median']:>10,.0f} ratings/s (min {row['ratings_per_s_min']:,.0f}, "
+            f"max {row['ratings_per_s_max']:,.0f}); peak RSS {row['peak_rss_mb']:.0f} MB"
+            + (f"; CUDA peak {row['cuda_peak_mb']:.0f} MB" if row["cuda_peak_mb"] is not None else "")
+            + (f"; epsilon {row['epsilon']:.2f} after {args.epochs} epochs" if dp else "")
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

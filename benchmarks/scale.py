@@ -21,6 +21,7 @@ carry over to the next; the stage functions are the Prefect tasks' undecorated f
 Asserts nothing: it prints the table and the growth factor of each stage per 10x rows
 (linear = 10x). Target (issue 10): 1M rows within 4 GB peak memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,37 +100,71 @@ def child(n: int, work: Path) -> dict:
     validation = stage("validate", lambda: validate_data.fn(df, C, str(work / f"docs_{n}")))
     split = stage("split", lambda: split_data.fn(df, C, F, cfg.split.validation, cfg.split.test, seed))
     exclude = cfg.data.exclude_sensitive_from_features
-    fitted = stage(STAGES[3], lambda: [
-        train_model.fn(split, C, F, cfg.model.params, cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, seed),
-        *[train_baseline.fn(split, C, F, b, exclude, seed) for b in cfg.model.baselines]])
+    fitted = stage(
+        STAGES[3],
+        lambda: [
+            train_model.fn(
+                split, C, F, cfg.model.params, cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, seed
+            ),
+            *[train_baseline.fn(split, C, F, b, exclude, seed) for b in cfg.model.baselines],
+        ],
+    )
     audits = stage("audit", lambda: [audit_model.fn(m, split, C, F, cfg.gates) for m in fitted])
 
     def report():
         records = [model_record(m, a, f"bench-{i}") for i, (m, a) in enumerate(zip(fitted, audits))]
-        data = {**info, "splits": split.sizes(), "contract_result": validation.to_dict(),
-                "representation": representation(df, contract.target, contract.positive_label,
-                                                  [*contract.sensitive, *contract.groups]),
-                "synthetic_groups": list(contract.synthetic_groups),
-                "missing": {k: int(v) for k, v in df.isna().sum().items() if v},
-                "sensitive": list(contract.sensitive),
-                "excluded_features": sorted({contract.weight, *contract.exclude_from_features} - {None})}
-        run = {"run_id": f"scale-{n}", "preset": cfg.preset, "started_at": "", "finished_at": "",
-               "mlflow": {"tracking_uri": "none (benchmark: not tracked)", "experiment": "benchmark",
-                          "parent_run_id": f"scale-{n}"}}
-        return write_report.fn(run, data, records, provenance(seed, "benchmarks/scale.py"),
-                               cfg.model_dump(mode="json"), str(work / f"report_{n}"))
+        data = {
+            **info,
+            "splits": split.sizes(),
+            "contract_result": validation.to_dict(),
+            "representation": representation(
+                df, contract.target, contract.positive_label, [*contract.sensitive, *contract.groups]
+            ),
+            "synthetic_groups": list(contract.synthetic_groups),
+            "missing": {k: int(v) for k, v in df.isna().sum().items() if v},
+            "sensitive": list(contract.sensitive),
+            "excluded_features": sorted({contract.weight, *contract.exclude_from_features} - {None}),
+        }
+        run = {
+            "run_id": f"scale-{n}",
+            "preset": cfg.preset,
+            "started_at": "",
+            "finished_at": "",
+            "mlflow": {
+                "tracking_uri": "none (benchmark: not tracked)",
+                "experiment": "benchmark",
+                "parent_run_id": f"scale-{n}",
+            },
+        }
+        return write_report.fn(
+            run,
+            data,
+            records,
+            provenance(seed, "benchmarks/scale.py"),
+            cfg.model_dump(mode="json"),
+            str(work / f"report_{n}"),
+        )
 
     rep = stage("report", report)
-    return {"rows": n, "generate_s": gen_s, "times": times, "peak_mb": peaks,
-            "validation_success": validation.success, "expectations": validation.total_expectations,
-            "accuracy": audits[0]["performance"].metrics.get("eval/accuracy"),
-            "status": rep["status"], "train_rows": split.sizes()["train"]}
+    return {
+        "rows": n,
+        "generate_s": gen_s,
+        "times": times,
+        "peak_mb": peaks,
+        "validation_success": validation.success,
+        "expectations": validation.total_expectations,
+        "accuracy": audits[0]["performance"].metrics.get("eval/accuracy"),
+        "status": rep["status"],
+        "train_rows": split.sizes()["train"],
+    }
 
 
 def render(results: list[dict]) -> str:
     sizes = [r["rows"] for r in results]
-    lines = [f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs; "
-             "seconds per stage (one run per size, fresh process each); peak RSS after the stage in MB"]
+    lines = [
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs; "
+        "seconds per stage (one run per size, fresh process each); peak RSS after the stage in MB"
+    ]
     head = f"{'stage':<30}" + "".join(f"{n:>12,}" for n in sizes)
     if len(sizes) > 1:
         head += "  growth per 10x rows"
@@ -161,13 +196,18 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.sizes:
             print(f"... {n:,} rows", file=sys.stderr, flush=True)
             env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_LOGGING_LEVEL": "WARNING"}
-            proc = subprocess.run([sys.executable, __file__, "--child", str(n), "--work", work],
-                                  capture_output=True, text=True, env=env, cwd=work)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", str(n), "--work", work],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=work,
+            )
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
                 print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
                 return 1
-            results.append(json.loads(line[len("RESULT "):]))
+            results.append(json.loads(line[len("RESULT ") :]))
     print(render(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -20,6 +20,7 @@ are imported once before any stage is timed, so a stage's time excludes its impo
 reported on their own); the first repeat of a stage still pays one-time set-up (e.g. MLflow
 creating its SQLite schema, GX building a context).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,9 @@ class Results:
 
     def add(self, section: str, stage: str, times: list[float], note: str = "") -> list[float]:
         others = getattr(times, "others", None) or None
-        self.rows.append({"section": section, "stage": stage, "times_s": list(times), "note": note,
-                          "others_cpu_share": others})
+        self.rows.append(
+            {"section": section, "stage": stage, "times_s": list(times), "note": note, "others_cpu_share": others}
+        )
         print(f"  [{section}] {stage}: {', '.join(f'{t:.3f}' for t in times)} s", file=sys.stderr, flush=True)
         return times
 
@@ -168,8 +170,12 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    info: dict[str, Any] = {"nproc": os.cpu_count(), "cpu": cpu, "python": sys.version.split()[0],
-                            "platform": platform.platform()}
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
     try:
         info["nproc"] = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip())
     except (OSError, ValueError):
@@ -197,8 +203,11 @@ def bench_startup(res: Results, repeats: int) -> None:
     for mod in HEAVY_IMPORTS:
         times = []
         for _ in range(repeats):
-            out = subprocess.run([sys.executable, "-c", code, mod], env=env, capture_output=True,
-                                 text=True, check=True).stdout.strip().splitlines()[-1]
+            out = (
+                subprocess.run([sys.executable, "-c", code, mod], env=env, capture_output=True, text=True, check=True)
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             times.append(float(out))
         res.add(sec, f"import {mod}", times, "in-process import time")
 
@@ -221,14 +230,19 @@ def bench_prefect_server(res: Results, work: Path) -> None:
     )
     home = work / "prefect_home_trivial"
     home.mkdir()
-    out = subprocess.run([sys.executable, "-c", script], env=clean_env(PREFECT_HOME=str(home)),
-                         capture_output=True, text=True, cwd=work)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=clean_env(PREFECT_HOME=str(home)), capture_output=True, text=True, cwd=work
+    )
     if out.returncode != 0:
         res.line("prefect trivial flow", f"failed (rc={out.returncode}): {out.stderr.strip()[-300:]}")
         return
     t = json.loads(out.stdout.strip().splitlines()[-1])
-    res.add(sec, "prefect: 1st trivial flow run (ephemeral server start)", [t["first"]],
-            "fresh PREFECT_HOME, 1 flow + 1 task")
+    res.add(
+        sec,
+        "prefect: 1st trivial flow run (ephemeral server start)",
+        [t["first"]],
+        "fresh PREFECT_HOME, 1 flow + 1 task",
+    )
     res.add(sec, "prefect: 2nd trivial flow run (server warm)", [t["second"]], "same process")
 
 
@@ -246,6 +260,7 @@ def _thread_settings(requested: int | None) -> tuple[int | None, int, int]:
 
         def cpu_threads(n=None):
             return n or torch.get_num_threads()
+
     resolved = cpu_threads(requested)
     other = NCPU if resolved == 1 else 1
     return requested, resolved, other
@@ -281,8 +296,12 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
         os.environ.setdefault(k, v)
     for k in STRIP_ENV:
         os.environ.pop(k, None)
-    for pattern in ("Secure RNG turned off", "Full backward hook", "Optimal order is the",
-                    "Hint: Inferred schema contains integer"):
+    for pattern in (
+        "Secure RNG turned off",
+        "Full backward hook",
+        "Optimal order is the",
+        "Hint: Inferred schema contains integer",
+    ):
         warnings.filterwarnings("ignore", message=pattern)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -345,15 +364,25 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
         return validate_data.fn(df, C, str(docs_dirs[-1]))
 
     times, validation = timed(do_validate, R)
-    res.add(sec, "validate (GX suite + Data Docs HTML)", times,
-            f"{validation.total_expectations} expectations, success={validation.success}")
+    res.add(
+        sec,
+        "validate (GX suite + Data Docs HTML)",
+        times,
+        f"{validation.total_expectations} expectations, success={validation.success}",
+    )
     reuse_dir = Path(tempfile.mkdtemp(dir=work, prefix="reuse_"))
-    do_validate_reused = lambda: validate_data.fn(df, C, tempfile.mkdtemp(dir=work, prefix="docs_"),  # noqa: E731
-                                                  str(reuse_dir))
+
+    def do_validate_reused():
+        return validate_data.fn(df, C, tempfile.mkdtemp(dir=work, prefix="docs_"), str(reuse_dir))
+
     do_validate_reused()  # stores the passing result
     times, reused = timed(do_validate_reused, R)
-    res.add(sec, "validate, result reused (data.reuse_validation: key + Data Docs copy)", times,
-            "reused" if "reused" in reused.statistics else "NOT reused")
+    res.add(
+        sec,
+        "validate, result reused (data.reuse_validation: key + Data Docs copy)",
+        times,
+        "reused" if "reused" in reused.statistics else "NOT reused",
+    )
 
     times, split = timed(lambda: split_data.fn(df, C, F, cfg.split.validation, cfg.split.test, seed), R)
     res.add(sec, "split", times, "train/val/test " + "/".join(f"{v:,}" for v in split.sizes().values()))
@@ -370,16 +399,25 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
             train_cfg["threads"] = n_threads
         elif n_threads:  # older trees without train.threads
             torch.set_num_threads(n_threads)
-        return train_model.fn(split, C, rc.model.family, dict(params if params is not None else rc.model.params),
-                              train_cfg, privacy if privacy is not None else rc.privacy.model_dump(),
-                              rc.data.exclude_sensitive_from_features, rc.seed)
+        return train_model.fn(
+            split,
+            C,
+            rc.model.family,
+            dict(params if params is not None else rc.model.params),
+            train_cfg,
+            privacy if privacy is not None else rc.privacy.model_dump(),
+            rc.data.exclude_sensitive_from_features,
+            rc.seed,
+        )
 
     def train_note(m, total: float) -> str:
         t = m.training
         rest = total - t["wall_time_s"] - t.get("preprocess_time_s", 0.0)
-        note = (f"{t['epochs_run']} epochs, batch {m.params['batch_size']}, {t['device']}; last: loop "
-                f"{t['wall_time_s']:.1f} s, prep {t.get('preprocess_time_s', 0.0):.2f} s, "
-                f"{'DP set-up/' if t['dp'].get('enabled') else ''}scoring {rest:.1f} s")
+        note = (
+            f"{t['epochs_run']} epochs, batch {m.params['batch_size']}, {t['device']}; last: loop "
+            f"{t['wall_time_s']:.1f} s, prep {t.get('preprocess_time_s', 0.0):.2f} s, "
+            f"{'DP set-up/' if t['dp'].get('enabled') else ''}scoring {rest:.1f} s"
+        )
         if t["dp"].get("enabled"):
             note += f"; eps={t['dp']['epsilon']:.2f}"
         return note
@@ -387,8 +425,10 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     loops: dict[str, list[float]] = {}
     fit_times: dict[str, list[float]] = {}
     fitted = {}
-    for key, rc, label in (("mlp", cfg, "train MLP (preset tabular)"),
-                           ("mlp-dp", dp_cfg, "train MLP DP (preset tabular-dp)")):
+    for key, rc, label in (
+        ("mlp", cfg, "train MLP (preset tabular)"),
+        ("mlp-dp", dp_cfg, "train MLP DP (preset tabular-dp)"),
+    ):
         loops[key] = []
 
         def once(rc=rc, key=key):
@@ -397,8 +437,12 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
             return m
 
         fit_times[key], fitted[key] = timed(once, TR)
-        res.add(sec, f"{label}, {_threads_label(threads, resolved)}", fit_times[key],
-                train_note(fitted[key], fit_times[key][-1]))
+        res.add(
+            sec,
+            f"{label}, {_threads_label(threads, resolved)}",
+            fit_times[key],
+            train_note(fitted[key], fit_times[key][-1]),
+        )
         per_epoch = Times(loops[key])
         per_epoch.others = fit_times[key].others
         res.add(sec, "  training loop, per epoch", per_epoch, "loop wall / epochs (incl. validation loss)")
@@ -425,21 +469,31 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
         **data_info,
         "splits": split.sizes(),
         "contract_result": validation.to_dict(),
-        "representation": representation(df, contract.target, contract.positive_label,
-                                          [*contract.sensitive, *getattr(contract, "groups", ())]),
+        "representation": representation(
+            df, contract.target, contract.positive_label, [*contract.sensitive, *getattr(contract, "groups", ())]
+        ),
         "synthetic_groups": list(getattr(contract, "synthetic_groups", ())),
         "missing": {k: int(v) for k, v in df.isna().sum().items() if v},
         "sensitive": list(contract.sensitive),
-        "excluded_features": sorted({contract.weight, *contract.exclude_from_features} - {None}
-                                    | (set(contract.sensitive) if exclude else set())),
+        "excluded_features": sorted(
+            {contract.weight, *contract.exclude_from_features} - {None}
+            | (set(contract.sensitive) if exclude else set())
+        ),
     }
     records = [model_record(m, audits[m.name], f"bench-{m.name}") for m in pipeline_models]
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    run = {"run_id": "bench", "flow_run_id": None, "preset": cfg.preset, "started_at": now, "finished_at": now,
-           "mlflow": {"tracking_uri": "sqlite:///bench.db", "experiment": "bench", "parent_run_id": "bench"}}
+    run = {
+        "run_id": "bench",
+        "flow_run_id": None,
+        "preset": cfg.preset,
+        "started_at": now,
+        "finished_at": now,
+        "mlflow": {"tracking_uri": "sqlite:///bench.db", "experiment": "bench", "parent_run_id": "bench"},
+    }
     config = cfg.model_dump(mode="json")
-    times, report = timed(lambda: write_report.fn(run, data, records, prov, config,
-                                                  tempfile.mkdtemp(dir=work, prefix="report_")), R)
+    times, report = timed(
+        lambda: write_report.fn(run, data, records, prov, config, tempfile.mkdtemp(dir=work, prefix="report_")), R
+    )
     res.add(sec, "report (build + write json/md/html)", times, f"{len(records)} models")
 
     # MLflow: the logging tasks' functions in the flow's order, each repeat on a fresh SQLite store.
@@ -458,19 +512,22 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
         # variable, so without this pop every later repeat would log into the first store.
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         out = Path(tempfile.mkdtemp(dir=work, prefix="mlflow_"))
-        ctx = tick("start tracking (DB schema, experiment, parent run)",
-                   lambda: log_tasks.start_tracking.fn(config, cfg.preset, cfg.experiment_name, str(out),
-                                                       f"bench-{i}", tags))
-        tick("log data (dataset input, tags, metrics, Data Docs)",
-             lambda: log_tasks.log_data.fn(ctx, df, data_info, validation.to_dict(), str(docs_dirs[-1])))
+        ctx = tick(
+            "start tracking (DB schema, experiment, parent run)",
+            lambda: log_tasks.start_tracking.fn(config, cfg.preset, cfg.experiment_name, str(out), f"bench-{i}", tags),
+        )
+        tick(
+            "log data (dataset input, tags, metrics, Data Docs)",
+            lambda: log_tasks.log_data.fn(ctx, df, data_info, validation.to_dict(), str(docs_dirs[-1])),
+        )
         for m in pipeline_models:
-            child = tick(f"log model run ({m.name}: metrics, audits, log_model)",
-                         lambda: log_tasks.log_model_run.fn(ctx, m, audits[m.name], split.test, tags,
-                                                            str(out / "models")))
+            child = tick(
+                f"log model run ({m.name}: metrics, audits, log_model)",
+                lambda: log_tasks.log_model_run.fn(ctx, m, audits[m.name], split.test, tags, str(out / "models")),
+            )
             if register and m is mlp:  # the flow registers the candidate, not the baselines
                 tick(f"register model ({m.name})", lambda: register_model.fn(ctx, m.name, child, audits[m.name]))
-        tick("log report (artifacts, end run)",
-             lambda: log_tasks.log_report.fn(ctx, report["paths"], report["status"]))
+        tick("log report (artifacts, end run)", lambda: log_tasks.log_report.fn(ctx, report["paths"], report["status"]))
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     for name, times in ml_times.items():
         res.add(sec_ml, name, times)
@@ -483,8 +540,10 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     # thread count and at one thread.
     E = args.ratio_epochs
     params = {**dp_cfg.model.params, "epochs": E, "patience": E}
-    sec_dp = (f"DP vs non-DP, SAME model + batch {params['batch_size']} (tabular-dp params), {E} epochs, "
-              f"{args.ratio_repeats} interleaved repeats; per-epoch times (epoch 1 left out)")
+    sec_dp = (
+        f"DP vs non-DP, SAME model + batch {params['batch_size']} (tabular-dp params), {E} epochs, "
+        f"{args.ratio_repeats} interleaved repeats; per-epoch times (epoch 1 left out)"
+    )
     same: dict[tuple[int | None, bool], Times] = {}
     last_dp = None
     for n_threads in (threads, other_threads):
@@ -492,8 +551,12 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
             for private in (False, True):
                 calls = Times()
                 with Probe(calls):
-                    m = train(dp_cfg, params, dp_cfg.privacy.model_dump() if private else {"enabled": False},
-                              n_threads=n_threads)
+                    m = train(
+                        dp_cfg,
+                        params,
+                        dp_cfg.privacy.model_dump() if private else {"enabled": False},
+                        n_threads=n_threads,
+                    )
                 row = same.setdefault((n_threads, private), Times())
                 row.extend(clock.epoch_times())
                 row.others.extend(calls.others)
@@ -501,32 +564,50 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     progress.install(None)
     for (n_threads, private), times in same.items():
         th = _threads_label(n_threads, resolved)
-        res.add(sec_dp, f"{'DP (ghost clipping)' if private else 'non-private'} epoch, {th}", times,
-                f"eps={last_dp.training['dp']['epsilon']:.2f} after {E} epochs" if private else "")
+        res.add(
+            sec_dp,
+            f"{'DP (ghost clipping)' if private else 'non-private'} epoch, {th}",
+            times,
+            f"eps={last_dp.training['dp']['epsilon']:.2f} after {E} epochs" if private else "",
+        )
         if private:
             off = same[(n_threads, False)]
-            res.line(f"DP/non-DP per-epoch time, SAME model + batch {params['batch_size']}, {th} "
-                     "(ratio of medians; of mins)",
-                     f"{statistics.median(times) / statistics.median(off):.2f}x; {min(times) / min(off):.2f}x")
+            res.line(
+                f"DP/non-DP per-epoch time, SAME model + batch {params['batch_size']}, {th} "
+                "(ratio of medians; of mins)",
+                f"{statistics.median(times) / statistics.median(off):.2f}x; {min(times) / min(off):.2f}x",
+            )
     eps_cost = _epsilon_cost(last_dp, dp_cfg.privacy.accountant, dp_cfg.privacy.delta)
     if eps_cost is not None:
-        res.add(sec_dp, f"{dp_cfg.privacy.accountant.upper()} get_epsilon, once", [eps_cost],
-                "paid once, after training (the per-epoch read-out uses a cached RDP curve)")
-    res.line(f"DP/non-DP per-epoch time, presets as configured (tabular-dp batch {mlp_dp.params['batch_size']} "
-             f"vs tabular batch {mlp.params['batch_size']}; medians)",
-             f"{statistics.median(loops['mlp-dp']) / statistics.median(loops['mlp']):.2f}x")
-    res.line(f"DP/non-DP whole training task, presets as configured ({mlp_dp.training['epochs_run']} vs "
-             f"{mlp.training['epochs_run']} epochs, incl. DP set-up + scoring; medians)",
-             f"{statistics.median(fit_times['mlp-dp']) / statistics.median(fit_times['mlp']):.2f}x")
+        res.add(
+            sec_dp,
+            f"{dp_cfg.privacy.accountant.upper()} get_epsilon, once",
+            [eps_cost],
+            "paid once, after training (the per-epoch read-out uses a cached RDP curve)",
+        )
+    res.line(
+        f"DP/non-DP per-epoch time, presets as configured (tabular-dp batch {mlp_dp.params['batch_size']} "
+        f"vs tabular batch {mlp.params['batch_size']}; medians)",
+        f"{statistics.median(loops['mlp-dp']) / statistics.median(loops['mlp']):.2f}x",
+    )
+    res.line(
+        f"DP/non-DP whole training task, presets as configured ({mlp_dp.training['epochs_run']} vs "
+        f"{mlp.training['epochs_run']} epochs, incl. DP set-up + scoring; medians)",
+        f"{statistics.median(fit_times['mlp-dp']) / statistics.median(fit_times['mlp']):.2f}x",
+    )
 
     # Sum of the compute stages `impactflow run -c tabular` executes (medians), for the e2e comparison.
     mlp_row = f"train MLP (preset tabular), {_threads_label(threads, resolved)}"
-    compute = (res.median("load (+ SHA-256 of the files)") + res.median("validate (GX suite + Data Docs HTML)")
-               + res.median("split") + res.median(mlp_row)
-               + sum(res.median(f"train baseline {b}") for b in cfg.model.baselines)
-               + sum(res.median(f"audits ({m.name})") for m in pipeline_models)
-               + res.median("provenance (git + package versions)")
-               + res.median("report (build + write json/md/html)"))
+    compute = (
+        res.median("load (+ SHA-256 of the files)")
+        + res.median("validate (GX suite + Data Docs HTML)")
+        + res.median("split")
+        + res.median(mlp_row)
+        + sum(res.median(f"train baseline {b}") for b in cfg.model.baselines)
+        + sum(res.median(f"audits ({m.name})") for m in pipeline_models)
+        + res.median("provenance (git + package versions)")
+        + res.median("report (build + write json/md/html)")
+    )
     med = res.median
     by_task = {
         "load-data": med("load (+ SHA-256 of the files)"),
@@ -537,14 +618,22 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
         "audit-model": sum(med(f"audits ({m.name})") for m in pipeline_models),
         "write-report": med("report (build + write json/md/html)"),
     }
-    for task_name, prefix in (("start-tracking", "start tracking"), ("log-data", "log data"),
-                              ("log-model-run", "log model run"), ("register-model", "register model"),
-                              ("log-report", "log report")):
+    for task_name, prefix in (
+        ("start-tracking", "start tracking"),
+        ("log-data", "log data"),
+        ("log-model-run", "log model run"),
+        ("register-model", "register model"),
+        ("log-report", "log report"),
+    ):
         rows = [ts for name, ts in ml_times.items() if name.startswith(prefix)]
         if rows:
             by_task[task_name] = sum(statistics.median(ts) for ts in rows)
-    return {"compute_s": compute, "mlflow_s": statistics.median(ml_total), "by_task": by_task,
-            "validate_s": by_task["validate-data"]}
+    return {
+        "compute_s": compute,
+        "mlflow_s": statistics.median(ml_total),
+        "by_task": by_task,
+        "validate_s": by_task["validate-data"],
+    }
 
 
 def bench_threads(res: Results, blocks: int = 8, steps: int = 100, batch: int = 1024) -> None:
@@ -570,9 +659,12 @@ def bench_threads(res: Results, blocks: int = 8, steps: int = 100, batch: int = 
                     opt.zero_grad(set_to_none=True)
                     crit(model(x).squeeze(-1), y).backward()
                     opt.step()
-        res.add("torch threads check (in-process, random data)",
-                f"{steps} MLP steps, batch {batch}, {n_threads} thread{'s' if n_threads > 1 else ''}", times,
-                "max/min far above 1 = stalls")
+        res.add(
+            "torch threads check (in-process, random data)",
+            f"{steps} MLP steps, batch {batch}, {n_threads} thread{'s' if n_threads > 1 else ''}",
+            times,
+            "max/min far above 1 = stalls",
+        )
     torch.set_num_threads(default)
 
 
@@ -607,16 +699,20 @@ def _prefect_db_times(home: Path) -> dict[str, Any]:
         return out
     try:
         con = sqlite3.connect(db)
-        row = con.execute("SELECT id, (julianday(end_time)-julianday(start_time))*86400 FROM flow_run "
-                          "WHERE end_time IS NOT NULL ORDER BY start_time DESC LIMIT 1").fetchone()
+        row = con.execute(
+            "SELECT id, (julianday(end_time)-julianday(start_time))*86400 FROM flow_run "
+            "WHERE end_time IS NOT NULL ORDER BY start_time DESC LIMIT 1"
+        ).fetchone()
         if not row:
             return out
         if row[1] is not None:
             out["flow_run_s"] = float(row[1])
         per_task: dict[str, float] = {}
-        for name, secs in con.execute("SELECT name, (julianday(end_time)-julianday(start_time))*86400 "
-                                      "FROM task_run WHERE end_time IS NOT NULL AND flow_run_id = ?",
-                                      (row[0],)):
+        for name, secs in con.execute(
+            "SELECT name, (julianday(end_time)-julianday(start_time))*86400 "
+            "FROM task_run WHERE end_time IS NOT NULL AND flow_run_id = ?",
+            (row[0],),
+        ):
             key = name.rsplit("-", 1)[0]
             per_task[key] = per_task.get(key, 0.0) + float(secs)
         if per_task:
@@ -635,8 +731,9 @@ def bench_e2e(res: Results, args: argparse.Namespace, work: Path, sums: dict[str
     if args.sample is not None:
         cmd += ["--set", f"data.sample={args.sample}"]
     threads, resolved, other_threads = _thread_settings(args.torch_threads)
-    variants = [(_threads_label(threads, resolved), [] if threads is None else [f"train.threads={threads}"],
-                 args.e2e_repeats)]
+    variants = [
+        (_threads_label(threads, resolved), [] if threads is None else [f"train.threads={threads}"], args.e2e_repeats)
+    ]
     if args.e2e_threads_repeats:
         variants.append((_threads_label(other_threads), [f"train.threads={other_threads}"], args.e2e_threads_repeats))
     first: dict[str, Any] = {}
@@ -649,8 +746,13 @@ def bench_e2e(res: Results, args: argparse.Namespace, work: Path, sums: dict[str
             home = d / "prefect_home"
             home.mkdir(parents=True)
             with Probe(times):
-                proc = subprocess.run(cmd + [a for kv in sets for a in ("--set", kv)], cwd=d,
-                                      env=clean_env(PREFECT_HOME=str(home)), capture_output=True, text=True)
+                proc = subprocess.run(
+                    cmd + [a for kv in sets for a in ("--set", kv)],
+                    cwd=d,
+                    env=clean_env(PREFECT_HOME=str(home)),
+                    capture_output=True,
+                    text=True,
+                )
             if proc.returncode not in (0, 3):  # 3 = completed, a gate failed: still a whole run
                 msg = (proc.stderr or proc.stdout).strip().splitlines()
                 res.line(f"end-to-end ({label})", f"FAILED rc={proc.returncode}: {' | '.join(msg[:3])[:300]}")
@@ -661,43 +763,68 @@ def bench_e2e(res: Results, args: argparse.Namespace, work: Path, sums: dict[str
         if "flow_run_s" in db:
             res.add(sec, "  flow run (start->end, from Prefect's DB)", db["flow_run_s"])
         if "tasks" in db:
-            res.add(sec, "  sum of its task runs (from Prefect's DB)", db["task_runs_s"],
-                    f"in-process: {sums['compute_s'] + sums['mlflow_s']:.1f} s" if sums else "")
-            names = sorted({n for per in db["tasks"] for n in per},
-                           key=lambda n: -statistics.median([per.get(n, 0.0) for per in db["tasks"]]))
+            res.add(
+                sec,
+                "  sum of its task runs (from Prefect's DB)",
+                db["task_runs_s"],
+                f"in-process: {sums['compute_s'] + sums['mlflow_s']:.1f} s" if sums else "",
+            )
+            names = sorted(
+                {n for per in db["tasks"] for n in per},
+                key=lambda n: -statistics.median([per.get(n, 0.0) for per in db["tasks"]]),
+            )
             for n in names:
                 inproc = (sums or {}).get("by_task", {}).get(n)
-                res.add(sec, f"    task {n}", [per.get(n, 0.0) for per in db["tasks"]],
-                        f"in-process: {inproc:.2f} s" if inproc is not None else "")
+                res.add(
+                    sec,
+                    f"    task {n}",
+                    [per.get(n, 0.0) for per in db["tasks"]],
+                    f"in-process: {inproc:.2f} s" if inproc is not None else "",
+                )
         if v == 0:
-            first = {"e2e": statistics.median(times), **{k: statistics.median(val) for k, val in db.items()
-                                                         if k in ("flow_run_s", "task_runs_s")}}
+            first = {
+                "e2e": statistics.median(times),
+                **{k: statistics.median(val) for k, val in db.items() if k in ("flow_run_s", "task_runs_s")},
+            }
     kept = _bench_kept_server(res, args, work, cmd) if args.kept_server_repeats else {}
     e2e = first["e2e"]
     if "flow_run_s" in first:
-        res.line("e2e wall - flow run (interpreter, imports, config, temporary Prefect server start; medians)",
-                 f"{e2e - first['flow_run_s']:.1f} s ({100 * (e2e - first['flow_run_s']) / e2e:.0f}%)")
+        res.line(
+            "e2e wall - flow run (interpreter, imports, config, temporary Prefect server start; medians)",
+            f"{e2e - first['flow_run_s']:.1f} s ({100 * (e2e - first['flow_run_s']) / e2e:.0f}%)",
+        )
         if "task_runs_s" in first:
-            res.line("flow run - sum of task runs (Prefect engine between tasks; medians)",
-                     f"{first['flow_run_s'] - first['task_runs_s']:.1f} s")
+            res.line(
+                "flow run - sum of task runs (Prefect engine between tasks; medians)",
+                f"{first['flow_run_s'] - first['task_runs_s']:.1f} s",
+            )
     if sums:
         compute, mlflow_s = sums["compute_s"], sums["mlflow_s"]
-        res.line("sum of in-process compute stages (load, validate, split, train mlp + baselines, audits, "
-                 "provenance, report; medians)", f"{compute:.1f} s")
+        res.line(
+            "sum of in-process compute stages (load, validate, split, train mlp + baselines, audits, "
+            "provenance, report; medians)",
+            f"{compute:.1f} s",
+        )
         res.line("in-process MLflow logging (median)", f"{mlflow_s:.1f} s")
-        res.line("e2e wall - in-process compute (orchestration + tracking + start-up + slower tasks)",
-                 f"{e2e - compute:.1f} s ({100 * (e2e - compute) / e2e:.0f}% of the e2e wall time)")
+        res.line(
+            "e2e wall - in-process compute (orchestration + tracking + start-up + slower tasks)",
+            f"{e2e - compute:.1f} s ({100 * (e2e - compute) / e2e:.0f}% of the e2e wall time)",
+        )
         if "task_runs_s" in first:
-            res.line("  of which the same tasks ran slower inside the e2e process than in-process",
-                     f"{first['task_runs_s'] - compute - mlflow_s:.1f} s")
+            res.line(
+                "  of which the same tasks ran slower inside the e2e process than in-process",
+                f"{first['task_runs_s'] - compute - mlflow_s:.1f} s",
+            )
         # the issue's measure: orchestration + tracking + validation overhead = wall - compute,
         # with validation counted as overhead (not compute)
         work_s = compute - sums["validate_s"]
         res.line("compute without validation (the issue's denominator of work; medians)", f"{work_s:.1f} s")
         for mode, wall in kept.items():
-            res.line(f"kept-server e2e wall ({mode}) - compute without validation (orchestration + tracking "
-                     "+ validation + start-up)",
-                     f"{wall - work_s:.1f} s ({100 * (wall - work_s) / wall:.0f}% of the e2e wall time)")
+            res.line(
+                f"kept-server e2e wall ({mode}) - compute without validation (orchestration + tracking "
+                "+ validation + start-up)",
+                f"{wall - work_s:.1f} s ({100 * (wall - work_s) / wall:.0f}% of the e2e wall time)",
+            )
 
 
 def _bench_kept_server(res: Results, args: argparse.Namespace, work: Path, cmd: list[str]) -> dict[str, float]:
@@ -714,13 +841,18 @@ def _bench_kept_server(res: Results, args: argparse.Namespace, work: Path, cmd: 
     env = clean_env(PREFECT_HOME=str(home))
     sec = "end-to-end with a kept Prefect server (`impactflow server start --warm` once, then runs)"
     t0 = time.perf_counter()
-    start = subprocess.run([impactflow_exe(), "server", "start", "--port", str(port), "--warm"], env=env,
-                           capture_output=True, text=True)
+    start = subprocess.run(
+        [impactflow_exe(), "server", "start", "--port", str(port), "--warm"], env=env, capture_output=True, text=True
+    )
     if start.returncode != 0:
         res.line("kept server", f"FAILED to start: {(start.stderr or start.stdout).strip()[:300]}")
         return {}
-    res.add(sec, "impactflow server start --warm (once)", [time.perf_counter() - t0],
-            "Prefect server + the warm runner's imports")
+    res.add(
+        sec,
+        "impactflow server start --warm (once)",
+        [time.perf_counter() - t0],
+        "Prefect server + the warm runner's imports",
+    )
     # "revalidate": forked, with data.reuse_validation=false (GX validates every run); the
     # other two reuse the contract result from their folder's second run on (the first validates)
     modes = ("cold", "warm", "revalidate")
@@ -738,8 +870,10 @@ def _bench_kept_server(res: Results, args: argparse.Namespace, work: Path, cmd: 
                 with Probe(times[mode]):
                     proc = subprocess.run(run_cmd, cwd=d, env=run_env, capture_output=True, text=True)
                 if proc.returncode not in (0, 3):
-                    res.line(f"kept-server e2e ({mode})",
-                             f"FAILED rc={proc.returncode}: {(proc.stderr or proc.stdout)[:300]}")
+                    res.line(
+                        f"kept-server e2e ({mode})",
+                        f"FAILED rc={proc.returncode}: {(proc.stderr or proc.stdout)[:300]}",
+                    )
                     return {}
                 forked = "warm runner: run process" in proc.stdout
                 if forked != (mode != "cold"):
@@ -753,20 +887,39 @@ def _bench_kept_server(res: Results, args: argparse.Namespace, work: Path, cmd: 
     finally:
         subprocess.run([impactflow_exe(), "server", "stop"], env=env, capture_output=True, text=True)
     n = args.kept_server_repeats
-    res.add(sec, "impactflow run (whole process, kept server, cold imports)", times["cold"],
-            f"IMPACTFLOW_WARM=off; exit 0, or 3 if a gate failed; contract result reused in {reused['cold']}/{n}")
-    res.add(sec, "impactflow run (whole process, kept server, forked from the warm runner)", times["warm"],
-            "alternated with the cold runs; others = the forked run itself (not this script's child); "
-            f"contract result reused in {reused['warm']}/{n}")
-    res.add(sec, "impactflow run (whole process, kept server, forked, validating every run)",
-            times["revalidate"], f"--set data.reuse_validation=false; reused in {reused['revalidate']}/{n}")
-    for mode, label in (("cold", "cold imports"), ("warm", "forked from the warm runner"),
-                        ("revalidate", "forked, validating every run")):
+    res.add(
+        sec,
+        "impactflow run (whole process, kept server, cold imports)",
+        times["cold"],
+        f"IMPACTFLOW_WARM=off; exit 0, or 3 if a gate failed; contract result reused in {reused['cold']}/{n}",
+    )
+    res.add(
+        sec,
+        "impactflow run (whole process, kept server, forked from the warm runner)",
+        times["warm"],
+        "alternated with the cold runs; others = the forked run itself (not this script's child); "
+        f"contract result reused in {reused['warm']}/{n}",
+    )
+    res.add(
+        sec,
+        "impactflow run (whole process, kept server, forked, validating every run)",
+        times["revalidate"],
+        f"--set data.reuse_validation=false; reused in {reused['revalidate']}/{n}",
+    )
+    for mode, label in (
+        ("cold", "cold imports"),
+        ("warm", "forked from the warm runner"),
+        ("revalidate", "forked, validating every run"),
+    ):
         if within[mode]:
             share = [over / wall for over, wall in within[mode]]
-            res.add(sec, f"  wall - its own compute tasks ({label})", Times(over for over, _ in within[mode]),
-                    f"{100 * statistics.median(share):.0f}% of its wall (median); compute tasks: "
-                    + ", ".join(COMPUTE_TASKS))
+            res.add(
+                sec,
+                f"  wall - its own compute tasks ({label})",
+                Times(over for over, _ in within[mode]),
+                f"{100 * statistics.median(share):.0f}% of its wall (median); compute tasks: "
+                + ", ".join(COMPUTE_TASKS),
+            )
     return {mode: statistics.median(t) for mode, t in times.items()}
 
 
@@ -788,8 +941,10 @@ def render(res: Results) -> str:
         ts = r["times_s"]
         others = r.get("others_cpu_share")
         busy = f"{100 * max(others):.0f}%" if others else ""
-        lines.append(f"{r['stage']:<{w}}{len(ts):>3}{fmt(statistics.median(ts)):>11}{fmt(min(ts)):>10}"
-                     f"{fmt(max(ts)):>10}{busy:>8}   {r['note']}")
+        lines.append(
+            f"{r['stage']:<{w}}{len(ts):>3}{fmt(statistics.median(ts)):>11}{fmt(min(ts)):>10}"
+            f"{fmt(max(ts)):>10}{busy:>8}   {r['note']}"
+        )
     if res.derived:
         lines += ["", "== derived"]
         lw = max(len(k) for k, _ in res.derived) + 2
@@ -802,20 +957,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="repeats of the fast stages and start-up (default 3)")
     p.add_argument("--train-repeats", type=int, default=3, help="repeats of each torch training stage (default 3)")
     p.add_argument("--e2e-repeats", type=int, default=2, help="repeats of the end-to-end run (default 2)")
-    p.add_argument("--e2e-threads-repeats", type=int, default=1,
-                   help="extra end-to-end runs with the other train.threads setting (1 vs one per core; "
-                        "default 1; 0 = none)")
-    p.add_argument("--kept-server-repeats", type=int, default=2,
-                   help="end-to-end runs against a kept local Prefect server (`impactflow server start`; "
-                        "default 2; 0 = none)")
-    p.add_argument("--ratio-repeats", type=int, default=3,
-                   help="interleaved repeats of the same-batch DP/non-DP pair (default 3)")
-    p.add_argument("--torch-threads", type=int, default=None,
-                   help="train.threads for every training (in-process and --set in the e2e runs), and "
-                        "torch.set_num_threads for the other in-process stages; default: the pipeline's "
-                        "default (train.threads: null)")
-    p.add_argument("--ratio-epochs", type=int, default=3,
-                   help="fixed epochs of each run in the same-batch DP/non-DP comparison (default 3)")
+    p.add_argument(
+        "--e2e-threads-repeats",
+        type=int,
+        default=1,
+        help="extra end-to-end runs with the other train.threads setting (1 vs one per core; default 1; 0 = none)",
+    )
+    p.add_argument(
+        "--kept-server-repeats",
+        type=int,
+        default=2,
+        help="end-to-end runs against a kept local Prefect server (`impactflow server start`; default 2; 0 = none)",
+    )
+    p.add_argument(
+        "--ratio-repeats", type=int, default=3, help="interleaved repeats of the same-batch DP/non-DP pair (default 3)"
+    )
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="train.threads for every training (in-process and --set in the e2e runs), and "
+        "torch.set_num_threads for the other in-process stages; default: the pipeline's "
+        "default (train.threads: null)",
+    )
+    p.add_argument(
+        "--ratio-epochs",
+        type=int,
+        default=3,
+        help="fixed epochs of each run in the same-batch DP/non-DP comparison (default 3)",
+    )
     p.add_argument("--sample", type=int, default=None, help="seeded sample of N rows (default: all 48,842)")
     p.add_argument("--json", type=Path, default=None, help="also write the raw times here")
     p.add_argument("--skip-startup", action="store_true", help="skip the subprocess start-up measurements")
@@ -838,20 +1008,27 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_e2e:
             bench_e2e(res, args, work, sums)
     finally:
-        shutil.rmtree(work, onerror=lambda fn, path, exc: print(f"cleanup: {fn.__name__} {path}: {exc[1]}",
-                                                                  file=sys.stderr))
+        shutil.rmtree(
+            work, onerror=lambda fn, path, exc: print(f"cleanup: {fn.__name__} {path}: {exc[1]}", file=sys.stderr)
+        )
     res.meta["total_s"] = time.perf_counter() - total0
     res.meta["loadavg_end"] = os.getloadavg()
     m = res.meta
-    print(f"impactflow stage benchmark · {m['started_at']} · {m['nproc']} cores ({m['cpu']}) · "
-          f"training threads {m.get('train_threads')} · python {m['python']}")
-    print(f"data: UCI Adult, {m.get('rows', 0):,} rows{' (sample)' if args.sample else ''} · "
-          f"repeats: fast stages {args.repeats}, training {args.train_repeats}, e2e {args.e2e_repeats}")
+    print(
+        f"impactflow stage benchmark · {m['started_at']} · {m['nproc']} cores ({m['cpu']}) · "
+        f"training threads {m.get('train_threads')} · python {m['python']}"
+    )
+    print(
+        f"data: UCI Adult, {m.get('rows', 0):,} rows{' (sample)' if args.sample else ''} · "
+        f"repeats: fast stages {args.repeats}, training {args.train_repeats}, e2e {args.e2e_repeats}"
+    )
     print()
     print(render(res))
     print()
-    print(f"benchmark total: {m['total_s']:.0f} s · load average (1/5/15 min) at start "
-          f"{'/'.join(f'{x:.2f}' for x in m['loadavg_start'])}, at end {'/'.join(f'{x:.2f}' for x in m['loadavg_end'])}")
+    print(
+        f"benchmark total: {m['total_s']:.0f} s · load average (1/5/15 min) at start "
+        f"{'/'.join(f'{x:.2f}' for x in m['loadavg_start'])}, at end {'/'.join(f'{x:.2f}' for x in m['loadavg_end'])}"
+    )
     if args.json:
         args.json.write_text(json.dumps({"meta": m, "rows": res.rows, "derived": dict(res.derived)}, indent=2))
     return 0

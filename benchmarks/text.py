@@ -8,6 +8,7 @@ once non-private and once with Opacus DP-SGD (fast gradient clipping, the `text-
 size and noise for epsilon = 8), and prints training examples per second (examples seen per
 second of the training loop, validation included). Nothing here asserts a timing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,9 @@ def main() -> None:
     contract = get_contract("sms_spam")
     family = get_family("text")
     roles = roles_for(contract, family.task, False)
-    split = split_frame(load_dataset(contract), target=contract.target, stratify_on=[], validation=0.15,
-                        test=0.15, seed=0)
+    split = split_frame(
+        load_dataset(contract), target=contract.target, stratify_on=[], validation=0.15, test=0.15, seed=0
+    )
     rows = []
     for preset in ("text", "text-dp"):
         cfg = load_config(preset, [f"model.params.epochs={args.epochs}", f"model.params.patience={args.epochs}"])
@@ -58,19 +60,45 @@ def main() -> None:
             torch.manual_seed(r)
             model = family.build_model(pre.spec(), config)
             t0 = time.perf_counter()
-            res = train_torch(model, X, y, Xv, yv, make_criterion=family.make_criterion, privacy=privacy,
-                              settings=TrainSettings(epochs=args.epochs, batch_size=config.batch_size, lr=config.lr,
-                                                     patience=args.epochs, device="cpu", seed=r))
+            res = train_torch(
+                model,
+                X,
+                y,
+                Xv,
+                yv,
+                make_criterion=family.make_criterion,
+                privacy=privacy,
+                settings=TrainSettings(
+                    epochs=args.epochs,
+                    batch_size=config.batch_size,
+                    lr=config.lr,
+                    patience=args.epochs,
+                    device="cpu",
+                    seed=r,
+                ),
+            )
             times.append(time.perf_counter() - t0)
         per_s = [len(X) * args.epochs / t for t in times]
-        rows.append({"preset": preset, "dp": privacy.enabled, "batch_size": config.batch_size,
-                     "n_train": len(X), "epochs": args.epochs, "torch_threads": torch.get_num_threads(),
-                     "examples_per_s_median": statistics.median(per_s), "examples_per_s_min": min(per_s),
-                     "examples_per_s_max": max(per_s), "epsilon_after": res.dp.get("epsilon")})
+        rows.append(
+            {
+                "preset": preset,
+                "dp": privacy.enabled,
+                "batch_size": config.batch_size,
+                "n_train": len(X),
+                "epochs": args.epochs,
+                "torch_threads": torch.get_num_threads(),
+                "examples_per_s_median": statistics.median(per_s),
+                "examples_per_s_min": min(per_s),
+                "examples_per_s_max": max(per_s),
+                "epsilon_after": res.dp.get("epsilon"),
+            }
+        )
     print(f"{'preset':<9} {'DP':<5} {'batch':>5} {'examples/s (median [min, max])':>34}")
     for row in rows:
-        print(f"{row['preset']:<9} {str(row['dp']):<5} {row['batch_size']:>5} "
-              f"{row['examples_per_s_median']:>12.0f} [{row['examples_per_s_min']:.0f}, {row['examples_per_s_max']:.0f}]")
+        print(
+            f"{row['preset']:<9} {str(row['dp']):<5} {row['batch_size']:>5} "
+            f"{row['examples_per_s_median']:>12.0f} [{row['examples_per_s_min']:.0f}, {row['examples_per_s_max']:.0f}]"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

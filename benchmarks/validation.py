@@ -17,6 +17,7 @@ Each variant runs in its own fresh process, all alternated
 process and wall time); the table gives, per variant, the median over all its timed
 validations. Every validation must pass; nothing here asserts a timing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,9 +40,14 @@ def _run_gx_checkpoint(df, suite, docs_dir, result_format):
     from impactflow.data_contracts.validation import _gx_definition
 
     gx, context, definition = _gx_definition(suite, docs_dir)
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=f"{suite['name']}-checkpoint", validation_definitions=[definition], result_format=result_format,
-        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["impactflow"])]))
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{suite['name']}-checkpoint",
+            validation_definitions=[definition],
+            result_format=result_format,
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["impactflow"])],
+        )
+    )
     (result,) = checkpoint.run(batch_parameters={"dataframe": df}).run_results.values()
     return result, gx.__version__, lambda: None  # the action built the Data Docs
 
@@ -84,15 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[dict]] = {k: [] for k in VARIANTS}
     for _ in range(args.repeats):
         for variant in VARIANTS:
-            cmd = [sys.executable, __file__, "--child", variant] + (["--sample", str(args.sample)] if args.sample else [])
+            cmd = [sys.executable, __file__, "--child", variant] + (
+                ["--sample", str(args.sample)] if args.sample else []
+            )
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if proc.returncode != 0:
                 print(f"{variant}: FAILED: {(proc.stderr or proc.stdout).strip()[-400:]}")
                 return 1
             times[variant] += json.loads(proc.stdout.strip().splitlines()[-1])
     base = statistics.median(t["cpu"] for t in times["checkpoint"])
-    print(f"GX validation of Adult ({args.sample or 'all 48,842'} rows), {args.repeats} processes x {TIMED} "
-          "validations per variant, medians")
+    print(
+        f"GX validation of Adult ({args.sample or 'all 48,842'} rows), {args.repeats} processes x {TIMED} "
+        "validations per variant, medians"
+    )
     print(f"{'variant':<12} {'cpu s':>7} {'wall s':>7} {'cpu vs checkpoint':>18}")
     for variant, ts in times.items():
         cpu = statistics.median(t["cpu"] for t in ts)

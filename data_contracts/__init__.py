@@ -10,6 +10,7 @@ and validated by a GX suite generated from those declarations (``impactflow.data
 registered ``loader:`` (``LOADERS``) stays for special formats (MNIST idx, MovieLens, ...), and a
 hand-written ``suite:`` is optional when the columns are declared.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,13 +24,22 @@ from impactflow.data_contracts.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Contract", "CONTRACTS", "LOADERS", "get_contract", "load_dataset", "contract_from_yaml",
-           "is_contract_path", "resolve_contract_ref"]
+__all__ = [
+    "Contract",
+    "CONTRACTS",
+    "LOADERS",
+    "get_contract",
+    "load_dataset",
+    "contract_from_yaml",
+    "is_contract_path",
+    "resolve_contract_ref",
+]
 
 HERE = Path(__file__).resolve().parent
 
-UNKNOWN_CONTRACT = ("Unknown data contract {name!r}: neither a registered name ({known}) nor a contract.yaml "
-                    "(or a folder holding one)")
+UNKNOWN_CONTRACT = (
+    "Unknown data contract {name!r}: neither a registered name ({known}) nor a contract.yaml (or a folder holding one)"
+)
 BAD_CONTRACT = "Contract file {path}: {problem}"
 
 #: Loader name (``loader:`` in contract.yaml) -> "module:function", imported when used; plus
@@ -116,10 +126,27 @@ class Contract:
 
 _REQUIRED = ("name", "target", "sensitive", "min_group_size")
 _LEGACY_REQUIRED = ("default_files", "loader", "suite", "source", "license")
-_OPTIONAL = ("weight", "exclude_from_features", "columns", "positive_label", "labels", "categorical", "numeric",
-             "features", "groups", "synthetic_groups", "split_column", "validation_view", "roles_extra",
-             "allow_identifiers", "quasi_identifiers", "read", "derived", "favourable_outcome",
-             *_LEGACY_REQUIRED)
+_OPTIONAL = (
+    "weight",
+    "exclude_from_features",
+    "columns",
+    "positive_label",
+    "labels",
+    "categorical",
+    "numeric",
+    "features",
+    "groups",
+    "synthetic_groups",
+    "split_column",
+    "validation_view",
+    "roles_extra",
+    "allow_identifiers",
+    "quasi_identifiers",
+    "read",
+    "derived",
+    "favourable_outcome",
+    *_LEGACY_REQUIRED,
+)
 _KEYS = (*_REQUIRED, *_OPTIONAL)
 NOT_STATED = "not stated in the contract"
 
@@ -127,8 +154,11 @@ NOT_STATED = "not stated in the contract"
 def _resolve_loader(name: str, path: Path) -> Callable[[Sequence[Path]], Any]:
     if name not in LOADERS:
         raise ConfigError(
-            BAD_CONTRACT.format(path=path, problem=f"loader: unknown loader {name!r} (known: {', '.join(sorted(LOADERS))}"
-                                                   "; or declare read: for the generic loader)")
+            BAD_CONTRACT.format(
+                path=path,
+                problem=f"loader: unknown loader {name!r} (known: {', '.join(sorted(LOADERS))}"
+                "; or declare read: for the generic loader)",
+            )
         )
     from impactflow.data_contracts.plugins import broken, is_plugin
 
@@ -214,8 +244,9 @@ def contract_from_yaml(path: Path) -> Contract:
     if declared:
         for k in ("categorical", "numeric", "labels"):
             if k in raw:
-                raise where.fail(k, "not with declared columns: it follows from columns.<name>.type "
-                                    "(and the target's values)")
+                raise where.fail(
+                    k, "not with declared columns: it follows from columns.<name>.type (and the target's values)"
+                )
         specs = {}
         for name, col in raw["columns"].items():
             specs[str(name)] = sp.parse_column(str(name), col, where)
@@ -229,8 +260,9 @@ def contract_from_yaml(path: Path) -> Contract:
             ds = sp.parse_derived(str(name), d, known, where)
             derived_list.append(ds)
             if ds.name not in known:  # a new column: a category of its labels / mapped values
-                known[ds.name] = sp.ColumnSpec(name=ds.name, type="category", values=ds.values,
-                                               description=ds.description, derived=True)
+                known[ds.name] = sp.ColumnSpec(
+                    name=ds.name, type="category", values=ds.values, description=ds.description, derived=True
+                )
         derived = tuple(derived_list)
         declarations = tuple(known.values())
         columns = tuple(known)
@@ -246,22 +278,37 @@ def contract_from_yaml(path: Path) -> Contract:
             labels = tuple(known[target].values)
         elif known[target].type == "text":
             raise where.fail(f"columns.{target}.type", "the target must be a category (labels) or numeric (ratings)")
-        for key in ("sensitive", "weight", "exclude_from_features", "allow_identifiers", "quasi_identifiers",
-                    "groups", "synthetic_groups", "split_column", "features"):
+        for key in (
+            "sensitive",
+            "weight",
+            "exclude_from_features",
+            "allow_identifiers",
+            "quasi_identifiers",
+            "groups",
+            "synthetic_groups",
+            "split_column",
+            "features",
+        ):
             for col in tup(key):
                 if col not in known:
                     raise where.fail(key, f"{col!r} is not a declared column{sp.did_you_mean(col, list(known))}")
         for col in tup("sensitive"):
             s = known[col]
             if s.type != "category" or not s.values:
-                raise where.fail(f"columns.{col}", "a sensitive column must be a category with its values listed "
-                                                   "(the groups), or a derived column")
+                raise where.fail(
+                    f"columns.{col}",
+                    "a sensitive column must be a category with its values listed (the groups), or a derived column",
+                )
             if s.max_missing > 0:
-                raise where.fail(f"columns.{col}.max_missing", f"{s.max_missing!r}: a sensitive column may not "
-                                                              "miss values (fairness audits need every row's group)")
+                raise where.fail(
+                    f"columns.{col}.max_missing",
+                    f"{s.max_missing!r}: a sensitive column may not "
+                    "miss values (fairness audits need every row's group)",
+                )
         if known[target].max_missing > 0:
-            raise where.fail(f"columns.{target}.max_missing", f"{known[target].max_missing!r}: the target may not "
-                                                             "miss values")
+            raise where.fail(
+                f"columns.{target}.max_missing", f"{known[target].max_missing!r}: the target may not miss values"
+            )
         if raw.get("weight") is not None and known[str(raw["weight"])].type not in ("integer", "number"):
             raise where.fail("weight", f"{raw['weight']!r} must be a numeric column")
         if "read" in raw:
@@ -313,13 +360,17 @@ def contract_from_yaml(path: Path) -> Contract:
         contract_path=path,
     )
     if contract.positive_label is not None and contract.positive_label not in contract.labels:
-        raise where.fail("positive_label", f"{contract.positive_label!r} is not one of the labels {list(contract.labels)}")
+        raise where.fail(
+            "positive_label", f"{contract.positive_label!r} is not one of the labels {list(contract.labels)}"
+        )
     if contract.favourable_outcome is not None:
         if not contract.labels:
             raise where.fail("favourable_outcome", f"{contract.favourable_outcome!r}: the target has no labels")
         if contract.favourable_outcome not in contract.labels:
-            raise where.fail("favourable_outcome",
-                             f"{contract.favourable_outcome!r} is not one of the labels {list(contract.labels)}")
+            raise where.fail(
+                "favourable_outcome",
+                f"{contract.favourable_outcome!r} is not one of the labels {list(contract.labels)}",
+            )
     if not declared:
         problems = []
         if contract.categorical and not set(contract.sensitive) <= set(contract.categorical):
@@ -327,7 +378,9 @@ def contract_from_yaml(path: Path) -> Contract:
         if contract.columns:
             listed = {contract.target, *contract.categorical, *contract.numeric}
             if set(contract.columns) != listed:
-                problems.append(f"columns vs target+categorical+numeric differ: {sorted(set(contract.columns) ^ listed)}")
+                problems.append(
+                    f"columns vs target+categorical+numeric differ: {sorted(set(contract.columns) ^ listed)}"
+                )
         if problems:
             raise ConfigError(BAD_CONTRACT.format(path=path, problem="; ".join(problems)))
     return contract

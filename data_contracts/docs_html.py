@@ -23,6 +23,7 @@ after GX renders it, with an allow-list pass over ``html.parser`` (no new depend
 
 ``unsafe_markup(text)`` lists what the pass forbids; tests scan every HTML file with it.
 """
+
 from __future__ import annotations
 
 import html
@@ -30,19 +31,23 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; font-src 'self'; "
-       "base-uri 'none'; form-action 'none'")
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; font-src 'self'; "
+    "base-uri 'none'; form-action 'none'"
+)
 
 ALLOWED_TAGS = frozenset(
     "html head body title meta style link div span p a ul ol li table thead tbody tfoot tr th td "
     "caption colgroup col h1 h2 h3 h4 h5 h6 strong em b i u s small sub sup code pre br hr nav "
     "footer header section article main label button input img blockquote dl dt dd abbr "
-    "details summary figure figcaption".split())
+    "details summary figure figcaption".split()
+)
 HEAD_ONLY = frozenset({"title", "meta", "style", "link"})
 VOID = frozenset({"meta", "link", "br", "hr", "input", "img", "col"})
 ALLOWED_ATTRS = frozenset(
     "class id style href src title colspan rowspan role alt width height scope lang dir type "
-    "name value checked hidden for charset content rel autocomplete tabindex".split())
+    "name value checked hidden for charset content rel autocomplete tabindex".split()
+)
 _CELLS = frozenset({"td", "th", "li", "span"})
 _GX_HANDLERS = frozenset({"img", "button", "label"})
 _LOCAL_IMAGE = re.compile(r"^(\.\./)*static/images/[\w.-]+$")
@@ -247,16 +252,20 @@ def _index_page(docs_dir: Path) -> str:
         for page in sorted((docs_dir / folder).rglob("*.html")):
             rel = page.relative_to(docs_dir).as_posix()
             name = page.stem if kind == "Expectation suite" else "/".join(page.relative_to(docs_dir / folder).parts)
-            rows.append(f'<tr><td>{kind}</td><td><a href="{html.escape(rel, quote=True)}">'
-                        f"{html.escape(name, quote=False)}</a></td></tr>")
+            rows.append(
+                f'<tr><td>{kind}</td><td><a href="{html.escape(rel, quote=True)}">'
+                f"{html.escape(name, quote=False)}</a></td></tr>"
+            )
     body = "\n".join(rows) or '<tr><td colspan="2">no pages</td></tr>'
-    return ("<!DOCTYPE html>\n<html>\n<head>\n"
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
-            '<meta charset="UTF-8">\n<title>Data Docs</title>\n'
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}</style>\n</head>\n<body>\n"
-            "<h1>Data Docs (Great Expectations)</h1>\n<table>\n<thead><tr><th>kind</th><th>page</th></tr></thead>\n"
-            f"<tbody>\n{body}\n</tbody>\n</table>\n</body>\n</html>\n")
+    return (
+        "<!DOCTYPE html>\n<html>\n<head>\n"
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
+        '<meta charset="UTF-8">\n<title>Data Docs</title>\n'
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}</style>\n</head>\n<body>\n"
+        "<h1>Data Docs (Great Expectations)</h1>\n<table>\n<thead><tr><th>kind</th><th>page</th></tr></thead>\n"
+        f"<tbody>\n{body}\n</tbody>\n</table>\n</body>\n</html>\n"
+    )
 
 
 def sanitise_docs(docs_dir: Path) -> list[Path]:

@@ -9,6 +9,7 @@ expectations count (no ``row_condition``): a conditional one does not bound the 
 A set with ``mostly`` < 1 still declares the expected values; the rest fall in the models'
 "other/missing" bucket. Stdlib only (every package may import this one).
 """
+
 from __future__ import annotations
 
 import math
@@ -18,9 +19,11 @@ from typing import Any
 
 from impactflow.data_contracts.errors import ConfigError
 
-NO_DECLARED_DOMAIN = ("under DP, column {column!r} needs a declared {what} in contract {contract!r} "
-                      "(add {expectation} for it to {suite}): preprocessing fitted on training rows "
-                      "would be released outside the privacy claim")
+NO_DECLARED_DOMAIN = (
+    "under DP, column {column!r} needs a declared {what} in contract {contract!r} "
+    "(add {expectation} for it to {suite}): preprocessing fitted on training rows "
+    "would be released outside the privacy claim"
+)
 
 
 @dataclass(frozen=True)
@@ -44,18 +47,28 @@ class Domains:
         """The declared set of ``column``; ``ConfigError`` naming contract and column if none."""
         values = self.categories.get(column)
         if not values:
-            raise ConfigError(NO_DECLARED_DOMAIN.format(
-                column=column, what="category set", contract=self.contract,
-                **self._add(column, "expect_column_values_to_be_in_set", "values")))
+            raise ConfigError(
+                NO_DECLARED_DOMAIN.format(
+                    column=column,
+                    what="category set",
+                    contract=self.contract,
+                    **self._add(column, "expect_column_values_to_be_in_set", "values"),
+                )
+            )
         return values
 
     def value_range(self, column: str) -> tuple[float, float]:
         """The declared, finite (min, max) of ``column``; ``ConfigError`` if either end is open."""
         lo, hi = self.ranges.get(column, (None, None))
         if lo is None or hi is None or not lo < hi:
-            raise ConfigError(NO_DECLARED_DOMAIN.format(
-                column=column, what="finite range (min_value < max_value)", contract=self.contract,
-                **self._add(column, "expect_column_values_to_be_between", "min and max")))
+            raise ConfigError(
+                NO_DECLARED_DOMAIN.format(
+                    column=column,
+                    what="finite range (min_value < max_value)",
+                    contract=self.contract,
+                    **self._add(column, "expect_column_values_to_be_between", "min and max"),
+                )
+            )
         return lo, hi
 
 

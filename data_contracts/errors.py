@@ -6,6 +6,7 @@ message (no traceback) and exits non-zero. Anything else is a bug and keeps its
 traceback. It lives here because every package may import ``data_contracts``
 (stdlib only, no heavy imports).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -77,9 +78,7 @@ class ContractViolation(ImpactflowError):
         super().__init__(self.summary())
 
     def summary(self) -> str:
-        head = CONTRACT_VIOLATION.format(
-            contract=self.contract, n=len(self.failures), total=self.total_expectations
-        )
+        head = CONTRACT_VIOLATION.format(contract=self.contract, n=len(self.failures), total=self.total_expectations)
         lines = [head] + [f"  - {f.line()}" for f in self.failures]
         if self.data_docs:
             lines.append(f"  Data Docs: {self.data_docs}")

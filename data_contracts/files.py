@@ -5,6 +5,7 @@ user can cause (missing, empty, truncated, undecodable, ragged file) raises ``Da
 short message naming the file. Values are parsed exactly as pandas infers them: a stray text value
 in a numeric column leaves that column as text, for the contract to report.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,10 +24,14 @@ if TYPE_CHECKING:
 
 GZIP_MAGIC = b"\x1f\x8b"
 MISSING_FILE = "{path}: file not found"
-NOT_REGULAR = ("{path}: not a regular file ({kind}); give a file on disk (the table is read, then hashed "
-               "for the evidence: a stream cannot be read twice)")
-TOO_LARGE = ("{path}: {size:,} bytes is more than the input limit of {limit:,} bytes; raise it with {option} "
-             "if the machine has the memory (reading takes several times the file's size)")
+NOT_REGULAR = (
+    "{path}: not a regular file ({kind}); give a file on disk (the table is read, then hashed "
+    "for the evidence: a stream cannot be read twice)"
+)
+TOO_LARGE = (
+    "{path}: {size:,} bytes is more than the input limit of {limit:,} bytes; raise it with {option} "
+    "if the machine has the memory (reading takes several times the file's size)"
+)
 NO_ROWS = "{path}: no data rows"
 BAD_GZIP = "{path}: truncated or corrupt gzip file ({reason})"
 NOT_TEXT = "{path}: not UTF-8 text (undecodable byte 0x{byte:02x} at offset {offset})"
@@ -39,9 +44,13 @@ _CHUNK = 1 << 20
 def _file_kind(mode: int) -> str:
     import stat
 
-    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
+    for test, kind in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return kind
     return "not a regular file"
@@ -161,8 +170,9 @@ def _decode(path: Path, raw: bytes, encoding: str = "utf-8") -> str:
     except UnicodeDecodeError as exc:
         if encoding.replace("-", "").replace("_", "").lower() == "utf8":
             raise DataError(NOT_TEXT.format(path=path, byte=raw[exc.start], offset=exc.start)) from None
-        raise DataError(f"{path}: not {encoding} text (undecodable byte 0x{raw[exc.start]:02x} at offset "
-                        f"{exc.start})") from None
+        raise DataError(
+            f"{path}: not {encoding} text (undecodable byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from None
 
 
 def read_uci_csv(path: Path | str, columns: Sequence[str], label: str | None = None) -> pd.DataFrame:
@@ -175,19 +185,36 @@ def read_uci_csv(path: Path | str, columns: Sequence[str], label: str | None = N
     loaded frame); its columns are kept as they are, in its order, for the contract to check.
     Empty fields and ``?`` become NaN. The trailing ``.`` of ``label`` values is removed.
     """
-    df = read_delimited(path, columns, delimiter=",", header="auto", na_values=("?", ""),
-                        skip_initial_space=True, comment="|", comment_first_line_only=True)
+    df = read_delimited(
+        path,
+        columns,
+        delimiter=",",
+        header="auto",
+        na_values=("?", ""),
+        skip_initial_space=True,
+        comment="|",
+        comment_first_line_only=True,
+    )
     if label is not None and label in df.columns:
-        df[label] = df[label].map(
-            lambda v: v[:-1] if isinstance(v, str) and v.endswith(".") else v
-        ).astype(df[label].dtype)
+        df[label] = (
+            df[label].map(lambda v: v[:-1] if isinstance(v, str) and v.endswith(".") else v).astype(df[label].dtype)
+        )
     return df
 
 
-def read_delimited(path: Path | str, columns: Sequence[str], *, delimiter: str = ",",
-                   header: bool | str = True, na_values: Sequence[str] = ("",), encoding: str = "utf-8",
-                   skip_initial_space: bool = False, comment: str | None = None,
-                   comment_first_line_only: bool = False, text_columns: Sequence[str] = ()) -> pd.DataFrame:
+def read_delimited(
+    path: Path | str,
+    columns: Sequence[str],
+    *,
+    delimiter: str = ",",
+    header: bool | str = True,
+    na_values: Sequence[str] = ("",),
+    encoding: str = "utf-8",
+    skip_initial_space: bool = False,
+    comment: str | None = None,
+    comment_first_line_only: bool = False,
+    text_columns: Sequence[str] = (),
+) -> pd.DataFrame:
     """Read one delimited text file (plain or gzip) with pandas.
 
     ``header``: True = the first row names the columns (kept as they are, for the contract to
@@ -216,8 +243,10 @@ def read_delimited(path: Path | str, columns: Sequence[str], *, delimiter: str =
         first = next(rows)
         names = [f.strip() for f in first]
         if header == "auto":
-            headered = bool(names) and bool(columns) and (
-                names[0] == columns[0] or 2 * len(set(names) & set(columns)) >= len(names)
+            headered = (
+                bool(names)
+                and bool(columns)
+                and (names[0] == columns[0] or 2 * len(set(names) & set(columns)) >= len(names))
             )
         else:
             headered = bool(header)
@@ -278,8 +307,10 @@ def concat_frames(frames: Sequence[pd.DataFrame], paths: Sequence[Path]) -> pd.D
     expected = list(frames[0].columns)
     for df, path in zip(frames[1:], paths[1:]):
         if list(df.columns) != expected:
-            at = next((i for i, (a, b) in enumerate(zip(df.columns, expected), start=1) if a != b),
-                      min(len(df.columns), len(expected)) + 1)  # positions, not names: see parse_reason
+            at = next(
+                (i for i, (a, b) in enumerate(zip(df.columns, expected), start=1) if a != b),
+                min(len(df.columns), len(expected)) + 1,
+            )  # positions, not names: see parse_reason
             raise DataError(COLUMNS_DIFFER.format(path=path, got=len(df.columns), expected=len(expected), at=at))
     if len(frames) == 1:
         return frames[0].reset_index(drop=True)

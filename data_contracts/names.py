@@ -8,6 +8,7 @@ else -- a ``/``, a ``\\``, ``..``, a NUL, a space, a non-ASCII letter -- is refu
 name rewritten behind the user's back (``../x`` -> ``x``) would make two different arguments
 land in the same folder.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,14 +17,20 @@ from impactflow.data_contracts.errors import ConfigError
 
 MAX_NAME_LENGTH = 100
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-UNSAFE_NAME = ("{what} {value!r}: not a safe name; use 1-{max} ASCII letters, digits, '.', '_' or '-', "
-               "starting with a letter or digit (it becomes part of a file or folder name)")
+UNSAFE_NAME = (
+    "{what} {value!r}: not a safe name; use 1-{max} ASCII letters, digits, '.', '_' or '-', "
+    "starting with a letter or digit (it becomes part of a file or folder name)"
+)
 
 
 def is_safe_name(value: object) -> bool:
     """Whether ``value`` is a safe name (see the module docstring)."""
-    return (isinstance(value, str) and len(value) <= MAX_NAME_LENGTH and _SAFE.fullmatch(value) is not None
-            and ".." not in value)
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_NAME_LENGTH
+        and _SAFE.fullmatch(value) is not None
+        and ".." not in value
+    )
 
 
 def safe_name(value: object, what: str) -> str:

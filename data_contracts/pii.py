@@ -28,6 +28,7 @@ Choices (documented in the README, "Privacy"):
   or ``occupation`` do not match ``name``/``id`` by substring; ``*_id`` columns are *not* flagged by
   name alone (too many pseudonymous keys): the unique-long-number rule catches real ID numbers.
 """
+
 from __future__ import annotations
 
 import re
@@ -50,15 +51,14 @@ EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-
 PHONE = re.compile(r"(?<![\w.])\+?\(?\d{1,4}\)?(?:[\s.-]?\(?\d{2,4}\)?){2,5}(?![\w.])")
 SSN = re.compile(r"\d{3}-\d{2}-\d{4}")
 LONG_DIGITS = re.compile(r"[A-Za-z]{0,3}[-/]?\d{%d,}" % MIN_ID_DIGITS)
-DAY_DATE = re.compile(
-    r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[ T].*)?|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}"
-)
+DAY_DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[ T].*)?|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
 NAME_PAIR = re.compile(r"([A-Z][a-z]+)(?: [A-Z]\.?)? [A-Z][a-z]+(?:-[A-Z][a-z]+)?")
 
 # A small list of common given names (US SSA top names, both sexes, plus frequent European ones):
 # a value counts as a person name only if its first word is one of these, which keeps false
 # positives on titles/categories ("New York", "Machine Learning") low.
-GIVEN_NAMES = frozenset("""
+GIVEN_NAMES = frozenset(
+    """
 james john robert michael william david richard joseph thomas charles christopher daniel matthew
 anthony mark donald steven paul andrew joshua kenneth kevin brian george timothy ronald edward jason
 jeffrey ryan jacob gary nicholas eric jonathan stephen larry justin scott brandon benjamin samuel
@@ -76,18 +76,45 @@ danielle beverly isabella theresa diana natalie brittany charlotte marie kayla a
 hans peter klaus jurgen stefan wolfgang andreas thomas anna ursula monika petra sabine pierre jean
 marie luc sophie camille giuseppe giovanni francesco marco luca maria giulia carlos luis miguel
 ana lucia pedro jorge ahmed mohammed fatima ali wei li yan ming hiroshi yuki kenji
-""".split())
+""".split()
+)
 
 _NAME_WORDS = {
     "email": [("email",), ("e", "mail"), ("mail", "address")],
     "phone": [("phone",), ("telephone",), ("mobile",), ("cell",), ("fax",), ("tel",), ("msisdn",)],
-    "person_name": [("name",), ("first", "name"), ("last", "name"), ("surname",), ("forename",),
-                    ("fullname",), ("firstname",), ("lastname",), ("given", "name"), ("family", "name")],
-    "national_id": [("ssn",), ("social", "security"), ("passport",), ("national", "id"), ("nin",),
-                    ("tax", "id"), ("driver", "license"), ("drivers", "license")],
-    "case_number": [("case", "number"), ("case", "no"), ("case", "id"), ("record", "number"),
-                    ("patient", "id"), ("patient", "number"), ("account", "number"), ("mrn",),
-                    ("medical", "record")],
+    "person_name": [
+        ("name",),
+        ("first", "name"),
+        ("last", "name"),
+        ("surname",),
+        ("forename",),
+        ("fullname",),
+        ("firstname",),
+        ("lastname",),
+        ("given", "name"),
+        ("family", "name"),
+    ],
+    "national_id": [
+        ("ssn",),
+        ("social", "security"),
+        ("passport",),
+        ("national", "id"),
+        ("nin",),
+        ("tax", "id"),
+        ("driver", "license"),
+        ("drivers", "license"),
+    ],
+    "case_number": [
+        ("case", "number"),
+        ("case", "no"),
+        ("case", "id"),
+        ("record", "number"),
+        ("patient", "id"),
+        ("patient", "number"),
+        ("account", "number"),
+        ("mrn",),
+        ("medical", "record"),
+    ],
     "date_of_birth": [("dob",), ("birth",), ("birthday",), ("birthdate",), ("date", "of", "birth")],
 }
 RULE_TEXT = {
@@ -130,7 +157,7 @@ def _name_rules(column: str) -> list[str]:
     for rule, patterns in _NAME_WORDS.items():
         for pat in patterns:
             n = len(pat)
-            if any(words[i:i + n] == pat for i in range(len(words) - n + 1)):
+            if any(words[i : i + n] == pat for i in range(len(words) - n + 1)):
                 hits.append(rule)
                 break
     return hits
@@ -188,8 +215,14 @@ def _value_rules(column: str, series: "pd.Series", values: "pd.Series") -> list[
         # a phone number has separators, a "+" or a leading trunk "0"; SSN- and date-shaped values
         # belong to their own rules, plain digit runs to the ID rule
         phone_like = text.contains(r"[\s().+-]") | text.startswith("0")
-        check("phone", text.fullmatch(PHONE) & digits.between(7, 15) & phone_like
-              & ~text.fullmatch(SSN) & ~text.fullmatch(DAY_DATE))
+        check(
+            "phone",
+            text.fullmatch(PHONE)
+            & digits.between(7, 15)
+            & phone_like
+            & ~text.fullmatch(SSN)
+            & ~text.fullmatch(DAY_DATE),
+        )
         first = text.extract(NAME_PAIR.pattern + "$", expand=False)
         first = first if isinstance(first, pd.Series) else first.iloc[:, 0]
         check("person_name", text.fullmatch(NAME_PAIR) & first.str.lower().isin(GIVEN_NAMES))
@@ -225,13 +258,21 @@ def _free_text_finding(column: str, series: "pd.Series") -> list[PIIFinding]:
             mask = values.index.isin(ok.index.get_level_values(0))
         n = int(mask.sum())
         if n:
-            out.append(PIIFinding(column, rule, f"free text: {n} of {len(values)} rows contain {RULE_TEXT[rule]}",
-                                  "finding", round(n / len(values), 6)))
+            out.append(
+                PIIFinding(
+                    column,
+                    rule,
+                    f"free text: {n} of {len(values)} rows contain {RULE_TEXT[rule]}",
+                    "finding",
+                    round(n / len(values), 6),
+                )
+            )
     return out
 
 
-def scan(df: "pd.DataFrame", columns: Iterable[str], allow: Iterable[str] = (),
-         free_text: Iterable[str] = ()) -> list[PIIFinding]:
+def scan(
+    df: "pd.DataFrame", columns: Iterable[str], allow: Iterable[str] = (), free_text: Iterable[str] = ()
+) -> list[PIIFinding]:
     """Findings for ``columns`` of ``df`` (absent columns are skipped: the contract reports them)."""
     allow, free_text = set(allow), set(free_text)
     findings: list[PIIFinding] = []
@@ -276,5 +317,8 @@ def refused_failures(findings: Iterable[PIIFinding]) -> list:
     """The refused findings as contract failures (column + rule + counts, no values)."""
     from impactflow.data_contracts.errors import FailedExpectation
 
-    return [FailedExpectation(expectation=PII_CHECK, column=f.column, description=f"{f.line()}; {ALLOW_HINT}")
-            for f in findings if f.action == "refused"]
+    return [
+        FailedExpectation(expectation=PII_CHECK, column=f.column, description=f"{f.line()}; {ALLOW_HINT}")
+        for f in findings
+        if f.action == "refused"
+    ]

@@ -19,6 +19,7 @@ uninstalled; a plugin that cannot be imported is one line when it is used.
 
 Stdlib only: every package may import this module.
 """
+
 from __future__ import annotations
 
 import threading
@@ -28,8 +29,10 @@ from typing import Any, Callable, Iterator
 from impactflow.data_contracts.errors import ConfigError
 
 GROUPS = {"families": "impactflow.families", "loaders": "impactflow.loaders", "audits": "impactflow.audits"}
-CLASH = ("plugin {group} {name!r} (from {dist}) clashes with the {other} {kind} of the same name; "
-         "rename it in that package's entry points, or uninstall it")
+CLASH = (
+    "plugin {group} {name!r} (from {dist}) clashes with the {other} {kind} of the same name; "
+    "rename it in that package's entry points, or uninstall it"
+)
 BROKEN = "plugin {group} {name!r} (from {dist}): cannot load {value!r}: {error}"
 
 
@@ -42,8 +45,15 @@ def describe(ep: metadata.EntryPoint) -> str:
 
 def broken(ep: metadata.EntryPoint, exc: BaseException) -> ConfigError:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return ConfigError(BROKEN.format(group=ep.group, name=ep.name, dist=describe(ep), value=ep.value,
-                                     error=f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__))
+    return ConfigError(
+        BROKEN.format(
+            group=ep.group,
+            name=ep.name,
+            dist=describe(ep),
+            value=ep.value,
+            error=f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__,
+        )
+    )
 
 
 class PluginRegistry(dict):
@@ -72,8 +82,9 @@ class PluginRegistry(dict):
                     if dict.__contains__(self, ep.name):
                         prev = self.origin.get(ep.name)
                         other = f"plugin (from {describe(prev)})" if prev is not None else "built-in"
-                        raise ConfigError(CLASH.format(group=self.group, name=ep.name, dist=describe(ep), other=other,
-                                                       kind=self.kind))
+                        raise ConfigError(
+                            CLASH.format(group=self.group, name=ep.name, dist=describe(ep), other=other, kind=self.kind)
+                        )
                     dict.__setitem__(self, ep.name, self._convert(ep))
                     self.origin[ep.name] = ep
                     added.append(ep.name)
@@ -154,10 +165,20 @@ def reference(ep: metadata.EntryPoint) -> str:
     """An entry point's ``module`` or ``module:attr`` as the registries store it (imported when used)."""
     value = ep.value.strip()
     module, _, attr = value.partition(":")
-    if not module or not all(p.isidentifier() for p in module.split(".")) or (
-            attr and not all(p.isidentifier() for p in attr.split("."))):
-        raise ConfigError(BROKEN.format(group=ep.group, name=ep.name, dist=describe(ep), value=ep.value,
-                                        error="not 'module' or 'module:attribute'"))
+    if (
+        not module
+        or not all(p.isidentifier() for p in module.split("."))
+        or (attr and not all(p.isidentifier() for p in attr.split(".")))
+    ):
+        raise ConfigError(
+            BROKEN.format(
+                group=ep.group,
+                name=ep.name,
+                dist=describe(ep),
+                value=ep.value,
+                error="not 'module' or 'module:attribute'",
+            )
+        )
     return value
 
 

@@ -15,6 +15,7 @@ its own generated suite on the file it was profiled from (tests/data_contracts/t
   are excluded from the features, with a ``# REVIEW`` comment;
 - ``min_group_size`` 30, lowered to the smallest group when one is smaller (a review line says so).
 """
+
 from __future__ import annotations
 
 import csv
@@ -72,7 +73,7 @@ def sniff_read(path: Path, label: str) -> dict[str, Any]:
             break
         except UnicodeDecodeError as exc:
             if exc.start >= len(raw) - 4:  # a character cut by the sample's end
-                text = raw[:exc.start].decode(encoding)
+                text = raw[: exc.start].decode(encoding)
                 break
     lines = [ln for ln in text.splitlines()[:200] if ln.strip()]
     if len(lines) < 2:
@@ -81,6 +82,7 @@ def sniff_read(path: Path, label: str) -> dict[str, Any]:
     try:
         delimiter = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
     except csv.Error:  # the delimiter whose count is the same on most lines
+
         def score(d: str) -> tuple[int, int]:
             counts = [ln.count(d) for ln in lines]
             return (max(counts.count(c) for c in set(counts)) if min(counts) else 0, counts[0])
@@ -117,9 +119,18 @@ def _read_strings(path: Path, read: dict[str, Any]):
         return df, [str(c) for c in df.columns]
     sep = read.get("delimiter", "\t" if read["format"] == "tsv" else ",")
     try:
-        df = pd.read_csv(path, sep=sep, header=0 if read["header"] else None, dtype=str, keep_default_na=False,
-                         na_filter=False, encoding=read.get("encoding", "utf-8"), compression="infer",
-                         skipinitialspace=read.get("skip_initial_space", False), skip_blank_lines=True)
+        df = pd.read_csv(
+            path,
+            sep=sep,
+            header=0 if read["header"] else None,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            encoding=read.get("encoding", "utf-8"),
+            compression="infer",
+            skipinitialspace=read.get("skip_initial_space", False),
+            skip_blank_lines=True,
+        )
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         raise _fail(path, f"could not be read as {read['format']} with delimiter {sep!r}: {exc}") from None
     if not read["header"]:
@@ -145,10 +156,18 @@ def _flow(value: Any) -> str:
     return text[:-3].strip() if text.endswith("\n...") else text
 
 
-def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name: str | None = None,
-                 positive_label: str | None = None, favourable: str | None = None,
-                 contract_ref: str = "contract.yaml", data_ref: str | None = None,
-                 min_group_size: int | None = None) -> Profile:
+def profile_file(
+    path: Path | str,
+    label: str,
+    sensitive: Sequence[str],
+    *,
+    name: str | None = None,
+    positive_label: str | None = None,
+    favourable: str | None = None,
+    contract_ref: str = "contract.yaml",
+    data_ref: str | None = None,
+    min_group_size: int | None = None,
+) -> Profile:
     """Profile ``path`` and return the contract, the preset (``contract_ref`` / ``data_ref``: how
     the preset names the contract and the data, relative to where the user runs) and the review
     lines. One ``ConfigError`` line for anything it cannot do (an unknown column, a one-value label)."""
@@ -168,8 +187,9 @@ def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name
         raise _fail(path, f"repeated column names: {sorted({c for c in columns if columns.count(c) > 1})}")
     for key, col in [("--label", label), *(("--sensitive", s) for s in sensitive)]:
         if col not in columns:
-            raise ConfigError(f"{key} {col!r}: not a column of {path}{did_you_mean(col, columns)} "
-                              f"(columns: {', '.join(columns)})")
+            raise ConfigError(
+                f"{key} {col!r}: not a column of {path}{did_you_mean(col, columns)} (columns: {', '.join(columns)})"
+            )
     if label in sensitive:
         raise ConfigError(f"--sensitive {label!r}: the label cannot also be a sensitive column")
     review: list[str] = []
@@ -183,8 +203,10 @@ def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name
         na_tokens = [t for t in NA_CANDIDATES if t in present or t == ""]
         read["na_values"] = na_tokens
         if set(na_tokens) - {""}:
-            review.append(f"read.na_values: {', '.join(repr(t) for t in na_tokens)} read as missing; remove any "
-                          "that is a real value in your data")
+            review.append(
+                f"read.na_values: {', '.join(repr(t) for t in na_tokens)} read as missing; remove any "
+                "that is a real value in your data"
+            )
         missing = df.isin(na_tokens)
     else:
         missing = df.isna()
@@ -202,28 +224,42 @@ def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name
         comments: list[str] = []
         share = float(missing[c].mean())
         as_text = s.astype(str)
-        numbers = pd.to_numeric(as_text, errors="coerce") if read["format"] != "parquet" else (
-            s if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) else
-            pd.to_numeric(as_text, errors="coerce"))
+        numbers = (
+            pd.to_numeric(as_text, errors="coerce")
+            if read["format"] != "parquet"
+            else (
+                s
+                if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+                else pd.to_numeric(as_text, errors="coerce")
+            )
+        )
         numeric = len(s) > 0 and bool(numbers.notna().all())
         distinct = as_text.nunique()
         spec: dict[str, Any]
         if c == label or c in sensitive or (not numeric and distinct <= MAX_CATEGORIES):
             if c in sensitive and numeric and distinct > 10:
-                spec = {"type": "integer" if (numbers % 1 == 0).all() else "number",
-                        "min": _number_fmt(numbers.min()), "max": _number_fmt(numbers.max())}
+                spec = {
+                    "type": "integer" if (numbers % 1 == 0).all() else "number",
+                    "min": _number_fmt(numbers.min()),
+                    "max": _number_fmt(numbers.max()),
+                }
             else:
                 # most frequent first; equal counts in the order first seen
                 counts = as_text.value_counts(sort=False).sort_values(ascending=False, kind="stable")
                 if c != label and c not in sensitive:
                     pass
                 elif distinct > MAX_CATEGORIES:
-                    raise ConfigError(f"{'--label' if c == label else '--sensitive'} {c!r}: {distinct} distinct values "
-                                      f"in {path}; a label or sensitive column needs a few groups")
+                    raise ConfigError(
+                        f"{'--label' if c == label else '--sensitive'} {c!r}: {distinct} distinct values "
+                        f"in {path}; a label or sensitive column needs a few groups"
+                    )
                 spec = {"type": "category", "values": [str(v) for v in counts.index]}
         elif numeric:
-            spec = {"type": "integer" if (numbers % 1 == 0).all() else "number",
-                    "min": _number_fmt(numbers.min()), "max": _number_fmt(numbers.max())}
+            spec = {
+                "type": "integer" if (numbers % 1 == 0).all() else "number",
+                "min": _number_fmt(numbers.min()),
+                "max": _number_fmt(numbers.max()),
+            }
             comments.append(f"observed range {spec['min']}..{spec['max']}: widen it to what you expect")
         else:
             spec = {"type": "text"}
@@ -231,8 +267,10 @@ def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name
         if share > 0:
             spec["max_missing"] = _round_up(share)
             if c == label or c in sensitive:
-                review.append(f"columns.{c}: {int(missing[c].sum())} missing values, but a label or sensitive column may "
-                              "not miss values: the contract will fail on this file until they are filled or dropped")
+                review.append(
+                    f"columns.{c}: {int(missing[c].sum())} missing values, but a label or sensitive column may "
+                    "not miss values: the contract will fail on this file until they are filled or dropped"
+                )
                 spec.pop("max_missing")
         ident = None
         if c in findings:
@@ -240,8 +278,10 @@ def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name
         elif c not in (label, *sensitive) and n >= 20 and distinct == n and share == 0 and spec["type"] != "number":
             ident = "a different value in every row"
         if ident:
-            comments = [f"REVIEW: looks like an identifier ({ident}): kept out of the model's features; "
-                               "delete the column from your data if the model must never see it"]
+            comments = [
+                f"REVIEW: looks like an identifier ({ident}): kept out of the model's features; "
+                "delete the column from your data if the model must never see it"
+            ]
             excluded.append(c)
             review.append(f"columns.{c}: looks like an identifier ({ident}); excluded from the features")
         specs[c] = spec
@@ -261,8 +301,10 @@ def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name
         band = f"{_SAFE.sub('_', c)}_band"
         while band in specs:
             band += "_"
-        derived_lines.append(f"  # REVIEW: {c} is numeric; audited as two groups split at its median {edge}: "
-                             "choose edges that mean something for your population")
+        derived_lines.append(
+            f"  # REVIEW: {c} is numeric; audited as two groups split at its median {edge}: "
+            "choose edges that mean something for your population"
+        )
         derived_lines.append(f"  {_yaml_key(band)}: {_flow({'from': c, 'bins': [edge]})}")
         audited.append(band)
         review.append(f"derived.{band}: the sensitive column {c!r} is numeric: audited as bins split at {edge}")
@@ -280,24 +322,32 @@ def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name
         smallest = m if smallest is None else min(smallest, m)
     mgs = min_group_size or DEFAULT_MIN_GROUP
     if smallest is not None and smallest < mgs and not min_group_size:
-        review.append(f"min_group_size: lowered from {mgs} to {smallest}, the smallest group's size in this file; "
-                      "results for groups that small are noisy")
+        review.append(
+            f"min_group_size: lowered from {mgs} to {smallest}, the smallest group's size in this file; "
+            "results for groups that small are noisy"
+        )
         mgs = max(1, smallest)
 
     # label roles
     labels = specs[label].get("values", [])
     if specs[label]["type"] != "category" or len(labels) < 2:
-        raise ConfigError(f"--label {label!r}: {len(labels)} distinct value(s) in {path}; a classifier needs at least two")
+        raise ConfigError(
+            f"--label {label!r}: {len(labels)} distinct value(s) in {path}; a classifier needs at least two"
+        )
     if positive_label is None:
         by_word = [v for v in labels if v.strip().lower() in POSITIVE_WORDS]
         positive_label = by_word[0] if by_word else labels[-1]  # else the rarest label
         review.append(f"positive_label: {positive_label!r} guessed (the class the scores predict); check it")
     elif str(positive_label) not in labels:
-        raise ConfigError(f"--positive-label {positive_label!r}: not a value of {label!r} (values: {', '.join(labels)})")
+        raise ConfigError(
+            f"--positive-label {positive_label!r}: not a value of {label!r} (values: {', '.join(labels)})"
+        )
     if favourable is None:
         favourable = positive_label
-        review.append(f"favourable_outcome: {favourable!r} assumed to be the outcome that is good for the person "
-                      "(a granted loan, not a risk flag); change it if not")
+        review.append(
+            f"favourable_outcome: {favourable!r} assumed to be the outcome that is good for the person "
+            "(a granted loan, not a risk flag); change it if not"
+        )
     elif str(favourable) not in labels:
         raise ConfigError(f"--favourable {favourable!r}: not a value of {label!r} (values: {', '.join(labels)})")
 
@@ -350,8 +400,13 @@ def profile_file(path: Path | str, label: str, sensitive: Sequence[str], *, name
         "tracking:",
         "  output_dir: impactflow_runs",
     ]
-    return Profile(contract_yaml=contract_yaml, preset_yaml="\n".join(preset) + "\n", review=review, name=name,
-                   sensitive=tuple(audited))
+    return Profile(
+        contract_yaml=contract_yaml,
+        preset_yaml="\n".join(preset) + "\n",
+        review=review,
+        name=name,
+        sensitive=tuple(audited),
+    )
 
 
 def _median_edge(numbers, ctype: str) -> Any:

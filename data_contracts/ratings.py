@@ -2,6 +2,7 @@
 age bands, and the frame every ratings loader returns (one row per rating, user attributes
 joined on), so one contract layout and one model family fit both.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -15,13 +16,27 @@ if TYPE_CHECKING:
 #: the items table, user attributes are NaN when the user is unknown to the users table:
 #: the contracts turn both into failed expectations ("the users table joins").
 RATING_COLUMNS: tuple[str, ...] = (
-    "user_id", "item_id", "rating", "timestamp", "gender", "age", "age_band", "occupation", "title",
+    "user_id",
+    "item_id",
+    "rating",
+    "timestamp",
+    "gender",
+    "age",
+    "age_band",
+    "occupation",
+    "title",
 )
 
 #: Age bands of MovieLens 1M's u.users documentation (the 100K file has exact ages):
 #: lower bounds and labels.
 AGE_BANDS: tuple[tuple[int, str], ...] = (
-    (0, "<18"), (18, "18-24"), (25, "25-34"), (35, "35-44"), (45, "45-49"), (50, "50-55"), (56, "56+"),
+    (0, "<18"),
+    (18, "18-24"),
+    (25, "25-34"),
+    (35, "35-44"),
+    (45, "45-49"),
+    (50, "50-55"),
+    (56, "56+"),
 )
 AGE_BAND_LABELS: tuple[str, ...] = tuple(label for _, label in AGE_BANDS)
 
@@ -40,8 +55,9 @@ def age_band(age) -> "pd.Series":
     return pd.Series(np.where(values.isna(), None, labels), index=values.index, dtype=object)
 
 
-def join_ratings(ratings: "pd.DataFrame", users: "pd.DataFrame", items: "pd.DataFrame | None",
-                 users_path) -> "pd.DataFrame":
+def join_ratings(
+    ratings: "pd.DataFrame", users: "pd.DataFrame", items: "pd.DataFrame | None", users_path
+) -> "pd.DataFrame":
     """Ratings (user_id, item_id, rating, timestamp) left-joined with users (user_id, age,
     gender, occupation) and items (item_id, title). A user listed twice is a ``DataError``
     (it would duplicate that user's ratings); unknown ids stay visible as NaN attributes."""

@@ -9,6 +9,7 @@ contract file, the key and the value (``BAD_KEY``).
 
 Import-light (stdlib only at import time), like the rest of ``data_contracts``.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -34,6 +35,8 @@ TEXT_TYPES = ("str", "object")
 READ_KEYS = ("format", "delimiter", "header", "na_values", "encoding", "skip_initial_space", "comment")
 COLUMN_KEYS = ("type", "values", "min", "max", "strict_min", "strict_max", "max_missing", "description")
 DERIVED_KEYS = ("from", "bins", "labels", "map", "default", "description")
+
+
 class _Keep:
     """The default of a map: an unmapped value stays as it is (a stable repr: it is part of the
     validation cache key, data_contracts.validation_cache)."""
@@ -116,7 +119,7 @@ class _Where:
         return ConfigError(BAD_KEY.format(path=self.path, key=key, problem=problem))
 
 
-BOOL_HINT = " (YAML reads yes/no/on/off/true/false as booleans: quote the value, e.g. \"yes\")"
+BOOL_HINT = ' (YAML reads yes/no/on/off/true/false as booleans: quote the value, e.g. "yes")'
 
 
 def no_booleans(values: Any, key: str, where: _Where) -> None:
@@ -146,7 +149,11 @@ def _bool(value: Any, key: str, where: _Where) -> bool:
 
 
 def _number(value: Any, key: str, where: _Where) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and math.isnan(value))
+    ):
         raise where.fail(key, f"expected a number, got {value!r}")
     return value
 
@@ -182,10 +189,15 @@ def parse_read(raw: Any, where: _Where) -> ReadSpec:
         for k in ("delimiter", "header", "na_values", "encoding", "skip_initial_space", "comment"):
             if k in raw:
                 raise where.fail(f"read.{k}", "does not apply to format parquet (its columns are named and typed)")
-    return ReadSpec(format=fmt, delimiter=delimiter, header=header, na_values=tuple(str(t) for t in na),
-                    encoding=str(encoding), skip_initial_space=_bool(raw.get("skip_initial_space", False),
-                                                                      "read.skip_initial_space", where),
-                    comment=comment)
+    return ReadSpec(
+        format=fmt,
+        delimiter=delimiter,
+        header=header,
+        na_values=tuple(str(t) for t in na),
+        encoding=str(encoding),
+        skip_initial_space=_bool(raw.get("skip_initial_space", False), "read.skip_initial_space", where),
+        comment=comment,
+    )
 
 
 def parse_column(name: str, raw: Any, where: _Where) -> ColumnSpec:
@@ -226,10 +238,17 @@ def parse_column(name: str, raw: Any, where: _Where) -> ColumnSpec:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise where.fail(f"{key}.description", f"expected text, got {description!r}")
-    return ColumnSpec(name=name, type=ctype, values=values, min=bounds.get("min"), max=bounds.get("max"),
-                      strict_min=_bool(raw.get("strict_min", False), f"{key}.strict_min", where),
-                      strict_max=_bool(raw.get("strict_max", False), f"{key}.strict_max", where),
-                      max_missing=float(max_missing), description=description)
+    return ColumnSpec(
+        name=name,
+        type=ctype,
+        values=values,
+        min=bounds.get("min"),
+        max=bounds.get("max"),
+        strict_min=_bool(raw.get("strict_min", False), f"{key}.strict_min", where),
+        strict_max=_bool(raw.get("strict_max", False), f"{key}.strict_max", where),
+        max_missing=float(max_missing),
+        description=description,
+    )
 
 
 def _bin_labels(edges: Sequence[float]) -> tuple[str, ...]:
@@ -269,7 +288,9 @@ def parse_derived(name: str, raw: Any, known: Mapping[str, ColumnSpec], where: _
         if labels is None:
             labels = _bin_labels(edges)
         elif not isinstance(labels, list) or len(labels) != len(edges) + 1:
-            raise where.fail(f"{key}.labels", f"expected {len(edges) + 1} labels for {len(edges)} edge(s), got {labels!r}")
+            raise where.fail(
+                f"{key}.labels", f"expected {len(edges) + 1} labels for {len(edges)} edge(s), got {labels!r}"
+            )
         no_booleans(labels, f"{key}.labels", where)
         labels = tuple(str(x) for x in labels)
         if len(set(labels)) != len(labels):
@@ -294,8 +315,9 @@ def parse_derived(name: str, raw: Any, known: Mapping[str, ColumnSpec], where: _
 # --------------------------------------------------------------------------- loading
 
 
-def read_files(read: ReadSpec, columns: tuple[str, ...], text_columns: tuple[str, ...],
-               paths: Sequence[Path | str]) -> "pd.DataFrame":
+def read_files(
+    read: ReadSpec, columns: tuple[str, ...], text_columns: tuple[str, ...], paths: Sequence[Path | str]
+) -> "pd.DataFrame":
     """The generic loader: every file read as ``read`` says, concatenated in order."""
     from impactflow.data_contracts.files import check_input_file, concat_frames, read_delimited, read_parquet
 
@@ -308,10 +330,19 @@ def read_files(read: ReadSpec, columns: tuple[str, ...], text_columns: tuple[str
         if read.format == "parquet":
             frames.append(read_parquet(p, text_columns))
         else:
-            frames.append(read_delimited(
-                p, columns, delimiter=read.delimiter, header=read.header, na_values=read.na_values,
-                encoding=read.encoding, skip_initial_space=read.skip_initial_space, comment=read.comment,
-                text_columns=text_columns))
+            frames.append(
+                read_delimited(
+                    p,
+                    columns,
+                    delimiter=read.delimiter,
+                    header=read.header,
+                    na_values=read.na_values,
+                    encoding=read.encoding,
+                    skip_initial_space=read.skip_initial_space,
+                    comment=read.comment,
+                    text_columns=text_columns,
+                )
+            )
     return concat_frames(frames, paths)
 
 
@@ -373,41 +404,64 @@ def generate_suite(contract: "Contract") -> dict[str, Any]:
     ``meta.impactflow_check = "min_group_count"``, as ``validation.load_suite`` requires)."""
     specs = {s.name: s for s in contract.declarations}
     exps: list[dict[str, Any]] = [
-        {"type": "expect_table_columns_to_match_set",
-         "kwargs": {"column_set": list(specs), "exact_match": True},
-         "meta": {"notes": "The declared columns (and the derived ones), no more, no fewer."}},
-        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1},
-         "meta": {"notes": "An empty table cannot be trained on or audited."}},
+        {
+            "type": "expect_table_columns_to_match_set",
+            "kwargs": {"column_set": list(specs), "exact_match": True},
+            "meta": {"notes": "The declared columns (and the derived ones), no more, no fewer."},
+        },
+        {
+            "type": "expect_table_row_count_to_be_between",
+            "kwargs": {"min_value": 1},
+            "meta": {"notes": "An empty table cannot be trained on or audited."},
+        },
     ]
     for s in specs.values():
         if s.derived:
             continue
         numeric = s.type in ("integer", "number")
-        exps.append({
-            "type": "expect_column_values_to_be_in_type_list",
-            "kwargs": {"column": s.name, "type_list": list(NUMERIC_TYPES if numeric else TEXT_TYPES)},
-            "description": (f"{'numeric' if numeric else 'text'} values, as declared by columns.{s.name}.type: "
-                            f"{s.type}" + (f" in {contract.contract_path}" if contract.contract_path else "")),
-            "meta": _meta(s, f"`{s.name}` is declared `type: {s.type}` in the contract."),
-        })
+        exps.append(
+            {
+                "type": "expect_column_values_to_be_in_type_list",
+                "kwargs": {"column": s.name, "type_list": list(NUMERIC_TYPES if numeric else TEXT_TYPES)},
+                "description": (
+                    f"{'numeric' if numeric else 'text'} values, as declared by columns.{s.name}.type: "
+                    f"{s.type}" + (f" in {contract.contract_path}" if contract.contract_path else "")
+                ),
+                "meta": _meta(s, f"`{s.name}` is declared `type: {s.type}` in the contract."),
+            }
+        )
     for s in specs.values():
         if s.max_missing >= 1:
             continue
         kw: dict[str, Any] = {"column": s.name}
         if s.max_missing > 0:
             kw["mostly"] = round(1 - s.max_missing, 10)
-        exps.append({"type": "expect_column_values_to_not_be_null", "kwargs": kw,
-                     "meta": _meta(s, f"`{s.name}`: at most {s.max_missing:.0%} missing (max_missing).")})
+        exps.append(
+            {
+                "type": "expect_column_values_to_not_be_null",
+                "kwargs": kw,
+                "meta": _meta(s, f"`{s.name}`: at most {s.max_missing:.0%} missing (max_missing)."),
+            }
+        )
     for s in specs.values():
         if s.values is not None:
-            exps.append({"type": "expect_column_values_to_be_in_set",
-                         "kwargs": {"column": s.name, "value_set": list(s.values)},
-                         "meta": _meta(s, f"Allowed `{s.name}` values, as declared in the contract.")})
+            exps.append(
+                {
+                    "type": "expect_column_values_to_be_in_set",
+                    "kwargs": {"column": s.name, "value_set": list(s.values)},
+                    "meta": _meta(s, f"Allowed `{s.name}` values, as declared in the contract."),
+                }
+            )
     if contract.labels and contract.target in specs:
-        exps.append({"type": "expect_column_distinct_values_to_contain_set",
-                     "kwargs": {"column": contract.target, "value_set": list(contract.labels)},
-                     "meta": {"notes": "Every label must be present to train a classifier and to compute "
-                                       "error rates per group."}})
+        exps.append(
+            {
+                "type": "expect_column_distinct_values_to_contain_set",
+                "kwargs": {"column": contract.target, "value_set": list(contract.labels)},
+                "meta": {
+                    "notes": "Every label must be present to train a classifier and to compute error rates per group."
+                },
+            }
+        )
     for s in specs.values():
         if s.min is None and s.max is None:
             continue
@@ -418,37 +472,68 @@ def generate_suite(contract: "Contract") -> dict[str, Any]:
                 kw[f"{bound}_value"] = value
                 if strict:
                     kw[f"strict_{bound}"] = True
-        exps.append({"type": "expect_column_values_to_be_between", "kwargs": kw,
-                     "meta": _meta(s, f"Declared range of `{s.name}`.")})
+        exps.append(
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": kw,
+                "meta": _meta(s, f"Declared range of `{s.name}`."),
+            }
+        )
     for col in contract.sensitive:
         values = list(specs[col].values or ()) if col in specs else []
-        exps.append({"type": "expect_column_distinct_values_to_contain_set",
-                     "kwargs": {"column": col, "value_set": values},
-                     "meta": {"notes": f"Every declared `{col}` group must be present, or the fairness audit "
-                                       "would silently skip it."}})
+        exps.append(
+            {
+                "type": "expect_column_distinct_values_to_contain_set",
+                "kwargs": {"column": col, "value_set": values},
+                "meta": {
+                    "notes": f"Every declared `{col}` group must be present, or the fairness audit "
+                    "would silently skip it."
+                },
+            }
+        )
         for v in values:
-            exps.append({
-                "type": "expect_table_row_count_to_be_between",
-                # GX renders descriptions as HTML: the column and value are data, escaped here
-                # (validation._failure unescapes them for messages)
-                "description": f"Sensitive group {html.escape(str(col))} == {html.escape(str(v))}: "
-                               f"at least {contract.min_group_size} rows",
-                "kwargs": {"min_value": int(contract.min_group_size), "row_condition": {
-                    "type": "comparison", "column": {"name": col}, "operator": "==", "parameter": v}},
-                "meta": {"impactflow_check": "min_group_count", "group": {"column": col, "value": v},
-                         "notes": f"Sensitive group {col} == {v!r} needs at least {contract.min_group_size} "
-                                  "rows (min_group_size) for its rates to be reported."},
-            })
-    return {"name": contract.name, "expectations": exps,
-            "meta": {"notes": f"Generated by impactflow from the declarations of contract {contract.name!r}."}}
+            exps.append(
+                {
+                    "type": "expect_table_row_count_to_be_between",
+                    # GX renders descriptions as HTML: the column and value are data, escaped here
+                    # (validation._failure unescapes them for messages)
+                    "description": f"Sensitive group {html.escape(str(col))} == {html.escape(str(v))}: "
+                    f"at least {contract.min_group_size} rows",
+                    "kwargs": {
+                        "min_value": int(contract.min_group_size),
+                        "row_condition": {
+                            "type": "comparison",
+                            "column": {"name": col},
+                            "operator": "==",
+                            "parameter": v,
+                        },
+                    },
+                    "meta": {
+                        "impactflow_check": "min_group_count",
+                        "group": {"column": col, "value": v},
+                        "notes": f"Sensitive group {col} == {v!r} needs at least {contract.min_group_size} "
+                        "rows (min_group_size) for its rates to be reported.",
+                    },
+                }
+            )
+    return {
+        "name": contract.name,
+        "expectations": exps,
+        "meta": {"notes": f"Generated by impactflow from the declarations of contract {contract.name!r}."},
+    }
 
 
 def merge_suites(generated: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """The generated suite plus the hand-written expectations that are not already in it."""
     import json
 
-    seen = {json.dumps({"type": e.get("type"), "kwargs": e.get("kwargs")}, sort_keys=True, default=str)
-            for e in generated["expectations"]}
-    added = [e for e in extra.get("expectations", [])
-             if json.dumps({"type": e.get("type"), "kwargs": e.get("kwargs")}, sort_keys=True, default=str) not in seen]
+    seen = {
+        json.dumps({"type": e.get("type"), "kwargs": e.get("kwargs")}, sort_keys=True, default=str)
+        for e in generated["expectations"]
+    }
+    added = [
+        e
+        for e in extra.get("expectations", [])
+        if json.dumps({"type": e.get("type"), "kwargs": e.get("kwargs")}, sort_keys=True, default=str) not in seen
+    ]
     return {**generated, "expectations": [*generated["expectations"], *added]}

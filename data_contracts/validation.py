@@ -19,6 +19,7 @@ Traps handled here (GX 1.24 with pandas 3):
   (``statistics["not_evaluated"]``): the missing column is reported once, by
   ``expect_table_columns_to_match_set``.
 """
+
 from __future__ import annotations
 
 import html
@@ -108,8 +109,11 @@ def load_suite(contract: Contract) -> dict[str, Any]:
         suite = generated if suite is None else merge_suites(generated, suite)
         path = contract.contract_path or Path(contract.name)
     elif suite is None:
-        raise ConfigError(BAD_SUITE.format(path=contract.contract_path or contract.name,
-                                           problem="no suite: declare the columns or give suite:"))
+        raise ConfigError(
+            BAD_SUITE.format(
+                path=contract.contract_path or contract.name, problem="no suite: declare the columns or give suite:"
+            )
+        )
     problems = _group_check_problems(contract, suite["expectations"])
     if problems:
         raise ConfigError(BAD_SUITE.format(path=path, problem="; ".join(problems)))
@@ -141,8 +145,7 @@ def _group_check_problems(contract: Contract, expectations: list[dict]) -> list[
             got = minimum.get((col, value))
             if got != contract.min_group_size:
                 problems.append(
-                    f"group {col}=={value!r}: min row count {got} != contract min_group_size "
-                    f"{contract.min_group_size}"
+                    f"group {col}=={value!r}: min row count {got} != contract min_group_size {contract.min_group_size}"
                 )
     return problems
 

@@ -24,6 +24,7 @@ pages without GX's 4 MB of static assets, which are copied from the installed GX
 site builder does). An entry is written into a temporary folder and renamed into place, so a
 reader sees a whole entry or none; one that cannot be read is ignored and validated afresh.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -122,19 +123,26 @@ def lookup(cache_dir: Path, key: str, docs_dir: Path) -> "ValidationReport | Non
             return None
         shutil.copytree(entry / "data_docs", docs_dir, dirs_exist_ok=True)
         static = Path(view.__file__).resolve().parent / _STATIC
-        shutil.copytree(static, docs_dir / _STATIC, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(".DS_Store"))
+        shutil.copytree(static, docs_dir / _STATIC, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".DS_Store"))
     except (OSError, ValueError, KeyError, TypeError):
         if not existed:  # no half-copied pages left for the fresh validation to write beside
             shutil.rmtree(docs_dir, ignore_errors=True)
         return None
     stats = dict(saved["statistics"])
-    stats["reused"] = {"validated_at": saved.get("validated_at"), "validation_seconds": stats.get("seconds"),
-                       "key": key}
+    stats["reused"] = {
+        "validated_at": saved.get("validated_at"),
+        "validation_seconds": stats.get("seconds"),
+        "key": key,
+    }
     stats["seconds"] = round(time.perf_counter() - start, 3)
-    return ValidationReport(success=True, contract=saved["contract"],
-                            total_expectations=saved["total_expectations"], failures=[],
-                            statistics=stats, data_docs=str(docs_dir / "index.html"))
+    return ValidationReport(
+        success=True,
+        contract=saved["contract"],
+        total_expectations=saved["total_expectations"],
+        failures=[],
+        statistics=stats,
+        data_docs=str(docs_dir / "index.html"),
+    )
 
 
 def store(cache_dir: Path, key: str, report: "ValidationReport", docs_dir: Path) -> bool:

@@ -10,6 +10,7 @@ audits accept (``gates.<audit>.<key>``, from ``audits.AUDIT_THRESHOLDS``).
 
 ``tests/test_docs.py`` fails when the committed page differs from what this prints.
 """
+
 from __future__ import annotations
 
 import ast
@@ -44,6 +45,7 @@ before any task runs, naming the key. How presets, overrides, gates and the envi
 
 # --------------------------------------------------------------------------- source comments
 
+
 @dataclasses.dataclass
 class Comments:
     """Comments of one class body: per field, its own comment (trailing, or the block just above
@@ -62,8 +64,11 @@ def _comment_lines(source: str) -> dict[int, str]:
 
 
 def _fields_in_body(node: ast.ClassDef) -> list[tuple[str, int, int]]:
-    return [(stmt.target.id, stmt.lineno, stmt.end_lineno or stmt.lineno) for stmt in node.body
-            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)]
+    return [
+        (stmt.target.id, stmt.lineno, stmt.end_lineno or stmt.lineno)
+        for stmt in node.body
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+    ]
 
 
 def class_comments(cls: type) -> Comments:
@@ -85,9 +90,12 @@ def class_comments(cls: type) -> Comments:
         text = " ".join(block)
         # a block above a field that names a later field of the class ("min_k: ...", or a name with
         # an underscore) describes several fields at once: it becomes a note of the section
-        later = {f for f, _, _ in fields[i + 1:]}
-        named = {w for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)
-                 if w in later and ("_" in w or re.search(rf"\b{w}:", text))}
+        later = {f for f, _, _ in fields[i + 1 :]}
+        named = {
+            w
+            for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)
+            if w in later and ("_" in w or re.search(rf"\b{w}:", text))
+        }
         if block and named:
             notes.append(text)
             block = []
@@ -100,46 +108,44 @@ def class_comments(cls: type) -> Comments:
 # this cannot describe a key that is gone. Moving these into Field(description=...) is welcome.
 EXTRA: dict[str, str] = {
     "preset": "the preset's name (default: the name of the `--config` preset or file); names the MLflow "
-              "experiment `impactflow-<preset>`",
+    "experiment `impactflow-<preset>`",
     "description": "one line about the preset, listed by `impactflow presets`",
     "seed": "seeds the split, weight initialisation, data order and baselines",
     "data.contract": "a registered contract ({contracts}) or the path of a `contract.yaml` (or of its folder): "
-                     "see [Use your own data](own-data.md)",
+    "see [Use your own data](own-data.md)",
     "data.exclude_sensitive_from_features": "drop the contract's sensitive columns from the model inputs "
-                                            "(they are always audited)",
+    "(they are always audited)",
     "split.validation": "share of the rows held out for early stopping (seeded split, stratified by label "
-                        "and sensitive groups where possible)",
+    "and sensitive groups where possible)",
     "split.test": "share of the rows held out for the audits",
     "model.family": "model family: {families}",
     "model.params": "the family's hyperparameters: see [Family hyperparameters](#family-hyperparameters-modelparams)",
     "model.baselines": "scikit-learn baselines trained beside the model as references (the family's: e.g. "
-                       "`logreg`, `hist_gb` for tabular); their gates are reported, never decide the run",
+    "`logreg`, `hist_gb` for tabular); their gates are reported, never decide the run",
     "train.device": "`auto` (CUDA if present), `cpu`, `cuda[:N]`",
     "train.amp": "bf16 autocast on CUDA (never under DP)",
     "privacy.enabled": "train with DP-SGD (Opacus)",
     "privacy.target_epsilon": "the ε the noise is calibrated for over `model.params.epochs`; with DP on, set "
-                              "this or `noise_multiplier`",
+    "this or `noise_multiplier`",
     "privacy.noise_multiplier": "a fixed noise multiplier σ instead of a target ε",
     "privacy.delta": "δ of the guarantee; must be below 1/(training rows) (checked)",
     "privacy.max_grad_norm": "per-example clipping norm",
     "privacy.accountant": "the accountant whose ε is reported, gated and recorded (the RDP ε is always "
-                          "reported alongside)",
+    "reported alongside)",
     "privacy.grad_sample_mode": "Opacus's per-example gradient mode (`ghost` = fast gradient clipping)",
     "privacy.budget_epsilon": "the dataset's total ε budget in the ledger; a run that would exceed it is "
-                              "refused before training (null: unlimited, still recorded)",
+    "refused before training (null: unlimited, still recorded)",
     "privacy.budget_delta": "the dataset's total δ budget in the ledger",
     "privacy.min_k": "k-anonymity threshold reported for the contract's quasi-identifiers",
-    "privacy_audit.reference_models": "K LiRA reference models (0 = LiRA off; preset `tabular-privacy-audit` "
-                                      "uses 4)",
+    "privacy_audit.reference_models": "K LiRA reference models (0 = LiRA off; preset `tabular-privacy-audit` uses 4)",
     "privacy_audit.audit_members": "training rows audited by LiRA (and as many held-out rows)",
-    "privacy_audit.canaries": "canaries of the one-run audit (one extra training); null = 500 on DP runs, "
-                              "else 0",
+    "privacy_audit.canaries": "canaries of the one-run audit (one extra training); null = 500 on DP runs, else 0",
     "privacy_audit.canary_guess_fraction": "k+ = k− = this fraction × canaries, guessed IN / OUT",
     "orchestration.task_runner": "`dask`: the model, its baselines and the privacy audit's trainings run "
-                                 "concurrently on a Dask cluster (prefect-dask)",
+    "concurrently on a Dask cluster (prefect-dask)",
     "orchestration.dask_workers": "size of the local Dask cluster",
     "tracking.output_dir": "reports, Data Docs, the embedded MLflow store and the privacy ledger; a relative "
-                           "path must stay inside the working directory",
+    "path must stay inside the working directory",
     "use.purpose": "what the model is for (report section 3)",
     "use.intended_users": "who uses it (section 3)",
     "use.out_of_scope_uses": "uses it must not be put to (section 3)",
@@ -172,11 +178,11 @@ def _extra(key: str) -> str:
     from impactflow.models import FAMILIES
 
     text = EXTRA.get(key, "")
-    return text.format(contracts=", ".join(f"`{c}`" for c in CONTRACTS),
-                       families=", ".join(f"`{f}`" for f in FAMILIES))
+    return text.format(contracts=", ".join(f"`{c}`" for c in CONTRACTS), families=", ".join(f"`{f}`" for f in FAMILIES))
 
 
 # --------------------------------------------------------------------------- rendering
+
 
 def type_name(t: Any) -> str:
     """A readable type: ``int or null``, ``"prv" or "rdp"``, ``list[str]`` (no ``|``: it would split a
@@ -196,7 +202,9 @@ def type_name(t: Any) -> str:
         base = getattr(origin, "__name__", str(origin))
         return f"{base}[{', '.join(type_name(a) for a in args)}]" if args else base
     if isinstance(t, type):
-        return {"Path": "path", "str": "str", "bool": "bool", "int": "int", "float": "float"}.get(t.__name__, t.__name__)
+        return {"Path": "path", "str": "str", "bool": "bool", "int": "int", "float": "float"}.get(
+            t.__name__, t.__name__
+        )
     return str(t).replace("typing.", "")
 
 
@@ -222,9 +230,12 @@ def constraints(metadata: list[Any]) -> str:
 def cell(text: str) -> str:
     """Text safe in a Markdown table cell: no raw HTML, no column break, no line break."""
     parts = re.split(r"(``?[^`]+``?)", " ".join(text.split()))  # code spans stay verbatim
-    return "".join(p if p.startswith("`") else
-                   p.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-                   for p in parts)
+    return "".join(
+        p
+        if p.startswith("`")
+        else p.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+        for p in parts
+    )
 
 
 def code(text: str) -> str:
@@ -293,9 +304,13 @@ def config_sections() -> list[str]:
 def family_sections() -> list[str]:
     from impactflow.models import FAMILIES, get_family
 
-    lines = ["## Family hyperparameters (`model.params`)", "",
-             "Keys of `model.params` for each `model.family`; the presets set some of them. An unknown key is "
-             "refused, naming the family's keys.", ""]
+    lines = [
+        "## Family hyperparameters (`model.params`)",
+        "",
+        "Keys of `model.params` for each `model.family`; the presets set some of them. An unknown key is "
+        "refused, naming the family's keys.",
+        "",
+    ]
     for name in FAMILIES:
         family = get_family(name)
         cls = family.config_cls
@@ -332,12 +347,17 @@ def _threshold_items(defaults: Any) -> list[tuple[str, Any]]:
 def gate_sections() -> list[str]:
     from impactflow.audits import AUDIT_THRESHOLDS
 
-    lines = ["## Gate thresholds (`gates.<audit>.<key>`)", "",
-             "The keys each audit accepts under `gates.<audit>`, with their defaults (`null`: no gate unless "
-             "set; a preset may set more). Another audit or key is refused, naming it. "
-             "`gates.<audit>.skip.<key>: \"reason\"` skips a gate on purpose; see "
-             "[Configuration](configuration.md#gates).", "",
-             "| audit | key | default |", "|---|---|---|"]
+    lines = [
+        "## Gate thresholds (`gates.<audit>.<key>`)",
+        "",
+        "The keys each audit accepts under `gates.<audit>`, with their defaults (`null`: no gate unless "
+        "set; a preset may set more). Another audit or key is refused, naming it. "
+        '`gates.<audit>.skip.<key>: "reason"` skips a gate on purpose; see '
+        "[Configuration](configuration.md#gates).",
+        "",
+        "| audit | key | default |",
+        "|---|---|---|",
+    ]
     for audit, defaults in AUDIT_THRESHOLDS.items():
         for key, default in _threshold_items(defaults):
             lines.append(f"| {code(audit)} | {code(key)} | {code(value(default))} |")

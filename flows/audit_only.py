@@ -9,6 +9,7 @@ train) and produce the same signed report, logged to MLflow as a parent run
 Composition only; every step is a task. No ``from __future__ import annotations`` here:
 Prefect reads the annotations.
 """
+
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -18,9 +19,18 @@ from prefect import flow, runtime
 from impactflow.data_contracts.errors import ConfigError, ContractViolation
 from impactflow.data_contracts.files import check_input_file
 from impactflow.data_contracts.names import safe_name
-from impactflow.tasks.audit_only import (MODEL_SCORE, audit_predictions, check_predictions, check_with_contract,
-                               group_settings, load_predictions, load_with_contract, log_audits, model_record,
-                               score_with_model)
+from impactflow.tasks.audit_only import (
+    MODEL_SCORE,
+    audit_predictions,
+    check_predictions,
+    check_with_contract,
+    group_settings,
+    load_predictions,
+    load_with_contract,
+    log_audits,
+    model_record,
+    score_with_model,
+)
 from impactflow.tasks.evidence import prepare_evidence, sign_run
 from impactflow.tasks.log import fail_tracking, log_data, log_report, start_tracking
 from impactflow.tasks.report import provenance, representation, write_report
@@ -59,9 +69,14 @@ def audit_thresholds(gates: Optional[dict]) -> dict:
 AUDIT_ONLY_FLOW = "impactflow-audit-only"  # in tasks.reconcile.PIPELINE_FLOWS: a killed audit is reconciled
 
 
-def contract_defaults(contract: Optional[str], label: Optional[str], sensitive: Optional[list],
-                      positive_label: Optional[str], favourable_outcome: Optional[str],
-                      min_group_size: Optional[int]) -> dict:
+def contract_defaults(
+    contract: Optional[str],
+    label: Optional[str],
+    sensitive: Optional[list],
+    positive_label: Optional[str],
+    favourable_outcome: Optional[str],
+    min_group_size: Optional[int],
+) -> dict:
     """The roles of an audit: the arguments, completed from ``--contract`` (its target, sensitive
     columns, positive label, favourable outcome and minimum group size) where not given."""
     c = None
@@ -73,8 +88,9 @@ def contract_defaults(contract: Optional[str], label: Optional[str], sensitive: 
         "label": label if label is not None else (c.target if c else None),
         "sensitive": list(sensitive) if sensitive else (list(c.sensitive) if c else []),
         "positive_label": positive_label if positive_label is not None else (c.positive_label if c else None),
-        "favourable_outcome": favourable_outcome if favourable_outcome is not None else (
-            c.favourable_outcome if c else None),
+        "favourable_outcome": favourable_outcome
+        if favourable_outcome is not None
+        else (c.favourable_outcome if c else None),
         "min_group_size": int(min_group_size) if min_group_size is not None else (c.min_group_size if c else 30),
     }
     if not out["label"]:
@@ -90,20 +106,34 @@ def check_favourable(df, label: str, positive, favourable: Optional[str]) -> Non
         return
     values = sorted({str(v).strip() for v in df[label].dropna().unique()} | {str(positive).strip()})
     if str(favourable).strip() not in values:
-        raise ConfigError(f"--favourable-outcome {favourable!r}: not a value of column {label!r} "
-                          f"(values: {', '.join(map(repr, values[:6]))})")
+        raise ConfigError(
+            f"--favourable-outcome {favourable!r}: not a value of column {label!r} "
+            f"(values: {', '.join(map(repr, values[:6]))})"
+        )
 
 
 @flow(name=AUDIT_ONLY_FLOW, log_prints=True, validate_parameters=False)
-def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[list] = None, score: Optional[str] = None,
-                    prediction: Optional[str] = None, positive_label: Optional[str] = None,
-                    threshold: Optional[float] = None, experiment: str = DEFAULT_EXPERIMENT,
-                    output_dir: str = "impactflow_runs", model_name: str = "external-model",
-                    min_group_size: Optional[int] = None, gates: Optional[dict] = None,
-                    command: Optional[str] = None, max_input_bytes: Optional[int] = DEFAULT_MAX_INPUT_BYTES,
-                    favourable_outcome: Optional[str] = None, intersections: Optional[list] = None,
-                    intended_use: Optional[dict] = None, contract: Optional[str] = None,
-                    model: Optional[str] = None) -> dict:
+def audit_only_flow(
+    data: str,
+    label: Optional[str] = None,
+    sensitive: Optional[list] = None,
+    score: Optional[str] = None,
+    prediction: Optional[str] = None,
+    positive_label: Optional[str] = None,
+    threshold: Optional[float] = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    output_dir: str = "impactflow_runs",
+    model_name: str = "external-model",
+    min_group_size: Optional[int] = None,
+    gates: Optional[dict] = None,
+    command: Optional[str] = None,
+    max_input_bytes: Optional[int] = DEFAULT_MAX_INPUT_BYTES,
+    favourable_outcome: Optional[str] = None,
+    intersections: Optional[list] = None,
+    intended_use: Optional[dict] = None,
+    contract: Optional[str] = None,
+    model: Optional[str] = None,
+) -> dict:
     """Contract-check, audit, report, sign and track one predictions table; returns its summary.
     ``model_name`` and ``experiment`` must be safe names (``impactflow.data_contracts.names``): the model's
     name is a folder of the run; ``data`` must be a regular file of at most ``max_input_bytes``
@@ -119,8 +149,10 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
     safe_name(model_name, "--model-name")
     safe_name(experiment, "--experiment")
     if sum(x is not None for x in (score, prediction, model)) != 1:
-        raise ConfigError("give exactly one of --score COL (probabilities), --prediction COL (0/1 labels) "
-                          "or --model models:/NAME/VERSION (scores the table here)")
+        raise ConfigError(
+            "give exactly one of --score COL (probabilities), --prediction COL (0/1 labels) "
+            "or --model models:/NAME/VERSION (scores the table here)"
+        )
     threshold_given = threshold is not None
     threshold = 0.5 if threshold is None else float(threshold)
     if (score is not None or model is not None) and not 0.0 < threshold < 1.0:
@@ -137,13 +169,23 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
     thresholds = audit_thresholds(gates)
     settings = group_settings(int(min_group_size), intersections)
     check_input_file(data, max_input_bytes)
-    params = {"data": str(data), "label": label, "score": score, "prediction": prediction, "model_uri": model,
-              "sensitive": sensitive, "positive_label": positive_label,
-              "threshold": threshold if score or (model and threshold_given) else None,
-              "threshold_given": threshold_given if score or model else None,
-              "favourable_outcome": favourable_outcome, "contract": contract,
-              "intersections": intersections, "model_name": model_name, "min_group_size": int(min_group_size),
-              "gates": thresholds}
+    params = {
+        "data": str(data),
+        "label": label,
+        "score": score,
+        "prediction": prediction,
+        "model_uri": model,
+        "sensitive": sensitive,
+        "positive_label": positive_label,
+        "threshold": threshold if score or (model and threshold_given) else None,
+        "threshold_given": threshold_given if score or model else None,
+        "favourable_outcome": favourable_outcome,
+        "contract": contract,
+        "intersections": intersections,
+        "model_name": model_name,
+        "min_group_size": int(min_group_size),
+        "gates": thresholds,
+    }
     if intended_use:
         params["use"] = dict(intended_use)
     started = _now()
@@ -159,8 +201,9 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
 
             full, contract_obj, info = load_with_contract(contract, str(data), score, prediction)
             require_columns(full, sensitive, str(data))
-            validation, positive = check_with_contract(full, contract_obj, str(data), label, score, prediction,
-                                                       sensitive, positive_label, str(run_dir))
+            validation, positive = check_with_contract(
+                full, contract_obj, str(data), label, score, prediction, sensitive, positive_label, str(run_dir)
+            )
             if model is not None and validation.success:  # the contract checks the rows the model reads
                 full, own, scored_by = score_with_model(full, model, ctx["uri"], str(data))
                 score, threshold = MODEL_SCORE, (threshold if threshold_given else own)
@@ -172,20 +215,34 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
                 full, own, scored_by = score_with_model(df, model, ctx["uri"], str(data))
                 score, threshold = MODEL_SCORE, (threshold if threshold_given else own)
                 df = full[list(dict.fromkeys([label, score, *sensitive]))]
-            validation, positive = check_predictions(df, str(data), label, score, prediction, sensitive,
-                                                     positive_label, int(min_group_size), str(run_dir))
+            validation, positive = check_predictions(
+                df, str(data), label, score, prediction, sensitive, positive_label, int(min_group_size), str(run_dir)
+            )
         check_favourable(df, label, positive, favourable_outcome)
         log_data(ctx, df, info, validation.to_dict(), str(run_dir / "data_docs"))
         if not validation.success:
-            raise ContractViolation(contract=validation.contract, failures=validation.failures,
-                                    total_expectations=validation.total_expectations,
-                                    data_docs=validation.data_docs)
-        audits = audit_predictions(df, label, score, prediction, sensitive, positive, threshold, thresholds,
-                                   favourable_outcome, settings)
+            raise ContractViolation(
+                contract=validation.contract,
+                failures=validation.failures,
+                total_expectations=validation.total_expectations,
+                data_docs=validation.data_docs,
+            )
+        audits = audit_predictions(
+            df, label, score, prediction, sensitive, positive, threshold, thresholds, favourable_outcome, settings
+        )
         log_audits(ctx, model_name, audits, str(run_dir))
-        record = model_record(model_name, audits, ctx["parent_run_id"], score=score, prediction=prediction,
-                              threshold=threshold, positive=positive, threshold_given=threshold_given,
-                              favourable=favourable_outcome, scored_by=scored_by)
+        record = model_record(
+            model_name,
+            audits,
+            ctx["parent_run_id"],
+            score=score,
+            prediction=prediction,
+            threshold=threshold,
+            positive=positive,
+            threshold_given=threshold_given,
+            favourable=favourable_outcome,
+            scored_by=scored_by,
+        )
         from impactflow.data_contracts.predictions import binarize
 
         labelled = df.assign(**{label: binarize(df[label], positive)})
@@ -201,13 +258,22 @@ def audit_only_flow(data: str, label: Optional[str] = None, sensitive: Optional[
             "audit_only": True,
             "favourable_outcome": None if favourable_outcome is None else str(favourable_outcome),
         }
-        run = {"run_id": ctx["parent_run_id"], "flow_run_id": str(runtime.flow_run.id or "") or None,
-               "preset": "audit-only", "started_at": started, "finished_at": _now(),
-               "mlflow": {"tracking_uri": ctx["uri"], "experiment": ctx["experiment"],
-                          "parent_run_id": ctx["parent_run_id"]}}
+        run = {
+            "run_id": ctx["parent_run_id"],
+            "flow_run_id": str(runtime.flow_run.id or "") or None,
+            "preset": "audit-only",
+            "started_at": started,
+            "finished_at": _now(),
+            "mlflow": {
+                "tracking_uri": ctx["uri"],
+                "experiment": ctx["experiment"],
+                "parent_run_id": ctx["parent_run_id"],
+            },
+        }
         integrity = prepare_evidence(ctx, str(run_dir))
-        report = write_report(run, data_doc, [record], provenance(0, command), params,
-                              str(run_dir / "reports"), integrity=integrity)
+        report = write_report(
+            run, data_doc, [record], provenance(0, command), params, str(run_dir / "reports"), integrity=integrity
+        )
         signed = sign_run(ctx, str(run_dir), integrity)
         log_report(ctx, report["paths"], report["status"])
     except BaseException as exc:

@@ -7,6 +7,7 @@ measured (incomplete; report still logged, no champion alias);
 (Ctrl-C, SIGTERM or SIGHUP: the runs end KILLED, see flows/lifetime.py).
 Heavy libraries are imported inside the commands, so ``impactflow --help`` is instant.
 """
+
 from __future__ import annotations
 
 import os
@@ -74,8 +75,10 @@ EXIT_INTERRUPTED = 130
 def _interrupted(exc: KeyboardInterrupt) -> None:
     """Ctrl-C, SIGTERM or SIGHUP (flows/lifetime.py): the runs were ended KILLED, nothing approved."""
     why = str(exc) or "interrupted (Ctrl-C)"
-    _fail(f"{why}: the MLflow runs were ended as KILLED; "
-          "`impactflow reconcile` tidies what a harder kill leaves", EXIT_INTERRUPTED)
+    _fail(
+        f"{why}: the MLflow runs were ended as KILLED; `impactflow reconcile` tidies what a harder kill leaves",
+        EXIT_INTERRUPTED,
+    )
 
 
 def _load(config: Optional[str], overrides: Optional[List[str]]):
@@ -96,8 +99,13 @@ class RichReporter:
 
         self.console = console
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
             # Rich's default of 10 redraws a second re-renders the table in a thread beside the
             # training (~1% of a core, GIL-bound); epochs take longer than a quarter second
             refresh_per_second=4,
@@ -128,7 +136,9 @@ class RichReporter:
 @app.command()
 def run(
     config: Optional[str] = ConfigOpt,
-    set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override a config key: --set privacy.enabled=true (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(
+        None, "--set", "-s", help="Override a config key: --set privacy.enabled=true (repeatable)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs (and tracebacks)."),
 ) -> None:
     """Run the pipeline: validate -> train -> audit -> report -> MLflow. Exit 3 if a gate fails."""
@@ -140,8 +150,10 @@ def run(
 
     _use_kept_server(console)
     command = " ".join(["impactflow", *sys.argv[1:]])
-    console.print(f"[bold]impactflow[/] preset [cyan]{cfg.preset}[/] · family {cfg.model.family} · "
-                  f"DP {'on' if cfg.privacy.enabled else 'off'}")
+    console.print(
+        f"[bold]impactflow[/] preset [cyan]{cfg.preset}[/] · family {cfg.model.family} · "
+        f"DP {'on' if cfg.privacy.enabled else 'off'}"
+    )
     try:
         with RichReporter(console) as reporter:
             progress.install(reporter)
@@ -178,14 +190,18 @@ def _use_kept_server(console) -> None:
     if warm.IN_CHILD:  # the client already pointed the environment at the kept server
         url = os.environ.get("PREFECT_API_URL")
         kept = url if url and url == (local_server.read_state() or {}).get("api_url") else None
-        console.print(f"[dim]warm runner: run process {os.getpid()}, forked with the libraries imported "
-                      "(`impactflow server stop` ends it)[/]")
+        console.print(
+            f"[dim]warm runner: run process {os.getpid()}, forked with the libraries imported "
+            "(`impactflow server stop` ends it)[/]"
+        )
     if kept:
         console.print(f"[dim]Prefect: the kept local server at {kept} (`impactflow server stop` ends it)[/]")
     elif not os.environ.get("PREFECT_API_URL"):
         if local_server.read_state():
-            console.print("[yellow]Prefect: the kept local server does not answer; using a temporary one "
-                          "(`impactflow server stop`, then `start`, to replace it)[/]")
+            console.print(
+                "[yellow]Prefect: the kept local server does not answer; using a temporary one "
+                "(`impactflow server stop`, then `start`, to replace it)[/]"
+            )
 
 
 def _print_summary(console, summary: dict) -> None:
@@ -199,7 +215,9 @@ def _print_summary(console, summary: dict) -> None:
         console.print(f"  {name}: accuracy {acc:.4f}{eps}" if acc is not None else f"  {name}")
         reg = m.get("registry")
         if reg:
-            alias = "champion" if reg["champion"] else f"{reg.get('not_aliased') or 'gates ' + reg['gates']}: not aliased"
+            alias = (
+                "champion" if reg["champion"] else f"{reg.get('not_aliased') or 'gates ' + reg['gates']}: not aliased"
+            )
             console.print(f"    registered {reg['name']} version {reg['version']} ({alias})", markup=False)
     status = summary["status"].upper()
     colour = "green" if summary["status"] == "pass" else "red"
@@ -207,8 +225,10 @@ def _print_summary(console, summary: dict) -> None:
     if summary["status"] == "incomplete":
         names = ", ".join(f"{g['model']}:{g['gate']}" for g in missing[:5]) + (" ..." if len(missing) > 5 else "")
         status += f" ({len(missing)} gate(s) not measured: {names})" if missing else " (no gate was measured)"
-    console.print(f"Overall: [bold {colour}]{status}[/] (decided by the candidate models; baselines are references)",
-                  soft_wrap=True)
+    console.print(
+        f"Overall: [bold {colour}]{status}[/] (decided by the candidate models; baselines are references)",
+        soft_wrap=True,
+    )
     for g in missing[:10]:
         console.print(f"  not measured: {g['model']}:{g['gate']} — {g['reason']}", markup=False, soft_wrap=True)
     out = [
@@ -259,8 +279,9 @@ def _print_gates(console, gates: list[dict]) -> None:
     if not console.is_terminal or console.width < max(TABLE_MIN_WIDTH, needed):
         console.print("Gates:", markup=False)
         for row in rows:
-            console.print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(),
-                          soft_wrap=True, markup=False)
+            console.print(
+                "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), soft_wrap=True, markup=False
+            )
         return
     style = {"pass": "green", "fail": "bold red"}
     table = Table(title="Gates", show_lines=False)
@@ -292,8 +313,9 @@ def validate(
         report.raise_if_failed()
     except ImpactflowError as exc:
         _fail(str(exc))
-    console.print(f"[green]ok[/]: {len(df)} rows meet contract '{contract.name}' "
-                  f"({report.total_expectations} expectations)")
+    console.print(
+        f"[green]ok[/]: {len(df)} rows meet contract '{contract.name}' ({report.total_expectations} expectations)"
+    )
     if report.data_docs:
         console.print(f"Data Docs: {report.data_docs}")
 
@@ -352,8 +374,10 @@ def _require_api(command: str) -> None:
         from prefect.settings import PREFECT_API_URL
 
         if not PREFECT_API_URL.value():
-            _fail(f"`impactflow {command}` needs a Prefect server: set PREFECT_API_URL "
-                  "(e.g. http://127.0.0.1:4200/api after `prefect server start`)")
+            _fail(
+                f"`impactflow {command}` needs a Prefect server: set PREFECT_API_URL "
+                "(e.g. http://127.0.0.1:4200/api after `prefect server start`)"
+            )
 
 
 def _reachable_store(output_dir: Path) -> str:
@@ -477,8 +501,14 @@ def models(
         table.add_column(col, overflow="fold")
     for r in rows:  # run: the KILLED/FAILED status `impactflow reconcile` marked on the version
         run = f"[bold red]{r['run_status']}[/]" if r["run_status"] else "—"
-        table.add_row(r["name"], r["version"], r["gates"], run, ", ".join(r["aliases"]) or "—",
-                      ", ".join(r["failed_gates"]) or "—")
+        table.add_row(
+            r["name"],
+            r["version"],
+            r["gates"],
+            run,
+            ", ".join(r["aliases"]) or "—",
+            ", ".join(r["failed_gates"]) or "—",
+        )
     _console().print(table)
 
 
@@ -487,9 +517,13 @@ def promote(
     name: str = typer.Argument(..., help="Registered model, e.g. impactflow-tabular-mlp."),
     version: str = typer.Argument(..., help="Version to make the champion."),
     output_dir: Path = typer.Option(Path("impactflow_runs"), help="The runs folder of `impactflow run`."),
-    trusted_keys: Optional[Path] = typer.Option(None, "--trusted-keys", envvar="IMPACTFLOW_TRUSTED_KEYS",
-                                                show_envvar=True, help="Trust file of the keys whose signed "
-                                                "evidence you accept (your own signing key is trusted too)."),
+    trusted_keys: Optional[Path] = typer.Option(
+        None,
+        "--trusted-keys",
+        envvar="IMPACTFLOW_TRUSTED_KEYS",
+        show_envvar=True,
+        help="Trust file of the keys whose signed evidence you accept (your own signing key is trusted too).",
+    ),
 ) -> None:
     """Point the `champion` alias at a version, only if every one of its gates passed, its runs
     are FINISHED and its run's signed evidence verifies (intact, by a trusted signer)."""
@@ -534,8 +568,12 @@ def init(
     label: str = typer.Option(..., "--label", help="The outcome column the model predicts."),
     sensitive: str = typer.Option(..., "--sensitive", help="Columns to audit for fairness, comma-separated: a,b."),
     out: Path = typer.Option(Path("."), "--out", help="Folder for contract.yaml and run.yaml (default: here)."),
-    positive_label: Optional[str] = typer.Option(None, "--positive-label", help="The label scores predict (default: guessed)."),
-    favourable: Optional[str] = typer.Option(None, "--favourable", help="The label that is good for the person (default: the positive label)."),
+    positive_label: Optional[str] = typer.Option(
+        None, "--positive-label", help="The label scores predict (default: guessed)."
+    ),
+    favourable: Optional[str] = typer.Option(
+        None, "--favourable", help="The label that is good for the person (default: the positive label)."
+    ),
     name: Optional[str] = typer.Option(None, "--name", help="Dataset name (default: from the file name)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing contract.yaml / run.yaml."),
 ) -> None:
@@ -559,8 +597,16 @@ def init(
         return str(p.resolve()) if rel.startswith("..") else rel
 
     try:
-        prof = profile_file(data, label, cols, name=name, positive_label=positive_label, favourable=favourable,
-                            contract_ref=ref(contract_file), data_ref=ref(data))
+        prof = profile_file(
+            data,
+            label,
+            cols,
+            name=name,
+            positive_label=positive_label,
+            favourable=favourable,
+            contract_ref=ref(contract_file),
+            data_ref=ref(data),
+        )
         out.mkdir(parents=True, exist_ok=True)
         contract_file.write_text(prof.contract_yaml, encoding="utf-8")
         preset_file.write_text(prof.preset_yaml, encoding="utf-8")
@@ -571,12 +617,15 @@ def init(
         _fail(str(exc))
     except OSError as exc:
         _fail(f"{exc.filename or out}: {exc.strerror or exc}")
-    typer.echo(f"wrote {contract_file} ({len(contract.columns)} columns; target {contract.target}; "
-               f"sensitive: {', '.join(contract.sensitive)})")
+    typer.echo(
+        f"wrote {contract_file} ({len(contract.columns)} columns; target {contract.target}; "
+        f"sensitive: {', '.join(contract.sensitive)})"
+    )
     typer.echo(f"wrote {preset_file}")
     typer.echo("Review before the first run (lines marked REVIEW in the files):")
-    for line in prof.review or ["the types, categories and ranges are what this file holds: check they are what "
-                                "you expect"]:
+    for line in prof.review or [
+        "the types, categories and ranges are what this file holds: check they are what you expect"
+    ]:
         typer.echo(f"  - {line}")
     typer.echo("Next:")
     typer.echo(f"  impactflow validate --config {ref(preset_file)}")
@@ -603,16 +652,21 @@ def presets() -> None:
         typer.echo(f"{name:16s} {mark}{desc}")
 
 
-server_app = typer.Typer(help="A kept local Prefect server, so each run does not start a temporary one.",
-                          no_args_is_help=True)
+server_app = typer.Typer(
+    help="A kept local Prefect server, so each run does not start a temporary one.", no_args_is_help=True
+)
 app.add_typer(server_app, name="server")
 
 
 @server_app.command("start")
 def server_start(
     port: int = typer.Option(4200, help="Port on 127.0.0.1."),
-    warm: bool = typer.Option(False, "--warm", help="Also start the warm runner: a process that keeps "
-                              "the heavy libraries imported and forks each `impactflow run` from it."),
+    warm: bool = typer.Option(
+        False,
+        "--warm",
+        help="Also start the warm runner: a process that keeps "
+        "the heavy libraries imported and forks each `impactflow run` from it.",
+    ),
 ) -> None:
     """Start `prefect server start` in the background; later commands use it automatically."""
     from impactflow.data_contracts.errors import ImpactflowError
@@ -625,8 +679,10 @@ def server_start(
     except ImpactflowError as exc:
         _fail(str(exc))
     word = "already running" if state["already_running"] else "started"
-    console.print(f"Prefect server {word}: {state['api_url']} (pid {state['pid']}, UI {state['ui_url']}, "
-                  f"log {state['log']}); `impactflow run` now uses it; `impactflow server stop` ends it")
+    console.print(
+        f"Prefect server {word}: {state['api_url']} (pid {state['pid']}, UI {state['ui_url']}, "
+        f"log {state['log']}); `impactflow run` now uses it; `impactflow server stop` ends it"
+    )
     if not warm:
         return
     from impactflow.flows import warm as warm_runner
@@ -639,11 +695,18 @@ def server_start(
         w = warm_runner.start(WARM_ENTRY)
     except ImpactflowError as exc:
         _fail(str(exc))
-    word = "already running" if w["already_running"] else \
-        (f"replaced (code, packages or environment changed) and started ({w['preload_s']:.1f} s of imports)"
-         if w["replaced"] else f"started ({w['preload_s']:.1f} s of imports)")
-    console.print(f"warm runner {word}: pid {w['pid']}, socket {w['socket']}; `impactflow run` forks from it",
-                  soft_wrap=True)
+    word = (
+        "already running"
+        if w["already_running"]
+        else (
+            f"replaced (code, packages or environment changed) and started ({w['preload_s']:.1f} s of imports)"
+            if w["replaced"]
+            else f"started ({w['preload_s']:.1f} s of imports)"
+        )
+    )
+    console.print(
+        f"warm runner {word}: pid {w['pid']}, socket {w['socket']}; `impactflow run` forks from it", soft_wrap=True
+    )
 
 
 @server_app.command("stop")
@@ -683,20 +746,28 @@ def server_status() -> None:
 
 @app.command()
 def budget(
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only datasets whose SHA-256 starts with this."),
-    ledger: Optional[str] = typer.Option(None, "--ledger", help="Ledger URL (default: $IMPACTFLOW_LEDGER_URL, "
-                                         "else OUTPUT_DIR/privacy_ledger.db)."),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", "-d", help="Only datasets whose SHA-256 starts with this."
+    ),
+    ledger: Optional[str] = typer.Option(
+        None, "--ledger", help="Ledger URL (default: $IMPACTFLOW_LEDGER_URL, else OUTPUT_DIR/privacy_ledger.db)."
+    ),
     output_dir: Path = typer.Option(Path("impactflow_runs"), help="The runs folder of `impactflow run`."),
 ) -> None:
     """Privacy budget per dataset: every model's epsilon/delta, total spent (basic composition), budget, remaining."""
     from impactflow.data_contracts.errors import ImpactflowError
     from impactflow.tasks.ledger_store import LEDGER_FILE, budget_tables, ledger_url
 
-    url = ledger_url(output_dir, ledger) if (ledger or os.environ.get("IMPACTFLOW_LEDGER_URL")
-                                             or (output_dir / LEDGER_FILE).is_file()) else None
+    url = (
+        ledger_url(output_dir, ledger)
+        if (ledger or os.environ.get("IMPACTFLOW_LEDGER_URL") or (output_dir / LEDGER_FILE).is_file())
+        else None
+    )
     if url is None:
-        _fail(f"no privacy ledger at {output_dir / LEDGER_FILE}: run `impactflow run` first, "
-              "or pass --ledger / set IMPACTFLOW_LEDGER_URL")
+        _fail(
+            f"no privacy ledger at {output_dir / LEDGER_FILE}: run `impactflow run` first, "
+            "or pass --ledger / set IMPACTFLOW_LEDGER_URL"
+        )
     try:
         tables = budget_tables(url, dataset)
     except ImpactflowError as exc:
@@ -717,11 +788,17 @@ report_app = typer.Typer(help="Signed evidence of a run's report.", no_args_is_h
 app.add_typer(report_app, name="report")
 keys_app = typer.Typer(help="The Ed25519 key that signs runs, and the keys you trust.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-OutputDirOpt = typer.Option(Path("impactflow_runs"), help="The runs folder (its mlflow.db is used for run ids "
-                                                          "unless MLFLOW_TRACKING_URI is set).")
-TrustedKeysOpt = typer.Option(None, "--trusted-keys", envvar="IMPACTFLOW_TRUSTED_KEYS", show_envvar=True,
-                              help="Trust file of public keys (JSON, see `impactflow keys export`); your own "
-                                   "signing key is trusted too.")
+OutputDirOpt = typer.Option(
+    Path("impactflow_runs"),
+    help="The runs folder (its mlflow.db is used for run ids unless MLFLOW_TRACKING_URI is set).",
+)
+TrustedKeysOpt = typer.Option(
+    None,
+    "--trusted-keys",
+    envvar="IMPACTFLOW_TRUSTED_KEYS",
+    show_envvar=True,
+    help="Trust file of public keys (JSON, see `impactflow keys export`); your own signing key is trusted too.",
+)
 
 
 def _require_run_id(ref: str) -> None:
@@ -774,8 +851,7 @@ def _logged_copy(result, output_dir: Path, tmp: Path, verify_folder) -> Optional
     except TrackingError as exc:
         result.logged_copy = f"not checked: {exc}"
         return None
-    problems, note = logged_copy_problems(uri, result.run_id, result.manifest_sha256, tmp / "logged",
-                                          verify_folder)
+    problems, note = logged_copy_problems(uri, result.run_id, result.manifest_sha256, tmp / "logged", verify_folder)
     result.logged_copy = note
     result.add_problems(problems)
     return None if note.startswith("not checked") else uri
@@ -788,13 +864,15 @@ def _verify_exit(result) -> int:
 @report_app.command("verify")
 def report_verify(
     path_or_run: str = typer.Argument(..., help="A run folder (or its reports/ folder) or an MLflow run id."),
-    key: Optional[str] = typer.Option(None, "--key", help="Trust only this public key (PEM file or 64 hex "
-                                                          "digits) instead of the trust list."),
+    key: Optional[str] = typer.Option(
+        None, "--key", help="Trust only this public key (PEM file or 64 hex digits) instead of the trust list."
+    ),
     trusted_keys: Optional[Path] = TrustedKeysOpt,
     output_dir: Path = OutputDirOpt,
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    local_only: bool = typer.Option(False, "--local-only", help="For a folder: do not compare it with the copy "
-                                                                 "its MLflow run logged."),
+    local_only: bool = typer.Option(
+        False, "--local-only", help="For a folder: do not compare it with the copy its MLflow run logged."
+    ),
 ) -> None:
     """Check the signed in-toto statement: its DSSE signature, every file's SHA-256 and, for a
     run id, every logged and registered model re-hashed from MLflow; and whether the signer is
@@ -831,30 +909,56 @@ def report_verify(
         raise typer.Exit(code)
     console = _console()
     owner = f"owner label {result.owner!r}" if result.owner else "no owner label"
-    console.print(f"run {result.run_id} · status {result.status} · {result.n_files} files · {len(result.models)} "
-                  f"model(s) · signer {result.key_id} ({owner}, as the signer states it)", markup=False, soft_wrap=True)
-    console.print(f"manifest sha256 {result.manifest_sha256} · report sha256 {result.report_sha256} · "
-                  f"previous report sha256 {result.previous_report_sha256}", markup=False, soft_wrap=True)
-    models = (f"{len(result.models)} model(s) re-hashed from MLflow" if result.models_checked
-              else "models not re-hashed: give the MLflow run id for that" if result.models else "no logged models")
+    console.print(
+        f"run {result.run_id} · status {result.status} · {result.n_files} files · {len(result.models)} "
+        f"model(s) · signer {result.key_id} ({owner}, as the signer states it)",
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"manifest sha256 {result.manifest_sha256} · report sha256 {result.report_sha256} · "
+        f"previous report sha256 {result.previous_report_sha256}",
+        markup=False,
+        soft_wrap=True,
+    )
+    models = (
+        f"{len(result.models)} model(s) re-hashed from MLflow"
+        if result.models_checked
+        else "models not re-hashed: give the MLflow run id for that"
+        if result.models
+        else "no logged models"
+    )
     if result.logged_copy == "verified":
         models += "; the copy logged to MLflow is this one"
     elif result.logged_copy and result.logged_copy.startswith("not checked"):
         models += f"; MLflow copy {result.logged_copy}"
     if code == EXIT_OK:
         who = f"{result.trusted_as!r}, " if result.trusted_as else ""
-        console.print(f"[bold green]verified[/]: content intact ({result.n_files} files; {models}), signed by a "
-                      f"trusted key ({who}{result.trust_source})", soft_wrap=True)
+        console.print(
+            f"[bold green]verified[/]: content intact ({result.n_files} files; {models}), signed by a "
+            f"trusted key ({who}{result.trust_source})",
+            soft_wrap=True,
+        )
         raise typer.Exit(code)
     if code == EXIT_UNTRUSTED:
-        why = (f"it is not the pinned key {evidence.key_id(pinned)}" if pinned is not None else
-               "it is not your own signing key nor in a trust file" + (f" ({trusted_keys})" if trusted_keys else ""))
-        console.print(f"[bold yellow]UNTRUSTED SIGNER[/]: the content is intact ({models}), but it was signed by "
-                      f"key {result.key_id} ({owner}), and {why}.", soft_wrap=True)
-        console.print("If you trust that signer, get their public key from them (not from this run): they run "
-                      "`impactflow keys export > signer.json`; then `impactflow keys trust signer.json "
-                      "--trusted-keys TRUSTED.json` and verify with `--trusted-keys TRUSTED.json` "
-                      "(or set IMPACTFLOW_TRUSTED_KEYS).", markup=False, soft_wrap=True)
+        why = (
+            f"it is not the pinned key {evidence.key_id(pinned)}"
+            if pinned is not None
+            else "it is not your own signing key nor in a trust file" + (f" ({trusted_keys})" if trusted_keys else "")
+        )
+        console.print(
+            f"[bold yellow]UNTRUSTED SIGNER[/]: the content is intact ({models}), but it was signed by "
+            f"key {result.key_id} ({owner}), and {why}.",
+            soft_wrap=True,
+        )
+        console.print(
+            "If you trust that signer, get their public key from them (not from this run): they run "
+            "`impactflow keys export > signer.json`; then `impactflow keys trust signer.json "
+            "--trusted-keys TRUSTED.json` and verify with `--trusted-keys TRUSTED.json` "
+            "(or set IMPACTFLOW_TRUSTED_KEYS).",
+            markup=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(code)
     from rich.table import Table
 
@@ -870,15 +974,21 @@ def report_verify(
 
 
 def _key_lines(info: dict) -> list[str]:
-    return [f"key id:     {info['key_id']}", f"owner:      {info['owner'] or '(none recorded)'}",
-            f"created:    {info['created'] or '(unknown)'}", f"path:       {info['path']}",
-            f"public key: {info['public_key']}", info["public_key_pem"].rstrip()]
+    return [
+        f"key id:     {info['key_id']}",
+        f"owner:      {info['owner'] or '(none recorded)'}",
+        f"created:    {info['created'] or '(unknown)'}",
+        f"path:       {info['path']}",
+        f"public key: {info['public_key']}",
+        info["public_key_pem"].rstrip(),
+    ]
 
 
 @keys_app.command("init")
 def keys_init(
-    owner: Optional[str] = typer.Option(None, "--owner", help="Who holds the key, shown to reviewers "
-                                                              "(default: user@host)."),
+    owner: Optional[str] = typer.Option(
+        None, "--owner", help="Who holds the key, shown to reviewers (default: user@host)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing key."),
 ) -> None:
     """Create the signing key ($IMPACTFLOW_SIGNING_KEY, else $IMPACTFLOW_HOME/keys/ed25519.pem;
@@ -891,8 +1001,9 @@ def keys_init(
     except ImpactflowError as exc:
         _fail(str(exc))
     console = _console()
-    console.print(f"created signing key {info['key_id']} at {info['path']} (owner: {info['owner']})",
-                  markup=False, soft_wrap=True)
+    console.print(
+        f"created signing key {info['key_id']} at {info['path']} (owner: {info['owner']})", markup=False, soft_wrap=True
+    )
     console.print("publish its public key for reviewers: impactflow keys export > my-key.json", markup=False)
 
 
@@ -944,10 +1055,16 @@ def keys_export(
 
 @keys_app.command("trust")
 def keys_trust(
-    source: str = typer.Argument(..., help="`impactflow keys export` output (JSON), a PEM public key file, "
-                                           "or 64 hex digits."),
-    trusted_keys: Path = typer.Option(..., "--trusted-keys", envvar="IMPACTFLOW_TRUSTED_KEYS", show_envvar=True,
-                                      help="The trust file to add to (created if absent)."),
+    source: str = typer.Argument(
+        ..., help="`impactflow keys export` output (JSON), a PEM public key file, or 64 hex digits."
+    ),
+    trusted_keys: Path = typer.Option(
+        ...,
+        "--trusted-keys",
+        envvar="IMPACTFLOW_TRUSTED_KEYS",
+        show_envvar=True,
+        help="The trust file to add to (created if absent).",
+    ),
     owner: Optional[str] = typer.Option(None, "--owner", help="Label for the key (default: the exported one)."),
 ) -> None:
     """Add a public key to a trust file."""
@@ -1003,8 +1120,9 @@ def compare(
     from impactflow.audits.compare import compare_reports
 
     with tempfile.TemporaryDirectory(prefix="impactflow-compare-") as tmp:
-        out = compare_reports(_load_report_doc(run_a, output_dir, Path(tmp) / "a"),
-                              _load_report_doc(run_b, output_dir, Path(tmp) / "b"))
+        out = compare_reports(
+            _load_report_doc(run_a, output_dir, Path(tmp) / "a"), _load_report_doc(run_b, output_dir, Path(tmp) / "b")
+        )
     if json_out:
         typer.echo(json.dumps(out, indent=2))
         return
@@ -1021,8 +1139,9 @@ def compare(
         if r["direction"] in ("same", "unmeasured") and not all_metrics:
             continue
         delta = "—" if r["delta"] is None else f"{r['delta']:+.4g}"
-        table.add_row(r["metric"], fmt(r["a"]), fmt(r["b"]), delta,
-                      f"[{style.get(r['direction'], 'dim')}]{r['direction']}[/]")
+        table.add_row(
+            r["metric"], fmt(r["a"]), fmt(r["b"]), delta, f"[{style.get(r['direction'], 'dim')}]{r['direction']}[/]"
+        )
     console = _console()
     console.print(table)
     console.print(", ".join(f"{k}: {v}" for k, v in sorted(out["counts"].items())), markup=False)
@@ -1051,43 +1170,81 @@ def _parse_gates(items: Optional[List[str]]) -> dict:
 @app.command()
 def audit(
     data: Path = typer.Option(..., "--data", help="CSV or Parquet table of one row per person/decision."),
-    label: Optional[str] = typer.Option(None, "--label", help="Column with the true outcome (0/1, or see "
-                                        "--positive-label). Default with --contract: its target."),
+    label: Optional[str] = typer.Option(
+        None,
+        "--label",
+        help="Column with the true outcome (0/1, or see --positive-label). Default with --contract: its target.",
+    ),
     score: Optional[str] = typer.Option(None, "--score", help="Column with P(y = 1) in [0, 1]."),
     prediction: Optional[str] = typer.Option(None, "--prediction", help="Column with hard predictions (label values)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Instead of --score/--prediction: an MLflow model "
-                                        "impactflow logged (models:/NAME/VERSION) scores the table here (binary "
-                                        "models; cut at its own threshold unless --threshold is given)."),
-    sensitive: Optional[List[str]] = typer.Option(None, "--sensitive", help="Sensitive column(s): COL or COL1,COL2 "
-                                                  "(repeatable). Default with --contract: its sensitive columns."),
-    positive_label: Optional[str] = typer.Option(None, "--positive-label", help="The positive value of the label "
-                                                                               "(default: labels must be 0/1)."),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        help="Instead of --score/--prediction: an MLflow model "
+        "impactflow logged (models:/NAME/VERSION) scores the table here (binary "
+        "models; cut at its own threshold unless --threshold is given).",
+    ),
+    sensitive: Optional[List[str]] = typer.Option(
+        None,
+        "--sensitive",
+        help="Sensitive column(s): COL or COL1,COL2 (repeatable). Default with --contract: its sensitive columns.",
+    ),
+    positive_label: Optional[str] = typer.Option(
+        None, "--positive-label", help="The positive value of the label (default: labels must be 0/1)."
+    ),
     favourable_outcome: Optional[str] = typer.Option(
-        None, "--favourable-outcome", help="The label value that is good for the person (e.g. 'No' for re-offended, "
+        None,
+        "--favourable-outcome",
+        help="The label value that is good for the person (e.g. 'No' for re-offended, "
         "'granted' for a loan): selection-rate checks (four-fifths, demographic parity) use its rate; TPR/FPR/FNR stay w.r.t. "
-        "--positive-label. Default: the positive label (or the contract's favourable_outcome)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="With --score: predicted 1 iff score >= "
-                                              "threshold (default 0.5, reported as the default)."),
+        "--positive-label. Default: the positive label (or the contract's favourable_outcome).",
+    ),
+    threshold: Optional[float] = typer.Option(
+        None,
+        "--threshold",
+        help="With --score: predicted 1 iff score >= threshold (default 0.5, reported as the default).",
+    ),
     intersections: Optional[str] = typer.Option(
-        None, "--intersections", help="Combined groups to audit: 'race,sex' or 'race,sex;age_band,sex', or 'none'. "
-        "Default: all sensitive columns combined (when there are two or more)."),
+        None,
+        "--intersections",
+        help="Combined groups to audit: 'race,sex' or 'race,sex;age_band,sex', or 'none'. "
+        "Default: all sensitive columns combined (when there are two or more).",
+    ),
     intended_use: Optional[Path] = typer.Option(
-        None, "--intended-use", help="YAML file with the report's intended-use fields (purpose, intended_users, "
-        "out_of_scope_uses, affected_groups, decision_type, human_review, affected_jobs, training_needs)."),
+        None,
+        "--intended-use",
+        help="YAML file with the report's intended-use fields (purpose, intended_users, "
+        "out_of_scope_uses, affected_groups, decision_type, human_review, affected_jobs, training_needs).",
+    ),
     contract: Optional[str] = typer.Option(
-        None, "--contract", help="Read --data through a contract (name, contract.yaml or its folder): its read "
+        None,
+        "--contract",
+        help="Read --data through a contract (name, contract.yaml or its folder): its read "
         "options, derived columns and generated suite; its target, sensitive columns, labels and favourable "
-        "outcome are the defaults of the options above."),
+        "outcome are the defaults of the options above.",
+    ),
     experiment: str = typer.Option("impactflow-audit-only", "--experiment", help="MLflow experiment."),
     model_name: str = typer.Option("external-model", "--model-name", help="Name of the audited model in the report."),
-    min_group_size: Optional[int] = typer.Option(None, "--min-group-size", help="Groups with fewer rows are reported "
-                                                 "as too small to judge and left out of the gates (default 30, or "
-                                                 "the contract's)."),
-    gate: Optional[List[str]] = typer.Option(None, "--gate", help="Threshold AUDIT.KEY=VALUE, e.g. "
-                                                                 "fairness.max_equalized_odds_difference=0.05 (repeatable)."),
-    output_dir: Path = typer.Option(Path("impactflow_runs"), "--output-dir", help="Runs folder (report, evidence, mlflow.db)."),
-    max_input_bytes: int = typer.Option(1 << 30, "--max-input-bytes", min=0, help="Refuse a --data file larger "  # 1 GiB
-                                        "than this, before reading it (0: no limit)."),
+    min_group_size: Optional[int] = typer.Option(
+        None,
+        "--min-group-size",
+        help="Groups with fewer rows are reported "
+        "as too small to judge and left out of the gates (default 30, or "
+        "the contract's).",
+    ),
+    gate: Optional[List[str]] = typer.Option(
+        None, "--gate", help="Threshold AUDIT.KEY=VALUE, e.g. fairness.max_equalized_odds_difference=0.05 (repeatable)."
+    ),
+    output_dir: Path = typer.Option(
+        Path("impactflow_runs"), "--output-dir", help="Runs folder (report, evidence, mlflow.db)."
+    ),
+    max_input_bytes: int = typer.Option(
+        1 << 30,
+        "--max-input-bytes",
+        min=0,
+        help="Refuse a --data file larger "  # 1 GiB
+        "than this, before reading it (0: no limit).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs (and tracebacks)."),
 ) -> None:
     """Audit a model the team did not train, from its scores or predictions (a decision log):
@@ -1109,8 +1266,14 @@ def audit(
         if contract is not None:  # its roles complete the options: resolved (and checked) before any flow
             from impactflow.flows.audit_only import contract_defaults
 
-            roles = contract_defaults(contract, label, parse_sensitive(sensitive) if sensitive else None,
-                                      positive_label, favourable_outcome, min_group_size)
+            roles = contract_defaults(
+                contract,
+                label,
+                parse_sensitive(sensitive) if sensitive else None,
+                positive_label,
+                favourable_outcome,
+                min_group_size,
+            )
             cols = roles["sensitive"]
         else:
             if label is None:
@@ -1132,19 +1295,37 @@ def audit(
 
         with tags(prefect_owner_tag()):  # `impactflow reconcile` marks the flow run Crashed if this process dies
             summary = run_audit_only(
-                data=str(data), label=label, score=score, prediction=prediction, sensitive=cols,
-                positive_label=positive_label, threshold=threshold, experiment=experiment,
-                output_dir=str(output_dir), model_name=model_name, min_group_size=min_group_size, gates=gates,
-                command=" ".join(["impactflow", *sys.argv[1:]]), max_input_bytes=max_input_bytes,
-                favourable_outcome=favourable_outcome, intersections=combos, intended_use=use, contract=contract,
-                model=model)
+                data=str(data),
+                label=label,
+                score=score,
+                prediction=prediction,
+                sensitive=cols,
+                positive_label=positive_label,
+                threshold=threshold,
+                experiment=experiment,
+                output_dir=str(output_dir),
+                model_name=model_name,
+                min_group_size=min_group_size,
+                gates=gates,
+                command=" ".join(["impactflow", *sys.argv[1:]]),
+                max_input_bytes=max_input_bytes,
+                favourable_outcome=favourable_outcome,
+                intersections=combos,
+                intended_use=use,
+                contract=contract,
+                model=model,
+            )
     except ImpactflowError as exc:
         _fail(str(exc))
     except KeyboardInterrupt as exc:
         _interrupted(exc)
     _print_summary(console, {**summary, "models": {}})
-    console.print(f"Evidence: manifest sha256 {summary['manifest_sha256']} signed by {summary['signer_key_id']}"
-                  f" — check with: impactflow report verify {summary['run_dir']}", markup=False, soft_wrap=True)
+    console.print(
+        f"Evidence: manifest sha256 {summary['manifest_sha256']} signed by {summary['signer_key_id']}"
+        f" — check with: impactflow report verify {summary['run_dir']}",
+        markup=False,
+        soft_wrap=True,
+    )
     raise typer.Exit(EXIT_OK if summary["status"] == "pass" else EXIT_GATES)
 
 

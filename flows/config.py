@@ -2,6 +2,7 @@
 plus dotted ``--set key=value`` overrides. ``load_config`` is the only way to get one:
 a typo or a missing file fails here, naming the key or path, before any task runs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -67,6 +68,7 @@ class SplitConfig(_Strict):
 
 class CostConfig(_Strict):
     """The cost of each error of a binary decision (relative units; models/threshold.py)."""
+
     false_positive: float = Field(gt=0, description="cost of predicting the positive label for a negative row")
     false_negative: float = Field(gt=0, description="cost of predicting the negative label for a positive row")
 
@@ -158,6 +160,7 @@ class TrackingConfig(_Strict):
 class UseConfig(_Strict):
     """Intended use and employment/oversight statements for report sections 3 and 9 (free text
     written by the run owner; what is left empty renders as "not stated by the run owner")."""
+
     purpose: str = ""
     intended_users: list[str] = Field(default_factory=list)
     out_of_scope_uses: list[str] = Field(default_factory=list)
@@ -170,6 +173,7 @@ class UseConfig(_Strict):
 
 class ResourcesConfig(_Strict):
     """Assumptions of the energy/CO2e estimate in report section 8 (audits/resources.py)."""
+
     watts_per_core: float = Field(default=12.0, gt=0)  # Green Algorithms default per-core TDP share
     pue: float = Field(default=1.0, ge=1.0)  # power usage effectiveness of the machine's room
     grid_gco2_per_kwh: float = Field(default=480.0, ge=0)  # world average 2023 (Ember 2024)
@@ -376,8 +380,7 @@ def _format_validation_error(exc: ValidationError, data: dict[str, Any] | None =
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
-def load_config(source: str | None = None, overrides: list[str] | None = None, *,
-                check: bool = True) -> RunConfig:
+def load_config(source: str | None = None, overrides: list[str] | None = None, *, check: bool = True) -> RunConfig:
     """Load a preset or YAML file, apply ``key=value`` overrides, validate everything
     (``check=False``: the schema only, not the references to contracts, families and files)."""
     preset, path = resolve_source(source)
@@ -403,8 +406,10 @@ def missing_data(cfg: RunConfig) -> str | None:
     contract = get_contract(cfg.data.contract)
     if contract.default_files:
         return None
-    return (f"data.path: required: the contract {contract.name!r} ships no data (licence: {contract.license}); "
-            f"supply your copy with --set data.path=PATH")
+    return (
+        f"data.path: required: the contract {contract.name!r} ships no data (licence: {contract.license}); "
+        f"supply your copy with --set data.path=PATH"
+    )
 
 
 def check_references(cfg: RunConfig) -> None:
@@ -445,7 +450,8 @@ def check_references(cfg: RunConfig) -> None:
                     raise ConfigError(
                         f"gates.{audit}.intersections: {col!r} is not a sensitive column of contract "
                         f"{contract.name!r} (sensitive: {', '.join(audited) or 'none'}); list combinations of "
-                        f"those, or set it to null for all of them combined")
+                        f"those, or set it to null for all of them combined"
+                    )
     if cfg.model.family not in FAMILIES:
         raise ConfigError(
             f"model.family={cfg.model.family!r}: unknown model family (known: {', '.join(sorted(FAMILIES))})"
@@ -472,8 +478,9 @@ def check_references(cfg: RunConfig) -> None:
         from impactflow.models.base import roles_for
         from impactflow.models.fit import _make_preprocessor
 
-        _make_preprocessor(family, roles_for(contract, family.task, cfg.data.exclude_sensitive_from_features),
-                           config, True)
+        _make_preprocessor(
+            family, roles_for(contract, family.task, cfg.data.exclude_sensitive_from_features), config, True
+        )
     check_gates(cfg.gates)
     check_output_dir(cfg.tracking.output_dir)
     for name in cfg.model.baselines:
@@ -490,14 +497,20 @@ def check_family_fits(family: Any, contract: Any) -> None:
     labels = list(contract.labels)
     where = f"model.family={family.name!r}"
     if family.task == "rating" and labels:
-        raise ConfigError(f"{where}: predicts a numeric rating, but the target {contract.target!r} of contract "
-                          f"{contract.name!r} is a category (labels: {', '.join(map(str, labels))})")
+        raise ConfigError(
+            f"{where}: predicts a numeric rating, but the target {contract.target!r} of contract "
+            f"{contract.name!r} is a category (labels: {', '.join(map(str, labels))})"
+        )
     if family.task in ("binary", "multiclass") and not labels:
-        raise ConfigError(f"{where}: a {family.task} classifier, but the target {contract.target!r} of contract "
-                          f"{contract.name!r} has no labels (a numeric target: a rating family such as 'recommender')")
+        raise ConfigError(
+            f"{where}: a {family.task} classifier, but the target {contract.target!r} of contract "
+            f"{contract.name!r} has no labels (a numeric target: a rating family such as 'recommender')"
+        )
     if family.task == "binary" and len(labels) != 2:
-        raise ConfigError(f"{where}: a binary classifier, but the target {contract.target!r} of contract "
-                          f"{contract.name!r} has {len(labels)} labels ({', '.join(map(str, labels))})")
+        raise ConfigError(
+            f"{where}: a binary classifier, but the target {contract.target!r} of contract "
+            f"{contract.name!r} has {len(labels)} labels ({', '.join(map(str, labels))})"
+        )
 
 
 BAD_PARAM_TYPE = "model.params.{key}: {value!r} is not {expected} (family {family!r}, default {default!r})"
@@ -506,8 +519,13 @@ BAD_PARAM_TYPE = "model.params.{key}: {value!r} is not {expected} (family {famil
 def _param_kind(annotation: Any) -> tuple[str, str] | None:
     """(kind, words) for a hyperparameter's annotation: int, float, bool, str or a tuple of ints."""
     text = str(annotation).replace("typing.", "")
-    for kind, words in (("tuple[int", "a list of whole numbers, e.g. [128, 64]"), ("bool", "true or false"),
-                        ("int", "a whole number"), ("float", "a number"), ("str", "text")):
+    for kind, words in (
+        ("tuple[int", "a list of whole numbers, e.g. [128, 64]"),
+        ("bool", "true or false"),
+        ("int", "a whole number"),
+        ("float", "a number"),
+        ("str", "text"),
+    ):
         if text == kind or text.startswith(kind) or text.startswith(f"<class '{kind}"):
             return kind, words
     return None
@@ -543,20 +561,25 @@ def check_params(family: Any, params: dict[str, Any]) -> None:
         hints = {}
     for key, value in params.items():
         if key not in fields:
-            raise ConfigError(f"model.params.{key}: unknown hyperparameter for family {family.name!r}"
-                              f"{did_you_mean(str(key), list(fields))} (known: {', '.join(fields)})")
+            raise ConfigError(
+                f"model.params.{key}: unknown hyperparameter for family {family.name!r}"
+                f"{did_you_mean(str(key), list(fields))} (known: {', '.join(fields)})"
+            )
         kind = _param_kind(hints.get(key, fields[key].type))
         if kind is not None and not _param_fits(kind[0], value):
             f = fields[key]
             default = f.default if f.default is not dataclasses.MISSING else None
             if isinstance(default, tuple):
                 default = list(default)
-            raise ConfigError(BAD_PARAM_TYPE.format(key=key, value=value, expected=kind[1], family=family.name,
-                                                    default=default))
+            raise ConfigError(
+                BAD_PARAM_TYPE.format(key=key, value=value, expected=kind[1], family=family.name, default=default)
+            )
 
 
-OUTSIDE_TREE = ("tracking.output_dir={path}: a relative path must stay inside the working directory "
-                "{cwd} (it resolves to {resolved}); give an absolute path to write elsewhere")
+OUTSIDE_TREE = (
+    "tracking.output_dir={path}: a relative path must stay inside the working directory "
+    "{cwd} (it resolves to {resolved}); give an absolute path to write elsewhere"
+)
 
 
 def check_output_dir(path: Path) -> None:
@@ -610,6 +633,7 @@ def check_gates(gates: dict[str, dict[str, Any]], known_thresholds: dict[str, di
                 elif not 0 <= value <= 1 and not key.startswith(("max_rmse", "max_mae")):
                     raise ConfigError(f"{where}: expected a value in [0, 1], got {value!r}")
             if key == "intersections" and not (
-                isinstance(value, list) and all(isinstance(g, list) and all(isinstance(c, str) for c in g) for g in value)
+                isinstance(value, list)
+                and all(isinstance(g, list) and all(isinstance(c, str) for c in g) for g in value)
             ):
                 raise ConfigError(f"{where}: expected a list of column lists, e.g. [[sex, race]]")

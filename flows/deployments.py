@@ -7,6 +7,7 @@ was not measured (the report is still logged), Failed otherwise. ``impactflow tr
 these into the CLI's exit codes 0 / 3 / 1.
 No ``from __future__ import annotations`` here: Prefect reads the annotations.
 """
+
 import os
 from pathlib import Path
 from typing import Any, List, Optional
@@ -75,13 +76,23 @@ def deploy_all(names: Optional[List[str]] = None) -> list[str]:
         if names and spec["name"] not in names:
             continue
         flow_obj = Flow.from_source(source=source, entrypoint=spec["entrypoint"])
-        schedules = [Cron(s["cron"], timezone=s.get("timezone", "UTC"), active=s.get("active", True))
-                     for s in spec.get("schedules") or []]
-        ids.append(str(flow_obj.deploy(
-            name=spec["name"], work_pool_name=spec["work_pool"]["name"], parameters=spec.get("parameters") or {},
-            description=spec.get("description"), schedules=schedules, print_next_steps=False,
-            ignore_warnings=True,
-        )))
+        schedules = [
+            Cron(s["cron"], timezone=s.get("timezone", "UTC"), active=s.get("active", True))
+            for s in spec.get("schedules") or []
+        ]
+        ids.append(
+            str(
+                flow_obj.deploy(
+                    name=spec["name"],
+                    work_pool_name=spec["work_pool"]["name"],
+                    parameters=spec.get("parameters") or {},
+                    description=spec.get("description"),
+                    schedules=schedules,
+                    print_next_steps=False,
+                    ignore_warnings=True,
+                )
+            )
+        )
     return ids
 
 
@@ -92,9 +103,16 @@ def serve_all() -> None:
 
     deployments = []
     for spec in read_deployments():
-        schedules = [Cron(s["cron"], timezone=s.get("timezone", "UTC"), active=s.get("active", True))
-                     for s in spec.get("schedules") or []]
-        deployments.append(run_preset.to_deployment(
-            name=spec["name"], parameters=spec.get("parameters") or {}, schedules=schedules,
-            description=spec.get("description")))
+        schedules = [
+            Cron(s["cron"], timezone=s.get("timezone", "UTC"), active=s.get("active", True))
+            for s in spec.get("schedules") or []
+        ]
+        deployments.append(
+            run_preset.to_deployment(
+                name=spec["name"],
+                parameters=spec.get("parameters") or {},
+                schedules=schedules,
+                description=spec.get("description"),
+            )
+        )
     serve(*deployments)

@@ -21,6 +21,7 @@ of a SIGKILL is not recorded; a SIGKILL of the watchdog itself. ``impactflow rec
 what such a process left RUNNING in MLflow and Prefect. Linux only (``/proc``); elsewhere the
 guard is not started and the README says so.
 """
+
 from __future__ import annotations
 
 import os
@@ -120,9 +121,14 @@ def start_guard() -> subprocess.Popen | None:
         return _guard
     if not supported():
         return None
-    _guard = subprocess.Popen([sys.executable, "-m", __name__, str(os.getpid())],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True, close_fds=True)
+    _guard = subprocess.Popen(
+        [sys.executable, "-m", __name__, str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
     return _guard
 
 

@@ -11,6 +11,7 @@ with no kept server the CLI falls back to Prefect's temporary server, as before.
 
 Standard library only (no Prefect import): it runs before the CLI imports anything heavy.
 """
+
 from __future__ import annotations
 
 import json
@@ -96,32 +97,53 @@ def start(port: int = DEFAULT_PORT, timeout_s: float = 180.0) -> dict:
     home.mkdir(parents=True, exist_ok=True)
     api_url = f"http://127.0.0.1:{port}/api"
     if _healthy(api_url):
-        raise ConfigError(f"port {port} already serves a Prefect API that impactflow did not start: "
-                          f"set PREFECT_API_URL={api_url} to use it, or pick --port")
+        raise ConfigError(
+            f"port {port} already serves a Prefect API that impactflow did not start: "
+            f"set PREFECT_API_URL={api_url} to use it, or pick --port"
+        )
     log = home / "impactflow-server.log"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     prefect = Path(sys.executable).with_name("prefect")
-    cmd = [str(prefect) if prefect.exists() else "prefect", "server", "start",
-           "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [
+        str(prefect) if prefect.exists() else "prefect",
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=str(home), start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(home),
+            start_new_session=True,
+        )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace").splitlines()[-5:]
-            raise ConfigError(f"prefect server exited with code {proc.returncode}; see {log}: "
-                              + " | ".join(tail))
+            raise ConfigError(f"prefect server exited with code {proc.returncode}; see {log}: " + " | ".join(tail))
         if _healthy(api_url):
             break
         time.sleep(0.5)
     else:
         _terminate(proc.pid)
         raise ConfigError(f"prefect server did not answer {api_url}/health within {timeout_s:.0f} s; see {log}")
-    state = {"pid": proc.pid, "port": port, "api_url": api_url, "ui_url": f"http://127.0.0.1:{port}",
-             "log": str(log), "prefect_home": str(home),
-             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    state = {
+        "pid": proc.pid,
+        "port": port,
+        "api_url": api_url,
+        "ui_url": f"http://127.0.0.1:{port}",
+        "log": str(log),
+        "prefect_home": str(home),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     tmp = state_file().with_suffix(".json.tmp")
     tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
     os.replace(tmp, state_file())  # atomic: a reader never sees half a state file

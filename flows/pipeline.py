@@ -7,6 +7,7 @@
 The CLI, deployments and tests all call ``impactflow_pipeline`` (or ``run_pipeline``).
 No ``from __future__ import annotations`` here: Prefect reads the annotations.
 """
+
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -39,8 +40,11 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
     contract = get_contract(cfg.data.contract)
     started = _now()
     out = Path(cfg.tracking.output_dir)
-    tags = {"impactflow.family": cfg.model.family, "impactflow.preset": cfg.preset,
-            "impactflow.dp": str(cfg.privacy.enabled).lower()}
+    tags = {
+        "impactflow.family": cfg.model.family,
+        "impactflow.preset": cfg.preset,
+        "impactflow.dp": str(cfg.privacy.enabled).lower(),
+    }
     prov = provenance(cfg.seed, command)
     if prov["git_commit"]:
         tags["mlflow.source.git.commit"] = prov["git_commit"]
@@ -61,29 +65,53 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
         require_contract(validation)
         # privacy ledger: check the dataset's budget and reserve this run's epsilon (it may refuse
         # the run before any training)
-        budget = reserve_budget(cfg.privacy.model_dump(), cfg.model.family, list(cfg.model.baselines),
-                                data_info, ctx["parent_run_id"], str(out),
-                                canaries_for(cfg.model_dump(mode="json")), cfg.privacy_audit.reference_models)
+        budget = reserve_budget(
+            cfg.privacy.model_dump(),
+            cfg.model.family,
+            list(cfg.model.baselines),
+            data_info,
+            ctx["parent_run_id"],
+            str(out),
+            canaries_for(cfg.model_dump(mode="json")),
+            cfg.privacy_audit.reference_models,
+        )
         anon = anonymity(df, cfg.data.contract, cfg.privacy.min_k)
         split = split_data(df, cfg.data.contract, cfg.model.family, cfg.split.validation, cfg.split.test, cfg.seed)
-        same_rows = {"baselines": list(cfg.model.baselines), "reference_models": cfg.privacy_audit.reference_models,
-                     "canary_models": int(canaries_for(cfg.model_dump(mode="json")) > 0)}  # for dp.covers
+        same_rows = {
+            "baselines": list(cfg.model.baselines),
+            "reference_models": cfg.privacy_audit.reference_models,
+            "canary_models": int(canaries_for(cfg.model_dump(mode="json")) > 0),
+        }  # for dp.covers
         attack_runs = submit_privacy_attacks(split, cfg.model_dump(mode="json"))  # LiRA references, canary run
-        fitted = train_all(split, cfg.data.contract, cfg.model.family, cfg.model.params, cfg.train.model_dump(),
-                           cfg.privacy.model_dump(), list(cfg.model.baselines), exclude, cfg.seed, same_rows,
-                           dask=cfg.orchestration.task_runner == "dask")
+        fitted = train_all(
+            split,
+            cfg.data.contract,
+            cfg.model.family,
+            cfg.model.params,
+            cfg.train.model_dump(),
+            cfg.privacy.model_dump(),
+            list(cfg.model.baselines),
+            exclude,
+            cfg.seed,
+            same_rows,
+            dask=cfg.orchestration.task_runner == "dask",
+        )
         decision = cfg.model.model_dump(mode="json", include={"threshold", "costs"})  # models/threshold.py
-        fitted = [decide_threshold(f, split, cfg.data.contract, cfg.model.family, exclude, decision,
-                                   cfg.privacy.enabled) for f in fitted]
+        fitted = [
+            decide_threshold(f, split, cfg.data.contract, cfg.model.family, exclude, decision, cfg.privacy.enabled)
+            for f in fitted
+        ]
         attacks = collect_privacy_attacks(attack_runs, fitted[0], split, cfg.model_dump(mode="json"))
-        audit_eps = ([attack_runs["canary"].result()["epsilon"]] if attack_runs["canary"] is not None else []) \
-            + [f.result()["epsilon"] for f in attack_runs["references"]]
+        audit_eps = ([attack_runs["canary"].result()["epsilon"]] if attack_runs["canary"] is not None else []) + [
+            f.result()["epsilon"] for f in attack_runs["references"]
+        ]
         privacy_budget = finalize_budget(budget, fitted[0].training.get("dp", {}), audit_eps)
         log_budget(ctx, privacy_budget, anon)
         records = []
         for model in fitted:
-            audits = audit_model(model, split, cfg.data.contract, cfg.model.family, cfg.gates,
-                                 attacks if model is fitted[0] else None)
+            audits = audit_model(
+                model, split, cfg.data.contract, cfg.model.family, cfg.gates, attacks if model is fitted[0] else None
+            )
             child = log_model_run(ctx, model, audits, split.test, tags, str(run_dir / "models"))
             children.append(child)
             record = model_record(model, audits, child)
@@ -93,13 +121,15 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
         data = data_sheet(df, contract, data_info, split, validation, exclude, privacy_budget, anon)
         run = run_header(ctx, cfg.preset, started, _now())
         integrity = prepare_evidence(ctx, str(run_dir))
-        report = write_report(run, data, records, prov, cfg.model_dump(mode="json"), str(run_dir / "reports"),
-                              integrity=integrity)
+        report = write_report(
+            run, data, records, prov, cfg.model_dump(mode="json"), str(run_dir / "reports"), integrity=integrity
+        )
         sign_run(ctx, str(run_dir), integrity)
         log_report(ctx, report["paths"], report["status"])
         # the very last step: the alias moves only once the evidence exists and the run passed
-        registry = alias_champions(ctx, {r["name"]: r["registry"] for r in records if r.get("registry")},
-                                   report["status"])
+        registry = alias_champions(
+            ctx, {r["name"]: r["registry"] for r in records if r.get("registry")}, report["status"]
+        )
     except BaseException as exc:
         fail_tracking(ctx, children, exc)
         raise
@@ -117,9 +147,14 @@ def with_task_runner(cfg: RunConfig):
     if cfg.orchestration.dask_address:
         runner = DaskTaskRunner(address=cfg.orchestration.dask_address)
     else:
-        runner = DaskTaskRunner(cluster_kwargs={"n_workers": cfg.orchestration.dask_workers,
-                                                "threads_per_worker": 1, "processes": True,
-                                                "dashboard_address": None})
+        runner = DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": cfg.orchestration.dask_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
     return impactflow_pipeline.with_options(task_runner=runner)
 
 

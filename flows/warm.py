@@ -32,6 +32,7 @@ import the heavy libraries, ``impactflow run``, ``audit`` and ``validate``, are 
 Linux/POSIX only (``fork`` and fd passing); nothing here imports a heavy library at module
 import (the CLI's client side must stay instant).
 """
+
 from __future__ import annotations
 
 import gc
@@ -59,26 +60,88 @@ SOCKET_NAME = "impactflow-warm.sock"
 # third-party modules the pipeline imports inside functions (the packages' module-level imports
 # come with importing the packages themselves); a missing optional one is skipped
 PRELOAD = (
-    "numpy", "pandas", "scipy.stats", "yaml", "jinja2", "jsonschema", "sqlalchemy", "requests",
-    "torch", "torch.nn", "torch.utils.data", "torch._dynamo", "opacus", "opacus.validators",
-    "opacus.accountants", "opacus.accountants.analysis",
+    "numpy",
+    "pandas",
+    "scipy.stats",
+    "yaml",
+    "jinja2",
+    "jsonschema",
+    "sqlalchemy",
+    "requests",
+    "torch",
+    "torch.nn",
+    "torch.utils.data",
+    "torch._dynamo",
+    "opacus",
+    "opacus.validators",
+    "opacus.accountants",
+    "opacus.accountants.analysis",
     "opacus.grad_sample.grad_sample_module_fast_gradient_clipping",
-    "sklearn", "sklearn.base", "sklearn.compose", "sklearn.ensemble", "sklearn.feature_extraction.text",
-    "sklearn.impute", "sklearn.linear_model", "sklearn.metrics", "sklearn.model_selection",
-    "sklearn.pipeline", "sklearn.preprocessing", "fairlearn.metrics", "fairlearn.postprocessing",
-    "great_expectations", "great_expectations.data_context.types.base",
-    "mlflow", "mlflow.entities", "mlflow.models", "mlflow.pyfunc", "mlflow.pytorch", "mlflow.sklearn",
-    "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
-    "mlflow.types.utils", "alembic", "prefect", "prefect.flow_engine", "prefect.task_engine",
-    "prefect.artifacts", "prefect.client.orchestration", "prefect.settings", "rich.console",
-    "rich.progress", "rich.table", "cryptography.hazmat.primitives.asymmetric.ed25519", "git",
+    "sklearn",
+    "sklearn.base",
+    "sklearn.compose",
+    "sklearn.ensemble",
+    "sklearn.feature_extraction.text",
+    "sklearn.impute",
+    "sklearn.linear_model",
+    "sklearn.metrics",
+    "sklearn.model_selection",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+    "fairlearn.metrics",
+    "fairlearn.postprocessing",
+    "great_expectations",
+    "great_expectations.data_context.types.base",
+    "mlflow",
+    "mlflow.entities",
+    "mlflow.models",
+    "mlflow.pyfunc",
+    "mlflow.pytorch",
+    "mlflow.sklearn",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "mlflow.types.utils",
+    "alembic",
+    "prefect",
+    "prefect.flow_engine",
+    "prefect.task_engine",
+    "prefect.artifacts",
+    "prefect.client.orchestration",
+    "prefect.settings",
+    "rich.console",
+    "rich.progress",
+    "rich.table",
+    "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "git",
 )
 # environment variables read at import time by the preloaded libraries (see the module doc)
-_IMPORT_PREFIXES = ("PREFECT_", "MLFLOW_", "GX_", "IMPACTFLOW_", "OMP_", "MKL_", "OPENBLAS_", "CUDA_",
-                    "TORCH", "PYTORCH_", "PYTHON", "MPL")
-_PER_CALL = frozenset({"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                       "MLFLOW_TRACKING_TOKEN", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME",
-                       "MLFLOW_RUN_ID", "PYTHONUNBUFFERED", "IMPACTFLOW_WARM"})
+_IMPORT_PREFIXES = (
+    "PREFECT_",
+    "MLFLOW_",
+    "GX_",
+    "IMPACTFLOW_",
+    "OMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "CUDA_",
+    "TORCH",
+    "PYTORCH_",
+    "PYTHON",
+    "MPL",
+)
+_PER_CALL = frozenset(
+    {
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_TRACKING_TOKEN",
+        "MLFLOW_REGISTRY_URI",
+        "MLFLOW_EXPERIMENT_NAME",
+        "MLFLOW_RUN_ID",
+        "PYTHONUNBUFFERED",
+        "IMPACTFLOW_WARM",
+    }
+)
 _HEADER = struct.Struct("!I")
 IN_CHILD = False  # True in a run forked from the warm runner
 
@@ -169,11 +232,18 @@ def delegate(argv: list[str]) -> Optional[int]:
         return None
     path = state.get("socket", "")
     if not _is_runner(int(state.get("pid") or 0)):
-        _note(f"warm runner recorded in {state_file()} is not running; running cold "
-              "(`impactflow server start --warm` starts a new one)")
+        _note(
+            f"warm runner recorded in {state_file()} is not running; running cold "
+            "(`impactflow server start --warm` starts a new one)"
+        )
         return None
-    request = {"argv": list(argv), "env": dict(os.environ), "cwd": os.getcwd(),
-               "executable": sys.executable, "fingerprint": code_fingerprint()}
+    request = {
+        "argv": list(argv),
+        "env": dict(os.environ),
+        "cwd": os.getcwd(),
+        "executable": sys.executable,
+        "fingerprint": code_fingerprint(),
+    }
     payload = json.dumps(request).encode()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -188,8 +258,7 @@ def delegate(argv: list[str]) -> Optional[int]:
     reply = json.loads(first) if first else {"refused": "it closed the connection"}
     if "refused" in reply:
         sock.close()
-        _note(f"warm runner not used: {reply['refused']}; running cold "
-              "(`impactflow server start --warm` replaces it)")
+        _note(f"warm runner not used: {reply['refused']}; running cold (`impactflow server start --warm` replaces it)")
         return None
     return _follow(sock, replies, int(reply["pid"]))
 
@@ -255,8 +324,11 @@ def start(entry: str, timeout_s: float = 180.0) -> dict:
     state = running()
     replaced = state is not None
     if state:
-        if (state.get("python"), state.get("fingerprint"), state.get("environment_sha256")) == \
-                (sys.executable, code_fingerprint(), environment_digest(import_environment(dict(os.environ)))):
+        if (state.get("python"), state.get("fingerprint"), state.get("environment_sha256")) == (
+            sys.executable,
+            code_fingerprint(),
+            environment_digest(import_environment(dict(os.environ))),
+        ):
             return {**state, "already_running": True, "replaced": False}
         stop()  # it would refuse this environment's runs: replace it
     home = prefect_home()
@@ -267,8 +339,15 @@ def start(entry: str, timeout_s: float = 180.0) -> dict:
     # -P: no working directory on sys.path (a child chdirs into the user's folder)
     cmd = [sys.executable, "-P", "-m", "impactflow.flows.warm", str(path), entry]
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=dict(os.environ), cwd=str(home), start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(os.environ),
+            cwd=str(home),
+            start_new_session=True,
+        )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -345,7 +424,7 @@ def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
         if len(data) < _HEADER.size:
             raise ValueError("short request")
         (size,) = _HEADER.unpack_from(data)
-        body = bytearray(data[_HEADER.size:])
+        body = bytearray(data[_HEADER.size :])
         while len(body) < size:
             more = conn.recv(size - len(body))
             if not more:
@@ -365,9 +444,14 @@ def _reopen_stdio() -> None:
 
     encoding = os.environ.get("PYTHONIOENCODING", "").split(":")[0] or locale.getpreferredencoding(False)
     for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
-        stream = open(fd, mode, encoding=encoding, closefd=False,  # noqa: SIM115 (lives as sys.std*)
-                      errors="backslashreplace" if fd == 2 else "strict",
-                      buffering=1 if fd == 2 or (mode == "w" and os.isatty(fd)) else -1)
+        stream = open(
+            fd,
+            mode,
+            encoding=encoding,
+            closefd=False,  # noqa: SIM115 (lives as sys.std*)
+            errors="backslashreplace" if fd == 2 else "strict",
+            buffering=1 if fd == 2 or (mode == "w" and os.isatty(fd)) else -1,
+        )
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
 
@@ -511,10 +595,17 @@ def serve(path: Path, entry: str) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    state = {"pid": os.getpid(), "socket": str(path), "python": sys.executable,
-             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             "preload_s": round(loaded_s, 2), "not_preloaded": missing, "gc_frozen_objects": gc.get_freeze_count(),
-             "fingerprint": fingerprint, "environment_sha256": environment_digest(environment)}
+    state = {
+        "pid": os.getpid(),
+        "socket": str(path),
+        "python": sys.executable,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "preload_s": round(loaded_s, 2),
+        "not_preloaded": missing,
+        "gc_frozen_objects": gc.get_freeze_count(),
+        "fingerprint": fingerprint,
+        "environment_sha256": environment_digest(environment),
+    }
     tmp = state_file().with_suffix(".json.tmp")
     tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
     os.replace(tmp, state_file())

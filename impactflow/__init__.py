@@ -8,6 +8,7 @@ One import package. The repository keeps the top-level folders ``flows/``, ``tas
 ``pyproject.toml`` and those folders) the same names resolve to the folders through this
 package's ``__path__``: with an editable install, or with only the checkout on ``sys.path``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path as _Path

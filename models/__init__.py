@@ -3,6 +3,7 @@
 Values are module paths so that listing/validating family names does not import torch;
 ``get_family`` imports the module on first use.
 """
+
 from __future__ import annotations
 
 import importlib

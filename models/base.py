@@ -3,6 +3,7 @@
 A family = one file in ``models/`` ending in a ``Family`` value + one line in
 ``models.FAMILIES`` (see ARCHITECTURE.md, "Extension points").
 """
+
 from __future__ import annotations
 
 import os
@@ -117,9 +118,7 @@ class Family:
         known = [f.name for f in fields(self.config_cls)]
         for key in params:
             if key not in known:
-                raise ConfigError(
-                    UNKNOWN_PARAM.format(key=key, family=self.name, known=", ".join(known))
-                )
+                raise ConfigError(UNKNOWN_PARAM.format(key=key, family=self.name, known=", ".join(known)))
         try:
             return self.config_cls(**params)
         except (TypeError, ValueError) as exc:

@@ -1,4 +1,5 @@
 """Model-agnostic data preparation: the seeded, stratified train/validation/test split."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -94,9 +95,7 @@ def split_frame(
         rest, test_idx = train_test_split(idx, test_size=test, random_state=seed, stratify=strata)
         val_share = validation / (1.0 - test)
     rest_strata = stratum_codes(df.iloc[rest], cols, min_count=10)[0] if stratify else None
-    train_idx, val_idx = train_test_split(
-        rest, test_size=val_share, random_state=seed + 1, stratify=rest_strata
-    )
+    train_idx, val_idx = train_test_split(rest, test_size=val_share, random_state=seed + 1, stratify=rest_strata)
     return Split(
         train=df.iloc[np.sort(train_idx)].reset_index(drop=True),
         validation=df.iloc[np.sort(val_idx)].reset_index(drop=True),

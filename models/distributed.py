@@ -12,6 +12,7 @@ its final parameters (tests use it to check that the replicas agree). DP-SGD is 
 with DDP here (Opacus has its own ``DifferentiallyPrivateDistributedDataParallel``): the
 pipeline's DP training stays single-process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,16 +56,25 @@ def train_ddp(args: argparse.Namespace) -> dict:
         df = load_dataset(contract)
         if args.sample:
             df = df.sample(n=args.sample, random_state=args.seed).reset_index(drop=True)
-        split = split_frame(df, target=contract.target, stratify_on=list(contract.sensitive), validation=0.15,
-                            test=0.15, seed=args.seed, predefined=contract.split_column)
+        split = split_frame(
+            df,
+            target=contract.target,
+            stratify_on=list(contract.sensitive),
+            validation=0.15,
+            test=0.15,
+            seed=args.seed,
+            predefined=contract.split_column,
+        )
         roles = roles_for(contract, family.task, exclude_sensitive=False)
         config = family.make_config({"epochs": args.epochs})
         pre = family.make_preprocessor(roles, config)
         X = torch.as_tensor(pre.fit_transform(split.train[list(roles.features)]))
         y = torch.as_tensor(targets(split.train, roles))
         seed_everything(args.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
-        model = DistributedDataParallel(family.build_model(pre.spec(), config).to(device),
-                                        device_ids=[torch.cuda.current_device()] if cuda else None)
+        model = DistributedDataParallel(
+            family.build_model(pre.spec(), config).to(device),
+            device_ids=[torch.cuda.current_device()] if cuda else None,
+        )
         sampler = DistributedSampler(TensorDataset(X, y), num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
         loader = DataLoader(TensorDataset(X, y), batch_size=config.batch_size, sampler=sampler)
         opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=getattr(config, "weight_decay", 0.0))
@@ -88,9 +98,15 @@ def train_ddp(args: argparse.Namespace) -> dict:
             raw = module(Xv).numpy()
         yv = targets(split.validation, roles)
         pred = (raw > 0).astype(np.float32) if family.task == "binary" else raw.argmax(axis=1)
-        result = {"rank": rank, "world_size": world, "backend": dist.get_backend(), "train_loss": history,
-                  "val_accuracy": float((pred == yv).mean()) if family.task != "rating" else None,
-                  "n_train_shard": len(sampler), "param_digest": _param_digest(module)}
+        result = {
+            "rank": rank,
+            "world_size": world,
+            "backend": dist.get_backend(),
+            "train_loss": history,
+            "val_accuracy": float((pred == yv).mean()) if family.task != "rating" else None,
+            "n_train_shard": len(sampler),
+            "param_digest": _param_digest(module),
+        }
         if args.out:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)

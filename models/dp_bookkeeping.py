@@ -26,6 +26,7 @@ one forward, or an embedding option that changes its gradient (``max_norm``, ``s
 ``scale_grad_by_freq``) are not supported: ``unsupported_reason`` says why, and training then
 uses Opacus's own two-pass ghost clipping (recorded in the run's DP metadata, never silently).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -53,10 +54,10 @@ def unsupported_reason(model: nn.Module) -> str | None:
             continue
         if type(module) not in SUPPORTED:
             pname = f"{name}.{own[0][0]}" if name else own[0][0]
-            return (f"parameter {pname} belongs to a {type(module).__name__} "
-                    "(supported: Linear, Embedding, LayerNorm)")
-        if isinstance(module, nn.Embedding) and (module.max_norm is not None or module.sparse
-                                                 or module.scale_grad_by_freq):
+            return f"parameter {pname} belongs to a {type(module).__name__} (supported: Linear, Embedding, LayerNorm)"
+        if isinstance(module, nn.Embedding) and (
+            module.max_norm is not None or module.sparse or module.scale_grad_by_freq
+        ):
             return f"embedding {name} uses max_norm, sparse or scale_grad_by_freq"
         if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) != 1:
             return f"layer norm {name} normalises over {len(module.normalized_shape)} dimensions (supported: 1)"
@@ -115,7 +116,8 @@ class BookkeepingClipper:
         if any(r.module is module for r in self._records):
             raise RuntimeError(
                 f"book-keeping clipping: {type(module).__name__} was called twice in one forward pass "
-                "(shared layers are not supported; set privacy.clipping: opacus)")
+                "(shared layers are not supported; set privacy.clipping: opacus)"
+            )
         if not output.requires_grad:  # its parameters are frozen for the pass and its input
             output.requires_grad_(True)  # needs no gradient: make the output a leaf we differentiate
         self._records.append(_Record(module, inputs[0], output))
@@ -139,7 +141,8 @@ class BookkeepingClipper:
             if r.inp._version != r.inp_version or r.out._version != r.out_version:
                 raise RuntimeError(
                     f"book-keeping clipping: the input or output of a {type(r.module).__name__} was "
-                    "modified in place after the layer ran; its gradient would be wrong")
+                    "modified in place after the layer ran; its gradient would be wrong"
+                )
         n = per_example_loss.shape[0]
         if n == 0:
             # an empty Poisson batch: the sum of clipped gradients is zero; the optimizer still
@@ -324,10 +327,14 @@ def with_fresh_grads(optimizer: DPOptimizerFastGradientClipping) -> _FreshGradDP
     if type(optimizer) is not DPOptimizerFastGradientClipping:
         raise TypeError(f"expected Opacus's DPOptimizerFastGradientClipping, got {type(optimizer).__name__}")
     fresh = _FreshGradDPOptimizer(
-        optimizer.original_optimizer, noise_multiplier=optimizer.noise_multiplier,
-        max_grad_norm=optimizer.max_grad_norm, expected_batch_size=optimizer.expected_batch_size,
-        loss_reduction=optimizer.loss_reduction, generator=optimizer.generator,
-        secure_mode=optimizer.secure_mode)
+        optimizer.original_optimizer,
+        noise_multiplier=optimizer.noise_multiplier,
+        max_grad_norm=optimizer.max_grad_norm,
+        expected_batch_size=optimizer.expected_batch_size,
+        loss_reduction=optimizer.loss_reduction,
+        generator=optimizer.generator,
+        secure_mode=optimizer.secure_mode,
+    )
     if optimizer.step_hook is not None:
         fresh.attach_step_hook(optimizer.step_hook)
     return fresh

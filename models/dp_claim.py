@@ -18,6 +18,7 @@ down as two keys of ``training["dp"]``:
 
 Pure functions, no Prefect/MLflow.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,10 +26,13 @@ from typing import Any
 
 from impactflow.data_contracts.errors import ConfigError
 
-NOT_DATA_INDEPENDENT = ("under DP, family '{family}': {component} is {how}; the released model would carry "
-                        "it outside the (ε, δ) claim")
-NO_DP_PREPROCESSING = ("under DP, family '{family}' has no data-independent preprocessing "
-                       "(make_preprocessor(..., private=True) with components() and summary()): {error}")
+NOT_DATA_INDEPENDENT = (
+    "under DP, family '{family}': {component} is {how}; the released model would carry it outside the (ε, δ) claim"
+)
+NO_DP_PREPROCESSING = (
+    "under DP, family '{family}' has no data-independent preprocessing "
+    "(make_preprocessor(..., private=True) with components() and summary()): {error}"
+)
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,11 @@ class SameRows:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "SameRows":
         d = d or {}
-        return cls(baselines=tuple(str(b) for b in d.get("baselines") or ()),
-                   canary_models=int(d.get("canary_models") or 0),
-                   reference_models=int(d.get("reference_models") or 0))
+        return cls(
+            baselines=tuple(str(b) for b in d.get("baselines") or ()),
+            canary_models=int(d.get("canary_models") or 0),
+            reference_models=int(d.get("reference_models") or 0),
+        )
 
 
 def decision_rule(task: str, threshold: float = 0.5) -> str:
@@ -71,13 +77,25 @@ def _names(names: tuple[str, ...]) -> str:
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
-def covers_sentence(dp: dict[str, Any], *, privacy_unit: str, summary: str, task: str,
-                    same_rows: SameRows = SameRows(), threshold: float = 0.5) -> str:
+def covers_sentence(
+    dp: dict[str, Any],
+    *,
+    privacy_unit: str,
+    summary: str,
+    task: str,
+    same_rows: SameRows = SameRows(),
+    threshold: float = 0.5,
+) -> str:
     """``training["dp"]["covers"]``: one sentence saying what the (ε, δ) covers (module doc)."""
     eps, delta = dp.get("epsilon"), dp.get("delta")
     eps_text = "?" if eps is None else f"{eps:.3g}"
-    decision = (f"the decision threshold (fixed at {threshold:g})" if task == "binary" else
-                "the decision rule (argmax)" if task == "multiclass" else "the output (the rating itself)")
+    decision = (
+        f"the decision threshold (fixed at {threshold:g})"
+        if task == "binary"
+        else "the decision rule (argmax)"
+        if task == "multiclass"
+        else "the output (the rating itself)"
+    )
     not_covered = ["the validation rows read by early stopping and best-epoch selection"]
     if same_rows.baselines:
         plural = "s" if len(same_rows.baselines) > 1 else ""
@@ -95,21 +113,34 @@ def covers_sentence(dp: dict[str, Any], *, privacy_unit: str, summary: str, task
         audit.append(f"{n} LiRA reference model{'s' if n > 1 else ''}")
     if audit:
         one = same_rows.canary_models + same_rows.reference_models == 1
-        parts.append(f"the privacy audit's {' and '.join(audit)}, trained on the same rows with the same DP "
-                     f"settings, {'spends its' if one else 'spend their'} own ε, which the privacy ledger "
-                     "adds to this one")
+        parts.append(
+            f"the privacy audit's {' and '.join(audit)}, trained on the same rows with the same DP "
+            f"settings, {'spends its' if one else 'spend their'} own ε, which the privacy ledger "
+            "adds to this one"
+        )
     parts.append("the number of training rows (it sets the sampling rate) is treated as public")
     return "; ".join(parts) + "."
 
 
-def dp_record(dp: dict[str, Any], *, family, pre, same_rows: SameRows = SameRows(),
-              threshold: float = 0.5) -> dict[str, Any]:
+def dp_record(
+    dp: dict[str, Any], *, family, pre, same_rows: SameRows = SameRows(), threshold: float = 0.5
+) -> dict[str, Any]:
     """``dp`` with ``preprocessing`` and ``covers`` added (unchanged when DP is off)."""
     if not dp.get("enabled"):
         return dp
     preprocessing = preprocessing_record(family.name, pre, family.task, threshold)
-    covers = covers_sentence(dp, privacy_unit=family.privacy_unit, summary=pre.summary(), task=family.task,
-                             same_rows=same_rows, threshold=threshold)
-    return {**dp, "privacy_unit": f"{family.privacy_unit} (example-level DP); validation rows used for "
-                                  "early stopping are not covered",
-            "preprocessing": preprocessing, "covers": covers}
+    covers = covers_sentence(
+        dp,
+        privacy_unit=family.privacy_unit,
+        summary=pre.summary(),
+        task=family.task,
+        same_rows=same_rows,
+        threshold=threshold,
+    )
+    return {
+        **dp,
+        "privacy_unit": f"{family.privacy_unit} (example-level DP); validation rows used for "
+        "early stopping are not covered",
+        "preprocessing": preprocessing,
+        "covers": covers,
+    }

@@ -5,6 +5,7 @@ Everything downstream (evaluation, audits, tracking) only sees a ``FittedModel``
 predictor (preprocessing + model: raw rows in, outputs out) and the held-out outputs and
 per-example losses the audits need. Works for every task kind (binary, multiclass, rating).
 """
+
 from __future__ import annotations
 
 import abc
@@ -16,7 +17,15 @@ import numpy as np
 import pandas as pd
 
 from impactflow.data_contracts.errors import ConfigError
-from impactflow.models.base import Family, Roles, outputs_from_raw, per_example_loss, seed_everything, select_device, targets
+from impactflow.models.base import (
+    Family,
+    Roles,
+    outputs_from_raw,
+    per_example_loss,
+    seed_everything,
+    select_device,
+    targets,
+)
 from impactflow.models.data import Split
 from impactflow.models.dp_claim import NO_DP_PREPROCESSING, SameRows, dp_record
 from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
@@ -99,8 +108,9 @@ class FittedModel:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _score(name, family: Family, kind, description, predictor, params, training, split: Split, roles: Roles,
-           history=()) -> FittedModel:
+def _score(
+    name, family: Family, kind, description, predictor, params, training, split: Split, roles: Roles, history=()
+) -> FittedModel:
     """Held-out outputs plus the per-example losses membership inference compares.
 
     Non-members are the test rows when the test set is a random draw from the same data as the
@@ -198,8 +208,18 @@ def fit_family_model(
     }
     predictor = TorchPredictor(pre, result.model, roles)
     name = f"{family.model_name}-dp" if privacy.enabled else family.model_name
-    return _score(name, family, "torch", family.description, predictor,
-                  {**vars(config), "seed": seed}, training, split, roles, result.history)
+    return _score(
+        name,
+        family,
+        "torch",
+        family.description,
+        predictor,
+        {**vars(config), "seed": seed},
+        training,
+        split,
+        roles,
+        result.history,
+    )
 
 
 def _make_preprocessor(family: Family, roles: Roles, config, private: bool):
@@ -250,8 +270,17 @@ def fit_baseline(family: Family, name: str, split: Split, roles: Roles, *, seed:
         "dp": {"enabled": False},
     }
     params = {k: v for k, v in clf.get_params().items() if isinstance(v, (int, float, str, bool)) or v is None}
-    return _score(name, family, "sklearn", f"scikit-learn baseline: {type(clf).__name__}",
-                  SklearnPredictor(estimator, roles), {**params, "seed": seed}, training, split, roles)
+    return _score(
+        name,
+        family,
+        "sklearn",
+        f"scikit-learn baseline: {type(clf).__name__}",
+        SklearnPredictor(estimator, roles),
+        {**params, "seed": seed},
+        training,
+        split,
+        roles,
+    )
 
 
 def _sklearn_n_params(clf) -> int | None:

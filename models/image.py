@@ -16,6 +16,7 @@ Differential Privacy", AAAI): bounded activations keep gradients small, so less 
 Under DP, Opacus's fast gradient clipping (ghost) covers the Linear layers; the convolutions
 and GroupNorm fall back to per-example gradients (see benchmarks/image.py for the cost).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,10 +46,14 @@ class ImageConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        check_param(len(self.channels) == 2 and all(c > 0 for c in self.channels),
-                    f"channels={list(self.channels)} must be two positive integers")
-        check_param(self.groups > 0 and all(c % self.groups == 0 for c in self.channels),
-                    f"groups={self.groups} must divide every entry of channels={list(self.channels)}")
+        check_param(
+            len(self.channels) == 2 and all(c > 0 for c in self.channels),
+            f"channels={list(self.channels)} must be two positive integers",
+        )
+        check_param(
+            self.groups > 0 and all(c % self.groups == 0 for c in self.channels),
+            f"groups={self.groups} must divide every entry of channels={list(self.channels)}",
+        )
         check_param(self.hidden > 0, f"hidden={self.hidden} must be > 0")
         check_param(self.activation in ("relu", "tanh"), f"activation={self.activation!r} must be 'relu' or 'tanh'")
         check_param(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
@@ -120,16 +125,24 @@ class ImagePreprocessor:
 
     def spec(self) -> dict[str, int]:
         h, w = self.shape[:2]
-        return {"in_channels": 1 if len(self.shape) == 2 else int(self.shape[2]), "height": int(h),
-                "width": int(w), "n_classes": int(self.n_classes)}
+        return {
+            "in_channels": 1 if len(self.shape) == 2 else int(self.shape[2]),
+            "height": int(h),
+            "width": int(w),
+            "n_classes": int(self.n_classes),
+        }
 
     def components(self) -> dict[str, str]:
         shape = "data-independent: the one shape every image must have (a schema fact checked on every row)"
         if self.fixed:
-            return {"normalisation": (f"data-independent: pixels / 255, then (x - {self.FIXED_MEAN}) / "
-                                      f"{self.FIXED_STD} per channel (fixed constants)"),
-                    "image_shape": shape,
-                    "classes": "data-independent: the labels declared in the contract"}
+            return {
+                "normalisation": (
+                    f"data-independent: pixels / 255, then (x - {self.FIXED_MEAN}) / "
+                    f"{self.FIXED_STD} per channel (fixed constants)"
+                ),
+                "image_shape": shape,
+                "classes": "data-independent: the labels declared in the contract",
+            }
         return {"normalisation": "fitted on training rows: per-channel mean and std", "image_shape": shape}
 
     def summary(self) -> str:
@@ -157,17 +170,24 @@ class CNN(nn.Module):
         act = nn.Tanh if config.activation == "tanh" else nn.ReLU
         c1, c2 = config.channels
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, kernel_size=8, stride=2, padding=3), nn.GroupNorm(config.groups, c1), act(),
+            nn.Conv2d(in_channels, c1, kernel_size=8, stride=2, padding=3),
+            nn.GroupNorm(config.groups, c1),
+            act(),
             nn.MaxPool2d(2, 1),
-            nn.Conv2d(c1, c2, kernel_size=4, stride=2), nn.GroupNorm(config.groups, c2), act(),
+            nn.Conv2d(c1, c2, kernel_size=4, stride=2),
+            nn.GroupNorm(config.groups, c2),
+            act(),
             nn.MaxPool2d(2, 1),
             nn.Flatten(),
         )
         with torch.no_grad():
             flat = int(self.features(torch.zeros(1, in_channels, height, width)).shape[1])
         self.head = nn.Sequential(
-            nn.Dropout(config.dropout), nn.Linear(flat, config.hidden), act(),
-            nn.Dropout(config.dropout), nn.Linear(config.hidden, n_classes),
+            nn.Dropout(config.dropout),
+            nn.Linear(flat, config.hidden),
+            act(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden, n_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,15 +215,14 @@ def logreg_baseline(roles: Roles, seed: int):
     from sklearn.preprocessing import FunctionTransformer
 
     pixels = FunctionTransformer(flat_pixels, kw_args={"column": roles.features[0]})
-    return Pipeline([("pixels", pixels),
-                     ("clf", LogisticRegression(max_iter=300, C=0.1, random_state=seed))])
+    return Pipeline([("pixels", pixels), ("clf", LogisticRegression(max_iter=300, C=0.1, random_state=seed))])
 
 
 FAMILY = Family(
     name="image",
     task="multiclass",
     description="small CNN (2 conv blocks with GroupNorm + MLP head, torch) over image arrays; "
-                "pixel logistic regression beside it",
+    "pixel logistic regression beside it",
     config_cls=ImageConfig,
     make_preprocessor=make_preprocessor,
     build_model=build_model,

@@ -18,6 +18,7 @@ fit by memorising them. Each canary is included in the training data with probab
 (seeded); ONE model is trained with the run's settings (DP if the run is DP) on training
 rows + included canaries; every canary is scored by −loss on its canary label.
 """
+
 from __future__ import annotations
 
 import time
@@ -50,9 +51,12 @@ def audit_rows(split: Split, n_audit: int, seed: int) -> AuditRows:
     non_idx = rng.choice(len(held), size=n, replace=False)
     in_pool = np.ones(len(split.train), dtype=bool)
     in_pool[mem_idx] = False
-    return AuditRows(members=split.train.iloc[np.sort(mem_idx)].reset_index(drop=True),
-                     nonmembers=held.iloc[np.sort(non_idx)].reset_index(drop=True),
-                     pool=split.train[in_pool].reset_index(drop=True), nonmember_source=source)
+    return AuditRows(
+        members=split.train.iloc[np.sort(mem_idx)].reset_index(drop=True),
+        nonmembers=held.iloc[np.sort(non_idx)].reset_index(drop=True),
+        pool=split.train[in_pool].reset_index(drop=True),
+        nonmember_source=source,
+    )
 
 
 def audit_frame(rows: AuditRows) -> pd.DataFrame:
@@ -60,9 +64,19 @@ def audit_frame(rows: AuditRows) -> pd.DataFrame:
     return pd.concat([rows.members, rows.nonmembers], ignore_index=True)
 
 
-def train_reference_model(family: Family, params: dict[str, Any], split: Split, roles: Roles, *,
-                          k: int, n_audit: int, seed: int, privacy: PrivacySettings = PrivacySettings(),
-                          threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
+def train_reference_model(
+    family: Family,
+    params: dict[str, Any],
+    split: Split,
+    roles: Roles,
+    *,
+    k: int,
+    n_audit: int,
+    seed: int,
+    privacy: PrivacySettings = PrivacySettings(),
+    threads: int | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Reference model ``k``: trained on a seeded random half of the pool (``seed`` + 1000 + k)
     with the audited model's settings; returns its outputs on the audited rows (members first)."""
     from impactflow.models.fit import fit_family_model
@@ -70,20 +84,37 @@ def train_reference_model(family: Family, params: dict[str, Any], split: Split, 
     rows = audit_rows(split, n_audit, seed)
     rng = np.random.default_rng(seed + 1000 + k)
     half = rng.permutation(len(rows.pool))[: max(1, len(rows.pool) // 2)]
-    ref_split = Split(train=rows.pool.iloc[np.sort(half)].reset_index(drop=True),
-                      validation=split.validation, test=rows.nonmembers.iloc[:1],
-                      predefined_test=split.predefined_test)
+    ref_split = Split(
+        train=rows.pool.iloc[np.sort(half)].reset_index(drop=True),
+        validation=split.validation,
+        test=rows.nonmembers.iloc[:1],
+        predefined_test=split.predefined_test,
+    )
     t0 = time.perf_counter()
-    fitted = fit_family_model(family, params, ref_split, roles, seed=seed + 1000 + k, device=device,
-                              amp=False, threads=threads, privacy=privacy)
+    fitted = fit_family_model(
+        family,
+        params,
+        ref_split,
+        roles,
+        seed=seed + 1000 + k,
+        device=device,
+        amp=False,
+        threads=threads,
+        privacy=privacy,
+    )
     wall = time.perf_counter() - t0
-    return {"k": k, "output": fitted.predictor.predict(audit_frame(rows)),
-            "n_train": len(ref_split.train), "wall_time_s": wall,
-            "epsilon": (fitted.training.get("dp") or {}).get("epsilon")}
+    return {
+        "k": k,
+        "output": fitted.predictor.predict(audit_frame(rows)),
+        "n_train": len(ref_split.train),
+        "wall_time_s": wall,
+        "epsilon": (fitted.training.get("dp") or {}).get("epsilon"),
+    }
 
 
-def lira_inputs(target_predictor, split: Split, roles: Roles, task: str, references: list[dict], *,
-                n_audit: int, seed: int) -> dict[str, Any]:
+def lira_inputs(
+    target_predictor, split: Split, roles: Roles, task: str, references: list[dict], *, n_audit: int, seed: int
+) -> dict[str, Any]:
     """What ``impactflow.audits.lira.lira_audit`` reads from ``AuditInputs.extra["lira"]``: targets and the
     audited and reference models' outputs on the audited rows (members first)."""
     rows = audit_rows(split, n_audit, seed)
@@ -98,9 +129,11 @@ def lira_inputs(target_predictor, split: Split, roles: Roles, task: str, referen
         "groups": groups,
         "seed": seed,
         "statistic": "-squared error" if task == "rating" else "log p_y - log(1 - p_y)",
-        "scheme": (f"{n} audited training rows vs {len(rows.nonmembers)} rows of the {rows.nonmember_source}; "
-                   f"{len(references)} reference models, each trained on a random half of the "
-                   f"{len(rows.pool)} training rows not audited"),
+        "scheme": (
+            f"{n} audited training rows vs {len(rows.nonmembers)} rows of the {rows.nonmember_source}; "
+            f"{len(references)} reference models, each trained on a random half of the "
+            f"{len(rows.pool)} training rows not audited"
+        ),
         "wall_time_s": float(sum(r["wall_time_s"] for r in references)),
     }
 
@@ -124,9 +157,19 @@ def make_canaries(split: Split, roles: Roles, m: int, seed: int) -> pd.DataFrame
     return canaries
 
 
-def canary_run(family: Family, params: dict[str, Any], split: Split, roles: Roles, *, m: int,
-               guess_fraction: float, seed: int, privacy: PrivacySettings = PrivacySettings(),
-               threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
+def canary_run(
+    family: Family,
+    params: dict[str, Any],
+    split: Split,
+    roles: Roles,
+    *,
+    m: int,
+    guess_fraction: float,
+    seed: int,
+    privacy: PrivacySettings = PrivacySettings(),
+    threads: int | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """The one-run audit's training run: canaries in with probability ½, one model trained,
     every canary scored by −loss on its canary label; returns what ``impactflow.audits.lira.canary_audit``
     reads from ``AuditInputs.extra["canary"]``. ``k_pos = k_neg = round(guess_fraction · m)``
@@ -137,18 +180,26 @@ def canary_run(family: Family, params: dict[str, Any], split: Split, roles: Role
     canaries = make_canaries(split, roles, m, seed + 2000)
     included = np.random.default_rng(seed + 2001).random(len(canaries)) < 0.5
     train = pd.concat([split.train, canaries[included]], ignore_index=True)
-    run_split = Split(train=train, validation=split.validation, test=split.test.iloc[:1],
-                      predefined_test=split.predefined_test)
+    run_split = Split(
+        train=train, validation=split.validation, test=split.test.iloc[:1], predefined_test=split.predefined_test
+    )
     t0 = time.perf_counter()
-    fitted = fit_family_model(family, params, run_split, roles, seed=seed + 2002, device=device, amp=False,
-                              threads=threads, privacy=privacy)
+    fitted = fit_family_model(
+        family, params, run_split, roles, seed=seed + 2002, device=device, amp=False, threads=threads, privacy=privacy
+    )
     wall = time.perf_counter() - t0
     loss = per_example_loss(targets(canaries, roles), fitted.predictor.predict(canaries), family.task)
     k = int(round(guess_fraction * len(canaries)))
     dp = fitted.training.get("dp") or {}
-    return {"scores": -loss, "included": included, "k_pos": k, "k_neg": k,
-            "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
-            "delta": dp.get("delta") if dp.get("enabled") else None,
-            "canary_kind": "held-out rows with a wrong label/rating drawn at random",
-            "statistic": "-loss on the canary label", "wall_time_s": wall,
-            "n_train": len(train)}
+    return {
+        "scores": -loss,
+        "included": included,
+        "k_pos": k,
+        "k_neg": k,
+        "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
+        "delta": dp.get("delta") if dp.get("enabled") else None,
+        "canary_kind": "held-out rows with a wrong label/rating drawn at random",
+        "statistic": "-loss on the canary label",
+        "wall_time_s": wall,
+        "n_train": len(train),
+    }

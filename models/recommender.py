@@ -25,6 +25,7 @@ and index tensors are made contiguous (parameter tying and non-contiguous inputs
 ghost clipping refuses). The privacy unit is ONE RATING (example-level DP over rating rows);
 a user's whole history is not protected as a unit.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -76,8 +77,10 @@ def _rating_range(roles: Roles) -> tuple[float, float]:
 
 #: the most ids a declared integer range may span under DP (one embedding row each)
 MAX_DECLARED_IDS = 10_000_000
-TOO_MANY_IDS = ("under DP, column {column!r}: the range {lo:g}..{hi:g} declared in contract {contract!r} spans "
-                "{n} ids, more than {limit} embedding rows; declare the id domain more tightly")
+TOO_MANY_IDS = (
+    "under DP, column {column!r}: the range {lo:g}..{hi:g} declared in contract {contract!r} spans "
+    "{n} ids, more than {limit} embedding rows; declare the id domain more tightly"
+)
 
 
 def declared_ids(domains, column: str) -> np.ndarray:
@@ -90,8 +93,11 @@ def declared_ids(domains, column: str) -> np.ndarray:
     lo, hi = domains.value_range(column)
     first, last = int(np.ceil(lo)), int(np.floor(hi))
     if last - first + 1 > MAX_DECLARED_IDS:
-        raise ConfigError(TOO_MANY_IDS.format(column=column, lo=lo, hi=hi, contract=domains.contract,
-                                              n=last - first + 1, limit=MAX_DECLARED_IDS))
+        raise ConfigError(
+            TOO_MANY_IDS.format(
+                column=column, lo=lo, hi=hi, contract=domains.contract, n=last - first + 1, limit=MAX_DECLARED_IDS
+            )
+        )
     return np.arange(first, last + 1, dtype=np.int64)
 
 
@@ -127,21 +133,36 @@ class IdPreprocessor:
         return np.ascontiguousarray(np.stack([u, i], axis=1).astype(np.int64))
 
     def spec(self) -> dict[str, Any]:
-        return {"n_users": len(self.users) + 1, "n_items": len(self.items) + 1,
-                "rating_min": self.rating_range[0], "rating_max": self.rating_range[1]}
+        return {
+            "n_users": len(self.users) + 1,
+            "n_items": len(self.items) + 1,
+            "rating_min": self.rating_range[0],
+            "rating_max": self.rating_range[1],
+        }
 
     def components(self) -> dict[str, str]:
-        offset = (f"data-independent: the midpoint of the contract's rating range "
-                  f"{self.rating_range[0]:g}..{self.rating_range[1]:g}")
+        offset = (
+            f"data-independent: the midpoint of the contract's rating range "
+            f"{self.rating_range[0]:g}..{self.rating_range[1]:g}"
+        )
         if not self.declared:
-            return {"user_ids": "fitted on training rows: the users seen in them",
-                    "item_ids": "fitted on training rows: the items seen in them", "rating_offset": offset}
+            return {
+                "user_ids": "fitted on training rows: the users seen in them",
+                "item_ids": "fitted on training rows: the items seen in them",
+                "rating_offset": offset,
+            }
 
         def ids(col, index):
-            return (f"data-independent: the {len(index)} {col} values declared in contract '{self.contract}' "
-                    f"({index[0]}..{index[-1]}); others -> row 0")
-        return {"user_ids": ids(self.user_col, self.users), "item_ids": ids(self.item_col, self.items),
-                "rating_offset": offset}
+            return (
+                f"data-independent: the {len(index)} {col} values declared in contract '{self.contract}' "
+                f"({index[0]}..{index[-1]}); others -> row 0"
+            )
+
+        return {
+            "user_ids": ids(self.user_col, self.users),
+            "item_ids": ids(self.item_col, self.items),
+            "rating_offset": offset,
+        }
 
     def summary(self) -> str:
         if not self.declared:
@@ -163,8 +184,9 @@ def make_preprocessor(roles: Roles, config: RecommenderConfig | None = None, pri
 class BiasedMF(nn.Module):
     """r̂ = c + g + b_u + b_i + p_u·q_i (Koren et al. 2009); row 0 of each table = unseen id."""
 
-    def __init__(self, n_users: int, n_items: int, n_factors: int, rating_min: float, rating_max: float,
-                 init_std: float = 0.05) -> None:
+    def __init__(
+        self, n_users: int, n_items: int, n_factors: int, rating_min: float, rating_max: float, init_std: float = 0.05
+    ) -> None:
         super().__init__()
         self.user_factors = nn.Embedding(n_users, n_factors)
         self.item_factors = nn.Embedding(n_items, n_factors)
@@ -184,8 +206,11 @@ class BiasedMF(nn.Module):
         known_i = (items > 0).unsqueeze(-1).to(self.offset.dtype)
         p = self.user_factors(users) * known_u
         q = self.item_factors(items) * known_i
-        bias = (self.user_bias(users) * known_u + self.item_bias(items) * known_i
-                + self.global_bias(torch.zeros_like(users))).squeeze(-1) + self.offset
+        bias = (
+            self.user_bias(users) * known_u
+            + self.item_bias(items) * known_i
+            + self.global_bias(torch.zeros_like(users))
+        ).squeeze(-1) + self.offset
         return users, items, known_u, known_i, p, q, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,8 +222,17 @@ class NeuMF(BiasedMF):
     """NeuMF-style rating regressor (He et al. 2017): [p_u ⊙ q_i, MLP([p'_u, q'_i])] -> linear,
     plus the biases of ``BiasedMF``. Separate embedding tables per branch (no tying)."""
 
-    def __init__(self, n_users: int, n_items: int, n_factors: int, rating_min: float, rating_max: float,
-                 mlp_sizes: tuple[int, ...], dropout: float, init_std: float = 0.05) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        n_factors: int,
+        rating_min: float,
+        rating_max: float,
+        mlp_sizes: tuple[int, ...],
+        dropout: float,
+        init_std: float = 0.05,
+    ) -> None:
         super().__init__(n_users, n_items, n_factors, rating_min, rating_max, init_std)
         self.user_mlp_factors = nn.Embedding(n_users, n_factors)
         self.item_mlp_factors = nn.Embedding(n_items, n_factors)
@@ -222,8 +256,14 @@ class NeuMF(BiasedMF):
 
 
 def build_model(spec: dict[str, Any], config: RecommenderConfig) -> nn.Module:
-    common = dict(n_users=spec["n_users"], n_items=spec["n_items"], n_factors=config.n_factors,
-                  rating_min=spec["rating_min"], rating_max=spec["rating_max"], init_std=config.init_std)
+    common = dict(
+        n_users=spec["n_users"],
+        n_items=spec["n_items"],
+        n_factors=config.n_factors,
+        rating_min=spec["rating_min"],
+        rating_max=spec["rating_max"],
+        init_std=config.init_std,
+    )
     if config.variant == "neumf":
         return NeuMF(**common, mlp_sizes=config.mlp_sizes, dropout=config.dropout)
     return BiasedMF(**common)
@@ -240,15 +280,25 @@ class BiasBaseline:
     scikit-learn estimator API over the (user, item) columns; unseen ids get bias 0;
     predictions clipped to the rating range."""
 
-    def __init__(self, user_col: str = "user_id", item_col: str = "item_id", reg_user: float = 15.0,
-                 reg_item: float = 10.0, n_iter: int = 10, rating_min: float = 1.0, rating_max: float = 5.0) -> None:
+    def __init__(
+        self,
+        user_col: str = "user_id",
+        item_col: str = "item_id",
+        reg_user: float = 15.0,
+        reg_item: float = 10.0,
+        n_iter: int = 10,
+        rating_min: float = 1.0,
+        rating_max: float = 5.0,
+    ) -> None:
         self.user_col, self.item_col = user_col, item_col
         self.reg_user, self.reg_item, self.n_iter = reg_user, reg_item, n_iter
         self.rating_min, self.rating_max = rating_min, rating_max
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("user_col", "item_col", "reg_user", "reg_item", "n_iter",
-                                              "rating_min", "rating_max")}
+        return {
+            k: getattr(self, k)
+            for k in ("user_col", "item_col", "reg_user", "reg_item", "n_iter", "rating_min", "rating_max")
+        }
 
     def fit(self, X, y):
         import pandas as pd
@@ -303,8 +353,9 @@ class ItemScorer:
             out = np.empty((len(users), n_items), dtype=np.float64)
             for start in range(0, len(users), self.chunk_users):
                 block = users[start : start + self.chunk_users]
-                frame = pd.DataFrame({self.user_col: np.repeat(block, n_items),
-                                      self.item_col: np.tile(self.catalog, len(block))})
+                frame = pd.DataFrame(
+                    {self.user_col: np.repeat(block, n_items), self.item_col: np.tile(self.catalog, len(block))}
+                )
                 out[start : start + len(block)] = np.asarray(self.predictor.predict(frame)).reshape(len(block), n_items)
             self._memo = {key: out}  # keep only the latest matrix
         return self._memo[key]

@@ -19,6 +19,7 @@ heavy tail does not squeeze every typical value into a sliver next to −1 (meas
 0.843 / 0.841 with the old fitted scaler). A missing number -> 0 (the range's centre). The rule reads the declared
 range only. A feature without a declared set/range is a ``ConfigError`` before training.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -79,10 +80,11 @@ class TabularPreprocessor:
     def spec(self) -> dict[str, int]:
         return {"n_features": int(self.n_features)}
 
-
     def components(self) -> dict[str, str]:
-        return {"categories": "fitted on training rows: the categories seen in them (one-hot)",
-                "numeric_scaling": "fitted on training rows: their medians (imputation), means and variances"}
+        return {
+            "categories": "fitted on training rows: the categories seen in them (one-hot)",
+            "numeric_scaling": "fitted on training rows: their medians (imputation), means and variances",
+        }
 
     def summary(self) -> str:
         return "one-hot categories and scaling fitted on the training rows"
@@ -144,14 +146,18 @@ class DeclaredTabularPreprocessor:
     def components(self) -> dict[str, str]:
         where = f"contract '{self.contract}'"
         return {
-            "categories": (f"data-independent: the category sets declared in {where} "
-                           "(expect_column_values_to_be_in_set) + one other/missing column each; "
-                           f"columns: {', '.join(self.categorical) or 'none'}"),
-            "numeric_scaling": (f"data-independent: clipped to the ranges declared in {where} "
-                                "(expect_column_values_to_be_between) and scaled with them to [-1, 1] "
-                                f"(log1p where a range spans > {LOG_SPAN:g}x: "
-                                f"{', '.join(c for c in self.numeric if self.log_scaled[c]) or 'none'}); "
-                                f"missing -> 0; columns: {', '.join(self.numeric) or 'none'}"),
+            "categories": (
+                f"data-independent: the category sets declared in {where} "
+                "(expect_column_values_to_be_in_set) + one other/missing column each; "
+                f"columns: {', '.join(self.categorical) or 'none'}"
+            ),
+            "numeric_scaling": (
+                f"data-independent: clipped to the ranges declared in {where} "
+                "(expect_column_values_to_be_between) and scaled with them to [-1, 1] "
+                f"(log1p where a range spans > {LOG_SPAN:g}x: "
+                f"{', '.join(c for c in self.numeric if self.log_scaled[c]) or 'none'}); "
+                f"missing -> 0; columns: {', '.join(self.numeric) or 'none'}"
+            ),
         }
 
     def summary(self) -> str:

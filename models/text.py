@@ -28,6 +28,7 @@ No BatchNorm, no ``nn.MultiheadAttention``: Opacus ``ModuleValidator`` accepts i
 under fast gradient clipping ("ghost"): position ids are made ``.contiguous()`` and each
 embedding table is looked up exactly once per forward pass (REFERENCE.md traps).
 """
+
 from __future__ import annotations
 
 import math
@@ -74,11 +75,23 @@ class TextConfig:
     hash_buckets: int = 8192  # under DP only: token -> one of these rows by CRC-32 (no vocabulary)
 
     def __post_init__(self) -> None:
-        for name in ("max_len", "max_vocab", "min_freq", "d_model", "n_heads", "n_layers", "d_ff",
-                     "batch_size", "epochs", "patience", "hash_buckets"):
+        for name in (
+            "max_len",
+            "max_vocab",
+            "min_freq",
+            "d_model",
+            "n_heads",
+            "n_layers",
+            "d_ff",
+            "batch_size",
+            "epochs",
+            "patience",
+            "hash_buckets",
+        ):
             check_param(int(getattr(self, name)) > 0, f"{name}={getattr(self, name)} must be > 0")
-        check_param(self.d_model % self.n_heads == 0,
-                    f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        check_param(
+            self.d_model % self.n_heads == 0, f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}"
+        )
         check_param(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
         check_param(self.lr > 0, f"lr={self.lr} must be > 0")
         check_param(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
@@ -121,11 +134,13 @@ class TextPreprocessor:
     def spec(self) -> dict[str, int]:
         return {"vocab_size": len(self.vocab or {}), "max_len": self.max_len}
 
-
     def components(self) -> dict[str, str]:
-        return {"tokenizer": "data-independent: fixed word tokenizer (models/text.py tokenize)",
-                "vocabulary": (f"fitted on training rows: tokens seen at least {self.min_freq} times, "
-                               f"at most {self.max_vocab}")}
+        return {
+            "tokenizer": "data-independent: fixed word tokenizer (models/text.py tokenize)",
+            "vocabulary": (
+                f"fitted on training rows: tokens seen at least {self.min_freq} times, at most {self.max_vocab}"
+            ),
+        }
 
     def summary(self) -> str:
         return "a vocabulary fitted on the training rows"
@@ -164,9 +179,13 @@ class HashingTextPreprocessor:
         return {"vocab_size": self.buckets + 2, "max_len": self.max_len}
 
     def components(self) -> dict[str, str]:
-        return {"tokenizer": ("data-independent: fixed word tokenizer (models/text.py tokenize), tokens "
-                              f"hashed by CRC-32 into {self.buckets} buckets; no vocabulary, no token strings stored"),
-                "max_len": f"data-independent: configured ({self.max_len} tokens)"}
+        return {
+            "tokenizer": (
+                "data-independent: fixed word tokenizer (models/text.py tokenize), tokens "
+                f"hashed by CRC-32 into {self.buckets} buckets; no vocabulary, no token strings stored"
+            ),
+            "max_len": f"data-independent: configured ({self.max_len} tokens)",
+        }
 
     def summary(self) -> str:
         return f"a fixed tokenizer hashing tokens into {self.buckets} buckets, no vocabulary"
@@ -221,8 +240,9 @@ class TransformerClassifier(nn.Module):
 
     EVAL_CHUNK = 256  # rows per chunk at inference: bounds the (B, h, L, L) attention memory
 
-    def __init__(self, vocab_size: int, max_len: int, d_model: int, n_heads: int, n_layers: int,
-                 d_ff: int, dropout: float) -> None:
+    def __init__(
+        self, vocab_size: int, max_len: int, d_model: int, n_heads: int, n_layers: int, d_ff: int, dropout: float
+    ) -> None:
         super().__init__()
         self.tok = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Embedding(max_len, d_model)
@@ -238,7 +258,7 @@ class TransformerClassifier(nn.Module):
 
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = ids.long()
-        keep = (ids != PAD_ID)
+        keep = ids != PAD_ID
         length = max(int(keep.sum(dim=1).max()), 1) if ids.numel() else 1
         ids, keep = ids[:, :length].contiguous(), keep[:, :length]
         B, L = ids.shape
@@ -254,8 +274,15 @@ class TransformerClassifier(nn.Module):
 
 
 def build_model(spec: dict[str, int], config: TextConfig) -> TransformerClassifier:
-    return TransformerClassifier(spec["vocab_size"], spec["max_len"], config.d_model, config.n_heads,
-                                 config.n_layers, config.d_ff, config.dropout)
+    return TransformerClassifier(
+        spec["vocab_size"],
+        spec["max_len"],
+        config.d_model,
+        config.n_heads,
+        config.n_layers,
+        config.d_ff,
+        config.dropout,
+    )
 
 
 def make_criterion(reduction: str = "mean") -> nn.Module:
@@ -297,8 +324,9 @@ def audit_extras(predictor, split, roles: Roles) -> dict[str, Any]:
         "template_texts": templates["text"].tolist(),
         "template_labels": (templates["label"] if toxicity_labels else 0 * templates["label"]).to_numpy(),
         "template_label_note": (
-            "template labels: madlibs BAD = positive (toxic)" if toxicity_labels else
-            "template sentences are not spam: all are negatives, so only FPR/FPED are defined"
+            "template labels: madlibs BAD = positive (toxic)"
+            if toxicity_labels
+            else "template sentences are not spam: all are negatives, so only FPR/FPED are defined"
         ),
     }
     twin = roles.extra.get("counterfactual_text")
@@ -312,7 +340,7 @@ FAMILY = Family(
     name="text",
     task="binary",
     description="Transformer encoder (torch, from scratch, word vocabulary from the training split); "
-                "TF-IDF + logistic regression baseline",
+    "TF-IDF + logistic regression baseline",
     config_cls=TextConfig,
     make_preprocessor=make_preprocessor,
     build_model=build_model,

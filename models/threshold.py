@@ -14,6 +14,7 @@ costs uses the Bayes threshold itself, which depends on the costs only (and says
 Pure: numpy only; ``apply_decision`` sets the fitted predictor's threshold and records it in
 ``training["decision"]``, which the report shows.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -56,9 +57,15 @@ def choose_threshold(y_true, y_score, cost_fp: float, cost_fn: float) -> dict[st
     bayes = bayes_threshold(cost_fp, cost_fn)
     best = np.flatnonzero(cost == cost.min())
     pick = int(min(best, key=lambda i: (abs(candidates[i] - bayes), candidates[i])))
-    return {"threshold": float(candidates[pick]), "cost": float(cost[pick]),
-            "cost_per_row": float(cost[pick]) / y.size, "fp": int(fp[pick]), "fn": int(fn[pick]),
-            "n": int(y.size), "bayes_threshold": bayes}
+    return {
+        "threshold": float(candidates[pick]),
+        "cost": float(cost[pick]),
+        "cost_per_row": float(cost[pick]) / y.size,
+        "fp": int(fp[pick]),
+        "fn": int(fn[pick]),
+        "n": int(y.size),
+        "bayes_threshold": bayes,
+    }
 
 
 def decision_record(decision: dict | None, *, private: bool, y_val=None, score_val=None) -> dict[str, Any]:
@@ -69,26 +76,49 @@ def decision_record(decision: dict | None, *, private: bool, y_val=None, score_v
     costs = decision.get("costs")
     if decision.get("threshold") is not None:
         t = float(decision["threshold"])
-        return {"threshold": t, "method": "fixed", "source": "model.threshold",
-                "text": f"fixed at {t:g} (model.threshold)"}
+        return {
+            "threshold": t,
+            "method": "fixed",
+            "source": "model.threshold",
+            "text": f"fixed at {t:g} (model.threshold)",
+        }
     if costs:
         c_fp, c_fn = float(costs["false_positive"]), float(costs["false_negative"])
         bayes = bayes_threshold(c_fp, c_fn)
-        base = {"cost_false_positive": c_fp, "cost_false_negative": c_fn, "bayes_threshold": bayes,
-                "source": "model.costs"}
+        base = {
+            "cost_false_positive": c_fp,
+            "cost_false_negative": c_fn,
+            "bayes_threshold": bayes,
+            "source": "model.costs",
+        }
         if private:
-            return {**base, "threshold": bayes, "method": "bayes (DP: not fitted on rows)",
-                    "text": f"{bayes:.4f} = c_fp / (c_fp + c_fn) = {c_fp:g} / ({c_fp:g} + {c_fn:g}), from the costs "
-                            "alone: a threshold chosen on rows would not be covered by the model's (ε, δ)"}
+            return {
+                **base,
+                "threshold": bayes,
+                "method": "bayes (DP: not fitted on rows)",
+                "text": f"{bayes:.4f} = c_fp / (c_fp + c_fn) = {c_fp:g} / ({c_fp:g} + {c_fn:g}), from the costs "
+                "alone: a threshold chosen on rows would not be covered by the model's (ε, δ)",
+            }
         chosen = choose_threshold(y_val, score_val, c_fp, c_fn)
-        return {**base, "threshold": chosen["threshold"], "method": "min cost on the validation split",
-                "validation_cost": chosen["cost"], "validation_cost_per_row": chosen["cost_per_row"],
-                "validation_fp": chosen["fp"], "validation_fn": chosen["fn"], "validation_n": chosen["n"],
-                "text": f"{chosen['threshold']:.4f}: the lowest total cost {c_fp:g} x FP + {c_fn:g} x FN on the "
-                        f"validation split ({chosen['n']} rows: {chosen['fp']} FP, {chosen['fn']} FN, cost "
-                        f"{chosen['cost']:g}); the Bayes threshold of these costs is {bayes:.4f}"}
-    return {"threshold": DEFAULT_THRESHOLD, "method": "default", "source": "default",
-            "text": f"{DEFAULT_THRESHOLD:g} (the default: neither model.threshold nor model.costs set)"}
+        return {
+            **base,
+            "threshold": chosen["threshold"],
+            "method": "min cost on the validation split",
+            "validation_cost": chosen["cost"],
+            "validation_cost_per_row": chosen["cost_per_row"],
+            "validation_fp": chosen["fp"],
+            "validation_fn": chosen["fn"],
+            "validation_n": chosen["n"],
+            "text": f"{chosen['threshold']:.4f}: the lowest total cost {c_fp:g} x FP + {c_fn:g} x FN on the "
+            f"validation split ({chosen['n']} rows: {chosen['fp']} FP, {chosen['fn']} FN, cost "
+            f"{chosen['cost']:g}); the Bayes threshold of these costs is {bayes:.4f}",
+        }
+    return {
+        "threshold": DEFAULT_THRESHOLD,
+        "method": "default",
+        "source": "default",
+        "text": f"{DEFAULT_THRESHOLD:g} (the default: neither model.threshold nor model.costs set)",
+    }
 
 
 def apply_decision(fitted, split, roles, decision: dict | None, *, private: bool):
@@ -110,7 +140,12 @@ def apply_decision(fitted, split, roles, decision: dict | None, *, private: bool
         from impactflow.models.dp_claim import decision_rule
 
         old = f"fixed at {DEFAULT_THRESHOLD:g}"
-        training["dp"] = {**dp, "preprocessing": {**(dp.get("preprocessing") or {}),
-                                                  "decision": decision_rule("binary", record["threshold"])},
-                          "covers": str(dp.get("covers") or "").replace(old, f"fixed at {record['threshold']:g}")}
+        training["dp"] = {
+            **dp,
+            "preprocessing": {
+                **(dp.get("preprocessing") or {}),
+                "decision": decision_rule("binary", record["threshold"]),
+            },
+            "covers": str(dp.get("covers") or "").replace(old, f"fixed at {record['threshold']:g}"),
+        }
     return replace(fitted, training=training)

@@ -12,6 +12,7 @@
   before use (``_noise_for_target``). If Opacus cannot make the model private the run fails --
   it never silently trains without privacy.
 """
+
 from __future__ import annotations
 
 import copy
@@ -206,8 +207,11 @@ def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings,
 
         reason = unsupported_reason(model)
         use_bk = reason is None
-        notes = ({"clipping": "bookkeeping"} if use_bk else
-                    {"clipping": "opacus", "clipping_note": f"book-keeping clipping not used: {reason}"})
+        notes = (
+            {"clipping": "bookkeeping"}
+            if use_bk
+            else {"clipping": "opacus", "clipping_note": f"book-keeping clipping not used: {reason}"}
+        )
     if ghost:
         _use_fast_embedding_norms()
     engine = PrivacyEngine(accountant=privacy.accountant)
@@ -223,8 +227,14 @@ def _make_private(model, optimizer, loader, criterion, privacy: PrivacySettings,
     if privacy.target_epsilon is not None:
         # = engine.make_private_with_epsilon, with the noise search memoised and re-checked
         noise, notes["noise_calibration"], notes["planned_epsilon"] = _noise_for_target(
-            {"accountant": privacy.accountant, "target_epsilon": privacy.target_epsilon,
-             "target_delta": privacy.delta, "sample_rate": 1 / len(loader), "epochs": epochs})
+            {
+                "accountant": privacy.accountant,
+                "target_epsilon": privacy.target_epsilon,
+                "target_delta": privacy.delta,
+                "sample_rate": 1 / len(loader),
+                "epochs": epochs,
+            }
+        )
         wrapped = engine.make_private(noise_multiplier=noise, **common)
     elif privacy.noise_multiplier is not None:
         wrapped = engine.make_private(noise_multiplier=privacy.noise_multiplier, **common)
@@ -262,8 +272,9 @@ class _RdpReadout:
         for noise, rate, steps in history:
             key = (float(noise), float(rate))
             if key not in self._per_step:
-                self._per_step[key] = np.asarray(rdp_analysis.compute_rdp(
-                    q=rate, noise_multiplier=noise, steps=1, orders=RDP_ORDERS), dtype=float)
+                self._per_step[key] = np.asarray(
+                    rdp_analysis.compute_rdp(q=rate, noise_multiplier=noise, steps=1, orders=RDP_ORDERS), dtype=float
+                )
             total = total + self._per_step[key] * steps
         eps, _ = rdp_analysis.get_privacy_spent(orders=RDP_ORDERS, rdp=total, delta=delta)
         return float(eps)
@@ -272,9 +283,16 @@ class _RdpReadout:
 def _get_noise_multiplier(key: dict[str, Any]) -> float:
     from opacus.accountants.utils import get_noise_multiplier
 
-    return float(get_noise_multiplier(accountant=key["accountant"], target_epsilon=key["target_epsilon"],
-                                      target_delta=key["target_delta"], sample_rate=key["sample_rate"],
-                                      epochs=key["epochs"], epsilon_tolerance=NOISE_SEARCH_TOLERANCE))
+    return float(
+        get_noise_multiplier(
+            accountant=key["accountant"],
+            target_epsilon=key["target_epsilon"],
+            target_delta=key["target_delta"],
+            sample_rate=key["sample_rate"],
+            epochs=key["epochs"],
+            epsilon_tolerance=NOISE_SEARCH_TOLERANCE,
+        )
+    )
 
 
 #: Opacus's ``get_noise_multiplier`` (its default tolerance) stops once
@@ -319,8 +337,10 @@ def _noise_for_target(key: dict[str, Any]) -> tuple[float, str, float]:
     noise, how = _accountant_memo("noise_multiplier", key, _get_noise_multiplier, check)
     eps = planned[noise] if noise in planned else _planned_epsilon(key, noise)
     if eps > target:  # Opacus's search guarantees this never happens; never train above the target
-        raise ConfigError(f"privacy.target_epsilon={target}: the noise search returned sigma={noise} "
-                          f"with epsilon {eps:.4f} above the target")
+        raise ConfigError(
+            f"privacy.target_epsilon={target}: the noise search returned sigma={noise} "
+            f"with epsilon {eps:.4f} above the target"
+        )
     return noise, how, eps
 
 
@@ -335,8 +355,9 @@ def _history_epsilon(accountant: str, history: list, delta: float, extended_orde
     return float(acc.get_epsilon(delta))
 
 
-def _accountant_memo(kind: str, key: dict[str, Any], compute: Callable[[dict[str, Any]], float],
-                     check: Callable[[float], bool]):
+def _accountant_memo(
+    kind: str, key: dict[str, Any], compute: Callable[[dict[str, Any]], float], check: Callable[[float], bool]
+):
     """``compute(key)``, remembered on disk: the noise multiplier Opacus's search finds for a
     target epsilon is a deterministic function of its inputs and the Opacus version, but costs
     1-9 s per run on 2 cores (the PRV accountant evaluates a slow RDP series for its domain at
@@ -392,8 +413,10 @@ def _epsilons(engine, privacy: PrivacySettings) -> dict[str, float]:
     and delta -- never read from a cache: this is the epsilon the report, the ledger, the gates
     and the privacy audits use. Costs ~0.1-0.3 s (PRV) once per training."""
     history = [(float(n), float(q), int(k)) for n, q, k in engine.accountant.history]
-    return {"epsilon": _history_epsilon(privacy.accountant, history, privacy.delta),
-            "epsilon_rdp": _history_epsilon("rdp", history, privacy.delta, extended_orders=True)}
+    return {
+        "epsilon": _history_epsilon(privacy.accountant, history, privacy.delta),
+        "epsilon_rdp": _history_epsilon("rdp", history, privacy.delta, extended_orders=True),
+    }
 
 
 def train_torch(
@@ -481,8 +504,14 @@ def train_torch(
             bad_epochs += 1
         stop = bad_epochs >= settings.patience
         if on_epoch is not None:  # the progress bar says why it ends before `epochs`
-            on_epoch({**row, "epochs": settings.epochs, "best_epoch": best_epoch,
-                      "stopped_early": float(stop and epoch < settings.epochs)})
+            on_epoch(
+                {
+                    **row,
+                    "epochs": settings.epochs,
+                    "best_epoch": best_epoch,
+                    "stopped_early": float(stop and epoch < settings.epochs),
+                }
+            )
         if stop:
             break
     wall = time.perf_counter() - start

@@ -1,4 +1,5 @@
 """Thin Prefect tasks over the pure functions of models/, audits/ and data_contracts/."""
+
 from __future__ import annotations
 
 from impactflow.data_contracts.errors import ImpactflowError

@@ -1,4 +1,5 @@
 """Audit task: run every registered audit on a fitted model's held-out predictions."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -10,8 +11,9 @@ from impactflow.tasks import progress
 
 
 @task(name="audit-model", cache_policy=NONE)
-def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict[str, dict],
-                privacy_attacks: dict | None = None) -> dict[str, Any]:
+def audit_model(
+    fitted, split, contract_name: str, family_name: str, gates: dict[str, dict], privacy_attacks: dict | None = None
+) -> dict[str, Any]:
     """The family's audits (performance, fairness, privacy, ...) of one model: findings, never exceptions.
     ``privacy_attacks`` (LiRA / canary outputs from tasks/privacy.py) adds the privacy_lira/privacy_canary audits."""
     from impactflow.audits import REPORT_AUDITS, AuditInputs, run_audits
@@ -28,9 +30,14 @@ def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict
     if family.task == "binary":  # the mitigation audit fits its post-processor on validation scores
         from impactflow.models.base import targets
 
-        extra = {**(extra or {}), "validation": {"y_true": targets(split.validation, roles),
-                                                 "y_score": fitted.predictor.predict(split.validation),
-                                                 "sensitive": split.validation[list(roles.groups)]}}
+        extra = {
+            **(extra or {}),
+            "validation": {
+                "y_true": targets(split.validation, roles),
+                "y_score": fitted.predictor.predict(split.validation),
+                "sensitive": split.validation[list(roles.groups)],
+            },
+        }
     dp = fitted.training.get("dp") or {}
     inputs = AuditInputs(
         y_true=fitted.y_test,
@@ -39,11 +46,20 @@ def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict
         task=family.task,
         labels=tuple(roles.labels),
         synthetic_groups=tuple(contract.synthetic_groups),
-        extra={**(extra or {}), **(privacy_attacks or {}),
-               **(favourable_extra(contract.positive_label, contract.favourable_outcome)
-                  if family.task == "binary" else {}),
-               **({"decision_text": (fitted.training.get("decision") or {}).get("text")}
-                  if (fitted.training.get("decision") or {}).get("text") else {})},
+        extra={
+            **(extra or {}),
+            **(privacy_attacks or {}),
+            **(
+                favourable_extra(contract.positive_label, contract.favourable_outcome)
+                if family.task == "binary"
+                else {}
+            ),
+            **(
+                {"decision_text": (fitted.training.get("decision") or {}).get("text")}
+                if (fitted.training.get("decision") or {}).get("text")
+                else {}
+            ),
+        },
         member_loss=fitted.member_loss,
         nonmember_loss=fitted.nonmember_loss,
         epsilon=dp.get("epsilon") if dp.get("enabled") else None,
@@ -53,9 +69,16 @@ def audit_model(fitted, split, contract_name: str, family_name: str, gates: dict
     )
     # post-processing by group thresholds (mitigation) compares binary decisions only; a LiRA or
     # canary gate configured without the attack run says so (the audit names the setting)
-    names = [*family.audits, *(f"privacy_{k}" for k in ("lira", "canary")
-                               if k in (privacy_attacks or {}) or f"privacy_{k}" in gates),
-             *(a for a in REPORT_AUDITS if a not in family.audits and (a != "mitigation" or family.task == "binary"))]
-    return run_audits(inputs, gates, names=names, not_run_reason=lambda audit: (
-        f"the {family.name} family ({family.task}) does not run the {audit} audit "
-        f"(its audits: {', '.join(names)})"))
+    names = [
+        *family.audits,
+        *(f"privacy_{k}" for k in ("lira", "canary") if k in (privacy_attacks or {}) or f"privacy_{k}" in gates),
+        *(a for a in REPORT_AUDITS if a not in family.audits and (a != "mitigation" or family.task == "binary")),
+    ]
+    return run_audits(
+        inputs,
+        gates,
+        names=names,
+        not_run_reason=lambda audit: (
+            f"the {family.name} family ({family.task}) does not run the {audit} audit (its audits: {', '.join(names)})"
+        ),
+    )

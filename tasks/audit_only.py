@@ -1,4 +1,5 @@
 """Tasks of the audit-only flow: audit a scores/predictions table of a model not trained here."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ DISTINCT_DECISIONS = "fairness/distinct_decisions"
 
 
 @task(name="load-predictions", cache_policy=NONE, retries=1, retry_delay_seconds=1)
-def load_predictions(path: str, label: str, score: str | None, prediction: str | None,
-                     sensitive: list[str], keep_all: bool = False) -> tuple[Any, dict]:
+def load_predictions(
+    path: str, label: str, score: str | None, prediction: str | None, sensitive: list[str], keep_all: bool = False
+) -> tuple[Any, dict]:
     """Read the table, check the named columns exist, hash the file. ``keep_all``: keep every
     column (a model scores the rows: ``score_with_model``), else only the named ones."""
     from impactflow.data_contracts.files import file_sha256
@@ -42,9 +44,17 @@ def load_predictions(path: str, label: str, score: str | None, prediction: str |
 
 
 @task(name="check-predictions", cache_policy=NONE)
-def check_predictions(df, path: str, label: str, score: str | None, prediction: str | None,
-                      sensitive: list[str], positive_label: str | None, min_group_size: int,
-                      run_dir: str) -> tuple[Any, Any]:
+def check_predictions(
+    df,
+    path: str,
+    label: str,
+    score: str | None,
+    prediction: str | None,
+    sensitive: list[str],
+    positive_label: str | None,
+    min_group_size: int,
+    run_dir: str,
+) -> tuple[Any, Any]:
     """Build the GX suite from the arguments, write it into the run folder, validate (Data Docs)."""
     from impactflow.data_contracts.predictions import label_values, predictions_contract, predictions_suite, write_suite
     from impactflow.data_contracts.validation import validate
@@ -54,12 +64,27 @@ def check_predictions(df, path: str, label: str, score: str | None, prediction: 
     name = f"audit-only-{Path(path).stem}"
     # every group present (at least one row); one below min_group_size is too small to judge in
     # the audits, it does not fail the table (group_settings)
-    suite = predictions_suite(df, name=name, label=label, label_set=label_set, score=score,
-                              prediction=prediction, sensitive=sensitive, min_group_size=1)
+    suite = predictions_suite(
+        df,
+        name=name,
+        label=label,
+        label_set=label_set,
+        score=score,
+        prediction=prediction,
+        sensitive=sensitive,
+        min_group_size=1,
+    )
     suite_path = write_suite(suite, Path(run_dir) / "contract" / "expectations.json")
-    contract = predictions_contract(name=name, label=label, positive_label=positive, sensitive=sensitive,
-                                    min_group_size=1, suite_path=suite_path, source=path,
-                                    columns=list(df.columns))
+    contract = predictions_contract(
+        name=name,
+        label=label,
+        positive_label=positive,
+        sensitive=sensitive,
+        min_group_size=1,
+        suite_path=suite_path,
+        source=path,
+        columns=list(df.columns),
+    )
     return validate(df, contract, Path(run_dir) / "data_docs"), positive
 
 
@@ -72,8 +97,11 @@ def present_groups_only(suite: dict, sensitive) -> dict:
     for e in suite["expectations"]:
         kw = e.get("kwargs") or {}
         cond = kw.get("row_condition")
-        if (e.get("type") == "expect_table_row_count_to_be_between" and isinstance(cond, dict)
-                and (cond.get("column") or {}).get("name") in set(sensitive)):
+        if (
+            e.get("type") == "expect_table_row_count_to_be_between"
+            and isinstance(cond, dict)
+            and (cond.get("column") or {}).get("name") in set(sensitive)
+        ):
             e = {**e, "kwargs": {**kw, "min_value": 1}}
             if "description" in e:
                 e["description"] = str(e["description"]).rsplit(":", 1)[0] + ": present (at least 1 row)"
@@ -98,13 +126,17 @@ def score_with_model(df, model_uri: str, tracking_uri: str, path: str) -> tuple[
         try:
             model = load_model(model_uri)
         except Exception as exc:  # noqa: BLE001 - MLflow raises many types for a bad URI
-            raise ConfigError(f"--model {model_uri}: cannot be loaded ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200] if str(exc) else 'no message'})") from None
+            raise ConfigError(
+                f"--model {model_uri}: cannot be loaded ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else 'no message'})"
+            ) from None
     try:
         out = model.predict(df)
     except Exception as exc:  # noqa: BLE001 - a missing feature column, a wrong type
-        raise DataError(f"{path}: the model {model_uri} cannot score this table ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:200] if str(exc) else 'no message'})") from None
+        raise DataError(
+            f"{path}: the model {model_uri} cannot score this table ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else 'no message'})"
+        ) from None
     if "score" not in getattr(out, "columns", []):
         raise ConfigError(f"--model {model_uri}: not a binary model (its output has no 'score' column)")
     if MODEL_SCORE in df.columns:
@@ -116,7 +148,9 @@ def score_with_model(df, model_uri: str, tracking_uri: str, path: str) -> tuple[
 
 
 @task(name="load-with-contract", cache_policy=NONE, retries=1, retry_delay_seconds=1)
-def load_with_contract(contract_ref: str, path: str, score: str | None, prediction: str | None) -> tuple[Any, Any, dict]:
+def load_with_contract(
+    contract_ref: str, path: str, score: str | None, prediction: str | None
+) -> tuple[Any, Any, dict]:
     """``--contract``: read the decision log as the contract says (format, NA tokens, derived
     columns); returns (the whole frame, the contract, the data info)."""
     from impactflow.data_contracts import get_contract, load_dataset
@@ -130,15 +164,31 @@ def load_with_contract(contract_ref: str, path: str, score: str | None, predicti
     sha = file_sha256(Path(path))
     from impactflow.tasks.data import contract_file
 
-    info = {"contract": contract.name, "contract_file": contract_file(contract),
-            "files": [{"path": str(path), "sha256": sha}], "dataset_sha256": sha,
-            "n_rows": int(len(df)), "source": contract.source, "license": contract.license, "shipped": False}
+    info = {
+        "contract": contract.name,
+        "contract_file": contract_file(contract),
+        "files": [{"path": str(path), "sha256": sha}],
+        "dataset_sha256": sha,
+        "n_rows": int(len(df)),
+        "source": contract.source,
+        "license": contract.license,
+        "shipped": False,
+    }
     return df, contract, info
 
 
 @task(name="check-with-contract", cache_policy=NONE)
-def check_with_contract(df, contract, path: str, label: str, score: str | None, prediction: str | None,
-                        sensitive: list[str], positive_label: str | None, run_dir: str) -> tuple[Any, Any]:
+def check_with_contract(
+    df,
+    contract,
+    path: str,
+    label: str,
+    score: str | None,
+    prediction: str | None,
+    sensitive: list[str],
+    positive_label: str | None,
+    run_dir: str,
+) -> tuple[Any, Any]:
     """The contract's generated suite (+ its extras), every sensitive group only required to be
     present, plus the score range / prediction values of the predictions suite; validated on the
     whole frame the contract describes (Data Docs in the run folder)."""
@@ -150,8 +200,16 @@ def check_with_contract(df, contract, path: str, label: str, score: str | None, 
     progress.stage("validate (Great Expectations)")
     label_set, positive = label_values(df, label, positive_label)
     suite = present_groups_only(load_suite(contract), contract.sensitive)
-    extra = predictions_suite(sensitive_as_text(df, sensitive), name=contract.name, label=label, label_set=label_set,
-                              score=score, prediction=prediction, sensitive=[], min_group_size=1)
+    extra = predictions_suite(
+        sensitive_as_text(df, sensitive),
+        name=contract.name,
+        label=label,
+        label_set=label_set,
+        score=score,
+        prediction=prediction,
+        sensitive=[],
+        min_group_size=1,
+    )
     have = {json.dumps(e, sort_keys=True, default=str) for e in suite["expectations"]}
     for e in extra["expectations"]:
         cols = {(e.get("kwargs") or {}).get("column")}
@@ -187,12 +245,15 @@ def parse_intersections(value: str | None, sensitive: list[str]) -> list[list[st
     for part in text.split(";"):
         cols = [c.strip() for c in part.replace("+", ",").split(",") if c.strip()]
         if len(cols) < 2:
-            raise ConfigError(f"--intersections {value!r}: {part.strip()!r} names fewer than two columns "
-                              "(give COL1,COL2[;COL3,COL4] or none)")
+            raise ConfigError(
+                f"--intersections {value!r}: {part.strip()!r} names fewer than two columns "
+                "(give COL1,COL2[;COL3,COL4] or none)"
+            )
         bad = [c for c in cols if c not in sensitive]
         if bad:
-            raise ConfigError(f"--intersections {value!r}: {bad[0]!r} is not a --sensitive column "
-                              f"({', '.join(sensitive)})")
+            raise ConfigError(
+                f"--intersections {value!r}: {bad[0]!r} is not a --sensitive column ({', '.join(sensitive)})"
+            )
         combos.append(cols)
     return combos
 
@@ -241,9 +302,18 @@ def read_intended_use(path: str | None) -> dict | None:
 
 
 @task(name="audit-predictions", cache_policy=NONE)
-def audit_predictions(df, label: str, score: str | None, prediction: str | None, sensitive: list[str],
-                      positive: Any, threshold: float, thresholds: dict, favourable: Any = None,
-                      settings: dict | None = None) -> dict:
+def audit_predictions(
+    df,
+    label: str,
+    score: str | None,
+    prediction: str | None,
+    sensitive: list[str],
+    positive: Any,
+    threshold: float,
+    thresholds: dict,
+    favourable: Any = None,
+    settings: dict | None = None,
+) -> dict:
     """Fairness on the hard predictions; performance and calibration by group when scores are given.
     Every configured gate is accounted for as in a pipeline run (``impactflow.audits.gating``): an audit that
     raises, or a performance gate set without ``--score``, leaves its gates not measured. A model
@@ -259,16 +329,30 @@ def audit_predictions(df, label: str, score: str | None, prediction: str | None,
     def with_settings(fn):
         return lambda inp, th: fn(inp, {**settings, **(th or {})})
 
-    out = {"fairness": with_gate(audited("fairness", with_settings(fairness_audit), inputs,
-                                         thresholds.get("fairness"), known["fairness"]), decisions_gate(inputs))}
+    out = {
+        "fairness": with_gate(
+            audited("fairness", with_settings(fairness_audit), inputs, thresholds.get("fairness"), known["fairness"]),
+            decisions_gate(inputs),
+        )
+    }
     if score:
-        out["performance"] = audited("performance", performance_audit, inputs, thresholds.get("performance"),
-                                     known["performance"])
+        out["performance"] = audited(
+            "performance", performance_audit, inputs, thresholds.get("performance"), known["performance"]
+        )
     elif "performance" in thresholds:
-        out["performance"] = not_run("performance", thresholds["performance"], known["performance"],
-                                     "performance needs scores (--score): hard predictions were given")
-    out["calibration_by_group"] = audited("calibration_by_group", with_settings(calibration_group_audit), inputs,
-                                          thresholds.get("calibration_by_group"), known["calibration_by_group"])
+        out["performance"] = not_run(
+            "performance",
+            thresholds["performance"],
+            known["performance"],
+            "performance needs scores (--score): hard predictions were given",
+        )
+    out["calibration_by_group"] = audited(
+        "calibration_by_group",
+        with_settings(calibration_group_audit),
+        inputs,
+        thresholds.get("calibration_by_group"),
+        known["calibration_by_group"],
+    )
     return out
 
 
@@ -288,11 +372,20 @@ def decisions_gate(inputs) -> Any:
     if values.size >= 2:
         return Gate(DISTINCT_DECISIONS, Status.PASS, 2.0, 2.0, ">=")
     scores = np.unique(np.asarray(inputs.y_score, dtype=float))
-    what = (f"every score is {scores[0]:g}" if scores.size == 1 and not inputs.extra.get("hard_predictions")
-            else f"every row is predicted {int(values[0]) if values.size else '-'}")
-    return Gate(DISTINCT_DECISIONS, Status.FAIL, float(values.size), 2.0, ">=",
-                f"degenerate model: {what}; one decision for everyone makes every group's rates equal "
-                "by construction, so the fairness gates would pass without measuring anything")
+    what = (
+        f"every score is {scores[0]:g}"
+        if scores.size == 1 and not inputs.extra.get("hard_predictions")
+        else f"every row is predicted {int(values[0]) if values.size else '-'}"
+    )
+    return Gate(
+        DISTINCT_DECISIONS,
+        Status.FAIL,
+        float(values.size),
+        2.0,
+        ">=",
+        f"degenerate model: {what}; one decision for everyone makes every group's rates equal "
+        "by construction, so the fairness gates would pass without measuring anything",
+    )
 
 
 def with_gate(result, gate) -> Any:
@@ -315,9 +408,13 @@ def audit_inputs(df, label, score, prediction, sensitive, positive, threshold, f
         y_score, cut, hard = df[score].astype(float).to_numpy(), float(threshold), False
     else:  # hard predictions: 0/1 "scores" with the cut at 0.5 reproduce them exactly
         y_score, cut, hard = binarize(df[prediction], positive).astype(float).to_numpy(), 0.5, True
-    return AuditInputs(y_true=y_true, y_score=y_score, sensitive=df[list(sensitive)],
-                       decision_threshold=cut,
-                       extra={"hard_predictions": hard, **favourable_extra(positive, favourable)})
+    return AuditInputs(
+        y_true=y_true,
+        y_score=y_score,
+        sensitive=df[list(sensitive)],
+        decision_threshold=cut,
+        extra={"hard_predictions": hard, **favourable_extra(positive, favourable)},
+    )
 
 
 @task(name="log-audit-only", cache_policy=NONE, retries=2, retry_delay_seconds=2)
@@ -334,18 +431,30 @@ def log_audits(ctx: dict, model_name: str, audits: dict, run_dir: str) -> None:
     (out / "audits.json").write_text(json.dumps({k: v.to_dict() for k, v in audits.items()}, indent=2))
 
 
-def model_record(model_name: str, audits: dict, run_id: str, *, score: str | None, prediction: str | None,
-                 threshold: float, positive: Any, threshold_given: bool = True, favourable: Any = None,
-                 scored_by: str | None = None) -> dict:
+def model_record(
+    model_name: str,
+    audits: dict,
+    run_id: str,
+    *,
+    score: str | None,
+    prediction: str | None,
+    threshold: float,
+    positive: Any,
+    threshold_given: bool = True,
+    favourable: Any = None,
+    scored_by: str | None = None,
+) -> dict:
     """The report's model entry for a model audited, not trained, here. A threshold is named only
     with scores: as given (``--threshold``) or as the default the audit applied; ``scored_by``: the
     MLflow model that scored the table here (``--model``), cut at its own threshold."""
     if scored_by:
-        how = (f"scores computed here by {scored_by} (column '{score}', decided at "
-               + (f"threshold {threshold} (--threshold))" if threshold_given else f"its own threshold {threshold})"))
+        how = f"scores computed here by {scored_by} (column '{score}', decided at " + (
+            f"threshold {threshold} (--threshold))" if threshold_given else f"its own threshold {threshold})"
+        )
     elif score:
-        how = (f"scores (column '{score}', decided at threshold {threshold}"
-               + (")" if threshold_given else ", the default: no --threshold was given)"))
+        how = f"scores (column '{score}', decided at threshold {threshold}" + (
+            ")" if threshold_given else ", the default: no --threshold was given)"
+        )
     else:
         how = f"hard predictions as logged (column '{prediction}'; no score, no threshold)"
     return {
@@ -354,16 +463,27 @@ def model_record(model_name: str, audits: dict, run_id: str, *, score: str | Non
         "family": "external",
         "description": "audit-only: a model not trained by impactflow, audited from its " + how,
         # only what was given or applied: no threshold for hard predictions
-        "params": {k: v for k, v in {
-            "score_column": score, "prediction_column": prediction,
-            "decision_threshold": threshold if score else None,
-            "decision_threshold_given": bool(threshold_given) if score else None,
-            "positive_label": str(positive),
-            "favourable_outcome": None if favourable is None else str(favourable),
-            "scored_by": scored_by}.items() if v is not None},
-        "training": {"device": "n/a (not trained here)", "epochs_run": None, "best_epoch": None,
-                     "wall_time_s": None, "n_parameters": None,
-                     "dp": {"enabled": False, "summary": "unknown: the model was not trained here (audit-only)"}},
+        "params": {
+            k: v
+            for k, v in {
+                "score_column": score,
+                "prediction_column": prediction,
+                "decision_threshold": threshold if score else None,
+                "decision_threshold_given": bool(threshold_given) if score else None,
+                "positive_label": str(positive),
+                "favourable_outcome": None if favourable is None else str(favourable),
+                "scored_by": scored_by,
+            }.items()
+            if v is not None
+        },
+        "training": {
+            "device": "n/a (not trained here)",
+            "epochs_run": None,
+            "best_epoch": None,
+            "wall_time_s": None,
+            "n_parameters": None,
+            "dp": {"enabled": False, "summary": "unknown: the model was not trained here (audit-only)"},
+        },
         "audits": {k: v.to_dict() for k, v in audits.items()},
         "mlflow_run_id": run_id,
     }

@@ -1,4 +1,5 @@
 """Data tasks: load (with SHA-256), validate against the contract (GX), split."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -78,8 +79,12 @@ def require_contract(validation) -> None:
     from impactflow.data_contracts.errors import ContractViolation
 
     if not validation.success:
-        raise ContractViolation(contract=validation.contract, failures=validation.failures,
-                                total_expectations=validation.total_expectations, data_docs=validation.data_docs)
+        raise ContractViolation(
+            contract=validation.contract,
+            failures=validation.failures,
+            total_expectations=validation.total_expectations,
+            data_docs=validation.data_docs,
+        )
 
 
 @task(name="split-data", cache_policy=NONE)
@@ -92,6 +97,12 @@ def split_data(df, contract_name: str, family_name: str, validation: float, test
     contract = get_contract(contract_name)
     classes = get_family(family_name).task != "rating"
     return split_frame(
-        df, target=contract.target, stratify_on=[*contract.sensitive, *contract.groups] if classes else [],
-        validation=validation, test=test, seed=seed, predefined=contract.split_column, stratify=classes,
+        df,
+        target=contract.target,
+        stratify_on=[*contract.sensitive, *contract.groups] if classes else [],
+        validation=validation,
+        test=test,
+        seed=seed,
+        predefined=contract.split_column,
+        stratify=classes,
     )

@@ -18,6 +18,7 @@ the same ``impactflow.audits.evidence.model_digest`` the statement binds to ``mo
 ``check_models`` re-hashes the child runs' models and the registered versions when a run is
 verified by its MLflow run id.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,7 +47,9 @@ def previous_report_sha256(uri: str, experiment_id: str, exclude_run_id: str | N
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"attributes.status = 'FINISHED' AND tags.`{REPORT_SHA_TAG}` LIKE '%'",
-        order_by=["attributes.start_time DESC"], max_results=5)
+        order_by=["attributes.start_time DESC"],
+        max_results=5,
+    )
     for run in runs:
         if run.info.run_id != exclude_run_id and run.data.tags.get(REPORT_SHA_TAG):
             return run.data.tags[REPORT_SHA_TAG]
@@ -62,11 +65,11 @@ def integrity_cover(signer: dict, evidence_sha256: str, previous: str | None, ru
         "evidence_manifest_sha256": evidence_sha256,
         "previous_report_sha256": previous,
         "manifest": "manifest.intoto.jsonl beside reports/: an in-toto statement in a DSSE envelope "
-                    "(covers this report, every file of the run, the models and the data)",
+        "(covers this report, every file of the run, the models and the data)",
         "verify": f"impactflow report verify {run_id} --trusted-keys TRUSTED_KEYS.json",
         "note": "verified only if the content is intact and the signer's key is in the reviewer's "
-                "trust list (impactflow keys export / keys trust); the key named here is the "
-                "signer's claim, not a trust anchor",
+        "trust list (impactflow keys export / keys trust); the key named here is the "
+        "signer's claim, not a trust anchor",
     }
 
 
@@ -77,8 +80,10 @@ def _signing_key():
     key, created = evidence.ensure_signing_key()
     info = evidence.key_info()
     if created:
-        progress.stage(f"created signing key {info['key_id']} at {info['path']} (owner: {info['owner']}); "
-                       "publish its public key with: impactflow keys export")
+        progress.stage(
+            f"created signing key {info['key_id']} at {info['path']} (owner: {info['owner']}); "
+            "publish its public key with: impactflow keys export"
+        )
     return key, info.get("owner")
 
 
@@ -91,8 +96,9 @@ def prepare_evidence(ctx: dict, run_dir: str) -> dict:
     key, owner = _signing_key()
     signer = evidence.signer_info(key, owner)
     previous = previous_report_sha256(ctx["uri"], ctx["experiment_id"], ctx["parent_run_id"])
-    _, sha = evidence.write_evidence(Path(run_dir), run_id=ctx["parent_run_id"], signer=signer,
-                                     previous_report_sha256=previous)
+    _, sha = evidence.write_evidence(
+        Path(run_dir), run_id=ctx["parent_run_id"], signer=signer, previous_report_sha256=previous
+    )
     return integrity_cover(signer, sha, previous, ctx["parent_run_id"])
 
 
@@ -146,9 +152,16 @@ def logged_models(uri: str, records: list[dict]) -> list[dict]:
 
                 raise DataError(f"model {rec.get('name')}: the files of MLflow model {mid} cannot be read to sign them")
             reg = rec.get("registry") or None
-            out.append({"name": str(rec.get("name")) + ("" if len(ids) == 1 else f"-{mid}"),
-                        "role": rec.get("role"), "mlflow_run_id": run_id, "model_id": mid, "files": files,
-                        "registry": {"name": reg["name"], "version": str(reg["version"])} if reg else None})
+            out.append(
+                {
+                    "name": str(rec.get("name")) + ("" if len(ids) == 1 else f"-{mid}"),
+                    "role": rec.get("role"),
+                    "mlflow_run_id": run_id,
+                    "model_id": mid,
+                    "files": files,
+                    "registry": {"name": reg["name"], "version": str(reg["version"])} if reg else None,
+                }
+            )
     return out
 
 
@@ -167,8 +180,9 @@ def sign_run(ctx: dict, run_dir: str, integrity: dict | None = None) -> dict:
     report = root / evidence.REPORT_JSON
     records = json.loads(report.read_text(encoding="utf-8")).get("models") or [] if report.is_file() else []
     key, owner = _signing_key()
-    signed = evidence.write_signed_manifest(root, key, run_id=run, previous_report_sha256=previous, owner=owner,
-                                            models=logged_models(uri, records))
+    signed = evidence.write_signed_manifest(
+        root, key, run_id=run, previous_report_sha256=previous, owner=owner, models=logged_models(uri, records)
+    )
     for child in sorted(root.iterdir()):
         if child.name in LOGGED_ELSEWHERE:
             continue
@@ -202,8 +216,11 @@ def check_models(uri: str, models: list[dict]) -> list[str]:
         else:
             location = client.get_logged_model(mid).artifact_location
             moved = tracking.missing_artifacts(location)
-            problems += ([f"model {name}: logged model {mid}: {moved}"] if moved else
-                         evidence.model_problems(m, model_files(uri, location), f"run {run_id}"))
+            problems += (
+                [f"model {name}: logged model {mid}: {moved}"]
+                if moved
+                else evidence.model_problems(m, model_files(uri, location), f"run {run_id}")
+            )
         reg = m.get("registry")
         if not reg:
             continue
@@ -215,12 +232,17 @@ def check_models(uri: str, models: list[dict]) -> list[str]:
             problems.append(f"model {name}: registry version {where} not found")
             continue
         if (mv.tags or {}).get(MODEL_DIGEST_TAG) != m.get("digest"):
-            problems.append(f"model {name}: {where} is tagged {MODEL_DIGEST_TAG}="
-                            f"{str((mv.tags or {}).get(MODEL_DIGEST_TAG))[:12]}…, not the signed digest "
-                            f"{str(m.get('digest'))[:12]}…")
+            problems.append(
+                f"model {name}: {where} is tagged {MODEL_DIGEST_TAG}="
+                f"{str((mv.tags or {}).get(MODEL_DIGEST_TAG))[:12]}…, not the signed digest "
+                f"{str(m.get('digest'))[:12]}…"
+            )
         moved = tracking.missing_artifacts(location)
-        problems += ([f"model {name}: {where}: {moved}"] if moved else
-                     evidence.model_problems(m, model_files(uri, location), where))
+        problems += (
+            [f"model {name}: {where}: {moved}"]
+            if moved
+            else evidence.model_problems(m, model_files(uri, location), where)
+        )
     return problems
 
 
@@ -274,8 +296,9 @@ def download_report(uri: str, run_id: str, dst: Path) -> dict:
     return json.loads(Path(local).read_text(encoding="utf-8"))
 
 
-def logged_copy_problems(uri: str, run_id: str, local_manifest_sha256: str | None, dst: Path,
-                         verify_folder) -> tuple[list[str], str]:
+def logged_copy_problems(
+    uri: str, run_id: str, local_manifest_sha256: str | None, dst: Path, verify_folder
+) -> tuple[list[str], str]:
     """Compare a local run folder with what its MLflow run logged: the run must have FINISHED and
     its logged statement must be the local one and verify (``verify_folder(path)`` ->
     VerifyResult). Returns (problems, note); a store without the run is a note, not a problem (a
@@ -292,8 +315,10 @@ def logged_copy_problems(uri: str, run_id: str, local_manifest_sha256: str | Non
     if moved:
         return [f"MLflow run {run_id}: {moved}"], "differs"
     if run.info.status != "FINISHED":
-        problems.append(f"MLflow run {run_id}: status {run.info.status}, not FINISHED (killed or failed while "
-                        "logging: the logged evidence may be incomplete)")
+        problems.append(
+            f"MLflow run {run_id}: status {run.info.status}, not FINISHED (killed or failed while "
+            "logging: the logged evidence may be incomplete)"
+        )
     dst.mkdir(parents=True, exist_ok=True)
     try:
         client.download_artifacts(run_id, "", str(dst))
@@ -302,7 +327,6 @@ def logged_copy_problems(uri: str, run_id: str, local_manifest_sha256: str | Non
         problems.append(f"MLflow copy: no readable signed statement logged ({str(exc).splitlines()[0][:200]})")
         return problems, "differs"
     if logged.manifest_sha256 != local_manifest_sha256:
-        problems.append(f"MLflow copy: its signed statement (sha256 {logged.manifest_sha256}) is not this "
-                        "folder's")
+        problems.append(f"MLflow copy: its signed statement (sha256 {logged.manifest_sha256}) is not this folder's")
     problems += [f"MLflow copy: {p}" for p in logged.problems]
     return problems, "verified" if not problems else "differs"

@@ -2,20 +2,35 @@
 and the k-anonymity of the contract's quasi-identifiers. Storage and arithmetic live in
 ``impactflow.tasks.ledger_store`` (no Prefect, so it is cheap to import from the CLI and worker processes).
 """
+
 from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NONE
 
-from impactflow.tasks.ledger_store import (BudgetExceeded, Ledger, NON_PRIVATE_RUN, report_view, ledger_url,
-                                planned_models)
+from impactflow.tasks.ledger_store import (
+    BudgetExceeded,
+    Ledger,
+    NON_PRIVATE_RUN,
+    report_view,
+    ledger_url,
+    planned_models,
+)
 
 __all__ = ["reserve_budget", "finalize_budget", "log_budget", "anonymity", "BudgetExceeded"]
 
 
 @task(name="reserve-privacy-budget", cache_policy=NONE)
-def reserve_budget(privacy: dict, family_name: str, baselines: list[str], data_info: dict, run_id: str,
-                   output_dir: str, canaries: int = 0, reference_models: int = 0) -> dict:
+def reserve_budget(
+    privacy: dict,
+    family_name: str,
+    baselines: list[str],
+    data_info: dict,
+    run_id: str,
+    output_dir: str,
+    canaries: int = 0,
+    reference_models: int = 0,
+) -> dict:
     """Check the dataset's budget and record this run's models (with the privacy audit's canary
     and reference models) in the ledger, before training."""
     from impactflow.models import get_family

@@ -30,6 +30,7 @@ becomes ``released`` and no longer counts. A privacy loss cannot be undone once 
 on the data may have been released, hence the default of counting. Entries written before the
 ``owner`` column existed have no owner and are never called stale.
 """
+
 from __future__ import annotations
 
 import math
@@ -172,7 +173,8 @@ class Ledger:
             raise ConfigError(BAD_URL.format(env=LEDGER_ENV, reason=exc)) from None
         meta = sa.MetaData()
         self.table = sa.Table(
-            "impactflow_privacy_ledger", meta,
+            "impactflow_privacy_ledger",
+            meta,
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
             sa.Column("dataset_sha256", sa.String(64), nullable=False, index=True),
             sa.Column("contract", sa.String(200)),
@@ -228,8 +230,15 @@ class Ledger:
                 r["epsilon"] = r["planned_epsilon"]
         return rows
 
-    def reserve(self, sha: str, contract: str, run_id: str, models: list[dict[str, Any]],
-                budget_epsilon: float | None = None, budget_delta: float | None = None) -> list[int]:
+    def reserve(
+        self,
+        sha: str,
+        contract: str,
+        run_id: str,
+        models: list[dict[str, Any]],
+        budget_epsilon: float | None = None,
+        budget_delta: float | None = None,
+    ) -> list[int]:
         """Atomically check the budget and record ``models`` (dicts: model, private, epsilon
         (planned), delta, accountant). Private models are ``reserved``, non-private ones ``spent``.
         Raises ``BudgetExceeded`` (nothing recorded) when the budget would be exceeded."""
@@ -238,31 +247,64 @@ class Ledger:
         with self.engine.begin() as conn:
             self._lock(conn, _lock_key(sha))
             before = compose(self._rows(conn, sha))
-            after = compose([*self._rows(conn, sha), *({"delta": None, **m, "epsilon": m.get("epsilon")} for m in models)])
+            after = compose(
+                [*self._rows(conn, sha), *({"delta": None, **m, "epsilon": m.get("epsilon")} for m in models)]
+            )
             short = sha[:12]
             if budget_epsilon is not None:
                 if before["n_non_private"]:
-                    raise BudgetExceeded(NON_PRIVATE_SPENT.format(sha=short, contract=contract, n=before["n_non_private"],
-                                                                  budget=budget_epsilon, env=LEDGER_ENV))
+                    raise BudgetExceeded(
+                        NON_PRIVATE_SPENT.format(
+                            sha=short,
+                            contract=contract,
+                            n=before["n_non_private"],
+                            budget=budget_epsilon,
+                            env=LEDGER_ENV,
+                        )
+                    )
                 if not within(after["epsilon"], budget_epsilon):
-                    raise BudgetExceeded(OVER_BUDGET.format(
-                        sha=short, contract=contract, spent=_fmt(before["epsilon"]),
-                        n=before["n_private"], requested=_fmt(after["epsilon"] - before["epsilon"]),
-                        budget=_fmt(budget_epsilon)))
+                    raise BudgetExceeded(
+                        OVER_BUDGET.format(
+                            sha=short,
+                            contract=contract,
+                            spent=_fmt(before["epsilon"]),
+                            n=before["n_private"],
+                            requested=_fmt(after["epsilon"] - before["epsilon"]),
+                            budget=_fmt(budget_epsilon),
+                        )
+                    )
             if budget_delta is not None and not within(after["delta"], budget_delta):
-                raise BudgetExceeded(OVER_DELTA.format(sha=short, contract=contract, spent=_fmt(before["delta"]),
-                                                       n=before["n_private"],
-                                                       requested=_fmt(after["delta"] - before["delta"]),
-                                                       budget=_fmt(budget_delta)))
+                raise BudgetExceeded(
+                    OVER_DELTA.format(
+                        sha=short,
+                        contract=contract,
+                        spent=_fmt(before["delta"]),
+                        n=before["n_private"],
+                        requested=_fmt(after["delta"] - before["delta"]),
+                        budget=_fmt(budget_delta),
+                    )
+                )
             ids = []
             for m in models:
-                res = conn.execute(self.table.insert().values(
-                    dataset_sha256=sha, contract=contract, run_id=run_id, model=m["model"],
-                    private=bool(m["private"]), epsilon=None, delta=m.get("delta") if m["private"] else None,
-                    planned_epsilon=m.get("epsilon") if m["private"] else None, accountant=m.get("accountant"),
-                    status="reserved" if m["private"] else "spent", budget_epsilon=budget_epsilon,
-                    budget_delta=budget_delta, created_at=now, finalized_at=None if m["private"] else now,
-                    owner=owner))
+                res = conn.execute(
+                    self.table.insert().values(
+                        dataset_sha256=sha,
+                        contract=contract,
+                        run_id=run_id,
+                        model=m["model"],
+                        private=bool(m["private"]),
+                        epsilon=None,
+                        delta=m.get("delta") if m["private"] else None,
+                        planned_epsilon=m.get("epsilon") if m["private"] else None,
+                        accountant=m.get("accountant"),
+                        status="reserved" if m["private"] else "spent",
+                        budget_epsilon=budget_epsilon,
+                        budget_delta=budget_delta,
+                        created_at=now,
+                        finalized_at=None if m["private"] else now,
+                        owner=owner,
+                    )
+                )
                 ids.append(int(res.inserted_primary_key[0]))
         return ids
 
@@ -284,8 +326,11 @@ class Ledger:
         released; only from ``reserved``)."""
         t = self.table
         with self.engine.begin() as conn:
-            conn.execute(t.update().where((t.c.id == entry_id) & (t.c.status == RESERVED))
-                         .values(status=RELEASED, finalized_at=_now(), note=note[:500]))
+            conn.execute(
+                t.update()
+                .where((t.c.id == entry_id) & (t.c.status == RESERVED))
+                .values(status=RELEASED, finalized_at=_now(), note=note[:500])
+            )
 
     def entries(self, prefix: str | None = None) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -362,8 +407,9 @@ def _fmt(x: float) -> str:
 # --------------------------------------------------------------------------- run plan, report and CLI views
 
 
-def planned_models(privacy: dict[str, Any], model_name: str, baselines: list[str],
-                   canaries: int = 0, reference_models: int = 0) -> list[dict[str, Any]]:
+def planned_models(
+    privacy: dict[str, Any], model_name: str, baselines: list[str], canaries: int = 0, reference_models: int = 0
+) -> list[dict[str, Any]]:
     """What one pipeline run records: the candidate (private with its planned epsilon, or not),
     every baseline (scikit-learn, never private), and the privacy audit's own models — the
     canary-audit model (``canaries`` > 0) and the LiRA reference models — which are trained on
@@ -373,12 +419,18 @@ def planned_models(privacy: dict[str, Any], model_name: str, baselines: list[str
     if privacy["enabled"]:
         if privacy.get("budget_epsilon") is not None and privacy.get("target_epsilon") is None:
             raise ConfigError(NEEDS_TARGET)
-        cand = {"model": f"{model_name}-dp", "private": True, "epsilon": privacy.get("target_epsilon"),
-                "delta": privacy["delta"], "accountant": privacy["accountant"]}
+        cand = {
+            "model": f"{model_name}-dp",
+            "private": True,
+            "epsilon": privacy.get("target_epsilon"),
+            "delta": privacy["delta"],
+            "accountant": privacy["accountant"],
+        }
     else:
         cand = {"model": model_name, "private": False}
     audit = ([{**cand, "model": f"{cand['model']}-canary-audit"}] if canaries else []) + [
-        {**cand, "model": f"{cand['model']}-lira-reference-{k + 1}"} for k in range(reference_models)]
+        {**cand, "model": f"{cand['model']}-lira-reference-{k + 1}"} for k in range(reference_models)
+    ]
     return [cand, *({"model": f"baseline-{b}", "private": False} for b in baselines), *audit]
 
 
@@ -422,20 +474,29 @@ def budget_tables(url: str, prefix: str | None = None) -> list[Any]:
         budget = "none" if d["budget_epsilon"] is None else f"{d['budget_epsilon']:.4g}"
         remaining = "—" if d["remaining_epsilon"] is None else f"{d['remaining_epsilon']:.4g}"
         stale = sum(shown_status(e) == STALE for e in d["entries"])
-        caption = (f"spent ε={total}, δ={d['delta']:.3g} · budget ε={budget} · remaining ε={remaining} · "
-                   f"{d['n_private']} private, {d['n_non_private']} non-private model(s) · {COMPOSITION}")
+        caption = (
+            f"spent ε={total}, δ={d['delta']:.3g} · budget ε={budget} · remaining ε={remaining} · "
+            f"{d['n_private']} private, {d['n_non_private']} non-private model(s) · {COMPOSITION}"
+        )
         if stale:
-            caption += (f" · {stale} stale reservation(s) of killed runs still counted at their planned ε "
-                        "(`impactflow reconcile` releases those that provably released nothing)")
+            caption += (
+                f" · {stale} stale reservation(s) of killed runs still counted at their planned ε "
+                "(`impactflow reconcile` releases those that provably released nothing)"
+            )
         if d["released"]:
             caption += f" · {d['released']} released reservation(s) not counted"
-        t = Table(title=f"dataset {d['dataset_sha256'][:12]} ({d['contract']}) · {d['runs']} run(s)",
-                  caption=caption)
+        t = Table(title=f"dataset {d['dataset_sha256'][:12]} ({d['contract']}) · {d['runs']} run(s)", caption=caption)
         for col in ("run", "model", "ε", "δ", "accountant", "status", "recorded"):
             t.add_column(col, overflow="fold")
         for e in d["entries"]:
-            t.add_row(str(e["run_id"])[:12], e["model"], _eps_text(e["epsilon"], e["private"]),
-                      "—" if e["delta"] is None else f"{e['delta']:.3g}", e["accountant"] or "—",
-                      shown_status(e), e["created_at"])
+            t.add_row(
+                str(e["run_id"])[:12],
+                e["model"],
+                _eps_text(e["epsilon"], e["private"]),
+                "—" if e["delta"] is None else f"{e['delta']:.3g}",
+                e["accountant"] or "—",
+                shown_status(e),
+                e["created_at"],
+            )
         tables.append(t)
     return tables

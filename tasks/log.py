@@ -3,6 +3,7 @@
 Retries on these only (I/O). Log first, then gates decide: a model that fails an audit
 still has its full record in MLflow, tagged ``impactflow.gates=failed``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,13 @@ def start_tracking(config: dict, preset: str, experiment: str, output_dir: str, 
     parent = tracking.start_run(uri, exp_id, run_name, {**tags, "impactflow.preset": preset, **owner_tags()})
     with _failed_if_raises(uri, parent):  # a retried attempt must not leave its run RUNNING
         tracking.log_params(uri, parent, config)
-    return {"uri": uri, "experiment_id": exp_id, "experiment": experiment, "parent_run_id": parent,
-            "min_cell_size": (config.get("disclosure") or {}).get("min_cell_size", 10)}
+    return {
+        "uri": uri,
+        "experiment_id": exp_id,
+        "experiment": experiment,
+        "parent_run_id": parent,
+        "min_cell_size": (config.get("disclosure") or {}).get("min_cell_size", 10),
+    }
 
 
 @task(name="log-data", cache_policy=NONE, retries=2, retry_delay_seconds=2)
@@ -41,18 +47,27 @@ def log_data(ctx: dict, df, data_info: dict, validation: dict, docs_dir: str | N
     """Dataset as a run input (our SHA-256 as digest), contract result and Data Docs."""
     uri, run = ctx["uri"], ctx["parent_run_id"]
     source = data_info["files"][0]["path"] if data_info["files"] else "unknown"
-    tracking.log_dataset(uri, run, df, name=data_info["contract"], source=source,
-                         sha256=data_info["dataset_sha256"], context="pipeline")
-    tracking.set_tags(uri, run, {
-        "impactflow.dataset_sha256": data_info["dataset_sha256"],
-        "impactflow.contract": data_info["contract"],
-        "impactflow.contract_passed": str(validation["success"]).lower(),
-    })
-    tracking.log_metrics(uri, run, {
-        "data/n_rows": data_info["n_rows"],
-        "data/contract_failed_expectations": len(validation["failures"]),
-        "data/contract_total_expectations": validation["total_expectations"],
-    })
+    tracking.log_dataset(
+        uri, run, df, name=data_info["contract"], source=source, sha256=data_info["dataset_sha256"], context="pipeline"
+    )
+    tracking.set_tags(
+        uri,
+        run,
+        {
+            "impactflow.dataset_sha256": data_info["dataset_sha256"],
+            "impactflow.contract": data_info["contract"],
+            "impactflow.contract_passed": str(validation["success"]).lower(),
+        },
+    )
+    tracking.log_metrics(
+        uri,
+        run,
+        {
+            "data/n_rows": data_info["n_rows"],
+            "data/contract_failed_expectations": len(validation["failures"]),
+            "data/contract_total_expectations": validation["total_expectations"],
+        },
+    )
     if docs_dir and Path(docs_dir).is_dir():
         tracking.log_artifacts(uri, run, Path(docs_dir), "data_docs")
 
@@ -63,9 +78,13 @@ def log_model_run(ctx: dict, fitted, audits: dict, test_frame, tags: dict, work_
     from impactflow.tasks.registry import gate_tags
 
     uri = ctx["uri"]
-    run_tags = {**tags, "impactflow.model": fitted.name, "impactflow.kind": fitted.kind,
-                GATES_TAG: gate_tags(audits)[GATES_TAG],  # passed / failed / incomplete: one rule
-                "impactflow.dp": str(bool(fitted.training["dp"].get("enabled"))).lower()}
+    run_tags = {
+        **tags,
+        "impactflow.model": fitted.name,
+        "impactflow.kind": fitted.kind,
+        GATES_TAG: gate_tags(audits)[GATES_TAG],  # passed / failed / incomplete: one rule
+        "impactflow.dp": str(bool(fitted.training["dp"].get("enabled"))).lower(),
+    }
     child = tracking.start_run(uri, ctx["experiment_id"], fitted.name, run_tags, ctx["parent_run_id"])
     with _failed_if_raises(uri, child):  # a retried attempt must not leave its child run RUNNING
         return _log_model_run(ctx, child, fitted, audits, test_frame, work_dir)
@@ -88,8 +107,15 @@ def _failed_if_raises(uri: str, run_id: str):
 def _log_model_run(ctx: dict, child: str, fitted, audits: dict, test_frame, work_dir: str) -> str:
     uri = ctx["uri"]
     progress.stage(f"log {fitted.name} to MLflow")
-    tracking.log_params(uri, child, {"model": fitted.params, "training": {
-        k: v for k, v in fitted.training.items() if k != "dp"}, "dp": fitted.training["dp"]})
+    tracking.log_params(
+        uri,
+        child,
+        {
+            "model": fitted.params,
+            "training": {k: v for k, v in fitted.training.items() if k != "dp"},
+            "dp": fitted.training["dp"],
+        },
+    )
     # the model before the metrics: they are then linked to its LoggedModel in the same write
     # (see tracking.log_model)
     features = fitted.predictor.features
@@ -111,8 +137,9 @@ def _log_model_run(ctx: dict, child: str, fitted, audits: dict, test_frame, work
     audit_json = out / "audits.json"
     from impactflow.audits.disclosure import DEFAULT_MIN_CELL_SIZE, suppress_small_cells
 
-    shown = suppress_small_cells({k: v.to_dict() for k, v in audits.items()},
-                                 ctx.get("min_cell_size", DEFAULT_MIN_CELL_SIZE))
+    shown = suppress_small_cells(
+        {k: v.to_dict() for k, v in audits.items()}, ctx.get("min_cell_size", DEFAULT_MIN_CELL_SIZE)
+    )
     audit_json.write_text(json.dumps(shown, indent=2))
     tracking.log_artifacts(uri, child, audit_json, "audits")
     tracking.end_run(uri, child, "FINISHED")
@@ -140,10 +167,14 @@ def fail_tracking(ctx: dict | None, child_runs: list[str], error: BaseException)
 
     status = "KILLED" if isinstance(error, (KeyboardInterrupt, TerminationSignal)) else "FAILED"
     try:
-        tracking.set_tags(uri, ctx["parent_run_id"], {
-            "impactflow.error": f"{type(error).__name__}: {str(error).splitlines()[0][:400] if str(error) else ''}",
-            GATES_TAG: "failed",
-        })
+        tracking.set_tags(
+            uri,
+            ctx["parent_run_id"],
+            {
+                "impactflow.error": f"{type(error).__name__}: {str(error).splitlines()[0][:400] if str(error) else ''}",
+                GATES_TAG: "failed",
+            },
+        )
         for run in [*child_runs, ctx["parent_run_id"]]:
             tracking.end_run(uri, run, status)
     except Exception:  # pragma: no cover - tracking unreachable: the original error matters more
@@ -170,5 +201,4 @@ def summary_artifact(summary: dict) -> None:
         thr = "—" if g["threshold"] is None else f"{g['comparison']} {g['threshold']:.4g}"
         model = f"{g['model']} (baseline)" if g.get("baseline") else g["model"]
         lines.append(f"| {model} | {g['name']} | {value} | {thr} | {g['status']} |")
-    create_markdown_artifact(markdown="\n".join(lines), key="impactflow-summary",
-                             description="impactflow gate summary")
+    create_markdown_artifact(markdown="\n".join(lines), key="impactflow-summary", description="impactflow gate summary")

@@ -4,6 +4,7 @@ on the Dask task runner when configured (else run in place, see ``submit_privacy
 
 No retries: training failures are deterministic.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,32 +30,80 @@ def _setup(contract_name: str, family_name: str, exclude_sensitive: bool, privac
 
 
 @task(name="train-reference-model", cache_policy=NONE)
-def train_reference(split, contract_name: str, family_name: str, params: dict, train_cfg: dict,
-                    privacy_cfg: dict, exclude_sensitive: bool, k: int, n_audit: int, seed: int) -> dict:
+def train_reference(
+    split,
+    contract_name: str,
+    family_name: str,
+    params: dict,
+    train_cfg: dict,
+    privacy_cfg: dict,
+    exclude_sensitive: bool,
+    k: int,
+    n_audit: int,
+    seed: int,
+) -> dict:
     """Train LiRA reference model k on a random half of the non-audited training rows; its φ on the audited rows."""
     from impactflow.models.privacy_attack import train_reference_model
 
     family, roles, privacy = _setup(contract_name, family_name, exclude_sensitive, privacy_cfg)
     progress.stage(f"train LiRA reference model {k}")
-    return train_reference_model(family, params, split, roles, k=k, n_audit=n_audit, seed=seed, privacy=privacy,
-                                 threads=train_cfg.get("threads"), device=_device(train_cfg))
+    return train_reference_model(
+        family,
+        params,
+        split,
+        roles,
+        k=k,
+        n_audit=n_audit,
+        seed=seed,
+        privacy=privacy,
+        threads=train_cfg.get("threads"),
+        device=_device(train_cfg),
+    )
 
 
 @task(name="canary-training-run", cache_policy=NONE)
-def canary_training(split, contract_name: str, family_name: str, params: dict, train_cfg: dict,
-                    privacy_cfg: dict, exclude_sensitive: bool, m: int, guess_fraction: float, seed: int) -> dict:
+def canary_training(
+    split,
+    contract_name: str,
+    family_name: str,
+    params: dict,
+    train_cfg: dict,
+    privacy_cfg: dict,
+    exclude_sensitive: bool,
+    m: int,
+    guess_fraction: float,
+    seed: int,
+) -> dict:
     """One training run with m canaries each included with probability 1/2; the canaries' scores."""
     from impactflow.models.privacy_attack import canary_run
 
     family, roles, privacy = _setup(contract_name, family_name, exclude_sensitive, privacy_cfg)
     progress.stage(f"train canary-audit model ({m} canaries)")
-    return canary_run(family, params, split, roles, m=m, guess_fraction=guess_fraction, seed=seed,
-                      privacy=privacy, threads=train_cfg.get("threads"), device=_device(train_cfg))
+    return canary_run(
+        family,
+        params,
+        split,
+        roles,
+        m=m,
+        guess_fraction=guess_fraction,
+        seed=seed,
+        privacy=privacy,
+        threads=train_cfg.get("threads"),
+        device=_device(train_cfg),
+    )
 
 
 @task(name="lira-inputs", cache_policy=NONE)
-def lira_target_inputs(fitted, split, contract_name: str, family_name: str, exclude_sensitive: bool,
-                       references: list, n_audit: int, seed: int) -> dict:
+def lira_target_inputs(
+    fitted,
+    split,
+    contract_name: str,
+    family_name: str,
+    exclude_sensitive: bool,
+    references: list,
+    n_audit: int,
+    seed: int,
+) -> dict:
     """The audited model's φ on the audited rows, next to the reference models' φ."""
     from impactflow.models.privacy_attack import lira_inputs
 
@@ -94,8 +143,15 @@ def submit_privacy_attacks(split, config: dict) -> dict[str, Any]:
     trainings in concurrent threads would make every seeded model (the audited one included)
     irreproducible. Returns future-likes for ``collect_privacy_attacks``."""
     pa = config.get("privacy_audit") or {}
-    args = (split, config["data"]["contract"], config["model"]["family"], config["model"]["params"],
-            config["train"], config["privacy"], config["data"]["exclude_sensitive_from_features"])
+    args = (
+        split,
+        config["data"]["contract"],
+        config["model"]["family"],
+        config["model"]["params"],
+        config["train"],
+        config["privacy"],
+        config["data"]["exclude_sensitive_from_features"],
+    )
     seed = int(config["seed"])
     n_audit = int(pa.get("audit_members", 500))
     parallel = (config.get("orchestration") or {}).get("task_runner") == "dask"
@@ -114,9 +170,16 @@ def collect_privacy_attacks(futures: dict[str, Any], fitted, split, config: dict
     extra: dict[str, Any] = {}
     if futures["references"]:
         refs = [f.result() for f in futures["references"]]
-        extra["lira"] = lira_target_inputs(fitted, split, config["data"]["contract"], config["model"]["family"],
-                                           config["data"]["exclude_sensitive_from_features"], refs,
-                                           futures["n_audit"], futures["seed"])
+        extra["lira"] = lira_target_inputs(
+            fitted,
+            split,
+            config["data"]["contract"],
+            config["model"]["family"],
+            config["data"]["exclude_sensitive_from_features"],
+            refs,
+            futures["n_audit"],
+            futures["seed"],
+        )
     if futures["canary"] is not None:
         extra["canary"] = futures["canary"].result()
     return extra

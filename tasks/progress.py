@@ -3,6 +3,7 @@
 The CLI installs a reporter before it calls the flow; tasks pass ``epoch_callback(name)``
 to the training loop. With no reporter installed (tests, deployments) it is a no-op.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The MLflow pyfunc wrapper of every impactflow model (raw rows in, score + label out)."""
+
 from __future__ import annotations
 
 import mlflow.pyfunc
@@ -20,9 +21,11 @@ class UntrustedModelWarning(UserWarning):
     """A model is loaded from outside the places impactflow writes models to."""
 
 
-UNTRUSTED = ("loading a model from {path}, outside the trusted model folders ({trusted}): an MLflow "
-             "pyfunc model is a pickle, and unpickling a file from an untrusted source can execute "
-             "arbitrary code. Load only models you or your tracking server wrote.")
+UNTRUSTED = (
+    "loading a model from {path}, outside the trusted model folders ({trusted}): an MLflow "
+    "pyfunc model is a pickle, and unpickling a file from an untrusted source can execute "
+    "arbitrary code. Load only models you or your tracking server wrote."
+)
 
 
 def load_model(model_uri: str, trusted_dirs=("impactflow_runs",)):
@@ -38,8 +41,9 @@ def load_model(model_uri: str, trusted_dirs=("impactflow_runs",)):
         path = Path(parsed.path if parsed.scheme == "file" else model_uri).resolve()
         roots = [Path(d).resolve() for d in trusted_dirs]
         if not any(path == r or r in path.parents for r in roots):
-            warnings.warn(UNTRUSTED.format(path=path, trusted=", ".join(map(str, roots))),
-                          UntrustedModelWarning, stacklevel=2)
+            warnings.warn(
+                UNTRUSTED.format(path=path, trusted=", ".join(map(str, roots))), UntrustedModelWarning, stacklevel=2
+            )
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except ModuleNotFoundError as exc:
@@ -53,6 +57,8 @@ def load_model(model_uri: str, trusted_dirs=("impactflow_runs",)):
 #: the top-level packages of impactflow before it became one import package (``impactflow.*``):
 #: a model logged then pickled its wrapper as ``tasks.pyfunc.ImpactflowPyfunc``
 OLD_PACKAGES = {"flows", "tasks", "models", "audits", "data_contracts"}
-OLD_LAYOUT = ("{uri}: this model was logged by an impactflow version before the one import package "
-              "(it refers to module {module!r}, now impactflow.{module}); train it again with this "
-              "version, or load it with the version that logged it")
+OLD_LAYOUT = (
+    "{uri}: this model was logged by an impactflow version before the one import package "
+    "(it refers to module {module!r}, now impactflow.{module}); train it again with this "
+    "version, or load it with the version that logged it"
+)

@@ -26,6 +26,7 @@ and ``reconcile_at_start`` (the start of every pipeline run) also:
 - list privacy-budget reservations whose owner is gone (stale), and release one only when its
   run provably released nothing (see ``stale_reservations``).
 """
+
 from __future__ import annotations
 
 import os
@@ -81,14 +82,13 @@ def owner_from_prefect_tags(tags: list[str] | None) -> dict[str, str] | None:
     """The owner tags (as ``owner_tags`` gives them) read back from a flow run's tags."""
     for tag in tags or []:
         if tag.startswith(PREFECT_OWNER_PREFIX):
-            parts = tag[len(PREFECT_OWNER_PREFIX):].rsplit("/", 2)
+            parts = tag[len(PREFECT_OWNER_PREFIX) :].rsplit("/", 2)
             if len(parts) == 3:
                 return {HOST_TAG: parts[0], PID_TAG: parts[1], PID_START_TAG: parts[2]}
     return None
 
 
-def owner_alive(tags: dict[str, str], start_ms: int | None, *, stale_after_s: float,
-                now: float | None = None) -> bool:
+def owner_alive(tags: dict[str, str], start_ms: int | None, *, stale_after_s: float, now: float | None = None) -> bool:
     """Whether the run's owner may still be running (True when we cannot tell otherwise)."""
     now = time.time() if now is None else now
     if tags.get(HOST_TAG) != socket.gethostname():
@@ -107,8 +107,9 @@ def owner_alive(tags: dict[str, str], start_ms: int | None, *, stale_after_s: fl
     return not started or _process_start(pid) in (None, started)
 
 
-def reconcile(uri: str, experiment_ids: list[str] | None = None,
-              stale_after_s: float = DEFAULT_STALE_AFTER_S) -> list[dict[str, Any]]:
+def reconcile(
+    uri: str, experiment_ids: list[str] | None = None, stale_after_s: float = DEFAULT_STALE_AFTER_S
+) -> list[dict[str, Any]]:
     """Mark KILLED every RUNNING impactflow parent run whose owner is gone (and its RUNNING
     children). Returns one ``{"run_id", "reason"}`` per run marked."""
     from mlflow import MlflowClient
@@ -119,16 +120,17 @@ def reconcile(uri: str, experiment_ids: list[str] | None = None,
         experiment_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
     if not experiment_ids:
         return []
-    running = client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'",
-                                 max_results=5000)
+    running = client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'", max_results=5000)
     done: list[dict[str, Any]] = []
     killed: set[str] = set()
     for run in running:
         tags = run.data.tags
         if PID_TAG not in tags or owner_alive(tags, run.info.start_time, stale_after_s=stale_after_s):
             continue
-        reason = (f"owner process {tags.get(PID_TAG)} on {tags.get(HOST_TAG)} is gone; "
-                  f"marked KILLED by reconcile at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+        reason = (
+            f"owner process {tags.get(PID_TAG)} on {tags.get(HOST_TAG)} is gone; "
+            f"marked KILLED by reconcile at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+        )
         client.set_tag(run.info.run_id, RECONCILED_TAG, reason)
         client.set_terminated(run.info.run_id, status="KILLED")
         killed.add(run.info.run_id)
@@ -154,8 +156,7 @@ def reconcile(uri: str, experiment_ids: list[str] | None = None,
                     parents[parent] = "missing"
             if parents[parent] == "RUNNING":
                 continue
-            reason = (f"parent run {parent} is {parents[parent]}: this child run was left RUNNING by a "
-                      "failed attempt")
+            reason = f"parent run {parent} is {parents[parent]}: this child run was left RUNNING by a failed attempt"
         client.set_tag(run.info.run_id, RECONCILED_TAG, reason)
         client.set_terminated(run.info.run_id, status="KILLED")
         done.append({"run_id": run.info.run_id, "reason": reason})
@@ -178,24 +179,36 @@ def _owner_of_flow_run(flow_run, mlflow_client, experiment_ids: list[str]) -> tu
     start = flow_run.start_time or flow_run.created
     start_ms = int(start.timestamp() * 1000) if start is not None else None
     if owner is None and mlflow_client is not None and experiment_ids:
-        runs = mlflow_client.search_runs(experiment_ids, filter_string=f"tags.`{FLOW_RUN_TAG}` = '{flow_run.id}'",
-                                         max_results=1)
+        runs = mlflow_client.search_runs(
+            experiment_ids, filter_string=f"tags.`{FLOW_RUN_TAG}` = '{flow_run.id}'", max_results=1
+        )
         if runs and PID_TAG in runs[0].data.tags:
             owner = dict(runs[0].data.tags)
     return owner, start_ms
 
 
-def reconcile_flow_runs(uri: str | None = None, experiment_ids: list[str] | None = None,
-                        stale_after_s: float = DEFAULT_STALE_AFTER_S,
-                        exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def reconcile_flow_runs(
+    uri: str | None = None,
+    experiment_ids: list[str] | None = None,
+    stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    exclude: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
     """Set every open (RUNNING, PENDING, CANCELLING) impactflow pipeline flow run whose owner is
     gone to ``Crashed``, with its open task runs, through the Prefect API this process is
     configured for. A flow run whose owner is unknown is left alone (it may be a deployment's,
     run by a worker). Returns one ``{"flow_run_id", "reason", "task_runs"}`` per flow run."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId,
-                                                FlowRunFilterState, FlowRunFilterStateType, TaskRunFilter,
-                                                TaskRunFilterState, TaskRunFilterStateType)
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
     from prefect.states import Crashed
 
     mlflow_client = None
@@ -214,7 +227,9 @@ def reconcile_flow_runs(uri: str | None = None, experiment_ids: list[str] | None
             batch = client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=list(PIPELINE_FLOWS))),
                 flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=open_types))),
-                limit=page, offset=len(flow_runs))
+                limit=page,
+                offset=len(flow_runs),
+            )
             flow_runs += batch
             if len(batch) < page:
                 break
@@ -224,11 +239,14 @@ def reconcile_flow_runs(uri: str | None = None, experiment_ids: list[str] | None
             owner, start_ms = _owner_of_flow_run(fr, mlflow_client, experiment_ids or [])
             if owner is None or owner_alive(owner, start_ms, stale_after_s=stale_after_s):
                 continue
-            reason = (f"owner process {owner.get(PID_TAG)} on {owner.get(HOST_TAG)} is gone; "
-                      f"marked Crashed by impactflow reconcile at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+            reason = (
+                f"owner process {owner.get(PID_TAG)} on {owner.get(HOST_TAG)} is gone; "
+                f"marked Crashed by impactflow reconcile at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+            )
             tasks = client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr.id])),
-                task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=open_types))))
+                task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=open_types))),
+            )
             for tr in tasks:
                 client.set_task_run_state(tr.id, Crashed(message=reason), force=True)
             client.set_flow_run_state(fr.id, Crashed(message=reason), force=True)
@@ -301,17 +319,30 @@ def stale_reservations(ledger_url: str, uri: str | None, *, release: bool = True
         for e in stale:
             run_id = str(e["run_id"])
             if run_id not in verdicts:
-                verdicts[run_id] = (_released_nothing(client, run_id) if client is not None
-                                    else "no tracking store to check its run")
+                verdicts[run_id] = (
+                    _released_nothing(client, run_id) if client is not None else "no tracking store to check its run"
+                )
             why_not = verdicts[run_id]
             released = release and why_not is None
-            reason = ("released: its run ended without logging any model (nothing trained left the process)"
-                      if released else f"kept, counted at its planned epsilon: {why_not}")
+            reason = (
+                "released: its run ended without logging any model (nothing trained left the process)"
+                if released
+                else f"kept, counted at its planned epsilon: {why_not}"
+            )
             if released:
                 ledger.release(e["id"], reason)
-            out.append({"entry_id": e["id"], "run_id": run_id, "model": e["model"],
-                        "epsilon": e["epsilon"], "dataset_sha256": e["dataset_sha256"],
-                        "owner": e.get("owner"), "released": released, "reason": reason})
+            out.append(
+                {
+                    "entry_id": e["id"],
+                    "run_id": run_id,
+                    "model": e["model"],
+                    "epsilon": e["epsilon"],
+                    "dataset_sha256": e["dataset_sha256"],
+                    "owner": e.get("owner"),
+                    "released": released,
+                    "reason": reason,
+                }
+            )
         return out
     finally:
         ledger.close()
@@ -327,8 +358,9 @@ def _released_nothing(client, run_id: str) -> str | None:
         return "its run is not in this tracking store"
     if run.info.status not in BAD_RUN_STATUSES:
         return f"its run is {run.info.status}"
-    children = client.search_runs([run.info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1)
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1
+    )
     if children:
         return "its run logged a model run (it may have released a trained model)"
     return None
@@ -362,8 +394,11 @@ def mark_versions(uri: str) -> list[dict[str, Any]]:
     for rm in client.search_registered_models():
         champion = str((rm.aliases or {}).get(CHAMPION, ""))
         for mv in client.search_model_versions(f"name = '{rm.name}'"):
-            bad = [(run_id, status_of(run_id)) for _, run_id in reversed(version_runs(client, mv))
-                   if status_of(run_id) in BAD_RUN_STATUSES]
+            bad = [
+                (run_id, status_of(run_id))
+                for _, run_id in reversed(version_runs(client, mv))
+                if status_of(run_id) in BAD_RUN_STATUSES
+            ]
             if not bad:
                 continue
             run_id, status = bad[0]
@@ -373,8 +408,15 @@ def mark_versions(uri: str) -> list[dict[str, Any]]:
             if (mv.tags or {}).get(RUN_STATUS_TAG) == status and not removed:
                 continue
             client.set_model_version_tag(rm.name, str(mv.version), RUN_STATUS_TAG, status)
-            done.append({"name": rm.name, "version": str(mv.version), "run_status": status, "run_id": run_id,
-                         "alias_removed": removed})
+            done.append(
+                {
+                    "name": rm.name,
+                    "version": str(mv.version),
+                    "run_status": status,
+                    "run_id": run_id,
+                    "alias_removed": removed,
+                }
+            )
     return done
 
 
@@ -391,9 +433,14 @@ def _ledger_url_if_any(output_dir: str | Path) -> str | None:
     return None
 
 
-def reconcile_all(uri: str, output_dir: str | Path, experiment_ids: list[str] | None = None,
-                  stale_after_s: float = DEFAULT_STALE_AFTER_S, prefect: bool | None = None,
-                  exclude_flow_runs: tuple[str, ...] = ()) -> dict[str, Any]:
+def reconcile_all(
+    uri: str,
+    output_dir: str | Path,
+    experiment_ids: list[str] | None = None,
+    stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    prefect: bool | None = None,
+    exclude_flow_runs: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """Everything a killed or failed run can leave behind, in order: MLflow runs, Prefect flow
     runs (when ``prefect`` is true; None: when a Prefect API is configured), registry versions,
     temporary files, privacy-budget reservations. Returns ``{"runs", "flow_runs", "prefect",
@@ -414,16 +461,23 @@ def reconcile_all(uri: str, output_dir: str | Path, experiment_ids: list[str] | 
     temps = remove_temp_files(output_dir)
     url = _ledger_url_if_any(output_dir)
     reservations = stale_reservations(url, uri) if url else []
-    return {"runs": runs, "flow_runs": flow_runs, "prefect": prefect_note, "versions": versions,
-            "temp_files": [str(p) for p in temps], "reservations": reservations}
+    return {
+        "runs": runs,
+        "flow_runs": flow_runs,
+        "prefect": prefect_note,
+        "versions": versions,
+        "temp_files": [str(p) for p in temps],
+        "reservations": reservations,
+    }
 
 
 def reconcile_at_start(uri: str, experiment_id: str, output_dir: str | Path) -> dict[str, Any]:
     """What every pipeline run does before it opens its parent run: ``reconcile_all`` for its
     experiment, with the Prefect API the flow runs on (its own flow run excluded)."""
     own = _current_flow_run_id()
-    return reconcile_all(uri, output_dir, [experiment_id], prefect=own is not None or None,
-                         exclude_flow_runs=(own,) if own else ())
+    return reconcile_all(
+        uri, output_dir, [experiment_id], prefect=own is not None or None, exclude_flow_runs=(own,) if own else ()
+    )
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -431,8 +485,10 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"{m['run_id']}: KILLED ({m['reason']})" for m in result["runs"]]
     lines.append(f"{len(result['runs'])} run(s) reconciled")
     if result["prefect"] is None:
-        lines.append("Prefect: not checked (no PREFECT_API_URL and no kept server; "
-                     "the next `impactflow run` checks its flow runs)")
+        lines.append(
+            "Prefect: not checked (no PREFECT_API_URL and no kept server; "
+            "the next `impactflow run` checks its flow runs)"
+        )
     elif result["prefect"] != "ok":
         lines.append(f"Prefect: not reachable ({result['prefect']}); flow runs not checked")
     else:
@@ -446,8 +502,12 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     lines.append(f"{len(result['temp_files'])} orphan temporary file(s) removed")
     for r in result["reservations"]:
         eps = "unknown" if r["epsilon"] is None else f"{r['epsilon']:.4g}"
-        lines.append(f"stale privacy-budget reservation {r['entry_id']} (dataset {str(r['dataset_sha256'])[:12]}, "
-                     f"run {r['run_id']}, {r['model']}, epsilon {eps}): owner gone; {r['reason']}")
-    lines.append(f"{len(result['reservations'])} stale privacy-budget reservation(s), "
-                 f"{sum(r['released'] for r in result['reservations'])} released")
+        lines.append(
+            f"stale privacy-budget reservation {r['entry_id']} (dataset {str(r['dataset_sha256'])[:12]}, "
+            f"run {r['run_id']}, {r['model']}, epsilon {eps}): owner gone; {r['reason']}"
+        )
+    lines.append(
+        f"{len(result['reservations'])} stale privacy-budget reservation(s), "
+        f"{sum(r['released'] for r in result['reservations'])} released"
+    )
     return lines

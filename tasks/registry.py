@@ -2,6 +2,7 @@
 only a version whose gates all passed gets the ``champion`` alias (never a failed or an
 incomplete one), and only at the very end of a passing run (``alias_champions``: after the
 report is written, the manifest signed and the parent run finished)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -38,9 +39,7 @@ def gate_tags(audits: dict) -> dict[str, str]:
     return tags
 
 
-
-@task(name="register-model", cache_policy=NONE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=retry_io_only)
+@task(name="register-model", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_io_only)
 def register_model(ctx: dict, model_name: str, child_run_id: str, audits: dict) -> dict[str, Any]:
     """Register the child run's model with its gate tags (the alias moves in ``alias_champions``)."""
     import mlflow
@@ -57,11 +56,18 @@ def register_model(ctx: dict, model_name: str, child_run_id: str, audits: dict) 
         tags[MODEL_DIGEST_TAG] = digest
     # the tags go with the new version in one write (one set_model_version_tag per gate cost
     # 0.2-0.3 s on SQLite), so no version is ever seen without its gate results
-    with tracking.using_tracking_uri(ctx["uri"]), \
-            contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with (
+        tracking.using_tracking_uri(ctx["uri"]),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
         # register_model prints "Successfully registered ..." lines; the CLI shows its own summary
-        version = mlflow.register_model(f"runs:/{child_run_id}/model", name, await_registration_for=60,
-                                        tags={**tags, PARENT_TAG: ctx["parent_run_id"]})
+        version = mlflow.register_model(
+            f"runs:/{child_run_id}/model",
+            name,
+            await_registration_for=60,
+            tags={**tags, PARENT_TAG: ctx["parent_run_id"]},
+        )
     return {"name": name, "version": str(version.version), "gates": tags[GATES_TAG]}
 
 
@@ -72,8 +78,7 @@ def not_aliased_because(gates: str, run_status: str) -> str:
     return "" if run_status == "pass" else f"run {run_status}"
 
 
-@task(name="alias-champions", cache_policy=NONE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=retry_io_only)
+@task(name="alias-champions", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_io_only)
 def alias_champions(ctx: dict, registered: dict[str, dict], run_status: str) -> dict[str, dict]:
     """The run's last step: point ``champion`` at each registered version whose gates all passed,
     only when the whole run passed; ``{model: registry record + champion (+ why not)}``."""
@@ -149,8 +154,7 @@ def promote(uri: str, name: str, version: str, trust: dict | None = None) -> str
     try:
         mv = client.get_model_version(name, version)
     except MlflowException:
-        raise ImpactflowError(f"no registered model {name!r} version {version!r} "
-                              "(see `impactflow models`)") from None
+        raise ImpactflowError(f"no registered model {name!r} version {version!r} (see `impactflow models`)") from None
     refused = f"{name} version {version} is not promotable"
     status = mv.tags.get(GATES_TAG)
     if status != "passed":
@@ -167,11 +171,15 @@ def promote(uri: str, name: str, version: str, trust: dict | None = None) -> str
     except ImpactflowError as exc:
         raise ImpactflowError(f"{refused}: the evidence of run {parent} cannot be verified ({exc})") from None
     if not result.intact:
-        raise ImpactflowError(f"{refused}: the evidence of run {parent} does not verify (`impactflow report verify "
-                              f"{parent}` exits 4): {'; '.join(result.problems[:3])}")
+        raise ImpactflowError(
+            f"{refused}: the evidence of run {parent} does not verify (`impactflow report verify "
+            f"{parent}` exits 4): {'; '.join(result.problems[:3])}"
+        )
     if not result.trusted:
-        raise ImpactflowError(f"{refused}: the evidence of run {parent} is intact but signed by key {result.key_id}, "
-                              "which you do not trust (your own key, --trusted-keys / IMPACTFLOW_TRUSTED_KEYS)")
+        raise ImpactflowError(
+            f"{refused}: the evidence of run {parent} is intact but signed by key {result.key_id}, "
+            "which you do not trust (your own key, --trusted-keys / IMPACTFLOW_TRUSTED_KEYS)"
+        )
     client.set_registered_model_alias(name, CHAMPION, version)
     return f"{name}@{CHAMPION} -> version {version} (run {parent} FINISHED, evidence verified, signer {result.key_id})"
 
@@ -187,7 +195,15 @@ def list_models(uri: str) -> list[dict[str, Any]]:
             aliases.setdefault(str(version), []).append(alias)
         for mv in client.search_model_versions(f"name = '{rm.name}'"):
             failed = sorted(k[5:] for k, v in mv.tags.items() if k.startswith("gate.") and v == "fail")
-            rows.append({"name": rm.name, "version": str(mv.version), "gates": mv.tags.get(GATES_TAG, "unknown"),
-                         "aliases": aliases.get(str(mv.version), []), "failed_gates": failed,
-                         "run_id": mv.run_id, "run_status": mv.tags.get(RUN_STATUS_TAG, "")})
+            rows.append(
+                {
+                    "name": rm.name,
+                    "version": str(mv.version),
+                    "gates": mv.tags.get(GATES_TAG, "unknown"),
+                    "aliases": aliases.get(str(mv.version), []),
+                    "failed_gates": failed,
+                    "run_id": mv.run_id,
+                    "run_status": mv.tags.get(RUN_STATUS_TAG, ""),
+                }
+            )
     return sorted(rows, key=lambda r: (r["name"], -int(r["version"])))

@@ -1,4 +1,5 @@
 """Report task: assemble the impact report document and write JSON/Markdown/HTML atomically."""
+
 from __future__ import annotations
 
 import platform
@@ -13,8 +14,19 @@ from prefect.cache_policies import NONE
 
 from impactflow.tasks import progress
 
-PACKAGES = ["impactflow", "torch", "scikit-learn", "fairlearn", "opacus", "mlflow", "prefect",
-            "great-expectations", "pandas", "numpy", "pydantic"]
+PACKAGES = [
+    "impactflow",
+    "torch",
+    "scikit-learn",
+    "fairlearn",
+    "opacus",
+    "mlflow",
+    "prefect",
+    "great-expectations",
+    "pandas",
+    "numpy",
+    "pydantic",
+]
 
 
 def provenance(seed: int, command: str | None) -> dict[str, Any]:
@@ -22,11 +34,20 @@ def provenance(seed: int, command: str | None) -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
     commit, dirty = None, None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=5).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
         if commit:
-            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, timeout=5).stdout
+            status = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
             dirty = bool(status.strip())
     except (OSError, subprocess.SubprocessError):
         pass
@@ -62,8 +83,9 @@ def representation(df, target: str, positive_label, groups: list[str]) -> list[d
     return rows
 
 
-def data_sheet(df, contract, data_info: dict, split, validation, exclude_sensitive: bool, privacy_budget: dict,
-               anonymity: dict) -> dict[str, Any]:
+def data_sheet(
+    df, contract, data_info: dict, split, validation, exclude_sensitive: bool, privacy_budget: dict, anonymity: dict
+) -> dict[str, Any]:
     """The report's ``data`` section: what was read (``load_data``), its splits, its contract
     result, group representation and base rates, missing values, the features left out, the
     privacy budget and the k-anonymity check."""
@@ -71,13 +93,16 @@ def data_sheet(df, contract, data_info: dict, split, validation, exclude_sensiti
         **data_info,
         "splits": split.sizes(),
         "contract_result": validation.to_dict(),
-        "representation": representation(df, contract.target, contract.positive_label,
-                                          [*contract.sensitive, *contract.groups]),
+        "representation": representation(
+            df, contract.target, contract.positive_label, [*contract.sensitive, *contract.groups]
+        ),
         "synthetic_groups": list(contract.synthetic_groups),
         "missing": {k: int(v) for k, v in df.isna().sum().items() if v},
         "sensitive": list(contract.sensitive),
-        "excluded_features": sorted({contract.weight, *contract.exclude_from_features} - {None}
-                                    | (set(contract.sensitive) if exclude_sensitive else set())),
+        "excluded_features": sorted(
+            {contract.weight, *contract.exclude_from_features} - {None}
+            | (set(contract.sensitive) if exclude_sensitive else set())
+        ),
         "privacy_budget": privacy_budget,
         "anonymity": anonymity,
     }
@@ -88,14 +113,19 @@ def run_header(ctx: dict, preset: str, started_at: str, finished_at: str) -> dic
     one), the preset and when the run started and finished."""
     from prefect import runtime
 
-    return {"run_id": ctx["parent_run_id"], "flow_run_id": str(runtime.flow_run.id or "") or None,
-            "preset": preset, "started_at": started_at, "finished_at": finished_at,
-            "mlflow": {"tracking_uri": ctx["uri"], "experiment": ctx["experiment"],
-                       "parent_run_id": ctx["parent_run_id"]}}
+    return {
+        "run_id": ctx["parent_run_id"],
+        "flow_run_id": str(runtime.flow_run.id or "") or None,
+        "preset": preset,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "mlflow": {"tracking_uri": ctx["uri"], "experiment": ctx["experiment"], "parent_run_id": ctx["parent_run_id"]},
+    }
 
 
-def run_summary(ctx: dict, preset: str, children: list[str], report: dict, records: list[dict],
-                registry: dict) -> dict[str, Any]:
+def run_summary(
+    ctx: dict, preset: str, children: list[str], report: dict, records: list[dict], registry: dict
+) -> dict[str, Any]:
     """What the flow returns (and the CLI prints and the Prefect artifact shows): the verdict,
     where the runs and the report are, and each model's metrics, DP claim and registry version.
     The tracking URI and UI link never carry credentials."""
@@ -113,9 +143,15 @@ def run_summary(ctx: dict, preset: str, children: list[str], report: dict, recor
         "report": report["paths"],
         "gates": report["gates"],
         "incomplete": report["incomplete"],
-        "models": {r["name"]: {"mlflow_run_id": r["mlflow_run_id"],
-                                "metrics": {k: v for a in r["audits"].values() for k, v in a["metrics"].items()},
-                                "dp": r["training"]["dp"], "registry": registry.get(r["name"])} for r in records},
+        "models": {
+            r["name"]: {
+                "mlflow_run_id": r["mlflow_run_id"],
+                "metrics": {k: v for a in r["audits"].values() for k, v in a["metrics"].items()},
+                "dp": r["training"]["dp"],
+                "registry": registry.get(r["name"]),
+            }
+            for r in records
+        },
     }
 
 
@@ -125,8 +161,10 @@ def model_record(fitted, audits: dict, mlflow_run_id: str) -> dict[str, Any]:
         "role": "baseline" if fitted.kind == "sklearn" else "candidate",
         "family": fitted.family,
         "description": fitted.description,
-        "params": {k: v if v is None or isinstance(v, (str, int, float, bool)) else str(list(v) if isinstance(v, tuple) else v)
-                   for k, v in fitted.params.items()},
+        "params": {
+            k: v if v is None or isinstance(v, (str, int, float, bool)) else str(list(v) if isinstance(v, tuple) else v)
+            for k, v in fitted.params.items()
+        },
         "training": fitted.training,
         "audits": {k: v.to_dict() for k, v in audits.items()},
         "mlflow_run_id": mlflow_run_id,
@@ -134,8 +172,9 @@ def model_record(fitted, audits: dict, mlflow_run_id: str) -> dict[str, Any]:
 
 
 @task(name="write-report", cache_policy=NONE)
-def write_report(run: dict, data: dict, models: list[dict], prov: dict, config: dict, out_dir: str,
-                 integrity: dict | None = None) -> dict:
+def write_report(
+    run: dict, data: dict, models: list[dict], prov: dict, config: dict, out_dir: str, integrity: dict | None = None
+) -> dict:
     """Build the report document and write impact_report.{json,md,html} atomically."""
     from impactflow.audits.render import write_report as write
     from impactflow.audits.report import build_report
@@ -144,8 +183,7 @@ def write_report(run: dict, data: dict, models: list[dict], prov: dict, config: 
     from impactflow.audits.disclosure import DEFAULT_MIN_CELL_SIZE, suppress_small_cells
     from impactflow.data_contracts.errors import OutputError
 
-    report = build_report(run=run, data=data, models=models, provenance=prov, config=config,
-                          integrity=integrity)
+    report = build_report(run=run, data=data, models=models, provenance=prov, config=config, integrity=integrity)
     # aggregates only: no table or plot cell of fewer than min_cell_size people (issue 9)
     k = (config.get("disclosure") or {}).get("min_cell_size", DEFAULT_MIN_CELL_SIZE)
     report = suppress_small_cells(report, k)
@@ -153,5 +191,9 @@ def write_report(run: dict, data: dict, models: list[dict], prov: dict, config: 
         paths = write(report, Path(out_dir))
     except OSError as exc:  # read-only folder, disk full: the writer left no partial file
         raise OutputError(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from None
-    return {"paths": {k: str(v) for k, v in paths.items()}, "status": report["summary"]["status"],
-            "gates": report["summary"]["gates"], "incomplete": report["summary"]["incomplete"]}
+    return {
+        "paths": {k: str(v) for k, v in paths.items()},
+        "status": report["summary"]["status"],
+        "gates": report["summary"]["gates"],
+        "incomplete": report["summary"]["incomplete"],
+    }

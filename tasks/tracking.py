@@ -5,6 +5,7 @@ Runs are addressed by id through ``MlflowClient`` rather than MLflow's thread-lo
 one experiment per pipeline (``impactflow-<preset>``), a parent run per flow run, a
 child run per model (tag ``mlflow.parentRunId``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -75,7 +76,7 @@ def sqlite_path(uri: str) -> Path | None:
     in-memory database)."""
     if not uri.startswith("sqlite:///"):
         return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
 
 
@@ -96,12 +97,16 @@ def moved_store(artifact_location: str | None, output_dir: Path, database: Path 
         if recorded.exists() or not recorded.parent.exists():
             # elsewhere but present, or never created yet (MLflow makes it on the first artifact)
             return None
-        return (f"the experiment's artifact folder {recorded} no longer exists (MLflow records absolute paths): "
-                "was it moved? Move it back, or use another experiment (--set tracking.experiment=...)")
-    return (f"the runs folder {Path(output_dir).resolve()} was moved or copied: its MLflow store keeps artifacts "
-            f"in {recorded} (MLflow records absolute paths), so this run would write there. Move the folder "
-            "back, or start new runs in a fresh folder (--set tracking.output_dir=...) and keep this one for "
-            "reading (`impactflow report verify --local-only` checks its run folders)")
+        return (
+            f"the experiment's artifact folder {recorded} no longer exists (MLflow records absolute paths): "
+            "was it moved? Move it back, or use another experiment (--set tracking.experiment=...)"
+        )
+    return (
+        f"the runs folder {Path(output_dir).resolve()} was moved or copied: its MLflow store keeps artifacts "
+        f"in {recorded} (MLflow records absolute paths), so this run would write there. Move the folder "
+        "back, or start new runs in a fresh folder (--set tracking.output_dir=...) and keep this one for "
+        "reading (`impactflow report verify --local-only` checks its run folders)"
+    )
 
 
 def missing_artifacts(artifact_uri: str | None) -> str | None:
@@ -109,8 +114,10 @@ def missing_artifacts(artifact_uri: str | None) -> str | None:
     path = _file_path(artifact_uri)
     if path is None or path.exists():
         return None
-    return (f"its artifacts were recorded at {path}, which no longer exists: was the runs folder moved? "
-            "MLflow records absolute artifact paths; move the folder back to read them")
+    return (
+        f"its artifacts were recorded at {path}, which no longer exists: was the runs folder moved? "
+        "MLflow records absolute artifact paths; move the folder back to read them"
+    )
 
 
 def ensure_experiment(uri: str, name: str, output_dir: Path) -> str:
@@ -150,7 +157,9 @@ def mark_training_experiments(uri: str) -> int:
     return n
 
 
-def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None) -> str:
+def start_run(
+    uri: str, experiment_id: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None
+) -> str:
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
     tags = {**tags, MLFLOW_RUN_NAME: run_name}
@@ -181,8 +190,9 @@ def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
         client.log_batch(run_id, params=items[start : start + 100])
 
 
-def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int = 0,
-                model_id: str | None = None) -> list[str]:
+def log_metrics(
+    uri: str, run_id: str, metrics: dict[str, Any], step: int = 0, model_id: str | None = None
+) -> list[str]:
     """Batch-log finite numeric metrics; returns the names skipped (None/NaN/inf). With
     ``model_id`` (MLflow 3's LoggedModel) each metric is also linked to that model, in the same
     write."""
@@ -191,8 +201,9 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int = 0,
     return skipped
 
 
-def _metric_items(metrics: dict[str, Any], step: int, model_id: str | None = None,
-                  ts: int | None = None) -> tuple[list[Any], list[str]]:
+def _metric_items(
+    metrics: dict[str, Any], step: int, model_id: str | None = None, ts: int | None = None
+) -> tuple[list[Any], list[str]]:
     import time
 
     from mlflow.entities import Metric
@@ -221,9 +232,13 @@ def log_history(uri: str, run_id: str, history: list[dict[str, float]]) -> None:
     import time
 
     ts = int(time.time() * 1000)
-    items = [m for row in history
-             for m in _metric_items({f"train/{k}": v for k, v in row.items() if k != "epoch"},
-                                    int(row.get("epoch", 0)), ts=ts)[0]]
+    items = [
+        m
+        for row in history
+        for m in _metric_items(
+            {f"train/{k}": v for k, v in row.items() if k != "epoch"}, int(row.get("epoch", 0)), ts=ts
+        )[0]
+    ]
     _log_metric_items(uri, run_id, items)
 
 
@@ -412,8 +427,9 @@ def ui_url(uri: str, experiment_id: str, run_id: str, host: str = "http://127.0.
 
 
 PREFLIGHT_TIMEOUT_S = 5.0
-UNREACHABLE = ("MLflow tracking server {uri} is unreachable ({reason}); nothing was trained. "
-               "Start it or fix MLFLOW_TRACKING_URI")
+UNREACHABLE = (
+    "MLflow tracking server {uri} is unreachable ({reason}); nothing was trained. Start it or fix MLFLOW_TRACKING_URI"
+)
 
 
 def public_uri(uri: str) -> str:

@@ -2,6 +2,7 @@
 
 No retries: training failures are deterministic, retrying would only hide them.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,8 +15,17 @@ from impactflow.tasks import progress
 
 
 @task(name="train-model", cache_policy=NONE)
-def train_model(split, contract_name: str, family_name: str, params: dict, train_cfg: dict,
-                privacy_cfg: dict, exclude_sensitive: bool, seed: int, same_rows: dict | None = None) -> Any:
+def train_model(
+    split,
+    contract_name: str,
+    family_name: str,
+    params: dict,
+    train_cfg: dict,
+    privacy_cfg: dict,
+    exclude_sensitive: bool,
+    seed: int,
+    same_rows: dict | None = None,
+) -> Any:
     """Fit the preprocessor on training rows and train the family's torch model (optionally DP).
     ``same_rows``: the run's other trainings on these rows (baselines, privacy-audit models),
     named in a DP model's ``training.dp.covers``."""
@@ -31,16 +41,28 @@ def train_model(split, contract_name: str, family_name: str, params: dict, train
     privacy = PrivacySettings.from_config(privacy_cfg)
     name = f"{family.model_name}-dp" if privacy.enabled else family.model_name
     progress.stage(f"train {name}")
-    return _metered(lambda: fit_family_model(
-        family, params, split, roles_for(contract, family.task, exclude_sensitive),
-        seed=seed, device=train_cfg["device"], amp=train_cfg["amp"], threads=train_cfg.get("threads"), privacy=privacy,
-        on_epoch=progress.epoch_callback(name), same_rows=SameRows.from_dict(same_rows),
-    ), threads=train_cfg.get("threads"))
+    return _metered(
+        lambda: fit_family_model(
+            family,
+            params,
+            split,
+            roles_for(contract, family.task, exclude_sensitive),
+            seed=seed,
+            device=train_cfg["device"],
+            amp=train_cfg["amp"],
+            threads=train_cfg.get("threads"),
+            privacy=privacy,
+            on_epoch=progress.epoch_callback(name),
+            same_rows=SameRows.from_dict(same_rows),
+        ),
+        threads=train_cfg.get("threads"),
+    )
 
 
 @task(name="train-baseline", cache_policy=NONE)
-def train_baseline(split, contract_name: str, family_name: str, baseline: str,
-                   exclude_sensitive: bool, seed: int) -> Any:
+def train_baseline(
+    split, contract_name: str, family_name: str, baseline: str, exclude_sensitive: bool, seed: int
+) -> Any:
     """Fit one scikit-learn baseline beside the torch model."""
     from impactflow.data_contracts import get_contract
     from impactflow.models import get_family
@@ -49,16 +71,34 @@ def train_baseline(split, contract_name: str, family_name: str, baseline: str,
     progress.stage(f"train baseline {baseline}")
     contract = get_contract(contract_name)
     family = get_family(family_name)
-    return _metered(lambda: fit_baseline(family, baseline, split, roles_for(contract, family.task, exclude_sensitive),
-                                         seed=seed), threads=1)
+    return _metered(
+        lambda: fit_baseline(family, baseline, split, roles_for(contract, family.task, exclude_sensitive), seed=seed),
+        threads=1,
+    )
 
 
-def train_all(split, contract_name: str, family_name: str, params: dict, train_cfg: dict, privacy_cfg: dict,
-              baselines: list[str], exclude_sensitive: bool, seed: int, same_rows: dict, *, dask: bool) -> list:
+def train_all(
+    split,
+    contract_name: str,
+    family_name: str,
+    params: dict,
+    train_cfg: dict,
+    privacy_cfg: dict,
+    baselines: list[str],
+    exclude_sensitive: bool,
+    seed: int,
+    same_rows: dict,
+    *,
+    dask: bool,
+) -> list:
     """The configured model, then its baselines, each one task (called from the flow); on the
     Dask task runner they are submitted together and fan out on the cluster."""
-    calls = [(train_model, (split, contract_name, family_name, params, train_cfg, privacy_cfg,
-                            exclude_sensitive, seed, same_rows))]
+    calls = [
+        (
+            train_model,
+            (split, contract_name, family_name, params, train_cfg, privacy_cfg, exclude_sensitive, seed, same_rows),
+        )
+    ]
     calls += [(train_baseline, (split, contract_name, family_name, b, exclude_sensitive, seed)) for b in baselines]
     if dask:
         return [f.result() for f in [t.submit(*args) for t, args in calls]]
@@ -66,8 +106,9 @@ def train_all(split, contract_name: str, family_name: str, params: dict, train_c
 
 
 @task(name="decision-threshold", cache_policy=NONE)
-def decide_threshold(fitted, split, contract_name: str, family_name: str, exclude_sensitive: bool,
-                     decision: dict | None, private: bool) -> Any:
+def decide_threshold(
+    fitted, split, contract_name: str, family_name: str, exclude_sensitive: bool, decision: dict | None, private: bool
+) -> Any:
     """Set a binary model's decision threshold (``model.threshold``, or chosen from ``model.costs``
     on the validation split; ``models/threshold.py``) and record it in ``training["decision"]``."""
     from impactflow.data_contracts import get_contract
@@ -91,6 +132,9 @@ def _metered(fit, threads: int | None) -> Any:
         import torch
 
         threads = torch.get_num_threads()
-    fitted.training = {**fitted.training, "cpu_cores": int(threads),
-                       "energy_j_measured": rapl_joules(before, read_rapl_uj())}
+    fitted.training = {
+        **fitted.training,
+        "cpu_cores": int(threads),
+        "energy_j_measured": rapl_joules(before, read_rapl_uj()),
+    }
     return fitted

@@ -1,5 +1,6 @@
 """Shared fixtures: one real Prefect server for the whole session (the test harness), MLflow
 on a SQLite file per test, and a runner for the real ``impactflow`` CLI process."""
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,8 @@ PROCESS_FIXTURES = {"prefect_api", "cli"}
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())) and not any(
-                item.iter_markers(name=m) for m in ("e2e", "topology")):
+            item.iter_markers(name=m) for m in ("e2e", "topology")
+        ):
             item.add_marker(pytest.mark.e2e)
 
 
@@ -60,8 +62,13 @@ def mlflow_uri(tmp_path, monkeypatch):
 def cli(prefect_api, tmp_path):
     """Run the installed ``impactflow`` CLI as a real process against the session's server."""
 
-    def run(*args: str, uri: str | None = None, cwd: Path | None = None,
-            installed: Path | None = None, pythonpath: str | None = None) -> subprocess.CompletedProcess:
+    def run(
+        *args: str,
+        uri: str | None = None,
+        cwd: Path | None = None,
+        installed: Path | None = None,
+        pythonpath: str | None = None,
+    ) -> subprocess.CompletedProcess:
         """``installed``: a folder impactflow was pip-installed into (``pip install --target``):
         its ``bin/impactflow`` runs, importing the project from that folder only (``pythonpath``:
         the whole PYTHONPATH to use instead, e.g. with other packages in front)."""
@@ -76,8 +83,12 @@ def cli(prefect_api, tmp_path):
             env["PYTHONPATH"] = pythonpath or str(installed)
             command = [str(installed / "bin" / "impactflow")]
         return subprocess.run(
-            [*command, *args], cwd=cwd or tmp_path, env=env,
-            capture_output=True, text=True, timeout=600,
+            [*command, *args],
+            cwd=cwd or tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
 
     return run

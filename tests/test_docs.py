@@ -1,6 +1,7 @@
 """The documentation stays true to the repository: the README stays short, every relative link in
 README.md and docs/*.md resolves (file and heading), the configuration reference equals what
 docs/gen_config.py generates from the code, and the MkDocs site builds with --strict."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -81,7 +82,9 @@ def doc_files() -> list[Path]:
 
 def test_readme_is_short():
     size = (ROOT / "README.md").stat().st_size
-    assert size <= README_MAX_BYTES, f"README.md is {size} bytes; keep it under {README_MAX_BYTES} (move detail to docs/)"
+    assert size <= README_MAX_BYTES, (
+        f"README.md is {size} bytes; keep it under {README_MAX_BYTES} (move detail to docs/)"
+    )
 
 
 def test_readme_keeps_the_quick_start_commands():
@@ -100,11 +103,17 @@ def test_relative_links_resolve(path):
 def test_link_check_sees_a_broken_link_and_a_broken_anchor(tmp_path):
     (tmp_path / "other.md").write_text("# Other page\n\n## A section { #custom }\n", encoding="utf-8")
     page = tmp_path / "page.md"
-    page.write_text("[ok](other.md#other-page) [ok](other.md#custom) [ok](#here) `[no](code.md)`\n\n"
-                    "## Here\n\n[gone](missing.md) [bad](other.md#nowhere) [web](https://example.org/x.md)\n"
-                    "```\n[no](fenced.md)\n```\n", encoding="utf-8")
+    page.write_text(
+        "[ok](other.md#other-page) [ok](other.md#custom) [ok](#here) `[no](code.md)`\n\n"
+        "## Here\n\n[gone](missing.md) [bad](other.md#nowhere) [web](https://example.org/x.md)\n"
+        "```\n[no](fenced.md)\n```\n",
+        encoding="utf-8",
+    )
     problems = broken_links(page, root=tmp_path)
-    assert problems == ["page.md: missing.md (no such file)", "page.md: other.md#nowhere (no heading #nowhere in other.md)"]
+    assert problems == [
+        "page.md: missing.md (no such file)",
+        "page.md: other.md#nowhere (no heading #nowhere in other.md)",
+    ]
 
 
 def test_slug_matches_mkdocs_for_these_headings():
@@ -149,9 +158,23 @@ def test_comment_reader_attaches_comments_to_their_field():
 @pytest.mark.e2e
 def test_mkdocs_build_strict(tmp_path):
     """The site builds with every page in the nav, every link and anchor resolving (strict)."""
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict",  # not --quiet: it hides the warnings strict counts
-                             "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(tmp_path / "site")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",  # not --quiet: it hides the warnings strict counts
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(tmp_path / "site"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "configuration-reference" / "index.html").is_file()

@@ -1,4 +1,5 @@
 """The import-layering table of ARCHITECTURE.md, enforced by walking every module's imports."""
+
 from __future__ import annotations
 
 import ast
@@ -23,15 +24,24 @@ FORBIDDEN = {
 # at module level (the @flow decorators), which is fine.
 LAZY_ONLY = {
     "data_contracts": {"great_expectations"},
-    "flows/cli.py": {"torch", "prefect", "mlflow", "great_expectations", "opacus", "pandas", "sklearn",
-                     "fairlearn", "tasks"},
+    "flows/cli.py": {
+        "torch",
+        "prefect",
+        "mlflow",
+        "great_expectations",
+        "opacus",
+        "pandas",
+        "sklearn",
+        "fairlearn",
+        "tasks",
+    },
 }
 
 
 def _ours(name: str) -> str:
     """``impactflow.tasks.tracking`` -> ``tasks.tracking``: the table names the project's packages
     by their folders; a third-party name is unchanged."""
-    return name[len("impactflow."):] if name.startswith("impactflow.") else name
+    return name[len("impactflow.") :] if name.startswith("impactflow.") else name
 
 
 def _imports(tree: ast.AST, top_level_only: bool = False) -> set[str]:
@@ -90,8 +100,12 @@ def _importers(target: str) -> set[str]:
     for package in sorted(OURS):
         for path in _modules(package):
             tree = ast.parse(path.read_text(encoding="utf-8"))
-            names = _imports(tree) | {f"{_ours(n.module)}.{a.name}" for n in ast.walk(tree)
-                                      if isinstance(n, ast.ImportFrom) and n.module for a in n.names}
+            names = _imports(tree) | {
+                f"{_ours(n.module)}.{a.name}"
+                for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and n.module
+                for a in n.names
+            }
             if target in names or any(n.startswith(target + ".") for n in names):
                 found.add(str(path.relative_to(ROOT)))
     found.discard(target.replace(".", "/") + ".py")  # (its own `python -m` entry point)

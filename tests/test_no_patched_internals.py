@@ -10,6 +10,7 @@ name (``obj._name = ...``) of any object other than ``self``/``cls`` is refused 
 imports one of those libraries, since the object may well be theirs, and so is an object's
 ``__class__`` swap.
 """
+
 from __future__ import annotations
 
 import ast
@@ -54,8 +55,11 @@ def patches(source: str, filename: str = "<src>") -> list[str]:
     while changed:  # aliases X = lib.thing (not a call's result, e.g. an object a library built)
         changed = False
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Assign) and isinstance(node.value, (ast.Name, ast.Attribute))
-                    and _root(node.value) in bound):
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, (ast.Name, ast.Attribute))
+                and _root(node.value) in bound
+            ):
                 for t in node.targets:
                     if isinstance(t, ast.Name) and t.id not in bound:
                         bound.add(t.id)
@@ -74,13 +78,18 @@ def patches(source: str, filename: str = "<src>") -> list[str]:
             targets = [node.target]
         elif isinstance(node, ast.Delete):
             targets = node.targets
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-              and node.func.id in ("setattr", "delattr") and node.args):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("setattr", "delattr")
+            and node.args
+        ):
             obj = node.args[0]
             name = node.args[1] if len(node.args) > 1 else None
             literal = name.value if isinstance(name, ast.Constant) and isinstance(name.value, str) else None
-            if _root(obj) in bound or (imports_lib and literal is not None and _private(literal)
-                                       and _root(obj) not in ("self", "cls")):
+            if _root(obj) in bound or (
+                imports_lib and literal is not None and _private(literal) and _root(obj) not in ("self", "cls")
+            ):
                 flag(node)
             continue
         for t in targets:
@@ -90,7 +99,11 @@ def patches(source: str, filename: str = "<src>") -> list[str]:
                 if _root(sub) in bound:
                     flag(node)
                     break
-                if imports_lib and (_private(sub.attr) or sub.attr == "__class__") and _root(sub) not in ("self", "cls"):
+                if (
+                    imports_lib
+                    and (_private(sub.attr) or sub.attr == "__class__")
+                    and _root(sub) not in ("self", "cls")
+                ):
                     flag(node)
                     break
     return found
@@ -108,36 +121,42 @@ def test_no_source_module_patches_prefect_gx_or_opacus():
     files = list(_source_files())
     assert len(files) > 50
     found = [hit for p in files for hit in patches(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))]
-    assert found == [], ("assignments to prefect/great_expectations/opacus attributes outside a compat "
-                         "module (use a public API, or move the patch to compat with a version guard):\n"
-                         + "\n".join(found))
+    assert found == [], (
+        "assignments to prefect/great_expectations/opacus attributes outside a compat "
+        "module (use a public API, or move the patch to compat with a version guard):\n" + "\n".join(found)
+    )
 
 
-@pytest.mark.parametrize("code", [
-    # the removed GX patches (data_contracts/validation.py before issue 22 item 3)
-    "from great_expectations.render.view.view import DefaultJinjaView\nDefaultJinjaView.__init__ = f",
-    "from great_expectations.expectations.expectation import Expectation\n"
-    "Expectation.configuration = property(f)",
-    "from great_expectations.expectations.expectation import Expectation\n"
-    "for n in names:\n    setattr(Expectation, n, wrap(getattr(Expectation, n)))",
-    "import great_expectations.expectations.expectation as e\nE = e.Expectation\nE._get_success_kwargs = f",
-    # the removed Opacus/Prefect ones (commit 92e9445)
-    "import opacus\nopacus.grad_sample.GradSampleModule.GRAD_SAMPLERS[nn.Embedding] = f",
-    "from opacus.optimizers import DPOptimizer\ndef f(opt):\n    opt._step_hook = None",
-    "import prefect\ndef f(o):\n    setattr(o, '_heartbeat', None)",
-    "from opacus.optimizers import DPOptimizer\ndef f(opt):\n    opt.__class__ = Mine",  # a class swap
-    "import prefect.flow_engine as fe\ndel fe._join",
-    "import prefect\nprefect.settings._x += 1",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        # the removed GX patches (data_contracts/validation.py before issue 22 item 3)
+        "from great_expectations.render.view.view import DefaultJinjaView\nDefaultJinjaView.__init__ = f",
+        "from great_expectations.expectations.expectation import Expectation\nExpectation.configuration = property(f)",
+        "from great_expectations.expectations.expectation import Expectation\n"
+        "for n in names:\n    setattr(Expectation, n, wrap(getattr(Expectation, n)))",
+        "import great_expectations.expectations.expectation as e\nE = e.Expectation\nE._get_success_kwargs = f",
+        # the removed Opacus/Prefect ones (commit 92e9445)
+        "import opacus\nopacus.grad_sample.GradSampleModule.GRAD_SAMPLERS[nn.Embedding] = f",
+        "from opacus.optimizers import DPOptimizer\ndef f(opt):\n    opt._step_hook = None",
+        "import prefect\ndef f(o):\n    setattr(o, '_heartbeat', None)",
+        "from opacus.optimizers import DPOptimizer\ndef f(opt):\n    opt.__class__ = Mine",  # a class swap
+        "import prefect.flow_engine as fe\ndel fe._join",
+        "import prefect\nprefect.settings._x += 1",
+    ],
+)
 def test_the_check_catches_patches(code):
     assert patches(code), code
 
 
-@pytest.mark.parametrize("code", [
-    "import great_expectations as gx\nctx = gx.get_context()\nctx.variables.progress_bars = cfg",  # public
-    "import opacus\nclass A:\n    def f(self):\n        self._engine = 1",
-    "import pandas as pd\npd.options.display.width = 3\nobj._private = 1",  # not one of the three
-    "from opacus.optimizers import DPOptimizer\nclass Mine(DPOptimizer):\n    pass\nx = Mine()",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import great_expectations as gx\nctx = gx.get_context()\nctx.variables.progress_bars = cfg",  # public
+        "import opacus\nclass A:\n    def f(self):\n        self._engine = 1",
+        "import pandas as pd\npd.options.display.width = 3\nobj._private = 1",  # not one of the three
+        "from opacus.optimizers import DPOptimizer\nclass Mine(DPOptimizer):\n    pass\nx = Mine()",
+    ],
+)
 def test_the_check_allows_public_use(code):
     assert patches(code) == []

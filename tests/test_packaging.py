@@ -3,6 +3,7 @@ else at the top level of site-packages (tests/e2e/test_own_data.py installs it n
 to a user's own ``models`` package and runs it). Here: the packaging list covers the tree, and no
 code imports the folders under their bare names (in a checkout that would load a second copy of
 each module beside ``impactflow.<name>``)."""
+
 from __future__ import annotations
 
 import re

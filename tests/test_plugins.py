@@ -7,6 +7,7 @@ data_contracts.LOADERS and audits.AUDITS/AUDIT_THRESHOLDS.
 what pip writes into site-packages, found by importlib.metadata's public path finder; no network,
 no build. ``plugin_site`` makes one in a temp folder and puts it on sys.path (and PYTHONPATH, for
 the CLI's processes) for one test."""
+
 from __future__ import annotations
 
 import importlib
@@ -41,8 +42,9 @@ def _forget():
     importlib.invalidate_caches()
 
 
-def make_site(folder: Path, entry_points: dict[str, dict[str, str]], name: str = "impactflow-test-plugin",
-              version: str = "0.1") -> Path:
+def make_site(
+    folder: Path, entry_points: dict[str, dict[str, str]], name: str = "impactflow-test-plugin", version: str = "0.1"
+) -> Path:
     """A site folder holding the plugin package and a dist-info declaring ``entry_points``."""
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "impactflow_test_plugin").exists():
@@ -72,7 +74,9 @@ def on_path(monkeypatch):
 
     def add(site: Path) -> Path:
         monkeypatch.syspath_prepend(str(site))
-        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        monkeypatch.setenv(
+            "PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        )
         _forget()
         return site
 
@@ -130,16 +134,33 @@ def test_the_plugin_family_is_selected_by_config_and_trains(plugin_site, tmp_pat
     (tmp_path / "contract.yaml").write_text(
         "name: toy\nread: {format: csv}\ncolumns:\n  x: {type: number}\n  g: {type: category, values: [a, b]}\n"
         "  y: {type: category, values: ['no', 'yes']}\ntarget: y\npositive_label: 'yes'\nsensitive: [g]\n"
-        "min_group_size: 10\n")
-    cfg = load_config("tabular", [f"data.contract={tmp_path / 'contract.yaml'}", f"data.path={data}",
-                                  "model.family=tiny_logit", "model.params={epochs: 8, lr: 0.1}",
-                                  "model.baselines=[]", "gates.row_count.min_count=50",
-                                  "gates.fairness.intersections=null"])
+        "min_group_size: 10\n"
+    )
+    cfg = load_config(
+        "tabular",
+        [
+            f"data.contract={tmp_path / 'contract.yaml'}",
+            f"data.path={data}",
+            "model.family=tiny_logit",
+            "model.params={epochs: 8, lr: 0.1}",
+            "model.baselines=[]",
+            "gates.row_count.min_count=50",
+            "gates.fairness.intersections=null",
+        ],
+    )
     assert cfg.model.family == "tiny_logit" and cfg.gates["row_count"] == {"min_count": 50}
     with pytest.raises(ConfigError, match=r"model.params.lr: 'fast' is not a number \(family 'tiny_logit'"):
-        load_config("tabular",
-                    [f"data.contract={tmp_path / 'contract.yaml'}", f"data.path={data}", "model.family=tiny_logit",
-                     "model.params={lr: fast}", "model.baselines=[]", "gates.fairness.intersections=null"])
+        load_config(
+            "tabular",
+            [
+                f"data.contract={tmp_path / 'contract.yaml'}",
+                f"data.path={data}",
+                "model.family=tiny_logit",
+                "model.params={lr: fast}",
+                "model.baselines=[]",
+                "gates.fairness.intersections=null",
+            ],
+        )
 
     family = get_family("tiny_logit")
     roles = roles_for(get_contract(str(tmp_path / "contract.yaml")), family.task, exclude_sensitive=True)
@@ -166,54 +187,104 @@ def test_a_plugin_loader_reads_a_contract_s_files(plugin_site, tmp_path):
     (tmp_path / "t.txt").write_text("a|g|y\n1|u|p\n2|v|q\n")
     (tmp_path / "contract.yaml").write_text(
         "name: piped\nloader: pipe_table\ncolumns:\n  a: integer\n  g: {type: category, values: [u, v]}\n"
-        "  y: {type: category, values: [p, q]}\ntarget: y\nsensitive: [g]\nmin_group_size: 1\n")
+        "  y: {type: category, values: [p, q]}\ntarget: y\nsensitive: [g]\nmin_group_size: 1\n"
+    )
     df = load_dataset(get_contract(str(tmp_path / "contract.yaml")), tmp_path / "t.txt")
     assert df.to_dict("list") == {"a": ["1", "2"], "g": ["u", "v"], "y": ["p", "q"]}
 
 
 def test_a_name_clash_is_one_line_on_every_look_up(tmp_path, on_path):
-    on_path(make_site(tmp_path / "site", {"impactflow.families": {"tabular": "impactflow_test_plugin.family:FAMILY"}},
-                      name="clashing-plugin", version="2.0"))
+    on_path(
+        make_site(
+            tmp_path / "site",
+            {"impactflow.families": {"tabular": "impactflow_test_plugin.family:FAMILY"}},
+            name="clashing-plugin",
+            version="2.0",
+        )
+    )
     from impactflow.models import FAMILIES
 
     for _ in range(2):  # fails the same way again: nothing half-loaded
         with pytest.raises(ConfigError) as exc:
             "tabular" in FAMILIES
-        assert str(exc.value) == ("plugin impactflow.families 'tabular' (from clashing-plugin 2.0) clashes with the "
-                                  "built-in family of the same name; rename it in that package's entry points, or "
-                                  "uninstall it")
+        assert str(exc.value) == (
+            "plugin impactflow.families 'tabular' (from clashing-plugin 2.0) clashes with the "
+            "built-in family of the same name; rename it in that package's entry points, or "
+            "uninstall it"
+        )
 
 
 def test_two_plugins_with_one_name_clash(tmp_path, on_path):
-    on_path(make_site(tmp_path / "s1", {"impactflow.audits": {"row_count": "impactflow_test_plugin.audit:row_count_audit"}},
-                      name="first-plugin"))
-    on_path(make_site(tmp_path / "s2", {"impactflow.audits": {"row_count": "impactflow_test_plugin.audit:row_count_audit"}},
-                      name="second-plugin"))
+    on_path(
+        make_site(
+            tmp_path / "s1",
+            {"impactflow.audits": {"row_count": "impactflow_test_plugin.audit:row_count_audit"}},
+            name="first-plugin",
+        )
+    )
+    on_path(
+        make_site(
+            tmp_path / "s2",
+            {"impactflow.audits": {"row_count": "impactflow_test_plugin.audit:row_count_audit"}},
+            name="second-plugin",
+        )
+    )
     from impactflow import audits
 
-    with pytest.raises(ConfigError, match=r"'row_count' \(from (first|second)-plugin 0.1\) clashes with the plugin "
-                                          r"\(from (first|second)-plugin 0.1\) audit"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'row_count' \(from (first|second)-plugin 0.1\) clashes with the plugin "
+        r"\(from (first|second)-plugin 0.1\) audit",
+    ):
         audits.AUDIT_THRESHOLDS.get("row_count")
     assert "row_count" not in dict.keys(audits.AUDIT_THRESHOLDS)  # rolled back
 
 
-@pytest.mark.parametrize("group, name, value, use, message", [
-    ("impactflow.families", "ghost", "no_such_module.family:FAMILY", "family",
-     "plugin impactflow.families 'ghost' (from broken-plugin 0.1): cannot load 'no_such_module.family:FAMILY': "
-     "ModuleNotFoundError: No module named 'no_such_module'"),
-    ("impactflow.families", "wrong_type", "impactflow_test_plugin.loader:load_pipe_table", "family",
-     "plugin impactflow.families 'wrong_type' (from broken-plugin 0.1): cannot load "
-     "'impactflow_test_plugin.loader:load_pipe_table': TypeError: impactflow_test_plugin.loader:load_pipe_table is "
-     "a function, not a models.base.Family"),
-    ("impactflow.families", "renamed", "impactflow_test_plugin.family:FAMILY", "family",
-     "ValueError: its Family is named 'tiny_logit', the entry point 'renamed'"),
-    ("impactflow.audits", "ghost_audit", "impactflow_test_plugin.audit:nothing_here", "audit",
-     "plugin impactflow.audits 'ghost_audit' (from broken-plugin 0.1): cannot load "
-     "'impactflow_test_plugin.audit:nothing_here': AttributeError"),
-    ("impactflow.loaders", "bad ref", "not a reference!", "loader",
-     "plugin impactflow.loaders 'bad ref' (from broken-plugin 0.1): cannot load 'not a reference!': "
-     "not 'module' or 'module:attribute'"),
-])
+@pytest.mark.parametrize(
+    "group, name, value, use, message",
+    [
+        (
+            "impactflow.families",
+            "ghost",
+            "no_such_module.family:FAMILY",
+            "family",
+            "plugin impactflow.families 'ghost' (from broken-plugin 0.1): cannot load 'no_such_module.family:FAMILY': "
+            "ModuleNotFoundError: No module named 'no_such_module'",
+        ),
+        (
+            "impactflow.families",
+            "wrong_type",
+            "impactflow_test_plugin.loader:load_pipe_table",
+            "family",
+            "plugin impactflow.families 'wrong_type' (from broken-plugin 0.1): cannot load "
+            "'impactflow_test_plugin.loader:load_pipe_table': TypeError: impactflow_test_plugin.loader:load_pipe_table is "
+            "a function, not a models.base.Family",
+        ),
+        (
+            "impactflow.families",
+            "renamed",
+            "impactflow_test_plugin.family:FAMILY",
+            "family",
+            "ValueError: its Family is named 'tiny_logit', the entry point 'renamed'",
+        ),
+        (
+            "impactflow.audits",
+            "ghost_audit",
+            "impactflow_test_plugin.audit:nothing_here",
+            "audit",
+            "plugin impactflow.audits 'ghost_audit' (from broken-plugin 0.1): cannot load "
+            "'impactflow_test_plugin.audit:nothing_here': AttributeError",
+        ),
+        (
+            "impactflow.loaders",
+            "bad ref",
+            "not a reference!",
+            "loader",
+            "plugin impactflow.loaders 'bad ref' (from broken-plugin 0.1): cannot load 'not a reference!': "
+            "not 'module' or 'module:attribute'",
+        ),
+    ],
+)
 def test_a_broken_plugin_is_one_line(tmp_path, on_path, group, name, value, use, message):
     on_path(make_site(tmp_path / "site", {group: {name: value}}, name="broken-plugin"))
     from impactflow import audits
@@ -234,11 +305,25 @@ def test_a_broken_plugin_is_one_line(tmp_path, on_path, group, name, value, use,
 @pytest.mark.e2e
 def test_impactflow_run_with_the_plugin_family(cli, plugin_site, tmp_path):
     """The CLI in its own process finds the plugin (PYTHONPATH) and runs a tiny audited training."""
-    r = cli("run", "--set", "model.family=tiny_logit", "--set", "model.params={epochs: 2}",
-            "--set", "model.baselines=[]", "--set", "data.sample=8000",
-            "--set", "gates.row_count.min_count=100", "--set", "train.device=cpu",
-            "--set", f"tracking.output_dir={tmp_path / 'runs'}", uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-            cwd=tmp_path)
+    r = cli(
+        "run",
+        "--set",
+        "model.family=tiny_logit",
+        "--set",
+        "model.params={epochs: 2}",
+        "--set",
+        "model.baselines=[]",
+        "--set",
+        "data.sample=8000",
+        "--set",
+        "gates.row_count.min_count=100",
+        "--set",
+        "train.device=cpu",
+        "--set",
+        f"tracking.output_dir={tmp_path / 'runs'}",
+        uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        cwd=tmp_path,
+    )
     out = r.stdout + r.stderr
     assert r.returncode in (0, 3), out
     assert "Traceback" not in out and "tiny_logit" in out

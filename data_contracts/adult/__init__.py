@@ -2,6 +2,7 @@
 contract itself reads the files with the generic loader, as contract.yaml declares). Roles,
 types, domains and ranges live in contract.yaml -- the GX suite is generated from them --,
 licence and hashes in ATTRIBUTION.md (all in this folder)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,9 +20,21 @@ HERE = Path(__file__).resolve().parent
 
 #: The 15 columns of adult.data / adult.test, in file order (adult.names).
 ADULT_COLUMNS: tuple[str, ...] = (
-    "age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
-    "occupation", "relationship", "race", "sex", "capital-gain", "capital-loss",
-    "hours-per-week", "native-country", "income",
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
+    "income",
 )
 
 

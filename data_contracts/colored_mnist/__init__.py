@@ -18,6 +18,7 @@ loaded files; the same files always give the same colours. The ``color`` column 
 person or real-world attribute. ``color_aligned`` says whether an image's colour is its label's
 training colour (a derived, equally synthetic group).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,8 +51,13 @@ COLOR_SEED = 20190705  # fixed: the colours are part of the dataset, not of a ru
 TRAIN_CORRELATION = 0.99  # P(colour = the label's colour) on training rows; test rows: 0.1
 
 
-def colorize(df: pd.DataFrame, *, seed: int = COLOR_SEED, train_correlation: float = TRAIN_CORRELATION,
-             split_column: str = "split") -> pd.DataFrame:
+def colorize(
+    df: pd.DataFrame,
+    *,
+    seed: int = COLOR_SEED,
+    train_correlation: float = TRAIN_CORRELATION,
+    split_column: str = "split",
+) -> pd.DataFrame:
     """A copy of ``df`` with RGB images (28, 28, 3) uint8 and ``color``/``color_aligned`` columns.
 
     Pixel p of colour (r, g, b) becomes (p·r, p·g, p·b) / 255 (integer division). Images that

@@ -16,6 +16,7 @@ How the files map onto the pipeline (the ``toxicity`` preset):
 - ``toxicity_fuzzed_testset.csv`` (the same comments with identity terms swapped) is joined on
   ``rev_id`` as ``text_fuzzed``: a natural counterfactual twin of each test comment.
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,8 +31,15 @@ from impactflow.data_contracts.files import NO_ROWS, UNPARSABLE, _decode, parse_
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["load_jigsaw", "identity_terms", "madlibs_template_set", "in_training_part",
-           "MADLIBS_TRAIN_SHARE", "TERMS_FILE", "MADLIBS_FILE"]
+__all__ = [
+    "load_jigsaw",
+    "identity_terms",
+    "madlibs_template_set",
+    "in_training_part",
+    "MADLIBS_TRAIN_SHARE",
+    "TERMS_FILE",
+    "MADLIBS_FILE",
+]
 
 HERE = Path(__file__).resolve().parent
 TERMS_FILE = HERE / "adjectives_people.txt.gz"
@@ -77,8 +85,11 @@ def _kind(df: pd.DataFrame, path: Path) -> str:
         return "madlibs"
     if set(COMMENT_COLUMNS) <= cols:
         return "comments"
-    raise DataError(UNKNOWN_FORMAT.format(path=path, header=len(df.columns), madlibs=list(MADLIBS_COLUMNS),
-                                          comments=list(COMMENT_COLUMNS)))
+    raise DataError(
+        UNKNOWN_FORMAT.format(
+            path=path, header=len(df.columns), madlibs=list(MADLIBS_COLUMNS), comments=list(COMMENT_COLUMNS)
+        )
+    )
 
 
 def load_jigsaw(paths: Sequence[Path | str]) -> pd.DataFrame:

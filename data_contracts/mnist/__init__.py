@@ -17,6 +17,7 @@ Accepted files (any order, gzip or plain, detected by content, not by name):
   2049, n uint8), given as a pair;
 - a folder: the files above inside it.
 """
+
 from __future__ import annotations
 
 import io
@@ -51,8 +52,11 @@ def _files(paths: Sequence[Path | str]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
-                          and not f.name.endswith((".md", ".yaml", ".json", ".py")))
+            out += sorted(
+                f
+                for f in p.iterdir()
+                if f.is_file() and not f.name.startswith(".") and not f.name.endswith((".md", ".yaml", ".json", ".py"))
+            )
         else:
             out.append(p)
     return out
@@ -71,8 +75,9 @@ def read_idx(path: Path) -> np.ndarray:
     body = np.frombuffer(raw, dtype=np.uint8, offset=header)
     expected = int(np.prod(shape))
     if body.size != expected:
-        raise DataError(BAD_IDX.format(path=path, reason=f"header says {shape} = {expected} bytes, "
-                                                          f"file has {body.size}"))
+        raise DataError(
+            BAD_IDX.format(path=path, reason=f"header says {shape} = {expected} bytes, file has {body.size}")
+        )
     return body.reshape(shape)
 
 
@@ -101,15 +106,22 @@ def read_pixel_csv(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
         got = line.count(",") + 1
         if got != expected:
             raise DataError(BAD_FIELDS.format(path=path, expected=expected, line=lineno, got=got))
-    frame = pd.read_csv(io.StringIO("\n".join(line for _, line in lines)), header=None,
-                        na_values=["", "?", "nan", "NaN"], keep_default_na=False, low_memory=False)
+    frame = pd.read_csv(
+        io.StringIO("\n".join(line for _, line in lines)),
+        header=None,
+        na_values=["", "?", "nan", "NaN"],
+        keep_default_na=False,
+        low_memory=False,
+    )
     values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     pixels, labels = values[:, :N_PIXELS], values[:, N_PIXELS]
-    clean = np.isfinite(pixels).all(axis=1) & (pixels == np.round(pixels)).all(axis=1) \
-        & (pixels >= 0).all(axis=1) & (pixels <= 255).all(axis=1)
-    images = [
-        (p.astype(np.uint8) if ok else p).reshape(HEIGHT, WIDTH) for p, ok in zip(pixels, clean)
-    ]
+    clean = (
+        np.isfinite(pixels).all(axis=1)
+        & (pixels == np.round(pixels)).all(axis=1)
+        & (pixels >= 0).all(axis=1)
+        & (pixels <= 255).all(axis=1)
+    )
+    images = [(p.astype(np.uint8) if ok else p).reshape(HEIGHT, WIDTH) for p, ok in zip(pixels, clean)]
     return images, labels
 
 
@@ -136,8 +148,11 @@ def load_mnist(paths: Sequence[Path | str]) -> pd.DataFrame:
             idx_labels.append(f)
         else:
             images, labels = read_pixel_csv(f)
-            frames.append(pd.DataFrame({"image": pd.Series(images, dtype=object),
-                                        "label": _labels_array(labels), "split": "train"}))
+            frames.append(
+                pd.DataFrame(
+                    {"image": pd.Series(images, dtype=object), "label": _labels_array(labels), "split": "train"}
+                )
+            )
     if len(idx_images) != len(idx_labels):
         raise DataError(UNPAIRED.format(images=len(idx_images), labels=len(idx_labels)))
     for img_path, lab_path in zip(sorted(idx_images), sorted(idx_labels)):
@@ -145,12 +160,16 @@ def load_mnist(paths: Sequence[Path | str]) -> pd.DataFrame:
         if images.ndim != 3:
             raise DataError(BAD_IDX.format(path=img_path, reason=f"images of {images.ndim - 1} dimensions"))
         if len(images) != len(labels):
-            raise DataError(PAIR_MISMATCH.format(images=img_path, n_images=len(images), labels=lab_path,
-                                                 n_labels=len(labels)))
+            raise DataError(
+                PAIR_MISMATCH.format(images=img_path, n_images=len(images), labels=lab_path, n_labels=len(labels))
+            )
         if len(images) == 0:
             raise DataError(EMPTY.format(path=img_path))
-        frames.append(pd.DataFrame({"image": pd.Series(list(images), dtype=object),
-                                    "label": labels.astype(np.int64), "split": "test"}))
+        frames.append(
+            pd.DataFrame(
+                {"image": pd.Series(list(images), dtype=object), "label": labels.astype(np.int64), "split": "test"}
+            )
+        )
     df = pd.concat(frames, ignore_index=True)
     df["split"] = df["split"].astype(object)
     return df
@@ -201,9 +220,17 @@ def image_stats(df: pd.DataFrame) -> pd.DataFrame:
         # ndim: a (28, 28, 3, 1) array must not pass as (28, 28, 3)
         if len(shape) not in (2, 3):
             height[idx], width[idx], channels[idx] = -1, -1, -1
-    view = pd.DataFrame({"height": height, "width": width, "channels": channels,
-                         "dtype": pd.Series(dtype, dtype=object), "pixel_min": lo, "pixel_max": hi,
-                         "n_nan": n_nan})
+    view = pd.DataFrame(
+        {
+            "height": height,
+            "width": width,
+            "channels": channels,
+            "dtype": pd.Series(dtype, dtype=object),
+            "pixel_min": lo,
+            "pixel_max": hi,
+            "n_nan": n_nan,
+        }
+    )
     for col in df.columns:
         if col != "image":
             view[col] = df[col].to_numpy()

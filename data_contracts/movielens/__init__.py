@@ -11,6 +11,7 @@ timestamp``; ``u.user`` is ``|``-separated ``user_id|age|gender|occupation|zip_c
 + 19 genre flags, encoded in Latin-1 (ISO-8859-1), not UTF-8. The zip code is not loaded
 (a quasi-identifier the audits do not need).
 """
+
 from __future__ import annotations
 
 import io
@@ -82,12 +83,22 @@ def _read_table(path: Path, sep: str, columns: Sequence[str], n_fields: int, enc
                 if other != sep and line.count(other) + 1 == n_fields:
                     hint = f" (it looks {_SEP_NAMES.get(other, repr(other))}-separated)"
                     break
-            raise DataError(BAD_FIELDS.format(path=path, expected=n_fields, sep=_SEP_NAMES[sep],
-                                              line=lineno, got=got, hint=hint))
+            raise DataError(
+                BAD_FIELDS.format(path=path, expected=n_fields, sep=_SEP_NAMES[sep], line=lineno, got=got, hint=hint)
+            )
     body = io.StringIO("\n".join(line for _, line in lines))
     usecols = list(range(len(columns)))
-    return pd.read_csv(body, sep=sep, header=None, names=None, usecols=usecols, dtype=None,
-                       keep_default_na=False, na_values=[""], quoting=3).set_axis(list(columns), axis=1)
+    return pd.read_csv(
+        body,
+        sep=sep,
+        header=None,
+        names=None,
+        usecols=usecols,
+        dtype=None,
+        keep_default_na=False,
+        na_values=[""],
+        quoting=3,
+    ).set_axis(list(columns), axis=1)
 
 
 def load_movielens(paths: Sequence[Path | str]) -> "pd.DataFrame":

@@ -1,5 +1,6 @@
 """SMS Spam Collection v.1: the loader of its file. Roles live in contract.yaml, expectations in
 expectations.json, licence and hashes in ATTRIBUTION.md (all in this folder)."""
+
 from __future__ import annotations
 
 from pathlib import Path

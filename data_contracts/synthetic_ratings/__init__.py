@@ -16,6 +16,7 @@ Generative model (a planted biased-MF model, in the spirit of Koren, Bell, Volin
   probability ∝ p_i · exp(p_u·q_i), so users mostly rate popular items they like;
 - rating = clip(round(3.1 + b_u + b_i + 1.5·p_u·q_i + N(0, noise_sd²)), 1, 5).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -70,7 +71,10 @@ def _spec(path: Path) -> dict[str, Any]:
     checks = [
         (int(spec["n_users"]) >= 10, "n_users must be >= 10"),
         (int(spec["n_items"]) >= 10, "n_items must be >= 10"),
-        (1 <= int(lo) <= int(hi) <= int(spec["n_items"]), "ratings_per_user must be [lo, hi] with 1 <= lo <= hi <= n_items"),
+        (
+            1 <= int(lo) <= int(hi) <= int(spec["n_items"]),
+            "ratings_per_user must be [lo, hi] with 1 <= lo <= hi <= n_items",
+        ),
         (int(spec["n_factors"]) >= 1, "n_factors must be >= 1"),
         (float(spec["noise_sd"]) >= 0, "noise_sd must be >= 0"),
         (abs(sum(spec["gender_shares"].values()) - 1) < 1e-6, "gender_shares must sum to 1"),
@@ -120,21 +124,32 @@ def generate_ratings(spec: dict[str, Any] | None = None) -> "pd.DataFrame":
         users.append(np.full(chosen.size, u))
         items.append(chosen)
     uu, ii = np.concatenate(users), np.concatenate(items)
-    raw = 3.1 + b_u[uu] + b_i[ii] + 1.5 * np.einsum("nd,nd->n", p[uu], q[ii]) + rng.normal(0.0, float(s["noise_sd"]), uu.size)
-    ratings = pd.DataFrame({
-        "user_id": uu + 1,
-        "item_id": ii + 1,
-        "rating": np.clip(np.rint(raw), 1, 5).astype(np.int64),
-        "timestamp": 1_600_000_000 + np.sort(rng.integers(0, 86_400 * 365, uu.size)),
-    })
-    user_table = pd.DataFrame({
-        "user_id": np.arange(1, n_u + 1),
-        "age": np.array([_BAND_AGE[b] for b in band], dtype=np.int64),
-        "gender": gender.astype(object),
-        "occupation": occupation.astype(object),
-    })
-    item_table = pd.DataFrame({"item_id": np.arange(1, n_i + 1),
-                               "title": [f"synthetic item {i}" for i in range(1, n_i + 1)]})
+    raw = (
+        3.1
+        + b_u[uu]
+        + b_i[ii]
+        + 1.5 * np.einsum("nd,nd->n", p[uu], q[ii])
+        + rng.normal(0.0, float(s["noise_sd"]), uu.size)
+    )
+    ratings = pd.DataFrame(
+        {
+            "user_id": uu + 1,
+            "item_id": ii + 1,
+            "rating": np.clip(np.rint(raw), 1, 5).astype(np.int64),
+            "timestamp": 1_600_000_000 + np.sort(rng.integers(0, 86_400 * 365, uu.size)),
+        }
+    )
+    user_table = pd.DataFrame(
+        {
+            "user_id": np.arange(1, n_u + 1),
+            "age": np.array([_BAND_AGE[b] for b in band], dtype=np.int64),
+            "gender": gender.astype(object),
+            "occupation": occupation.astype(object),
+        }
+    )
+    item_table = pd.DataFrame(
+        {"item_id": np.arange(1, n_i + 1), "title": [f"synthetic item {i}" for i in range(1, n_i + 1)]}
+    )
     df = join_ratings(ratings, user_table, item_table, "synthetic users")
     return df[list(RATING_COLUMNS)]
 

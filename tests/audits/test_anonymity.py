@@ -1,4 +1,5 @@
 """k-anonymity / distinct l-diversity on tiny frames, hand-computed."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,9 +10,13 @@ from impactflow.audits.anonymity import k_anonymity
 
 def test_k_anonymity_hand_computed():
     # classes over (age, sex): (30,F) x3, (30,M) x2, (40,F) x1, (NaN,M) x2 -> k = 1
-    df = pd.DataFrame({"age": [30, 30, 30, 30, 30, 40, np.nan, np.nan],
-                       "sex": ["F", "F", "F", "M", "M", "F", "M", "M"],
-                       "y": [0, 1, 0, 1, 1, 0, 0, 1]})
+    df = pd.DataFrame(
+        {
+            "age": [30, 30, 30, 30, 30, 40, np.nan, np.nan],
+            "sex": ["F", "F", "F", "M", "M", "F", "M", "M"],
+            "y": [0, 1, 0, 1, 1, 0, 0, 1],
+        }
+    )
     r = k_anonymity(df, ["age", "sex", "zip"], min_k=3, sensitive="y")
     assert (r["k"], r["n_classes"], r["classes_below_min_k"], r["units_below_min_k"]) == (1, 4, 3, 5)
     assert r["share_below_min_k"] == 5 / 8 and r["missing_columns"] == ["zip"]

@@ -1,5 +1,6 @@
 """Count-based group rates, gaps and the multinomial bootstrap, checked by hand and against
 fairlearn (point estimates exactly; bootstrap CIs within Monte-Carlo error)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,26 +36,39 @@ def _data(n=3000, seed=0):
 
 
 def test_point_estimates_equal_fairlearn():
-    from fairlearn.metrics import (MetricFrame, demographic_parity_difference, demographic_parity_ratio,
-                                   equalized_odds_difference, false_positive_rate, selection_rate,
-                                   true_positive_rate)
+    from fairlearn.metrics import (
+        MetricFrame,
+        demographic_parity_difference,
+        demographic_parity_ratio,
+        equalized_odds_difference,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )
 
     group, y, yhat = _data()
     codes, uniques = pd.factorize(pd.Series(group), sort=True)
     counts = group_counts(codes, y, yhat, len(uniques))
-    mf = MetricFrame(metrics={"sr": selection_rate, "tpr": true_positive_rate, "fpr": false_positive_rate},
-                     y_true=y, y_pred=yhat, sensitive_features=group)
+    mf = MetricFrame(
+        metrics={"sr": selection_rate, "tpr": true_positive_rate, "fpr": false_positive_rate},
+        y_true=y,
+        y_pred=yhat,
+        sensitive_features=group,
+    )
     r = rates(counts)
     np.testing.assert_allclose(r["selection_rate"], mf.by_group["sr"].to_numpy(), atol=1e-12)
     np.testing.assert_allclose(r["true_positive_rate"], mf.by_group["tpr"].to_numpy(), atol=1e-12)
     np.testing.assert_allclose(r["false_positive_rate"], mf.by_group["fpr"].to_numpy(), atol=1e-12)
     g = gaps(counts)
     assert float(g["demographic_parity_difference"]) == pytest.approx(
-        demographic_parity_difference(y, yhat, sensitive_features=group), abs=1e-12)
+        demographic_parity_difference(y, yhat, sensitive_features=group), abs=1e-12
+    )
     assert float(g["demographic_parity_ratio"]) == pytest.approx(
-        demographic_parity_ratio(y, yhat, sensitive_features=group), abs=1e-12)
+        demographic_parity_ratio(y, yhat, sensitive_features=group), abs=1e-12
+    )
     assert float(g["equalized_odds_difference"]) == pytest.approx(
-        equalized_odds_difference(y, yhat, sensitive_features=group), abs=1e-12)
+        equalized_odds_difference(y, yhat, sensitive_features=group), abs=1e-12
+    )
 
 
 def test_replicates_keep_the_row_count_and_centre_on_the_data():
@@ -71,8 +85,15 @@ def test_bootstrap_cis_agree_with_fairlearns_row_bootstrap():
     from fairlearn.metrics import MetricFrame, selection_rate
 
     group, y, yhat = _data(n=2000, seed=3)
-    mf = MetricFrame(metrics={"sr": selection_rate}, y_true=y, y_pred=yhat, sensitive_features=group,
-                     n_boot=400, ci_quantiles=[0.025, 0.975], random_state=7)
+    mf = MetricFrame(
+        metrics={"sr": selection_rate},
+        y_true=y,
+        y_pred=yhat,
+        sensitive_features=group,
+        n_boot=400,
+        ci_quantiles=[0.025, 0.975],
+        random_state=7,
+    )
     fl_low, fl_high = (float(x["sr"]) for x in mf.difference_ci(method="between_groups"))
     codes, uniques = pd.factorize(pd.Series(group), sort=True)
     ours = bootstrap_intervals(group_counts(codes, y, yhat, len(uniques)), n_boot=4000, seed=0)

@@ -17,8 +17,7 @@ LOOSE = {"max_demographic_parity_difference": 1.0, "max_equalized_odds_differenc
 def _inputs(y_true, y_pred, sensitive):
     # scores 0.9 / 0.1 so that the hard predictions at threshold 0.5 are exactly y_pred
     score = np.where(np.asarray(y_pred) == 1, 0.9, 0.1)
-    return AuditInputs(y_true=np.asarray(y_true), y_score=score,
-                       sensitive=pd.DataFrame(sensitive))
+    return AuditInputs(y_true=np.asarray(y_true), y_score=score, sensitive=pd.DataFrame(sensitive))
 
 
 # Twelve rows, two groups of six.
@@ -55,10 +54,8 @@ def test_two_groups_hand_computed():
     assert b["selection_rate_ratio_to_max"] == pytest.approx(1 / 3)
     assert a["selection_rate_ratio_to_max"] == 1.0
     # CIs are Wilson on the counts: SR of a = 3/6, TPR of b = 1/2
-    assert (a["selection_rate_ci_low"], a["selection_rate_ci_high"]) == pytest.approx(
-        wilson_interval(3, 6))
-    assert (b["true_positive_rate_ci_low"], b["true_positive_rate_ci_high"]) == pytest.approx(
-        wilson_interval(1, 2))
+    assert (a["selection_rate_ci_low"], a["selection_rate_ci_high"]) == pytest.approx(wilson_interval(3, 6))
+    assert (b["true_positive_rate_ci_low"], b["true_positive_rate_ci_high"]) == pytest.approx(wilson_interval(1, 2))
     # default thresholds 0.1 / 0.1 / 0.8 all fail
     assert {g.name: g.status for g in res.gates} == {
         "fairness/sex/demographic_parity_difference": Status.FAIL,
@@ -98,8 +95,7 @@ def test_four_fifths_passes_at_point_nine():
 
 def test_too_small_group_reported_not_dropped():
     # add group c (2 rows): y_true 1 0, y_pred 1 1 -> SR 1.0; min_group_size 5 keeps it out
-    res = fairness_audit(
-        _inputs(Y12 + [1, 0], P12 + [1, 1], {"sex": G12 + ["c", "c"]}), {"min_group_size": 5})
+    res = fairness_audit(_inputs(Y12 + [1, 0], P12 + [1, 1], {"sex": G12 + ["c", "c"]}), {"min_group_size": 5})
     rows = {r["group"]: r for r in res.by_group}
     assert set(rows) == {"a", "b", "c"}
     assert rows["c"]["too_small"] is True and rows["c"]["n"] == 2
@@ -117,8 +113,8 @@ def test_too_small_group_reported_not_dropped():
 
 def test_one_judged_group_is_not_measured():
     res = fairness_audit(
-        _inputs([1, 0, 1, 0, 1, 0, 1], [1, 0, 1, 1, 0, 0, 1], {"sex": ["a"] * 5 + ["b"] * 2}),
-        {"min_group_size": 5})
+        _inputs([1, 0, 1, 0, 1, 0, 1], [1, 0, 1, 1, 0, 0, 1], {"sex": ["a"] * 5 + ["b"] * 2}), {"min_group_size": 5}
+    )
     assert len(res.gates) == 3
     assert all(g.status is Status.NOT_MEASURED for g in res.gates)
     assert res.status is Status.NOT_MEASURED
@@ -134,7 +130,8 @@ def test_every_group_too_small_is_not_measured_with_the_reason():
     assert len(res.gates) == 9  # sex, race, sex_x_race: three gates each
     assert all(g.status is Status.NOT_MEASURED and g.value is None for g in res.gates)
     assert {g.note for g in res.gates if g.name.startswith("fairness/sex/")} == {
-        "only 0 group(s) of sex have n >= 100000: nothing to compare"}
+        "only 0 group(s) of sex have n >= 100000: nothing to compare"
+    }
     assert res.status is Status.NOT_MEASURED
     assert math.isnan(res.metrics["fairness/sex/demographic_parity_difference"])
     assert res.metrics["fairness/sex/demographic_parity_difference_all_groups"] == pytest.approx(1 / 3)
@@ -158,10 +155,15 @@ def test_degenerate_dp_ratio_interval_is_flagged_with_a_jeffreys_interval():
     res = fairness_audit(_inputs(YD, PD, {"sex": GD}), {**LOOSE, "n_boot": 200})
     m = res.metrics
     assert m["fairness/sex/demographic_parity_ratio"] == 0.0  # point estimate unchanged
-    assert (m["fairness/sex/demographic_parity_ratio_ci_low"], m["fairness/sex/demographic_parity_ratio_ci_high"]) \
-        == (0.0, 0.0)  # the bootstrap interval itself is kept as fairlearn's would be
+    assert (m["fairness/sex/demographic_parity_ratio_ci_low"], m["fairness/sex/demographic_parity_ratio_ci_high"]) == (
+        0.0,
+        0.0,
+    )  # the bootstrap interval itself is kept as fairlearn's would be
     assert m["fairness/sex/demographic_parity_ratio_ci_degenerate"] == 1.0
-    lo, hi = m["fairness/sex/demographic_parity_ratio_jeffreys_ci_low"], m["fairness/sex/demographic_parity_ratio_jeffreys_ci_high"]
+    lo, hi = (
+        m["fairness/sex/demographic_parity_ratio_jeffreys_ci_low"],
+        m["fairness/sex/demographic_parity_ratio_jeffreys_ci_high"],
+    )
     assert 0.0 < lo < 0.01 and 0.05 < hi < 0.3
     note = next(n for n in res.notes if "demographic_parity_ratio is [0, 0]" in n)
     assert "not certainty" in note and "'b': n=30, 0 positive predictions" in note and "Jeffreys" in note
@@ -197,12 +199,10 @@ def test_intersection_labels_and_default():
     groups = {r["group"] for r in res.by_group if r["attribute"] == "sex_x_race"}
     assert groups == {"F & x", "F & y", "M & x", "M & y"}
     assert "fairness/sex_x_race/equalized_odds_difference" in res.metrics
-    none = fairness_audit(_inputs([1, 0] * 20, [1, 1, 0, 0] * 10, sens),
-                          {"min_group_size": 1, "intersections": []})
+    none = fairness_audit(_inputs([1, 0] * 20, [1, 1, 0, 0] * 10, sens), {"min_group_size": 1, "intersections": []})
     assert none.details["attributes"] == ["sex", "race"]
     with pytest.raises(ValueError, match="age"):
-        fairness_audit(_inputs([1, 0] * 20, [1, 1, 0, 0] * 10, sens),
-                       {"intersections": [["sex", "age"]]})
+        fairness_audit(_inputs([1, 0] * 20, [1, 1, 0, 0] * 10, sens), {"intersections": [["sex", "age"]]})
 
 
 def test_matches_fairlearn_on_random_data():
@@ -226,9 +226,12 @@ def test_matches_fairlearn_on_random_data():
     res = fairness_audit(AuditInputs(y, score, sens), {"min_group_size": 30})
     by = {(r["attribute"], r["group"]): r for r in res.by_group}
     for attr, feats in {"sex": sex, "race": race, "sex_x_race": sens}.items():
-        mf = MetricFrame(metrics={"sr": selection_rate, "tpr": true_positive_rate,
-                                  "fpr": false_positive_rate},
-                         y_true=y, y_pred=pred, sensitive_features=feats)
+        mf = MetricFrame(
+            metrics={"sr": selection_rate, "tpr": true_positive_rate, "fpr": false_positive_rate},
+            y_true=y,
+            y_pred=pred,
+            sensitive_features=feats,
+        )
         assert res.metrics[f"fairness/{attr}/n_groups_judged"] == len(mf.by_group)
         for key, row in mf.by_group.iterrows():
             label = " & ".join(key) if isinstance(key, tuple) else key
@@ -237,16 +240,17 @@ def test_matches_fairlearn_on_random_data():
             assert ours["true_positive_rate"] == pytest.approx(row["tpr"])
             assert ours["false_positive_rate"] == pytest.approx(row["fpr"])
         assert res.metrics[f"fairness/{attr}/demographic_parity_difference"] == pytest.approx(
-            demographic_parity_difference(y, pred, sensitive_features=feats))
+            demographic_parity_difference(y, pred, sensitive_features=feats)
+        )
         assert res.metrics[f"fairness/{attr}/equalized_odds_difference"] == pytest.approx(
-            equalized_odds_difference(y, pred, sensitive_features=feats))
+            equalized_odds_difference(y, pred, sensitive_features=feats)
+        )
     # sanity: the independent numbers are not trivially zero
     assert res.metrics["fairness/race/demographic_parity_difference"] > 0.01
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1), st.sampled_from("abc")),
-                min_size=2, max_size=40))
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1), st.sampled_from("abc")), min_size=2, max_size=40))
 def test_dp_ratio_and_difference_in_unit_interval(rows):
     y, p, g = (list(t) for t in zip(*rows))
     res = fairness_audit(_inputs(y, p, {"g": g}), {"min_group_size": 1})
@@ -261,5 +265,4 @@ def test_dp_ratio_and_difference_in_unit_interval(rows):
     else:
         assert 0.0 <= ratio <= 1.0
     for r in res.by_group:
-        assert 0.0 <= r["selection_rate_ci_low"] <= r["selection_rate"] \
-            <= r["selection_rate_ci_high"] <= 1.0
+        assert 0.0 <= r["selection_rate_ci_low"] <= r["selection_rate"] <= r["selection_rate_ci_high"] <= 1.0

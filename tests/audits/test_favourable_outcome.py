@@ -10,6 +10,7 @@ With "low risk" (prediction 0) favourable: favourable rates 0.40 / 0.70, DP diff
 four-fifths ratio 0.40 / 0.70 = 0.5714 and the flagged group is African-American, the group more
 often predicted high risk. TPR 0.8 / 0.5, FPR 0.4 / 0.1667 keep their meaning w.r.t. the label.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,15 +23,15 @@ from impactflow.audits.plots import four_fifths_band
 
 
 def _rows(group: str, tp: int, fn: int, fp: int, tn: int) -> list[tuple[str, int, int]]:
-    return ([(group, 1, 1)] * tp + [(group, 1, 0)] * fn + [(group, 0, 1)] * fp + [(group, 0, 0)] * tn)
+    return [(group, 1, 1)] * tp + [(group, 1, 0)] * fn + [(group, 0, 1)] * fp + [(group, 0, 0)] * tn
 
 
 def compas_like(**extra) -> AuditInputs:
-    rows = (_rows("African-American", 40, 10, 20, 30) + _rows("Caucasian", 20, 20, 10, 50)
-            + _rows("Other", 0, 0, 0, 5))
+    rows = _rows("African-American", 40, 10, 20, 30) + _rows("Caucasian", 20, 20, 10, 50) + _rows("Other", 0, 0, 0, 5)
     df = pd.DataFrame(rows, columns=["race", "y", "pred"])
-    return AuditInputs(y_true=df["y"].to_numpy(), y_score=df["pred"].astype(float).to_numpy(),
-                       sensitive=df[["race"]], extra=extra)
+    return AuditInputs(
+        y_true=df["y"].to_numpy(), y_score=df["pred"].astype(float).to_numpy(), sensitive=df[["race"]], extra=extra
+    )
 
 
 THRESHOLDS = {"n_boot": 200, "min_group_size": 30}
@@ -53,8 +54,11 @@ def test_adverse_positive_prediction_flags_the_group_more_often_predicted_high_r
     assert (aa["selection_rate"], cau["selection_rate"]) == (pytest.approx(0.40), pytest.approx(0.70))
     assert (aa["positive_prediction_rate"], cau["positive_prediction_rate"]) == (pytest.approx(0.6), pytest.approx(0.3))
     # error rates keep their meaning w.r.t. the label
-    assert (aa["true_positive_rate"], aa["false_positive_rate"], aa["false_negative_rate"]) == \
-        (pytest.approx(0.8), pytest.approx(0.4), pytest.approx(0.2))
+    assert (aa["true_positive_rate"], aa["false_positive_rate"], aa["false_negative_rate"]) == (
+        pytest.approx(0.8),
+        pytest.approx(0.4),
+        pytest.approx(0.2),
+    )
     assert cau["false_positive_rate"] == pytest.approx(10 / 60)
     assert aa["selection_rate_ratio_to_max"] == pytest.approx(0.40 / 0.70) and cau["selection_rate_ratio_to_max"] == 1.0
     assert rows["Other"]["too_small"] and rows["Other"]["selection_rate"] == 1.0
@@ -64,8 +68,10 @@ def test_adverse_positive_prediction_flags_the_group_more_often_predicted_high_r
         assert gaps[metric]["disadvantaged_group"] == "African-American"
         assert gaps[metric]["advantaged_group"] == "Caucasian"
     assert gaps["equalized_odds_difference"]["rate"] == "true_positive_rate"
-    assert (gaps["equalized_odds_difference"]["lowest"], gaps["equalized_odds_difference"]["highest"]) == \
-        (pytest.approx(0.5), pytest.approx(0.8))
+    assert (gaps["equalized_odds_difference"]["lowest"], gaps["equalized_odds_difference"]["highest"]) == (
+        pytest.approx(0.5),
+        pytest.approx(0.8),
+    )
     assert res.details["favourable_prediction"] == 0
     gate = {g.name: g for g in res.gates}["fairness/race/four_fifths_min_ratio"]
     assert gate.status.value == "fail" and "disadvantaged: 'African-American'" in gate.note
@@ -83,10 +89,12 @@ def test_positive_favourable_by_default_flags_the_other_group():
     assert gaps["equalized_odds_difference"]["disadvantaged_group"] == "Caucasian"
     # the DP difference and EO difference are the same in both directions; the ratio is not
     adverse = fairness_audit(compas_like(**favourable_extra("High", "Low")), THRESHOLDS).metrics
-    assert adverse["fairness/race/demographic_parity_difference"] == \
-        pytest.approx(res.metrics["fairness/race/demographic_parity_difference"])
-    assert adverse["fairness/race/demographic_parity_ratio"] != \
-        pytest.approx(res.metrics["fairness/race/demographic_parity_ratio"])
+    assert adverse["fairness/race/demographic_parity_difference"] == pytest.approx(
+        res.metrics["fairness/race/demographic_parity_difference"]
+    )
+    assert adverse["fairness/race/demographic_parity_ratio"] != pytest.approx(
+        res.metrics["fairness/race/demographic_parity_ratio"]
+    )
 
 
 def test_the_four_fifths_band_ignores_groups_too_small_to_judge():

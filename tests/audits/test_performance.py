@@ -22,8 +22,21 @@ S = np.array([0.9, 0.6, 0.4, 0.2, 0.7, 0.1, 0.5, 0.5])
 
 def test_classification_metrics_hand_computed():
     m = classification_metrics(Y, S, threshold=0.5)
-    assert set(m) == {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
-                      "log_loss", "ece", "tn", "fp", "fn", "tp", "n"}
+    assert set(m) == {
+        "accuracy",
+        "balanced_accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "log_loss",
+        "ece",
+        "tn",
+        "fp",
+        "fn",
+        "tp",
+        "n",
+    }
     assert (m["tn"], m["fp"], m["fn"], m["tp"], m["n"]) == (2, 2, 1, 3, 8)
     assert m["accuracy"] == pytest.approx(5 / 8)
     assert m["precision"] == pytest.approx(3 / 5)
@@ -33,8 +46,9 @@ def test_classification_metrics_hand_computed():
     assert m["balanced_accuracy"] == pytest.approx(0.625)
     # AUC: pairs (pos > neg) out of 4*4: 0.9->4, 0.6->3, 0.4->2, 0.5->2 + tie 0.5 = 11.5/16
     assert m["roc_auc"] == pytest.approx(11.5 / 16)
-    expected_ll = -np.mean([math.log(p) for p in (0.9, 0.6, 0.4, 0.5)]
-                           + [math.log(1 - p) for p in (0.2, 0.7, 0.1, 0.5)])
+    expected_ll = -np.mean(
+        [math.log(p) for p in (0.9, 0.6, 0.4, 0.5)] + [math.log(1 - p) for p in (0.2, 0.7, 0.1, 0.5)]
+    )
     assert m["log_loss"] == pytest.approx(expected_ll)
 
 
@@ -62,8 +76,7 @@ def test_ece_score_one_in_last_bin_and_perfect_calibration():
 def test_calibration_bins():
     bins = calibration_bins([0, 1, 1, 0], [0.1, 0.3, 0.8, 0.95], n_bins=2)
     assert len(bins) == 2
-    assert bins[0] == {"lower": 0.0, "upper": 0.5, "count": 2,
-                       "mean_score": pytest.approx(0.2), "positive_rate": 0.5}
+    assert bins[0] == {"lower": 0.0, "upper": 0.5, "count": 2, "mean_score": pytest.approx(0.2), "positive_rate": 0.5}
     assert bins[1]["mean_score"] == pytest.approx(0.875)
     empty = calibration_bins([1], [0.9], n_bins=4)
     assert empty[0]["count"] == 0 and math.isnan(empty[0]["mean_score"])

@@ -68,8 +68,9 @@ def test_dp_advantage_bound():
 
 
 def _inputs(**kw):
-    return AuditInputs(y_true=np.array([0, 1]), y_score=np.array([0.2, 0.8]),
-                       sensitive=pd.DataFrame(index=range(2)), **kw)
+    return AuditInputs(
+        y_true=np.array([0, 1]), y_score=np.array([0.2, 0.8]), sensitive=pd.DataFrame(index=range(2)), **kw
+    )
 
 
 def test_privacy_audit_not_measured_without_losses():
@@ -79,8 +80,9 @@ def test_privacy_audit_not_measured_without_losses():
 
 
 def test_privacy_audit_dp_bound_violation_fails():
-    res = privacy_audit(_inputs(member_loss=[0.1, 0.2, 0.3], nonmember_loss=[1.0, 2.0, 3.0],
-                                epsilon=1.0, delta=0.0), {})
+    res = privacy_audit(
+        _inputs(member_loss=[0.1, 0.2, 0.3], nonmember_loss=[1.0, 2.0, 3.0], epsilon=1.0, delta=0.0), {}
+    )
     m = res.metrics
     assert m["privacy/mia_auc"] == 1.0 and m["privacy/mia_advantage"] == 1.0
     assert m["privacy/epsilon"] == 1.0
@@ -96,9 +98,10 @@ def test_privacy_audit_dp_bound_violation_fails():
 
 def test_privacy_audit_passes_on_indistinguishable_losses():
     rng = np.random.default_rng(3)
-    res = privacy_audit(_inputs(member_loss=rng.exponential(1, 3000),
-                                nonmember_loss=rng.exponential(1, 3000), epsilon=8.0,
-                                delta=1e-5), {"max_mia_auc": 0.55})
+    res = privacy_audit(
+        _inputs(member_loss=rng.exponential(1, 3000), nonmember_loss=rng.exponential(1, 3000), epsilon=8.0, delta=1e-5),
+        {"max_mia_auc": 0.55},
+    )
     assert res.status is Status.PASS
     assert [g.status for g in res.gates] == [Status.PASS, Status.PASS]
     assert res.thresholds == {"max_mia_auc": 0.55}

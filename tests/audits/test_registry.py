@@ -12,8 +12,7 @@ from impactflow.audits import AUDITS, AuditInputs, run_audits
 from impactflow.audits.results import AuditResult, Status
 
 AUDITS_DIR = pathlib.Path(audits.__file__).parent
-FORBIDDEN = {"torch", "prefect", "mlflow", "great_expectations", "opacus", "flows", "tasks",
-             "models", "data_contracts"}
+FORBIDDEN = {"torch", "prefect", "mlflow", "great_expectations", "opacus", "flows", "tasks", "models", "data_contracts"}
 SHARED_LEAVES = {"data_contracts.errors", "data_contracts.plugins"}
 
 
@@ -27,7 +26,7 @@ def _names(node) -> list[str]:
         names = [node.module or ""]
     else:
         return []
-    return [n[len("impactflow."):] if n.startswith("impactflow.") else n for n in names]
+    return [n[len("impactflow.") :] if n.startswith("impactflow.") else n for n in names]
 
 
 def test_registry_and_run_audits():
@@ -35,8 +34,9 @@ def test_registry_and_run_audits():
     rng = np.random.default_rng(0)
     n = 200
     y = rng.integers(0, 2, n)
-    inputs = AuditInputs(y, np.clip(0.5 * y + 0.5 * rng.random(n), 0, 1),
-                         pd.DataFrame({"sex": rng.choice(["F", "M"], n)}))
+    inputs = AuditInputs(
+        y, np.clip(0.5 * y + 0.5 * rng.random(n), 0, 1), pd.DataFrame({"sex": rng.choice(["F", "M"], n)})
+    )
     binary = ["performance", "fairness", "privacy"]
     results = run_audits(inputs, {"performance": {"min_accuracy": 0.5}}, names=binary)
     assert list(results) == binary
@@ -68,8 +68,9 @@ def test_the_shared_leaf_modules_import_only_the_standard_library_and_each_other
 
 
 def test_import_is_light():
-    code = ("import sys, impactflow.audits; heavy = {'sklearn', 'fairlearn', 'scipy', 'torch'}; "
-            "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    code = (
+        "import sys, impactflow.audits; heavy = {'sklearn', 'fairlearn', 'scipy', 'torch'}; "
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

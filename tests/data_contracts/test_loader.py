@@ -1,4 +1,5 @@
 """Loader, hashing and contract registry (no Great Expectations here: fast)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,7 +52,9 @@ def test_shipped_data_per_file_counts():
 
 def test_question_marks_become_missing(adult):
     assert adult[["workclass", "occupation", "native-country"]].isna().sum().to_dict() == {
-        "workclass": 2_799, "occupation": 2_809, "native-country": 857,
+        "workclass": 2_799,
+        "occupation": 2_809,
+        "native-country": 857,
     }
     text = adult.select_dtypes(exclude="number")
     assert not text.isin(["?"]).any().any()
@@ -177,8 +180,11 @@ def test_files_with_different_columns(tmp_path):
     a.write_text(",".join(ADULT_COLUMNS) + "\n" + ROW + "\n")
     b.write_text(",".join(ADULT_COLUMNS[:-1]) + "\n" + ROW.rsplit(",", 1)[0] + "\n")
     # counts and a position, never the header (a mistaken file's first line: issue 28)
-    with pytest.raises(DataError, match=r"b\.csv: its 14 column\(s\) differ from the first file's 15 "
-                                        r"\(first difference: column 15\)"):
+    with pytest.raises(
+        DataError,
+        match=r"b\.csv: its 14 column\(s\) differ from the first file's 15 "
+        r"\(first difference: column 15\)",
+    ):
         load_uci_adult([a, b])
 
 
@@ -207,8 +213,10 @@ def test_unknown_contract_lists_known_names():
     assert "adult" in CONTRACTS
     with pytest.raises(ConfigError) as err:
         get_contract("nope")
-    assert str(err.value) == (f"Unknown data contract 'nope': neither a registered name ({', '.join(sorted(CONTRACTS))})"
-                              " nor a contract.yaml (or a folder holding one)")
+    assert str(err.value) == (
+        f"Unknown data contract 'nope': neither a registered name ({', '.join(sorted(CONTRACTS))})"
+        " nor a contract.yaml (or a folder holding one)"
+    )
 
 
 def test_import_is_light():

@@ -1,5 +1,6 @@
 """Contracts a user writes (issue 21): a contract.yaml anywhere on disk, read by the generic loader,
 with derived columns and a GX suite generated from its declarations. Tiny literal data."""
+
 from __future__ import annotations
 
 import json
@@ -120,11 +121,13 @@ def test_headerless_tsv_latin1_and_categories_read_as_text(tmp_path):
 
 
 def test_parquet(tmp_path):
-    contract = CONTRACT.replace('  format: csv\n  delimiter: ";"\n  header: true\n  na_values: ["NA", ""]\n',
-                                "  format: parquet\n").replace("credit.csv", "credit.parquet")
+    contract = CONTRACT.replace(
+        '  format: csv\n  delimiter: ";"\n  header: true\n  na_values: ["NA", ""]\n', "  format: parquet\n"
+    ).replace("credit.csv", "credit.parquet")
     path = write(tmp_path, contract, rows=None)
-    pd.DataFrame({"years": [30, 20], "status": ["A91", "A92"], "amount": [1.0, None],
-                  "outcome": ["good", "bad"]}).to_parquet(tmp_path / "credit.parquet")
+    pd.DataFrame(
+        {"years": [30, 20], "status": ["A91", "A92"], "amount": [1.0, None], "outcome": ["good", "bad"]}
+    ).to_parquet(tmp_path / "credit.parquet")
     df = load_dataset(get_contract(str(path)))
     assert df["age_group"].tolist() == ["25+", "<25"] and df["sex"].tolist() == ["male", "female"]
 
@@ -139,11 +142,14 @@ def test_a_fifo_is_refused_with_one_line(tmp_path):
 
 def test_derived_columns_by_hand():
     df = pd.DataFrame({"x": [np.nan, 5.0, 10.0, 99.0], "k": ["a", "b", None, "z"]})
-    out = apply_derived(df, [
-        DerivedSpec(name="band", source="x", bins=(5.0, 10.0), labels=("low", "mid", "high")),
-        DerivedSpec(name="k", source="k", mapping=(("a", "A"), ("b", "B"))),  # in place, unmapped kept
-        DerivedSpec(name="k2", source="k", mapping=(("A", "yes"),), default="no"),  # from the derived k
-    ])
+    out = apply_derived(
+        df,
+        [
+            DerivedSpec(name="band", source="x", bins=(5.0, 10.0), labels=("low", "mid", "high")),
+            DerivedSpec(name="k", source="k", mapping=(("a", "A"), ("b", "B"))),  # in place, unmapped kept
+            DerivedSpec(name="k2", source="k", mapping=(("A", "yes"),), default="no"),  # from the derived k
+        ],
+    )
     assert out["band"].isna().tolist() == [True, False, False, False]
     assert out["band"].tolist()[1:] == ["mid", "high", "high"]
     assert out["k"].tolist()[:2] == ["A", "B"] and pd.isna(out.loc[2, "k"]) and out.loc[3, "k"] == "z"
@@ -161,21 +167,41 @@ def test_generated_suite_by_hand(tmp_path):
     for e in suite["expectations"]:
         by_type.setdefault(e["type"], []).append(e["kwargs"])
     assert by_type["expect_table_columns_to_match_set"] == [
-        {"column_set": ["years", "status", "amount", "outcome", "age_group", "sex"], "exact_match": True}]
+        {"column_set": ["years", "status", "amount", "outcome", "age_group", "sex"], "exact_match": True}
+    ]
     assert [k["column"] for k in by_type["expect_column_values_to_be_in_type_list"]] == [
-        "years", "status", "amount", "outcome"]  # declared columns; derived ones are made here
+        "years",
+        "status",
+        "amount",
+        "outcome",
+    ]  # declared columns; derived ones are made here
     assert {k["column"]: k.get("mostly") for k in by_type["expect_column_values_to_not_be_null"]} == {
-        "years": None, "status": None, "amount": 0.5, "outcome": None, "age_group": None, "sex": None}
+        "years": None,
+        "status": None,
+        "amount": 0.5,
+        "outcome": None,
+        "age_group": None,
+        "sex": None,
+    }
     assert {k["column"]: k["value_set"] for k in by_type["expect_column_values_to_be_in_set"]} == {
-        "status": ["A91", "A92", "A93"], "outcome": ["good", "bad"], "age_group": ["<25", "25+"],
-        "sex": ["male", "female"]}
+        "status": ["A91", "A92", "A93"],
+        "outcome": ["good", "bad"],
+        "age_group": ["<25", "25+"],
+        "sex": ["male", "female"],
+    }
     assert by_type["expect_column_values_to_be_between"] == [
         {"column": "years", "min_value": 18, "max_value": 99},
-        {"column": "amount", "min_value": 0, "strict_min": True}]
+        {"column": "amount", "min_value": 0, "strict_min": True},
+    ]
     groups = [e for e in suite["expectations"] if e.get("meta", {}).get("impactflow_check") == MIN_GROUP_CHECK]
-    assert [(e["kwargs"]["row_condition"]["column"]["name"], e["kwargs"]["row_condition"]["parameter"],
-             e["kwargs"]["min_value"]) for e in groups] == [
-        ("sex", "male", 2), ("sex", "female", 2), ("age_group", "<25", 2), ("age_group", "25+", 2)]
+    assert [
+        (
+            e["kwargs"]["row_condition"]["column"]["name"],
+            e["kwargs"]["row_condition"]["parameter"],
+            e["kwargs"]["min_value"],
+        )
+        for e in groups
+    ] == [("sex", "male", 2), ("sex", "female", 2), ("age_group", "<25", 2), ("age_group", "25+", 2)]
     assert len(suite["expectations"]) == 2 + 4 + 6 + 4 + 1 + 2 + 2 * (1 + 2)
 
 
@@ -189,7 +215,8 @@ def test_generated_suite_passes_and_catches(tmp_path):
     report = validate(bad, c)
     assert not report.success
     assert [(f.expectation, f.column, f.unexpected_count) for f in report.failures] == [
-        ("expect_column_values_to_be_between", "years", 1)]
+        ("expect_column_values_to_be_between", "years", 1)
+    ]
 
 
 def test_a_declared_type_the_data_does_not_have_names_file_key_and_value(tmp_path):
@@ -203,10 +230,13 @@ def test_a_declared_type_the_data_does_not_have_names_file_key_and_value(tmp_pat
 
 def test_hand_written_expectations_are_merged(tmp_path):
     path = write(tmp_path, CONTRACT.replace("default_files:", "suite: extra.json\ndefault_files:"))
-    extra = {"name": "extra", "expectations": [
-        {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "amount"}},
-        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}},  # already generated
-    ]}
+    extra = {
+        "name": "extra",
+        "expectations": [
+            {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "amount"}},
+            {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}},  # already generated
+        ],
+    }
     (tmp_path / "extra.json").write_text(json.dumps(extra))
     c = get_contract(str(path))
     suite = load_suite(c)
@@ -218,38 +248,74 @@ def test_hand_written_expectations_are_merged(tmp_path):
 # --------------------------------------------------------------------------- bad contracts
 
 
-@pytest.mark.parametrize("old, new, expected", [
-    ("min_group_size: 2", "min_group_size: 2\nsensitve: [sex]",
-     "sensitve: unknown key (did you mean 'sensitive'?)"),
-    ("years: {type: integer", "years: {type: int",
-     "columns.years.type: 'int' is not a known type (did you mean 'integer'?)"),
-    ("from: years, bins", "from: yaers, bins",
-     "derived.age_group.from: 'yaers' is not a declared column (did you mean 'years'?)"),
-    ("status: {type: category, values: [A91, A92, A93]}", "status: {type: category, values: []}",
-     "columns.status.values: empty list: a category needs at least one allowed value"),
-    ("favourable_outcome: good", "favourable_outcome: approved",
-     "favourable_outcome: 'approved' is not one of the labels ['good', 'bad']"),
-    ("positive_label: bad", "positive_label: good_",
-     "positive_label: 'good_' is not one of the labels ['good', 'bad']"),
-    ("positive_label: bad", "positive_label: yes",
-     'positive_label: True is a boolean (YAML reads yes/no/on/off/true/false as booleans: quote the value'),
-    ("outcome: {type: category, values: [good, bad]}", "outcome: {type: category, values: [yes, no]}",
-     "columns.outcome.values: True is a boolean"),
-    ("A93: male}", "A93: on}", "derived.sex.map: True is a boolean"),
-    ("bins: [25]", "bins: [25, 20]", "derived.age_group.bins: edges must be strictly ascending, got [25, 20]"),
-    ('labels: ["<25", "25+"]', 'labels: ["<25"]',
-     "derived.age_group.labels: expected 2 labels for 1 edge(s), got ['<25']"),
-    ("sensitive: [sex, age_group]", "sensitive: [sex, amount]",
-     "columns.amount: a sensitive column must be a category with its values listed"),
-    ('  delimiter: ";"', '  delimiter: ";;"', "read.delimiter: expected one character, got ';;'"),
-    ("  format: csv", "  format: xlsx", "read.format: 'xlsx' is not a known format"),
-    ("  header: true", "  header: maybe", "read.header: expected true, false or auto, got 'maybe'"),
-    ("read:\n", "loader: uci_adult\nread:\n", "read: give read: (the generic loader) or loader:"),
-    ("amount: {type: number, min: 0,", "amount: {type: number, min: 10, max: 1,",
-     "columns.amount.min: 10 is greater than max 1"),
-    ("min_group_size: 2", "min_group_size: 0", "min_group_size: expected a whole number >= 1, got 0"),
-    ("name: tiny_credit", "name: ../evil", "name: '../evil' is not a safe name"),
-])
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        (
+            "min_group_size: 2",
+            "min_group_size: 2\nsensitve: [sex]",
+            "sensitve: unknown key (did you mean 'sensitive'?)",
+        ),
+        (
+            "years: {type: integer",
+            "years: {type: int",
+            "columns.years.type: 'int' is not a known type (did you mean 'integer'?)",
+        ),
+        (
+            "from: years, bins",
+            "from: yaers, bins",
+            "derived.age_group.from: 'yaers' is not a declared column (did you mean 'years'?)",
+        ),
+        (
+            "status: {type: category, values: [A91, A92, A93]}",
+            "status: {type: category, values: []}",
+            "columns.status.values: empty list: a category needs at least one allowed value",
+        ),
+        (
+            "favourable_outcome: good",
+            "favourable_outcome: approved",
+            "favourable_outcome: 'approved' is not one of the labels ['good', 'bad']",
+        ),
+        (
+            "positive_label: bad",
+            "positive_label: good_",
+            "positive_label: 'good_' is not one of the labels ['good', 'bad']",
+        ),
+        (
+            "positive_label: bad",
+            "positive_label: yes",
+            "positive_label: True is a boolean (YAML reads yes/no/on/off/true/false as booleans: quote the value",
+        ),
+        (
+            "outcome: {type: category, values: [good, bad]}",
+            "outcome: {type: category, values: [yes, no]}",
+            "columns.outcome.values: True is a boolean",
+        ),
+        ("A93: male}", "A93: on}", "derived.sex.map: True is a boolean"),
+        ("bins: [25]", "bins: [25, 20]", "derived.age_group.bins: edges must be strictly ascending, got [25, 20]"),
+        (
+            'labels: ["<25", "25+"]',
+            'labels: ["<25"]',
+            "derived.age_group.labels: expected 2 labels for 1 edge(s), got ['<25']",
+        ),
+        (
+            "sensitive: [sex, age_group]",
+            "sensitive: [sex, amount]",
+            "columns.amount: a sensitive column must be a category with its values listed",
+        ),
+        ('  delimiter: ";"', '  delimiter: ";;"', "read.delimiter: expected one character, got ';;'"),
+        ("  format: csv", "  format: xlsx", "read.format: 'xlsx' is not a known format"),
+        ("  header: true", "  header: maybe", "read.header: expected true, false or auto, got 'maybe'"),
+        ("read:\n", "loader: uci_adult\nread:\n", "read: give read: (the generic loader) or loader:"),
+        (
+            "amount: {type: number, min: 0,",
+            "amount: {type: number, min: 10, max: 1,",
+            "columns.amount.min: 10 is greater than max 1",
+        ),
+        ("min_group_size: 2", "min_group_size: 0", "min_group_size: expected a whole number >= 1, got 0"),
+        ("name: tiny_credit", "name: ../evil", "name: '../evil' is not a safe name"),
+    ],
+)
 def test_bad_contract_one_line_naming_file_key_and_value(tmp_path, old, new, expected):
     assert old in CONTRACT
     message = one_line_error(tmp_path / "contract.yaml", CONTRACT.replace(old, new))
@@ -277,18 +343,28 @@ def test_run_config_takes_a_contract_path_and_checks_it_before_any_task(tmp_path
 
     write(tmp_path / "mine")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"^gates\.fairness\.intersections: 'race' is not a sensitive column of "
-                                          r"contract 'tiny_credit' \(sensitive: sex, age_group\); list combinations of those, or set it to "
-                                          r"null for all of them combined$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^gates\.fairness\.intersections: 'race' is not a sensitive column of "
+        r"contract 'tiny_credit' \(sensitive: sex, age_group\); list combinations of those, or set it to "
+        r"null for all of them combined$",
+    ):
         # Adult's [[sex, race]] on a contract without race: refused before training
         load_config("tabular", ["data.contract=mine", "gates.fairness.intersections=[[sex, race]]"])
     assert load_config("tabular", ["data.contract=mine"]).gates["fairness"].get("intersections") is None  # all combined
-    cfg = load_config("tabular", ["data.contract=mine", f"tracking.output_dir={tmp_path / 'out'}",
-                                  "gates.fairness.intersections=[[sex, age_group]]"])
+    cfg = load_config(
+        "tabular",
+        [
+            "data.contract=mine",
+            f"tracking.output_dir={tmp_path / 'out'}",
+            "gates.fairness.intersections=[[sex, age_group]]",
+        ],
+    )
     assert load_config("tabular", ["data.contract=mine", "gates.fairness.intersections=null"])
     assert cfg.data.contract == str((tmp_path / "mine" / "contract.yaml").resolve())  # absolute for every task
-    (tmp_path / "mine" / "contract.yaml").write_text(CONTRACT.replace("favourable_outcome: good",
-                                                                      "favourable_outcome: approved"))
+    (tmp_path / "mine" / "contract.yaml").write_text(
+        CONTRACT.replace("favourable_outcome: good", "favourable_outcome: approved")
+    )
     with pytest.raises(ConfigError, match=r"contract\.yaml: favourable_outcome: 'approved' is not one of"):
         load_config("tabular", ["data.contract=mine/contract.yaml"])
     with pytest.raises(ConfigError, match=r"data\.contract='nope': unknown contract"):
@@ -321,6 +397,7 @@ def test_a_registered_special_reader_with_declared_columns(tmp_path):
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     c = get_contract(str(path))
     assert c.loader is load_uci_adult and c.derived == ()
+
     def checks(contract):
         return [(e["type"], e["kwargs"]) for e in load_suite(contract)["expectations"]]
 

@@ -1,5 +1,6 @@
 """PII / direct-identifier scan: pattern rules refuse identifying columns (naming the column
 and the rule, never a value), allow-listed columns pass, free text is reported, shipped data passes."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,9 @@ from tests.conftest import SHARED_DATASETS
 
 N = 40
 EMAILS = [f"user{i}@example.org" for i in range(N)]
-NAMES = [f"{g} {f}" for g, f in zip(["Mary", "John", "Linda", "James"] * 10, ["Smith", "Jones", "Brown", "Garcia"] * 10)]
+NAMES = [
+    f"{g} {f}" for g, f in zip(["Mary", "John", "Linda", "James"] * 10, ["Smith", "Jones", "Brown", "Garcia"] * 10)
+]
 
 
 def _rules(findings):
@@ -33,24 +36,41 @@ def test_email_and_name_columns_are_refused_by_value_with_the_column_named():
 
 
 def test_column_name_rules_and_word_splitting():
-    df = pd.DataFrame({"e_mail": ["x"] * N, "lastName": ["x"] * N, "phoneNumber": ["x"] * N,
-                       "username": ["x"] * N, "occupation": ["x"] * N, "user_id": range(N)})
+    df = pd.DataFrame(
+        {
+            "e_mail": ["x"] * N,
+            "lastName": ["x"] * N,
+            "phoneNumber": ["x"] * N,
+            "username": ["x"] * N,
+            "occupation": ["x"] * N,
+            "user_id": range(N),
+        }
+    )
     assert name_words("dateOfBirth") == ("date", "of", "birth") and name_words("e-mail") == ("e", "mail")
-    assert _rules(scan(df, df.columns)) == {("e_mail", "email", "refused"), ("lastName", "person_name", "refused"),
-                                           ("phoneNumber", "phone", "refused")}
+    assert _rules(scan(df, df.columns)) == {
+        ("e_mail", "email", "refused"),
+        ("lastName", "person_name", "refused"),
+        ("phoneNumber", "phone", "refused"),
+    }
 
 
 def test_ids_phones_and_dates_of_birth():
-    df = pd.DataFrame({
-        "ref": [f"{4_000_000 + 7 * i}" for i in range(N)],  # unique long numbers: case/record numbers
-        "x1": [f"{100 + i:03d}-{10 + i % 50:02d}-{1000 + i:04d}" for i in range(N)],  # SSN-shaped
-        "x2": [f"+44 20 7946 {1000 + i}" for i in range(N)],  # phone numbers
-        "dob": [f"19{50 + i % 40}-0{1 + i % 9}-{10 + i % 18}" for i in range(N)],  # day precision
-        "birth_year": [1950 + i % 40 for i in range(N)],  # a year is not a date of birth
-        "visits": [i % 7 for i in range(N)],  # small repeated numbers
-    })
-    assert _rules(scan(df, df.columns)) == {("ref", "case_number", "refused"), ("x1", "national_id", "refused"),
-                                           ("x2", "phone", "refused"), ("dob", "date_of_birth", "refused")}
+    df = pd.DataFrame(
+        {
+            "ref": [f"{4_000_000 + 7 * i}" for i in range(N)],  # unique long numbers: case/record numbers
+            "x1": [f"{100 + i:03d}-{10 + i % 50:02d}-{1000 + i:04d}" for i in range(N)],  # SSN-shaped
+            "x2": [f"+44 20 7946 {1000 + i}" for i in range(N)],  # phone numbers
+            "dob": [f"19{50 + i % 40}-0{1 + i % 9}-{10 + i % 18}" for i in range(N)],  # day precision
+            "birth_year": [1950 + i % 40 for i in range(N)],  # a year is not a date of birth
+            "visits": [i % 7 for i in range(N)],  # small repeated numbers
+        }
+    )
+    assert _rules(scan(df, df.columns)) == {
+        ("ref", "case_number", "refused"),
+        ("x1", "national_id", "refused"),
+        ("x2", "phone", "refused"),
+        ("dob", "date_of_birth", "refused"),
+    }
 
 
 def test_allowed_columns_are_reported_as_allowed_and_free_text_as_findings():

@@ -1,5 +1,6 @@
 """impactflow init (issue 21, item 2): a starting contract.yaml + preset from a profile of the data.
 The contract it writes loads with get_contract and meets its own generated suite on the file."""
+
 from __future__ import annotations
 
 
@@ -16,8 +17,10 @@ def _rows(n: int = 60) -> list[str]:
     jobs = ["clerk", "nurse", "NA", "driver"]
     out = []
     for i in range(n):
-        out.append(f"{1_000_000 + i * 7};{20 + i % 41};{jobs[i % 4]};{'F' if i % 3 else 'M'};{30 + (i % 5) * 2.5};"
-                   f"{'yes' if i % 2 else 'no'}")
+        out.append(
+            f"{1_000_000 + i * 7};{20 + i % 41};{jobs[i % 4]};{'F' if i % 3 else 'M'};{30 + (i % 5) * 2.5};"
+            f"{'yes' if i % 2 else 'no'}"
+        )
     return out
 
 
@@ -91,20 +94,26 @@ def test_no_header_tab_separated_latin1(tmp_path):
 
 def test_free_text_is_not_a_category(tmp_path):
     p = tmp_path / "notes.csv"
-    p.write_text("note,g,y\n" + "\n".join(f"note number {i} about things,{'a' if i % 2 else 'b'},{i % 2}"
-                                           for i in range(80)) + "\n")
+    p.write_text(
+        "note,g,y\n"
+        + "\n".join(f"note number {i} about things,{'a' if i % 2 else 'b'},{i % 2}" for i in range(80))
+        + "\n"
+    )
     raw = yaml.safe_load(profile_file(p, "y", ["g"]).contract_yaml)
     assert raw["columns"]["note"] == {"type": "text"}
     assert raw["columns"]["y"] == {"type": "category", "values": ["0", "1"]}  # 40 each: first seen first
     assert raw["positive_label"] == "1"
 
 
-@pytest.mark.parametrize("label, sensitive, message", [
-    ("answr", ["sex"], "--label 'answr': not a column of"),
-    ("answer", ["sexx"], "--sensitive 'sexx': not a column of"),
-    ("answer", ["answer"], "--sensitive 'answer': the label cannot also be a sensitive column"),
-    ("person_id", ["sex"], "--label 'person_id': 60 distinct values"),
-])
+@pytest.mark.parametrize(
+    "label, sensitive, message",
+    [
+        ("answr", ["sex"], "--label 'answr': not a column of"),
+        ("answer", ["sexx"], "--sensitive 'sexx': not a column of"),
+        ("answer", ["answer"], "--sensitive 'answer': the label cannot also be a sensitive column"),
+        ("person_id", ["sex"], "--label 'person_id': 60 distinct values"),
+    ],
+)
 def test_bad_arguments_are_one_line(semicolon_csv, label, sensitive, message):
     with pytest.raises(ConfigError) as exc:
         profile_file(semicolon_csv, label, sensitive)
@@ -148,8 +157,14 @@ def test_parquet_keeps_its_types(tmp_path):
     pytest.importorskip("pyarrow")
     import pandas as pd
 
-    df = pd.DataFrame({"score": [0.5 + i / 100 for i in range(40)], "n": list(range(40)),
-                       "grp": ["x", "y"] * 20, "out": ["good", "bad", "good", "good"] * 10})
+    df = pd.DataFrame(
+        {
+            "score": [0.5 + i / 100 for i in range(40)],
+            "n": list(range(40)),
+            "grp": ["x", "y"] * 20,
+            "out": ["good", "bad", "good", "good"] * 10,
+        }
+    )
     df.loc[3, "score"] = None
     p = tmp_path / "t.parquet"
     df.to_parquet(p)

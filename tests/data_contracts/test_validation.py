@@ -1,4 +1,5 @@
 """The GX contract: the shipped data passes; corrupted copies fail naming the right check."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -102,8 +103,11 @@ def test_hand_written_suite_must_agree_with_min_group_size(contract, tmp_path):
     with pytest.raises(ConfigError, match="min_group_size 50"):
         load_suite(legacy)
     generated = load_suite(dataclasses.replace(contract, min_group_size=50))  # follows the contract
-    assert {e["kwargs"]["min_value"] for e in generated["expectations"]
-            if e.get("meta", {}).get("impactflow_check") == MIN_GROUP_CHECK} == {50}
+    assert {
+        e["kwargs"]["min_value"]
+        for e in generated["expectations"]
+        if e.get("meta", {}).get("impactflow_check") == MIN_GROUP_CHECK
+    } == {50}
 
 
 # --------------------------------------------------------------------------- corruptions
@@ -178,8 +182,11 @@ def gx_formats(monkeypatch) -> list[str]:
 
     formats: list[str] = []
     run_gx = validation._run_gx
-    monkeypatch.setattr(validation, "_run_gx",
-                        lambda df, suite, docs, fmt: formats.append(fmt["result_format"]) or run_gx(df, suite, docs, fmt))
+    monkeypatch.setattr(
+        validation,
+        "_run_gx",
+        lambda df, suite, docs, fmt: formats.append(fmt["result_format"]) or run_gx(df, suite, docs, fmt),
+    )
     return formats
 
 
@@ -191,8 +198,9 @@ def test_a_passing_frame_is_validated_once_with_basic_results(sample, contract, 
     assert Path(report.data_docs).is_file()
 
 
-def test_a_failing_frame_is_validated_again_for_counts_of_its_bad_values(sample, contract, tmp_path,
-                                                                        gx_formats, monkeypatch):
+def test_a_failing_frame_is_validated_again_for_counts_of_its_bad_values(
+    sample, contract, tmp_path, gx_formats, monkeypatch
+):
     """GX's BASIC result lists the first 20 bad values in row order; SUMMARY also counts them
     (``partial_unexpected_counts``, most frequent first, over those 20), which is what a failure
     quotes and its Data Docs page tabulates: a failing frame gets the same report as before."""

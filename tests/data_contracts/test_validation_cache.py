@@ -1,6 +1,7 @@
 """Reuse of a passing contract result (data_contracts.validation_cache): the key changes with
 anything the result depends on, a reused result carries its Data Docs and says it was reused,
 and failing or unreadable results are never reused."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,12 @@ def test_key_changes_with_dtypes_types_and_the_contract(sample, contract, tmp_pa
     ints = pd.DataFrame({"x": pd.Series([1, 2], dtype=object)})
     strs = pd.DataFrame({"x": pd.Series(["1", "2"], dtype=object)})
     assert cache.frame_key(ints, contract) != cache.frame_key(strs, contract)  # pandas hashes 1 and "1" alike
-    suite = {"name": "extra", "expectations": [
-        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1, "max_value": 10**9}}]}
+    suite = {
+        "name": "extra",
+        "expectations": [
+            {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1, "max_value": 10**9}}
+        ],
+    }
     copy = dataclasses.replace(contract, suite_path=tmp_path / "expectations.json")  # hand-written extras
     copy.suite_path.write_text(json.dumps(suite))
     before = cache.frame_key(sample, copy)
@@ -80,8 +85,9 @@ def test_a_stored_pass_is_reused_with_its_data_docs(sample, contract, tmp_path):
     stats = reused.statistics
     assert stats["reused"]["key"] == key and stats["reused"]["validated_at"]
     assert stats["reused"]["validation_seconds"] == first.statistics["seconds"]
-    assert {k: v for k, v in stats.items() if k not in ("reused", "seconds")} == \
-        {k: v for k, v in first.to_dict()["statistics"].items() if k != "seconds"}
+    assert {k: v for k, v in stats.items() if k not in ("reused", "seconds")} == {
+        k: v for k, v in first.to_dict()["statistics"].items() if k != "seconds"
+    }
     # a second store of the same key keeps the first entry
     assert not cache.store(tmp_path / "cache", key, first, tmp_path / "run1")
 
@@ -115,7 +121,9 @@ def test_the_task_reuses_only_when_asked(sample, contract, tmp_path, monkeypatch
 
     calls = []
     real = validate
-    monkeypatch.setattr("impactflow.data_contracts.validation.validate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        "impactflow.data_contracts.validation.validate", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     fresh = data.validate_data.fn(sample, "adult", str(tmp_path / "a"), str(tmp_path / "cache"))
     again = data.validate_data.fn(sample, "adult", str(tmp_path / "b"), str(tmp_path / "cache"))
     assert len(calls) == 1 and "reused" not in fresh.statistics and "reused" in again.statistics

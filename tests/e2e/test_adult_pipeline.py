@@ -1,5 +1,6 @@
 """End-to-end runs of the real flow on the shipped UCI Adult data (real Prefect server,
 real MLflow SQLite store). These are the acceptance checks of the spine."""
+
 from __future__ import annotations
 
 import json
@@ -57,18 +58,25 @@ def test_parent_and_child_runs_with_metrics_and_reports_in_mlflow(default_run):
     datasets = parent.inputs.dataset_inputs
     assert len(datasets) == 1 and datasets[0].dataset.name == "adult"
     assert parent.data.tags["impactflow.dataset_sha256"].startswith(datasets[0].dataset.digest)
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert {c.data.tags["mlflow.runName"] for c in children} == {"mlp", "logreg"}
     for child in children:
         assert child.info.status == "FINISHED"
-        for name in ("eval/accuracy", "eval/roc_auc", "eval/ece", "fairness/sex/demographic_parity_difference",
-                     "fairness/sex/equalized_odds_difference", "fairness/race/demographic_parity_ratio",
-                     "fairness/sex_x_race/demographic_parity_difference", "privacy/mia_auc"):
+        for name in (
+            "eval/accuracy",
+            "eval/roc_auc",
+            "eval/ece",
+            "fairness/sex/demographic_parity_difference",
+            "fairness/sex/equalized_odds_difference",
+            "fairness/race/demographic_parity_ratio",
+            "fairness/sex_x_race/demographic_parity_difference",
+            "privacy/mia_auc",
+        ):
             assert name in child.data.metrics, name
         # MLflow 3 stores the model as a LoggedModel whose source is the child run
-        logged = [m for m in client.search_logged_models([parent.info.experiment_id])
-                  if m.source_run_id == child.info.run_id]
+        logged = [
+            m for m in client.search_logged_models([parent.info.experiment_id]) if m.source_run_id == child.info.run_id
+        ]
         assert [m.name for m in logged] == ["model"], "model not logged"
         assert logged[0].status.name == "READY"
         # the model page shows the run's step-0 metrics (the audits), not the per-epoch history
@@ -89,8 +97,14 @@ def test_fairness_metrics_match_fairlearn_on_the_logged_model(default_run):
 
     cfg, summary, uri = default_run
     contract = get_contract("adult")
-    split = split_frame(load_dataset(contract), target=contract.target, stratify_on=list(contract.sensitive),
-                        validation=cfg.split.validation, test=cfg.split.test, seed=cfg.seed)
+    split = split_frame(
+        load_dataset(contract),
+        target=contract.target,
+        stratify_on=list(contract.sensitive),
+        validation=cfg.split.validation,
+        test=cfg.split.test,
+        seed=cfg.seed,
+    )
     from impactflow.tasks.tracking import using_tracking_uri
 
     run_id = summary["models"]["mlp"]["mlflow_run_id"]
@@ -139,8 +153,9 @@ def test_dp_run_stays_within_epsilon_one_and_is_useful(prefect_api, tmp_path, ml
 
 
 @pytest.mark.parametrize("column, value", [("age", 200), ("sex", "Robot")], ids=["range", "category"])
-def test_contract_violation_fails_the_run_before_any_training(prefect_api, tmp_path, mlflow_uri, monkeypatch,
-                                                              column, value):
+def test_contract_violation_fails_the_run_before_any_training(
+    prefect_api, tmp_path, mlflow_uri, monkeypatch, column, value
+):
     """The contract is validated before anything is trained: a violation ends the run, no model
     is trained (a training would fail this test), nothing trained is logged or registered, and
     the Data Docs are kept with the failed run."""
@@ -183,8 +198,9 @@ def test_default_run_validated_the_contract_before_training(default_run):
     assert report["data"]["contract_result"]["success"]
     assert "concurrent" not in report["data"]["contract_result"]["statistics"]
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
-            any_=[report["run"]["flow_run_id"]])), limit=200)
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[report["run"]["flow_run_id"]])), limit=200
+        )
     by_name = {}
     for tr in runs:
         by_name.setdefault(tr.name.rsplit("-", 1)[0], []).append(tr)
@@ -201,7 +217,8 @@ def test_prefect_has_the_summary_artifact_linking_the_mlflow_run(default_run):
     _, summary, _ = default_run
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["impactflow-summary"])))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["impactflow-summary"]))
+        )
     texts = [a.data for a in artifacts if a.type == "markdown"]
     assert any(summary["parent_run_id"] in t and summary["mlflow_url"] in t for t in texts)
 
@@ -212,16 +229,26 @@ def test_dask_task_runner_trains_model_and_baseline_on_a_local_cluster(prefect_a
     pytest.importorskip("prefect_dask")
     from impactflow.flows.pipeline import run_pipeline
 
-    cfg = load_config("tabular", [f"tracking.output_dir={tmp_path}", "data.sample=8000",
-                                  "model.params.epochs=2", "model.baselines=[logreg, hist_gb]",
-                                  "orchestration.task_runner=dask", "orchestration.dask_workers=2"])
+    cfg = load_config(
+        "tabular",
+        [
+            f"tracking.output_dir={tmp_path}",
+            "data.sample=8000",
+            "model.params.epochs=2",
+            "model.baselines=[logreg, hist_gb]",
+            "orchestration.task_runner=dask",
+            "orchestration.dask_workers=2",
+        ],
+    )
     summary = run_pipeline(cfg)
     assert set(summary["models"]) == {"mlp", "logreg", "hist_gb"}
     for m in summary["models"].values():
         assert m["metrics"]["eval/accuracy"] > 0.8
     client = _client(mlflow_uri)
-    children = client.search_runs([client.get_experiment_by_name("impactflow-tabular").experiment_id],
-                                  f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'")
+    children = client.search_runs(
+        [client.get_experiment_by_name("impactflow-tabular").experiment_id],
+        f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'",
+    )
     assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
 
 

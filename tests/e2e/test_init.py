@@ -1,6 +1,7 @@
 """Issue 21, item 2: from a CSV to a first audited run in two commands -- ``impactflow init`` then
 ``impactflow run`` -- on a dataset built here from shipped Adult rows (renamed, recoded,
 semicolon-delimited, ``NA`` for missing, with a person id column). Nothing is registered."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,15 @@ import yaml
 
 pytestmark = pytest.mark.e2e
 
-RENAME = {"age": "years", "workclass": "job_sector", "education-num": "schooling_years",
-          "marital-status": "marital", "sex": "sex_code", "hours-per-week": "weekly_hours", "income": "earnings"}
+RENAME = {
+    "age": "years",
+    "workclass": "job_sector",
+    "education-num": "schooling_years",
+    "marital-status": "marital",
+    "sex": "sex_code",
+    "hours-per-week": "weekly_hours",
+    "income": "earnings",
+}
 N_ROWS = 4000
 
 
@@ -25,8 +33,18 @@ def test_init_then_run(cli, tmp_path):
     df.insert(0, "person_id", [f"{4_200_000 + 13 * i}" for i in range(N_ROWS)])
     df.to_csv(tmp_path / "earnings.csv", sep=";", index=False, na_rep="NA")
 
-    r = cli("init", "--data", "earnings.csv", "--label", "earnings", "--sensitive", "sex_code,years",
-            "--out", "my_contract", cwd=tmp_path)
+    r = cli(
+        "init",
+        "--data",
+        "earnings.csv",
+        "--label",
+        "earnings",
+        "--sensitive",
+        "sex_code,years",
+        "--out",
+        "my_contract",
+        cwd=tmp_path,
+    )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert "impactflow run --config my_contract/run.yaml" in out
@@ -36,8 +54,17 @@ def test_init_then_run(cli, tmp_path):
     assert contract["sensitive"] == ["sex_code", "years_band"]
 
     # the command init printed, with a short training
-    r = cli("run", "--config", "my_contract/run.yaml", "--set", "model.params.epochs=2", "--set", "train.device=cpu",
-            uri=f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
+    r = cli(
+        "run",
+        "--config",
+        "my_contract/run.yaml",
+        "--set",
+        "model.params.epochs=2",
+        "--set",
+        "train.device=cpu",
+        uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        cwd=tmp_path,
+    )
     out = r.stdout + r.stderr
     assert r.returncode in (0, 3), out  # completed: passed, or a gate failed (the default gates are strict)
     assert "Traceback" not in out

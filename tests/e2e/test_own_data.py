@@ -8,6 +8,7 @@ the columns' types, categories and ranges, a derived age band (bins) and a deriv
 map) that are the sensitive attributes. Nothing is registered anywhere. ``impactflow run`` and
 ``impactflow audit`` run from a pip-installed, non-editable copy of impactflow (``pip install
 --target`` of a copy of the sources, deleted before the commands run), as a user's would."""
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,17 @@ import yaml
 
 pytestmark = pytest.mark.e2e
 
-RENAME = {"age": "years", "workclass": "job_sector", "education-num": "schooling_years",
-          "marital-status": "marital", "occupation": "job", "sex": "sex_code", "hours-per-week": "weekly_hours",
-          "capital-gain": "gains", "income": "earnings"}
+RENAME = {
+    "age": "years",
+    "workclass": "job_sector",
+    "education-num": "schooling_years",
+    "marital-status": "marital",
+    "occupation": "job",
+    "sex": "sex_code",
+    "hours-per-week": "weekly_hours",
+    "capital-gain": "gains",
+    "income": "earnings",
+}
 N_ROWS = 6000
 
 
@@ -37,12 +46,31 @@ def installed(tmp_path_factory):
     from tests.conftest import ROOT
 
     src = tmp_path_factory.mktemp("sources") / "impactflow"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", ".ci-venv", "build", "dist", "*.egg-info", "__pycache__", "impactflow_runs", "site",
-        "tests", "benchmarks", "mlflow.db"))
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            ".ci-venv",
+            "build",
+            "dist",
+            "*.egg-info",
+            "__pycache__",
+            "impactflow_runs",
+            "site",
+            "tests",
+            "benchmarks",
+            "mlflow.db",
+        ),
+    )
     target = tmp_path_factory.mktemp("installed")
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                        str(src)], capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     shutil.rmtree(src)
     assert not list(target.glob("__editable__*")) and not list(target.glob("*.pth")), "an editable install"
@@ -54,10 +82,19 @@ def installed(tmp_path_factory):
     (user / "models").mkdir(parents=True)
     (user / "models" / "__init__.py").write_text("WHOSE = 'the user'\n")
     pythonpath = f"{user}{os.pathsep}{target}"
-    probe = subprocess.run([sys.executable, "-c", "import impactflow.flows, impactflow.models, models; "
-                            "print(impactflow.flows.__file__); print(impactflow.models.__file__); print(models.WHOSE)"],
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": pythonpath},
-                           cwd=target.parent, check=True)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import impactflow.flows, impactflow.models, models; "
+            "print(impactflow.flows.__file__); print(impactflow.models.__file__); print(models.WHOSE)",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": pythonpath},
+        cwd=target.parent,
+        check=True,
+    )
     flows_file, models_file, whose = probe.stdout.splitlines()
     assert flows_file.startswith(str(target)) and models_file.startswith(str(target)), probe.stdout
     assert whose == "the user"  # `import models` is the user's package, not ours
@@ -124,19 +161,29 @@ def test_impactflow_run_on_an_unregistered_dataset(cli, own_data, installed):
 
     folder, contract, data, df = own_data
     preset = folder / "my_run.yaml"
-    preset.write_text(yaml.safe_dump({
-        "extends": "tabular",
-        "description": "earnings survey, own contract",
-        "data": {"contract": "contract", "path": str(data)},  # the contract's folder, relative to the cwd
-        "model": {"params": {"epochs": 1}, "baselines": []},
-        "train": {"device": "cpu"},
-        "gates": {"performance": {"min_accuracy": 0.5, "min_roc_auc": 0.5, "max_ece": 0.5},
-                  "fairness": {"intersections": [["gender", "age_band"]],
-                               "skip": {"max_demographic_parity_difference": "test: any value",
-                                        "max_equalized_odds_difference": "test: any value",
-                                        "four_fifths_ratio": "test: any value"}}},
-        "tracking": {"output_dir": str(folder / "runs")},
-    }))
+    preset.write_text(
+        yaml.safe_dump(
+            {
+                "extends": "tabular",
+                "description": "earnings survey, own contract",
+                "data": {"contract": "contract", "path": str(data)},  # the contract's folder, relative to the cwd
+                "model": {"params": {"epochs": 1}, "baselines": []},
+                "train": {"device": "cpu"},
+                "gates": {
+                    "performance": {"min_accuracy": 0.5, "min_roc_auc": 0.5, "max_ece": 0.5},
+                    "fairness": {
+                        "intersections": [["gender", "age_band"]],
+                        "skip": {
+                            "max_demographic_parity_difference": "test: any value",
+                            "max_equalized_odds_difference": "test: any value",
+                            "four_fifths_ratio": "test: any value",
+                        },
+                    },
+                },
+                "tracking": {"output_dir": str(folder / "runs")},
+            }
+        )
+    )
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     r = cli("validate", "--config", str(preset), cwd=folder, installed=installed[0], pythonpath=installed[1])
     out = r.stdout + r.stderr
@@ -154,8 +201,11 @@ def test_impactflow_run_on_an_unregistered_dataset(cli, own_data, installed):
     for name in ("gender", "age_band", "gender_x_age_band"):
         assert f'"{name}"' in text, name  # the derived columns are the audited groups
     client = MlflowClient(tracking_uri=uri)
-    (parent,) = [run for run in client.search_runs(
-        [e.experiment_id for e in client.search_experiments()]) if "mlflow.parentRunId" not in run.data.tags]
+    (parent,) = [
+        run
+        for run in client.search_runs([e.experiment_id for e in client.search_experiments()])
+        if "mlflow.parentRunId" not in run.data.tags
+    ]
     (child,) = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     metrics = child.data.metrics
     assert "fairness/gender/demographic_parity_difference" in metrics
@@ -168,8 +218,15 @@ def test_a_bad_contract_stops_the_run_before_any_task(cli, own_data, tmp_path):
     bad = tmp_path / "bad" / "contract.yaml"
     bad.parent.mkdir()
     bad.write_text(contract.read_text().replace("favourable_outcome: high", "favourable_outcome: rich"))
-    r = cli("run", "--set", f"data.contract={bad.parent}", "--set", f"data.path={data}",
-            "--set", f"tracking.output_dir={tmp_path / 'runs'}")
+    r = cli(
+        "run",
+        "--set",
+        f"data.contract={bad.parent}",
+        "--set",
+        f"data.path={data}",
+        "--set",
+        f"tracking.output_dir={tmp_path / 'runs'}",
+    )
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert f"{bad}: favourable_outcome: 'rich' is not one of the labels ['low', 'high']" in out
@@ -188,9 +245,25 @@ def test_impactflow_audit_on_the_decisions_of_that_dataset(cli, own_data, instal
     decisions = folder / "decisions.csv"
     table.to_csv(decisions, index=False)
     out_dir = folder / "audit_runs"
-    r = cli("audit", "--data", str(decisions), "--label", "earnings", "--positive-label", "high",
-            "--score", "score", "--sensitive", "gender,age_band", "--output-dir", str(out_dir),
-            uri=f"sqlite:///{folder / 'audit.db'}", cwd=folder, installed=installed[0], pythonpath=installed[1])
+    r = cli(
+        "audit",
+        "--data",
+        str(decisions),
+        "--label",
+        "earnings",
+        "--positive-label",
+        "high",
+        "--score",
+        "score",
+        "--sensitive",
+        "gender,age_band",
+        "--output-dir",
+        str(out_dir),
+        uri=f"sqlite:///{folder / 'audit.db'}",
+        cwd=folder,
+        installed=installed[0],
+        pythonpath=installed[1],
+    )
     out = r.stdout + r.stderr
     assert r.returncode in (0, 3), out  # 3: a fairness gate failed (a finding, not an error)
     assert "Traceback" not in out

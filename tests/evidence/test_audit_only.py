@@ -1,5 +1,6 @@
 """The audit-only flow on a predictions table: the group metrics equal fairlearn's, computed
 independently here; the report is signed and verifies; bad tables fail with clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,14 @@ def _predictions_table(n: int = 8000) -> pd.DataFrame:
 
     df = load_dataset(get_contract("adult")).sample(n=n, random_state=0).reset_index(drop=True)
     z = (df["education-num"] - 10) / 2.0 + (df["hours-per-week"] - 40) / 15.0 + (df["age"] - 38) / 20.0
-    return pd.DataFrame({
-        "income": df["income"], "sex": df["sex"], "race": df["race"],
-        "score": 1.0 / (1.0 + np.exp(-z)),
-    })
+    return pd.DataFrame(
+        {
+            "income": df["income"],
+            "sex": df["sex"],
+            "race": df["race"],
+            "score": 1.0 / (1.0 + np.exp(-z)),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +49,29 @@ def scored(prefect_api, tmp_path_factory):
     try:
         from impactflow.flows.audit_only import run_audit_only
 
-        summary = run_audit_only(data=str(path), label="income", score="score", sensitive=["sex", "race"],
-                                 positive_label=">50K", threshold=0.5, output_dir=str(out / "runs"))
+        summary = run_audit_only(
+            data=str(path),
+            label="income",
+            score="score",
+            sensitive=["sex", "race"],
+            positive_label=">50K",
+            threshold=0.5,
+            output_dir=str(out / "runs"),
+        )
     finally:
         del os.environ["MLFLOW_TRACKING_URI"]
     return out, table, uri, summary
 
 
 def test_group_metrics_equal_fairlearns(scored):
-    from fairlearn.metrics import (MetricFrame, demographic_parity_difference, equalized_odds_difference,
-                                   false_positive_rate, selection_rate, true_positive_rate)
+    from fairlearn.metrics import (
+        MetricFrame,
+        demographic_parity_difference,
+        equalized_odds_difference,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )
 
     _, table, _, summary = scored
     report = json.loads(open(summary["report"]["json"]).read())
@@ -62,9 +80,16 @@ def test_group_metrics_equal_fairlearns(scored):
     y_pred = (table["score"].to_numpy() >= 0.5).astype(int)
     suppressed: set = set()
     for attr in ("sex", "race"):
-        mf = MetricFrame(metrics={"selection_rate": selection_rate, "true_positive_rate": true_positive_rate,
-                                  "false_positive_rate": false_positive_rate},
-                         y_true=y, y_pred=y_pred, sensitive_features=table[attr])
+        mf = MetricFrame(
+            metrics={
+                "selection_rate": selection_rate,
+                "true_positive_rate": true_positive_rate,
+                "false_positive_rate": false_positive_rate,
+            },
+            y_true=y,
+            y_pred=y_pred,
+            sensitive_features=table[attr],
+        )
         rows = {r["group"]: r for r in fairness["by_group"] if r["attribute"] == attr}
         assert set(rows) == set(mf.by_group.index)
         for group, expected in mf.by_group.iterrows():
@@ -76,9 +101,11 @@ def test_group_metrics_equal_fairlearns(scored):
                 assert rows[group][metric] == pytest.approx(expected[metric], abs=1e-12), (attr, group, metric)
         assert all(not r["too_small"] for r in rows.values())  # gates use every group here
         assert fairness["metrics"][f"fairness/{attr}/demographic_parity_difference"] == pytest.approx(
-            demographic_parity_difference(y, y_pred, sensitive_features=table[attr]), abs=1e-12)
+            demographic_parity_difference(y, y_pred, sensitive_features=table[attr]), abs=1e-12
+        )
         assert fairness["metrics"][f"fairness/{attr}/equalized_odds_difference"] == pytest.approx(
-            equalized_odds_difference(y, y_pred, sensitive_features=table[attr]), abs=1e-12)
+            equalized_odds_difference(y, y_pred, sensitive_features=table[attr]), abs=1e-12
+        )
     # only race rows are blanked: two small groups hold a count under disclosure.min_cell_size (10),
     # and one more row loses a count as complementary suppression; both sex rows are compared
     assert {a for a, _ in suppressed} == {"race"} and len(suppressed) <= 3, suppressed
@@ -118,7 +145,8 @@ def test_audit_only_report_is_signed_tracked_and_verifies(scored):
     assert run.data.tags["impactflow.manifest_sha256"] == summary["manifest_sha256"]
     assert run.info.status == "FINISHED"
     assert run.data.metrics["fairness/sex/demographic_parity_difference"] == pytest.approx(
-        summary["metrics"]["fairness/sex/demographic_parity_difference"])
+        summary["metrics"]["fairness/sex/demographic_parity_difference"]
+    )
     report = json.loads(open(summary["report"]["json"]).read())
     assert report["integrity"]["signer_key_id"] == res.key_id
     assert report["data"]["contract_result"]["success"] is True
@@ -129,21 +157,64 @@ def test_cli_audit_with_hard_predictions_and_bad_tables(cli, tmp_path):
     table["pred"] = np.where(table["score"] >= 0.5, ">50K", "<=50K")
     good = tmp_path / "preds.csv"
     table.drop(columns=["score"]).to_csv(good, index=False)
-    r = cli("audit", "--data", str(good), "--label", "income", "--prediction", "pred", "--sensitive", "sex",
-            "--positive-label", ">50K", "--output-dir", str(tmp_path / "runs"),
-            "--gate", "fairness.max_demographic_parity_difference=1.0",
-            "--gate", "fairness.max_equalized_odds_difference=1.0", "--gate", "fairness.four_fifths_ratio=0.0")
+    r = cli(
+        "audit",
+        "--data",
+        str(good),
+        "--label",
+        "income",
+        "--prediction",
+        "pred",
+        "--sensitive",
+        "sex",
+        "--positive-label",
+        ">50K",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--gate",
+        "fairness.max_demographic_parity_difference=1.0",
+        "--gate",
+        "fairness.max_equalized_odds_difference=1.0",
+        "--gate",
+        "fairness.four_fifths_ratio=0.0",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "report verify" in r.stdout
 
     bad = table.drop(columns=["pred"]).assign(score=table["score"].where(table.index != 5, 1.7))
     bad_path = tmp_path / "bad.csv"
     bad.to_csv(bad_path, index=False)
-    r = cli("audit", "--data", str(bad_path), "--label", "income", "--score", "score", "--sensitive", "sex,color",
-            "--positive-label", ">50K", "--output-dir", str(tmp_path / "runs"))
+    r = cli(
+        "audit",
+        "--data",
+        str(bad_path),
+        "--label",
+        "income",
+        "--score",
+        "score",
+        "--sensitive",
+        "sex,color",
+        "--positive-label",
+        ">50K",
+        "--output-dir",
+        str(tmp_path / "runs"),
+    )
     assert r.returncode == 1 and "missing column(s) 'color'" in r.stderr, r.stderr
-    r = cli("audit", "--data", str(bad_path), "--label", "income", "--score", "score", "--sensitive", "sex",
-            "--positive-label", ">50K", "--output-dir", str(tmp_path / "runs"))
+    r = cli(
+        "audit",
+        "--data",
+        str(bad_path),
+        "--label",
+        "income",
+        "--score",
+        "score",
+        "--sensitive",
+        "sex",
+        "--positive-label",
+        ">50K",
+        "--output-dir",
+        str(tmp_path / "runs"),
+    )
     assert r.returncode == 1
     assert "expect_column_values_to_be_between on column 'score'" in r.stderr and "1.7" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr + r.stdout

@@ -9,6 +9,7 @@ the adverse decision; 'No' = low risk, favourable):
 
 Unit tests run the audit task's function and build the report without a flow; the e2e test runs
 ``impactflow audit`` as a process."""
+
 from __future__ import annotations
 
 import json
@@ -19,43 +20,98 @@ import pytest
 from impactflow.audits.render import render_markdown
 from impactflow.audits.report import build_report
 from impactflow.data_contracts.errors import ConfigError
-from impactflow.tasks.audit_only import (audit_predictions, group_settings, model_record, parse_intersections,
-                              present_groups_only, read_intended_use)
+from impactflow.tasks.audit_only import (
+    audit_predictions,
+    group_settings,
+    model_record,
+    parse_intersections,
+    present_groups_only,
+    read_intended_use,
+)
 
 
 def _rows(group, tp, fn, fp, tn, sex="F"):
     # the predicted label: 'Yes' (predicted to re-offend: high risk) or 'No' (low risk)
-    return ([(group, sex, "Yes", "Yes")] * tp + [(group, sex, "Yes", "No")] * fn
-            + [(group, sex, "No", "Yes")] * fp + [(group, sex, "No", "No")] * tn)
+    return (
+        [(group, sex, "Yes", "Yes")] * tp
+        + [(group, sex, "Yes", "No")] * fn
+        + [(group, sex, "No", "Yes")] * fp
+        + [(group, sex, "No", "No")] * tn
+    )
 
 
 def compas_log() -> pd.DataFrame:
-    rows = (_rows("African-American", 20, 5, 10, 15, "M") + _rows("African-American", 20, 5, 10, 15, "F")
-            + _rows("Caucasian", 10, 10, 5, 25, "M") + _rows("Caucasian", 10, 10, 5, 25, "F")
-            + _rows("Asian", 0, 0, 0, 11, "M"))
+    rows = (
+        _rows("African-American", 20, 5, 10, 15, "M")
+        + _rows("African-American", 20, 5, 10, 15, "F")
+        + _rows("Caucasian", 10, 10, 5, 25, "M")
+        + _rows("Caucasian", 10, 10, 5, 25, "F")
+        + _rows("Asian", 0, 0, 0, 11, "M")
+    )
     return pd.DataFrame(rows, columns=["race", "sex", "two_year_recid", "risk"])
 
 
 def _audits(df, favourable="No", intersections=None):
-    return audit_predictions.fn(df, "two_year_recid", None, "risk", ["race", "sex"], "Yes", 0.5,
-                                {"fairness": {"n_boot": 100}}, favourable, group_settings(30, intersections))
+    return audit_predictions.fn(
+        df,
+        "two_year_recid",
+        None,
+        "risk",
+        ["race", "sex"],
+        "Yes",
+        0.5,
+        {"fairness": {"n_boot": 100}},
+        favourable,
+        group_settings(30, intersections),
+    )
 
 
 def _report(df, audits, use=None):
-    record = model_record("compas", audits, "r1", score=None, prediction="risk", threshold=0.5, positive="Yes",
-                          threshold_given=False, favourable="No")
-    data = {"contract": "audit-only:compas.csv", "files": [{"path": "compas.csv", "sha256": "0" * 64}],
-            "dataset_sha256": "0" * 64, "n_rows": len(df), "source": "compas.csv", "license": "unknown",
-            "splits": {"train": 0, "validation": 0, "test": len(df)},
-            "contract_result": {"success": True, "total_expectations": 5, "failures": []},
-            "representation": [], "missing": {}, "sensitive": ["race", "sex"], "excluded_features": [],
-            "audit_only": True, "favourable_outcome": "No"}
+    record = model_record(
+        "compas",
+        audits,
+        "r1",
+        score=None,
+        prediction="risk",
+        threshold=0.5,
+        positive="Yes",
+        threshold_given=False,
+        favourable="No",
+    )
+    data = {
+        "contract": "audit-only:compas.csv",
+        "files": [{"path": "compas.csv", "sha256": "0" * 64}],
+        "dataset_sha256": "0" * 64,
+        "n_rows": len(df),
+        "source": "compas.csv",
+        "license": "unknown",
+        "splits": {"train": 0, "validation": 0, "test": len(df)},
+        "contract_result": {"success": True, "total_expectations": 5, "failures": []},
+        "representation": [],
+        "missing": {},
+        "sensitive": ["race", "sex"],
+        "excluded_features": [],
+        "audit_only": True,
+        "favourable_outcome": "No",
+    }
     config = {"label": "two_year_recid", **({"use": use} if use else {})}
-    run = {"run_id": "r1", "flow_run_id": None, "preset": "audit-only", "started_at": "2026-01-01T10:00:00+00:00",
-           "finished_at": "2026-01-01T10:01:00+00:00",
-           "mlflow": {"tracking_uri": "sqlite:////tmp/m.db", "experiment": "e", "parent_run_id": "r1"}}
-    provenance = {"git_commit": "0123abc", "git_dirty": False, "python": "3.11", "platform": "Linux",
-                  "packages": {}, "seeds": {}, "command": "impactflow audit"}
+    run = {
+        "run_id": "r1",
+        "flow_run_id": None,
+        "preset": "audit-only",
+        "started_at": "2026-01-01T10:00:00+00:00",
+        "finished_at": "2026-01-01T10:01:00+00:00",
+        "mlflow": {"tracking_uri": "sqlite:////tmp/m.db", "experiment": "e", "parent_run_id": "r1"},
+    }
+    provenance = {
+        "git_commit": "0123abc",
+        "git_dirty": False,
+        "python": "3.11",
+        "platform": "Linux",
+        "packages": {},
+        "seeds": {},
+        "command": "impactflow audit",
+    }
     return build_report(run=run, data=data, models=[record], provenance=provenance, config=config)
 
 
@@ -70,10 +126,23 @@ def test_a_small_group_is_too_small_to_judge_not_a_refused_table():
     gaps = {g["metric"]: g for g in fairness.details["gaps"]}
     assert gaps["fairness/race/four_fifths_min_ratio"]["disadvantaged_group"] == "African-American"
     # the suite only asks every group to be present
-    suite = {"expectations": [{"type": "expect_table_row_count_to_be_between",
-                               "kwargs": {"min_value": 30, "row_condition": {
-                                   "type": "comparison", "column": {"name": "race"}, "operator": "==",
-                                   "parameter": "Asian"}}, "description": "Sensitive group race == Asian: at least 30 rows"}]}
+    suite = {
+        "expectations": [
+            {
+                "type": "expect_table_row_count_to_be_between",
+                "kwargs": {
+                    "min_value": 30,
+                    "row_condition": {
+                        "type": "comparison",
+                        "column": {"name": "race"},
+                        "operator": "==",
+                        "parameter": "Asian",
+                    },
+                },
+                "description": "Sensitive group race == Asian: at least 30 rows",
+            }
+        ]
+    }
     relaxed = present_groups_only(suite, ["race"])["expectations"][0]
     assert relaxed["kwargs"]["min_value"] == 1 and relaxed["description"].endswith("present (at least 1 row)")
 
@@ -159,9 +228,22 @@ sensitive: [race]
 min_group_size: 30
 """)
     (tmp_path / "use.yaml").write_text("purpose: pretrial risk screening\n")
-    r = cli("audit", "--data", str(tmp_path / "log.csv"), "--contract", str(folder), "--prediction", "risk",
-            "--intersections", "none", "--intended-use", str(tmp_path / "use.yaml"),
-            "--output-dir", str(tmp_path / "runs"), uri=f"sqlite:///{tmp_path / 'm.db'}")
+    r = cli(
+        "audit",
+        "--data",
+        str(tmp_path / "log.csv"),
+        "--contract",
+        str(folder),
+        "--prediction",
+        "risk",
+        "--intersections",
+        "none",
+        "--intended-use",
+        str(tmp_path / "use.yaml"),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        uri=f"sqlite:///{tmp_path / 'm.db'}",
+    )
     assert r.returncode == 3, r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
     report = json.loads(next((tmp_path / "runs").rglob("impact_report.json")).read_text())
@@ -171,8 +253,20 @@ min_group_size: 30
     assert report["data"]["contract"] == "compas_log"
     assert report["intended_use"]["purpose"] == "pretrial risk screening"
     assert {g["disadvantaged_group"] for g in report["bias"]["gaps"]} == {"African-American"}
-    r = cli("audit", "--data", str(tmp_path / "log.csv"), "--contract", str(folder), "--prediction", "risk",
-            "--favourable-outcome", "Medium", "--output-dir", str(tmp_path / "runs"), uri=f"sqlite:///{tmp_path / 'm.db'}")
+    r = cli(
+        "audit",
+        "--data",
+        str(tmp_path / "log.csv"),
+        "--contract",
+        str(folder),
+        "--prediction",
+        "risk",
+        "--favourable-outcome",
+        "Medium",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        uri=f"sqlite:///{tmp_path / 'm.db'}",
+    )
     assert r.returncode == 1 and "--favourable-outcome 'Medium': not a value of column 'two_year_recid'" in r.stderr
 
 
@@ -197,8 +291,15 @@ def test_cli_audit_scores_a_registered_model_at_its_own_threshold(cli, tmp_path)
     from impactflow.data_contracts import get_contract, load_dataset
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    sets = ["data.sample=4000", "model.params.epochs=1", "model.baselines=[]", "train.device=cpu",
-            "model.costs.false_positive=5", "model.costs.false_negative=1", f"tracking.output_dir={tmp_path / 'o'}"]
+    sets = [
+        "data.sample=4000",
+        "model.params.epochs=1",
+        "model.baselines=[]",
+        "train.device=cpu",
+        "model.costs.false_positive=5",
+        "model.costs.false_negative=1",
+        f"tracking.output_dir={tmp_path / 'o'}",
+    ]
     r = cli("run", *[a for s in sets for a in ("--set", s)], uri=uri)
     assert r.returncode in (0, 3), r.stdout + r.stderr
     (path,) = (tmp_path / "o").glob("runs/*/reports/impact_report.json")
@@ -208,8 +309,22 @@ def test_cli_audit_scores_a_registered_model_at_its_own_threshold(cli, tmp_path)
     model_uri = f"models:/{mlp['registry']['name']}/{mlp['registry']['version']}"
     table = load_dataset(get_contract("adult")).sample(n=3000, random_state=3)
     table.to_csv(tmp_path / "people.csv", index=False)
-    r = cli("audit", "--data", str(tmp_path / "people.csv"), "--model", model_uri, "--label", "income",
-            "--positive-label", ">50K", "--sensitive", "sex", "--output-dir", str(tmp_path / "a"), uri=uri)
+    r = cli(
+        "audit",
+        "--data",
+        str(tmp_path / "people.csv"),
+        "--model",
+        model_uri,
+        "--label",
+        "income",
+        "--positive-label",
+        ">50K",
+        "--sensitive",
+        "sex",
+        "--output-dir",
+        str(tmp_path / "a"),
+        uri=uri,
+    )
     assert r.returncode in (0, 3), r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
     report = json.loads(next((tmp_path / "a").rglob("impact_report.json")).read_text())
@@ -220,6 +335,22 @@ def test_cli_audit_scores_a_registered_model_at_its_own_threshold(cli, tmp_path)
     assert fairness["details"]["conventions"]["prediction"] == f"predicted label = 1 iff score >= {own}"
     n = sum(row["n"] for row in fairness["by_group"] if row["attribute"] == "sex")
     assert n == 3000 and np.isfinite(fairness["metrics"]["fairness/sex/demographic_parity_difference"])
-    r = cli("audit", "--data", str(tmp_path / "people.csv"), "--model", model_uri, "--score", "age", "--label",
-            "income", "--positive-label", ">50K", "--sensitive", "sex", "--output-dir", str(tmp_path / "a"), uri=uri)
+    r = cli(
+        "audit",
+        "--data",
+        str(tmp_path / "people.csv"),
+        "--model",
+        model_uri,
+        "--score",
+        "age",
+        "--label",
+        "income",
+        "--positive-label",
+        ">50K",
+        "--sensitive",
+        "sex",
+        "--output-dir",
+        str(tmp_path / "a"),
+        uri=uri,
+    )
     assert r.returncode == 1 and "give exactly one of --score" in r.stderr

@@ -1,6 +1,7 @@
 """Audit-only inputs and degenerate models (issue 28, defect 7): a constant model fails; a FIFO
 is "not a regular file", not "file not found"; a file over the size cap is refused before a
 byte is read. All checked before any tracking starts."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,9 @@ from impactflow.data_contracts.errors import DataError
 def _flow(tmp_path, data, **kwargs):
     from impactflow.flows.audit_only import audit_only_flow
 
-    return audit_only_flow.fn(data=str(data), label="y", sensitive=["g"], score="s",
-                              output_dir=str(tmp_path / "runs"), **kwargs)
+    return audit_only_flow.fn(
+        data=str(data), label="y", sensitive=["g"], score="s", output_dir=str(tmp_path / "runs"), **kwargs
+    )
 
 
 def test_a_fifo_is_not_a_regular_file_not_a_missing_one(tmp_path):
@@ -40,8 +42,11 @@ def test_an_input_over_the_size_cap_is_refused_before_reading(tmp_path):
     from impactflow.data_contracts.files import check_input_file
 
     assert check_input_file(path, 166) == 166 and check_input_file(path, 0) == 166  # 0: no limit
-    with pytest.raises(DataError, match=r"t.csv: 166 bytes is more than the input limit of 100 bytes; "
-                                        r"raise it with --max-input-bytes"):
+    with pytest.raises(
+        DataError,
+        match=r"t.csv: 166 bytes is more than the input limit of 100 bytes; "
+        r"raise it with --max-input-bytes",
+    ):
         _flow(tmp_path, path, max_input_bytes=100)
     assert not (tmp_path / "runs").exists()
 
@@ -54,8 +59,9 @@ def test_audit_cli_names_the_fifo_in_one_error_line(tmp_path, monkeypatch):
     os.mkfifo(tmp_path / "p.csv")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # never reached: refused before the flow
-    result = CliRunner().invoke(app, ["audit", "--data", "p.csv", "--label", "y", "--score", "s",
-                                      "--sensitive", "g", "--max-input-bytes", "10"])
+    result = CliRunner().invoke(
+        app, ["audit", "--data", "p.csv", "--label", "y", "--score", "s", "--sensitive", "g", "--max-input-bytes", "10"]
+    )
     out = " ".join(result.output.split())
     assert result.exit_code == 1, out
     assert out.startswith("error: p.csv: not a regular file (a FIFO (named pipe))"), out
@@ -76,10 +82,13 @@ def _gates(audits) -> dict:
     return {g.name: g for a in audits.values() for g in a.gates}
 
 
-@pytest.mark.parametrize("scores,what", [
-    ([0.1] * 80, "every score is 0.1"),  # the issue's constant model: passed with exit 0
-    ([0.6, 0.9] * 40, "every row is predicted 1"),  # scores vary, decisions do not
-])
+@pytest.mark.parametrize(
+    "scores,what",
+    [
+        ([0.1] * 80, "every score is 0.1"),  # the issue's constant model: passed with exit 0
+        ([0.6, 0.9] * 40, "every row is predicted 1"),  # scores vary, decisions do not
+    ],
+)
 def test_a_model_giving_everyone_the_same_decision_fails(scores, what):
     audits = _audits(_table(scores))
     gate = _gates(audits)["fairness/distinct_decisions"]

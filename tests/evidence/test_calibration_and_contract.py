@@ -1,4 +1,5 @@
 """Calibration by group on hand-computed values; the predictions contract built from arguments."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,14 +9,22 @@ import pytest
 from impactflow.audits import AuditInputs
 from impactflow.audits.calibration import calibration_group_audit
 from impactflow.data_contracts.errors import ConfigError, DataError
-from impactflow.data_contracts.predictions import (binarize, label_values, parse_sensitive, predictions_suite,
-                                        read_table, require_columns, sensitive_as_text)
+from impactflow.data_contracts.predictions import (
+    binarize,
+    label_values,
+    parse_sensitive,
+    predictions_suite,
+    read_table,
+    require_columns,
+    sensitive_as_text,
+)
 
 
 def test_calibration_by_group_hand_values():
     # group a: y = [1, 0], s = [0.8, 0.4]; group b: y = [1, 1], s = [0.5, 0.9]
-    inputs = AuditInputs(y_true=[1, 0, 1, 1], y_score=[0.8, 0.4, 0.5, 0.9],
-                         sensitive=pd.DataFrame({"g": ["a", "a", "b", "b"]}))
+    inputs = AuditInputs(
+        y_true=[1, 0, 1, 1], y_score=[0.8, 0.4, 0.5, 0.9], sensitive=pd.DataFrame({"g": ["a", "a", "b", "b"]})
+    )
     res = calibration_group_audit(inputs, {"min_group_size": 1, "max_ece_gap": 0.1})
     rows = {r["group"]: r for r in res.by_group}
     # Brier a = ((0.8-1)^2 + (0.4-0)^2)/2 = (0.04 + 0.16)/2 = 0.10; b = (0.25 + 0.01)/2 = 0.13
@@ -30,8 +39,9 @@ def test_calibration_by_group_hand_values():
 
 
 def test_calibration_skipped_for_hard_predictions():
-    inputs = AuditInputs(y_true=[1, 0], y_score=[1.0, 0.0], sensitive=pd.DataFrame({"g": ["a", "b"]}),
-                         extra={"hard_predictions": True})
+    inputs = AuditInputs(
+        y_true=[1, 0], y_score=[1.0, 0.0], sensitive=pd.DataFrame({"g": ["a", "b"]}), extra={"hard_predictions": True}
+    )
     assert calibration_group_audit(inputs, {}).status.value == "skipped"
 
 
@@ -47,14 +57,16 @@ def test_label_values_and_binarize():
 
 def test_suite_has_group_minimums_and_score_range():
     df = sensitive_as_text(pd.DataFrame({"y": [0, 1], "s": [0.2, 0.9], "g": [1, 2]}), ["g"])
-    suite = predictions_suite(df, name="t", label="y", label_set=[0, 1], score="s", prediction=None,
-                              sensitive=["g"], min_group_size=30)
+    suite = predictions_suite(
+        df, name="t", label="y", label_set=[0, 1], score="s", prediction=None, sensitive=["g"], min_group_size=30
+    )
     types = [e["type"] for e in suite["expectations"]]
     assert types.count("expect_table_row_count_to_be_between") == 3  # >= 1 row + one per group
     between = [e for e in suite["expectations"] if e["type"] == "expect_column_values_to_be_between"]
     assert between[0]["kwargs"] == {"column": "s", "min_value": 0.0, "max_value": 1.0}
-    groups = [e["kwargs"]["row_condition"]["parameter"] for e in suite["expectations"]
-              if "row_condition" in e["kwargs"]]
+    groups = [
+        e["kwargs"]["row_condition"]["parameter"] for e in suite["expectations"] if "row_condition" in e["kwargs"]
+    ]
     assert groups == ["1", "2"]  # sensitive values as text
 
 

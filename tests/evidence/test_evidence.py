@@ -1,5 +1,6 @@
 """Signed evidence: the in-toto statement in a DSSE envelope, every kind of tampering, signers
 that are not trusted, key handling, trust files."""
+
 from __future__ import annotations
 
 import base64
@@ -30,8 +31,14 @@ def trust(key):
 
 
 def _report(key) -> dict:
-    return {"summary": {"status": "pass", "counts": {"pass": 1}, "gates": [{"model": "mlp", "name": "g", "status": "pass"}]},
-            "data": {"files": [{"path": "/data/adult.data", "sha256": "ab" * 32}]}}
+    return {
+        "summary": {
+            "status": "pass",
+            "counts": {"pass": 1},
+            "gates": [{"model": "mlp", "name": "g", "status": "pass"}],
+        },
+        "data": {"files": [{"path": "/data/adult.data", "sha256": "ab" * 32}]},
+    }
 
 
 @pytest.fixture
@@ -43,13 +50,26 @@ def run_dir(tmp_path, key):
     (root / "reports" / "impact_report.json").write_text(json.dumps(_report(key)))
     (root / "reports" / "impact_report.md").write_text("# report\n")
     (root / "reports" / "impact_report.html").write_text("<html></html>\n")
-    (root / "models" / "mlp" / "audits.json").write_text("{\"acc\": 0.8}\n")
+    (root / "models" / "mlp" / "audits.json").write_text('{"acc": 0.8}\n')
     (root / "data_docs" / "index.html").write_bytes(bytes(range(256)))
     ev.write_evidence(root, run_id="r1", signer=ev.signer_info(key), previous_report_sha256=None)
-    ev.write_signed_manifest(root, key, run_id="r1", previous_report_sha256="ab" * 32, owner="alice",
-                             models=[{"name": "mlp", "role": "candidate", "mlflow_run_id": "c" * 32,
-                                      "model_id": "m-1", "files": MODEL_FILES,
-                                      "registry": {"name": "impactflow-tabular-mlp", "version": "3"}}])
+    ev.write_signed_manifest(
+        root,
+        key,
+        run_id="r1",
+        previous_report_sha256="ab" * 32,
+        owner="alice",
+        models=[
+            {
+                "name": "mlp",
+                "role": "candidate",
+                "mlflow_run_id": "c" * 32,
+                "model_id": "m-1",
+                "files": MODEL_FILES,
+                "registry": {"name": "impactflow-tabular-mlp", "version": "3"},
+            }
+        ],
+    )
     return root
 
 
@@ -66,7 +86,10 @@ def _statement(run_dir: Path) -> dict:
 
 def test_pae_equals_the_dsse_spec_example():
     # protocol.md, "Test Vectors": PAYLOAD_TYPE http://example.com/HelloWorld, body "hello world"
-    assert ev.pae("http://example.com/HelloWorld", b"hello world") == b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    assert (
+        ev.pae("http://example.com/HelloWorld", b"hello world")
+        == b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    )
     assert ev.pae("application/vnd.in-toto+json", b"") == b"DSSEv1 28 application/vnd.in-toto+json 0 "
 
 
@@ -75,25 +98,35 @@ def test_envelope_signature_equals_the_dsse_test_vector():
     RFC 8032 section 7.1 TEST 1's key (Ed25519 is deterministic, so the bytes must be equal)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    k = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(
-        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"))
+    k = Ed25519PrivateKey.from_private_bytes(
+        bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    )
     assert ev.raw_public_key(k).hex() == "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
     body = b'{"_type":"https://in-toto.io/Statement/v1"}'
     env = ev.dsse_envelope(body, k, "A")
-    assert env == {"payload": "eyJfdHlwZSI6Imh0dHBzOi8vaW4tdG90by5pby9TdGF0ZW1lbnQvdjEifQ==",
-                   "payloadType": "application/vnd.in-toto+json",
-                   "signatures": [{"keyid": "A", "sig": "2WAfaHm5jluo0w+0rk8uVkluELJYWjSmU9x7EUzx+AyteDGJ4/nqyJXfm"
-                                                        "AUVFIAoQafWm7AxBZNw5M9ixNHiCA=="}]}
+    assert env == {
+        "payload": "eyJfdHlwZSI6Imh0dHBzOi8vaW4tdG90by5pby9TdGF0ZW1lbnQvdjEifQ==",
+        "payloadType": "application/vnd.in-toto+json",
+        "signatures": [
+            {
+                "keyid": "A",
+                "sig": "2WAfaHm5jluo0w+0rk8uVkluELJYWjSmU9x7EUzx+AyteDGJ4/nqyJXfmAUVFIAoQafWm7AxBZNw5M9ixNHiCA==",
+            }
+        ],
+    }
     # LEN(type) counts the bytes of UTF-8(type): 29 for these 28 characters
     assert ev.pae("application/vnd.exämple+json", body).startswith(b"DSSEv1 29 application/vnd.ex\xc3\xa4mple+json 43 ")
     assert base64.b64encode(k.sign(ev.pae("application/vnd.exämple+json", body))).decode() == (
-        "xmSk/ug66ysT7ayhkCIjhAq42zgZXSsEWuzUaNL7w2eGAdF/NU6/fRXPtmfN+5DNSAs5/i2lUnHjbbjPsu0tAw==")
+        "xmSk/ug66ysT7ayhkCIjhAq42zgZXSsEWuzUaNL7w2eGAdF/NU6/fRXPtmfN+5DNSAs5/i2lUnHjbbjPsu0tAw=="
+    )
     # verifiers accept URL-safe base64 ("url-safe-base64" vector)
     payload = ev.b64decode_any("-_-_Pj8=")
     assert payload == bytes.fromhex("fbffbf3e3f")
-    assert ev.ed25519_verifies(ev.raw_public_key(k), ev.b64decode_any(
-        "P-_KHICeR7tI6S_YyejJTRtrXhcQyQ2LYPaL8h90KjC9qN8HU_svOQ6TuDOT1HIrsGW886DbWNWcCmX5twLrAw=="),
-        ev.pae("application/vnd.in-toto+json", payload))
+    assert ev.ed25519_verifies(
+        ev.raw_public_key(k),
+        ev.b64decode_any("P-_KHICeR7tI6S_YyejJTRtrXhcQyQ2LYPaL8h90KjC9qN8HU_svOQ6TuDOT1HIrsGW886DbWNWcCmX5twLrAw=="),
+        ev.pae("application/vnd.in-toto+json", payload),
+    )
 
 
 def test_manifest_is_a_dsse_envelope_of_a_valid_in_toto_statement(run_dir, key):
@@ -104,35 +137,59 @@ def test_manifest_is_a_dsse_envelope_of_a_valid_in_toto_statement(run_dir, key):
     assert env["signatures"][0]["keyid"] == hashlib.sha256(raw).hexdigest()[:16]
     payload = base64.b64decode(env["payload"])
     # the signature checks with cryptography directly over the spec's PAE
-    key.public_key().verify(base64.b64decode(env["signatures"][0]["sig"]),
-                            b"DSSEv1 28 application/vnd.in-toto+json %d %b" % (len(payload), payload))
+    key.public_key().verify(
+        base64.b64decode(env["signatures"][0]["sig"]),
+        b"DSSEv1 28 application/vnd.in-toto+json %d %b" % (len(payload), payload),
+    )
     st = json.loads(payload)
     assert ev.statement_problems(st) == []
     assert st["_type"] == "https://in-toto.io/Statement/v1"
     assert st["predicateType"] == "https://impactflow.dev/evidence/v1"
     names = [s["name"] for s in st["subject"]]
     body = (run_dir / "reports" / "impact_report.json").read_bytes()
-    assert {"name": "reports/impact_report.json", "digest": {"sha256": hashlib.sha256(body).hexdigest()}} in st["subject"]
-    assert {"reports/impact_report.md", "reports/impact_report.html", "models/mlp/audits.json",
-            "data_docs/index.html", "evidence.json"} <= set(names)
+    assert {"name": "reports/impact_report.json", "digest": {"sha256": hashlib.sha256(body).hexdigest()}} in st[
+        "subject"
+    ]
+    assert {
+        "reports/impact_report.md",
+        "reports/impact_report.html",
+        "models/mlp/audits.json",
+        "data_docs/index.html",
+        "evidence.json",
+    } <= set(names)
     assert "model/mlp/MLmodel" in names and "model/mlp/python_model.pkl" in names
-    digest = hashlib.sha256(json.dumps({"MLmodel": "cd" * 32, "python_model.pkl": "ef" * 32},
-                                       separators=(",", ":"), sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(
+        json.dumps(
+            {"MLmodel": "cd" * 32, "python_model.pkl": "ef" * 32}, separators=(",", ":"), sort_keys=True
+        ).encode()
+    ).hexdigest()
     assert {"name": "model/mlp", "uri": "models:/m-1", "digest": {"sha256": digest}} in st["subject"]
     assert {"name": "models:/impactflow-tabular-mlp/3", "digest": {"sha256": digest}} in st["subject"]
     assert {"name": "data/adult.data", "digest": {"sha256": "ab" * 32}} in st["subject"]
     pred = st["predicate"]
     assert pred["summary"]["status"] == "pass" and pred["gates"] == [{"model": "mlp", "name": "g", "status": "pass"}]
-    assert pred["files"]["reports/impact_report.json"] == {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
-    assert pred["signer"] == {"algorithm": "ed25519", "public_key": raw.hex(), "key_id": ev.key_id(raw), "owner": "alice"}
+    assert pred["files"]["reports/impact_report.json"] == {
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "size": len(body),
+    }
+    assert pred["signer"] == {
+        "algorithm": "ed25519",
+        "public_key": raw.hex(),
+        "key_id": ev.key_id(raw),
+        "owner": "alice",
+    }
     assert pred["models"][0]["registry"] == {"name": "impactflow-tabular-mlp", "version": "3"}
     assert pred["models"][0]["digest"] == digest
 
 
 def test_statement_structure_check_names_what_is_wrong():
     assert ev.statement_problems([]) == ["the payload is not a JSON object"]
-    bad = {"_type": "https://in-toto.io/Statement/v0.1", "subject": [{"name": "a", "digest": {"sha256": "ABC"}}],
-           "predicateType": "x", "predicate": {}}
+    bad = {
+        "_type": "https://in-toto.io/Statement/v0.1",
+        "subject": [{"name": "a", "digest": {"sha256": "ABC"}}],
+        "predicateType": "x",
+        "predicate": {},
+    }
     problems = " ".join(ev.statement_problems(bad))
     assert "_type" in problems and "lowercase hex" in problems and "predicateType" in problems
 
@@ -167,9 +224,17 @@ def _flip(path: Path, offset: int = 0) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("rel", ["reports/impact_report.json", "reports/impact_report.md",
-                                 "reports/impact_report.html", "models/mlp/audits.json",
-                                 "data_docs/index.html", "evidence.json"])
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "reports/impact_report.json",
+        "reports/impact_report.md",
+        "reports/impact_report.html",
+        "models/mlp/audits.json",
+        "data_docs/index.html",
+        "evidence.json",
+    ],
+)
 def test_one_flipped_byte_in_any_file_fails_naming_it(run_dir, rel, trust):
     _flip(run_dir / rel, offset=3)
     res = ev.verify(run_dir, trust=trust)
@@ -220,10 +285,12 @@ def test_resigned_by_a_foreign_key_is_untrusted(run_dir, key, trust, tmp_path):
     other = ev.load_or_create_signing_key(tmp_path / "attacker.pem")
     doc = json.loads(report.read_text())
     doc["summary"]["status"] = "pass-edited"
-    doc["integrity"] = {"signer_key_id": ev.key_id(ev.raw_public_key(other)),
-                        "signer_public_key": ev.raw_public_key(other).hex(),
-                        "evidence_manifest_sha256": ev.sha256_file(run_dir / "evidence.json"),
-                        "previous_report_sha256": None}
+    doc["integrity"] = {
+        "signer_key_id": ev.key_id(ev.raw_public_key(other)),
+        "signer_public_key": ev.raw_public_key(other).hex(),
+        "evidence_manifest_sha256": ev.sha256_file(run_dir / "evidence.json"),
+        "previous_report_sha256": None,
+    }
     report.write_text(json.dumps(doc))
     ev.write_signed_manifest(run_dir, other, run_id="r1", owner="alice")  # claims the same owner label
     res = ev.verify(run_dir, trust=trust)
@@ -241,8 +308,12 @@ def test_resigned_by_a_foreign_key_with_the_old_cover_is_tampered(tmp_path, key,
     (root / "reports").mkdir(parents=True)
     _, sha = ev.write_evidence(root, run_id="r", signer=ev.signer_info(key), previous_report_sha256=None)
     raw = ev.raw_public_key(key)
-    cover = {"evidence_manifest_sha256": sha, "previous_report_sha256": None,
-             "signer_key_id": ev.key_id(raw), "signer_public_key": raw.hex()}
+    cover = {
+        "evidence_manifest_sha256": sha,
+        "previous_report_sha256": None,
+        "signer_key_id": ev.key_id(raw),
+        "signer_public_key": raw.hex(),
+    }
     (root / "reports" / "impact_report.json").write_text(json.dumps({"integrity": cover}))
     ev.write_signed_manifest(root, key, run_id="r")
     assert ev.verify(root, trust=trust).ok
@@ -259,7 +330,9 @@ def test_signed_by_a_trusted_key_but_naming_another_signer_is_tampered(run_dir, 
     st = json.loads(base64.b64decode(env["payload"]))
     st["predicate"]["signer"] = ev.signer_info(other, "bob")  # names bob, signed by alice
     payload = ev.canonical_json(st)
-    (run_dir / ev.MANIFEST_NAME).write_bytes(ev.canonical_json(ev.dsse_envelope(payload, key, ev.key_id(ev.raw_public_key(key)))))
+    (run_dir / ev.MANIFEST_NAME).write_bytes(
+        ev.canonical_json(ev.dsse_envelope(payload, key, ev.key_id(ev.raw_public_key(key))))
+    )
     res = ev.verify(run_dir, trust=trust)
     assert res.signature == "valid" and not res.intact
     assert any("but the statement names signer" in p for p in res.problems)
@@ -278,7 +351,9 @@ def test_subjects_that_disagree_with_the_predicate_are_tampered(run_dir, key, tr
     st = json.loads(base64.b64decode(env["payload"]))
     st["subject"] = st["subject"][:1]
     payload = ev.canonical_json(st)
-    (run_dir / ev.MANIFEST_NAME).write_bytes(ev.canonical_json(ev.dsse_envelope(payload, key, ev.key_id(ev.raw_public_key(key)))))
+    (run_dir / ev.MANIFEST_NAME).write_bytes(
+        ev.canonical_json(ev.dsse_envelope(payload, key, ev.key_id(ev.raw_public_key(key))))
+    )
     res = ev.verify(run_dir, trust=trust)
     assert res.signature == "valid" and not res.intact and any("subjects differ" in p for p in res.problems)
 
@@ -287,8 +362,10 @@ def test_model_problems_name_changed_missing_and_added_files():
     m = {"name": "mlp", "files": MODEL_FILES}
     assert ev.model_problems(m, dict(MODEL_FILES), "run x") == []
     swapped = {"MLmodel": MODEL_FILES["MLmodel"], "model.skops": {"sha256": "00" * 32, "size": 9}}
-    assert ev.model_problems(m, swapped, "run x") == ["model mlp (run x): python_model.pkl missing",
-                                                      "model mlp (run x): model.skops added after signing"]
+    assert ev.model_problems(m, swapped, "run x") == [
+        "model mlp (run x): python_model.pkl missing",
+        "model mlp (run x): model.skops added after signing",
+    ]
     assert ev.model_problems(m, None, "models:/a/1") == ["model mlp (models:/a/1): not found"]
 
 
@@ -395,17 +472,31 @@ def test_export_document_is_a_trust_file_that_trusts_the_key(key, tmp_path, monk
 def test_trust_file_accepts_hex_and_base64_and_checks_key_ids(key, tmp_path):
     raw = ev.raw_public_key(key)
     f = tmp_path / "t.json"
-    f.write_text(json.dumps({"keys": [{"public_key": raw.hex(), "owner": "a"},
-                                      {"public_key": base64.b64encode(raw).decode(), "owner": "b"}]}))
+    f.write_text(
+        json.dumps(
+            {
+                "keys": [
+                    {"public_key": raw.hex(), "owner": "a"},
+                    {"public_key": base64.b64encode(raw).decode(), "owner": "b"},
+                ]
+            }
+        )
+    )
     assert [e["key_id"] for e in ev.load_trust_file(f)] == [ev.key_id(raw)] * 2
     f.write_text(json.dumps({"keys": [{"public_key": raw.hex(), "key_id": "0" * 16}]}))
     with pytest.raises(ConfigError, match=r"trust file .*t.json: key 1: key_id '0000000000000000' is not that"):
         ev.load_trust_file(f)
 
 
-@pytest.mark.parametrize("text, why", [("{not json", "not JSON"), ('{"keys": 3}', 'not {"keys"'),
-                                       ('{"keys": [{"owner": "a"}]}', "key 1: no public_key"),
-                                       ('{"keys": [{"public_key": "zz"}]}', "key 1: public_key is not")])
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("{not json", "not JSON"),
+        ('{"keys": 3}', 'not {"keys"'),
+        ('{"keys": [{"owner": "a"}]}', "key 1: no public_key"),
+        ('{"keys": [{"public_key": "zz"}]}', "key 1: public_key is not"),
+    ],
+)
 def test_corrupt_trust_file_is_a_config_error(tmp_path, text, why):
     f = tmp_path / "t.json"
     f.write_text(text)

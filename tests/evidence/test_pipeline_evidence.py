@@ -2,6 +2,7 @@
 MLflow run id (which re-hashes the logged and registered models); one changed byte fails
 `impactflow report verify` (exit 4), so do the registered MLP's files swapped for the logistic
 regression's; runs form a hash chain; `compare` reads both."""
+
 from __future__ import annotations
 
 import hashlib
@@ -62,16 +63,22 @@ def test_run_folder_verifies_and_report_shows_its_integrity_cover(two_runs):
     statement = _statement(run_dir)
     assert ev.statement_problems(statement) == []
     pred = statement["predicate"]
-    assert {"reports/impact_report.json", "reports/impact_report.md", "reports/impact_report.html",
-            "evidence.json"} <= set(pred["files"])
+    assert {
+        "reports/impact_report.json",
+        "reports/impact_report.md",
+        "reports/impact_report.html",
+        "evidence.json",
+    } <= set(pred["files"])
     assert any(p.startswith("models/") for p in pred["files"])
     assert pred["summary"]["status"] == report["summary"]["status"] == first["status"]
     assert pred["gates"] == report["summary"]["gates"]
     # every logged model's files, the MLP bound to its registry version (tagged with its digest)
     models = {m["name"]: m for m in pred["models"]}
     assert set(models) == {"mlp", "logreg"}
-    assert models["mlp"]["registry"] == {"name": first["models"]["mlp"]["registry"]["name"],
-                                         "version": first["models"]["mlp"]["registry"]["version"]}
+    assert models["mlp"]["registry"] == {
+        "name": first["models"]["mlp"]["registry"]["name"],
+        "version": first["models"]["mlp"]["registry"]["version"],
+    }
     assert models["logreg"]["registry"] is None and "MLmodel" in models["mlp"]["files"]
     from mlflow import MlflowClient
 
@@ -99,8 +106,10 @@ def test_second_run_chains_to_the_first_reports_hash_and_tags_runs(two_runs):
     assert ev.verify(_run_dir(out, second), trust=_own_trust()).previous_report_sha256 == first_sha
     tags = MlflowClient(uri).get_run(first["parent_run_id"]).data.tags
     assert tags["impactflow.report_sha256"] == first_sha
-    assert tags["impactflow.manifest_sha256"] == hashlib.sha256(
-        (_run_dir(out, first) / ev.MANIFEST_NAME).read_bytes()).hexdigest()
+    assert (
+        tags["impactflow.manifest_sha256"]
+        == hashlib.sha256((_run_dir(out, first) / ev.MANIFEST_NAME).read_bytes()).hexdigest()
+    )
 
 
 def test_verify_by_mlflow_run_id_downloads_the_same_evidence(two_runs, tmp_path):
@@ -164,8 +173,7 @@ def test_second_run_reuses_the_first_runs_passing_contract_result(two_runs):
     """Same data, same contract: the second run reuses the result (data.reuse_validation), and
     its own run folder still holds the Data Docs, signed with the rest."""
     out, _, first, second = two_runs
-    one, two = (json.loads(Path(s["report"]["json"]).read_text())["data"]["contract_result"]
-                for s in (first, second))
+    one, two = (json.loads(Path(s["report"]["json"]).read_text())["data"]["contract_result"] for s in (first, second))
     assert "reused" not in one["statistics"] and one["success"]
     reused = two["statistics"]["reused"]
     assert two["success"] and reused["validation_seconds"] == one["statistics"]["seconds"]
@@ -187,8 +195,9 @@ def test_registered_mlp_swapped_for_the_logreg_fails_verify_by_run_id(two_runs, 
     out, uri, first, _ = two_runs
     client = MlflowClient(uri)
     pred = _statement(_run_dir(out, first))["predicate"]
-    locations = {m["name"]: Path(urlparse(client.get_logged_model(m["model_id"]).artifact_location).path)
-                 for m in pred["models"]}
+    locations = {
+        m["name"]: Path(urlparse(client.get_logged_model(m["model_id"]).artifact_location).path) for m in pred["models"]
+    }
     mlp, logreg = locations["mlp"], locations["logreg"]
     backup = out / "mlp-backup"
     shutil.copytree(mlp, backup)

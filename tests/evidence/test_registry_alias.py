@@ -1,6 +1,7 @@
 """Registry tags and the champion alias follow the one gate rule (issue 20, defect 1; issue 28,
 defect 1): ``impactflow.gates`` is ``passed`` only when every gate passed, and the alias moves
 only for a passing run."""
+
 from __future__ import annotations
 
 from impactflow.audits.results import AuditResult, Gate, Status
@@ -37,9 +38,16 @@ def test_gate_tag_keys_are_keys_mlflow_accepts():
     registration with a traceback)."""
     from mlflow.utils.validation import _validate_tag_name
 
-    audits = {"fairness": AuditResult("fairness", Status.NOT_MEASURED, gates=[
-        Gate("fairness/section", Status.NOT_MEASURED, None, None, "=="),
-        Gate("group_robustness/<b>*x?</b>/accuracy", Status.PASS, 0.9, 0.8, ">=")])}
+    audits = {
+        "fairness": AuditResult(
+            "fairness",
+            Status.NOT_MEASURED,
+            gates=[
+                Gate("fairness/section", Status.NOT_MEASURED, None, None, "=="),
+                Gate("group_robustness/<b>*x?</b>/accuracy", Status.PASS, 0.9, 0.8, ">="),
+            ],
+        )
+    }
     tags = gate_tags(audits)
     assert "gate.group_robustness/_b__x__/b_/accuracy" in tags
     for key in tags:

@@ -3,6 +3,7 @@ signed run folder (Typer's CliRunner, in process: no flow, no MLflow).
 
 Exit codes: 0 intact and trusted · 4 content changed or signature invalid · 5 intact, signer not
 trusted · 1 bad input (one `error:` line, no traceback)."""
+
 from __future__ import annotations
 
 import json
@@ -36,9 +37,15 @@ def _signed_run(root: Path, key, owner: str | None = None) -> Path:
     (root / "reports").mkdir(parents=True)
     _, sha = ev.write_evidence(root, run_id="r1", signer=ev.signer_info(key), previous_report_sha256=None)
     raw = ev.raw_public_key(key)
-    report = {"summary": {"status": "pass", "gates": []},
-              "integrity": {"signer_key_id": ev.key_id(raw), "signer_public_key": raw.hex(),
-                            "evidence_manifest_sha256": sha, "previous_report_sha256": None}}
+    report = {
+        "summary": {"status": "pass", "gates": []},
+        "integrity": {
+            "signer_key_id": ev.key_id(raw),
+            "signer_public_key": raw.hex(),
+            "evidence_manifest_sha256": sha,
+            "previous_report_sha256": None,
+        },
+    }
     (root / "reports" / "impact_report.json").write_text(json.dumps(report))
     (root / "reports" / "impact_report.md").write_text("# report\n")
     ev.write_signed_manifest(root, key, run_id="r1", owner=owner)
@@ -138,8 +145,17 @@ def test_resigned_by_a_foreign_key_is_5_and_4_when_the_cover_still_names_the_sig
     assert cli("report", "verify", str(run)).exit_code == 5
 
 
-@pytest.mark.parametrize("case", ["missing key file", "corrupt trust file", "missing trust file",
-                                  "old-format manifest", "no manifest", "not a run id"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing key file",
+        "corrupt trust file",
+        "missing trust file",
+        "old-format manifest",
+        "no manifest",
+        "not a run id",
+    ],
+)
 def test_bad_input_is_one_error_line_exit_1(tmp_path, case):
     run = _signed_run(tmp_path / "run", ev.load_or_create_signing_key())
     args = ["report", "verify", str(run)]
@@ -186,6 +202,8 @@ def test_a_run_without_a_key_creates_one_and_says_so(tmp_path):
         progress.install(None)
     info = ev.key_info()
     assert owner == ev.default_owner() == info["owner"]
-    assert lines == [f"created signing key {info['key_id']} at {info['path']} (owner: {owner}); "
-                     "publish its public key with: impactflow keys export"]  # once
+    assert lines == [
+        f"created signing key {info['key_id']} at {info['path']} (owner: {owner}); "
+        "publish its public key with: impactflow keys export"
+    ]  # once
     assert ev.raw_public_key(again) == ev.raw_public_key(key)

@@ -1,4 +1,5 @@
 """The CLI as a user meets it: a real process, exit codes, no tracebacks for user mistakes."""
+
 from __future__ import annotations
 
 import gzip

@@ -1,4 +1,5 @@
 """Config loading: every mistake fails before any task runs, naming the key or path."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,15 @@ def test_default_preset_loads_and_is_tabular():
 
 
 def test_overrides_are_parsed_as_yaml_scalars():
-    cfg = load_config("tabular", ["model.params.epochs=2", "privacy.enabled=true",
-                                  "privacy.target_epsilon=1", "model.baselines=[logreg, hist_gb]"])
+    cfg = load_config(
+        "tabular",
+        [
+            "model.params.epochs=2",
+            "privacy.enabled=true",
+            "privacy.target_epsilon=1",
+            "model.baselines=[logreg, hist_gb]",
+        ],
+    )
     assert cfg.model.params["epochs"] == 2
     assert cfg.privacy.enabled is True and cfg.privacy.target_epsilon == 1.0
     assert cfg.model.baselines == ["logreg", "hist_gb"]
@@ -38,9 +46,11 @@ def test_overrides_are_parsed_as_yaml_scalars():
         (["privacy.enabled=true"], "privacy.enabled needs privacy.target_epsilon or privacy.noise_multiplier"),
         (["nokey"], "expected key=value"),
         # a key earlier versions accepted: what happened to it, not "unknown key"
-        (["data.validate_while_training=false"],
-         "data.validate_while_training: removed: the contract is always validated before training starts; "
-         "delete this key"),
+        (
+            ["data.validate_while_training=false"],
+            "data.validate_while_training: removed: the contract is always validated before training starts; "
+            "delete this key",
+        ),
     ],
 )
 def test_bad_config_names_the_problem(override, message):

@@ -2,6 +2,7 @@
 starts one worker and no job runner on the training-runs view, presets that need the user's
 data say so (and the run refuses before any task), early stopping is named in the progress
 line, gate names are never broken, and the last line explains the exit code."""
+
 from __future__ import annotations
 
 import io
@@ -96,8 +97,16 @@ def test_training_reports_the_early_stop_to_the_progress_hook():
     y = rng.integers(0, 2, size=64).astype("float32")  # noise: validation loss stops improving
     rows = []
     y = y.reshape(-1, 1)
-    train_torch(nn.Linear(3, 1), X, y, X[:16], y[:16], make_criterion=lambda r: nn.BCEWithLogitsLoss(reduction=r),
-                settings=TrainSettings(epochs=200, patience=2, batch_size=16, lr=0.5), on_epoch=rows.append)
+    train_torch(
+        nn.Linear(3, 1),
+        X,
+        y,
+        X[:16],
+        y[:16],
+        make_criterion=lambda r: nn.BCEWithLogitsLoss(reduction=r),
+        settings=TrainSettings(epochs=200, patience=2, batch_size=16, lr=0.5),
+        on_epoch=rows.append,
+    )
     last = rows[-1]
     assert last["stopped_early"] == 1.0 and last["epoch"] < 200
     assert last["epoch"] - last["best_epoch"] == 2  # patience 2: two epochs without a better loss
@@ -105,10 +114,23 @@ def test_training_reports_the_early_stop_to_the_progress_hook():
 
 
 GATES = [
-    {"model": "mlp", "name": "fairness/intersection/sex x race/demographic_parity_difference", "value": 0.1234,
-     "threshold": 0.1, "comparison": "<=", "status": "fail"},
-    {"model": "logreg", "baseline": True, "name": "performance/accuracy", "value": 0.85, "threshold": 0.8,
-     "comparison": ">=", "status": "pass"},
+    {
+        "model": "mlp",
+        "name": "fairness/intersection/sex x race/demographic_parity_difference",
+        "value": 0.1234,
+        "threshold": 0.1,
+        "comparison": "<=",
+        "status": "fail",
+    },
+    {
+        "model": "logreg",
+        "baseline": True,
+        "name": "performance/accuracy",
+        "value": 0.85,
+        "threshold": 0.8,
+        "comparison": ">=",
+        "status": "pass",
+    },
 ]
 
 
@@ -135,10 +157,13 @@ def test_gates_are_a_table_on_a_wide_terminal_and_names_stay_whole():
     assert GATES[0]["name"] in text and "logreg (baseline)" in text
 
 
-@pytest.mark.parametrize("status,expected", [
-    ("pass", "exit 0: completed, every gate was measured and passed"),
-    ("fail", "exit 3: completed, a gate failed — see the report"),
-    ("incomplete", "exit 3: completed, but a gate could not be measured (incomplete) — see the report"),
-])
+@pytest.mark.parametrize(
+    "status,expected",
+    [
+        ("pass", "exit 0: completed, every gate was measured and passed"),
+        ("fail", "exit 3: completed, a gate failed — see the report"),
+        ("incomplete", "exit 3: completed, but a gate could not be measured (incomplete) — see the report"),
+    ],
+)
 def test_the_last_line_explains_the_exit_code(status, expected):
     assert cli.exit_line({"status": status}) == expected

@@ -1,6 +1,7 @@
 """Issue 20, defect 1, end to end: ``--set gates.fairness.min_group_size=3000`` left every fairness
 gate not measured, yet the run printed Overall PASS, exited 0 and aliased the model ``champion``.
 Now: exit 3, INCOMPLETE naming the gates, no alias. A passing run aliases at its very end."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,15 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 # a small, quick run whose performance and privacy gates pass, so only fairness decides
-SMALL = ["data.sample=4000", "model.params.epochs=1", "model.baselines=[]", "train.device=cpu",
-         "gates.performance.min_accuracy=0.5", "gates.performance.min_roc_auc=0.5", "gates.performance.max_ece=0.5"]
+SMALL = [
+    "data.sample=4000",
+    "model.params.epochs=1",
+    "model.baselines=[]",
+    "train.device=cpu",
+    "gates.performance.min_accuracy=0.5",
+    "gates.performance.min_roc_auc=0.5",
+    "gates.performance.max_ece=0.5",
+]
 
 
 def _run(cli, tmp_path, name, *overrides):
@@ -38,8 +46,10 @@ def test_unmeasured_gates_make_the_run_incomplete_and_only_a_passing_run_is_alia
     missing = report["summary"]["incomplete"]
     # three gates (DP difference, EO difference, four-fifths) for sex, race and sex x race
     assert sorted(m["gate"] for m in missing) == sorted(
-        f"fairness/{a}/{g}" for a in ("sex", "race", "sex_x_race")
-        for g in ("demographic_parity_difference", "equalized_odds_difference", "four_fifths_min_ratio"))
+        f"fairness/{a}/{g}"
+        for a in ("sex", "race", "sex_x_race")
+        for g in ("demographic_parity_difference", "equalized_odds_difference", "four_fifths_min_ratio")
+    )
     assert all("n >= 3000" in m["reason"] for m in missing)
     client = MlflowClient(tracking_uri=uri)
     (model,) = client.search_registered_models()
@@ -47,9 +57,11 @@ def test_unmeasured_gates_make_the_run_incomplete_and_only_a_passing_run_is_alia
     assert version.tags["impactflow.gates"] == "incomplete" and not model.aliases  # no champion
     assert client.get_run(report["run"]["run_id"]).data.tags["impactflow.gates"] == "incomplete"
 
-    skip = ["gates.fairness.skip.max_demographic_parity_difference=pilot: parity is reviewed by hand",
-            "gates.fairness.skip.max_equalized_odds_difference=pilot: error rates are reviewed by hand",
-            "gates.fairness.skip.four_fifths_ratio=pilot: selection rates are reviewed by hand"]
+    skip = [
+        "gates.fairness.skip.max_demographic_parity_difference=pilot: parity is reviewed by hand",
+        "gates.fairness.skip.max_equalized_odds_difference=pilot: error rates are reviewed by hand",
+        "gates.fairness.skip.four_fifths_ratio=pilot: selection rates are reviewed by hand",
+    ]
     r, _ = _run(cli, tmp_path, "skipped", *skip)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out

@@ -1,4 +1,5 @@
 """The kept local Prefect server: start once, later processes use it, stop ends it."""
+
 from __future__ import annotations
 
 import json
@@ -59,17 +60,23 @@ def test_start_use_and_stop(home):
         assert local_server.running_api_url() == state["api_url"]
         assert local_server.start(port)["already_running"]  # a second start reuses it
         # a fresh process with no PREFECT_API_URL runs its flow on the kept server
-        code = ("from impactflow.flows.local_server import use_kept_server\n"
-                "import os; assert use_kept_server() == os.environ['PREFECT_API_URL']\n"
-                "from prefect import flow\n"
-                "@flow(name='kept-server-probe')\n"
-                "def probe():\n    return 1\n"
-                "probe()\n")
+        code = (
+            "from impactflow.flows.local_server import use_kept_server\n"
+            "import os; assert use_kept_server() == os.environ['PREFECT_API_URL']\n"
+            "from prefect import flow\n"
+            "@flow(name='kept-server-probe')\n"
+            "def probe():\n    return 1\n"
+            "probe()\n"
+        )
         env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
         env["PYTHONPATH"] = str(ROOT)
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300, cwd=ROOT)
-        req = urllib.request.Request(f"{state['api_url']}/flow_runs/filter", data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{state['api_url']}/flow_runs/filter",
+            data=b"{}",
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             runs = json.load(resp)
         assert [r["state_type"] for r in runs] == ["COMPLETED"]

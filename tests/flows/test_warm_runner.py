@@ -1,6 +1,7 @@
 """The warm runner (flows/warm.py): `impactflow run` forked from a process with the libraries
 already imported, with the CLI as its front (exit status, signals, a killed CLI kills the run),
 and a cold run, with the reason said, whenever the fork could differ from a fresh process."""
+
 from __future__ import annotations
 
 import json
@@ -18,29 +19,57 @@ import pytest
 from impactflow.flows import warm
 from impactflow.flows.cli import WARM_ENTRY
 
-FAST = ["-c", "text", "--set", "data.sample=800", "--set", "model.params.epochs=1", "--set", "model.baselines=[]",
-        "--set", "gates.identity.counterfactual_sample=50", "--set", "privacy_audit.canaries=0"]
-SLOW = ["-c", "text", "--set", "data.sample=1500", "--set", "model.baselines=[]",
-        "--set", "model.params.epochs=500", "--set", "model.params.patience=1000"]
+FAST = [
+    "-c",
+    "text",
+    "--set",
+    "data.sample=800",
+    "--set",
+    "model.params.epochs=1",
+    "--set",
+    "model.baselines=[]",
+    "--set",
+    "gates.identity.counterfactual_sample=50",
+    "--set",
+    "privacy_audit.canaries=0",
+]
+SLOW = [
+    "-c",
+    "text",
+    "--set",
+    "data.sample=1500",
+    "--set",
+    "model.baselines=[]",
+    "--set",
+    "model.params.epochs=500",
+    "--set",
+    "model.params.patience=1000",
+]
 
 
 # --------------------------------------------------------------------------- unit
 
 
 def _request(**over):
-    req = {"executable": sys.executable, "fingerprint": "abc",
-           "env": {"PREFECT_API_URL": "http://x/api", "PATH": "/bin", "MLFLOW_TRACKING_URI": "sqlite:///a.db"}}
+    req = {
+        "executable": sys.executable,
+        "fingerprint": "abc",
+        "env": {"PREFECT_API_URL": "http://x/api", "PATH": "/bin", "MLFLOW_TRACKING_URI": "sqlite:///a.db"},
+    }
     return {**req, **over}
 
 
 def test_refusal_names_what_differs_and_ignores_per_call_variables():
-    started_with = warm.import_environment({"PREFECT_API_URL": "http://x/api", "PATH": "/usr/bin",
-                                            "MLFLOW_TRACKING_URI": "sqlite:///b.db"})
+    started_with = warm.import_environment(
+        {"PREFECT_API_URL": "http://x/api", "PATH": "/usr/bin", "MLFLOW_TRACKING_URI": "sqlite:///b.db"}
+    )
     assert started_with == {"PREFECT_API_URL": "http://x/api"}  # PATH and the tracking URI are per call
     assert warm.refusal(_request(), "abc", started_with) is None
     env = {**_request()["env"], "PREFECT_LOGGING_LEVEL": "DEBUG"}
-    assert warm.refusal(_request(env=env), "abc", started_with) == \
-        "environment variable PREFECT_LOGGING_LEVEL differs from when it started"
+    assert (
+        warm.refusal(_request(env=env), "abc", started_with)
+        == "environment variable PREFECT_LOGGING_LEVEL differs from when it started"
+    )
     env = {**_request()["env"], "OMP_NUM_THREADS": "1"}
     assert "OMP_NUM_THREADS" in warm.refusal(_request(env=env), "abc", started_with)
     env = {k: v for k, v in _request()["env"].items() if k != "PREFECT_API_URL"}  # unset counts too
@@ -96,8 +125,13 @@ def test_a_recycled_pid_is_neither_used_nor_killed(tmp_path, monkeypatch, capsys
 
 def test_start_keeps_a_current_runner_and_replaces_a_stale_one(tmp_path, monkeypatch):
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
-    current = {"pid": 1, "socket": "s", "python": sys.executable, "fingerprint": warm.code_fingerprint(),
-               "environment_sha256": warm.environment_digest(warm.import_environment(dict(os.environ)))}
+    current = {
+        "pid": 1,
+        "socket": "s",
+        "python": sys.executable,
+        "fingerprint": warm.code_fingerprint(),
+        "environment_sha256": warm.environment_digest(warm.import_environment(dict(os.environ))),
+    }
     stopped = []
     monkeypatch.setattr(warm, "stop", lambda: stopped.append(True))
 
@@ -175,8 +209,9 @@ def _exists(pid: int) -> bool:
 
 
 def _cli(runner, cwd, *args, **popen):
-    return subprocess.Popen([sys.executable, "-m", "impactflow.flows.cli", "run", *args], cwd=cwd, env=runner["env"],
-                            text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "impactflow.flows.cli", "run", *args], cwd=cwd, env=runner["env"], text=True, **popen
+    )
 
 
 def _forked_runs(runner) -> int:
@@ -201,12 +236,18 @@ def test_a_run_forks_from_the_warm_runner(runner, tmp_path):
     # the same command cold, in its own folder: the fork computes exactly what a fresh process does
     cold_dir = tmp_path / "cold"
     cold_dir.mkdir()
-    cold = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "run", *FAST], cwd=cold_dir,
-                          env={**runner["env"], "IMPACTFLOW_WARM": "off"}, capture_output=True, text=True,
-                          timeout=600)
+    cold = subprocess.run(
+        [sys.executable, "-m", "impactflow.flows.cli", "run", *FAST],
+        cwd=cold_dir,
+        env={**runner["env"], "IMPACTFLOW_WARM": "off"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert cold.returncode == proc.returncode and "warm runner" not in cold.stdout + cold.stderr
-    cold_doc = json.loads(next((cold_dir / "impactflow_runs" / "runs").glob("*/reports/impact_report.json"))
-                          .read_text())
+    cold_doc = json.loads(
+        next((cold_dir / "impactflow_runs" / "runs").glob("*/reports/impact_report.json")).read_text()
+    )
     metrics = {m["name"]: {a: r["metrics"] for a, r in m["audits"].items()} for m in doc["models"]}
     assert metrics == {m["name"]: {a: r["metrics"] for a, r in m["audits"].items()} for m in cold_doc["models"]}
     assert metrics["transformer"]["performance"]["eval/accuracy"] > 0
@@ -219,10 +260,31 @@ def test_an_audit_forks_from_the_warm_runner_too(runner, tmp_path):
     table = df[["income", "sex"]].assign(pred=df["income"])  # a perfect "model" (parity gates may still fail)
     table.to_csv(tmp_path / "preds.csv", index=False)
     before = _forked_runs(runner)
-    proc = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "audit", "--data", str(tmp_path / "preds.csv"),
-                           "--label", "income", "--prediction", "pred", "--sensitive", "sex",
-                           "--positive-label", ">50K", "--output-dir", str(tmp_path / "runs")],
-                          cwd=tmp_path, env=runner["env"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "impactflow.flows.cli",
+            "audit",
+            "--data",
+            str(tmp_path / "preds.csv"),
+            "--label",
+            "income",
+            "--prediction",
+            "pred",
+            "--sensitive",
+            "sex",
+            "--positive-label",
+            ">50K",
+            "--output-dir",
+            str(tmp_path / "runs"),
+        ],
+        cwd=tmp_path,
+        env=runner["env"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode in (0, 3), proc.stdout[-2000:] + proc.stderr[-2000:]  # 3: a gate failed
     assert "warm runner: run process" in proc.stdout and "report verify" in proc.stdout
     assert _forked_runs(runner) == before + 1
@@ -230,8 +292,14 @@ def test_an_audit_forks_from_the_warm_runner_too(runner, tmp_path):
 
 def test_validate_forks_from_the_warm_runner(runner, tmp_path):
     before = _forked_runs(runner)
-    proc = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "validate", "-c", "tabular"], cwd=tmp_path,
-                          env=runner["env"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "impactflow.flows.cli", "validate", "-c", "tabular"],
+        cwd=tmp_path,
+        env=runner["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "48842 rows meet contract 'adult'" in proc.stdout, proc.stdout + proc.stderr
     assert _forked_runs(runner) == before + 1
 
@@ -247,14 +315,26 @@ def test_the_childs_exit_status_is_the_clis(runner, tmp_path):
 def test_a_different_import_time_environment_runs_cold_and_says_why(runner, tmp_path):
     before = _forked_runs(runner)
     env = {**runner["env"], "PREFECT_LOGGING_LEVEL": "DEBUG"}
-    proc = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "run", "-c", "no-such-preset"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "impactflow.flows.cli", "run", "-c", "no-such-preset"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "warm runner not used: environment variable PREFECT_LOGGING_LEVEL differs" in proc.stderr
     assert proc.returncode == 1 and "no-such-preset" in proc.stderr  # the cold run's own answer
     assert _forked_runs(runner) == before
     off = {**runner["env"], "IMPACTFLOW_WARM": "off"}  # a deliberate cold run: no note
-    proc = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "run", "-c", "no-such-preset"], cwd=tmp_path,
-                          env=off, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "impactflow.flows.cli", "run", "-c", "no-such-preset"],
+        cwd=tmp_path,
+        env=off,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "warm runner" not in proc.stderr and _forked_runs(runner) == before
 
 
@@ -314,8 +394,14 @@ def test_a_silent_or_broken_client_does_not_block_the_runner(runner, tmp_path):
     broken.close()
     try:
         before = _forked_runs(runner)
-        proc = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "run", "-c", "no-such-preset"], cwd=tmp_path,
-                              env=runner["env"], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "impactflow.flows.cli", "run", "-c", "no-such-preset"],
+            cwd=tmp_path,
+            env=runner["env"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 1 and "no-such-preset" in proc.stderr
         assert _forked_runs(runner) == before + 1  # served by the warm runner, after the other two
         assert "bad request" in runner["log"].read_text()

@@ -1,4 +1,5 @@
 """Multiclass performance and group-robustness audits on a 6-row example computed by hand."""
+
 from __future__ import annotations
 
 import math
@@ -13,14 +14,16 @@ from impactflow.audits.results import Status
 
 # y_true = 0 0 1 1 2 2; predictions (argmax) = 0 1 1 1 2 0 -> 4 of 6 right
 Y = np.array([0, 0, 1, 1, 2, 2])
-P = np.array([
-    [0.8, 0.1, 0.1],
-    [0.3, 0.6, 0.1],
-    [0.1, 0.7, 0.2],
-    [0.2, 0.5, 0.3],
-    [0.1, 0.2, 0.7],
-    [0.5, 0.1, 0.4],
-])
+P = np.array(
+    [
+        [0.8, 0.1, 0.1],
+        [0.3, 0.6, 0.1],
+        [0.1, 0.7, 0.2],
+        [0.2, 0.5, 0.3],
+        [0.1, 0.2, 0.7],
+        [0.5, 0.1, 0.4],
+    ]
+)
 LABELS = ("zero", "one", "two")
 
 
@@ -97,8 +100,9 @@ def test_group_robustness_by_hand():
 
 
 def test_small_groups_are_reported_not_gated():
-    r = group_robustness_audit(_inputs(groups=["a", "a", "b", "b", "b", "b"]),
-                               {"max_worst_group_gap": 0.1, "min_group_size": 3})
+    r = group_robustness_audit(
+        _inputs(groups=["a", "a", "b", "b", "b", "b"]), {"max_worst_group_gap": 0.1, "min_group_size": 3}
+    )
     rows = {(x["attribute"], x["group"]): x for x in r.by_group}
     assert rows[("g", "a")]["too_small"] and not rows[("g", "b")]["too_small"]
     # only group b (0.75) is judged: gap = 4/6 - 0.75 < 0 -> pass

@@ -1,5 +1,6 @@
 """End-to-end runs of the image presets on the shipped MNIST files (real Prefect server, real
 MLflow SQLite store): the acceptance checks of the image family."""
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,14 @@ def test_runs_report_and_logged_model(image_run):
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert {c.data.tags["mlflow.runName"] for c in children} == {"cnn", "logreg"}
     for child in children:
-        for name in ("eval/accuracy", "eval/macro_f1", "eval/ece", "groups/class/worst_group_accuracy",
-                     "groups/class/accuracy_difference", "privacy/mia_auc"):
+        for name in (
+            "eval/accuracy",
+            "eval/macro_f1",
+            "eval/ece",
+            "groups/class/worst_group_accuracy",
+            "groups/class/accuracy_difference",
+            "privacy/mia_auc",
+        ):
             assert name in child.data.metrics, name
     report = json.loads(Path(summary["report"]["json"]).read_text())
     cnn = next(m for m in report["models"] if m["name"] == "cnn")

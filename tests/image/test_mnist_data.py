@@ -1,5 +1,6 @@
 """MNIST loader, validation view and contract; Colored MNIST; the image preprocessor.
 Malformed images (wrong shape, NaN pixels, labels out of range, empty set) give clear errors."""
+
 from __future__ import annotations
 
 import gzip
@@ -59,11 +60,19 @@ def test_not_an_array_is_a_data_error():
         image_stats(pd.DataFrame({"image": pd.Series([np.zeros((28, 28), np.uint8), "x"], dtype=object)}))
 
 
-@pytest.mark.parametrize("corrupt, column", [
-    (lambda df: df.at[3, "image"].__setitem__((0, 0), np.nan) or df, "n_nan"),
-    (lambda df: df.assign(label=df["label"].where(df.index != 5, 11)), "label"),
-    (lambda df: df.assign(image=df["image"].where(df.index != 2, pd.Series([np.zeros((27, 28), np.uint8)] * len(df)))), "height"),
-])
+@pytest.mark.parametrize(
+    "corrupt, column",
+    [
+        (lambda df: df.at[3, "image"].__setitem__((0, 0), np.nan) or df, "n_nan"),
+        (lambda df: df.assign(label=df["label"].where(df.index != 5, 11)), "label"),
+        (
+            lambda df: df.assign(
+                image=df["image"].where(df.index != 2, pd.Series([np.zeros((27, 28), np.uint8)] * len(df)))
+            ),
+            "height",
+        ),
+    ],
+)
 def test_malformed_images_break_the_contract(mnist, corrupt, column):
     df = mnist.copy()
     df["image"] = df["image"].map(lambda a: a.astype(np.float64)) if column == "n_nan" else df["image"]
@@ -75,8 +84,7 @@ def test_malformed_images_break_the_contract(mnist, corrupt, column):
 def test_empty_set_breaks_the_contract(mnist):
     report = validate(mnist.iloc[:0], get_contract("mnist"))
     assert not report.success
-    assert any(f.expectation == "expect_table_row_count_to_be_between" and f.column is None
-               for f in report.failures)
+    assert any(f.expectation == "expect_table_row_count_to_be_between" and f.column is None for f in report.failures)
 
 
 def _csv(tmp_path, rows, name="x.csv.gz"):
@@ -138,8 +146,9 @@ def test_colored_variant_is_deterministic_and_spurious(mnist):
 
 
 def test_preprocessor_standardises_with_training_rows_only():
-    train = pd.DataFrame({"image": pd.Series([np.zeros((4, 4), np.uint8), np.full((4, 4), 255, np.uint8)],
-                                             dtype=object)})
+    train = pd.DataFrame(
+        {"image": pd.Series([np.zeros((4, 4), np.uint8), np.full((4, 4), 255, np.uint8)], dtype=object)}
+    )
     pre = ImagePreprocessor("image", n_classes=10)
     x = pre.fit_transform(train)
     # pixels/255 are 0 and 1: mean 0.5, std 0.5 -> -1 and +1

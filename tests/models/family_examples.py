@@ -3,6 +3,7 @@
 Each returns ``(frame, roles)``: a small DataFrame the family's preprocessor accepts and the
 column roles. The family-generic tests in ``test_families.py`` refuse a family without one.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,17 +15,30 @@ from impactflow.models.base import Roles
 
 def tabular_example(n: int = 64, seed: int = 0):
     rng = np.random.default_rng(seed)
-    df = pd.DataFrame({
-        "num_a": rng.normal(size=n),
-        "num_b": rng.integers(0, 10, size=n).astype(float),
-        "cat": rng.choice(["x", "y", "z"], size=n),
-    })
+    df = pd.DataFrame(
+        {
+            "num_a": rng.normal(size=n),
+            "num_b": rng.integers(0, 10, size=n).astype(float),
+            "cat": rng.choice(["x", "y", "z"], size=n),
+        }
+    )
     df["y"] = np.where(df["num_a"] > 0, "pos", "neg")
     # declared domains (what a contract's suite would say): the DP preprocessing's only input
-    domains = Domains(contract="tabular_example", categories={"cat": ("x", "y", "z")},
-                      ranges={"num_a": (-4.0, 4.0), "num_b": (0.0, 9.0)})
-    roles = Roles(target="y", task="binary", features=("num_a", "num_b", "cat"), positive_label="pos",
-                  labels=("neg", "pos"), categorical=("cat",), numeric=("num_a", "num_b"), domains=domains)
+    domains = Domains(
+        contract="tabular_example",
+        categories={"cat": ("x", "y", "z")},
+        ranges={"num_a": (-4.0, 4.0), "num_b": (0.0, 9.0)},
+    )
+    roles = Roles(
+        target="y",
+        task="binary",
+        features=("num_a", "num_b", "cat"),
+        positive_label="pos",
+        labels=("neg", "pos"),
+        categorical=("cat",),
+        numeric=("num_a", "num_b"),
+        domains=domains,
+    )
     return df, roles
 
 
@@ -50,8 +64,14 @@ def text_example(n: int = 64, seed: int = 0):
     y = rng.integers(0, 2, size=n)
     texts = [pos[i % 4] if label else neg[i % 4] for i, label in enumerate(y)]
     df = pd.DataFrame({"message": texts, "label": np.where(y == 1, "spam", "ham")})
-    roles = Roles(target="label", task="binary", features=("message",), positive_label="spam",
-                  labels=("ham", "spam"), extra={"text": "message"})
+    roles = Roles(
+        target="label",
+        task="binary",
+        features=("message",),
+        positive_label="spam",
+        labels=("ham", "spam"),
+        extra={"text": "message"},
+    )
     return df, roles
 
 
@@ -61,11 +81,17 @@ def recommender_example(n: int = 64, seed: int = 0):
     users = rng.integers(1, 9, size=n)
     items = rng.integers(1, 11, size=n)
     taste = np.linspace(-1, 1, 8)[users - 1] * np.linspace(-1, 1, 10)[items - 1]
-    df = pd.DataFrame({"user_id": users, "item_id": items,
-                       "rating": np.clip(np.rint(3 + 2 * taste), 1, 5).astype(float)})
+    df = pd.DataFrame(
+        {"user_id": users, "item_id": items, "rating": np.clip(np.rint(3 + 2 * taste), 1, 5).astype(float)}
+    )
     domains = Domains(contract="recommender_example", ranges={"user_id": (1.0, 8.0), "item_id": (1.0, 10.0)})
-    roles = Roles(target="rating", task="rating", features=("user_id", "item_id"),
-                  extra={"user": "user_id", "item": "item_id", "rating_min": 1, "rating_max": 5}, domains=domains)
+    roles = Roles(
+        target="rating",
+        task="rating",
+        features=("user_id", "item_id"),
+        extra={"user": "user_id", "item": "item_id", "rating_min": 1, "rating_max": 5},
+        domains=domains,
+    )
     return df, roles
 
 

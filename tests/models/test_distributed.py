@@ -1,4 +1,5 @@
 """Multi-process data-parallel training (DDP) as torchrun runs it: 2 CPU processes, gloo."""
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,23 @@ def test_two_process_gloo_ddp_keeps_replicas_identical_and_learns(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     r = subprocess.run(
-        [str(TORCHRUN), "--nproc-per-node=2", f"--master-port={port}", "-m", "impactflow.models.distributed",
-         "--sample", "8000", "--epochs", "6", "--cpu", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        [
+            str(TORCHRUN),
+            "--nproc-per-node=2",
+            f"--master-port={port}",
+            "-m",
+            "impactflow.models.distributed",
+            "--sample",
+            "8000",
+            "--epochs",
+            "6",
+            "--cpu",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1)]

@@ -6,6 +6,7 @@ while the non-private preprocessing is not (so each check can fail). The Adult D
 categories are the contract's declared sets; a feature without a declared domain is one clear
 ``ConfigError``; a token of one training message never reaches a DP text model's pickle.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,14 +36,14 @@ def _neighbours(name: str):
     """(base frame, base + one row carrying something rare, roles) for a family."""
     df, roles = EXAMPLES[name](n=64, seed=0)
     if name == "tabular":
-        roles = dataclasses.replace(roles, domains=dataclasses.replace(
-            roles.domains, categories={"cat": ("x", "y", "z", "rare")}))
+        roles = dataclasses.replace(
+            roles, domains=dataclasses.replace(roles.domains, categories={"cat": ("x", "y", "z", "rare")})
+        )
         extra = pd.DataFrame({"num_a": [3.9], "num_b": [9.0], "cat": ["rare"], "y": ["pos"]})
     elif name == "text":
         extra = pd.DataFrame({"message": ["zorblatt zorblatt call quixotica"], "label": ["spam"]})
     elif name == "image":
-        extra = pd.DataFrame({"image": pd.Series([np.full((28, 28), 255, dtype=np.uint8)], dtype=object),
-                              "label": [3]})
+        extra = pd.DataFrame({"image": pd.Series([np.full((28, 28), 255, dtype=np.uint8)], dtype=object), "label": [3]})
     else:
         df = df[df["user_id"] != 8].reset_index(drop=True)  # user 8 rated once, in the extra row
         extra = pd.DataFrame({"user_id": [8], "item_id": [10], "rating": [5.0]})
@@ -69,8 +70,10 @@ def test_declared_domains_come_from_unconditional_suite_expectations():
     suite = [
         {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "c", "value_set": ["a", "b", "a", "d"]}},
         {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "c", "value_set": ["b", "a", "e"]}},
-        {"type": "expect_column_values_to_be_in_set",
-         "kwargs": {"column": "g", "value_set": ["z"], "row_condition": {"type": "comparison"}}},
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": "g", "value_set": ["z"], "row_condition": {"type": "comparison"}},
+        },
         {"type": "expect_column_values_to_be_between", "kwargs": {"column": "x", "min_value": 0, "max_value": 10}},
         {"type": "expect_column_values_to_be_between", "kwargs": {"column": "x", "min_value": 2}},
         {"type": "expect_column_values_to_be_between", "kwargs": {"column": "w", "min_value": 1}},
@@ -83,8 +86,12 @@ def test_declared_domains_come_from_unconditional_suite_expectations():
     with pytest.raises(ConfigError) as err:
         d.value_range("w")  # open upper end
     assert str(err.value) == NO_DECLARED_DOMAIN.format(
-        column="w", what="finite range (min_value < max_value)", contract="toy",
-        expectation="expect_column_values_to_be_between", suite="s.json")
+        column="w",
+        what="finite range (min_value < max_value)",
+        contract="toy",
+        expectation="expect_column_values_to_be_between",
+        suite="s.json",
+    )
     with pytest.raises(ConfigError, match=r"under DP, column 'g' needs a declared category set in contract 'toy'"):
         d.category_set("g")  # only a row-conditioned set: not a domain
 
@@ -96,8 +103,11 @@ def test_adult_dp_encoder_holds_the_declared_sets_not_the_training_rows():
     from impactflow.data_contracts.validation import load_suite
 
     suite = load_suite(contract)  # generated from the contract's declarations
-    declared = {e["kwargs"]["column"]: [str(v) for v in e["kwargs"]["value_set"]] for e in suite["expectations"]
-                if e["type"] == "expect_column_values_to_be_in_set"}
+    declared = {
+        e["kwargs"]["column"]: [str(v) for v in e["kwargs"]["value_set"]]
+        for e in suite["expectations"]
+        if e["type"] == "expect_column_values_to_be_in_set"
+    }
     df = load_dataset(contract)
     rare = df["native-country"] == "Holand-Netherlands"
     assert rare.sum() == 1
@@ -122,16 +132,33 @@ def test_dp_tabular_encoding_by_hand():
     """Declared sets + an other/missing column; numbers clipped and scaled to [-1, 1] by the
     declared range, on a log scale when it spans more than 100x (num_c: 0..9999)."""
     _, roles = EXAMPLES["tabular"]()  # cat in {x, y, z}; num_a in [-4, 4], num_b in [0, 9]
-    roles = dataclasses.replace(roles, numeric=("num_a", "num_b", "num_c"), domains=dataclasses.replace(
-        roles.domains, ranges={**roles.domains.ranges, "num_c": (0.0, 9999.0)}))
+    roles = dataclasses.replace(
+        roles,
+        numeric=("num_a", "num_b", "num_c"),
+        domains=dataclasses.replace(roles.domains, ranges={**roles.domains.ranges, "num_c": (0.0, 9999.0)}),
+    )
     pre = get_family("tabular").make_preprocessor(roles, None, private=True)
-    X = pre.fit_transform(pd.DataFrame({"num_a": [-4.0, 0.0, 10.0, np.nan], "num_b": [0.0, 9.0, 4.5, -3.0],
-                                        "num_c": [0.0, 9999.0, 99.0, 1e6], "cat": ["x", "z", "w", None]}))
+    X = pre.fit_transform(
+        pd.DataFrame(
+            {
+                "num_a": [-4.0, 0.0, 10.0, np.nan],
+                "num_b": [0.0, 9.0, 4.5, -3.0],
+                "num_c": [0.0, 9999.0, 99.0, 1e6],
+                "cat": ["x", "z", "w", None],
+            }
+        )
+    )
     # num_c = 99: 2 * ln(100) / ln(10000) - 1 = 0
-    np.testing.assert_allclose(X, [[-1.0, -1.0, -1.0, 1, 0, 0, 0],
-                                   [0.0, 1.0, 1.0, 0, 0, 1, 0],
-                                   [1.0, 0.0, 0.0, 0, 0, 0, 1],   # 10 clipped to 4; "w" undeclared -> other
-                                   [0.0, -1.0, 1.0, 0, 0, 0, 1]], atol=1e-6)  # NaN -> 0; None -> other/missing
+    np.testing.assert_allclose(
+        X,
+        [
+            [-1.0, -1.0, -1.0, 1, 0, 0, 0],
+            [0.0, 1.0, 1.0, 0, 0, 1, 0],
+            [1.0, 0.0, 0.0, 0, 0, 0, 1],  # 10 clipped to 4; "w" undeclared -> other
+            [0.0, -1.0, 1.0, 0, 0, 0, 1],
+        ],
+        atol=1e-6,
+    )  # NaN -> 0; None -> other/missing
     assert pre.spec() == {"n_features": 7}
     assert pre.log_scaled == {"num_a": False, "num_b": False, "num_c": True}
 
@@ -142,8 +169,9 @@ def test_a_feature_without_a_declared_domain_fails_before_training(tmp_path):
     import yaml
 
     folder = tmp_path / "adult_copy"
-    shutil.copytree(get_contract("adult").contract_path.parent, folder,
-                    ignore=shutil.ignore_patterns("*.gz", "__pycache__"))
+    shutil.copytree(
+        get_contract("adult").contract_path.parent, folder, ignore=shutil.ignore_patterns("*.gz", "__pycache__")
+    )
     raw = yaml.safe_load((folder / "contract.yaml").read_text())
     raw["columns"]["age"] = {"type": "integer"}  # no min/max
     (folder / "contract.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -155,10 +183,16 @@ def test_a_feature_without_a_declared_domain_fails_before_training(tmp_path):
     with pytest.raises(ConfigError) as err:
         fit_family_model(fam, {"epochs": 1}, split, roles, seed=0, device="cpu", privacy=DP)
     assert str(err.value) == NO_DECLARED_DOMAIN.format(
-        column="age", what="finite range (min_value < max_value)", contract="adult",
-        expectation="min and max under columns.age", suite="contract.yaml")  # the key to add, in a declared contract
+        column="age",
+        what="finite range (min_value < max_value)",
+        contract="adult",
+        expectation="min and max under columns.age",
+        suite="contract.yaml",
+    )  # the key to add, in a declared contract
     assert "\n" not in str(err.value)
-    assert fam.make_preprocessor(roles, None).fit_transform(split.train[list(roles.features)]).shape[0] == len(split.train)
+    assert fam.make_preprocessor(roles, None).fit_transform(split.train[list(roles.features)]).shape[0] == len(
+        split.train
+    )
 
 
 def _single_message_tokens(texts) -> set[str]:
@@ -178,14 +212,24 @@ def test_a_token_of_one_training_message_never_reaches_the_dp_text_model():
     df = load_dataset(contract).sample(n=600, random_state=0).reset_index(drop=True)
     roles = roles_for(contract, "binary", exclude_sensitive=False)
     fam = get_family("text")
-    params = {"epochs": 1, "batch_size": 64, "d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 16,
-              "hash_buckets": 512}
-    split = split_frame(df.iloc[:400].reset_index(drop=True), target="label", stratify_on=[], validation=0.2,
-                        test=0.2, seed=0)
-    other = split_frame(df.iloc[400:].reset_index(drop=True), target="label", stratify_on=[], validation=0.2,
-                        test=0.2, seed=0)
+    params = {
+        "epochs": 1,
+        "batch_size": 64,
+        "d_model": 16,
+        "n_heads": 2,
+        "n_layers": 1,
+        "d_ff": 16,
+        "hash_buckets": 512,
+    }
+    split = split_frame(
+        df.iloc[:400].reset_index(drop=True), target="label", stratify_on=[], validation=0.2, test=0.2, seed=0
+    )
+    other = split_frame(
+        df.iloc[400:].reset_index(drop=True), target="label", stratify_on=[], validation=0.2, test=0.2, seed=0
+    )
     singles = _single_message_tokens(split.train["message"]) - set().union(
-        *(_single_message_tokens([t]) for t in other.train["message"]))
+        *(_single_message_tokens([t]) for t in other.train["message"])
+    )
 
     def blob(s, privacy) -> bytes:
         return pickle.dumps(fit_family_model(fam, params, s, roles, seed=0, device="cpu", privacy=privacy).predictor)
@@ -236,9 +280,13 @@ def test_image_dp_normalisation_is_fixed():
 
 def test_covers_sentence_from_the_runs_facts():
     dp = {"enabled": True, "epsilon": 0.99612, "delta": 1e-5}
-    text = covers_sentence(dp, privacy_unit="one training row", summary="category sets declared in contract 'adult'",
-                           task="binary", same_rows=SameRows(baselines=("logreg", "hist_gb"), canary_models=1,
-                                                              reference_models=2))
+    text = covers_sentence(
+        dp,
+        privacy_unit="one training row",
+        summary="category sets declared in contract 'adult'",
+        task="binary",
+        same_rows=SameRows(baselines=("logreg", "hist_gb"), canary_models=1, reference_models=2),
+    )
     assert text == (
         "(ε = 0.996, δ = 1e-05) covers the model weights (privacy unit: one training row); the preprocessing "
         "(category sets declared in contract 'adult') and the decision threshold (fixed at 0.5) are "
@@ -246,7 +294,8 @@ def test_covers_sentence_from_the_runs_facts():
         "selection and the non-private baselines 'logreg' and 'hist_gb' trained on the same rows; the privacy "
         "audit's canary model and 2 LiRA reference models, trained on the same rows with the same DP settings, "
         "spend their own ε, which the privacy ledger adds to this one; the number of training rows (it sets "
-        "the sampling rate) is treated as public.")
+        "the sampling rate) is treated as public."
+    )
     bare = covers_sentence(dp, privacy_unit="one image", summary="s", task="multiclass")
     assert "baseline" not in bare and "privacy audit" not in bare and "the decision rule (argmax)" in bare
 
@@ -258,8 +307,9 @@ def test_a_component_fitted_on_rows_stops_a_dp_run():
 
     with pytest.raises(ConfigError) as err:
         preprocessing_record("text", Fitted(), "binary")
-    assert str(err.value) == NOT_DATA_INDEPENDENT.format(family="text", component="vocabulary",
-                                                         how="fitted on training rows: tokens seen twice")
+    assert str(err.value) == NOT_DATA_INDEPENDENT.format(
+        family="text", component="vocabulary", how="fitted on training rows: tokens seen twice"
+    )
 
 
 def test_a_family_without_dp_preprocessing_is_refused_under_dp():
@@ -270,17 +320,27 @@ def test_a_family_without_dp_preprocessing_is_refused_under_dp():
     with pytest.raises(ConfigError, match=r"under DP, family 'tabular' has no data-independent preprocessing"):
         fit_family_model(legacy, {"epochs": 1}, split, roles, seed=0, device="cpu", privacy=DP)
     assert fit_family_model(legacy, {"epochs": 1}, split, roles, seed=0, device="cpu").training["dp"] == {
-        "enabled": False}
+        "enabled": False
+    }
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_every_dp_model_records_what_its_epsilon_covers(name):
     fam = get_family(name)
     df, roles = EXAMPLES[name](n=120, seed=0)
-    split = split_frame(df, target=roles.target, stratify_on=[], validation=0.2, test=0.3, seed=0,
-                        stratify=fam.task != "rating")
-    fitted = fit_family_model(fam, {"epochs": 1, "batch_size": 32}, split, roles, seed=0, device="cpu", privacy=DP,
-                              same_rows=SameRows(baselines=tuple(fam.baselines)))
+    split = split_frame(
+        df, target=roles.target, stratify_on=[], validation=0.2, test=0.3, seed=0, stratify=fam.task != "rating"
+    )
+    fitted = fit_family_model(
+        fam,
+        {"epochs": 1, "batch_size": 32},
+        split,
+        roles,
+        seed=0,
+        device="cpu",
+        privacy=DP,
+        same_rows=SameRows(baselines=tuple(fam.baselines)),
+    )
     dp = fitted.training["dp"]
     assert dp["covers"].startswith(f"(ε = {dp['epsilon']:.3g}, δ = 0.001) covers the model weights")
     assert fam.privacy_unit in dp["covers"] and all(f"'{b}'" in dp["covers"] for b in fam.baselines)

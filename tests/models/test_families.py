@@ -1,4 +1,5 @@
 """Every family, checked the same way (parametrised over FAMILIES)."""
+
 from __future__ import annotations
 
 import numpy as np

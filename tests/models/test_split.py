@@ -10,12 +10,14 @@ from impactflow.models.data import split_frame, stratum_labels
 
 def _frame(n=2000, seed=0):
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "y": rng.choice(["a", "b"], size=n, p=[0.75, 0.25]),
-        "sex": rng.choice(["F", "M"], size=n, p=[0.3, 0.7]),
-        "race": rng.choice(["r1", "r2", "r3"], size=n, p=[0.9, 0.095, 0.005]),
-        "x": np.arange(n),
-    })
+    return pd.DataFrame(
+        {
+            "y": rng.choice(["a", "b"], size=n, p=[0.75, 0.25]),
+            "sex": rng.choice(["F", "M"], size=n, p=[0.3, 0.7]),
+            "race": rng.choice(["r1", "r2", "r3"], size=n, p=[0.9, 0.095, 0.005]),
+            "x": np.arange(n),
+        }
+    )
 
 
 def test_split_sizes_disjoint_and_seeded():

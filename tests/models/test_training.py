@@ -1,4 +1,5 @@
 """The training loop: early stopping, determinism, DP wrapping and its refusals."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,9 +24,16 @@ def _train(privacy=PrivacySettings(), epochs=4, seed=0, model=None):
     Xtr, ytr, Xva, yva = _data()
     seed_everything(seed)  # weights are initialised before train_torch seeds its own RNG use
     model = model or fam.build_model({"n_features": Xtr.shape[1]}, fam.make_config({"hidden_sizes": [16]}))
-    return train_torch(model, Xtr, ytr, Xva, yva, make_criterion=fam.make_criterion,
-                       settings=TrainSettings(epochs=epochs, batch_size=64, lr=5e-3, seed=seed),
-                       privacy=privacy)
+    return train_torch(
+        model,
+        Xtr,
+        ytr,
+        Xva,
+        yva,
+        make_criterion=fam.make_criterion,
+        settings=TrainSettings(epochs=epochs, batch_size=64, lr=5e-3, seed=seed),
+        privacy=privacy,
+    )
 
 
 def test_training_is_deterministic_for_a_seed():
@@ -115,8 +123,14 @@ def test_batched_loader_yields_the_same_batches_as_a_tensor_dataset():
     X = np.arange(50, dtype=np.float32).reshape(25, 2)
     y = np.arange(25, dtype=np.int64)
     fast = list(_loader(X, y, batch_size=7, shuffle=True, seed=4))
-    ref = list(DataLoader(TensorDataset(torch.as_tensor(X), torch.as_tensor(y)), batch_size=7, shuffle=True,
-                          generator=torch.Generator().manual_seed(4)))
+    ref = list(
+        DataLoader(
+            TensorDataset(torch.as_tensor(X), torch.as_tensor(y)),
+            batch_size=7,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(4),
+        )
+    )
     assert len(fast) == len(ref) == 4
     for (xa, ya), (xb, yb) in zip(fast, ref):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)

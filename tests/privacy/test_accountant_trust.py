@@ -5,6 +5,7 @@ planted file made a run report epsilon = 0.25 (true 0.996). Now the final epsilo
 recomputed by Opacus, and a cached noise multiplier is used only after the accountant checked
 it. Also: an empty Poisson batch is a step the accountant records (defect 6).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,10 +34,16 @@ def _train(privacy: PrivacySettings, n_train: int = 200, batch_size: int = 50, e
     torch.manual_seed(0)
     X, y = _data(n_train + 40)
     model = model or nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1), nn.Flatten(0))
-    return train_torch(model, X[:n_train], y[:n_train], X[n_train:], y[n_train:],
-                       make_criterion=lambda r: nn.BCEWithLogitsLoss(reduction=r),
-                       settings=TrainSettings(epochs=epochs, batch_size=batch_size, patience=100, seed=0),
-                       privacy=privacy)
+    return train_torch(
+        model,
+        X[:n_train],
+        y[:n_train],
+        X[n_train:],
+        y[n_train:],
+        make_criterion=lambda r: nn.BCEWithLogitsLoss(reduction=r),
+        settings=TrainSettings(epochs=epochs, batch_size=batch_size, patience=100, seed=0),
+        privacy=privacy,
+    )
 
 
 def _accountant(name: str, history, delta: float, **kw) -> float:
@@ -68,8 +75,7 @@ def test_planted_epsilon_for_the_exact_history_is_not_reported(tmp_path, monkeyp
     # 200 rows, batch 50: Poisson rate 1/4, 4 steps an epoch, 2 epochs (no early stop)
     history = [[1.1, 0.25, 8]]
     for name, acc, orders in (("epsilon", accountant, "default"), ("epsilon_rdp", "rdp", "extended")):
-        _plant(tmp_path, "epsilon", {"accountant": acc, "history": history, "orders": orders, "delta": DELTA},
-               0.25)
+        _plant(tmp_path, "epsilon", {"accountant": acc, "history": history, "orders": orders, "delta": DELTA}, 0.25)
     dp = _train(privacy).dp
     assert dp["steps"] == 8 and dp["sample_rate"] == 0.25 and dp["noise_multiplier"] == 1.1
     assert dp["epsilon"] == _accountant(accountant, history, DELTA)
@@ -83,8 +89,9 @@ def test_planted_noise_multiplier_is_checked_recomputed_and_overwritten(tmp_path
     monkeypatch.setenv("IMPACTFLOW_HOME", str(tmp_path))
     privacy = PrivacySettings(enabled=True, target_epsilon=2.0, delta=DELTA, accountant="rdp")
     key = {"accountant": "rdp", "target_epsilon": 2.0, "target_delta": DELTA, "sample_rate": 0.25, "epochs": 2}
-    true_sigma = get_noise_multiplier(target_epsilon=2.0, target_delta=DELTA, sample_rate=0.25, epochs=2,
-                                      accountant="rdp")
+    true_sigma = get_noise_multiplier(
+        target_epsilon=2.0, target_delta=DELTA, sample_rate=0.25, epochs=2, accountant="rdp"
+    )
     path, _ = _old_memo_path(tmp_path, "noise_multiplier", key)
     for planted in (0.3, 40.0):  # too little noise (epsilon above the target), far too much
         _plant(tmp_path, "noise_multiplier", key, planted)
@@ -129,8 +136,9 @@ def test_damaged_noise_entries_are_recomputed(tmp_path, monkeypatch, stored):
         assert training._noise_for_target(key)[:2] == (noise, training.CALIBRATION_RECOMPUTED)
 
 
-@pytest.mark.parametrize("grad_sample_mode,clipping", [("ghost", "bookkeeping"), ("ghost", "opacus"),
-                                                       ("hooks", "opacus")])
+@pytest.mark.parametrize(
+    "grad_sample_mode,clipping", [("ghost", "bookkeeping"), ("ghost", "opacus"), ("hooks", "opacus")]
+)
 def test_empty_poisson_batches_are_accounted_steps(tmp_path, monkeypatch, grad_sample_mode, clipping):
     """20 rows, batch size 1: Poisson rate 1/20, so a batch is empty with probability
     (19/20)^20 = 0.36. Every drawn batch, empty or not, reaches the model and the optimizer,
@@ -139,8 +147,9 @@ def test_empty_poisson_batches_are_accounted_steps(tmp_path, monkeypatch, grad_s
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1), nn.Flatten(0))
     sizes: list[int] = []
     model[0].register_forward_hook(lambda m, i, o: sizes.append(len(i[0])) if m.training else None)
-    privacy = PrivacySettings(enabled=True, noise_multiplier=1.0, delta=DELTA,
-                              grad_sample_mode=grad_sample_mode, clipping=clipping)
+    privacy = PrivacySettings(
+        enabled=True, noise_multiplier=1.0, delta=DELTA, grad_sample_mode=grad_sample_mode, clipping=clipping
+    )
     r = _train(privacy, n_train=20, batch_size=1, epochs=3, model=model)
     assert r.epochs_run == 3 and r.dp["sample_rate"] == 1 / 20
     assert len(sizes) == 3 * 20 == r.dp["steps"]  # batches drawn = accountant steps

@@ -1,5 +1,6 @@
 """Book-keeping ghost clipping (models/dp_bookkeeping.py) against hand values and against
 Opacus's own two-backward ghost clipping, which it replaces in DP training."""
+
 from __future__ import annotations
 
 import copy
@@ -14,12 +15,12 @@ from impactflow.models.dp_bookkeeping import BookkeepingClipper, unsupported_rea
 
 def _opacus_ghost(model, x, y, criterion, max_grad_norm):
     """Per-example norms and sum_i c_i grad_i as Opacus computes them (sum reduction)."""
-    from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import \
-        GradSampleModuleFastGradientClipping
+    from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import GradSampleModuleFastGradientClipping
 
     m = copy.deepcopy(model)
-    gsm = GradSampleModuleFastGradientClipping(m, max_grad_norm=max_grad_norm, use_ghost_clipping=True,
-                                               loss_reduction="sum")
+    gsm = GradSampleModuleFastGradientClipping(
+        m, max_grad_norm=max_grad_norm, use_ghost_clipping=True, loss_reduction="sum"
+    )
     per_example = criterion(gsm(x), y)
     per_example.sum().backward(retain_graph=True)
     coef = gsm.get_clipping_coef()
@@ -64,8 +65,12 @@ def _cases():
         "transformer": (text, ids, torch.randint(0, 2, (9,), generator=g).float(), bce),
         "matrix factorisation": (mf, pairs, torch.rand(40, generator=g) * 4 + 1, nn.MSELoss(reduction="none")),
         # (batch, tokens, features) through LayerNorm and Linear; per-example loss over tokens
-        "layernorm sequence": (seq, torch.randn(7, 4, 6, generator=g), torch.randn(7, 4, 1, generator=g),
-                               lambda out, y: ((out - y) ** 2).sum(dim=(1, 2))),
+        "layernorm sequence": (
+            seq,
+            torch.randn(7, 4, 6, generator=g),
+            torch.randn(7, 4, 1, generator=g),
+            lambda out, y: ((out - y) ** 2).sum(dim=(1, 2)),
+        ),
     }
 
 
@@ -189,9 +194,13 @@ def test_optimizer_step_equals_opacus():
     crit = nn.BCEWithLogitsLoss(reduction="none")
 
     def optimizer(m):
-        return DPOptimizerFastGradientClipping(torch.optim.Adam(m.parameters(), lr=0.1), noise_multiplier=0.7,
-                                               max_grad_norm=0.5, expected_batch_size=20,
-                                               generator=torch.Generator().manual_seed(7))
+        return DPOptimizerFastGradientClipping(
+            torch.optim.Adam(m.parameters(), lr=0.1),
+            noise_multiplier=0.7,
+            max_grad_norm=0.5,
+            expected_batch_size=20,
+            generator=torch.Generator().manual_seed(7),
+        )
 
     ref_model = copy.deepcopy(model)
     _, grads = _opacus_ghost(ref_model, x, y, crit, 0.5)
@@ -229,9 +238,16 @@ def _train_dp(model, X, y, clipping):
     def crit(reduction):
         return nn.BCEWithLogitsLoss(reduction=reduction)
 
-    return train_torch(model, X[:200], y[:200], X[200:], y[200:], make_criterion=crit,
-                       settings=TrainSettings(epochs=2, batch_size=50, seed=0),
-                       privacy=PrivacySettings(enabled=True, noise_multiplier=1.0, delta=1e-3, clipping=clipping))
+    return train_torch(
+        model,
+        X[:200],
+        y[:200],
+        X[200:],
+        y[200:],
+        make_criterion=crit,
+        settings=TrainSettings(epochs=2, batch_size=50, seed=0),
+        privacy=PrivacySettings(enabled=True, noise_multiplier=1.0, delta=1e-3, clipping=clipping),
+    )
 
 
 def test_training_records_which_clipping_ran():
@@ -261,16 +277,19 @@ def test_accountant_memo_equals_opacus_and_is_reused(tmp_path, monkeypatch):
     ok = lambda v: True  # noqa: E731
     value, how = training._accountant_memo("noise_multiplier", key, training._get_noise_multiplier, ok)
     assert how == training.CALIBRATION_COMPUTED
-    assert value == get_noise_multiplier(target_epsilon=2.0, target_delta=1e-5, sample_rate=0.01, epochs=3,
-                                         accountant="rdp")
+    assert value == get_noise_multiplier(
+        target_epsilon=2.0, target_delta=1e-5, sample_rate=0.01, epochs=3, accountant="rdp"
+    )
 
     def fail(_key):
         raise AssertionError("recomputed although cached")
 
     assert training._accountant_memo("noise_multiplier", key, fail, ok) == (value, training.CALIBRATION_CACHED)
     # a cached value the check rejects is recomputed and rewritten
-    assert training._accountant_memo("noise_multiplier", key, lambda k: 1.25, lambda v: v == 1.25) == \
-        (1.25, training.CALIBRATION_RECOMPUTED)
+    assert training._accountant_memo("noise_multiplier", key, lambda k: 1.25, lambda v: v == 1.25) == (
+        1.25,
+        training.CALIBRATION_RECOMPUTED,
+    )
     assert training._accountant_memo("noise_multiplier", key, fail, ok) == (1.25, training.CALIBRATION_CACHED)
     # another key is not served from this entry
     other = {**key, "epochs": 4}
@@ -316,6 +335,5 @@ def test_accountant_memo_survives_a_failed_write(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", full_disk)
     # the computed value is used, and no temporary file is left behind
-    assert training._accountant_memo("noise_multiplier", {"a": 1}, lambda k: 2.5, lambda v: True) == \
-        (2.5, "computed")
+    assert training._accountant_memo("noise_multiplier", {"a": 1}, lambda k: 2.5, lambda v: True) == (2.5, "computed")
     assert list((tmp_path / "cache" / "dp").iterdir()) == []

@@ -1,4 +1,5 @@
 """Empirical epsilon lower bounds: hand-checkable values, library cross-checks, properties."""
+
 from __future__ import annotations
 
 import math
@@ -8,9 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from impactflow.audits.privacy_bounds import (clopper_pearson, clopper_pearson_upper, epsilon_lower_bound_from_rates,
-                                   epsilon_lower_bound_from_scores, one_run_epsilon_lower_bound, one_run_guesses,
-                                   one_run_p_value)
+from impactflow.audits.privacy_bounds import (
+    clopper_pearson,
+    clopper_pearson_upper,
+    epsilon_lower_bound_from_rates,
+    epsilon_lower_bound_from_scores,
+    one_run_epsilon_lower_bound,
+    one_run_guesses,
+    one_run_p_value,
+)
 
 
 @pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (17, 250)])
@@ -45,8 +52,13 @@ def test_bound_from_scores_separated_vs_identical():
     strong = epsilon_lower_bound_from_scores(rng.normal(3, 1, 400), rng.normal(0, 1, 400), delta=1e-5)
     assert strong["epsilon_lower_bound"] > 1.0 and strong["n_members"] == 200
     # true epsilon is 0: the bound must exceed 0 in at most ~alpha of the repeats
-    positive = sum(epsilon_lower_bound_from_scores(rng.normal(size=200), rng.normal(size=200), delta=1e-5,
-                                                   seed=s)["epsilon_lower_bound"] > 0 for s in range(40))
+    positive = sum(
+        epsilon_lower_bound_from_scores(rng.normal(size=200), rng.normal(size=200), delta=1e-5, seed=s)[
+            "epsilon_lower_bound"
+        ]
+        > 0
+        for s in range(40)
+    )
     assert positive <= 6
 
 

@@ -1,4 +1,5 @@
 """Offline LiRA statistics and the privacy_lira / privacy_canary audits on synthetic data."""
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,8 @@ from impactflow.audits.lira import canary_audit, lira_audit, lira_offline_scores
 
 def test_logit_confidence_by_hand():
     assert logit_confidence(np.array([1, 0]), np.array([0.8, 0.8]), "binary") == pytest.approx(
-        [math.log(4), math.log(0.25)])
+        [math.log(4), math.log(0.25)]
+    )
     probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
     # phi = log p_y - log(sum of the other classes)
     assert logit_confidence(np.array([0, 2]), probs, "multiclass") == pytest.approx([0.0, math.log(4)])
@@ -38,8 +40,7 @@ def _synthetic(signal: float, n: int = 400, k: int = 4, seed: int = 0):
 
 
 def _inputs(extra, epsilon=None, delta=None):
-    return AuditInputs(y_true=[0, 1], y_score=[0.2, 0.7], sensitive=None, extra=extra,
-                       epsilon=epsilon, delta=delta)
+    return AuditInputs(y_true=[0, 1], y_score=[0.2, 0.7], sensitive=None, extra=extra, epsilon=epsilon, delta=delta)
 
 
 def test_lira_detects_a_planted_signal_and_beats_a_global_loss_threshold():
@@ -88,9 +89,17 @@ def test_canary_bound_alone_is_the_gated_epsilon_lower_bound():
     """A strong LiRA signal next to a chance-level canary audit: the model's
     privacy/epsilon_lower_bound (and its gate) is the canary bound, not the LiRA heuristic."""
     rng = np.random.default_rng(3)
-    extra = {"canary": {"scores": rng.normal(size=300), "included": rng.random(300) < 0.5,
-                        "k_pos": 60, "k_neg": 60, "epsilon": 0.5, "delta": 1e-5},
-             "lira": _synthetic(signal=3.0)}
+    extra = {
+        "canary": {
+            "scores": rng.normal(size=300),
+            "included": rng.random(300) < 0.5,
+            "k_pos": 60,
+            "k_neg": 60,
+            "epsilon": 0.5,
+            "delta": 1e-5,
+        },
+        "lira": _synthetic(signal=3.0),
+    }
     inputs = _inputs(extra, epsilon=0.5, delta=1e-5)
     lira = lira_audit(inputs, {})
     canary = canary_audit(inputs, {})
@@ -109,9 +118,18 @@ def test_lira_from_model_outputs_equals_from_phi():
     refs = [np.array([0.6, 0.5, 0.5, 0.3]), np.array([0.7, 0.3, 0.4, 0.4])]
     member = np.array([True, True, False, False])
     a = lira_audit(_inputs({"lira": {"y": y, "target_output": out, "reference_outputs": refs, "member": member}}), {})
-    b = lira_audit(_inputs({"lira": {"target": logit_confidence(y, out, "binary"),
-                                     "reference": [logit_confidence(y, r, "binary") for r in refs],
-                                     "member": member}}), {})
+    b = lira_audit(
+        _inputs(
+            {
+                "lira": {
+                    "target": logit_confidence(y, out, "binary"),
+                    "reference": [logit_confidence(y, r, "binary") for r in refs],
+                    "member": member,
+                }
+            }
+        ),
+        {},
+    )
     assert a.metrics == b.metrics
 
 
@@ -119,8 +137,9 @@ def test_canary_audit_perfect_guesses_fail_a_small_epsilon():
     m = 200
     included = np.r_[np.ones(m // 2, bool), np.zeros(m // 2, bool)]
     scores = included.astype(float) + np.linspace(0, 0.1, m)
-    extra = {"canary": {"scores": scores, "included": included, "k_pos": 40, "k_neg": 40,
-                        "epsilon": 0.5, "delta": 1e-5}}
+    extra = {
+        "canary": {"scores": scores, "included": included, "k_pos": 40, "k_neg": 40, "epsilon": 0.5, "delta": 1e-5}
+    }
     res = run_audits(_inputs(extra, epsilon=0.5, delta=1e-5), names=["privacy_canary"])["privacy_canary"]
     from impactflow.audits.privacy_bounds import one_run_epsilon_lower_bound
 
@@ -132,7 +151,15 @@ def test_canary_audit_perfect_guesses_fail_a_small_epsilon():
 
 def test_canary_audit_random_scores_pass():
     rng = np.random.default_rng(3)
-    extra = {"canary": {"scores": rng.normal(size=300), "included": rng.random(300) < 0.5,
-                        "k_pos": 60, "k_neg": 60, "epsilon": 2.0, "delta": 1e-5}}
+    extra = {
+        "canary": {
+            "scores": rng.normal(size=300),
+            "included": rng.random(300) < 0.5,
+            "k_pos": 60,
+            "k_neg": 60,
+            "epsilon": 2.0,
+            "delta": 1e-5,
+        }
+    }
     res = canary_audit(_inputs(extra, epsilon=2.0, delta=1e-5), {})
     assert res.metrics["privacy/epsilon_lower_bound"] < 0.5 and res.status is Status.PASS

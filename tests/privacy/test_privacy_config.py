@@ -1,4 +1,5 @@
 """The privacy_audit config section: defaults, validation, and the DP default for canaries."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,12 +23,15 @@ def test_preset_turns_the_attacks_on():
     assert cfg.privacy_audit.reference_models == 4 and cfg.privacy_audit.canaries == 500
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("privacy_audit.reference_modls=2", "privacy_audit.reference_modls: unknown key"),
-    ("privacy_audit.reference_models=-1", "privacy_audit.reference_models"),
-    ("privacy_audit.canary_guess_fraction=0.7", "privacy_audit.canary_guess_fraction"),
-    ("gates.privacy_lira.max_lira_auc=2", "gates.privacy_lira.max_lira_auc: expected a value in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("privacy_audit.reference_modls=2", "privacy_audit.reference_modls: unknown key"),
+        ("privacy_audit.reference_models=-1", "privacy_audit.reference_models"),
+        ("privacy_audit.canary_guess_fraction=0.7", "privacy_audit.canary_guess_fraction"),
+        ("gates.privacy_lira.max_lira_auc=2", "gates.privacy_lira.max_lira_auc: expected a value in [0, 1]"),
+    ],
+)
 def test_bad_values_name_the_key(override, needle):
     with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
         load_config("tabular", [override])

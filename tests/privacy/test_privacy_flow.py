@@ -1,5 +1,6 @@
 """The pipeline runs LiRA reference models and the canary run, and the findings reach the
 report and MLflow (real Prefect server, real MLflow SQLite store, a small Adult sample)."""
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,21 @@ def test_dp_run_reports_epsilon_next_to_empirical_lower_bounds(prefect_api, mlfl
 
     from impactflow.flows.pipeline import run_pipeline
 
-    cfg = load_config("tabular-dp", [
-        f"tracking.output_dir={tmp_path}", "train.device=cpu", "data.sample=8000", "model.baselines=[]",
-        "model.params.epochs=1", "model.params.hidden_sizes=[16]", "tracking.register_models=false",
-        "privacy_audit.reference_models=2", "privacy_audit.audit_members=100", "privacy_audit.canaries=60",
-    ])
+    cfg = load_config(
+        "tabular-dp",
+        [
+            f"tracking.output_dir={tmp_path}",
+            "train.device=cpu",
+            "data.sample=8000",
+            "model.baselines=[]",
+            "model.params.epochs=1",
+            "model.params.hidden_sizes=[16]",
+            "tracking.register_models=false",
+            "privacy_audit.reference_models=2",
+            "privacy_audit.audit_members=100",
+            "privacy_audit.canaries=60",
+        ],
+    )
     summary = run_pipeline(cfg)
     metrics = summary["models"]["mlp-dp"]["metrics"]
     eps = summary["models"]["mlp-dp"]["dp"]["epsilon"]

@@ -1,5 +1,6 @@
 """The privacy-budget ledger: composition, persistence across processes, refusal before
 training, and no lost update when processes reserve at the same time (SQLite and PostgreSQL)."""
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,12 @@ def test_planned_models_and_noise_multiplier_budget_refusal():
     assert models[0] == _dp(2.0) and models[1] == {"model": "baseline-logreg", "private": False}
     # the privacy audit's canary model and LiRA reference models are trained on the same data
     audit = planned_models(priv, "mlp", [], canaries=500, reference_models=2)
-    assert [m["model"] for m in audit] == ["mlp-dp", "mlp-dp-canary-audit", "mlp-dp-lira-reference-1",
-                                           "mlp-dp-lira-reference-2"]
+    assert [m["model"] for m in audit] == [
+        "mlp-dp",
+        "mlp-dp-canary-audit",
+        "mlp-dp-lira-reference-1",
+        "mlp-dp-lira-reference-2",
+    ]
     assert all(m["private"] and m["epsilon"] == 2.0 for m in audit)
     plain = planned_models({**priv, "enabled": False}, "mlp", [], canaries=0, reference_models=1)
     assert plain == [{"model": "mlp", "private": False}, {"model": "mlp-lira-reference-1", "private": False}]
@@ -74,10 +79,17 @@ def test_reserve_finalize_refuse_and_survive_a_restart(tmp_path):
     assert SHA[:12] in msg and "spent epsilon=4.5" in msg and "needs epsilon=1" in msg and "budget epsilon=5" in msg
     led.close()
     # a new process (a restart) reads the same totals from the file
-    code = ("from impactflow.tasks.ledger_store import Ledger; import sys; s = Ledger(sys.argv[1]).summary(sys.argv[2]); "
-            "print(s['entries'], s['epsilon'], s['remaining_epsilon'])")
-    out = subprocess.run([sys.executable, "-c", code, url, SHA], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "from impactflow.tasks.ledger_store import Ledger; import sys; s = Ledger(sys.argv[1]).summary(sys.argv[2]); "
+        "print(s['entries'], s['epsilon'], s['remaining_epsilon'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, url, SHA],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.stdout.split() == ["2", "4.5", "0.5"]  # the refused run left nothing behind
 
 
@@ -179,16 +191,27 @@ def test_budget_cli_lists_a_seeded_ledger(tmp_path):
     led.close()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     env.pop("IMPACTFLOW_LEDGER_URL", None)
-    out = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "budget", "--ledger", url, "--dataset", SHA[:6]],
-                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "impactflow.flows.cli", "budget", "--ledger", url, "--dataset", SHA[:6]],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert f"dataset {SHA[:12]} (adult)" in out.stdout and "2 run(s)" in out.stdout
     assert "1.75" in out.stdout and "reserved" in out.stdout
     assert "spent ε=2.75" in out.stdout and "budget ε=5" in out.stdout and "remaining ε=2.25" in out.stdout
     assert OTHER[:12] not in out.stdout  # filtered by prefix
-    out = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "budget", "--ledger", url, "--dataset", OTHER[:6]],
-                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "impactflow.flows.cli", "budget", "--ledger", url, "--dataset", OTHER[:6]],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert "∞ (not private)" in out.stdout and "spent ε=∞" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "budget"], capture_output=True, text=True,
-                         env=env, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "impactflow.flows.cli", "budget"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert out.returncode == 1 and "no privacy ledger at impactflow_runs/privacy_ledger.db" in out.stderr

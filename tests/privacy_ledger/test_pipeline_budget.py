@@ -3,6 +3,7 @@ refused before training (no model registered, the message names the numbers), th
 report and MLflow run carry the ledger totals and the k-anonymity of the quasi-identifiers.
 Each DP run trains two models on the data — the candidate and the one-run canary-audit model
 (privacy_audit.canaries defaults to 500 on DP runs) — and the ledger counts both."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,15 @@ from impactflow.tasks.ledger_store import BudgetExceeded, Ledger, ledger_url
 
 pytestmark = pytest.mark.e2e
 
-DP = ["data.sample=5000", "train.device=cpu", "model.params.epochs=1", "model.baselines=[]",
-      "privacy.enabled=true", "privacy.target_epsilon=1", "privacy.budget_epsilon=2.5"]
+DP = [
+    "data.sample=5000",
+    "train.device=cpu",
+    "model.params.epochs=1",
+    "model.baselines=[]",
+    "privacy.enabled=true",
+    "privacy.target_epsilon=1",
+    "privacy.budget_epsilon=2.5",
+]
 
 
 def _run(out: Path, *overrides: str):

@@ -1,4 +1,5 @@
 """Recommender audits on tiny hand-computed data."""
+
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 
 from impactflow.audits import AuditInputs, run_audits
-from impactflow.audits.recommender import (gini, hhi, lorenz_curve, mean_ci, ranking_metrics, rmse_ci, top_k)
+from impactflow.audits.recommender import gini, hhi, lorenz_curve, mean_ci, ranking_metrics, rmse_ci, top_k
 from impactflow.audits.report import not_measured_statements
 
 
@@ -18,7 +19,7 @@ def test_gini_hhi_and_lorenz_conventions():
     # x = 1, 2, 3 (sum 6, n 3): Σ(2i - n - 1)x_i = -2·1 + 0·2 + 2·3 = 4 -> 4 / 18
     assert gini([3, 1, 2]) == pytest.approx(4 / 18)
     assert math.isnan(gini([0, 0]))
-    assert hhi([1, 1, 2]) == pytest.approx(0.25 ** 2 * 2 + 0.5 ** 2)
+    assert hhi([1, 1, 2]) == pytest.approx(0.25**2 * 2 + 0.5**2)
     curve = lorenz_curve([0, 0, 0, 4])
     assert curve["x"] == [0.0, 0.25, 0.5, 0.75, 1.0] and curve["y"] == [0.0, 0.0, 0.0, 0.0, 1.0]
 
@@ -53,20 +54,30 @@ def _inputs(with_extra: bool = True) -> AuditInputs:
     catalog = np.array([10, 20, 30])
     extra = {
         "catalog": catalog,
-        "train_users": np.array([1, 2, 2, 3]), "train_items": np.array([10, 10, 20, 10]),
-        "validation_users": np.array([]), "validation_items": np.array([]),
-        "test_users": np.array([1, 2, 3]), "test_items": np.array([20, 30, 20]),
+        "train_users": np.array([1, 2, 2, 3]),
+        "train_items": np.array([10, 10, 20, 10]),
+        "validation_users": np.array([]),
+        "validation_items": np.array([]),
+        "test_users": np.array([1, 2, 3]),
+        "test_items": np.array([20, 30, 20]),
         "score_items": lambda users: np.tile([1.0, 2.0, 3.0], (len(users), 1)),
     }
-    return AuditInputs(y_true=np.array([5.0, 4.0, 2.0]), y_score=np.array([4.0, 4.0, 3.0]),
-                       sensitive=pd.DataFrame({"gender": ["F", "M", "M"]}), task="rating",
-                       synthetic_groups=("gender",), extra=extra if with_extra else {})
+    return AuditInputs(
+        y_true=np.array([5.0, 4.0, 2.0]),
+        y_score=np.array([4.0, 4.0, 3.0]),
+        sensitive=pd.DataFrame({"gender": ["F", "M", "M"]}),
+        task="rating",
+        synthetic_groups=("gender",),
+        extra=extra if with_extra else {},
+    )
 
 
 def test_recommendation_and_exposure_audits_by_hand():
-    res = run_audits(_inputs(), {"recommendation": {"k": 1, "max_rmse": 0.9},
-                                 "exposure": {"k": 1, "max_gini": 0.5}},
-                     names=["recommendation", "exposure"])
+    res = run_audits(
+        _inputs(),
+        {"recommendation": {"k": 1, "max_rmse": 0.9}, "exposure": {"k": 1, "max_gini": 0.5}},
+        names=["recommendation", "exposure"],
+    )
     rec, exp = res["recommendation"].metrics, res["exposure"].metrics
     assert rec["eval/rmse"] == pytest.approx(math.sqrt(2 / 3)) and rec["eval/mae"] == pytest.approx(2 / 3)
     # ranked users: 1 (relevant {20}) and 2 (relevant {30}); both get item 30 at k=1
@@ -103,8 +114,9 @@ def test_without_ranking_inputs_the_audits_say_what_is_missing():
 
 
 def test_report_counts_rating_audits_as_performance_and_fairness():
-    res = run_audits(_inputs(), {"recommendation": {"k": 1}, "user_groups": {"k": 1}},
-                     names=["recommendation", "user_groups"])
+    res = run_audits(
+        _inputs(), {"recommendation": {"k": 1}, "user_groups": {"k": 1}}, names=["recommendation", "user_groups"]
+    )
     model = {"name": "mf", "audits": {k: v.to_dict() for k, v in res.items()}}
     statements = not_measured_statements({"sensitive": ["gender"]}, [model])
     assert not any(s.startswith(("mf: predictive performance", "mf: group fairness")) for s in statements)

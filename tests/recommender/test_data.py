@@ -1,5 +1,6 @@
 """Ratings loaders and contracts: the synthetic generator, MovieLens-format files (tiny files
 written here in MovieLens' format, never MovieLens itself), and the real MovieLens when present."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,15 +21,28 @@ def _write(folder: Path, data: str, user: str | None = None, item: bytes | None 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "u.data").write_text(data)
     (folder / "u.user").write_text(user if user is not None else "1|24|M|technician|85711\n2|53|F|other|94043\n")
-    (folder / "u.item").write_bytes(item if item is not None else
-                                    ("1|Caf\xe9 (1995)|01-Jan-1995||http://x" + "|0" * 19 + "\n"
-                                     "2|B (1995)|01-Jan-1995||http://y" + "|0" * 19 + "\n").encode("latin-1"))
+    (folder / "u.item").write_bytes(
+        item
+        if item is not None
+        else (
+            "1|Caf\xe9 (1995)|01-Jan-1995||http://x" + "|0" * 19 + "\n"
+            "2|B (1995)|01-Jan-1995||http://y" + "|0" * 19 + "\n"
+        ).encode("latin-1")
+    )
     return folder
 
 
 def test_age_bands():
-    assert age_band([7, 18, 24, 25, 49, 50, 56, 73]).tolist() == ["<18", "18-24", "18-24", "25-34", "45-49",
-                                                                  "50-55", "56+", "56+"]
+    assert age_band([7, 18, 24, 25, 49, 50, 56, 73]).tolist() == [
+        "<18",
+        "18-24",
+        "18-24",
+        "25-34",
+        "45-49",
+        "50-55",
+        "56+",
+        "56+",
+    ]
 
 
 def test_movielens_format_is_read_and_joined(tmp_path):
@@ -36,16 +50,21 @@ def test_movielens_format_is_read_and_joined(tmp_path):
     df = load_dataset(get_contract("movielens"), folder)
     assert list(df.columns) == list(RATING_COLUMNS)
     assert df["title"].tolist() == ["Café (1995)", "B (1995)"]  # u.item decoded as Latin-1
-    assert df[["gender", "age_band", "occupation"]].values.tolist() == [["M", "18-24", "technician"],
-                                                                       ["F", "50-55", "other"]]
+    assert df[["gender", "age_band", "occupation"]].values.tolist() == [
+        ["M", "18-24", "technician"],
+        ["F", "50-55", "other"],
+    ]
 
 
-@pytest.mark.parametrize("problem, match", [
-    ("missing", r"u\.user: file not found"),
-    ("comma", r"u\.data: expected 4 TAB-separated fields, line 1 has 1 \(it looks ','-separated\)"),
-    ("duplicate_user", r"user_id 1 appears 2 times"),
-    ("no_path", r"not shipped.*data\.path"),
-])
+@pytest.mark.parametrize(
+    "problem, match",
+    [
+        ("missing", r"u\.user: file not found"),
+        ("comma", r"u\.data: expected 4 TAB-separated fields, line 1 has 1 \(it looks ','-separated\)"),
+        ("duplicate_user", r"user_id 1 appears 2 times"),
+        ("no_path", r"not shipped.*data\.path"),
+    ],
+)
 def test_bad_movielens_files_are_clear_data_errors(tmp_path, problem, match):
     folder = _write(tmp_path / "ml", "1\t1\t5\t881250949\n")
     if problem == "missing":
@@ -70,7 +89,10 @@ def test_contract_reports_range_duplicates_and_unknown_users():
     lines = {f.expectation: f.line() for f in report.failures}
     assert not report.success
     assert "ratings between 1 and 5" in lines["expect_column_values_to_be_between"]
-    assert "1 of" in lines["expect_column_values_to_be_between"] and "examples: 7" in lines["expect_column_values_to_be_between"]
+    assert (
+        "1 of" in lines["expect_column_values_to_be_between"]
+        and "examples: 7" in lines["expect_column_values_to_be_between"]
+    )
     assert "no duplicate (user_id, item_id) pairs; 2 of" in lines["expect_compound_columns_to_be_unique"]
     assert "users table joins" in lines["expect_column_values_to_not_be_null"]
 

@@ -1,4 +1,5 @@
 """The recommender family: id mapping, cold start, the bias baseline, DP with ghost clipping."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,9 +64,15 @@ def test_dp_training_with_ghost_clipping(variant):
     pre = FAMILY.make_preprocessor(roles, config)
     X = pre.fit_transform(df[list(roles.features)])
     y = targets(df, roles)
-    result = train_torch(FAMILY.build_model(pre.spec(), config), X, y, X[:32], y[:32],
-                         make_criterion=FAMILY.make_criterion,
-                         settings=TrainSettings(epochs=2, batch_size=64, lr=0.01, patience=5, device="cpu"),
-                         privacy=PrivacySettings(enabled=True, noise_multiplier=1.0, delta=1e-3))
+    result = train_torch(
+        FAMILY.build_model(pre.spec(), config),
+        X,
+        y,
+        X[:32],
+        y[:32],
+        make_criterion=FAMILY.make_criterion,
+        settings=TrainSettings(epochs=2, batch_size=64, lr=0.01, patience=5, device="cpu"),
+        privacy=PrivacySettings(enabled=True, noise_multiplier=1.0, delta=1e-3),
+    )
     assert result.dp["enabled"] and result.dp["grad_sample_mode"] == "ghost" and result.dp["epsilon"] > 0
     assert np.isfinite(result.history[-1]["val_loss"])

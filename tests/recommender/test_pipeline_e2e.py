@@ -1,6 +1,7 @@
 """End-to-end runs of the recommender family through the real flow (real Prefect server, MLflow
 SQLite store): the offline synthetic default, MovieLens 100K from ../shared/datasets (skipped
 with a reason when absent), and a DP run."""
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,7 @@ def test_synthetic_run_logs_models_and_metrics_to_mlflow(synthetic_run):
     uri = f"sqlite:///{out / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     child = client.get_run(summary["models"]["recommender"]["mlflow_run_id"])
-    for name in ("eval/rmse", "eval/ndcg_at_10", "exposure/gini_at_10", "fairness/gender/rmse_gap",
-                 "privacy/mia_auc"):
+    for name in ("eval/rmse", "eval/ndcg_at_10", "exposure/gini_at_10", "fairness/gender/rmse_gap", "privacy/mia_auc"):
         assert name in child.data.metrics, name
     from impactflow.tasks.tracking import using_tracking_uri
 
@@ -106,9 +106,18 @@ def test_movielens_biased_mf_acceptance(movielens_run):
 
 
 def test_dp_run_reports_epsilon_and_rmse(prefect_api, tmp_path):
-    summary = _run("recommender", tmp_path, "privacy.enabled=true", "privacy.target_epsilon=8",
-                   "model.params.epochs=4", "model.params.patience=4", "model.params.batch_size=2048",
-                   "model.params.lr=0.02", "model.params.weight_decay=0", "model.baselines=[]")
+    summary = _run(
+        "recommender",
+        tmp_path,
+        "privacy.enabled=true",
+        "privacy.target_epsilon=8",
+        "model.params.epochs=4",
+        "model.params.patience=4",
+        "model.params.batch_size=2048",
+        "model.params.lr=0.02",
+        "model.params.weight_decay=0",
+        "model.baselines=[]",
+    )
     dp = summary["models"]["recommender-dp"]["dp"]
     m = summary["models"]["recommender-dp"]["metrics"]
     assert dp["enabled"] and dp["grad_sample_mode"] == "ghost" and 0 < dp["epsilon"] <= 8.0 + 1e-6
@@ -119,6 +128,8 @@ def test_dp_run_reports_epsilon_and_rmse(prefect_api, tmp_path):
 def test_movielens_without_a_path_is_refused_before_any_task(tmp_path):
     # MovieLens may not be redistributed: the preset ships no data, so the config names the key
     # to set, at load (no flow, no MLflow run is started)
-    with pytest.raises(ConfigError, match=r"data\.path: required: the contract 'movielens' ships no data.*--set data\.path=PATH"):
+    with pytest.raises(
+        ConfigError, match=r"data\.path: required: the contract 'movielens' ships no data.*--set data\.path=PATH"
+    ):
         _run("movielens", tmp_path)
     assert not (tmp_path / "mlflow.db").exists()

@@ -4,6 +4,7 @@ report, and nothing of one run lands in another (each run has its own seed, chec
 params, its report and its child). Half of the runs are DP, and all eight record their model in
 one privacy-budget ledger on PostgreSQL at the same time: it must hold exactly one entry per
 run, each DP entry finalised with that run's own epsilon (no lost or doubled update)."""
+
 from __future__ import annotations
 
 import json
@@ -23,31 +24,65 @@ pytestmark = [pytest.mark.topology, pytest.mark.skipif(REASON is not None, reaso
 N_RUNS = 8
 DP_SEEDS = range(0, N_RUNS, 2)  # every other run trains with DP-SGD
 DP = ["--set", "privacy.enabled=true", "--set", "privacy.target_epsilon=8", "--set", "privacy_audit.canaries=0"]
-FAST = ["-c", "text", "--set", "data.sample=800", "--set", "model.params.epochs=1", "--set", "model.baselines=[]",
-        "--set", "gates.identity.counterfactual_sample=50", "--set", "tracking.experiment=concurrency"]
+FAST = [
+    "-c",
+    "text",
+    "--set",
+    "data.sample=800",
+    "--set",
+    "model.params.epochs=1",
+    "--set",
+    "model.baselines=[]",
+    "--set",
+    "gates.identity.counterfactual_sample=50",
+    "--set",
+    "tracking.experiment=concurrency",
+]
 
 
 @pytest.fixture(scope="module")
 def eight_runs(tmp_path_factory):
     home = tmp_path_factory.mktemp("concurrency")
     suffix = f"{os.getpid()}"
-    with servers.database(f"impactflow_test_conc_prefect_{suffix}") as pdb, \
-            servers.database(f"impactflow_test_conc_mlflow_{suffix}") as mdb, \
-            servers.database(f"impactflow_test_conc_ledger_{suffix}") as ldb, \
-            servers.prefect_server(pdb, home) as api, \
-            servers.mlflow_server(mdb, home) as (mlflow_uri, artifacts):
+    with (
+        servers.database(f"impactflow_test_conc_prefect_{suffix}") as pdb,
+        servers.database(f"impactflow_test_conc_mlflow_{suffix}") as mdb,
+        servers.database(f"impactflow_test_conc_ledger_{suffix}") as ldb,
+        servers.prefect_server(pdb, home) as api,
+        servers.mlflow_server(mdb, home) as (mlflow_uri, artifacts),
+    ):
         ledger_url = f"postgresql+psycopg2://{ldb}"
-        env = {**servers.base_env(home), "PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": mlflow_uri,
-               "PYTHONPATH": str(ROOT), "IMPACTFLOW_LEDGER_URL": ledger_url}
+        env = {
+            **servers.base_env(home),
+            "PREFECT_API_URL": api,
+            "MLFLOW_TRACKING_URI": mlflow_uri,
+            "PYTHONPATH": str(ROOT),
+            "IMPACTFLOW_LEDGER_URL": ledger_url,
+        }
         procs = []
         start = time.monotonic()
         for seed in range(N_RUNS):
             cwd = home / f"run{seed}"
             cwd.mkdir()
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "impactflow.flows.cli", "run", *FAST, "--set", f"seed={seed}",
-                 *(DP if seed in DP_SEEDS else [])],
-                cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "impactflow.flows.cli",
+                        "run",
+                        *FAST,
+                        "--set",
+                        f"seed={seed}",
+                        *(DP if seed in DP_SEEDS else []),
+                    ],
+                    cwd=cwd,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         outs = [p.communicate(timeout=900) for p in procs]
         wall = time.monotonic() - start
         print(f"{N_RUNS} concurrent runs took {wall:.0f} s")
@@ -62,8 +97,15 @@ def eight_runs(tmp_path_factory):
         ledger = Ledger(ledger_url)
         entries = ledger.entries()
         ledger.close()
-        yield {"codes": [p.returncode for p in procs], "outs": outs, "runs": runs, "client": client,
-               "logged": logged, "home": home, "ledger": entries}
+        yield {
+            "codes": [p.returncode for p in procs],
+            "outs": outs,
+            "runs": runs,
+            "client": client,
+            "logged": logged,
+            "home": home,
+            "ledger": entries,
+        }
 
 
 def test_every_run_completes(eight_runs):
@@ -116,5 +158,10 @@ def test_privacy_ledger_stays_exact(eight_runs):
     total = compose(entries)
     assert total["n_private"] == len(DP_SEEDS) and total["n_non_private"] == N_RUNS - len(DP_SEEDS)
     assert total["epsilon_private"] == pytest.approx(
-        sum(children[r].data.metrics["privacy/epsilon"] for r in parents
-            if int(parents[r].data.params["seed"]) in DP_SEEDS), rel=1e-12)
+        sum(
+            children[r].data.metrics["privacy/epsilon"]
+            for r in parents
+            if int(parents[r].data.params["seed"]) in DP_SEEDS
+        ),
+        rel=1e-12,
+    )

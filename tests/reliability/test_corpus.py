@@ -7,6 +7,7 @@ Most cases run the CLI in-process (Typer's runner; an unhandled exception would 
 stderr carries no traceback. ``pytest --collect-only -q tests/reliability/test_corpus.py``
 lists the cases.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,7 +79,8 @@ def test_bad_input_is_refused_cleanly(case, bases, in_process_cli, tmp_path):
     out = result.output
     assert result.exit_code == case.exit_code, out
     assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"unhandled {type(result.exception).__name__}: {result.exception}")
+        f"unhandled {type(result.exception).__name__}: {result.exception}"
+    )
     assert "Traceback" not in out
     for text in case.expect:
         assert text in out, f"{text!r} not in:\n{out}"

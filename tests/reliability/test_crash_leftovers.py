@@ -3,6 +3,7 @@ attempts, Prefect flow runs of dead owners, temporary files of killed writers, s
 privacy-budget reservations, versions of failed runs at pipeline start. Each test builds the
 state a crash leaves in a temporary SQLite store (and the session's Prefect server) and checks
 what reconcile makes of it."""
+
 from __future__ import annotations
 
 import errno
@@ -65,16 +66,28 @@ def test_reconcile_ends_running_child_runs_whose_parent_ended(store):
     marked = reconcile(store.uri, [exp])
     assert {m["run_id"] for m in marked} == {dup, dup_failed}
     status = {r: c.get_run(r).info.status for r in (dup, ok, dup_failed, live_child, foreign, live)}
-    assert status == {dup: "KILLED", ok: "FINISHED", dup_failed: "KILLED", live_child: "RUNNING",
-                      foreign: "RUNNING", live: "RUNNING"}
+    assert status == {
+        dup: "KILLED",
+        ok: "FINISHED",
+        dup_failed: "KILLED",
+        live_child: "RUNNING",
+        foreign: "RUNNING",
+        live: "RUNNING",
+    }
     assert c.get_run(dup).data.tags[RECONCILED_TAG].startswith(f"parent run {finished} is FINISHED")
     assert reconcile(store.uri, [exp]) == []
 
 
 def _fitted():
     predictor = SimpleNamespace(features=["x"])
-    return SimpleNamespace(name="mlp", kind="candidate", params={"h": 1}, predictor=predictor, history=[],
-                           training={"dp": {"enabled": False}, "wall_time_s": 0.1})
+    return SimpleNamespace(
+        name="mlp",
+        kind="candidate",
+        params={"h": 1},
+        predictor=predictor,
+        history=[],
+        training={"dp": {"enabled": False}, "wall_time_s": 0.1},
+    )
 
 
 def test_a_failed_attempt_of_log_model_run_ends_its_child_run_failed(store, tmp_path, monkeypatch):
@@ -124,8 +137,9 @@ def test_owner_tag_round_trips():
     from impactflow.tasks.reconcile import owner_from_prefect_tags, owner_tags, prefect_owner_tag
 
     tag = prefect_owner_tag()
-    assert owner_from_prefect_tags(["x", tag]) == {k: v for k, v in owner_tags().items()
-                                                   if k != "impactflow.prefect_flow_run_id"}
+    assert owner_from_prefect_tags(["x", tag]) == {
+        k: v for k, v in owner_tags().items() if k != "impactflow.prefect_flow_run_id"
+    }
     assert owner_from_prefect_tags(["impactflow.owner=nonsense"]) is None
     assert owner_from_prefect_tags(None) is None
 
@@ -139,8 +153,13 @@ def test_flow_runs_of_dead_owners_are_marked_crashed_with_their_task_runs(prefec
     from prefect.client.schemas.objects import StateType
     from prefect.states import Running
 
-    from impactflow.tasks.reconcile import (FLOW_RUN_TAG, PREFECT_OWNER_PREFIX, owner_tags, prefect_owner_tag,
-                                 reconcile_flow_runs)
+    from impactflow.tasks.reconcile import (
+        FLOW_RUN_TAG,
+        PREFECT_OWNER_PREFIX,
+        owner_tags,
+        prefect_owner_tag,
+        reconcile_flow_runs,
+    )
 
     @flow(name="impactflow-pipeline")
     def pipeline():  # pragma: no cover - never run, only named
@@ -199,10 +218,17 @@ def test_a_killed_writers_temporary_file_is_removed_and_a_live_ones_kept(tmp_pat
 
     reports = tmp_path / "runs" / "r1" / "reports"
     reports.mkdir(parents=True)
-    code = ("import sys, time; from pathlib import Path; from impactflow.audits.atomic import mkstemp_for\n"
-            "fd, tmp = mkstemp_for(Path(sys.argv[1]) / 'impact_report.json'); print(tmp, flush=True); time.sleep(60)")
-    p = subprocess.Popen([sys.executable, "-c", code, str(reports)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys, time; from pathlib import Path; from impactflow.audits.atomic import mkstemp_for\n"
+        "fd, tmp = mkstemp_for(Path(sys.argv[1]) / 'impact_report.json'); print(tmp, flush=True); time.sleep(60)"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, str(reports)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     killed_tmp = Path(p.stdout.readline().strip())
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
@@ -243,8 +269,14 @@ def test_report_and_evidence_writes_use_the_writer_naming(tmp_path, monkeypatch)
 
     monkeypatch.setattr(os, "replace", spy)
     inputs = make_inputs()
-    write_report.fn(inputs["run"], inputs["data"], inputs["models"], inputs["provenance"], inputs["config"],
-                    str(tmp_path / "reports"))
+    write_report.fn(
+        inputs["run"],
+        inputs["data"],
+        inputs["models"],
+        inputs["provenance"],
+        inputs["config"],
+        str(tmp_path / "reports"),
+    )
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     key = Ed25519PrivateKey.generate()
@@ -267,8 +299,13 @@ def _reserve(url: str, run_id: str, owner: str, monkeypatch, eps: float = 1.0) -
         m.setattr(ls, "owner_string", lambda: owner)
         ledger = ls.Ledger(url)
         try:
-            return ledger.reserve(SHA, "adult", run_id, [{"model": "mlp-dp", "private": True, "epsilon": eps,
-                                                          "delta": 1e-5, "accountant": "prv"}], budget_epsilon=10.0)
+            return ledger.reserve(
+                SHA,
+                "adult",
+                run_id,
+                [{"model": "mlp-dp", "private": True, "epsilon": eps, "delta": 1e-5, "accountant": "prv"}],
+                budget_epsilon=10.0,
+            )
         finally:
             ledger.close()
 
@@ -299,8 +336,10 @@ def test_stale_reservations_are_flagged_and_released_only_when_nothing_was_logge
     assert shown == {e_nothing: ls.STALE, e_logged: ls.STALE, e_running: "reserved"}
 
     # flagged only (release=False): nothing changes
-    assert {r["entry_id"]: r["released"] for r in stale_reservations(url, store.uri, release=False)} == \
-        {e_nothing: False, e_logged: False}
+    assert {r["entry_id"]: r["released"] for r in stale_reservations(url, store.uri, release=False)} == {
+        e_nothing: False,
+        e_logged: False,
+    }
     assert ledger.summary(SHA)["epsilon"] == pytest.approx(3.0)
 
     result = {r["entry_id"]: r for r in stale_reservations(url, store.uri)}
@@ -333,13 +372,17 @@ def test_a_ledger_from_before_the_owner_column_is_migrated(tmp_path):
 
     db = tmp_path / "privacy_ledger.db"
     with sqlite3.connect(db) as con:
-        con.execute("CREATE TABLE impactflow_privacy_ledger (id INTEGER PRIMARY KEY, dataset_sha256 VARCHAR(64) "
-                    "NOT NULL, contract VARCHAR(200), run_id VARCHAR(64), model VARCHAR(200), private BOOLEAN NOT "
-                    "NULL, epsilon FLOAT, delta FLOAT, planned_epsilon FLOAT, accountant VARCHAR(20), status "
-                    "VARCHAR(20) NOT NULL, budget_epsilon FLOAT, budget_delta FLOAT, created_at VARCHAR(40) NOT "
-                    "NULL, finalized_at VARCHAR(40))")
-        con.execute("INSERT INTO impactflow_privacy_ledger (dataset_sha256, run_id, model, private, planned_epsilon, "
-                    f"status, created_at) VALUES ('{SHA}', 'r', 'm', 1, 2.0, 'reserved', 'then')")
+        con.execute(
+            "CREATE TABLE impactflow_privacy_ledger (id INTEGER PRIMARY KEY, dataset_sha256 VARCHAR(64) "
+            "NOT NULL, contract VARCHAR(200), run_id VARCHAR(64), model VARCHAR(200), private BOOLEAN NOT "
+            "NULL, epsilon FLOAT, delta FLOAT, planned_epsilon FLOAT, accountant VARCHAR(20), status "
+            "VARCHAR(20) NOT NULL, budget_epsilon FLOAT, budget_delta FLOAT, created_at VARCHAR(40) NOT "
+            "NULL, finalized_at VARCHAR(40))"
+        )
+        con.execute(
+            "INSERT INTO impactflow_privacy_ledger (dataset_sha256, run_id, model, private, planned_epsilon, "
+            f"status, created_at) VALUES ('{SHA}', 'r', 'm', 1, 2.0, 'reserved', 'then')"
+        )
     ledger = ls.Ledger(f"sqlite:///{db}")
     (old,) = ledger.entries()
     assert old["owner"] is None and ls.shown_status(old) == "reserved"  # no owner: never called stale
@@ -397,8 +440,9 @@ def test_reconcile_command_reports_every_kind_of_leftover(tmp_path, monkeypatch)
     orphan = out / "runs" / killed / "reports" / f".impact_report.json.{_dead_pid()}.abcdefgh.tmp"
     orphan.parent.mkdir(parents=True)
     orphan.write_text("{")
-    (entry,) = _reserve(f"sqlite:///{out / 'privacy_ledger.db'}", killed, f"{socket.gethostname()}/{_dead_pid()}/1",
-                        monkeypatch)
+    (entry,) = _reserve(
+        f"sqlite:///{out / 'privacy_ledger.db'}", killed, f"{socket.gethostname()}/{_dead_pid()}/1", monkeypatch
+    )
     saved = dict(os.environ)
     for k in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "IMPACTFLOW_LEDGER_URL"):
         os.environ.pop(k, None)
@@ -416,7 +460,10 @@ def test_reconcile_command_reports_every_kind_of_leftover(tmp_path, monkeypatch)
     assert "Prefect: not checked" in text or "Prefect flow run(s) marked Crashed" in text
     assert f"removed {orphan}" in text and "1 orphan temporary file(s) removed" in text and not orphan.exists()
     # the killed run had no child run: its reservation is released
-    assert f"stale privacy-budget reservation {entry} " in text and "1 stale privacy-budget reservation(s), 1 released" in text
+    assert (
+        f"stale privacy-budget reservation {entry} " in text
+        and "1 stale privacy-budget reservation(s), 1 released" in text
+    )
     assert c.get_run(killed).info.status == "KILLED" and c.get_run(dup).info.status == "KILLED"
 
 
@@ -424,21 +471,29 @@ def test_summary_lines_say_when_prefect_was_not_checked_or_unreachable():
     from impactflow.tasks.reconcile import summary_lines
 
     empty = {"runs": [], "flow_runs": [], "versions": [], "temp_files": [], "reservations": []}
-    assert "Prefect: not checked (no PREFECT_API_URL and no kept server; the next `impactflow run` checks its " \
-           "flow runs)" in summary_lines({**empty, "prefect": None})
-    assert "Prefect: not reachable (ConnectError: refused); flow runs not checked" in \
-        summary_lines({**empty, "prefect": "ConnectError: refused"})
+    assert (
+        "Prefect: not checked (no PREFECT_API_URL and no kept server; the next `impactflow run` checks its "
+        "flow runs)" in summary_lines({**empty, "prefect": None})
+    )
+    assert "Prefect: not reachable (ConnectError: refused); flow runs not checked" in summary_lines(
+        {**empty, "prefect": "ConnectError: refused"}
+    )
     assert summary_lines({**empty, "prefect": "ok"}) == [
-        "0 run(s) reconciled", "0 Prefect flow run(s) marked Crashed", "0 model version(s) marked",
-        "0 orphan temporary file(s) removed", "0 stale privacy-budget reservation(s), 0 released"]
+        "0 run(s) reconciled",
+        "0 Prefect flow run(s) marked Crashed",
+        "0 model version(s) marked",
+        "0 orphan temporary file(s) removed",
+        "0 stale privacy-budget reservation(s), 0 released",
+    ]
 
 
 def test_disk_error_names_the_file_a_full_disk_refused_and_ignores_other_errors():
     from impactflow.audits.atomic import disk_error
 
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/a.gif", None, "/runs/mlartifacts/a.gif")
-    assert disk_error(full).startswith("cannot write /runs/mlartifacts/a.gif: No space left on device; "
-                                       "the run ended FAILED and nothing was approved")
+    assert disk_error(full).startswith(
+        "cannot write /runs/mlartifacts/a.gif: No space left on device; the run ended FAILED and nothing was approved"
+    )
     assert "File too large" in disk_error(OSError(errno.EFBIG, os.strerror(errno.EFBIG), "/runs/m.pt"))
     try:  # wrapped by a library: found through the cause chain
         try:

@@ -1,4 +1,5 @@
 """Disclosure control: no table row, count or plot cell of fewer than k people is shown."""
+
 from __future__ import annotations
 
 import json
@@ -11,17 +12,39 @@ from impactflow.audits.disclosure import suppress_small_cells
 def _doc():
     return {
         "config": {"rows": [{"n": 1, "x": 1}]},  # skipped: settings, not data
-        "data": {"representation": [
-            {"attribute": "race", "group": "White", "n": 40, "share": 0.8},
-            {"attribute": "race", "group": "PLANTED_TINY", "n": 3, "share": 0.06},
-            {"attribute": "race", "group": "Other", "n": 10, "share": 0.2},  # exactly k: kept
-        ]},
-        "models": [{"audits": {"fairness": {"by_group": [
-            {"group": "A", "n": 50, "tp": 4, "fp": 0, "tn": 30, "fn": 16, "selection_rate": 0.08, "share": 0.6},
-            {"group": "B", "n": 9, "tp": 1, "fp": 2, "tn": 3, "fn": 3},
-            {"group": "C", "n": 24, "tp": 12, "fp": 12, "tn": 0, "fn": 0},
-        ], "details": {"confusion_matrix": [[30, 4], [0, 16]],
-                        "calibration": [{"lower": 0.0, "count": 5}, {"lower": 0.5, "count": 45}]}}}}],
+        "data": {
+            "representation": [
+                {"attribute": "race", "group": "White", "n": 40, "share": 0.8},
+                {"attribute": "race", "group": "PLANTED_TINY", "n": 3, "share": 0.06},
+                {"attribute": "race", "group": "Other", "n": 10, "share": 0.2},  # exactly k: kept
+            ]
+        },
+        "models": [
+            {
+                "audits": {
+                    "fairness": {
+                        "by_group": [
+                            {
+                                "group": "A",
+                                "n": 50,
+                                "tp": 4,
+                                "fp": 0,
+                                "tn": 30,
+                                "fn": 16,
+                                "selection_rate": 0.08,
+                                "share": 0.6,
+                            },
+                            {"group": "B", "n": 9, "tp": 1, "fp": 2, "tn": 3, "fn": 3},
+                            {"group": "C", "n": 24, "tp": 12, "fp": 12, "tn": 0, "fn": 0},
+                        ],
+                        "details": {
+                            "confusion_matrix": [[30, 4], [0, 16]],
+                            "calibration": [{"lower": 0.0, "count": 5}, {"lower": 0.5, "count": 45}],
+                        },
+                    }
+                }
+            }
+        ],
     }
 
 
@@ -37,16 +60,22 @@ def test_small_rows_removed_small_counts_blanked_by_hand():
     # B (9) removed, C (24, smallest left) removed with it. Row A kept: tp=4 (<10, >0) blanked
     # and, as 50 - 0 - 30 - 16 would give it back, the smallest other non-zero part (fn=16)
     # too; fp=0 kept (zero reveals no one); the selection rate (= (tp + fp) / n) blanked
-    assert fair["by_group"] == [{"group": "A", "n": 50, "tp": None, "fp": 0, "tn": 30, "fn": None,
-                                 "selection_rate": None, "share": 0.6}]
+    assert fair["by_group"] == [
+        {"group": "A", "n": 50, "tp": None, "fp": 0, "tn": 30, "fn": None, "selection_rate": None, "share": 0.6}
+    ]
     # the matrix's row and column totals follow from printed rates: no line keeps one hidden cell
     assert fair["details"]["confusion_matrix"] == [[None, None], [None, None]]
     assert fair["details"]["calibration"] == [{"lower": 0.5, "count": 45}]
     assert out["config"] == doc["config"]
     # rows: PLANTED_TINY, Other, B, C, calibration bin of 5 = 5 (Other and C complementary);
     # values: tp, fn, selection rate of A + the four matrix cells (fn and 3 cells complementary)
-    assert out["disclosure"] == {"min_cell_size": 10, "suppressed_rows": 5, "suppressed_values": 7,
-                                 "complementary_rows": 2, "complementary_values": 4}
+    assert out["disclosure"] == {
+        "min_cell_size": 10,
+        "suppressed_rows": 5,
+        "suppressed_values": 7,
+        "complementary_rows": 2,
+        "complementary_values": 4,
+    }
     assert "PLANTED_TINY" not in json.dumps(out)
 
 
@@ -72,7 +101,11 @@ def test_suppressed_report_still_validates_and_renders(tmp_path):
     assert written["disclosure"]["min_cell_size"] == 120
     cm = written["models"][0]["audits"]["performance"]["details"]["confusion_matrix"]
     assert cm == [[None, None], [None, None]]  # two small cells; the margins would give them back
-    assert [b["count"] for b in written["models"][0]["audits"]["performance"]["details"]["calibration"]] == [120, 130, 140]
+    assert [b["count"] for b in written["models"][0]["audits"]["performance"]["details"]["calibration"]] == [
+        120,
+        130,
+        140,
+    ]
     assert "Disclosure" in paths["html"].read_text()
 
 
@@ -126,8 +159,9 @@ def _hand_audit():
             y += [yt] * count
             p += [yp] * count
             g += [group] * count
-    inputs = AuditInputs(y_true=np.array(y), y_score=np.where(np.array(p) == 1, 0.9, 0.1),
-                         sensitive=pd.DataFrame({"race": g}))
+    inputs = AuditInputs(
+        y_true=np.array(y), y_score=np.where(np.array(p) == 1, 0.9, 0.1), sensitive=pd.DataFrame({"race": g})
+    )
     return fairness_audit(inputs, {"min_group_size": 1, "n_boot": 0})
 
 
@@ -153,8 +187,9 @@ def _candidates(row: dict) -> list[tuple[int, int, int, int]]:
                     lo, hi = wilson_interval(k, d) if d else (math.nan, math.nan)
                     for key, expected in ((rate, value), (f"{rate}_ci_low", lo), (f"{rate}_ci_high", hi)):
                         shown = row.get(key)
-                        if shown is not None and not (math.isclose(shown, expected, abs_tol=1e-12)
-                                                      or (math.isnan(shown) and math.isnan(expected))):
+                        if shown is not None and not (
+                            math.isclose(shown, expected, abs_tol=1e-12) or (math.isnan(shown) and math.isnan(expected))
+                        ):
                             ok = False
                 if ok:
                     out.append(cells)
@@ -177,8 +212,9 @@ def test_suppressed_counts_can_no_longer_be_rebuilt():
     assert set(rows) == {"A", "B"}  # C (n=4) and, complementary, D
     a = rows["A"]
     assert (a["tp"], a["fp"], a["tn"], a["fn"]) == (12, None, 20, None)
-    assert all(a[key] is None for key in a if key.endswith(("_rate", "_ci_low", "_ci_high", "accuracy",
-                                                            "ratio_to_max")))
+    assert all(
+        a[key] is None for key in a if key.endswith(("_rate", "_ci_low", "_ci_high", "accuracy", "ratio_to_max"))
+    )
     # A's hidden fp and fn: every split of 8 is consistent with what is shown
     cands = _candidates(a)
     assert HAND["A"] in cands and len(cands) == 9 and {c[1] for c in cands} == set(range(9))

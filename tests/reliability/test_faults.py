@@ -1,6 +1,7 @@
 """Faults: a killed process, an unreachable tracking server, a transient task failure, a
 full or read-only report folder. Each ends in a clear message or a complete rerun, never in a
 run left RUNNING forever or a half-written report."""
+
 from __future__ import annotations
 
 import errno
@@ -87,8 +88,14 @@ def test_reconcile_marks_runs_of_dead_owners_killed_and_leaves_live_ones(tmp_pat
     marked = reconcile(uri, [exp])
     assert {m["run_id"] for m in marked} == {dead, child, reused}
     status = {r: client.get_run(r).info.status for r in (dead, child, alive, reused, other_host_recent, untagged)}
-    assert status == {dead: "KILLED", child: "KILLED", alive: "RUNNING", reused: "KILLED",
-                      other_host_recent: "RUNNING", untagged: "RUNNING"}
+    assert status == {
+        dead: "KILLED",
+        child: "KILLED",
+        alive: "RUNNING",
+        reused: "KILLED",
+        other_host_recent: "RUNNING",
+        untagged: "RUNNING",
+    }
     assert "is gone" in client.get_run(dead).data.tags[RECONCILED_TAG]
     # another host: reconciled only once older than stale_after_s
     assert [m["run_id"] for m in reconcile(uri, [exp], stale_after_s=0)] == [other_host_recent]
@@ -113,14 +120,23 @@ def _running(db: Path) -> list[str]:
 def _training(prefect_api: str) -> bool:
     """A ``train-model`` task run is RUNNING on the session's Prefect server."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (TaskRunFilter, TaskRunFilterName, TaskRunFilterState,
-                                                TaskRunFilterStateType)
+    from prefect.client.schemas.filters import (
+        TaskRunFilter,
+        TaskRunFilterName,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
 
     with get_client(sync_client=True) as client:
-        return bool(client.read_task_runs(task_run_filter=TaskRunFilter(
-            name=TaskRunFilterName(like_="train-model"),
-            state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.RUNNING])))))
+        return bool(
+            client.read_task_runs(
+                task_run_filter=TaskRunFilter(
+                    name=TaskRunFilterName(like_="train-model"),
+                    state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.RUNNING])),
+                )
+            )
+        )
 
 
 def _processes_with(marker: str) -> list[int]:
@@ -144,12 +160,25 @@ def test_sigkill_mid_training_then_rerun_completes_and_reconciles(prefect_api, t
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "MLFLOW_TRACKING_URI"}
     env.update(PREFECT_API_URL=prefect_api, PYTHONPATH=str(ROOT))
-    base = [sys.executable, "-m", "impactflow.flows.cli", "run", "-c", "text", "--set", "data.sample=1500",
-            "--set", "model.baselines=[]", "--set", "model.params.patience=1000"]
+    base = [
+        sys.executable,
+        "-m",
+        "impactflow.flows.cli",
+        "run",
+        "-c",
+        "text",
+        "--set",
+        "data.sample=1500",
+        "--set",
+        "model.baselines=[]",
+        "--set",
+        "model.params.patience=1000",
+    ]
     uri = f"sqlite:///{tmp_path / 'impactflow_runs' / 'mlflow.db'}"
     marker = f"model.params.epochs=500 --set tracking.output_dir={tmp_path / 'impactflow_runs'}"  # this run only
-    proc = subprocess.Popen([*base, "--set", *marker.split()], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*base, "--set", *marker.split()], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     killed_run = None
     try:
         deadline = time.monotonic() + 300
@@ -174,8 +203,9 @@ def test_sigkill_mid_training_then_rerun_completes_and_reconciles(prefect_api, t
     client = MlflowClient(tracking_uri=uri)
     assert client.get_run(killed_run).info.status == "RUNNING"  # what SIGKILL leaves behind
 
-    rerun = subprocess.run([*base, "--set", "model.params.epochs=1"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        [*base, "--set", "model.params.epochs=1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert rerun.returncode in (0, 3), rerun.stderr[-3000:]
     assert "Traceback" not in rerun.stderr
     old = client.get_run(killed_run)
@@ -232,10 +262,13 @@ def test_transient_io_failure_is_retried_and_a_user_error_is_not(prefect_api, mo
 # --------------------------------------------------------------------------- full / read-only disk
 
 
-@pytest.mark.parametrize("where, err, text", [
-    ("fsync", errno.ENOSPC, "No space left on device"),
-    ("mkstemp", errno.EROFS, "Read-only file system"),
-])
+@pytest.mark.parametrize(
+    "where, err, text",
+    [
+        ("fsync", errno.ENOSPC, "No space left on device"),
+        ("mkstemp", errno.EROFS, "Read-only file system"),
+    ],
+)
 def test_full_or_read_only_report_folder_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch, where, err, text):
     import impactflow.audits.atomic as atomic
     import impactflow.audits.render as render
@@ -255,8 +288,9 @@ def test_full_or_read_only_report_folder_is_a_clear_error_and_leaves_nothing(tmp
     else:
         monkeypatch.setattr(atomic.tempfile, "mkstemp", fail)
     with pytest.raises(OutputError) as info:
-        write_report.fn(inputs["run"], inputs["data"], inputs["models"], inputs["provenance"],
-                        inputs["config"], str(out))
+        write_report.fn(
+            inputs["run"], inputs["data"], inputs["models"], inputs["provenance"], inputs["config"], str(out)
+        )
     assert str(info.value) == f"cannot write the report into {out}: {text}"
     assert list(out.iterdir()) == [], "a partial report or temporary file was left behind"
 
@@ -271,8 +305,9 @@ def test_reconcile_command_marks_a_dead_owners_run(tmp_path):
     db = tmp_path / "impactflow_runs" / "mlflow.db"
     db.parent.mkdir()
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
-    run = client.create_run(client.create_experiment("e"),
-                            tags={HOST_TAG: socket.gethostname(), PID_TAG: str(_dead_pid())}).info.run_id
+    run = client.create_run(
+        client.create_experiment("e"), tags={HOST_TAG: socket.gethostname(), PID_TAG: str(_dead_pid())}
+    ).info.run_id
     saved = dict(os.environ)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:

@@ -14,6 +14,7 @@ what the run recorded is read afterwards. Either way the command ends with exact
 ``error:`` line and no traceback, nothing is approved, and after ``impactflow reconcile``
 nothing is left RUNNING (MLflow runs, retried child runs, the Prefect flow run).
 """
+
 from __future__ import annotations
 
 import os
@@ -31,11 +32,32 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 
-ARGS = ["-c", "text", "--set", "data.sample=300", "--set", "model.baselines=[]", "--set", "model.params.epochs=1",
-        "--set", "gates.performance.min_accuracy=0.1", "--set", "gates.performance.min_roc_auc=0.1",
-        "--set", "gates.performance.max_ece=1", "--set", "gates.privacy.max_mia_auc=1",
-        "--set", "gates.identity.max_flip_rate=1", "--set", "gates.identity.max_template_fpr_range=1",
-        "--set", "gates.identity.counterfactual_sample=50", "--set", "data.reuse_validation=false"]
+ARGS = [
+    "-c",
+    "text",
+    "--set",
+    "data.sample=300",
+    "--set",
+    "model.baselines=[]",
+    "--set",
+    "model.params.epochs=1",
+    "--set",
+    "gates.performance.min_accuracy=0.1",
+    "--set",
+    "gates.performance.min_roc_auc=0.1",
+    "--set",
+    "gates.performance.max_ece=1",
+    "--set",
+    "gates.privacy.max_mia_auc=1",
+    "--set",
+    "gates.identity.max_flip_rate=1",
+    "--set",
+    "gates.identity.max_template_fpr_range=1",
+    "--set",
+    "gates.identity.counterfactual_sample=50",
+    "--set",
+    "data.reuse_validation=false",
+]
 TMPFS_SIZE = "6m"
 FSIZE_LIMIT = 2 * 1024 * 1024
 
@@ -47,9 +69,21 @@ def _unshare_tmpfs_works(tmp: Path) -> bool:
         return False
     probe = tmp / "probe"
     probe.mkdir()
-    r = subprocess.run([exe, "--user", "--map-root-user", "--mount", "sh", "-c",
-                        'mount -t tmpfs -o size=1m tmpfs "$1" && touch "$1/x"', "sh", str(probe)],
-                       capture_output=True, timeout=30)
+    r = subprocess.run(
+        [
+            exe,
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            'mount -t tmpfs -o size=1m tmpfs "$1" && touch "$1/x"',
+            "sh",
+            str(probe),
+        ],
+        capture_output=True,
+        timeout=30,
+    )
     return r.returncode == 0 and not (probe / "x").exists()  # written on the tmpfs, gone with it
 
 
@@ -65,8 +99,11 @@ def test_a_disk_full_mid_run_is_one_error_line_and_leaves_nothing_running(prefec
     from prefect.client.schemas.objects import StateType
 
     db = tmp_path / "mlflow.db"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PYTEST") and k not in ("MLFLOW_TRACKING_URI", "IMPACTFLOW_LEDGER_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PYTEST") and k not in ("MLFLOW_TRACKING_URI", "IMPACTFLOW_LEDGER_URL")
+    }
     env.update(PREFECT_API_URL=prefect_api, PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=f"sqlite:///{db}")
     disk_dir = tmp_path / "disk"
     disk_dir.mkdir()
@@ -75,12 +112,23 @@ def test_a_disk_full_mid_run_is_one_error_line_and_leaves_nothing_running(prefec
     if disk == "tmpfs":
         if not _unshare_tmpfs_works(tmp_path):
             pytest.skip("no unprivileged user+mount namespace here: the rlimit case covers a full disk")
-        cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-               f'mount -t tmpfs -o size={TMPFS_SIZE} tmpfs "$1" && shift && exec "$@"', "sh", str(disk_dir), *cli]
+        cmd = [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            f'mount -t tmpfs -o size={TMPFS_SIZE} tmpfs "$1" && shift && exec "$@"',
+            "sh",
+            str(disk_dir),
+            *cli,
+        ]
         run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     else:
-        run = subprocess.run(cli, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
-                             preexec_fn=_limit_file_size)
+        run = subprocess.run(
+            cli, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, preexec_fn=_limit_file_size
+        )
     text = run.stdout + run.stderr
     errors = [line for line in text.splitlines() if line.startswith("error:")]
     assert run.returncode == 1, text[-4000:]
@@ -96,8 +144,14 @@ def test_a_disk_full_mid_run_is_one_error_line_and_leaves_nothing_running(prefec
     assert len(parents) == 1 and parents[0].info.status == "FAILED", [(r.info.run_id, r.info.status) for r in runs]
 
     # the operator frees space (here: the tmpfs is gone with its namespace), then reconciles
-    rec = subprocess.run([sys.executable, "-m", "impactflow.flows.cli", "reconcile", "--output-dir", str(tmp_path / "elsewhere")],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    rec = subprocess.run(
+        [sys.executable, "-m", "impactflow.flows.cli", "reconcile", "--output-dir", str(tmp_path / "elsewhere")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rec.returncode == 0, rec.stderr[-3000:]
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         assert con.execute("SELECT run_uuid FROM runs WHERE status = 'RUNNING'").fetchall() == []

@@ -14,6 +14,7 @@ and ``impactflow reconcile``:
 The kills share one runs folder (as an operator's would), and one rerun at the end shows that
 a run then completes, passes and becomes champion: the "no champion" checks can fail.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,15 +36,47 @@ from tests.reliability.test_faults import _processes_with
 pytestmark = pytest.mark.e2e
 
 # a small, fast run whose gates pass (so a completed run would get the champion alias)
-ARGS = ["-c", "text", "--set", "data.sample=300", "--set", "model.baselines=[]", "--set", "model.params.epochs=1",
-        "--set", "gates.performance.min_accuracy=0.1", "--set", "gates.performance.min_roc_auc=0.1",
-        "--set", "gates.performance.max_ece=1", "--set", "gates.privacy.max_mia_auc=1",
-        "--set", "gates.identity.max_flip_rate=1", "--set", "gates.identity.max_template_fpr_range=1",
-        "--set", "gates.identity.counterfactual_sample=50"]
+ARGS = [
+    "-c",
+    "text",
+    "--set",
+    "data.sample=300",
+    "--set",
+    "model.baselines=[]",
+    "--set",
+    "model.params.epochs=1",
+    "--set",
+    "gates.performance.min_accuracy=0.1",
+    "--set",
+    "gates.performance.min_roc_auc=0.1",
+    "--set",
+    "gates.performance.max_ece=1",
+    "--set",
+    "gates.privacy.max_mia_auc=1",
+    "--set",
+    "gates.identity.max_flip_rate=1",
+    "--set",
+    "gates.identity.max_template_fpr_range=1",
+    "--set",
+    "gates.identity.counterfactual_sample=50",
+]
 # the DP variant: a budget makes the ledger reserve before training (the contract is validated first)
-DP_ARGS = ["--set", "privacy.enabled=true", "--set", "privacy.target_epsilon=8", "--set", "privacy.delta=0.00001",
-           "--set", "privacy.budget_epsilon=1000", "--set", "model.params.epochs=200",
-           "--set", "model.params.patience=1000", "--set", "privacy_audit.canaries=0"]
+DP_ARGS = [
+    "--set",
+    "privacy.enabled=true",
+    "--set",
+    "privacy.target_epsilon=8",
+    "--set",
+    "privacy.delta=0.00001",
+    "--set",
+    "privacy.budget_epsilon=1000",
+    "--set",
+    "model.params.epochs=200",
+    "--set",
+    "model.params.patience=1000",
+    "--set",
+    "privacy_audit.canaries=0",
+]
 
 STAGES = {  # stage -> (prefix of the progress stage to hold at, extra args)
     "validation": ("validate", []),
@@ -61,15 +94,22 @@ HOLD_MARK = "impactflow-test-hold: "
 def work(prefect_api, tmp_path_factory):
     root = tmp_path_factory.mktemp("kill_stages")
     out = root / "impactflow_runs"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PYTEST") and k not in ("MLFLOW_TRACKING_URI", "IMPACTFLOW_LEDGER_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PYTEST") and k not in ("MLFLOW_TRACKING_URI", "IMPACTFLOW_LEDGER_URL")
+    }
     env.update(PREFECT_API_URL=prefect_api, PYTHONPATH=str(ROOT))
     return {"root": root, "out": out, "env": env, "db": out / "mlflow.db", "prefect_api": prefect_api}
 
 
 def _cli(work, *args, extra_env=None, **kw):
-    return subprocess.Popen([sys.executable, "-m", "impactflow.flows.cli", *args], cwd=work["root"],
-                            env={**work["env"], **(extra_env or {})}, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "impactflow.flows.cli", *args],
+        cwd=work["root"],
+        env={**work["env"], **(extra_env or {})},
+        **kw,
+    )
 
 
 def _reader(stream, lines: queue.Queue) -> None:
@@ -87,9 +127,18 @@ def _ledger_env(work, stage: str) -> dict[str, str]:
 def _run_and_kill(work, stage: str) -> tuple[int, str]:
     """Start a run held at ``stage``, SIGKILL it there; returns (pid, what it printed on stderr)."""
     prefix, extra = STAGES[stage]
-    proc = _cli(work, "run", *ARGS, *extra, "--set", f"tracking.output_dir={work['out']}",
-                extra_env={"IMPACTFLOW_TEST_HOLD_AT": prefix, **_ledger_env(work, stage)},
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = _cli(
+        work,
+        "run",
+        *ARGS,
+        *extra,
+        "--set",
+        f"tracking.output_dir={work['out']}",
+        extra_env={"IMPACTFLOW_TEST_HOLD_AT": prefix, **_ledger_env(work, stage)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_reader, args=(proc.stderr, lines), daemon=True).start()
     seen: list[str] = []
@@ -132,11 +181,19 @@ def _owned_flow_runs(pid: int):
 
     owner = f"impactflow.owner={socket.gethostname()}/{pid}/"
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["impactflow-pipeline"])),
-                                     sort=FlowRunSort.START_TIME_DESC, limit=200)
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["impactflow-pipeline"])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=200,
+        )
         mine = [fr for fr in runs if any(t.startswith(owner) for t in fr.tags)]
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr.id for fr in mine])),
-                                      limit=200) if mine else []
+        tasks = (
+            client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr.id for fr in mine])), limit=200
+            )
+            if mine
+            else []
+        )
         return mine, tasks
 
 
@@ -169,8 +226,16 @@ def test_sigkill_at_stage_leaves_nothing_approved_or_running_after_reconcile(wor
     # what SIGKILL leaves behind (the parent run is opened before validation)
     assert _running_mlflow(work["db"]), "the kill left nothing RUNNING: it did not hit a live run"
 
-    rec = _cli(work, "reconcile", "--output-dir", str(work["out"]), extra_env=_ledger_env(work, stage),
-               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rec = _cli(
+        work,
+        "reconcile",
+        "--output-dir",
+        str(work["out"]),
+        extra_env=_ledger_env(work, stage),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stdout, stderr = rec.communicate(timeout=300)
     assert rec.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr
@@ -198,8 +263,9 @@ def test_sigkill_at_stage_leaves_nothing_approved_or_running_after_reconcile(wor
         finally:
             ledger.close()
     # idempotent: a second reconcile finds nothing more
-    again = _cli(work, "reconcile", "--output-dir", str(work["out"]), stdout=subprocess.PIPE,
-                 stderr=subprocess.PIPE, text=True)
+    again = _cli(
+        work, "reconcile", "--output-dir", str(work["out"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     out2, _ = again.communicate(timeout=300)
     assert "0 run(s) reconciled" in out2 and "0 Prefect flow run(s) marked Crashed" in out2
 
@@ -208,8 +274,16 @@ def test_a_rerun_after_the_kills_completes_passes_and_becomes_champion(work):
     """The folder every kill above left behind (whatever of them ran) takes a complete run."""
     from mlflow import MlflowClient
 
-    rerun = _cli(work, "run", *ARGS, "--set", f"tracking.output_dir={work['out']}", stdout=subprocess.PIPE,
-                 stderr=subprocess.PIPE, text=True)
+    rerun = _cli(
+        work,
+        "run",
+        *ARGS,
+        "--set",
+        f"tracking.output_dir={work['out']}",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stdout, stderr = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, (stdout + stderr)[-3000:]
     assert "Traceback" not in stderr

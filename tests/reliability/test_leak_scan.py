@@ -6,6 +6,7 @@ MLflow, the CLI's stdout/stderr, and the flow run's Prefect logs, artifacts and 
 The same run carries a transient fault: the first MLflow tag write fails with a connection
 error; Prefect retries the task and the run completes.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -42,10 +43,16 @@ def leak_run(prefect_api, tracking_uri, tmp_path_factory):
     from impactflow.flows.cli import app
 
     tmp = tmp_path_factory.mktemp("leak")
-    lines = gzip.decompress((ROOT / "data_contracts/sms_spam/SMSSpamCollection.gz").read_bytes()) \
-        .decode("utf-8").splitlines()[:800]
-    lines += [f"ham\tsee you at {PLANTED[0]} street tomorrow", f"spam\tWIN cash now text {PLANTED[1]} to 8008",
-              f"ham\tmy name is {PLANTED[2]} call me"]
+    lines = (
+        gzip.decompress((ROOT / "data_contracts/sms_spam/SMSSpamCollection.gz").read_bytes())
+        .decode("utf-8")
+        .splitlines()[:800]
+    )
+    lines += [
+        f"ham\tsee you at {PLANTED[0]} street tomorrow",
+        f"spam\tWIN cash now text {PLANTED[1]} to 8008",
+        f"ham\tmy name is {PLANTED[2]} call me",
+    ]
     data = tmp / "sms.txt"
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -66,9 +73,22 @@ def leak_run(prefect_api, tracking_uri, tmp_path_factory):
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     tracking.set_tags = flaky_set_tags
     try:
-        result = CliRunner().invoke(app, [
-            "run", "-c", "text", "--set", f"data.path={data}", "--set", "model.params.epochs=1",
-            "--set", f"tracking.experiment={experiment}", "--set", "gates.identity.counterfactual_sample=100"])
+        result = CliRunner().invoke(
+            app,
+            [
+                "run",
+                "-c",
+                "text",
+                "--set",
+                f"data.path={data}",
+                "--set",
+                "model.params.epochs=1",
+                "--set",
+                f"tracking.experiment={experiment}",
+                "--set",
+                "gates.identity.counterfactual_sample=100",
+            ],
+        )
     finally:
         tracking.set_tags = real_set_tags
         os.chdir(cwd)
@@ -116,15 +136,21 @@ def _everything(run, prefect_api) -> list[tuple[str, bytes]]:
     client = MlflowClient(tracking_uri=run["uri"])
     exp = client.get_experiment_by_name(run["experiment"])
     for r in client.search_runs([exp.experiment_id]):
-        out.append((f"mlflow run {r.info.run_id}", json.dumps(
-            {"params": r.data.params, "tags": r.data.tags, "metrics": sorted(r.data.metrics)}).encode()))
+        out.append(
+            (
+                f"mlflow run {r.info.run_id}",
+                json.dumps({"params": r.data.params, "tags": r.data.tags, "metrics": sorted(r.data.metrics)}).encode(),
+            )
+        )
     flow_run_id = _report(run)["run"]["flow_run_id"]
     with get_client(sync_client=True) as pc:
         flow_run = pc.read_flow_run(flow_run_id)
         out.append(("prefect flow run parameters", json.dumps(flow_run.parameters, default=str).encode()))
         logs = pc.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
         out.append(("prefect logs", "\n".join(entry.message for entry in logs).encode()))
-        arts = pc.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        arts = pc.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
         out.append(("prefect artifacts", "\n".join(str(a.data) for a in arts).encode()))
         assert arts, "the run should have published its summary artifact"
     return out
@@ -132,7 +158,9 @@ def _everything(run, prefect_api) -> list[tuple[str, bytes]]:
 
 def test_no_planted_value_in_any_output(leak_run, prefect_api):
     places = _everything(leak_run, prefect_api)
-    assert any("impact_report.html" in w for w, _ in places) and any(w.endswith(".pkl") or "model" in w for w, _ in places)
+    assert any("impact_report.html" in w for w, _ in places) and any(
+        w.endswith(".pkl") or "model" in w for w, _ in places
+    )
     found = [(w, v) for w, data in places for v in PLANTED if v.lower().encode() in data.lower()]
     assert found == [], found
 

@@ -1,5 +1,6 @@
 """Nothing a killed CLI started outlives it (flows/lifetime.py): the temporary Prefect server of
 a SIGKILLed or SIGTERMed `impactflow run` is gone afterwards, and a SIGTERM ends the run KILLED."""
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,9 @@ def test_descendants_are_found_through_grandchildren_and_not_beyond():
     # one process that starts a grandchild: both are found, the test process itself is not.
     # Only this test's own tree is looked at and killed: the test process has other children
     # (the session's Prefect server), which must survive this test.
-    proc = subprocess.Popen([sys.executable, "-c",
-                             "import subprocess,sys,time; subprocess.Popen(['sleep','30']); time.sleep(30)"])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess,sys,time; subprocess.Popen(['sleep','30']); time.sleep(30)"]
+    )
     try:
         below = _wait(lambda: (d := lifetime.descendants(proc.pid)) and len(d) == 1 and d, 10, "the grandchild")
         found = lifetime.descendants(os.getpid())
@@ -107,14 +109,35 @@ def _temporary_server(cli_pid: int) -> int | None:
 
 def _cli(tmp_path: Path) -> subprocess.Popen:
     """A real `impactflow run` with no PREFECT_API_URL: Prefect starts its temporary server."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"))
+    }
     env.update(PYTHONPATH=str(ROOT), PREFECT_HOME=str(tmp_path / "prefect_home"), IMPACTFLOW_WARM="off")
     return subprocess.Popen(
-        [sys.executable, "-m", "impactflow.flows.cli", "run", "-c", "text", "--set", "data.sample=1500",
-         "--set", "model.baselines=[]", "--set", "model.params.epochs=500", "--set", "model.params.patience=1000",
-         "--set", f"tracking.output_dir={tmp_path / 'impactflow_runs'}"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "impactflow.flows.cli",
+            "run",
+            "-c",
+            "text",
+            "--set",
+            "data.sample=1500",
+            "--set",
+            "model.baselines=[]",
+            "--set",
+            "model.params.epochs=500",
+            "--set",
+            "model.params.patience=1000",
+            "--set",
+            f"tracking.output_dir={tmp_path / 'impactflow_runs'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
@@ -124,8 +147,7 @@ def test_killed_cli_leaves_no_temporary_prefect_server(tmp_path, sig):
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
     try:
-        server = _wait(lambda: proc.poll() is None and _temporary_server(proc.pid), 240,
-                       "Prefect's temporary server")
+        server = _wait(lambda: proc.poll() is None and _temporary_server(proc.pid), 240, "Prefect's temporary server")
         # wait until training has begun (the MLflow runs exist) so the run has state to end
         _wait(lambda: proc.poll() is not None or "train " in "".join(lines), 240, "training to start")
         time.sleep(3)

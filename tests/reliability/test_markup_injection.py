@@ -7,6 +7,7 @@ hosts and run no script; the Markdown report must turn ``[x](javascript:...)`` a
 ``![](http://...)`` into plain text. ``unsafe_markup`` is the scan: a ``<script`` tag, an
 ``on*=`` attribute, a ``javascript:`` URL, a remote ``src``/``href``, or an iframe/object/svg.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,17 +36,20 @@ def scan_html(folder: Path) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------- the sanitiser
 
 
-@pytest.mark.parametrize("markup, kind", [
-    ('<script src="https://cdn.example/x.js"></script>', "script tag"),
-    ("<td><img src=x onerror=alert(2)></td>", "event handler attribute"),
-    ('<a href="javascript:alert(1)">x</a>', "javascript: URL"),
-    ('<a href=" JavaScript:alert(1)">x</a>', "javascript: URL"),
-    ('<a href="java&#9;script:alert(1)">x</a>', "javascript: URL"),
-    ('<link rel="stylesheet" href="https://cdn.example/b.css">', "remote src/href"),
-    ('<img src="//attacker.example/p.png">', "remote src/href"),
-    ("<iframe src=x></iframe>", "iframe/object/embed"),
-    ("<svg onload=alert(1)>", "event handler attribute"),
-])
+@pytest.mark.parametrize(
+    "markup, kind",
+    [
+        ('<script src="https://cdn.example/x.js"></script>', "script tag"),
+        ("<td><img src=x onerror=alert(2)></td>", "event handler attribute"),
+        ('<a href="javascript:alert(1)">x</a>', "javascript: URL"),
+        ('<a href=" JavaScript:alert(1)">x</a>', "javascript: URL"),
+        ('<a href="java&#9;script:alert(1)">x</a>', "javascript: URL"),
+        ('<link rel="stylesheet" href="https://cdn.example/b.css">', "remote src/href"),
+        ('<img src="//attacker.example/p.png">', "remote src/href"),
+        ("<iframe src=x></iframe>", "iframe/object/embed"),
+        ("<svg onload=alert(1)>", "event handler attribute"),
+    ],
+)
 def test_each_kind_of_unsafe_markup_is_found_then_removed(markup, kind):
     page = f"<!DOCTYPE html><html><head><title>t</title></head><body>{markup}</body></html>"
     assert kind in unsafe_markup(page)
@@ -53,23 +57,29 @@ def test_each_kind_of_unsafe_markup_is_found_then_removed(markup, kind):
 
 
 def test_data_markup_reads_as_text_and_gx_markup_survives():
-    page = ("<html><head><style>.a{background:url('https://x.example/l.png')}</style>"
-            '<link rel="stylesheet" href="https://cdn.example/b.css"></head><body>'
-            '<table><tr><td class="c" style="color:red">' + IMG + "</td><td><iframe src=x></iframe></td></tr></table>"
-            '<a href="../index.html">Home</a><a href="#s1">s1</a><a href="https://greatexpectations.io">GX</a>'
-            '<img src="../../static/images/logo-long.png">'
-            '<meta http-equiv="refresh" content="0;url=https://attacker.example"><style>*{}</style>'
-            "</body></html>")
+    page = (
+        "<html><head><style>.a{background:url('https://x.example/l.png')}</style>"
+        '<link rel="stylesheet" href="https://cdn.example/b.css"></head><body>'
+        '<table><tr><td class="c" style="color:red">' + IMG + "</td><td><iframe src=x></iframe></td></tr></table>"
+        '<a href="../index.html">Home</a><a href="#s1">s1</a><a href="https://greatexpectations.io">GX</a>'
+        '<img src="../../static/images/logo-long.png">'
+        '<meta http-equiv="refresh" content="0;url=https://attacker.example"><style>*{}</style>'
+        "</body></html>"
+    )
     out = sanitise_page(page)
     assert unsafe_markup(out) == []
     assert "&lt;img src=x onerror=alert(2)&gt;" in out  # visible as the value it is
     assert "&lt;iframe src=x&gt;" in out
-    cell = sanitise_page("<html><body><table><tr><td><span>" + SCRIPT + "</span></td></tr></table>"
-                         "<script>var gx = 1;</script><p>after</p></body></html>")
+    cell = sanitise_page(
+        "<html><body><table><tr><td><span>" + SCRIPT + "</span></td></tr></table>"
+        "<script>var gx = 1;</script><p>after</p></body></html>"
+    )
     assert "<td><span>&lt;script&gt;alert(1)&lt;/script&gt;</span></td>" in cell  # a value in a cell: text
     assert "gx = 1" not in cell and "<p>after</p>" in cell  # GX's own script outside cells: dropped
-    tricks = sanitise_page('<html><body><a href="java&#9;script:alert(1)">t</a>'
-                           '<p style="background:\\75 rl(http://x.example/p)">s</p></body></html>')
+    tricks = sanitise_page(
+        '<html><body><a href="java&#9;script:alert(1)">t</a>'
+        '<p style="background:\\75 rl(http://x.example/p)">s</p></body></html>'
+    )
     assert "<a>t</a>" in tricks and "<p>s</p>" in tricks  # tab inside the scheme; a CSS escape
     assert '<td class="c" style="color:red">' in out and "<table>" in out
     assert '<a href="../index.html">Home</a>' in out and '<a href="#s1">' in out
@@ -95,20 +105,35 @@ def test_group_values_are_escaped_in_descriptions_and_plain_in_messages(tmp_path
     it is (the CLI and the report escape for their own medium)."""
     import pandas as pd
 
-    from impactflow.data_contracts.predictions import (predictions_contract, predictions_suite, sensitive_as_text,
-                                            write_suite)
+    from impactflow.data_contracts.predictions import (
+        predictions_contract,
+        predictions_suite,
+        sensitive_as_text,
+        write_suite,
+    )
     from impactflow.data_contracts.validation import validate
 
-    df = sensitive_as_text(pd.DataFrame({"y": [0, 1] * 4, "score": [0.2, 0.8] * 4,
-                                         "grp": [SCRIPT] * 2 + ["b"] * 6}), ["grp"])
-    suite = predictions_suite(df, name="p", label="y", label_set=[0, 1], score="score", prediction=None,
-                              sensitive=["grp"], min_group_size=3)
+    df = sensitive_as_text(
+        pd.DataFrame({"y": [0, 1] * 4, "score": [0.2, 0.8] * 4, "grp": [SCRIPT] * 2 + ["b"] * 6}), ["grp"]
+    )
+    suite = predictions_suite(
+        df, name="p", label="y", label_set=[0, 1], score="score", prediction=None, sensitive=["grp"], min_group_size=3
+    )
     descriptions = [e["description"] for e in suite["expectations"] if "description" in e]
-    assert descriptions == ["Sensitive group grp == &lt;script&gt;alert(1)&lt;/script&gt;: at least 3 rows",
-                            "Sensitive group grp == b: at least 3 rows"]
-    contract = predictions_contract(name="p", label="y", positive_label=None, sensitive=["grp"],
-                                    min_group_size=3, suite_path=write_suite(suite, tmp_path / "s.json"),
-                                    source="test", columns=list(df.columns))
+    assert descriptions == [
+        "Sensitive group grp == &lt;script&gt;alert(1)&lt;/script&gt;: at least 3 rows",
+        "Sensitive group grp == b: at least 3 rows",
+    ]
+    contract = predictions_contract(
+        name="p",
+        label="y",
+        positive_label=None,
+        sensitive=["grp"],
+        min_group_size=3,
+        suite_path=write_suite(suite, tmp_path / "s.json"),
+        source="test",
+        columns=list(df.columns),
+    )
     report = validate(df, contract, tmp_path / "data_docs")
     assert [f.description for f in report.failures] == [f"Sensitive group grp == {SCRIPT}: at least 3 rows"]
     assert scan_html(tmp_path / "data_docs") == {}
@@ -120,19 +145,32 @@ def test_data_docs_show_planted_values_as_text_with_tables_and_offline(tmp_path)
     tables, and the index links every page (GX's index is built by JavaScript)."""
     import pandas as pd
 
-    from impactflow.data_contracts.predictions import (predictions_contract, predictions_suite, sensitive_as_text,
-                                            write_suite)
+    from impactflow.data_contracts.predictions import (
+        predictions_contract,
+        predictions_suite,
+        sensitive_as_text,
+        write_suite,
+    )
     from impactflow.data_contracts.validation import validate
 
     col = IMG
-    df = sensitive_as_text(pd.DataFrame({"y": [0, 1, 0, 1, 0, 1, 0, 1], "score": [0.2, 0.8] * 4,
-                                         col: [SCRIPT] * 4 + ["b"] * 4}), [col])
-    suite = predictions_suite(df, name="p", label="y", label_set=[0, 1], score="score", prediction=None,
-                              sensitive=[col], min_group_size=2)
+    df = sensitive_as_text(
+        pd.DataFrame({"y": [0, 1, 0, 1, 0, 1, 0, 1], "score": [0.2, 0.8] * 4, col: [SCRIPT] * 4 + ["b"] * 4}), [col]
+    )
+    suite = predictions_suite(
+        df, name="p", label="y", label_set=[0, 1], score="score", prediction=None, sensitive=[col], min_group_size=2
+    )
     bad = df.assign(y=["<b onmouseover=alert(4)>yes</b>", 1, 0, 1, 0, 1, 0, 1])  # unexpected label value
-    contract = predictions_contract(name="p", label="y", positive_label=None, sensitive=[col],
-                                    min_group_size=2, suite_path=write_suite(suite, tmp_path / "s.json"),
-                                    source="test", columns=list(df.columns))
+    contract = predictions_contract(
+        name="p",
+        label="y",
+        positive_label=None,
+        sensitive=[col],
+        min_group_size=2,
+        suite_path=write_suite(suite, tmp_path / "s.json"),
+        source="test",
+        columns=list(df.columns),
+    )
     report = validate(bad, contract, tmp_path / "data_docs")
     assert not report.success
     docs = tmp_path / "data_docs"
@@ -200,8 +238,21 @@ def test_run_and_audit_folders_hold_no_executable_markup(cli, tmp_path):
     preds = tmp_path / "preds.csv"
     table.to_csv(preds, index=False)
     out = tmp_path / "runs"
-    r = cli("audit", "--data", str(preds), "--label", "y", "--score", "score", "--sensitive", "grp",
-            "--model-name", "scorer", "--output-dir", str(out))
+    r = cli(
+        "audit",
+        "--data",
+        str(preds),
+        "--label",
+        "y",
+        "--score",
+        "score",
+        "--sensitive",
+        "grp",
+        "--model-name",
+        "scorer",
+        "--output-dir",
+        str(out),
+    )
     assert r.returncode in (0, 3), r.stdout + r.stderr  # pass, or gates failed: either way a report
     assert "Traceback" not in r.stderr
     # the sensitive column itself named with a tag: its Data Docs are written before the metrics
@@ -214,8 +265,9 @@ def test_run_and_audit_folders_hold_no_executable_markup(cli, tmp_path):
     adult[IMG] = 1  # a column the contract does not know, named with a tag
     data = tmp_path / "adult.csv"
     adult.to_csv(data, index=False)
-    r = cli("run", "--set", f"data.path={data}",
-            "--set", f"tracking.output_dir={out}", "--set", "model.params.epochs=1")
+    r = cli(
+        "run", "--set", f"data.path={data}", "--set", f"tracking.output_dir={out}", "--set", "model.params.epochs=1"
+    )
     assert r.returncode == 1 and "contract" in r.stderr.lower() and "Traceback" not in r.stderr, r.stderr
 
     pages = list(out.rglob("*.htm*"))

@@ -1,6 +1,7 @@
 """Path traversal (issue 28, defect 4): every user-supplied name that becomes part of a path is
 a safe slug (``impactflow.data_contracts.names``) or one clear error naming the argument, before anything
 is written."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,27 @@ def test_safe_names_pass_unchanged(name):
     assert is_safe_name(name) and safe_name(name, "--model-name") == name
 
 
-@pytest.mark.parametrize("name", ["../../x/PWNED", "..", ".", ".hidden", "-rf", "a/b", "a\\b", "", "a b",
-                                  "modèle", "x" * 101, "a\0b", "a..b", "/etc/passwd", None, 3])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../x/PWNED",
+        "..",
+        ".",
+        ".hidden",
+        "-rf",
+        "a/b",
+        "a\\b",
+        "",
+        "a b",
+        "modèle",
+        "x" * 101,
+        "a\0b",
+        "a..b",
+        "/etc/passwd",
+        None,
+        3,
+    ],
+)
 def test_unsafe_names_are_refused_naming_the_argument(name):
     assert not is_safe_name(name)
     with pytest.raises(ConfigError, match=r"^--experiment .*: not a safe name; use 1-100 ASCII letters"):
@@ -35,8 +55,9 @@ def test_audit_refuses_a_traversing_model_name_before_writing_anything(tmp_path,
     (work / "t.csv").write_text("y,g,s\n1,a,0.9\n0,b,0.1\n")
     monkeypatch.chdir(work)
     for option, value in (("--model-name", "../../../PWNED"), ("--experiment", "../e")):
-        result = CliRunner().invoke(app, ["audit", "--data", "t.csv", "--label", "y", "--score", "s",
-                                          "--sensitive", "g", option, value])
+        result = CliRunner().invoke(
+            app, ["audit", "--data", "t.csv", "--label", "y", "--score", "s", "--sensitive", "g", option, value]
+        )
         out = " ".join(result.output.split())
         assert result.exit_code == 2, out
         assert out.startswith(f"error: {option} '{value}': not a safe name"), out
@@ -49,8 +70,14 @@ def test_audit_flow_refuses_unsafe_names_before_tracking(tmp_path):
     (tmp_path / "t.csv").write_text("y,g,s\n1,a,0.9\n")
     for kwargs in ({"model_name": "../PWNED"}, {"experiment": "a/b"}):
         with pytest.raises(ConfigError, match="not a safe name"):
-            audit_only_flow.fn(data=str(tmp_path / "t.csv"), label="y", sensitive=["g"], score="s",
-                               output_dir=str(tmp_path / "runs"), **kwargs)
+            audit_only_flow.fn(
+                data=str(tmp_path / "t.csv"),
+                label="y",
+                sensitive=["g"],
+                score="s",
+                output_dir=str(tmp_path / "runs"),
+                **kwargs,
+            )
     assert not (tmp_path / "runs").exists()
 
 

@@ -2,6 +2,7 @@
 version whose runs did not finish or whose signed evidence does not verify (or verifies, but
 by a signer you do not trust); ``reconcile`` marks versions of KILLED/FAILED runs and takes
 ``champion`` off them; ``models`` shows the mark."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,15 @@ import pytest
 from impactflow.data_contracts.errors import ImpactflowError
 
 
-def _version(tmp_path: Path, *, parent_status: str = "FINISHED", child_status: str = "FINISHED",
-             sign: bool = True, gates: str = "passed", name: str = "impactflow-t-mlp") -> dict:
+def _version(
+    tmp_path: Path,
+    *,
+    parent_status: str = "FINISHED",
+    child_status: str = "FINISHED",
+    sign: bool = True,
+    gates: str = "passed",
+    name: str = "impactflow-t-mlp",
+) -> dict:
     """A registered version as the pipeline leaves it: gate tags, the parent run's id, a child
     run that logged it, and (``sign``) the parent run's signed statement logged to MLflow."""
     from mlflow import MlflowClient
@@ -23,8 +31,11 @@ def _version(tmp_path: Path, *, parent_status: str = "FINISHED", child_status: s
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("e")
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        "e", artifact_location=(tmp_path / "mlartifacts").resolve().as_uri())
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else client.create_experiment("e", artifact_location=(tmp_path / "mlartifacts").resolve().as_uri())
+    )
     parent = client.create_run(exp_id).info.run_id
     child = client.create_run(exp_id, tags={"mlflow.parentRunId": parent}).info.run_id
     run_dir = tmp_path / "runs" / parent
@@ -38,10 +49,21 @@ def _version(tmp_path: Path, *, parent_status: str = "FINISHED", child_status: s
         client.create_registered_model(name)
     src = tmp_path / "model_src"
     src.mkdir(exist_ok=True)
-    mv = client.create_model_version(name, source=src.resolve().as_uri(), run_id=child,
-                                     tags={"impactflow.gates": gates, "impactflow.parent_run_id": parent})
-    return {"uri": uri, "client": client, "name": name, "version": str(mv.version), "parent": parent,
-            "child": child, "run_dir": run_dir}
+    mv = client.create_model_version(
+        name,
+        source=src.resolve().as_uri(),
+        run_id=child,
+        tags={"impactflow.gates": gates, "impactflow.parent_run_id": parent},
+    )
+    return {
+        "uri": uri,
+        "client": client,
+        "name": name,
+        "version": str(mv.version),
+        "parent": parent,
+        "child": child,
+        "run_dir": run_dir,
+    }
 
 
 def _own_trust() -> dict:
@@ -50,12 +72,15 @@ def _own_trust() -> dict:
     return evidence.trusted_keys()
 
 
-@pytest.mark.parametrize("parent_status,child_status,what", [
-    ("FAILED", "FINISHED", "parent run {parent} is FAILED"),
-    ("KILLED", "FINISHED", "parent run {parent} is KILLED"),
-    ("RUNNING", "FINISHED", "parent run {parent} is RUNNING"),
-    ("FINISHED", "FAILED", "run {child} is FAILED"),
-])
+@pytest.mark.parametrize(
+    "parent_status,child_status,what",
+    [
+        ("FAILED", "FINISHED", "parent run {parent} is FAILED"),
+        ("KILLED", "FINISHED", "parent run {parent} is KILLED"),
+        ("RUNNING", "FINISHED", "parent run {parent} is RUNNING"),
+        ("FINISHED", "FAILED", "run {child} is FAILED"),
+    ],
+)
 def test_promote_refuses_a_version_whose_run_did_not_finish(tmp_path, parent_status, child_status, what):
     """The full-disk run: FAILED parent, gates passed, evidence signed: was promoted (exit 0)."""
     from impactflow.tasks.registry import promote
@@ -115,7 +140,9 @@ def test_reconcile_marks_versions_of_killed_and_failed_runs_and_removes_their_ch
     client.set_registered_model_alias(name, "champion", killed["version"])  # as the old code left it
     marked = mark_versions(good["uri"])
     assert sorted((m["version"], m["run_status"], m["alias_removed"]) for m in marked) == [
-        (killed["version"], "KILLED", True), (failed["version"], "FAILED", False)]
+        (killed["version"], "KILLED", True),
+        (failed["version"], "FAILED", False),
+    ]
     assert client.get_model_version(name, killed["version"]).tags[RUN_STATUS_TAG] == "KILLED"
     assert RUN_STATUS_TAG not in client.get_model_version(name, good["version"]).tags
     assert "champion" not in (client.get_registered_model(name).aliases or {})
@@ -144,8 +171,10 @@ def test_promote_and_reconcile_commands(tmp_path):
     env = {"MLFLOW_TRACKING_URI": v["uri"]}
     result = _cli(["promote", v["name"], v["version"]], env)
     assert result.exit_code == 1, result.output
-    assert f"error: {v['name']} version {v['version']} is not promotable: parent run {v['parent']} is FAILED" \
+    assert (
+        f"error: {v['name']} version {v['version']} is not promotable: parent run {v['parent']} is FAILED"
         in " ".join(result.output.split())
+    )
     assert _cli(["promote", v["name"], "latest"], env).exit_code == 2
     result = _cli(["reconcile"], env)
     assert result.exit_code == 0, result.output
@@ -155,8 +184,10 @@ def test_promote_and_reconcile_commands(tmp_path):
     assert result.exit_code == 0 and "FAILED" in result.output, result.output
 
 
-@pytest.mark.parametrize("args", [["models"], ["promote", "m", "1"], ["reconcile"],
-                                  ["compare", "a" * 32, "b" * 32], ["report", "verify", "c" * 32]])
+@pytest.mark.parametrize(
+    "args",
+    [["models"], ["promote", "m", "1"], ["reconcile"], ["compare", "a" * 32, "b" * 32], ["report", "verify", "c" * 32]],
+)
 def test_unreachable_database_is_one_error_line(args):
     """An unreachable PostgreSQL store: one `error:` line naming it without its password, exit 1
     (was a SQLAlchemy traceback)."""
@@ -169,5 +200,7 @@ def test_unreachable_database_is_one_error_line(args):
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     out = " ".join(result.output.split())
-    assert out.startswith(f"error: MLflow tracking server postgresql+psycopg2://***@127.0.0.1:{port}/db is unreachable"), out
+    assert out.startswith(
+        f"error: MLflow tracking server postgresql+psycopg2://***@127.0.0.1:{port}/db is unreachable"
+    ), out
     assert "PLANTEDSECRET" not in out and "Traceback" not in out and "nothing was trained" not in out

@@ -2,6 +2,7 @@
 so a copy kept writing into the original folder, and a moved one broke verification and model
 loading. A run into a copy is refused before anything is written; reading a moved store names
 the missing path."""
+
 from __future__ import annotations
 
 import shutil
@@ -58,7 +59,7 @@ def test_one_store_for_several_runs_folders_is_not_a_move(tmp_path):
     files to another tracking.output_dir: the experiment's artifacts stay in the first folder,
     which is fine while that folder exists; gone, it is one clear line."""
     db = tmp_path / "store" / "mlflow.db"
-    first = (tmp_path / "first" / "mlartifacts")
+    first = tmp_path / "first" / "mlartifacts"
     first.mkdir(parents=True)
     assert tracking.sqlite_path(f"sqlite:///{db}") == db
     assert tracking.sqlite_path("postgresql://u@h/db") is None

@@ -9,6 +9,7 @@
 - ``mlflow.db`` and ``privacy_ledger.db`` are created 0600; a signing key or ledger readable by
   others gets one ``warning:`` line.
 """
+
 from __future__ import annotations
 
 import io
@@ -50,9 +51,17 @@ def test_summary_prints_the_tracking_uri_without_its_password():
     from impactflow.flows.cli import _print_summary
 
     buf = io.StringIO()
-    summary = {"gates": [], "models": {}, "status": "pass", "incomplete": [], "parent_run_id": "r1",
-               "experiment": "e", "tracking_uri": PG_URI, "mlflow_url": "http://127.0.0.1:5000/#/x",
-               "report": {"html": "r.html", "json": "r.json"}}
+    summary = {
+        "gates": [],
+        "models": {},
+        "status": "pass",
+        "incomplete": [],
+        "parent_run_id": "r1",
+        "experiment": "e",
+        "tracking_uri": PG_URI,
+        "mlflow_url": "http://127.0.0.1:5000/#/x",
+        "report": {"html": "r.html", "json": "r.json"},
+    }
     _print_summary(Console(file=buf, width=200), summary)
     out = buf.getvalue()
     assert SECRET not in out
@@ -62,8 +71,10 @@ def test_summary_prints_the_tracking_uri_without_its_password():
 def test_ui_link_never_carries_user_and_password():
     from impactflow.tasks.tracking import ui_url
 
-    assert ui_url(f"https://user:{SECRET}@mlflow.example:443/", "3", "abc") == \
-        "https://mlflow.example:443/#/experiments/3/runs/abc"
+    assert (
+        ui_url(f"https://user:{SECRET}@mlflow.example:443/", "3", "abc")
+        == "https://mlflow.example:443/#/experiments/3/runs/abc"
+    )
     assert ui_url(PG_URI, "3", "abc") == "http://127.0.0.1:5000/#/experiments/3/runs/abc"
 
 
@@ -97,10 +108,19 @@ def test_ui_passes_the_store_uri_in_the_environment_not_on_the_command_line(monk
 # --------------------------------------------------------------------------- parse errors
 
 
-@pytest.mark.parametrize("contract, kind", [
-    ("adult", "csv"), ("adult", "aws"), ("jigsaw", "csv"), ("jigsaw", "aws"), ("sms_spam", "pgpass"),
-    ("mnist", "csv"), ("synthetic_ratings", "aws"), ("synthetic_ratings", "yaml"),
-])
+@pytest.mark.parametrize(
+    "contract, kind",
+    [
+        ("adult", "csv"),
+        ("adult", "aws"),
+        ("jigsaw", "csv"),
+        ("jigsaw", "aws"),
+        ("sms_spam", "pgpass"),
+        ("mnist", "csv"),
+        ("synthetic_ratings", "aws"),
+        ("synthetic_ratings", "yaml"),
+    ],
+)
 def test_a_file_that_fails_to_load_is_not_quoted(creds, contract, kind):
     import impactflow.data_contracts as dc
     from impactflow.data_contracts.errors import ImpactflowError
@@ -142,10 +162,14 @@ def test_parse_reason_keeps_counts_and_drops_quoted_content():
 
     from impactflow.data_contracts.files import parse_reason
 
-    assert parse_reason(ValueError(f'Unable to parse string "{SECRET}" at position 0')) == \
-        "Unable to parse string '…' at position 0"
-    assert parse_reason(ValueError("Error tokenizing data. C error: Expected 15 fields in line 3, saw 16")) == \
-        "Error tokenizing data. C error: Expected 15 fields in line 3, saw 16"
+    assert (
+        parse_reason(ValueError(f'Unable to parse string "{SECRET}" at position 0'))
+        == "Unable to parse string '…' at position 0"
+    )
+    assert (
+        parse_reason(ValueError("Error tokenizing data. C error: Expected 15 fields in line 3, saw 16"))
+        == "Error tokenizing data. C error: Expected 15 fields in line 3, saw 16"
+    )
     with pytest.raises(yaml.YAMLError) as err:
         yaml.safe_load(f"a: 1\n{SECRET} [\n")
     reason = parse_reason(err.value)
@@ -200,8 +224,10 @@ def test_a_ledger_readable_by_others_gets_one_warning(tmp_path, monkeypatch, cap
     Ledger(ledger_url(tmp_path)).close()
     Ledger(ledger_url(tmp_path)).close()
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"warning: privacy ledger {tmp_path / 'privacy_ledger.db'} is readable by other users "
-                   f"(mode 0644); run: chmod 600 {tmp_path / 'privacy_ledger.db'}"]
+    assert err == [
+        f"warning: privacy ledger {tmp_path / 'privacy_ledger.db'} is readable by other users "
+        f"(mode 0644); run: chmod 600 {tmp_path / 'privacy_ledger.db'}"
+    ]
 
 
 def test_a_signing_key_readable_by_others_gets_a_warning(tmp_path, capsys):

@@ -1,4 +1,5 @@
 """Loading a pickled (pyfunc) model from outside the runs folder warns that pickle can run code."""
+
 from __future__ import annotations
 
 import warnings
@@ -59,19 +60,38 @@ def test_a_model_logged_under_the_old_package_layout_is_one_clear_error(tmp_path
         "import mlflow.pyfunc\n"
         "class ImpactflowPyfunc(mlflow.pyfunc.PythonModel):\n"
         "    def predict(self, context, model_input, params=None):\n"
-        "        return model_input\n")
+        "        return model_input\n"
+    )
     path = tmp_path / "impactflow_runs" / "old"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    save = ("import sys, mlflow.pyfunc; "
-            "from tasks.pyfunc import ImpactflowPyfunc; "  # old layout on purpose
-            "mlflow.pyfunc.save_model(sys.argv[1], python_model=ImpactflowPyfunc(), pip_requirements=[])")
-    subprocess.run([sys.executable, "-c", save, str(path)], cwd=tmp_path, env={**env, "PYTHONPATH": str(old)},
-                   check=True, capture_output=True, timeout=300)
-    load = ("import sys; from impactflow.data_contracts.errors import DataError; "
-            "from impactflow.tasks.pyfunc import load_model\n"
-            "try:\n    load_model(sys.argv[1], trusted_dirs=[sys.argv[2]])\nexcept DataError as e:\n    print(e)")
-    out = subprocess.run([sys.executable, "-c", load, str(path), str(tmp_path / "impactflow_runs")], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=300)
+    save = (
+        "import sys, mlflow.pyfunc; "
+        "from tasks.pyfunc import ImpactflowPyfunc; "  # old layout on purpose
+        "mlflow.pyfunc.save_model(sys.argv[1], python_model=ImpactflowPyfunc(), pip_requirements=[])"
+    )
+    subprocess.run(
+        [sys.executable, "-c", save, str(path)],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(old)},
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    load = (
+        "import sys; from impactflow.data_contracts.errors import DataError; "
+        "from impactflow.tasks.pyfunc import load_model\n"
+        "try:\n    load_model(sys.argv[1], trusted_dirs=[sys.argv[2]])\nexcept DataError as e:\n    print(e)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", load, str(path), str(tmp_path / "impactflow_runs")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
-    assert (f"{path}: this model was logged by an impactflow version before the one import package (it refers "
-            "to module 'tasks', now impactflow.tasks)") in out.stdout, out.stdout + out.stderr
+    assert (
+        f"{path}: this model was logged by an impactflow version before the one import package (it refers "
+        "to module 'tasks', now impactflow.tasks)"
+    ) in out.stdout, out.stdout + out.stderr

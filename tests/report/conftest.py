@@ -5,6 +5,7 @@ the performance audit is hand-made. No training.
 
 ``real_reports`` (session scope, e2e): the JSON of REAL pipeline runs of every family and of the
 audit-only flow, for the renderer tests."""
+
 from __future__ import annotations
 
 import copy
@@ -20,9 +21,9 @@ SHA_B = "b" * 64
 # (tp, fp, tn, fn) per sex group; the fairness and privacy audits below are the REAL audits run on
 # arrays built from these counts, so the report sees exactly the keys the pipeline writes.
 COUNTS = {
-    "Male": (140, 40, 420, 70),                    # n 670, selection rate 180/670 = 0.2687
-    "Female_fail": (10, 10, 280, 30),              # n 330, selection rate 20/330 = 0.0606 (ratio 0.2256)
-    "Female_ok": (67, 20, 210, 33),                # n 330, selection rate 87/330 = 0.2636 (ratio 0.9813)
+    "Male": (140, 40, 420, 70),  # n 670, selection rate 180/670 = 0.2687
+    "Female_fail": (10, 10, 280, 30),  # n 330, selection rate 20/330 = 0.0606 (ratio 0.2256)
+    "Female_ok": (67, 20, 210, 33),  # n 330, selection rate 87/330 = 0.2636 (ratio 0.9813)
 }
 
 
@@ -51,16 +52,26 @@ def _audits(model: str, dp_fail: bool, epsilon: float | None) -> dict:
     performance = AuditResult(
         name="performance",
         status=Status.PASS,
-        metrics={"performance/roc_auc": 0.9012, "performance/roc_auc_ci_low": 0.89,
-                 "performance/roc_auc_ci_high": 0.912, "performance/accuracy": 0.85,
-                 "performance/brier": 0.1023, "performance/ece": 0.0008},
+        metrics={
+            "performance/roc_auc": 0.9012,
+            "performance/roc_auc_ci_low": 0.89,
+            "performance/roc_auc_ci_high": 0.912,
+            "performance/accuracy": 0.85,
+            "performance/brier": 0.1023,
+            "performance/ece": 0.0008,
+        },
         thresholds={"roc_auc_min": 0.8},
         gates=[Gate("performance/roc_auc", Status.PASS, 0.9012, 0.8, ">=")],
         details={
             "roc": {"fpr": [0.0, 0.05, 0.2, 0.5, 1.0], "tpr": [0.0, 0.5, 0.8, 0.95, 1.0]},
             "calibration": [
-                {"lower": i / 5, "upper": (i + 1) / 5, "count": 100 + 10 * i,
-                 "mean_score": i / 5 + 0.1, "positive_rate": i / 5 + 0.08}
+                {
+                    "lower": i / 5,
+                    "upper": (i + 1) / 5,
+                    "count": 100 + 10 * i,
+                    "mean_score": i / 5 + 0.1,
+                    "positive_rate": i / 5 + 0.08,
+                }
                 for i in range(5)
             ],
             "confusion_matrix": [[700, 50], [100, 150]],
@@ -68,62 +79,114 @@ def _audits(model: str, dp_fail: bool, epsilon: float | None) -> dict:
     )
     y, score, sex = _arrays(dp_fail)
     rng = np.random.default_rng(0)
-    inputs = AuditInputs(y_true=y, y_score=score, sensitive=sex,
-                         member_loss=rng.exponential(0.50, 400), nonmember_loss=rng.exponential(0.52, 400),
-                         epsilon=epsilon, delta=1e-5 if epsilon is not None else None)
-    fairness = fairness_audit(inputs, {"max_demographic_parity_difference": 0.1,
-                                       "max_equalized_odds_difference": 0.1, "min_group_size": 30, "n_boot": 50})
+    inputs = AuditInputs(
+        y_true=y,
+        y_score=score,
+        sensitive=sex,
+        member_loss=rng.exponential(0.50, 400),
+        nonmember_loss=rng.exponential(0.52, 400),
+        epsilon=epsilon,
+        delta=1e-5 if epsilon is not None else None,
+    )
+    fairness = fairness_audit(
+        inputs,
+        {
+            "max_demographic_parity_difference": 0.1,
+            "max_equalized_odds_difference": 0.1,
+            "min_group_size": 30,
+            "n_boot": 50,
+        },
+    )
     privacy = privacy_audit(inputs, {"max_mia_auc": 0.6})
-    return {"performance": performance.to_dict(), "fairness": fairness.to_dict(),
-            "privacy": privacy.to_dict()}
+    return {"performance": performance.to_dict(), "fairness": fairness.to_dict(), "privacy": privacy.to_dict()}
 
 
 def make_inputs(*, failing: bool = True) -> dict:
     """Keyword arguments for ``build_report``; ``failing`` makes one gate fail."""
+
     def model(name, family_desc, dp, fail):
         return {
-            "name": name, "family": "tabular", "description": family_desc,
+            "name": name,
+            "family": "tabular",
+            "description": family_desc,
             "params": {"hidden": 64, "lr": 0.001, "batch_size": 256, "dropout": None, "early_stop": True},
-            "training": {"device": "cpu", "epochs_run": 8, "best_epoch": 6, "wall_time_s": 12.3456,
-                         "n_parameters": 7041, "dp": dp},
+            "training": {
+                "device": "cpu",
+                "epochs_run": 8,
+                "best_epoch": 6,
+                "wall_time_s": 12.3456,
+                "n_parameters": 7041,
+                "dp": dp,
+            },
             "audits": _audits(name, fail, dp.get("epsilon")),
             "mlflow_run_id": f"run-{name}",
         }
 
-    dp_on = {"enabled": True, "epsilon": 3.0, "epsilon_rdp": 3.4, "delta": 1e-5,
-             "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountant": "prv",
-             "privacy_unit": "one person's row"}
-    dp_off = {"enabled": False, "epsilon": None, "epsilon_rdp": None, "delta": None,
-              "noise_multiplier": None, "max_grad_norm": None, "accountant": None,
-              "privacy_unit": None}
+    dp_on = {
+        "enabled": True,
+        "epsilon": 3.0,
+        "epsilon_rdp": 3.4,
+        "delta": 1e-5,
+        "noise_multiplier": 1.1,
+        "max_grad_norm": 1.0,
+        "accountant": "prv",
+        "privacy_unit": "one person's row",
+    }
+    dp_off = {
+        "enabled": False,
+        "epsilon": None,
+        "epsilon_rdp": None,
+        "delta": None,
+        "noise_multiplier": None,
+        "max_grad_norm": None,
+        "accountant": None,
+        "privacy_unit": None,
+    }
     return {
-        "run": {"run_id": "parent123", "flow_run_id": None, "preset": "adult",
-                "started_at": "2025-01-01T10:00:00+00:00", "finished_at": "2025-01-01T10:05:00+00:00",
-                "mlflow": {"tracking_uri": "sqlite:////tmp/mlflow.db", "experiment": "impactflow",
-                           "parent_run_id": "parent123"}},
+        "run": {
+            "run_id": "parent123",
+            "flow_run_id": None,
+            "preset": "adult",
+            "started_at": "2025-01-01T10:00:00+00:00",
+            "finished_at": "2025-01-01T10:05:00+00:00",
+            "mlflow": {
+                "tracking_uri": "sqlite:////tmp/mlflow.db",
+                "experiment": "impactflow",
+                "parent_run_id": "parent123",
+            },
+        },
         "data": {
-            "contract": "adult", "files": [{"path": "adult.data.gz", "sha256": SHA_A},
-                                           {"path": "adult.test.gz", "sha256": SHA_B}],
-            "dataset_sha256": SHA_A, "n_rows": 48842,
+            "contract": "adult",
+            "files": [{"path": "adult.data.gz", "sha256": SHA_A}, {"path": "adult.test.gz", "sha256": SHA_B}],
+            "dataset_sha256": SHA_A,
+            "n_rows": 48842,
             "splits": {"train": 30000, "validation": 8000, "test": 10842},
-            "contract_result": {"success": True, "total_expectations": 42, "failures": [],
-                                "data_docs": None},
+            "contract_result": {"success": True, "total_expectations": 42, "failures": [], "data_docs": None},
             "representation": [
                 {"attribute": "sex", "group": "Male", "n": 32650, "share": 0.6685, "positive_rate": 0.3038},
                 {"attribute": "sex", "group": "Female", "n": 16192, "share": 0.3315, "positive_rate": 0.1093},
             ],
             "missing": {"workclass": 2799, "occupation": 2809, "age": 0},
-            "sensitive": ["sex"], "excluded_features": ["fnlwgt"],
+            "sensitive": ["sex"],
+            "excluded_features": ["fnlwgt"],
             "source": "UCI Adult (Census Income), 1994 CPS extract",
             "license": "CC BY 4.0",
         },
-        "models": [model("mlp", "2-layer MLP", dp_on, False),
-                   model("logreg", "logistic regression", dp_off, failing)],
-        "provenance": {"git_commit": "0123abc", "git_dirty": False, "python": "3.12.3",
-                       "platform": "Linux-x86_64", "packages": {"torch": "2.6.0", "numpy": "2.1.0"},
-                       "seeds": {"global": 0, "split": 1}, "command": "impactflow run --preset adult"},
-        "config": {"preset": "adult", "train": {"epochs": 8, "lr": 0.001},
-                   "fairness": {"demographic_parity_difference_max": 0.1}},
+        "models": [model("mlp", "2-layer MLP", dp_on, False), model("logreg", "logistic regression", dp_off, failing)],
+        "provenance": {
+            "git_commit": "0123abc",
+            "git_dirty": False,
+            "python": "3.12.3",
+            "platform": "Linux-x86_64",
+            "packages": {"torch": "2.6.0", "numpy": "2.1.0"},
+            "seeds": {"global": 0, "split": 1},
+            "command": "impactflow run --preset adult",
+        },
+        "config": {
+            "preset": "adult",
+            "train": {"epochs": 8, "lr": 0.001},
+            "fairness": {"demographic_parity_difference_max": 0.1},
+        },
     }
 
 
@@ -154,8 +217,9 @@ def _audit_only_table(n: int = 8000):  # smaller samples fail the contract (race
 
     df = load_dataset(get_contract("adult")).sample(n=n, random_state=0).reset_index(drop=True)
     z = (df["education-num"] - 10) / 2.0 + (df["hours-per-week"] - 40) / 15.0 + (df["age"] - 38) / 20.0
-    return pd.DataFrame({"income": df["income"], "sex": df["sex"], "race": df["race"],
-                         "score": 1.0 / (1.0 + np.exp(-z))})
+    return pd.DataFrame(
+        {"income": df["income"], "sex": df["sex"], "race": df["race"], "score": 1.0 / (1.0 + np.exp(-z))}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -171,8 +235,10 @@ def real_reports(prefect_api, tmp_path_factory):
         path = tmp_path_factory.mktemp(f"report_{family}")
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{path / 'mlflow.db'}"
         try:
-            cfg = load_config(preset, [f"tracking.output_dir={path}", "train.device=cpu",
-                                       "tracking.register_models=false", *overrides])
+            cfg = load_config(
+                preset,
+                [f"tracking.output_dir={path}", "train.device=cpu", "tracking.register_models=false", *overrides],
+            )
             out[family] = run_pipeline(cfg)["report"]
         finally:
             del os.environ["MLFLOW_TRACKING_URI"]
@@ -183,9 +249,15 @@ def real_reports(prefect_api, tmp_path_factory):
     try:
         from impactflow.flows.audit_only import run_audit_only
 
-        out["audit-only"] = run_audit_only(data=str(table), label="income", score="score", sensitive=["sex", "race"],
-                                           positive_label=">50K", threshold=0.5,
-                                           output_dir=str(path / "runs"))["report"]
+        out["audit-only"] = run_audit_only(
+            data=str(table),
+            label="income",
+            score="score",
+            sensitive=["sex", "race"],
+            positive_label=">50K",
+            threshold=0.5,
+            output_dir=str(path / "runs"),
+        )["report"]
     finally:
         del os.environ["MLFLOW_TRACKING_URI"]
     return out

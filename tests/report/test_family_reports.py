@@ -4,6 +4,7 @@ renders offline in headless Chromium with its sections and figures.
 One short pipeline run per family (1 epoch, Adult sampled, no registry; ``real_reports`` in
 conftest.py) on the data the project ships; the Chromium check opens each run's HTML over
 file:// and leaves screenshots in test-artifacts/ (report.png: the tabular run)."""
+
 from __future__ import annotations
 
 import json
@@ -21,11 +22,21 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 FAMILY_RUNS = REAL_RUNS  # the runs of tests/report/conftest.py's session fixture ``real_reports``
-CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
-                 if Path(p).exists()), None)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-extensions", "--allow-file-access-from-files"]
+CHROMIUM = next(
+    (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome") if Path(p).exists()), None
+)
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--allow-file-access-from-files",
+]
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ timestamp, a hash). Deliberate exceptions, and only these:
   ``executive_summary.incomplete``; ``no missing values in 14 checked column(s)``; confusion-matrix
   row/column indices): added to the allowed set from the JSON's list lengths.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,20 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
-from impactflow.audits.render import (SECTIONS, TEMPLATES_DIR, fmt, fmt_count, fmt_energy_kwh, fmt_flops, fmt_mass_g,
-                           fmt_param, is_count_name, md_escape, render_html, render_markdown)
+from impactflow.audits.render import (
+    SECTIONS,
+    TEMPLATES_DIR,
+    fmt,
+    fmt_count,
+    fmt_energy_kwh,
+    fmt_flops,
+    fmt_mass_g,
+    fmt_param,
+    is_count_name,
+    md_escape,
+    render_html,
+    render_markdown,
+)
 from impactflow.audits.report import validate_report
 from tests.report.conftest import REAL_RUNS
 
@@ -137,9 +150,14 @@ def test_counts_are_shown_as_integers(documents, family):
     float (``eval/n``, ``eval/tn``, ``n_groups_judged``...) is shown as an integer, never with decimals."""
     report = documents[family]
     md, html = render_markdown(report), render_html(report)
-    counts = {(name, v) for m in report["models"] for a in (m.get("audits") or {}).values() if isinstance(a, dict)
-              for name, v in (a.get("metrics") or {}).items()
-              if is_count_name(name) and isinstance(v, float) and v.is_integer()}
+    counts = {
+        (name, v)
+        for m in report["models"]
+        for a in (m.get("audits") or {}).values()
+        if isinstance(a, dict)
+        for name, v in (a.get("metrics") or {}).items()
+        if is_count_name(name) and isinstance(v, float) and v.is_integer()
+    }
     assert counts, "no count metric held as a float: the check would prove nothing"
     for name, v in counts:
         assert f"| {md_escape(name)} | {int(v)} |" in md
@@ -162,10 +180,14 @@ def test_group_tables_show_the_rates_the_audit_wrote(documents, family):
     shown = [r for r in rows if r.get("true_positive_rate") is not None]
     assert shown
     for r in shown[:5]:
-        cells = (f"| {fmt(r['true_positive_rate'])} ", f"| {fmt(r['false_positive_rate'])} ",
-                 f"| {fmt(r['false_negative_rate'])} ")
-        line = next(line for line in md.splitlines() if line.startswith(f"| {r['group']} |") and
-                    all(c in line for c in cells))
+        cells = (
+            f"| {fmt(r['true_positive_rate'])} ",
+            f"| {fmt(r['false_positive_rate'])} ",
+            f"| {fmt(r['false_negative_rate'])} ",
+        )
+        line = next(
+            line for line in md.splitlines() if line.startswith(f"| {r['group']} |") and all(c in line for c in cells)
+        )
         assert line
 
 
@@ -174,7 +196,7 @@ def test_dp_run_budget_sentence_and_what_epsilon_covers(documents):
     budget = report["data"]["privacy_budget"]
     assert budget["epsilon_spent_is_infinite"] and budget["private_models"] >= 1
     md = render_markdown(report)
-    privacy = md[md.index("## 6. Privacy"):md.index("## 7. Bias")]
+    privacy = md[md.index("## 6. Privacy") : md.index("## 7. Bias")]
     assert f"{budget['private_models']} DP model(s) spent ε = {fmt(budget['epsilon_spent_private_models'])}" in privacy
     assert "total ε = ∞: a non-private model (logreg;" in privacy
     # helper B adds training.dp.covers to every DP model: one sentence printed in section 6
@@ -191,9 +213,10 @@ def test_areas_follow_the_candidate_and_privacy_without_dp_is_no_guarantee(docum
     candidates = [m for m in report["models"] if m.get("role", "candidate") != "baseline"]
     judged = [g for g in report["summary"]["gates"] if not g["baseline"]] or report["summary"]["gates"]
     areas = {a["area"]: a for a in report["executive_summary"]["areas"]}
-    for title, prefixes in (("Predictive performance", ("performance", "recommendation")),
-                            ("Algorithmic bias", ("fairness", "group_robustness", "identity", "user_groups",
-                                                  "mitigation"))):
+    for title, prefixes in (
+        ("Predictive performance", ("performance", "recommendation")),
+        ("Algorithmic bias", ("fairness", "group_robustness", "identity", "user_groups", "mitigation")),
+    ):
         statuses = {g["status"] for g in judged if g["audit"].startswith(prefixes)}
         if "fail" in statuses:
             assert areas[title]["status"] == "fail"

@@ -1,4 +1,5 @@
 """The social-impact report: document, schema, rendering, atomic writing."""
+
 from __future__ import annotations
 
 import json
@@ -39,9 +40,27 @@ def html_and_report():
 def test_report_validates_and_has_top_level_keys(report):
     validate_report(report)  # raises on error
     assert list(report) == [
-        "schema_version", "generated_at", "run", "cover", "integrity", "executive_summary", "intended_use",
-        "datasheets", "performance", "privacy", "bias", "resources", "oversight", "risks", "frameworks",
-        "provenance", "summary", "data", "models", "config", "not_measured",
+        "schema_version",
+        "generated_at",
+        "run",
+        "cover",
+        "integrity",
+        "executive_summary",
+        "intended_use",
+        "datasheets",
+        "performance",
+        "privacy",
+        "bias",
+        "resources",
+        "oversight",
+        "risks",
+        "frameworks",
+        "provenance",
+        "summary",
+        "data",
+        "models",
+        "config",
+        "not_measured",
     ]
     assert report["schema_version"] == "2.0"
     json.dumps(report, allow_nan=False)  # plain JSON, no NaN
@@ -134,12 +153,26 @@ def test_markdown_contains_every_gate_name_and_sections(report):
     md = render_markdown(report)
     for gate in report["summary"]["gates"]:
         assert gate["name"] in md
-    headings = ["## 1. Cover and integrity", "## 2. Executive summary", "### Gate matrix",
-                "## 3. System and intended use", "#### mlp — PASS", "#### logreg — FAIL", "## 4. Data sheets",
-                "## 5. Performance", "## 6. Privacy", "## 7. Bias", "## 8. Concentration and resources",
-                "## 9. Employment and human oversight", "## 10. Risks, limitations and what was not measured",
-                "### What this report does not measure", "## 11. Mapping to frameworks", "## 12. Provenance",
-                "## Appendix A: other audits", "## Appendix B: configuration"]
+    headings = [
+        "## 1. Cover and integrity",
+        "## 2. Executive summary",
+        "### Gate matrix",
+        "## 3. System and intended use",
+        "#### mlp — PASS",
+        "#### logreg — FAIL",
+        "## 4. Data sheets",
+        "## 5. Performance",
+        "## 6. Privacy",
+        "## 7. Bias",
+        "## 8. Concentration and resources",
+        "## 9. Employment and human oversight",
+        "## 10. Risks, limitations and what was not measured",
+        "### What this report does not measure",
+        "## 11. Mapping to frameworks",
+        "## 12. Provenance",
+        "## Appendix A: other audits",
+        "## Appendix B: configuration",
+    ]
     positions = [md.index(h) for h in headings]
     assert positions == sorted(positions)
     assert "**Overall: FAIL**" in md
@@ -159,7 +192,7 @@ def test_small_groups_are_flagged(inputs):
 
 def test_markdown_gate_table_lists_failed_first(report):
     md = render_markdown(report)
-    summary = md[md.index("### Gate matrix"): md.index("## 3. System")]
+    summary = md[md.index("### Gate matrix") : md.index("## 3. System")]
     rows = [line for line in summary.splitlines() if line.startswith("| logreg") or line.startswith("| mlp")]
     assert all("**FAIL**" in r for r in rows[:3])
     # the MLP's (ε = 3) advantage-bound gate passes but cannot fail: labelled, not shown as PASS
@@ -197,7 +230,7 @@ def test_html_shows_status_gates_and_not_measured(html_and_report):
     assert 'class="badge fail">FAIL' in html
     for gate in report["summary"]["gates"]:
         assert gate["name"] in html
-    nm = html[html.index('<h3 id="not-measured">'):html.index('<section id="frameworks">')]
+    nm = html[html.index('<h3 id="not-measured">') : html.index('<section id="frameworks">')]
     assert nm.count("<li>") == len(report["not_measured"]) >= 3
     assert "LiRA" in nm
     assert "four-fifths band" in html
@@ -205,11 +238,23 @@ def test_html_shows_status_gates_and_not_measured(html_and_report):
 
 def test_unknown_audit_renders_generically(inputs):
     inputs["models"][0]["audits"]["concentration"] = {
-        "name": "concentration", "status": "pass", "metrics": {"concentration/hhi": 0.1234567},
-        "by_group": [{"sector": "retail", "share_of_errors": 0.25}], "thresholds": {},
-        "gates": [{"name": "concentration/hhi", "status": "pass", "value": 0.1234567,
-                   "threshold": 0.25, "comparison": "<=", "note": ""}],
-        "notes": ["a note"], "details": {"method": "HHI"},
+        "name": "concentration",
+        "status": "pass",
+        "metrics": {"concentration/hhi": 0.1234567},
+        "by_group": [{"sector": "retail", "share_of_errors": 0.25}],
+        "thresholds": {},
+        "gates": [
+            {
+                "name": "concentration/hhi",
+                "status": "pass",
+                "value": 0.1234567,
+                "threshold": 0.25,
+                "comparison": "<=",
+                "note": "",
+            }
+        ],
+        "notes": ["a note"],
+        "details": {"method": "HHI"},
     }
     report = build_report(**inputs)
     validate_report(report)
@@ -228,7 +273,9 @@ def test_write_report_writes_three_files_atomically(report, tmp_path):
     paths = write_report(report, tmp_path)
     assert set(paths) == {"json", "md", "html"}
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "impact_report.html", "impact_report.json", "impact_report.md"
+        "impact_report.html",
+        "impact_report.json",
+        "impact_report.md",
     ]
     assert json.loads(paths["json"].read_text(encoding="utf-8")) == report
     assert paths["html"].read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
@@ -274,8 +321,12 @@ def test_report_says_which_clipping_computed_the_dp_gradients(inputs):
     dp.update({"grad_sample_mode": "ghost", "clipping": "bookkeeping", "noise_calibration": "cached (verified)"})
     md = render_markdown(build_report(**inputs))
     assert "book-keeping ghost clipping (one backward pass, tested equal to Opacus's)" in md
-    dp.update({"clipping": "opacus", "clipping_note": "book-keeping clipping not used: parameter conv.weight "
-                                                      "belongs to a Conv2d"})
+    dp.update(
+        {
+            "clipping": "opacus",
+            "clipping_note": "book-keeping clipping not used: parameter conv.weight belongs to a Conv2d",
+        }
+    )
     md = render_markdown(build_report(**inputs))
     assert "clipped gradients by Opacus (ghost): book-keeping clipping not used: parameter conv.weight" in md
     dp["clipping"] = "made-up"

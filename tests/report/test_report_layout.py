@@ -17,6 +17,7 @@ A screenshot at 1,280 px is kept for people (``IMPACTFLOW_LAYOUT_DIR`` keeps the
 Needs Chromium (``chromium``/``chromium-browser``/``google-chrome`` on PATH, or
 ``IMPACTFLOW_CHROMIUM``); skipped with that reason when it is missing.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,10 +39,11 @@ pytestmark = pytest.mark.e2e
 FAMILIES = [*REAL_RUNS, "audit-only"]
 
 CHROMIUM = os.environ.get("IMPACTFLOW_CHROMIUM") or next(
-    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")) if p),
-    None)
+    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")) if p), None
+)
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="headless Chromium is not installed (apt-get install chromium, or set IMPACTFLOW_CHROMIUM)")
+    CHROMIUM is None, reason="headless Chromium is not installed (apt-get install chromium, or set IMPACTFLOW_CHROMIUM)"
+)
 
 SCREEN_WIDTH = 1280
 A4_CONTENT_WIDTH = round((210 - 2 * 12) / 25.4 * 96)  # 703 CSS px between the @page margins
@@ -65,8 +67,16 @@ window.addEventListener("load", function () {
 
 
 def _chromium(args: list[str], profile: Path, timeout: int = 180) -> subprocess.CompletedProcess:
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-           f"--user-data-dir={profile}", *args]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -80,8 +90,9 @@ def measure(page_html: str, width: int, tmp: Path, *, print_rules: bool = False)
     tmp.mkdir(parents=True, exist_ok=True)
     page = tmp / f"measure_{width}{'_print' if print_rules else ''}.html"
     page.write_text(page_html.replace("</body>", MEASURE_JS + "</body>"), encoding="utf-8")
-    done = _chromium([f"--window-size={width},1000", "--virtual-time-budget=10000", "--dump-dom",
-                      page.as_uri()], tmp / "profile")
+    done = _chromium(
+        [f"--window-size={width},1000", "--virtual-time-budget=10000", "--dump-dom", page.as_uri()], tmp / "profile"
+    )
     found = re.search(r'<pre id="layout-measure">([^<]*)</pre>', done.stdout)
     assert found, f"Chromium printed no measurement (exit {done.returncode}): {done.stderr[-2000:]}"
     return json.loads(html_lib.unescape(found.group(1)))
@@ -91,14 +102,17 @@ def assert_fits(page_html: str, width: int, tmp: Path, *, print_rules: bool = Fa
     m = measure(page_html, width, tmp, print_rules=print_rules)
     assert m["client_width"] == width, m  # scrollbars hidden: the window is the layout width
     assert m["scroll_width"] <= width and m["overflowing"] == [], (
-        f"wider than {width} px{' (print layout)' if print_rules else ''}: {m}")
+        f"wider than {width} px{' (print layout)' if print_rules else ''}: {m}"
+    )
     return m
 
 
 def print_pdf(page: Path, tmp: Path) -> bytes:
     out = tmp / (page.stem + ".pdf")
     done = _chromium(["--no-pdf-header-footer", f"--print-to-pdf={out}", page.as_uri()], tmp / "profile_pdf")
-    assert done.returncode == 0 and out.is_file(), f"print-to-PDF failed (exit {done.returncode}): {done.stderr[-2000:]}"
+    assert done.returncode == 0 and out.is_file(), (
+        f"print-to-PDF failed (exit {done.returncode}): {done.stderr[-2000:]}"
+    )
     return out.read_bytes()
 
 
@@ -117,8 +131,10 @@ def screenshot(page: Path, tmp: Path, name: str) -> Path:
     keep = os.environ.get("IMPACTFLOW_LAYOUT_DIR")
     out = (Path(keep) if keep else tmp) / f"{name}_{SCREEN_WIDTH}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = _chromium([f"--window-size={SCREEN_WIDTH},2000", "--virtual-time-budget=10000",
-                      f"--screenshot={out}", page.as_uri()], tmp / "profile_shot")
+    done = _chromium(
+        [f"--window-size={SCREEN_WIDTH},2000", "--virtual-time-budget=10000", f"--screenshot={out}", page.as_uri()],
+        tmp / "profile_shot",
+    )
     assert done.returncode == 0 and out.is_file(), f"screenshot failed: {done.stderr[-2000:]}"
     from PIL import Image
 
@@ -133,8 +149,11 @@ def screenshot(page: Path, tmp: Path, name: str) -> Path:
 
 @needs_chromium
 def test_the_measurement_catches_a_page_wider_than_the_window(tmp_path):
-    wide = ("<!DOCTYPE html><html><head><style>td{white-space:nowrap}</style></head><body><table><tr>"
-            + "<td>group name that does not wrap</td>" * 12 + "</tr></table></body></html>")
+    wide = (
+        "<!DOCTYPE html><html><head><style>td{white-space:nowrap}</style></head><body><table><tr>"
+        + "<td>group name that does not wrap</td>" * 12
+        + "</tr></table></body></html>"
+    )
     m = measure(wide, SCREEN_WIDTH, tmp_path)
     assert m["scroll_width"] > SCREEN_WIDTH and m["overflowing"]
     narrow = "<!DOCTYPE html><html><body><p>short</p></body></html>"

@@ -3,6 +3,7 @@
 Unit tests on the conftest inputs, whose fairness and privacy audits are the real audits run on
 literal counts (Male: TP 140, FP 40, TN 420, FN 70; the MLP's Female: 67 / 20 / 210 / 33;
 logreg's Female: 10 / 10 / 280 / 30)."""
+
 from __future__ import annotations
 
 import copy
@@ -30,7 +31,7 @@ def _frameworks(report: dict) -> dict:
 
 
 def _md_row(md: str, section_start: str, first_cell: str) -> str:
-    part = md[md.index(section_start):]
+    part = md[md.index(section_start) :]
     return next(line for line in part.splitlines() if line.startswith(f"| {first_cell} |"))
 
 
@@ -44,11 +45,11 @@ def test_group_table_shows_the_audits_tpr_fpr_fnr_with_intervals():
     cells = [c.strip() for c in row.strip("|").split("|")]
     # Group | n | Share | Selection rate | TPR | FPR | FNR | Accuracy | counts | ratio | flag
     assert cells[:3] == ["Male", "670", "0.6700"]
-    assert cells[3].startswith("0.2687 [")                      # 180 / 670
-    assert cells[4].startswith("0.6667 [")                      # TPR 140 / 210
-    assert cells[5].startswith("0.0870 [")                      # FPR 40 / 460
-    assert cells[6].startswith("0.3333 [")                      # FNR 70 / 210
-    assert cells[7].startswith("0.8358 [")                      # (140 + 420) / 670
+    assert cells[3].startswith("0.2687 [")  # 180 / 670
+    assert cells[4].startswith("0.6667 [")  # TPR 140 / 210
+    assert cells[5].startswith("0.0870 [")  # FPR 40 / 460
+    assert cells[6].startswith("0.3333 [")  # FNR 70 / 210
+    assert cells[7].startswith("0.8358 [")  # (140 + 420) / 670
     assert "—" not in " ".join(cells[3:8])
     html = render_html(report)
     # the HTML puts each interval on its own line under the rate (issue 26: the table fits 1,280 px)
@@ -73,13 +74,38 @@ def _ledger_view(*, non_private: bool) -> dict:
     """The ``privacy_budget`` block exactly as the pipeline builds it (tasks.ledger_store)."""
     from impactflow.tasks.ledger_store import report_view, summarize
 
-    rows = [{"private": True, "epsilon": 1.0, "delta": 1e-5, "budget_epsilon": None, "run_id": "r1",
-             "contract": "adult", "status": "spent"},
-            {"private": True, "epsilon": 0.75, "delta": 1e-5, "budget_epsilon": None, "run_id": "r1",
-             "contract": "adult", "status": "spent"}]
+    rows = [
+        {
+            "private": True,
+            "epsilon": 1.0,
+            "delta": 1e-5,
+            "budget_epsilon": None,
+            "run_id": "r1",
+            "contract": "adult",
+            "status": "spent",
+        },
+        {
+            "private": True,
+            "epsilon": 0.75,
+            "delta": 1e-5,
+            "budget_epsilon": None,
+            "run_id": "r1",
+            "contract": "adult",
+            "status": "spent",
+        },
+    ]
     if non_private:
-        rows.append({"private": False, "epsilon": None, "delta": None, "budget_epsilon": None, "run_id": "r1",
-                     "contract": "adult", "status": "spent"})
+        rows.append(
+            {
+                "private": False,
+                "epsilon": None,
+                "delta": None,
+                "budget_epsilon": None,
+                "run_id": "r1",
+                "contract": "adult",
+                "status": "spent",
+            }
+        )
     return report_view(summarize("a" * 64, rows))
 
 
@@ -96,7 +122,7 @@ def test_budget_sentence_is_rendered_from_the_report_json():
     inputs = _inputs()
     inputs["data"]["privacy_budget"] = _ledger_view(non_private=True)
     md = render_markdown(build_report(**inputs))
-    privacy = md[md.index("## 6. Privacy"):md.index("## 7. Bias")]
+    privacy = md[md.index("## 6. Privacy") : md.index("## 7. Bias")]
     # logreg is this run's non-private model (dp.enabled false)
     assert "total ε = ∞: a non-private model (logreg; 1 in the ledger) was trained on the same rows" in privacy
     del inputs["data"]["privacy_budget"]["private_models"]
@@ -132,8 +158,7 @@ def test_privacy_area_without_dp_reads_no_guarantee_never_pass():
     inputs = _inputs()
     for m in inputs["models"]:
         m["training"]["dp"] = {"enabled": False}
-        m["audits"]["privacy"]["gates"] = [g for g in m["audits"]["privacy"]["gates"]
-                                           if g["name"] == "privacy/mia_auc"]
+        m["audits"]["privacy"]["gates"] = [g for g in m["audits"]["privacy"]["gates"] if g["name"] == "privacy/mia_auc"]
     report = build_report(**inputs)
     area = _areas(report)["Data security and privacy"]
     assert area["status"] == "no-guarantee"
@@ -151,8 +176,9 @@ def test_a_vacuous_gate_is_labelled_and_never_makes_an_area_pass():
     inputs = _inputs(failing=False)
     mlp = inputs["models"][0]
     # keep only the (ε = 3) advantage-bound gate: the DP bound 0.905 admits any ordinary model
-    mlp["audits"]["privacy"]["gates"] = [g for g in mlp["audits"]["privacy"]["gates"]
-                                         if g["name"] == "privacy/mia_advantage"]
+    mlp["audits"]["privacy"]["gates"] = [
+        g for g in mlp["audits"]["privacy"]["gates"] if g["name"] == "privacy/mia_advantage"
+    ]
     inputs["models"] = [mlp]
     report = build_report(**inputs)
     gate = next(g for g in report["summary"]["gates"] if g["name"] == "privacy/mia_advantage")
@@ -161,7 +187,7 @@ def test_a_vacuous_gate_is_labelled_and_never_makes_an_area_pass():
     md = render_markdown(report)
     row = _md_row(md, "### Gate matrix", "mlp")
     assert "vacuous (cannot fail: " in md
-    matrix = md[md.index("### Gate matrix"):md.index("## 3.")]
+    matrix = md[md.index("### Gate matrix") : md.index("## 3.")]
     assert "| privacy/mia_advantage |" in matrix and "**vacuous (cannot fail: the bound" in matrix
     assert row  # the gate matrix lists the MLP
     assert "vacuous (cannot fail: the bound" in render_html(report)
@@ -182,7 +208,8 @@ def _unmeasurable_fairness(inputs: dict) -> None:
         y, score, sex = _arrays(fail)
         m["audits"]["fairness"] = fairness_audit(
             AuditInputs(y_true=y, y_score=score, sensitive=sex, member_loss=np.ones(3), nonmember_loss=np.ones(3)),
-            {"min_group_size": 3000, "n_boot": 0}).to_dict()
+            {"min_group_size": 3000, "n_boot": 0},
+        ).to_dict()
 
 
 def test_unmeasured_gates_make_the_report_say_incomplete_and_not_measured():
@@ -198,16 +225,18 @@ def test_unmeasured_gates_make_the_report_say_incomplete_and_not_measured():
     assert fw["MEASURE 2.11"]["status"] == "not-measured"
     reason = "only 0 group(s) of sex have n >= 3000: nothing to compare"
     listed = report["executive_summary"]["incomplete"]
-    assert {(r["model"], r["gate"]) for r in listed} >= {("mlp", "fairness/sex/four_fifths_min_ratio"),
-                                                         ("logreg", "fairness/sex/demographic_parity_difference")}
+    assert {(r["model"], r["gate"]) for r in listed} >= {
+        ("mlp", "fairness/sex/four_fifths_min_ratio"),
+        ("logreg", "fairness/sex/demographic_parity_difference"),
+    }
     assert all(r["reason"] == reason for r in listed)
     md = render_markdown(report)
-    cover = md[md.index("## 1. Cover"):md.index("## 2. Executive")]
+    cover = md[md.index("## 1. Cover") : md.index("## 2. Executive")]
     assert "Overall status: **INCOMPLETE** — 6 gate(s) could not be measured" in cover
     assert f"mlp: fairness/sex/four_fifths_min_ratio — not measured: {reason}" in cover
-    summary = md[md.index("## 2. Executive"):md.index("### Gate matrix")]
+    summary = md[md.index("## 2. Executive") : md.index("### Gate matrix")]
     assert "| Algorithmic bias | 7 | **NOT-MEASURED** |" in summary and reason in summary
-    frameworks = md[md.index("## 11. Mapping"):md.index("## 12.")]
+    frameworks = md[md.index("## 11. Mapping") : md.index("## 12.")]
     assert "Overall: **INCOMPLETE**" in frameworks
     assert "EVIDENCE" not in _md_row(md, "## 11. Mapping", "29 CFR 1607.4(D)")
     assert "MEASURED**" not in _md_row(md, "## 2. Executive", "Algorithmic bias").replace("NOT-MEASURED", "")
@@ -222,9 +251,10 @@ def test_skipped_gates_show_the_owners_reason():
     gate.update(status="skipped", value=None, note=why)
     report = build_report(**inputs)
     assert report["executive_summary"]["skipped"] == [
-        {"model": "mlp", "gate": "fairness/sex/demographic_parity_difference", "reason": why}]
+        {"model": "mlp", "gate": "fairness/sex/demographic_parity_difference", "reason": why}
+    ]
     md = render_markdown(report)
-    cover = md[md.index("## 1. Cover"):md.index("## 2. Executive")]
+    cover = md[md.index("## 1. Cover") : md.index("## 2. Executive")]
     assert f"mlp: fairness/sex/demographic_parity_difference — skipped: {why}" in cover
     assert f"skipped: mlp fairness/sex/demographic_parity_difference ({why})" in md
     assert why in unescape(render_html(report))
@@ -260,7 +290,7 @@ def test_what_the_dp_guarantee_covers_is_printed_for_every_dp_model():
     covers = "model weights, the one-hot domains declared in the contract and the decision threshold"
     inputs["models"][0]["training"]["dp"]["covers"] = covers
     md = render_markdown(build_report(**inputs))
-    privacy = md[md.index("## 6. Privacy"):md.index("## 7. Bias")]
+    privacy = md[md.index("## 6. Privacy") : md.index("## 7. Bias")]
     assert f"What the (ε, δ) of mlp covers: {covers}" in privacy
     assert "of logreg covers" not in privacy  # not private
     del inputs["models"][0]["training"]["dp"]["covers"]
@@ -271,7 +301,17 @@ def test_what_the_dp_guarantee_covers_is_printed_for_every_dp_model():
 def test_anonymity_share_is_printed_as_the_json_has_it():
     from impactflow.audits.render import anonymity_text
 
-    text = anonymity_text({"status": "measured", "k": 3, "quasi_identifiers": ["age"], "n_classes": 12,
-                           "units_below_min_k": 7, "share_below_min_k": 0.0123, "min_k": 5, "unit": "rows"})
+    text = anonymity_text(
+        {
+            "status": "measured",
+            "k": 3,
+            "quasi_identifiers": ["age"],
+            "n_classes": 12,
+            "units_below_min_k": 7,
+            "share_below_min_k": 0.0123,
+            "min_k": 5,
+            "unit": "rows",
+        }
+    )
     assert "(a share of 0.0123)" in text
     assert not re.search(r"\b1\.23", text)

@@ -1,5 +1,6 @@
 """Report schema 2.0 sections and the audits behind them, on tiny literal data with hand-computed
 (or fairlearn-computed) expectations."""
+
 from __future__ import annotations
 
 import copy
@@ -15,8 +16,15 @@ from impactflow.audits.mitigation import mitigation_audit, threshold_optimizer_p
 from impactflow.audits.oversight import confidence_and_correct, deferral_by_group, deferral_curve, oversight_audit
 from impactflow.audits.render import SECTIONS, render_html, render_markdown
 from impactflow.audits.report import build_report, validate_report
-from impactflow.audits.resources import (CO2_METHOD, energy_estimate_j, model_resources, rapl_joules, read_rapl_uj,
-                              resources_section, training_flops)
+from impactflow.audits.resources import (
+    CO2_METHOD,
+    energy_estimate_j,
+    model_resources,
+    rapl_joules,
+    read_rapl_uj,
+    resources_section,
+    training_flops,
+)
 from impactflow.audits.sections import NOT_STATED, canonical_sha256
 from tests.report.conftest import make_inputs
 
@@ -59,7 +67,7 @@ def test_deferral_rate_by_group_with_wilson_intervals():
     assert rows["a"]["deferred"] == 1 and rows["a"]["deferral_rate"] == pytest.approx(1 / 3)
     assert rows["b"]["deferred"] == 3 and rows["b"]["deferral_rate"] == 1.0
     # Wilson 95% for 1/3: centre (1/3 + z²/6)/(1 + z²/3), z = 1.959964
-    z2 = 1.959964 ** 2
+    z2 = 1.959964**2
     centre = (1 / 3 + z2 / 6) / (1 + z2 / 3)
     half = (1.959964 / (1 + z2 / 3)) * math.sqrt((1 / 3) * (2 / 3) / 3 + z2 / 36)
     assert rows["a"]["deferral_rate_ci_low"] == pytest.approx(centre - half, abs=1e-5)
@@ -108,25 +116,35 @@ def test_threshold_optimizer_on_scores_matches_fairlearn_on_the_estimator():
     from fairlearn.postprocessing import ThresholdOptimizer
 
     lr, (Xv, yv, gv), (Xt, yt, gt) = _scored_split()
-    ref = ThresholdOptimizer(estimator=lr, constraints="demographic_parity", prefit=True,
-                             predict_method="predict_proba").fit(Xv, yv, sensitive_features=gv)
+    ref = ThresholdOptimizer(
+        estimator=lr, constraints="demographic_parity", prefit=True, predict_method="predict_proba"
+    ).fit(Xv, yv, sensitive_features=gv)
     expected = ref.predict(Xt, sensitive_features=gt, random_state=0)
     ours = threshold_optimizer_predictions(lr.predict_proba(Xv)[:, 1], yv, gv, lr.predict_proba(Xt)[:, 1], gt)
     assert (ours == expected).all()
 
-    inputs = AuditInputs(y_true=yt, y_score=lr.predict_proba(Xt)[:, 1], sensitive=pd.DataFrame({"g": gt}),
-                         extra={"validation": {"y_true": yv, "y_score": lr.predict_proba(Xv)[:, 1],
-                                               "sensitive": pd.DataFrame({"g": gv})}})
+    inputs = AuditInputs(
+        y_true=yt,
+        y_score=lr.predict_proba(Xt)[:, 1],
+        sensitive=pd.DataFrame({"g": gt}),
+        extra={
+            "validation": {"y_true": yv, "y_score": lr.predict_proba(Xv)[:, 1], "sensitive": pd.DataFrame({"g": gv})}
+        },
+    )
     res = mitigation_audit(inputs, {"max_accuracy_cost": 0.5})
     before = (lr.predict_proba(Xt)[:, 1] >= 0.5).astype(int)
     m = res.metrics
     assert m["mitigation/g/before/demographic_parity_difference"] == pytest.approx(
-        demographic_parity_difference(yt, before, sensitive_features=gt))
+        demographic_parity_difference(yt, before, sensitive_features=gt)
+    )
     assert m["mitigation/g/after/demographic_parity_difference"] == pytest.approx(
-        demographic_parity_difference(yt, expected, sensitive_features=gt))
+        demographic_parity_difference(yt, expected, sensitive_features=gt)
+    )
     assert m["mitigation/g/after/accuracy"] == pytest.approx((expected == yt).mean())
     assert m["mitigation/accuracy_cost"] == pytest.approx((before == yt).mean() - (expected == yt).mean())
-    assert m["mitigation/g/after/demographic_parity_difference"] < m["mitigation/g/before/demographic_parity_difference"]
+    assert (
+        m["mitigation/g/after/demographic_parity_difference"] < m["mitigation/g/before/demographic_parity_difference"]
+    )
     assert [g.status.value for g in res.gates] == ["pass"]
 
 
@@ -144,9 +162,17 @@ def test_training_flops_and_energy_estimate_hand_computed():
     assert training_flops(1000, 200, 3) == 6 * 1000 * 200 * 3
     assert training_flops(1000, 200, None) is None
     assert energy_estimate_j(10.0, 2, 12.0, 1.5) == 360.0
-    row = model_resources({"n_parameters": 1000, "n_train": 200, "epochs_run": 3, "wall_time_s": 10.0,
-                           "cpu_cores": 2, "energy_j_measured": None},
-                          {"watts_per_core": 12.0, "pue": 1.5, "grid_gco2_per_kwh": 500.0})
+    row = model_resources(
+        {
+            "n_parameters": 1000,
+            "n_train": 200,
+            "epochs_run": 3,
+            "wall_time_s": 10.0,
+            "cpu_cores": 2,
+            "energy_j_measured": None,
+        },
+        {"watts_per_core": 12.0, "pue": 1.5, "grid_gco2_per_kwh": 500.0},
+    )
     assert row["energy_kwh"] == pytest.approx(360 / 3.6e6)
     assert row["co2e_g"] == pytest.approx(360 / 3.6e6 * 500)
     assert row["energy_measured"] is False and "estimate" in row["energy_method"]
@@ -171,14 +197,19 @@ def test_rapl_counters_read_and_wrap(tmp_path):
 
 
 def test_resources_section_totals_and_methods():
-    models = [{"name": "m", "training": {"n_parameters": 10, "n_train": 5, "epochs_run": 2, "wall_time_s": 3.6,
-                                         "cpu_cores": 1}},
-              {"name": "b", "role": "baseline", "training": {"n_parameters": 3, "wall_time_s": 1.0, "cpu_cores": 1}}]
+    models = [
+        {
+            "name": "m",
+            "training": {"n_parameters": 10, "n_train": 5, "epochs_run": 2, "wall_time_s": 3.6, "cpu_cores": 1},
+        },
+        {"name": "b", "role": "baseline", "training": {"n_parameters": 3, "wall_time_s": 1.0, "cpu_cores": 1}},
+    ]
     sec = resources_section(models)
     assert sec["totals"]["training_flops"] == 600.0  # baseline has no epochs: not estimated
     assert sec["totals"]["energy_kwh"] == pytest.approx(4.6 * 12 / 3.6e6)
-    assert sec["methods"]["co2e"] == CO2_METHOD.format(grid_gco2_per_kwh=480.0,
-                                                       source="world average 2023, Ember Global Electricity Review 2024")
+    assert sec["methods"]["co2e"] == CO2_METHOD.format(
+        grid_gco2_per_kwh=480.0, source="world average 2023, Ember Global Electricity Review 2024"
+    )
     assert sec["n_models_trained"] == 2
 
 
@@ -189,15 +220,24 @@ def _full_inputs():
     """conftest inputs plus the oversight and mitigation audits and resource inputs."""
     inputs = copy.deepcopy(make_inputs(failing=True))
     lr, (Xv, yv, gv), (Xt, yt, gt) = _scored_split()
-    audit_in = AuditInputs(y_true=yt, y_score=lr.predict_proba(Xt)[:, 1], sensitive=pd.DataFrame({"sex": gt}),
-                           extra={"validation": {"y_true": yv, "y_score": lr.predict_proba(Xv)[:, 1],
-                                                 "sensitive": pd.DataFrame({"sex": gv})}})
+    audit_in = AuditInputs(
+        y_true=yt,
+        y_score=lr.predict_proba(Xt)[:, 1],
+        sensitive=pd.DataFrame({"sex": gt}),
+        extra={
+            "validation": {"y_true": yv, "y_score": lr.predict_proba(Xv)[:, 1], "sensitive": pd.DataFrame({"sex": gv})}
+        },
+    )
     for m in inputs["models"]:
         m["audits"]["oversight"] = oversight_audit(audit_in, {}).to_dict()
         m["audits"]["mitigation"] = mitigation_audit(audit_in, {}).to_dict()
         m["training"].update({"n_train": 30000, "cpu_cores": 2})
-    inputs["config"]["use"] = {"purpose": "benchmark", "out_of_scope_uses": ["credit decisions"],
-                               "intended_users": [], "human_review": ""}
+    inputs["config"]["use"] = {
+        "purpose": "benchmark",
+        "out_of_scope_uses": ["credit decisions"],
+        "intended_users": [],
+        "human_review": "",
+    }
     return inputs
 
 
@@ -206,12 +246,19 @@ def test_every_section_validates_and_states_what_is_missing():
     validate_report(report)
     use = report["intended_use"]
     assert use["purpose"] == "benchmark" and use["intended_users"] is None
-    assert set(use["not_stated"]) == {"intended_users", "affected_groups", "decision_type", "human_review",
-                                      "affected_jobs", "training_needs"}
+    assert set(use["not_stated"]) == {
+        "intended_users",
+        "affected_groups",
+        "decision_type",
+        "human_review",
+        "affected_jobs",
+        "training_needs",
+    }
     assert report["integrity"] is None
     assert [r["model"] for r in report["oversight"]["models"]] == ["mlp", "logreg"]
     assert report["bias"]["mitigation"][0]["accuracy_cost"] == pytest.approx(
-        report["models"][0]["audits"]["mitigation"]["metrics"]["mitigation/accuracy_cost"])
+        report["models"][0]["audits"]["mitigation"]["metrics"]["mitigation/accuracy_cost"]
+    )
     assert report["resources"]["models"][0]["training_flops"] == 6 * 7041 * 30000 * 8
     assert "out of scope: credit decisions" in report["risks"]["risks"]
     assert report["risks"]["not_measured"] == report["not_measured"]
@@ -224,8 +271,12 @@ def test_every_section_validates_and_states_what_is_missing():
 
 def test_integrity_is_recorded_rendered_and_schema_checked():
     inputs = _full_inputs()
-    integrity = {"signer_public_key": "a" * 64, "signer_key_id": "b" * 16,
-                 "evidence_manifest_sha256": "c" * 64, "previous_report_sha256": None}
+    integrity = {
+        "signer_public_key": "a" * 64,
+        "signer_key_id": "b" * 16,
+        "evidence_manifest_sha256": "c" * 64,
+        "previous_report_sha256": None,
+    }
     report = build_report(**inputs, integrity=integrity)
     validate_report(report)
     md = render_markdown(report)
@@ -265,8 +316,11 @@ def test_markdown_and_html_have_all_sections_in_order_with_plots():
     assert positions == sorted(positions)
     for anchor, _ in SECTIONS:
         assert f'<a href="#{anchor}">' in html
-    for caption in ("Automation/deferral curve (test)", "Selection rate by sex: before / after mitigation",
-                    "Training energy per model"):
+    for caption in (
+        "Automation/deferral curve (test)",
+        "Selection rate by sex: before / after mitigation",
+        "Training energy per model",
+    ):
         assert caption in html
     # 10 figures of the v1 report + per model (deferral curve, mitigation bars) + the energy bars
     assert html.count('src="data:image/png;base64,') == 10 + 2 * 2 + 1
@@ -279,8 +333,14 @@ def test_use_resources_and_oversight_config_are_checked():
     from impactflow.data_contracts.errors import ConfigError
     from impactflow.flows.config import check_references, load_config
 
-    cfg = load_config("tabular", ["use.human_review=every refusal is reviewed", "resources.grid_gco2_per_kwh=50",
-                                  "gates.oversight.confidence_level=0.8"])
+    cfg = load_config(
+        "tabular",
+        [
+            "use.human_review=every refusal is reviewed",
+            "resources.grid_gco2_per_kwh=50",
+            "gates.oversight.confidence_level=0.8",
+        ],
+    )
     assert cfg.use.human_review == "every refusal is reviewed" and cfg.resources.grid_gco2_per_kwh == 50
     assert "out of scope" not in cfg.use.purpose and cfg.use.out_of_scope_uses  # the preset states them
     check_references(cfg)

@@ -1,5 +1,6 @@
 """The report names the contract file the data was read and validated by, with its SHA-256, so
 a reviewer can re-check exactly that contract (issue 21: contracts are files users write)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,8 @@ def test_load_data_records_the_contract_file_and_its_hash(tmp_path):
     (tmp_path / "d.csv").write_text("x,y\n1,a\n2,b\n3,a\n")
     contract = tmp_path / "c" / "contract.yaml"
     contract.parent.mkdir()
-    contract.write_text(textwrap.dedent("""\
+    contract.write_text(
+        textwrap.dedent("""\
         name: tiny
         read: {format: csv}
         columns:
@@ -26,10 +28,13 @@ def test_load_data_records_the_contract_file_and_its_hash(tmp_path):
         positive_label: b
         sensitive: []
         min_group_size: 1
-        """))
+        """)
+    )
     _, info = load_data.fn(str(contract), [str(tmp_path / "d.csv")], None, 0)
-    assert info["contract_file"] == {"path": str(contract.resolve()),
-                                     "sha256": hashlib.sha256(contract.read_bytes()).hexdigest()}
+    assert info["contract_file"] == {
+        "path": str(contract.resolve()),
+        "sha256": hashlib.sha256(contract.read_bytes()).hexdigest(),
+    }
 
 
 def test_the_report_shows_the_contract_file_and_a_report_without_one_renders():
@@ -40,8 +45,10 @@ def test_the_report_shows_the_contract_file_and_a_report_without_one_renders():
     validate_report(report)
     assert report["data"]["contract_file"]["sha256"] == sha
     assert f"Contract file: /srv/contracts/credit/contract.yaml (SHA-256 {sha})" in render_markdown(report)
-    assert f"Contract file: <code>/srv/contracts/credit/contract.yaml</code> (SHA-256 <code>{sha}</code>)" \
+    assert (
+        f"Contract file: <code>/srv/contracts/credit/contract.yaml</code> (SHA-256 <code>{sha}</code>)"
         in render_html(report)
+    )
     # documents from before the key existed (and built-in contracts without a file) render too
     report = build_report(**make_inputs(failing=False))
     assert "Contract file:" not in render_markdown(report)

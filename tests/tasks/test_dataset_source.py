@@ -3,6 +3,7 @@ ways: LocalArtifactDatasetSource, LocalArtifactDatasetSource" UserWarning on std
 registers its local source class twice, so resolving any local path string warns). The dataset
 input is now logged with a source object built by ``impactflow.tasks.tracking.local_dataset_source``: no
 warning, and the run records the same source type and JSON MLflow itself would."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,7 @@ def test_logging_a_dataset_warns_nothing_and_records_a_local_source(tmp_path):
     df = pd.DataFrame({"age": [25, 40, 61], "sex": pd.array(["F", "M", None], dtype="string")})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        tracking.log_dataset(uri, run, df, name="adult", source=str(data_file), sha256="a" * 64,
-                             context="pipeline")
+        tracking.log_dataset(uri, run, df, name="adult", source=str(data_file), sha256="a" * 64, context="pipeline")
     mlflow_warnings = [w for w in caught if "mlflow" in w.filename.replace("\\", "/")]
     assert mlflow_warnings == [], [str(w.message) for w in mlflow_warnings]
 

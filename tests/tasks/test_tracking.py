@@ -1,4 +1,5 @@
 """MLflow's fluent API is pointed at a run's store only for the block that needs it."""
+
 from __future__ import annotations
 
 import os
@@ -34,16 +35,18 @@ def test_dataset_schema_equals_mlflows_inference_on_small_frames():
 
     from impactflow.tasks.tracking import dataset_schema
 
-    df = pd.DataFrame({
-        "text": pd.array(["a", None, "c"], dtype="string"),
-        "full_text": pd.array(["x", "y", "z"], dtype="string"),
-        "f": [1.0, np.nan, 2.0],
-        "i": np.array([1, 2, 3], dtype=np.int64),
-        "nullable_int": pd.array([1, None, 3], dtype="Int64"),
-        "b": [True, False, True],
-        "obj": ["p", "q", None],
-        "when": pd.to_datetime(["2020-01-01", None, "2020-01-03"]),
-    })
+    df = pd.DataFrame(
+        {
+            "text": pd.array(["a", None, "c"], dtype="string"),
+            "full_text": pd.array(["x", "y", "z"], dtype="string"),
+            "f": [1.0, np.nan, 2.0],
+            "i": np.array([1, 2, 3], dtype=np.int64),
+            "nullable_int": pd.array([1, None, 3], dtype="Int64"),
+            "b": [True, False, True],
+            "obj": ["p", "q", None],
+            "when": pd.to_datetime(["2020-01-01", None, "2020-01-03"]),
+        }
+    )
     assert dataset_schema(df).to_dict() == _infer_schema(df).to_dict()
     assert dataset_schema(df).to_dict()[0] == {"type": "string", "name": "text", "required": False}
 
@@ -86,11 +89,20 @@ def test_keys_from_user_data_are_keys_mlflow_accepts(tmp_path):
 
     from impactflow.tasks import tracking
 
-    names = ["calibration/<img src=x onerror=alert(1)>/brier_gap", "fairness/*", "a//b", "../etc/passwd",
-             "fairness/sex/demographic_parity_difference"]
+    names = [
+        "calibration/<img src=x onerror=alert(1)>/brier_gap",
+        "fairness/*",
+        "a//b",
+        "../etc/passwd",
+        "fairness/sex/demographic_parity_difference",
+    ]
     assert tracking.mlflow_key(names[0]) == "calibration/_img src_x onerror_alert_1__/brier_gap"
     assert [tracking.mlflow_key(n) for n in names[1:]] == [
-        "fairness/_", "a/_/b", "_/etc/passwd", "fairness/sex/demographic_parity_difference"]
+        "fairness/_",
+        "a/_/b",
+        "_/etc/passwd",
+        "fairness/sex/demographic_parity_difference",
+    ]
     for n in names:
         for validate in (_validate_metric_name, _validate_param_name, _validate_tag_name):
             validate(tracking.mlflow_key(n))

@@ -1,4 +1,5 @@
 """SMS / Jigsaw loaders and contracts on the shipped data and on broken copies."""
+
 from __future__ import annotations
 
 import gzip
@@ -28,11 +29,14 @@ def test_shipped_sms_has_5171_distinct_messages_and_meets_its_contract():
     assert validate(df, c).success
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "no data rows"),
-    (b"just a message without a label column\n", "has no TAB"),
-    (b"ham\tcaf\xe9 au lait\n", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "no data rows"),
+        (b"just a message without a label column\n", "has no TAB"),
+        (b"ham\tcaf\xe9 au lait\n", "not UTF-8"),
+    ],
+)
 def test_sms_loader_refuses_unreadable_files(tmp_path, content, message):
     f = tmp_path / "bad.txt"
     f.write_bytes(content)
@@ -41,11 +45,14 @@ def test_sms_loader_refuses_unreadable_files(tmp_path, content, message):
     assert str(f) in str(err.value)
 
 
-@pytest.mark.parametrize("line, column, expectation", [
-    ("ham\t\n", "message", "expect_column_value_lengths_to_be_between"),
-    ("eggs\thello\n", "label", "expect_column_values_to_be_in_set"),
-    ("ham\t   \n", "message", "expect_column_values_to_not_match_regex"),
-])
+@pytest.mark.parametrize(
+    "line, column, expectation",
+    [
+        ("ham\t\n", "message", "expect_column_value_lengths_to_be_between"),
+        ("eggs\thello\n", "label", "expect_column_values_to_be_in_set"),
+        ("ham\t   \n", "message", "expect_column_values_to_not_match_regex"),
+    ],
+)
 def test_sms_contract_names_the_bad_column(tmp_path, line, column, expectation):
     good = gzip.decompress((get_contract("sms_spam").default_files[0]).read_bytes()).decode("utf-8")
     f = tmp_path / "sms.txt"

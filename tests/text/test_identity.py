@@ -1,4 +1,5 @@
 """The identity-term audit's formulas on tiny hand-computed cases."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,15 @@ import pytest
 
 from impactflow.audits import AuditInputs, run_audits
 from impactflow.audits.identity import (
-    INSERT_TEMPLATE, bias_aucs, counterfactual_table, counterfactual_text, error_rate_equality, final_bias_score,
-    generalized_mean, term_membership, term_pattern,
+    INSERT_TEMPLATE,
+    bias_aucs,
+    counterfactual_table,
+    counterfactual_text,
+    error_rate_equality,
+    final_bias_score,
+    generalized_mean,
+    term_membership,
+    term_pattern,
 )
 from impactflow.audits.results import Status
 
@@ -26,8 +34,10 @@ def test_terms_match_whole_words_case_insensitively():
 def test_counterfactual_swaps_the_first_longest_term_or_inserts():
     pats = [term_pattern(t) for t in ("african", "african american", "gay")]
     assert counterfactual_text("an African American man, gay", "asian", pats) == ("an asian man, gay", "swap")
-    assert counterfactual_text("hello there", "gay", pats) == (INSERT_TEMPLATE.format(term="gay", text="hello there"),
-                                                              "insert")
+    assert counterfactual_text("hello there", "gay", pats) == (
+        INSERT_TEMPLATE.format(term="gay", text="hello there"),
+        "insert",
+    )
 
 
 def test_counterfactual_flip_rate_and_score_shift():
@@ -57,8 +67,9 @@ def test_error_rate_equality_fped_fned():
 
 def test_error_rate_equality_skips_undefined_rates():
     # every sentence negative (the spam model's template test): FNR undefined, FNED nan
-    out = error_rate_equality([0, 0, 0, 0], [1, 0, 0, 0], {"a": np.array([1, 1, 0, 0], bool),
-                                                            "none": np.zeros(4, bool)})
+    out = error_rate_equality(
+        [0, 0, 0, 0], [1, 0, 0, 0], {"a": np.array([1, 1, 0, 0], bool), "none": np.zeros(4, bool)}
+    )
     assert out["overall"]["fpr"] == 0.25 and math.isnan(out["fned"])
     assert math.isnan(out["per_term"]["none"]["fpr"])
     assert out["fped"] == pytest.approx(0.25)  # only term a: |0.25 - 0.5|
@@ -81,7 +92,7 @@ def test_bias_auc_is_nan_without_both_classes():
 
 def test_generalized_mean_and_final_score():
     # ((0.5^-5 + 1^-5) / 2)^(-1/5) = 16.5^(-0.2) = 0.570838...
-    assert generalized_mean([0.5, 1.0], -5) == pytest.approx(16.5 ** -0.2) == pytest.approx(0.5708, abs=1e-4)
+    assert generalized_mean([0.5, 1.0], -5) == pytest.approx(16.5**-0.2) == pytest.approx(0.5708, abs=1e-4)
     assert generalized_mean([0.7, 0.7, 0.7], -5) == pytest.approx(0.7)
     assert generalized_mean([0.2, 0.4], 1) == pytest.approx(0.3)
     assert generalized_mean([0.0, 0.9], -5) == 0.0
@@ -98,16 +109,21 @@ def _inputs(**extra):
     def score(ts):
         return np.array([0.8 if "gay" in t else 0.3 if "prize" in t else 0.2 for t in ts])
 
-    base = dict(score_texts=score, texts=texts, identity_terms=["gay", "old"],
-                template_texts=["i am gay", "i am old", "i hate gay people", "i hate old people"],
-                template_labels=np.array([0, 0, 1, 1]))
+    base = dict(
+        score_texts=score,
+        texts=texts,
+        identity_terms=["gay", "old"],
+        template_texts=["i am gay", "i am old", "i hate gay people", "i hate old people"],
+        template_labels=np.array([0, 0, 1, 1]),
+    )
     base.update(extra)
     return AuditInputs(y_true=y, y_score=score(texts), sensitive=None, extra=base)
 
 
 def test_identity_audit_metrics_and_gates():
-    res = run_audits(_inputs(), {"identity": {"max_flip_rate": 0.05, "min_subgroup_size": 2}},
-                     names=["identity"])["identity"]
+    res = run_audits(_inputs(), {"identity": {"max_flip_rate": 0.05, "min_subgroup_size": 2}}, names=["identity"])[
+        "identity"
+    ]
     m = res.metrics
     # inserting/swapping "gay" lifts every non-"gay" text over 0.5: it flips 4 of 6 base texts
     assert m["fairness/identity/gay/counterfactual_flip_rate"] == pytest.approx(4 / 6)

@@ -1,4 +1,5 @@
 """Bad text input through the real CLI process: a clear error, exit 1, no traceback, nothing registered."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,17 +7,30 @@ import pytest
 EXIT_ERROR = 1
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"", ["no data rows"]),
-    (b"ham\thello there\nspam\tWIN cash\nmaybe\tsee you\n" * 10,
-     ["Data contract 'sms_spam' failed", "column 'label'", "'maybe'"]),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", ["no data rows"]),
+        (
+            b"ham\thello there\nspam\tWIN cash\nmaybe\tsee you\n" * 10,
+            ["Data contract 'sms_spam' failed", "column 'label'", "'maybe'"],
+        ),
+    ],
+)
 def test_bad_sms_file_gives_a_clear_error_and_registers_nothing(cli, tmp_path, content, expected):
     bad = tmp_path / "sms_bad.txt"
     bad.write_bytes(content)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    r = cli("run", "--config", "text", "--set", f"data.path={bad}", "--set", f"tracking.output_dir={tmp_path / 'runs'}",
-            uri=uri)
+    r = cli(
+        "run",
+        "--config",
+        "text",
+        "--set",
+        f"data.path={bad}",
+        "--set",
+        f"tracking.output_dir={tmp_path / 'runs'}",
+        uri=uri,
+    )
     out = r.stdout + r.stderr
     assert r.returncode == EXIT_ERROR, out
     assert "Traceback" not in out

@@ -1,4 +1,5 @@
 """Text family specifics: vocabulary from the fitted rows only, tokenizer, DP compatibility."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,14 @@ from impactflow.models import get_family
 from impactflow.models.base import Roles
 from impactflow.models.text import PAD_ID, UNK_ID, tokenize
 
-ROLES = Roles(target="label", task="binary", features=("message",), positive_label="spam", labels=("ham", "spam"),
-              extra={"text": "message"})
+ROLES = Roles(
+    target="label",
+    task="binary",
+    features=("message",),
+    positive_label="spam",
+    labels=("ham", "spam"),
+    extra={"text": "message"},
+)
 
 
 def test_tokenizer_words_punctuation_and_digit_shapes():
@@ -44,8 +51,14 @@ def test_one_dp_step_runs_under_ghost_clipping():
     rng = np.random.default_rng(0)
     X = rng.integers(1, 20, size=(64, 8)).astype(np.int64)
     y = (X[:, 0] > 10).astype(np.float32)
-    res = train_torch(fam.build_model({"vocab_size": 20, "max_len": 8}, cfg), X, y, X[:16], y[:16],
-                      make_criterion=fam.make_criterion,
-                      settings=TrainSettings(epochs=1, batch_size=16, patience=1),
-                      privacy=PrivacySettings(enabled=True, noise_multiplier=1.0, delta=1e-3))
+    res = train_torch(
+        fam.build_model({"vocab_size": 20, "max_len": 8}, cfg),
+        X,
+        y,
+        X[:16],
+        y[:16],
+        make_criterion=fam.make_criterion,
+        settings=TrainSettings(epochs=1, batch_size=16, patience=1),
+        privacy=PrivacySettings(enabled=True, noise_multiplier=1.0, delta=1e-3),
+    )
     assert res.dp["enabled"] and res.dp["epsilon"] > 0 and res.dp["grad_sample_mode"] == "ghost"

@@ -1,4 +1,5 @@
 """End-to-end runs of the text presets through the real flow (real Prefect server, MLflow SQLite)."""
+
 from __future__ import annotations
 
 import json
@@ -43,14 +44,16 @@ def test_text_preset_end_to_end(prefect_api, mlflow_uri, tmp_path):
     import pandas as pd
 
     model = mlflow.pyfunc.load_model(f"runs:/{child.info.run_id}/model")
-    out = model.predict(pd.DataFrame({"message": ["WINNER!! Claim your free prize, call 09061701461 now",
-                                                  "ok see you at home later"]}))
+    out = model.predict(
+        pd.DataFrame({"message": ["WINNER!! Claim your free prize, call 09061701461 now", "ok see you at home later"]})
+    )
     assert out["label"].tolist() == [1, 0]
 
 
 def test_toxicity_preset_reports_bias_aucs_per_identity(prefect_api, mlflow_uri, tmp_path):
-    summary = _run("toxicity", tmp_path, ["model.params.epochs=1", "gates.identity.counterfactual_sample=50",
-                                          "model.baselines=[]"])
+    summary = _run(
+        "toxicity", tmp_path, ["model.params.epochs=1", "gates.identity.counterfactual_sample=50", "model.baselines=[]"]
+    )
     m = summary["models"]["transformer"]["metrics"]
     for term in ("gay", "muslim", "black"):
         for k in ("subgroup_auc", "bpsn_auc", "bnsp_auc"):

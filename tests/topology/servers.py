@@ -1,6 +1,7 @@
 """Start/stop the production topology as native processes on loopback: PostgreSQL databases,
 ``prefect server`` (asyncpg), ``mlflow server`` (psycopg2, job execution off), a process worker.
 The same commands as docker/compose.yaml, so the compose file describes what is tested here."""
+
 from __future__ import annotations
 
 import os
@@ -77,8 +78,7 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> No
 def process(cmd: list[str], env: dict[str, str], log: Path, cwd: Path):
     """A child process in its own session, its output in ``log``; killed with its children."""
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield proc
     finally:
@@ -93,22 +93,27 @@ def process(cmd: list[str], env: dict[str, str], log: Path, cwd: Path):
 
 def base_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "PREFECT_", "MLFLOW_"))}
-    env.update({
-        "PREFECT_HOME": str(home / "prefect_home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "true",
-        "GX_ANALYTICS_ENABLED": "false",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    })
+    env.update(
+        {
+            "PREFECT_HOME": str(home / "prefect_home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "true",
+            "GX_ANALYTICS_ENABLED": "false",
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
     return env
 
 
 @contextmanager
 def prefect_server(db: str, home: Path):
     port = free_port()
-    env = {**base_env(home), "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{db}",
-           "PREFECT_SERVER_LOGGING_LEVEL": "WARNING"}
+    env = {
+        **base_env(home),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{db}",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    }
     log = home / "prefect-server.log"
     cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
     with process(cmd, env, log, home) as proc:
@@ -123,8 +128,20 @@ def mlflow_server(db: str, home: Path):
     artifacts.mkdir(exist_ok=True)
     env = {**base_env(home), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = home / "mlflow-server.log"
-    cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"postgresql+psycopg2://{db}",
-           "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd = [
+        str(BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"postgresql+psycopg2://{db}",
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     with process(cmd, env, log, home) as proc:
         wait_http(f"http://127.0.0.1:{port}/health", 180, proc, log)
         yield f"http://127.0.0.1:{port}", artifacts

@@ -1,5 +1,6 @@
 """docker/compose.yaml describes the topology that tests/topology runs as native processes.
 No Docker engine runs here, so the file is parsed and its wiring checked instead."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -63,8 +64,13 @@ def test_worker_serves_the_pool_the_deployments_use():
 def test_native_test_uses_the_same_server_commands():
     """tests/topology/servers.py starts the same programs with the same drivers."""
     src = (ROOT / "tests" / "topology" / "servers.py").read_text()
-    for needle in ('"server", "start"', "postgresql+asyncpg://", "postgresql+psycopg2://",
-                   '"--artifacts-destination"', '"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"'):
+    for needle in (
+        '"server", "start"',
+        "postgresql+asyncpg://",
+        "postgresql+psycopg2://",
+        '"--artifacts-destination"',
+        '"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"',
+    ):
         assert needle in src
 
 

@@ -2,6 +2,7 @@
 worker, `impactflow deploy` + `impactflow trigger` from the CLI, registry gates.
 
 Skips (with the reason) only when no PostgreSQL is reachable; CI on this machine runs it."""
+
 from __future__ import annotations
 
 import os
@@ -19,9 +20,12 @@ pytestmark = [pytest.mark.topology, pytest.mark.skipif(REASON is not None, reaso
 
 FAST = ["data.sample=12000", "model.params.epochs=2", "model.baselines=[]"]
 LOOSE_GATES = [
-    "gates.fairness.max_demographic_parity_difference=1", "gates.fairness.max_equalized_odds_difference=1",
-    "gates.fairness.four_fifths_ratio=0", "gates.performance.min_accuracy=0.5",
-    "gates.performance.min_roc_auc=0.5", "gates.performance.max_ece=1",
+    "gates.fairness.max_demographic_parity_difference=1",
+    "gates.fairness.max_equalized_odds_difference=1",
+    "gates.fairness.four_fifths_ratio=0",
+    "gates.performance.min_accuracy=0.5",
+    "gates.performance.min_roc_auc=0.5",
+    "gates.performance.max_ece=1",
 ]
 
 
@@ -29,23 +33,47 @@ LOOSE_GATES = [
 def topology(tmp_path_factory):
     home = tmp_path_factory.mktemp("topology")
     suffix = f"{os.getpid()}"
-    with servers.database(f"impactflow_test_prefect_{suffix}") as pdb, \
-            servers.database(f"impactflow_test_mlflow_{suffix}") as mdb, \
-            servers.prefect_server(pdb, home) as api, \
-            servers.mlflow_server(mdb, home) as (mlflow_uri, artifacts):
+    with (
+        servers.database(f"impactflow_test_prefect_{suffix}") as pdb,
+        servers.database(f"impactflow_test_mlflow_{suffix}") as mdb,
+        servers.prefect_server(pdb, home) as api,
+        servers.mlflow_server(mdb, home) as (mlflow_uri, artifacts),
+    ):
         env = {**servers.base_env(home), "PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": mlflow_uri}
         deployed = _impactflow(["deploy"], env, home)
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-        worker_cmd = [str(servers.BIN / "prefect"), "worker", "start", "--pool", "impactflow-process",
-                      "--type", "process", "--limit", "1"]
+        worker_cmd = [
+            str(servers.BIN / "prefect"),
+            "worker",
+            "start",
+            "--pool",
+            "impactflow-process",
+            "--type",
+            "process",
+            "--limit",
+            "1",
+        ]
         with servers.process(worker_cmd, env, home / "worker.log", home):
-            yield {"env": env, "home": home, "api": api, "mlflow": mlflow_uri, "artifacts": artifacts,
-                   "mlflow_db": mdb, "deploy_output": deployed.stdout}
+            yield {
+                "env": env,
+                "home": home,
+                "api": api,
+                "mlflow": mlflow_uri,
+                "artifacts": artifacts,
+                "mlflow_db": mdb,
+                "deploy_output": deployed.stdout,
+            }
 
 
 def _impactflow(args, env, cwd, timeout=900):
-    return subprocess.run([sys.executable, "-m", "impactflow.flows.cli", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "impactflow.flows.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _trigger(topology, overrides):
@@ -94,8 +122,9 @@ def test_trigger_runs_to_completion_and_everything_lands_in_the_servers(topology
     user_host, dbname = topology["mlflow_db"].rsplit("/", 1)
     conn = psycopg2.connect(host=servers.PG_HOST, port=servers.PG_PORT, user=servers.PG_USER, dbname=dbname)
     with conn, conn.cursor() as cur:
-        cur.execute("select count(*) from metrics where run_uuid = %s and key = 'eval/accuracy'",
-                    (children[0].info.run_id,))
+        cur.execute(
+            "select count(*) from metrics where run_uuid = %s and key = 'eval/accuracy'", (children[0].info.run_id,)
+        )
         assert cur.fetchone()[0] == 1
     conn.close()
     # registry gate: the passing model is the champion
@@ -108,8 +137,11 @@ def test_a_failing_gate_gives_exit_3_and_no_champion_alias(topology):
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=topology["mlflow"])
-    before = client.get_registered_model("impactflow-tabular-mlp").aliases.get("champion") \
-        if client.search_registered_models("name = 'impactflow-tabular-mlp'") else None
+    before = (
+        client.get_registered_model("impactflow-tabular-mlp").aliases.get("champion")
+        if client.search_registered_models("name = 'impactflow-tabular-mlp'")
+        else None
+    )
     r = _trigger(topology, FAST + [f"tracking.output_dir={topology['home'] / 'runs_fail'}"])
     out = r.stdout + r.stderr
     assert r.returncode == 3, out
@@ -133,10 +165,19 @@ def test_trigger_refuses_a_bad_override_before_creating_a_run(topology):
     assert "flow run" not in r.stdout
 
 
-CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
-                 if Path(p).exists()), None)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM = next(
+    (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome") if Path(p).exists()), None
+)
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian package 'chromium') installed")
@@ -151,11 +192,17 @@ def test_mlflow_ui_compares_two_pipeline_runs_in_headless_chromium(topology, tmp
     children = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
     assert len(children) >= 2, "run the module in order: the trigger tests create the runs compared here"
     ids = [r.info.run_id for r in children[:2]]
-    url = (f"{topology['mlflow']}/#/compare-runs?runs=" + "[" + ",".join(f'"{i}"' for i in ids) + "]"
-           + f'&experiments=["{exp.experiment_id}"]')
+    url = (
+        f"{topology['mlflow']}/#/compare-runs?runs="
+        + "["
+        + ",".join(f'"{i}"' for i in ids)
+        + "]"
+        + f'&experiments=["{exp.experiment_id}"]'
+    )
     common = [CHROMIUM, *CHROMIUM_FLAGS, "--virtual-time-budget=20000", "--window-size=1400,1000"]
-    dom = subprocess.run([*common, f"--user-data-dir={tmp_path / 'dom'}", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [*common, f"--user-data-dir={tmp_path / 'dom'}", "--dump-dom", url], capture_output=True, text=True, timeout=120
+    ).stdout
     assert "Comparing 2 Runs" in dom
     for run_id in ids:
         assert run_id in dom
@@ -163,6 +210,7 @@ def test_mlflow_ui_compares_two_pipeline_runs_in_headless_chromium(topology, tmp
     shots = ROOT / "test-artifacts"
     shots.mkdir(exist_ok=True)
     shot = shots / "mlflow_compare.png"
-    subprocess.run([*common, f"--user-data-dir={tmp_path / 'shot'}", f"--screenshot={shot}", url],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [*common, f"--user-data-dir={tmp_path / 'shot'}", f"--screenshot={shot}", url], capture_output=True, timeout=120
+    )
     assert shot.is_file() and shot.stat().st_size > 10_000

@@ -1,4 +1,5 @@
 """``row_count``: the number of test rows, gated by ``gates.row_count.min_count``."""
+
 from __future__ import annotations
 
 from impactflow.audits.results import AuditResult, overall_status

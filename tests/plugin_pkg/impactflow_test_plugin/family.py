@@ -1,4 +1,5 @@
 """``tiny_logit``: logistic regression in torch over the tabular family's preprocessing."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

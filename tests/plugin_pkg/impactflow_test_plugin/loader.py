@@ -1,4 +1,5 @@
 """``pipe_table``: '|'-separated text with a header row, every value text."""
+
 from __future__ import annotations
 
 
