@@ -98,10 +98,11 @@ def percentile_intervals(reps: dict[str, np.ndarray], level: float) -> dict[str,
     """``{name: (low, high)}``: the (1 - level) / 2 and (1 + level) / 2 quantiles of each
     statistic's finite replicates; (nan, nan) where none is finite."""
     q = [(1 - level) / 2, (1 + level) / 2]
-    out = {}
+    out: dict[str, tuple[float, float]] = {}
     for name, values in reps.items():
         finite = values[np.isfinite(values)]
-        out[name] = tuple(float(x) for x in np.quantile(finite, q)) if finite.size else (np.nan, np.nan)
+        low, high = (float(x) for x in np.quantile(finite, q)) if finite.size else (np.nan, np.nan)
+        out[name] = (low, high)
     return out
 
 

@@ -94,11 +94,13 @@ def compare_metrics(a: dict[str, float | None], b: dict[str, float | None], tol:
             change = "added"
         elif vb is None:
             change = "removed"
-        elif abs(delta) <= tol:
-            change = "same"
-        else:
+        else:  # both measured
+            assert delta is not None
             d = direction_of(key)
-            change = "changed" if d == 0 else ("better" if d * delta > 0 else "worse")
+            if abs(delta) <= tol:
+                change = "same"
+            else:
+                change = "changed" if d == 0 else ("better" if d * delta > 0 else "worse")
         rows.append({"metric": key, "a": va, "b": vb, "delta": delta, "direction": change})
     return rows
 

@@ -81,7 +81,7 @@ def _is_number(v: Any) -> bool:
 def _row_count(row: dict) -> int | None:
     for key in COUNT_KEYS:
         v = row.get(key)
-        if _is_count(v):
+        if v is not None and _is_count(v):
             return int(v)
     return None
 
@@ -104,7 +104,7 @@ def _small(v: Any, k: int) -> bool:
     return _is_number(v) and 0 < v < k
 
 
-def _hide_enough(hidden: list[int], shown: dict[str, int]) -> list[str] | None:
+def _hide_enough(hidden: list[int], shown: dict[Any, int]) -> list[Any] | None:
     """Keys of ``shown`` to hide as well so that parts summing to a known total cannot be told
     apart: none hidden, or at least two with a sum above their number (as if the reader knew
     each is >= 1). The smallest non-zero parts go first, then zeros. None when even hiding
@@ -233,7 +233,7 @@ def _suppress_table(items: list, k: int, c: _Counter) -> list:
 
 def _walk(obj: Any, k: int, c: _Counter) -> Any:
     if isinstance(obj, dict):
-        out = {}
+        out: dict[Any, Any] = {}
         for key, v in obj.items():
             if key in SECONDARY_COUNT_KEYS and _is_number(v) and 0 < v < k:
                 out[key] = None
@@ -298,6 +298,7 @@ def synthetic_example(frame, n: int = 5):
     for col in frame.columns:
         s = frame[col]
         first = s.iloc[0] if len(s) else None
+        value: Any
         if isinstance(first, np.ndarray):
             value = np.zeros_like(first)
         elif pd.api.types.is_bool_dtype(s.dtype):

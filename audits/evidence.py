@@ -176,7 +176,7 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(t), t, len(payload), payload)
 
 
-def b64decode_any(text: str) -> bytes:
+def b64decode_any(text: object) -> bytes:
     """Standard or URL-safe base64, padded or not (DSSE verifiers must accept either)."""
     if not isinstance(text, str):
         raise ValueError("not a base64 string")
@@ -605,8 +605,8 @@ def build_statement(
     root = Path(root)
     files = hash_tree(root)
     report = _report_doc(root)
-    summary = report.get("summary") if isinstance(report.get("summary"), dict) else {}
-    data = report.get("data") if isinstance(report.get("data"), dict) else {}
+    summary: dict = report["summary"] if isinstance(report.get("summary"), dict) else {}
+    data: dict = report["data"] if isinstance(report.get("data"), dict) else {}
     predicate = {
         "run_id": run_id,
         "created_at": created_at or _now(),

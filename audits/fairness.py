@@ -424,10 +424,10 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
             notes.append(f"{attr}: no judged group has any favourable decision: selection-rate ratios undefined")
         pairs = gap_pairs(attr, judged, metrics, fav, fav_text)
         gap_list.extend(pairs)
-        why = {g["metric"]: gap_text(g) for g in pairs}
+        gap_why = {g["metric"]: gap_text(g) for g in pairs}
         for g in pairs:
-            notes.append(f"{attr}: {g['metric'].rsplit('/', 1)[1]} {_num(g['value'])}: {why[g['metric']]}")
-        gates.extend(_with_note(compare_gate(n, v, t, c), why.get(n)) for n, v, t, c in specs)
+            notes.append(f"{attr}: {g['metric'].rsplit('/', 1)[1]} {_num(g['value'])}: {gap_why[g['metric']]}")
+        gates.extend(_with_note(compare_gate(n, v, t, c), gap_why.get(n)) for n, v, t, c in specs)
         for r in judged:
             if max_sr > 0 and r["selection_rate_ratio_to_max"] < ff:
                 notes.append(

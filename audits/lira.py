@@ -315,9 +315,12 @@ def canary_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         metrics["privacy/epsilon"] = float(inputs.epsilon if inputs.epsilon is not None else eps)
         metrics["privacy/canary_run_epsilon"] = float(eps)
         gate = _epsilon_gate("privacy/canary_epsilon_lower_bound", eps_lb, eps, notes)
+        assert gate is not None  # (an epsilon was given)
         gates.append(gate)
         if inputs.epsilon is not None:
-            gates.append(_epsilon_gate("privacy/epsilon_lower_bound", best, float(inputs.epsilon), notes))
+            run_gate = _epsilon_gate("privacy/epsilon_lower_bound", best, float(inputs.epsilon), notes)
+            assert run_gate is not None
+            gates.append(run_gate)
     else:
         notes.append("not a DP run: the bound is an empirical leakage measure with no claim to check")
     notes.append(

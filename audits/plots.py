@@ -32,7 +32,7 @@ def _figure(width: float = 5.0, height: float = 3.4) -> Iterator[tuple[Any, Any]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(_RC):  # type: ignore[arg-type]  # (its stubs take only Literal rc names)
         fig, ax = plt.subplots(figsize=(width, height), dpi=DPI)
         try:
             yield fig, ax

@@ -134,6 +134,7 @@ def epsilon_lower_bound_from_scores(
         eps = epsilon_lower_bound_from_rates(fp, sel_n.size, fn, sel_m.size, delta, alpha)
         if eps > best:
             best, best_t = eps, float(t)
+    assert best_t is not None  # both halves are non-empty (checked above): the loop ran
     fp, fn = _counts_at(ev_m, ev_n, best_t)
     eps = epsilon_lower_bound_from_rates(fp, ev_n.size, fn, ev_m.size, delta, alpha)
     return {

@@ -195,7 +195,7 @@ def ranking_context(inputs: AuditInputs, k: int, threshold: float, seed: int = 0
     rel = test[test["r"] >= threshold]
     users = np.sort(rel["u"].unique())
     uindex = pd.Index(users)
-    relevant = [set() for _ in users]
+    relevant: list[set[int]] = [set() for _ in users]
     for u, i in zip(uindex.get_indexer(rel["u"]), rel["i"]):
         relevant[u].add(int(i))
 
@@ -371,6 +371,7 @@ def user_group_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
                 "_se": {"rmse": rse, "mae": mse_},
             }
             if per_user is not None:
+                assert ctx is not None  # (per_user is computed from it)
                 in_group = user_group.reindex(ctx.users).to_numpy() == group
                 nd, nlo, nhi, nse = mean_ci(per_user["ndcg"][in_group], level)
                 hits = per_user["hit_rate"][in_group]

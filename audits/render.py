@@ -497,14 +497,16 @@ EXECUTION_PARAMS = frozenset({"verbose", "n_jobs", "warm_start", "copy_X", "pre_
 PLACEHOLDER_VALUES = frozenset({"deprecated", "warn"})
 
 
-def _params_view(model: dict, config: dict) -> dict:
+def _params_view(model: dict, config: dict | None) -> dict:
     """A model's hyperparameters as shown: ``params``: ``(name, value, source)`` rows, where source
     says whether the run's configuration set it (``model.params`` of the preset or ``--set``) or
     it is the family's / library's default; ``params_hidden``: names not shown (execution settings,
     library placeholders), listed in one line so nothing disappears silently."""
     params = model.get("params") or {}
     configured = (
-        ((config.get("model") or {}).get("params") or {}) if model.get("role", "candidate") != "baseline" else {}
+        (((config or {}).get("model") or {}).get("params") or {})
+        if model.get("role", "candidate") != "baseline"
+        else {}
     )
     rows, hidden = [], []
     for k, v in params.items():

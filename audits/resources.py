@@ -99,6 +99,7 @@ def model_resources(training: dict, settings: dict | None = None) -> dict[str, A
     s = {**RESOURCE_DEFAULTS, **{k: v for k, v in (settings or {}).items() if v is not None}}
     measured = training.get("energy_j_measured")
     cores = training.get("cpu_cores")
+    energy_j: float | None
     if measured is not None:
         energy_j, method = float(measured), ENERGY_MEASURED_METHOD
     else:

@@ -19,6 +19,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -46,9 +47,11 @@ class Gate:
 class AuditResult:
     name: str
     status: Status
-    metrics: dict[str, float] = field(default_factory=dict)  # flat, slash-named, loggable
+    metrics: Mapping[str, float | None] = field(
+        default_factory=dict
+    )  # flat, slash-named, loggable (None: not measured)
     by_group: list[dict[str, Any]] = field(default_factory=list)  # rows of a per-group table
-    thresholds: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, Any] = field(default_factory=dict)  # numbers, and the settings that shaped them
     gates: list[Gate] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # JSON-able extras (curves, tables)

@@ -356,7 +356,8 @@ def bias(models: list[dict], data: dict) -> dict:
                         "note": "; ".join(a.get("notes") or []) if not met else "",
                     }
                 )
-    gaps, favourable = [], []
+    gaps: list[dict[str, Any]] = []
+    favourable: list[str] = []
     for m in models:
         a = (m.get("audits") or {}).get("fairness")
         if isinstance(a, dict):

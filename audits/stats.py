@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from statistics import NormalDist
 
 import numpy as np
@@ -82,7 +83,7 @@ def compare_gate(name: str, value: float | None, threshold: float, comparison: s
     return Gate(name, Status.PASS if ok else Status.FAIL, float(value), float(threshold), comparison, note)
 
 
-def threshold_gates(thresholds: dict, spec: dict[str, tuple[str, str]], metrics: dict[str, float]):
+def threshold_gates(thresholds: dict, spec: dict[str, tuple[str, str]], metrics: Mapping[str, float | None]):
     """Gates for the configured thresholds: ``spec`` maps a threshold key to (metric name,
     comparison); keys left unset (None/absent) make no gate. Returns (gates, thresholds used)."""
     gates, used = [], {}

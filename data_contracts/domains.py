@@ -102,7 +102,7 @@ def domains_from_suite(contract_name: str, expectations: list[dict[str, Any]], s
     return Domains(contract=contract_name, suite=suite, categories=categories, ranges=ranges)
 
 
-_MEMO: dict[tuple[str, str, int], Domains] = {}
+_MEMO: dict[tuple[str, str, int | tuple[int, int]], Domains] = {}
 
 
 def declared_domains(contract) -> Domains:
@@ -111,6 +111,7 @@ def declared_domains(contract) -> Domains:
     from impactflow.data_contracts.validation import load_suite
 
     path = Path(contract.suite_path or contract.contract_path or contract.name)
+    mtime: int | tuple[int, int]
     try:
         mtime = path.stat().st_mtime_ns
     except OSError:

@@ -79,7 +79,7 @@ ana lucia pedro jorge ahmed mohammed fatima ali wei li yan ming hiroshi yuki ken
 """.split()
 )
 
-_NAME_WORDS = {
+_NAME_WORDS: dict[str, list[tuple[str, ...]]] = {
     "email": [("email",), ("e", "mail"), ("mail", "address")],
     "phone": [("phone",), ("telephone",), ("mobile",), ("cell",), ("fax",), ("tel",), ("msisdn",)],
     "person_name": [
@@ -297,8 +297,8 @@ def scan(
         if values is not None:
             for rule, share in _value_rules(col, series, values):
                 rules.setdefault(rule, (f"{share:.0%} of {len(values)} checked values match", share))
-        for rule, (evidence, share) in rules.items():
-            findings.append(PIIFinding(col, rule, evidence, action, None if share is None else round(share, 6)))
+        for rule, (evidence, measured) in rules.items():
+            findings.append(PIIFinding(col, rule, evidence, action, None if measured is None else round(measured, 6)))
     return findings
 
 

@@ -128,15 +128,15 @@ class PluginRegistry(dict):
         self.ensure_loaded()
         return dict.__len__(self)
 
-    def keys(self):  # type: ignore[override]
+    def keys(self):
         self.ensure_loaded()
         return dict.keys(self)
 
-    def values(self):  # type: ignore[override]
+    def values(self):
         self.ensure_loaded()
         return dict.values(self)
 
-    def items(self):  # type: ignore[override]
+    def items(self):
         self.ensure_loaded()
         return dict.items(self)
 

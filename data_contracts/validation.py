@@ -120,7 +120,7 @@ def load_suite(contract: Contract) -> dict[str, Any]:
     return suite
 
 
-def _condition_group(kwargs: dict[str, Any]) -> tuple[str, Any] | None:
+def _condition_group(kwargs: dict[str, Any]) -> tuple[Any, Any] | None:
     """(column, value) of a ``column == value`` row_condition, else None."""
     cond = kwargs.get("row_condition")
     if isinstance(cond, dict) and cond.get("type") == "comparison" and cond.get("operator") == "==":
@@ -236,7 +236,8 @@ def validate(df: pd.DataFrame, contract: Contract, docs_dir: Path | None = None)
         df = contract.validation_view(df)
     suite = load_suite(contract)
     present = {str(c) for c in df.columns}
-    run, skipped = [], []
+    run: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     for e in suite["expectations"]:
         (run if set(_columns_of(e)) <= present else skipped).append(e)
     docs = Path(docs_dir).resolve() if docs_dir is not None else None

@@ -75,7 +75,9 @@ def train_ddp(args: argparse.Namespace) -> dict:
             family.build_model(pre.spec(), config).to(device),
             device_ids=[torch.cuda.current_device()] if cuda else None,
         )
-        sampler = DistributedSampler(TensorDataset(X, y), num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+        sampler: DistributedSampler = DistributedSampler(
+            TensorDataset(X, y), num_replicas=world, rank=rank, shuffle=True, seed=args.seed
+        )
         loader = DataLoader(TensorDataset(X, y), batch_size=config.batch_size, sampler=sampler)
         opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=getattr(config, "weight_decay", 0.0))
         crit = family.make_criterion("mean")

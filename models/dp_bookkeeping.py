@@ -30,6 +30,7 @@ uses Opacus's own two-pass ghost clipping (recorded in the run's DP metadata, ne
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -186,7 +187,7 @@ def _layer(module: nn.Module, a: torch.Tensor, g: torch.Tensor, n: int):
         return _LinearPart(module, a, g, n)
     if isinstance(module, nn.Embedding):
         return _EmbeddingPart(module, a, g, n)
-    return _LayerNormPart(module, a, g, n)
+    return _LayerNormPart(cast(nn.LayerNorm, module), a, g, n)  # (SUPPORTED: the only other kind)
 
 
 class _LinearPart:
@@ -287,7 +288,7 @@ class _LayerNormPart:
         self.gb = g.reshape(n, -1, d).sum(1) if module.bias is not None else None
 
     def sq_norm(self) -> torch.Tensor:
-        sq = 0
+        sq: Any = 0
         if self.gw is not None and self.m.weight.requires_grad:
             sq = sq + _sq(self.gw)
         if self.gb is not None and self.m.bias.requires_grad:

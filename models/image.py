@@ -121,9 +121,11 @@ class ImagePreprocessor:
         return self._standardise(stack_images(df[self.column], self.column, self.shape))
 
     def _standardise(self, x: np.ndarray) -> np.ndarray:
+        assert self.mean is not None and self.std is not None, "fit the preprocessor first"
         return (x - self.mean[None, :, None, None]) / self.std[None, :, None, None]
 
     def spec(self) -> dict[str, int]:
+        assert self.shape is not None, "fit the preprocessor first"
         h, w = self.shape[:2]
         return {
             "in_channels": 1 if len(self.shape) == 2 else int(self.shape[2]),

@@ -128,11 +128,13 @@ class IdPreprocessor:
         return self.transform(df)
 
     def transform(self, df) -> np.ndarray:
+        assert self.users is not None and self.items is not None, "fit the preprocessor first"
         u = self.users.get_indexer(df[self.user_col]) + 1  # -1 (unseen) -> 0
         i = self.items.get_indexer(df[self.item_col]) + 1
         return np.ascontiguousarray(np.stack([u, i], axis=1).astype(np.int64))
 
     def spec(self) -> dict[str, Any]:
+        assert self.users is not None and self.items is not None, "fit the preprocessor first"
         return {
             "n_users": len(self.users) + 1,
             "n_items": len(self.items) + 1,
@@ -183,6 +185,8 @@ def make_preprocessor(roles: Roles, config: RecommenderConfig | None = None, pri
 
 class BiasedMF(nn.Module):
     """r̂ = c + g + b_u + b_i + p_u·q_i (Koren et al. 2009); row 0 of each table = unseen id."""
+
+    offset: torch.Tensor  # a registered buffer
 
     def __init__(
         self, n_users: int, n_items: int, n_factors: int, rating_min: float, rating_max: float, init_std: float = 0.05

@@ -78,6 +78,7 @@ class TabularPreprocessor:
         return np.asarray(self.transformer.transform(df), dtype=np.float32)
 
     def spec(self) -> dict[str, int]:
+        assert self.n_features is not None, "fit the preprocessor first"
         return {"n_features": int(self.n_features)}
 
     def components(self) -> dict[str, str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 
@@ -127,7 +127,13 @@ def _loader(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: 
 
     ds = _BatchTensors(torch.as_tensor(X), torch.as_tensor(y))
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, collate_fn=_already_batched)
+    return DataLoader(
+        ds,  # type: ignore[arg-type]  # (map-style by protocol, without torch's Dataset base)
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=gen,
+        collate_fn=_already_batched,
+    )
 
 
 def mean_loss(model, X: np.ndarray, y: np.ndarray, criterion_none, device: str, batch_size: int = 4096) -> float:
@@ -524,7 +530,7 @@ def train_torch(
             "enabled": True,
             **_epsilons(engine, privacy),
             "delta": privacy.delta,
-            "noise_multiplier": float(optimizer.noise_multiplier),
+            "noise_multiplier": float(cast(Any, optimizer).noise_multiplier),  # (Opacus's DPOptimizer)
             "max_grad_norm": privacy.max_grad_norm,
             "sample_rate": float(1.0 / len(loader)) if len(loader) else None,
             "steps": int(sum(h[2] for h in engine.accountant.history)),

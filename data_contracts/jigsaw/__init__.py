@@ -106,11 +106,11 @@ def load_jigsaw(paths: Sequence[Path | str]) -> pd.DataFrame:
     """
     import pandas as pd
 
-    paths = [Path(p) for p in paths]
-    if not paths:
+    files = [Path(p) for p in paths]
+    if not files:
         raise DataError("no data files given")
     train_parts, comments = [], []
-    for p in paths:
+    for p in files:
         df = _read_csv(p)
         if _kind(df, p) == "madlibs":
             keep = df["Text"].map(in_training_part)

@@ -156,18 +156,18 @@ def load_mnist(paths: Sequence[Path | str]) -> pd.DataFrame:
     if len(idx_images) != len(idx_labels):
         raise DataError(UNPAIRED.format(images=len(idx_images), labels=len(idx_labels)))
     for img_path, lab_path in zip(sorted(idx_images), sorted(idx_labels)):
-        images, labels = read_idx(img_path), read_idx(lab_path)
-        if images.ndim != 3:
-            raise DataError(BAD_IDX.format(path=img_path, reason=f"images of {images.ndim - 1} dimensions"))
-        if len(images) != len(labels):
+        stack, digits = read_idx(img_path), read_idx(lab_path)
+        if stack.ndim != 3:
+            raise DataError(BAD_IDX.format(path=img_path, reason=f"images of {stack.ndim - 1} dimensions"))
+        if len(stack) != len(digits):
             raise DataError(
-                PAIR_MISMATCH.format(images=img_path, n_images=len(images), labels=lab_path, n_labels=len(labels))
+                PAIR_MISMATCH.format(images=img_path, n_images=len(stack), labels=lab_path, n_labels=len(digits))
             )
-        if len(images) == 0:
+        if len(stack) == 0:
             raise DataError(EMPTY.format(path=img_path))
         frames.append(
             pd.DataFrame(
-                {"image": pd.Series(list(images), dtype=object), "label": labels.astype(np.int64), "split": "test"}
+                {"image": pd.Series(list(stack), dtype=object), "label": digits.astype(np.int64), "split": "test"}
             )
         )
     df = pd.concat(frames, ignore_index=True)

@@ -47,14 +47,14 @@ _SEP_NAMES = {"\t": "TAB", "|": "'|'"}
 
 def movielens_files(paths: Sequence[Path | str]) -> dict[str, Path]:
     """``{"u.data": path, "u.user": path, "u.item": path}`` from one folder or the three files."""
-    paths = [Path(p) for p in paths]
-    if not paths:
+    given = [Path(p) for p in paths]
+    if not given:
         raise DataError(NOT_SHIPPED)
-    if len(paths) == 1 and paths[0].is_dir():
-        files = {name: paths[0] / name for name in MOVIELENS_FILES}
+    if len(given) == 1 and given[0].is_dir():
+        files = {name: given[0] / name for name in MOVIELENS_FILES}
     else:
-        files = {p.name: p for p in paths}
-        folder = paths[0].parent
+        files = {p.name: p for p in given}
+        folder = given[0].parent
         files = {name: files.get(name, folder / name) for name in MOVIELENS_FILES}
     for name, path in files.items():
         if not path.is_file():

@@ -47,11 +47,11 @@ def load_sms_spam(paths: Sequence[Path | str]) -> pd.DataFrame:
     """
     import pandas as pd
 
-    paths = [Path(p) for p in paths]
-    if not paths:
+    files = [Path(p) for p in paths]
+    if not files:
         raise DataError("no data files given")
     rows: list[tuple[str, str]] = []
-    for p in paths:
+    for p in files:
         rows += parse_tab_lines(p, _decode(p, read_bytes(p)))
     df = pd.DataFrame(rows, columns=["label", "message"])
     before = len(df)

@@ -156,7 +156,7 @@ def generate_ratings(spec: dict[str, Any] | None = None) -> "pd.DataFrame":
 
 def load_synthetic_ratings(paths: Sequence[Path | str]) -> "pd.DataFrame":
     """Generate the ratings described by the one YAML spec in ``paths``."""
-    paths = [Path(p) for p in paths]
-    if len(paths) != 1:
-        raise DataError(f"synthetic ratings take exactly one YAML spec file, got {len(paths)} paths")
-    return generate_ratings(_spec(paths[0]))
+    files = [Path(p) for p in paths]
+    if len(files) != 1:
+        raise DataError(f"synthetic ratings take exactly one YAML spec file, got {len(files)} paths")
+    return generate_ratings(_spec(files[0]))
