@@ -29,35 +29,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.reliability.test_kill_stages import ARGS as PASSING_RUN
 
 pytestmark = pytest.mark.e2e
 
-ARGS = [
-    "-c",
-    "text",
-    "--set",
-    "data.sample=300",
-    "--set",
-    "model.baselines=[]",
-    "--set",
-    "model.params.epochs=1",
-    "--set",
-    "gates.performance.min_accuracy=0.1",
-    "--set",
-    "gates.performance.min_roc_auc=0.1",
-    "--set",
-    "gates.performance.max_ece=1",
-    "--set",
-    "gates.privacy.max_mia_auc=1",
-    "--set",
-    "gates.identity.max_flip_rate=1",
-    "--set",
-    "gates.identity.max_template_fpr_range=1",
-    "--set",
-    "gates.identity.counterfactual_sample=50",
-    "--set",
-    "data.reuse_validation=false",
-]
+# the kill-stage tests' small passing run, validating every time (no reused contract result)
+ARGS = [*PASSING_RUN, "--set", "data.reuse_validation=false"]
 TMPFS_SIZE = "6m"
 FSIZE_LIMIT = 2 * 1024 * 1024
 
