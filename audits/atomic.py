@@ -8,7 +8,7 @@ file behind; ``finally`` blocks do not run. So each temporary file is named
 
 and ``remove_orphans`` (called by ``impactflow reconcile`` and at the start of every pipeline
 run, ``impactflow.tasks.reconcile``) removes those whose writer process is gone. A file whose writer is
-alive (a run writing now) is left alone. ``models/training.py`` (the DP noise memo) and
+alive (a run writing now) is left alone. ``models/dp.py`` (the DP noise memo) and
 ``data_contracts/validation_cache.py`` (the validation cache's staging folder) cannot import
 this module (layering) and use the same naming inline.
 

@@ -154,7 +154,7 @@ def render(results: list[dict]) -> str:
     lines.append(
         "task cold: the first DP training, which computes the noise multiplier and the final "
         "epsilons; task warm: the median of the later ones, which read the noise multiplier from "
-        "the accountant memo (models/training.py _accountant_memo) and have the accountant re-check "
+        "the accountant memo (models/dp.py _accountant_memo) and have the accountant re-check "
         "it, as a scheduled rerun does; the final epsilons are always recomputed."
     )
     return "\n".join(lines)

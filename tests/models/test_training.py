@@ -100,9 +100,9 @@ def test_rdp_readout_equals_opacus_rdp_accountant():
     2250 steps, delta=1e-5 -> 7.3291 with Opacus's default orders; ours adds orders, so <=)."""
     from opacus.accountants import RDPAccountant
 
-    from impactflow.models.training import RDP_ORDERS, _RdpReadout
+    from impactflow.models.dp import RDP_ORDERS, RdpReadout
 
-    readout = _RdpReadout()
+    readout = RdpReadout()
     for history in ([(1.5, 0.04, 2250)], [(1.1, 0.03, 40), (0.9, 0.05, 7)]):
         acc = RDPAccountant()
         acc.history = list(history)
@@ -144,7 +144,7 @@ def test_fast_embedding_norms_equal_opacus(shape):
     import torch.nn as nn
     from opacus.grad_sample.embedding_norm_sample import compute_embedding_norm_sample
 
-    from impactflow.models.training import _embedding_norm_sample
+    from impactflow.models.dp import _embedding_norm_sample
 
     gen = torch.Generator().manual_seed(0)
     layer = nn.Embedding(4, 3)  # 4 ids: sequences repeat ids

@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 import torch.nn as nn
 
-from impactflow.models import training
+from impactflow.models.dp import (
+    CALIBRATION_CACHED,
+    CALIBRATION_COMPUTED,
+    CALIBRATION_RECOMPUTED,
+    NOISE_SEARCH_TOLERANCE,
+    RDP_ORDERS,
+    _noise_for_target,
+)
 from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
 
 DELTA = 1e-3
@@ -79,7 +86,7 @@ def test_planted_epsilon_for_the_exact_history_is_not_reported(tmp_path, monkeyp
     dp = _train(privacy).dp
     assert dp["steps"] == 8 and dp["sample_rate"] == 0.25 and dp["noise_multiplier"] == 1.1
     assert dp["epsilon"] == _accountant(accountant, history, DELTA)
-    assert dp["epsilon_rdp"] == _accountant("rdp", history, DELTA, alphas=training.RDP_ORDERS)
+    assert dp["epsilon_rdp"] == _accountant("rdp", history, DELTA, alphas=RDP_ORDERS)
     assert dp["epsilon"] > 1.0 and dp["epsilon_rdp"] > 1.0  # not the planted 0.25
 
 
@@ -96,15 +103,15 @@ def test_planted_noise_multiplier_is_checked_recomputed_and_overwritten(tmp_path
     for planted in (0.3, 40.0):  # too little noise (epsilon above the target), far too much
         _plant(tmp_path, "noise_multiplier", key, planted)
         dp = _train(privacy).dp
-        assert dp["noise_calibration"] == training.CALIBRATION_RECOMPUTED
+        assert dp["noise_calibration"] == CALIBRATION_RECOMPUTED
         assert dp["noise_multiplier"] == true_sigma
         assert json.loads(path.read_text())["value"] == true_sigma  # the entry was overwritten
         history = [[true_sigma, 0.25, 8]]
         assert dp["epsilon"] == _accountant("rdp", history, DELTA)
-        assert 2.0 - training.NOISE_SEARCH_TOLERANCE <= dp["planned_epsilon"] <= 2.0
+        assert 2.0 - NOISE_SEARCH_TOLERANCE <= dp["planned_epsilon"] <= 2.0
     # the rewritten entry passes the check and is used
     dp = _train(privacy).dp
-    assert dp["noise_calibration"] == training.CALIBRATION_CACHED and dp["noise_multiplier"] == true_sigma
+    assert dp["noise_calibration"] == CALIBRATION_CACHED and dp["noise_multiplier"] == true_sigma
 
 
 def test_first_run_computes_then_reuses_the_verified_noise(tmp_path, monkeypatch):
@@ -112,8 +119,8 @@ def test_first_run_computes_then_reuses_the_verified_noise(tmp_path, monkeypatch
     privacy = PrivacySettings(enabled=True, target_epsilon=3.0, delta=DELTA, accountant="prv")
     first = _train(privacy).dp
     second = _train(privacy).dp
-    assert first["noise_calibration"] == training.CALIBRATION_COMPUTED
-    assert second["noise_calibration"] == training.CALIBRATION_CACHED
+    assert first["noise_calibration"] == CALIBRATION_COMPUTED
+    assert second["noise_calibration"] == CALIBRATION_CACHED
     assert first["noise_multiplier"] == second["noise_multiplier"]
     history = [[first["noise_multiplier"], 0.25, 8]]
     assert first["epsilon"] == second["epsilon"] == _accountant("prv", history, DELTA)
@@ -127,13 +134,13 @@ def test_damaged_noise_entries_are_recomputed(tmp_path, monkeypatch, stored):
     path, full = _old_memo_path(tmp_path, "noise_multiplier", key)
     path.parent.mkdir(parents=True)
     path.write_text(stored)
-    noise, how, eps = training._noise_for_target(key)
-    assert how == training.CALIBRATION_COMPUTED
-    assert 2.0 - training.NOISE_SEARCH_TOLERANCE <= eps <= 2.0
+    noise, how, eps = _noise_for_target(key)
+    assert how == CALIBRATION_COMPUTED
+    assert 2.0 - NOISE_SEARCH_TOLERANCE <= eps <= 2.0
     # the same key with NaN or a negative value planted: recomputed after the check
     for bad in (float("nan"), -1.0):
         path.write_text(json.dumps({"key": full, "value": bad}))
-        assert training._noise_for_target(key)[:2] == (noise, training.CALIBRATION_RECOMPUTED)
+        assert _noise_for_target(key)[:2] == (noise, CALIBRATION_RECOMPUTED)
 
 
 @pytest.mark.parametrize(

@@ -270,13 +270,13 @@ def test_training_records_which_clipping_ran():
 def test_accountant_memo_equals_opacus_and_is_reused(tmp_path, monkeypatch):
     from opacus.accountants.utils import get_noise_multiplier
 
-    from impactflow.models import training
+    from impactflow.models import dp
 
     monkeypatch.setenv("IMPACTFLOW_HOME", str(tmp_path))
     key = {"accountant": "rdp", "target_epsilon": 2.0, "target_delta": 1e-5, "sample_rate": 0.01, "epochs": 3}
     ok = lambda v: True  # noqa: E731
-    value, how = training._accountant_memo("noise_multiplier", key, training._get_noise_multiplier, ok)
-    assert how == training.CALIBRATION_COMPUTED
+    value, how = dp._accountant_memo("noise_multiplier", key, dp._get_noise_multiplier, ok)
+    assert how == dp.CALIBRATION_COMPUTED
     assert value == get_noise_multiplier(
         target_epsilon=2.0, target_delta=1e-5, sample_rate=0.01, epochs=3, accountant="rdp"
     )
@@ -284,49 +284,50 @@ def test_accountant_memo_equals_opacus_and_is_reused(tmp_path, monkeypatch):
     def fail(_key):
         raise AssertionError("recomputed although cached")
 
-    assert training._accountant_memo("noise_multiplier", key, fail, ok) == (value, training.CALIBRATION_CACHED)
+    assert dp._accountant_memo("noise_multiplier", key, fail, ok) == (value, dp.CALIBRATION_CACHED)
     # a cached value the check rejects is recomputed and rewritten
-    assert training._accountant_memo("noise_multiplier", key, lambda k: 1.25, lambda v: v == 1.25) == (
+    assert dp._accountant_memo("noise_multiplier", key, lambda k: 1.25, lambda v: v == 1.25) == (
         1.25,
-        training.CALIBRATION_RECOMPUTED,
+        dp.CALIBRATION_RECOMPUTED,
     )
-    assert training._accountant_memo("noise_multiplier", key, fail, ok) == (1.25, training.CALIBRATION_CACHED)
+    assert dp._accountant_memo("noise_multiplier", key, fail, ok) == (1.25, dp.CALIBRATION_CACHED)
     # another key is not served from this entry
     other = {**key, "epochs": 4}
-    assert training._accountant_memo("noise_multiplier", other, lambda k: 1.5, ok) == (1.5, "computed")
+    assert dp._accountant_memo("noise_multiplier", other, lambda k: 1.5, ok) == (1.5, "computed")
     # a damaged or mismatching file is recomputed and rewritten, never trusted
     files = sorted((tmp_path / "cache" / "dp").glob("noise_multiplier-*.json"))
     assert len(files) == 2
     for f in files:
         f.write_text('{"key": {"kind": "noise_multiplier"}, "value": 99.0}')
-    assert training._accountant_memo("noise_multiplier", key, lambda k: 3.25, ok) == (3.25, "computed")
-    assert training._accountant_memo("noise_multiplier", key, fail, ok) == (3.25, training.CALIBRATION_CACHED)
+    assert dp._accountant_memo("noise_multiplier", key, lambda k: 3.25, ok) == (3.25, "computed")
+    assert dp._accountant_memo("noise_multiplier", key, fail, ok) == (3.25, dp.CALIBRATION_CACHED)
 
 
 def test_epsilons_equal_the_accountants_and_never_touch_the_cache(tmp_path, monkeypatch):
     from opacus.accountants import PRVAccountant, RDPAccountant
 
-    from impactflow.models import training
+    from impactflow.models import dp
+    from impactflow.models.training import PrivacySettings
 
     monkeypatch.setenv("IMPACTFLOW_HOME", str(tmp_path))
 
-    class Engine:  # what _epsilons reads of a PrivacyEngine
+    class Engine:  # what dp.epsilons reads of a PrivacyEngine
         accountant = PRVAccountant()
 
     Engine.accountant.history = [(1.1, 0.02, 150)]
-    priv = training.PrivacySettings(enabled=True, noise_multiplier=1.1, delta=1e-5)
-    got = training._epsilons(Engine, priv)
+    priv = PrivacySettings(enabled=True, noise_multiplier=1.1, delta=1e-5)
+    got = dp.epsilons(Engine, priv)
     rdp = RDPAccountant()
     rdp.history = [(1.1, 0.02, 150)]
     assert got["epsilon"] == Engine.accountant.get_epsilon(1e-5)
-    assert got["epsilon_rdp"] == rdp.get_epsilon(1e-5, alphas=training.RDP_ORDERS)
+    assert got["epsilon_rdp"] == rdp.get_epsilon(1e-5, alphas=dp.RDP_ORDERS)
     assert not (tmp_path / "cache").exists()  # nothing remembered, nothing read
 
 
 def test_accountant_memo_survives_a_failed_write(tmp_path, monkeypatch):
     import os
 
-    from impactflow.models import training
+    from impactflow.models import dp
 
     monkeypatch.setenv("IMPACTFLOW_HOME", str(tmp_path))
 
@@ -335,5 +336,5 @@ def test_accountant_memo_survives_a_failed_write(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", full_disk)
     # the computed value is used, and no temporary file is left behind
-    assert training._accountant_memo("noise_multiplier", {"a": 1}, lambda k: 2.5, lambda v: True) == (2.5, "computed")
+    assert dp._accountant_memo("noise_multiplier", {"a": 1}, lambda k: 2.5, lambda v: True) == (2.5, "computed")
     assert list((tmp_path / "cache" / "dp").iterdir()) == []
