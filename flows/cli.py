@@ -262,7 +262,9 @@ def gate_rows(gates: list[dict]) -> list[tuple[str, str, str, str, str]]:
     rows = []
     for g in gates:
         value = "—" if g["value"] is None else f"{g['value']:.4f}"
-        thr = "—" if g["threshold"] is None else f"{g['comparison']} {g['threshold']}"
+        # 6 significant digits: a configured 0.1 stays 0.1; a computed one, such as the
+        # accountant's ε (0.9983528951770002), reads 0.998353 (the report rounds to 4 decimals)
+        thr = "—" if g["threshold"] is None else f"{g['comparison']} {g['threshold']:.6g}"
         model = f"{g['model']} (baseline)" if g.get("baseline") else g["model"]
         rows.append((model, g["name"], value, thr, g["status"]))
     return rows

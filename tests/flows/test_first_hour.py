@@ -147,6 +147,13 @@ def test_gates_are_a_plain_list_when_piped_or_narrow(terminal, width):
     assert "0.1234" in lines[0] and "<= 0.1" in lines[0] and "fail" in lines[0]
 
 
+def test_a_computed_threshold_is_shown_to_six_significant_digits():
+    gate = {**GATES[0], "name": "privacy/epsilon_lower_bound", "threshold": 0.9983528951770002, "value": 0.0}
+    (row,) = cli.gate_rows([gate])
+    assert row[3] == "<= 0.998353"
+    assert cli.gate_rows([GATES[0]])[0][3] == "<= 0.1"
+
+
 def test_gates_are_a_table_on_a_wide_terminal_and_names_stay_whole():
     from rich.console import Console
 
