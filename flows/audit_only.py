@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from prefect import flow, runtime
 
-from impactflow.data_contracts.errors import ConfigError, ContractViolation
+from impactflow.data_contracts.errors import ConfigError
 from impactflow.data_contracts.files import check_input_file
 from impactflow.data_contracts.names import safe_name
 from impactflow.tasks.audit_only import (
@@ -220,13 +220,7 @@ def audit_only_flow(
             )
         check_favourable(df, label, positive, favourable_outcome)
         log_data(ctx, df, info, validation.to_dict(), str(run_dir / "data_docs"))
-        if not validation.success:
-            raise ContractViolation(
-                contract=validation.contract,
-                failures=validation.failures,
-                total_expectations=validation.total_expectations,
-                data_docs=validation.data_docs,
-            )
+        validation.raise_if_failed()
         audits = audit_predictions(
             df, label, score, prediction, sensitive, positive, threshold, thresholds, favourable_outcome, settings
         )

@@ -16,7 +16,7 @@ from prefect import flow
 
 from impactflow.flows.config import RunConfig, check_references
 from impactflow.tasks.audit import audit_model
-from impactflow.tasks.data import load_data, require_contract, split_data, validate_data
+from impactflow.tasks.data import load_data, split_data, validate_data
 from impactflow.tasks.evidence import prepare_evidence, sign_run
 from impactflow.tasks.ledger import anonymity, finalize_budget, log_budget, reserve_budget
 from impactflow.tasks.privacy import canaries_for, collect_privacy_attacks, submit_privacy_attacks
@@ -62,7 +62,7 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
         # validate, always before anything is trained: a failed contract ends the run here
         validation = validate_data(df, cfg.data.contract, str(docs_dir), reuse)
         log_data(ctx, df, data_info, validation.to_dict(), str(docs_dir))
-        require_contract(validation)
+        validation.raise_if_failed()
         # privacy ledger: check the dataset's budget and reserve this run's epsilon (it may refuse
         # the run before any training)
         budget = reserve_budget(

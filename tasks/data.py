@@ -74,19 +74,6 @@ def validate_data(df, contract_name: str, docs_dir: str, reuse_dir: str | None =
     return report
 
 
-def require_contract(validation) -> None:
-    """End the run with ``ContractViolation`` when the data failed its contract."""
-    from impactflow.data_contracts.errors import ContractViolation
-
-    if not validation.success:
-        raise ContractViolation(
-            contract=validation.contract,
-            failures=validation.failures,
-            total_expectations=validation.total_expectations,
-            data_docs=validation.data_docs,
-        )
-
-
 @task(name="split-data", cache_policy=NONE)
 def split_data(df, contract_name: str, family_name: str, validation: float, test: float, seed: int) -> Any:
     """Seeded train/validation/test split stratified by label x groups (or the official test set)."""
