@@ -6,34 +6,30 @@ Heavy libraries (sklearn, fairlearn) are imported inside the functions.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from impactflow.data_contracts.plugins import GROUPS, FollowerRegistry, PluginRegistry
 
-from .calibration import CALIBRATION_DEFAULTS
-from .fairness import FAIRNESS_DEFAULTS, fairness_audit
-from .groups import (
-    GROUP_DEFAULTS,
-    PERFORMANCE_GATES as MULTICLASS_GATES,
-    group_robustness_audit,
-    multiclass_performance_audit,
-)
-from .identity import IDENTITY_DEFAULTS, identity_audit
+from .calibration import CALIBRATION_THRESHOLDS
+from .fairness import FAIRNESS_THRESHOLDS, fairness_audit
+from .groups import GROUP_THRESHOLDS, MULTICLASS_THRESHOLDS, group_robustness_audit, multiclass_performance_audit
+from .identity import IDENTITY_THRESHOLDS, identity_audit
 from .inputs import AuditInputs
-from .mitigation import MITIGATION_DEFAULTS, mitigation_audit
-from .oversight import OVERSIGHT_DEFAULTS, oversight_audit
-from .lira import CANARY_DEFAULTS, LIRA_DEFAULTS, canary_audit, lira_audit
-from .performance import performance_audit
-from .privacy import privacy_audit
+from .mitigation import MITIGATION_THRESHOLDS, mitigation_audit
+from .oversight import OVERSIGHT_THRESHOLDS, oversight_audit
+from .lira import CANARY_THRESHOLDS, LIRA_THRESHOLDS, canary_audit, lira_audit
+from .performance import PERFORMANCE_THRESHOLDS, performance_audit
+from .privacy import PRIVACY_THRESHOLDS, privacy_audit
 from .recommender import (
-    EXPOSURE_DEFAULTS,
-    RECOMMENDATION_DEFAULTS,
-    USER_GROUP_DEFAULTS,
+    EXPOSURE_THRESHOLDS,
+    RECOMMENDATION_THRESHOLDS,
+    USER_GROUP_THRESHOLDS,
     exposure_audit,
     recommendation_audit,
     user_group_audit,
 )
-from .gating import GATE_KEYS, SKIP, audited, not_run
+from .gating import SKIP, audited, not_run
+from .thresholds import Threshold, as_spec
 from .results import AuditResult, Gate, Status, overall_status, run_status
 
 _BUILTIN_AUDITS: dict[str, Callable[[AuditInputs, dict], AuditResult]] = {
@@ -56,35 +52,37 @@ _BUILTIN_AUDITS: dict[str, Callable[[AuditInputs, dict], AuditResult]] = {
 #: family's own ``audits``; each reports not-measured (with the reason) where it does not apply.
 REPORT_AUDITS: tuple[str, ...] = ("oversight", "mitigation")
 
-#: The threshold keys each audit accepts under ``gates.<audit>`` in the run config, with their
-#: defaults (None = no gate unless configured). The config loader refuses any other key.
-_BUILTIN_THRESHOLDS: dict[str, dict[str, Any]] = {
-    "performance": {"min_accuracy": None, "min_roc_auc": None, "max_ece": None},
-    "fairness": dict(FAIRNESS_DEFAULTS),
-    "privacy": {"max_mia_auc": 0.6},
-    "performance_multiclass": dict.fromkeys(MULTICLASS_GATES),
-    "group_robustness": dict(GROUP_DEFAULTS),
-    "identity": dict(IDENTITY_DEFAULTS),
-    "recommendation": dict(RECOMMENDATION_DEFAULTS),
-    "user_groups": dict(USER_GROUP_DEFAULTS),
-    "exposure": dict(EXPOSURE_DEFAULTS),
-    "oversight": dict(OVERSIGHT_DEFAULTS),
-    "mitigation": dict(MITIGATION_DEFAULTS),
-    "privacy_lira": dict(LIRA_DEFAULTS),
-    "privacy_canary": dict(CANARY_DEFAULTS),
+#: The keys each audit accepts under ``gates.<audit>`` in the run config, as each audit module
+#: declares them (``thresholds.Threshold``: default, kind, gate). The config loader refuses any
+#: other key and any value of the wrong kind.
+_BUILTIN_THRESHOLDS: dict[str, dict[str, Threshold]] = {
+    "performance": PERFORMANCE_THRESHOLDS,
+    "fairness": FAIRNESS_THRESHOLDS,
+    "privacy": PRIVACY_THRESHOLDS,
+    "performance_multiclass": MULTICLASS_THRESHOLDS,
+    "group_robustness": GROUP_THRESHOLDS,
+    "identity": IDENTITY_THRESHOLDS,
+    "recommendation": RECOMMENDATION_THRESHOLDS,
+    "user_groups": USER_GROUP_THRESHOLDS,
+    "exposure": EXPOSURE_THRESHOLDS,
+    "oversight": OVERSIGHT_THRESHOLDS,
+    "mitigation": MITIGATION_THRESHOLDS,
+    "privacy_lira": LIRA_THRESHOLDS,
+    "privacy_canary": CANARY_THRESHOLDS,
 }
 
 #: The audit-only flow's audits (a predictions table of a model not trained here) and their keys.
-AUDIT_ONLY_THRESHOLDS: dict[str, dict[str, Any]] = {
-    "fairness": _BUILTIN_THRESHOLDS["fairness"],
-    "performance": _BUILTIN_THRESHOLDS["performance"],
-    "calibration_by_group": dict(CALIBRATION_DEFAULTS),
+AUDIT_ONLY_THRESHOLDS: dict[str, dict[str, Threshold]] = {
+    "fairness": FAIRNESS_THRESHOLDS,
+    "performance": PERFORMANCE_THRESHOLDS,
+    "calibration_by_group": CALIBRATION_THRESHOLDS,
 }
 
 
 def _plugin_audit(ep) -> Callable[[AuditInputs, dict], AuditResult]:
     """An ``impactflow.audits`` entry point: the audit function, whose ``THRESHOLDS`` dict (keys
-    under ``gates.<name>`` and their defaults; none: no keys) lands in ``AUDIT_THRESHOLDS``."""
+    under ``gates.<name>``: ``Threshold`` values, or plain defaults for unchecked settings; none:
+    no keys) lands in ``AUDIT_THRESHOLDS``."""
     from impactflow.data_contracts.plugins import broken
 
     try:
@@ -99,14 +97,13 @@ def _plugin_audit(ep) -> Callable[[AuditInputs, dict], AuditResult]:
                 "expected a function (inputs, thresholds) -> AuditResult with an optional THRESHOLDS dict of str keys"
             ),
         )
-    dict.__setitem__(AUDIT_THRESHOLDS, ep.name, dict(thresholds))
+    dict.__setitem__(AUDIT_THRESHOLDS, ep.name, as_spec(thresholds))
     return fn
 
 
-#: Audit name -> function; ``AUDIT_THRESHOLDS``: the threshold keys each audit accepts under
-#: ``gates.<audit>`` in the run config, with their defaults (None = no gate unless configured);
-#: the config loader refuses any other key. Both take the ``impactflow.audits`` entry points of
-#: installed packages on first look-up (data_contracts.plugins).
+#: Audit name -> function; ``AUDIT_THRESHOLDS``: audit name -> its ``{key: Threshold}`` table
+#: (the keys it accepts under ``gates.<audit>``, their defaults, kinds and gates). Both take the
+#: ``impactflow.audits`` entry points of installed packages on first look-up (data_contracts.plugins).
 AUDITS = PluginRegistry(_BUILTIN_AUDITS, GROUPS["audits"], "audit", _plugin_audit)
 AUDIT_THRESHOLDS = FollowerRegistry(_BUILTIN_THRESHOLDS, AUDITS)
 
@@ -144,9 +141,9 @@ __all__ = [
     "AUDITS",
     "AUDIT_ONLY_THRESHOLDS",
     "AUDIT_THRESHOLDS",
-    "GATE_KEYS",
     "REPORT_AUDITS",
     "SKIP",
+    "Threshold",
     "AuditInputs",
     "AuditResult",
     "Gate",

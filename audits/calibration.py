@@ -21,8 +21,14 @@ from .inputs import AuditInputs
 from .performance import expected_calibration_error
 from .results import AuditResult, Status, overall_status
 from .stats import compare_gate
+from .thresholds import Threshold, at_most, defaults, setting
 
-CALIBRATION_DEFAULTS: dict[str, Any] = {"max_ece_gap": None, "min_group_size": 30, "intersections": None}
+CALIBRATION_THRESHOLDS: dict[str, Threshold] = {
+    "max_ece_gap": at_most("ece_gap"),
+    "min_group_size": setting(30, "count"),
+    "intersections": setting(None, "columns"),
+}
+CALIBRATION_DEFAULTS = defaults(CALIBRATION_THRESHOLDS)
 
 
 def calibration_by_group(y_true, y_score, labels: pd.Series) -> list[dict[str, Any]]:

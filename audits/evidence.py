@@ -77,7 +77,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from impactflow.audits.atomic import temp_prefix, write_atomic
-from impactflow.data_contracts.errors import ConfigError, DataError
+from impactflow.errors import ConfigError, DataError
 
 MANIFEST_NAME = "manifest.intoto.jsonl"  # the DSSE envelope (one JSON line)
 OLD_MANIFEST_NAME, OLD_SIGNATURE_NAME = "manifest.json", "manifest.sig"  # impactflow.evidence/1

@@ -54,16 +54,18 @@ from .bootstrap import (
     rates,
 )
 from .stats import compare_gate, wilson_interval
+from .thresholds import Threshold, at_least, at_most, defaults, setting
 
-FAIRNESS_DEFAULTS: dict[str, Any] = {
-    "max_demographic_parity_difference": 0.1,
-    "max_equalized_odds_difference": 0.1,
-    "four_fifths_ratio": 0.8,
-    "min_group_size": 30,
-    "intersections": None,  # None -> all sensitive columns together when there are >= 2
-    "ci_level": 0.95,
-    "n_boot": 1000,  # bootstrap replicates for the CIs of the gap metrics (0 = none)
+FAIRNESS_THRESHOLDS: dict[str, Threshold] = {
+    "max_demographic_parity_difference": at_most("demographic_parity_difference", 0.1),
+    "max_equalized_odds_difference": at_most("equalized_odds_difference", 0.1),
+    "four_fifths_ratio": at_least("four_fifths_min_ratio", 0.8),
+    "min_group_size": setting(30, "count"),
+    "intersections": setting(None, "columns"),  # None -> all sensitive columns together when there are >= 2
+    "ci_level": setting(0.95, "fraction"),
+    "n_boot": setting(1000, "whole"),  # bootstrap replicates for the CIs of the gap metrics (0 = none)
 }
+FAIRNESS_DEFAULTS = defaults(FAIRNESS_THRESHOLDS)
 
 INTERSECTION_SEP = "_x_"
 GROUP_SEP = " & "

@@ -2,7 +2,7 @@
 by the run owner (with the owner's reason). ``impactflow.audits.results.run_status`` then judges the run.
 
 A threshold key of an audit *configures a gate* when it is set in the run config's
-``gates.<audit>`` section, or when it has a default (``AUDIT_THRESHOLDS``) and the audit ran and
+``gates.<audit>`` section, or when it has a default (``AUDIT_THRESHOLDS``, ``thresholds.py``) and the audit ran and
 applied to the data (did not report itself ``skipped``, e.g. a fairness audit on a contract
 that declares no sensitive column). ``audited`` runs one audit and then makes sure that
 
@@ -28,49 +28,9 @@ import re
 from typing import Any, Callable, Mapping
 
 from .results import AuditResult, Gate, Status, checked_gate, overall_status
+from .thresholds import Threshold, defaults
 
 SKIP = "skip"
-
-#: audit -> gate threshold key -> the last segment of the gate names it produces (a regex).
-#: Every ``min_*``/``max_*``/``*_ratio`` key of ``AUDIT_THRESHOLDS`` that is not a size is here
-#: (tests/audits/test_gating.py checks it); other keys are parameters (sizes, levels, k, ...).
-GATE_KEYS: dict[str, dict[str, str]] = {
-    "performance": {"min_accuracy": "accuracy", "min_roc_auc": "roc_auc", "max_ece": "ece"},
-    "fairness": {
-        "max_demographic_parity_difference": "demographic_parity_difference",
-        "max_equalized_odds_difference": "equalized_odds_difference",
-        "four_fifths_ratio": "four_fifths_min_ratio",
-    },
-    "privacy": {"max_mia_auc": "mia_auc"},
-    "performance_multiclass": {
-        "min_accuracy": "accuracy",
-        "min_balanced_accuracy": "balanced_accuracy",
-        "min_macro_f1": "macro_f1",
-        "max_ece": "ece",
-    },
-    "group_robustness": {
-        "max_worst_group_gap": "worst_group_gap",
-        "min_worst_group_accuracy": "worst_group_accuracy",
-        "max_accuracy_difference": "accuracy_difference",
-    },
-    "identity": {
-        "max_flip_rate": "max_flip_rate",
-        "max_template_fpr_range": "template_fpr_range",
-        "min_final_bias_score": "final_bias_score",
-    },
-    "recommendation": {"max_rmse": "rmse", "max_mae": "mae", "min_ndcg_at_k": r"ndcg_at_\d+"},
-    "user_groups": {"max_rmse_gap": "rmse_gap", "max_ndcg_gap": r"ndcg_at_\d+_gap"},
-    "exposure": {"max_gini": r"gini_at_\d+", "max_top10pct_popular_share": r"top10pct_popular_share_at_\d+"},
-    "oversight": {
-        "min_coverage": "coverage",
-        "min_automated_accuracy": "automated_accuracy",
-        "max_deferral_rate_gap": "deferral_rate_gap",
-    },
-    "mitigation": {"max_accuracy_cost": "accuracy_cost"},
-    "privacy_lira": {"max_lira_auc": "lira_auc"},
-    "privacy_canary": {},
-    "calibration_by_group": {"max_ece_gap": "ece_gap"},  # the audit-only flow's
-}
 
 SKIP_NOT_A_GATE = "gates.{audit}.skip.{key}: not a gate of the {audit} audit (gates: {known})"
 SKIP_NO_REASON = (
@@ -85,24 +45,21 @@ NULL_DEFAULT = (
 NULL_PARAMETER = "gates.{audit}.{key}: null is not a value for this setting (default {default}); remove the key instead"
 
 
-def is_gate_key(audit: str, key: str) -> bool:
-    return key in GATE_KEYS.get(audit, {})
+def gate_keys(spec: Mapping[str, Threshold]) -> list[str]:
+    """The keys of one audit's table that set a gate (``thresholds.Threshold.is_gate``)."""
+    return [k for k, t in spec.items() if t.is_gate]
 
 
-def key_of(audit: str, gate_name: str) -> str | None:
-    """The threshold key a gate of ``audit`` came from (None: a gate no key sets, e.g. the DP bound)."""
+def key_of(spec: Mapping[str, Threshold], gate_name: str) -> str | None:
+    """The threshold key a gate came from (None: a gate no key sets, e.g. the DP bound)."""
     last = str(gate_name).rsplit("/", 1)[-1]
-    for key, pattern in GATE_KEYS.get(audit, {}).items():
-        if re.fullmatch(pattern, last) or last == key:
+    for key, t in spec.items():
+        if t.gate is not None and (re.fullmatch(t.gate, last) or last == key):
             return key
     return None
 
 
-def comparison_of(key: str) -> str:
-    return "<=" if key.startswith("max_") else ">="
-
-
-def section_problems(audit: str, section: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
+def section_problems(audit: str, section: Mapping[str, Any], spec: Mapping[str, Threshold]) -> list[str]:
     """What is wrong with the skip entries and nulls of one ``gates.<audit>`` section (messages
     naming the key); the config loaders turn them into a ConfigError."""
     out = []
@@ -111,17 +68,15 @@ def section_problems(audit: str, section: Mapping[str, Any], defaults: Mapping[s
         if not isinstance(skip, Mapping):
             return [f"gates.{audit}.skip: expected a mapping of gate key to reason, got {skip!r}"]
         for key, reason in skip.items():
-            if not is_gate_key(audit, key):
-                out.append(
-                    SKIP_NOT_A_GATE.format(audit=audit, key=key, known=", ".join(GATE_KEYS.get(audit, {})) or "none")
-                )
+            if key not in spec or not spec[key].is_gate:
+                out.append(SKIP_NOT_A_GATE.format(audit=audit, key=key, known=", ".join(gate_keys(spec)) or "none"))
             elif not isinstance(reason, str) or not reason.strip():
                 out.append(SKIP_NO_REASON.format(audit=audit, key=key))
     for key, value in section.items():
-        if key == SKIP or value is not None or defaults.get(key) is None or key in (skip or {}):
+        if key == SKIP or value is not None or key not in spec or spec[key].default is None or key in (skip or {}):
             continue
-        template = NULL_DEFAULT if is_gate_key(audit, key) else NULL_PARAMETER
-        out.append(template.format(audit=audit, key=key, default=defaults[key]))
+        template = NULL_DEFAULT if spec[key].is_gate else NULL_PARAMETER
+        out.append(template.format(audit=audit, key=key, default=spec[key].default))
     return out
 
 
@@ -130,14 +85,16 @@ def _reason(result: AuditResult) -> str:
     return f"{result.name} audit {result.status.value}" + (f": {notes}" if notes else "")
 
 
-def _skipped(audit: str, skip: Mapping[str, str], effective: Mapping[str, Any]) -> list[Gate]:
+def _skipped(
+    audit: str, skip: Mapping[str, str], effective: Mapping[str, Any], spec: Mapping[str, Threshold]
+) -> list[Gate]:
     return [
         Gate(
             f"{audit}/{key}",
             Status.SKIPPED,
             None,
             float(effective[key]) if isinstance(effective.get(key), (int, float)) else None,
-            comparison_of(key),
+            spec[key].comparison or "==",
             str(reason).strip(),
         )
         for key, reason in skip.items()
@@ -145,27 +102,33 @@ def _skipped(audit: str, skip: Mapping[str, str], effective: Mapping[str, Any]) 
 
 
 def complete(
-    audit: str, result: AuditResult, section: Mapping[str, Any] | None, defaults: Mapping[str, Any], *, raised: str = ""
+    audit: str,
+    result: AuditResult,
+    section: Mapping[str, Any] | None,
+    spec: Mapping[str, Threshold],
+    *,
+    raised: str = "",
 ) -> AuditResult:
     """``result`` with a gate for every configured key (see the module docstring).
     ``section``: the run config's ``gates.<audit>`` (None: the config has none, defaults apply);
-    ``raised``: why the audit produced nothing (it raised, or was not run)."""
+    ``spec``: the audit's table (``AUDIT_THRESHOLDS[audit]``); ``raised``: why the audit produced
+    nothing (it raised, or was not run)."""
     in_config = section is not None
     section = dict(section or {})
     skip = dict(section.pop(SKIP, None) or {})
-    effective = {**defaults, **section}
+    effective = {**defaults(spec), **section}
     configured = [
         k
-        for k in GATE_KEYS.get(audit, {})
+        for k in gate_keys(spec)
         if effective.get(k) is not None
         and k not in skip
         and (k in section or raised or result.status is not Status.SKIPPED)
     ]
-    gates = [checked_gate(g) for g in result.gates if key_of(audit, g.name) not in skip]
-    covered = {key_of(audit, g.name) for g in gates}
+    gates = [checked_gate(g) for g in result.gates if key_of(spec, g.name) not in skip]
+    covered = {key_of(spec, g.name) for g in gates}
     reason = raised or _reason(result)
     gates += [
-        Gate(f"{audit}/{k}", Status.NOT_MEASURED, None, float(effective[k]), comparison_of(k), reason)
+        Gate(f"{audit}/{k}", Status.NOT_MEASURED, None, float(effective[k]), spec[k].comparison or "==", reason)
         for k in configured
         if k not in covered
     ]
@@ -183,7 +146,7 @@ def complete(
                 "threshold, skip one with a reason, or remove the section",
             )
         )
-    gates += _skipped(audit, skip, effective)
+    gates += _skipped(audit, skip, effective, spec)
     if gates == list(result.gates):
         return result
     return AuditResult(
@@ -203,7 +166,7 @@ def audited(
     fn: Callable[[Any, dict], AuditResult],
     inputs: Any,
     section: Mapping[str, Any] | None,
-    defaults: Mapping[str, Any],
+    spec: Mapping[str, Threshold],
 ) -> AuditResult:
     """Run one audit on its ``gates.<audit>`` section (None: not in the config), without the
     ``skip`` entry and the keys it skips, and complete its gates. An exception becomes a
@@ -221,12 +184,12 @@ def audited(
             notes=[raised],
             details={"error": {"type": type(exc).__name__, "message": message}},
         )
-        return complete(audit, result, section, defaults, raised=raised)
-    return complete(audit, result, section, defaults)
+        return complete(audit, result, section, spec, raised=raised)
+    return complete(audit, result, section, spec)
 
 
-def not_run(audit: str, section: Mapping[str, Any], defaults: Mapping[str, Any], reason: str) -> AuditResult:
+def not_run(audit: str, section: Mapping[str, Any], spec: Mapping[str, Threshold], reason: str) -> AuditResult:
     """The result of a configured ``gates.<audit>`` section whose audit this model does not run."""
     return complete(
-        audit, AuditResult(name=audit, status=Status.NOT_MEASURED, notes=[reason]), section, defaults, raised=reason
+        audit, AuditResult(name=audit, status=Status.NOT_MEASURED, notes=[reason]), section, spec, raised=reason
     )

@@ -29,29 +29,31 @@ from .inputs import AuditInputs
 from .results import AuditResult, Status, overall_status
 from .fairness import group_labels
 from .stats import compare_gate, threshold_gates, wilson_interval
+from .thresholds import Threshold, at_least, at_most, defaults, gate_table, setting
+from impactflow.task_kind import TaskKind
 
 CLASS = "class"  # attribute name of the true label in by_group rows and intersections
 INTERSECTION_SEP = "_x_"
 
-PERFORMANCE_GATES: dict[str, tuple[str, str]] = {
-    "min_accuracy": ("eval/accuracy", ">="),
-    "min_balanced_accuracy": ("eval/balanced_accuracy", ">="),
-    "min_macro_f1": ("eval/macro_f1", ">="),
-    "max_ece": ("eval/ece", "<="),
+MULTICLASS_THRESHOLDS: dict[str, Threshold] = {
+    "min_accuracy": at_least("accuracy", metric="eval/accuracy"),
+    "min_balanced_accuracy": at_least("balanced_accuracy", metric="eval/balanced_accuracy"),
+    "min_macro_f1": at_least("macro_f1", metric="eval/macro_f1"),
+    "max_ece": at_most("ece", metric="eval/ece"),
 }
-GROUP_DEFAULTS: dict[str, Any] = {
-    "max_worst_group_gap": 0.10,
-    "min_worst_group_accuracy": None,
-    "max_accuracy_difference": None,
-    "min_group_size": 30,
-    "intersections": None,
-    "ci_level": 0.95,
+PERFORMANCE_GATES = gate_table(MULTICLASS_THRESHOLDS)
+GROUP_THRESHOLDS: dict[str, Threshold] = {
+    "max_worst_group_gap": at_most("worst_group_gap", 0.10),
+    "min_worst_group_accuracy": at_least("worst_group_accuracy"),
+    "max_accuracy_difference": at_most("accuracy_difference"),
+    "min_group_size": setting(30, "count"),
+    "intersections": setting(None, "columns"),
+    "ci_level": setting(0.95, "fraction"),
 }
+GROUP_DEFAULTS = defaults(GROUP_THRESHOLDS)
 # threshold key -> (metric suffix, comparison)
 GROUP_GATES: dict[str, tuple[str, str]] = {
-    "max_worst_group_gap": ("worst_group_gap", "<="),
-    "min_worst_group_accuracy": ("worst_group_accuracy", ">="),
-    "max_accuracy_difference": ("accuracy_difference", "<="),
+    k: (t.gate, t.comparison) for k, t in GROUP_THRESHOLDS.items() if t.gate and t.comparison
 }
 
 
@@ -126,7 +128,7 @@ def multiclass_metrics(y_true, proba, n_classes: int | None = None) -> dict[str,
 
 def _not_multiclass(name: str, inputs: AuditInputs) -> AuditResult | None:
     """A SKIPPED result for inputs of another task kind (audits never raise on findings)."""
-    if inputs.task == "multiclass" and inputs.y_score.ndim == 2:
+    if inputs.task == TaskKind.MULTICLASS and inputs.y_score.ndim == 2:
         return None
     return AuditResult(
         name=name,

@@ -42,18 +42,22 @@ import numpy as np
 from .inputs import AuditInputs
 from .results import AuditResult, Status, overall_status
 from .stats import compare_gate
+from .thresholds import Threshold, at_least, at_most, defaults, setting
+from impactflow.task_kind import TaskKind
 
 PREFIX = "fairness/identity"
 INSERT_TEMPLATE = "I am {term}. {text}"
-IDENTITY_DEFAULTS: dict[str, Any] = {
-    "max_flip_rate": 0.05,  # worst term: at most 5% of predictions may change by swapping a term
-    "max_template_fpr_range": None,  # max - min of the per-term template FPRs
-    "min_final_bias_score": None,  # Jigsaw final weighted score
-    "min_subgroup_size": 10,  # test texts a term needs before its AUCs count
-    "counterfactual_sample": 500,  # held-out texts used for counterfactuals (seeded sample)
-    "template_sample": 5000,  # template sentences scored (seeded sample)
-    "power": -5.0,  # generalized-mean exponent (Borkan et al. 2019)
+IDENTITY_THRESHOLDS: dict[str, Threshold] = {
+    # worst term: at most 5% of predictions may change by swapping a term
+    "max_flip_rate": at_most("max_flip_rate", 0.05),
+    "max_template_fpr_range": at_most("template_fpr_range"),  # max - min of the per-term template FPRs
+    "min_final_bias_score": at_least("final_bias_score"),  # Jigsaw final weighted score
+    "min_subgroup_size": setting(10, "count"),  # test texts a term needs before its AUCs count
+    "counterfactual_sample": setting(500, "count"),  # held-out texts used for counterfactuals (seeded sample)
+    "template_sample": setting(5000, "count"),  # template sentences scored (seeded sample)
+    "power": setting(-5.0, "number"),  # generalized-mean exponent (Borkan et al. 2019)
 }
+IDENTITY_DEFAULTS = defaults(IDENTITY_THRESHOLDS)
 N_WORST = 5
 
 
@@ -215,7 +219,7 @@ def identity_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         if cfg[k] is not None
     }
     score_texts, terms, texts = extra.get("score_texts"), extra.get("identity_terms"), extra.get("texts")
-    if inputs.task != "binary" or score_texts is None or not terms or texts is None:
+    if inputs.task != TaskKind.BINARY or score_texts is None or not terms or texts is None:
         return AuditResult(
             name="identity",
             status=Status.NOT_MEASURED,

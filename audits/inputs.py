@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from impactflow.task_kind import TaskKind
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,21 +33,22 @@ class AuditInputs:
     epsilon: float | None = None
     delta: float | None = None
     decision_threshold: float = 0.5
-    # "binary" (y_score = P(y=1)), "multiclass" (y_score = (N, K) class probabilities,
-    # y_true = class index), "rating" (y_score = predicted rating, y_true = rating).
-    task: str = "binary"
+    # BINARY (y_score = P(y=1)), MULTICLASS (y_score = (N, K) class probabilities, y_true =
+    # class index), RATING (y_score = predicted rating, y_true = rating); a string is parsed.
+    task: TaskKind = TaskKind.BINARY
     labels: tuple = ()  # class names, index-aligned with the columns of a multiclass y_score
     synthetic_groups: tuple = ()  # names of ``sensitive`` columns the project made up
     extra: dict = field(default_factory=dict)  # family-specific inputs (scorers, interactions)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "task", TaskKind.parse(self.task))
         y_true = np.asarray(self.y_true).reshape(-1)
         y_score = np.asarray(self.y_score, dtype=float)
-        if self.task != "multiclass":
+        if self.task != TaskKind.MULTICLASS:
             y_score = y_score.reshape(-1)
         if y_true.shape[0] != y_score.shape[0]:
             raise ValueError(f"y_true has {y_true.shape[0]} rows but y_score has {y_score.shape[0]}")
-        if self.task == "binary" and y_true.size and not np.isin(y_true, (0, 1)).all():
+        if self.task == TaskKind.BINARY and y_true.size and not np.isin(y_true, (0, 1)).all():
             raise ValueError("y_true must contain only 0/1 labels")
         sensitive = self.sensitive
         if sensitive is None:
@@ -54,7 +56,7 @@ class AuditInputs:
         sensitive = pd.DataFrame(sensitive).reset_index(drop=True)
         if len(sensitive) != y_true.shape[0]:
             raise ValueError(f"sensitive has {len(sensitive)} rows but y_true has {y_true.shape[0]}")
-        object.__setattr__(self, "y_true", y_true.astype(float) if self.task == "rating" else y_true.astype(int))
+        object.__setattr__(self, "y_true", y_true.astype(int) if self.task.classifies else y_true.astype(float))
         object.__setattr__(self, "y_score", y_score)
         object.__setattr__(self, "sensitive", sensitive)
         for name in ("member_loss", "nonmember_loss"):
@@ -66,8 +68,8 @@ class AuditInputs:
     def y_pred(self) -> np.ndarray:
         """Hard predictions: 1 iff ``y_score >= decision_threshold`` (binary); the most probable
         class (multiclass); the predicted rating (rating)."""
-        if self.task == "multiclass":
+        if self.task == TaskKind.MULTICLASS:
             return self.y_score.argmax(axis=1)
-        if self.task == "rating":
+        if self.task == TaskKind.RATING:
             return self.y_score
         return (self.y_score >= self.decision_threshold).astype(int)

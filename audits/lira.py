@@ -40,8 +40,11 @@ from .privacy import _tpr_at_fpr
 from .privacy_bounds import DEFAULT_ALPHA, epsilon_lower_bound_from_scores, one_run_epsilon_lower_bound, one_run_guesses
 from .results import AuditResult, Gate, Status, overall_status
 from .stats import compare_gate, downsample_curve
+from .thresholds import Threshold, at_most, defaults
+from impactflow.task_kind import TaskKind
 
-LIRA_DEFAULTS: dict[str, Any] = {"max_lira_auc": None}
+LIRA_THRESHOLDS: dict[str, Threshold] = {"max_lira_auc": at_most("lira_auc")}
+LIRA_DEFAULTS = defaults(LIRA_THRESHOLDS)
 #: what the LiRA ε figure is (notes and details of the privacy_lira audit)
 LIRA_EPSILON_KIND = "heuristic estimate, not a certified lower bound"
 LIRA_EPSILON_NOTE = (
@@ -52,7 +55,7 @@ LIRA_EPSILON_NOTE = (
     "by the epsilon_LB <= epsilon gate (the one-run canary audit, with coin-flip inclusion, is the "
     "sound bound)"
 )
-CANARY_DEFAULTS: dict[str, Any] = {}
+CANARY_THRESHOLDS: dict[str, Threshold] = {}
 #: Carlini et al. 2022 (§VI-B, Fig. 7): below ~64 reference models a per-example variance is
 #: too noisy; one global σ_out over all examples does better.
 GLOBAL_VARIANCE_BELOW = 64
@@ -71,12 +74,12 @@ def logit_confidence(y, outputs, task: str) -> np.ndarray:
     """
     y = np.asarray(y)
     out = np.asarray(outputs, dtype=float)
-    if task == "rating":
+    if task == TaskKind.RATING:
         return -((out.reshape(-1) - y.astype(float).reshape(-1)) ** 2)
-    if task == "binary":
+    if task == TaskKind.BINARY:
         p1 = out.reshape(-1)
         p_y = np.where(y.reshape(-1).astype(int) == 1, p1, 1.0 - p1)
-    elif task == "multiclass":
+    elif task == TaskKind.MULTICLASS:
         p_y = out[np.arange(len(y)), y.astype(int).reshape(-1)]
     else:
         raise ValueError(f"unknown task {task!r}")

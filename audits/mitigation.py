@@ -27,13 +27,17 @@ import pandas as pd
 from .inputs import AuditInputs
 from .results import AuditResult, Status, overall_status
 from .stats import threshold_gates
+from .thresholds import Threshold, at_most, defaults, gate_table, setting
+from impactflow.task_kind import TaskKind
 
-MITIGATION_DEFAULTS: dict[str, Any] = {
-    "constraints": "demographic_parity",  # or equalized_odds (fairlearn's names)
-    "attribute": None,  # None = the first sensitive column (not made-up groups)
-    "max_accuracy_cost": None,  # gate on accuracy(before) − accuracy(after)
+CONSTRAINTS = ("demographic_parity", "equalized_odds")  # fairlearn's names
+MITIGATION_THRESHOLDS: dict[str, Threshold] = {
+    "constraints": setting("demographic_parity", "choice", CONSTRAINTS),
+    "attribute": setting(None, "column"),  # None = the first sensitive column (not made-up groups)
+    # gate on accuracy(before) − accuracy(after)
+    "max_accuracy_cost": at_most("accuracy_cost", metric="mitigation/accuracy_cost"),
 }
-CONSTRAINTS = ("demographic_parity", "equalized_odds")
+MITIGATION_DEFAULTS = defaults(MITIGATION_THRESHOLDS)
 MIN_GROUP_ROWS = 2  # fairlearn needs both labels per group in the fitting data
 
 
@@ -134,7 +138,7 @@ def mitigation_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     constraints = str(t["constraints"])
     if constraints not in CONSTRAINTS:
         raise ValueError(f"mitigation constraints must be one of {CONSTRAINTS}, got {constraints!r}")
-    if inputs.task != "binary":
+    if inputs.task != TaskKind.BINARY:
         return _not_measured(f"post-processing by group thresholds applies to binary decisions, not {inputs.task}")
     val = inputs.extra.get("validation") if isinstance(inputs.extra, dict) else None
     if not val:
@@ -174,7 +178,7 @@ def mitigation_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
             metrics[f"mitigation/{attr}/{stage}/{k}"] = m[k]
     metrics[f"mitigation/{attr}/accuracy_cost"] = before["accuracy"] - after["accuracy"]
     metrics["mitigation/accuracy_cost"] = metrics[f"mitigation/{attr}/accuracy_cost"]
-    gates, used = threshold_gates(t, {"max_accuracy_cost": ("mitigation/accuracy_cost", "<=")}, metrics)
+    gates, used = threshold_gates(t, gate_table(MITIGATION_THRESHOLDS), metrics)
     by_group = [
         {
             "attribute": attr,

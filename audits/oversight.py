@@ -27,30 +27,29 @@ import numpy as np
 from .inputs import AuditInputs
 from .results import AuditResult, Status, overall_status
 from .stats import threshold_gates, wilson_interval
+from .thresholds import Threshold, at_least, at_most, defaults, gate_table, setting
+from impactflow.task_kind import TaskKind
 
-OVERSIGHT_DEFAULTS: dict[str, Any] = {
-    "confidence_level": 0.9,
-    "min_coverage": None,
-    "min_automated_accuracy": None,
-    "max_deferral_rate_gap": None,
+OVERSIGHT_THRESHOLDS: dict[str, Threshold] = {
+    "confidence_level": setting(0.9, "fraction"),
+    "min_coverage": at_least("coverage", metric="oversight/coverage"),
+    "min_automated_accuracy": at_least("automated_accuracy", metric="oversight/automated_accuracy"),
+    "max_deferral_rate_gap": at_most("deferral_rate_gap", metric="oversight/deferral_rate_gap"),
 }
+OVERSIGHT_DEFAULTS = defaults(OVERSIGHT_THRESHOLDS)
 # Thresholds the curve is drawn at (plus the configured one).
 CURVE_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99)
-_GATES = {
-    "min_coverage": ("oversight/coverage", ">="),
-    "min_automated_accuracy": ("oversight/automated_accuracy", ">="),
-    "max_deferral_rate_gap": ("oversight/deferral_rate_gap", "<="),
-}
+_GATES = gate_table(OVERSIGHT_THRESHOLDS)
 
 
 def confidence_and_correct(y_true, y_score, task: str, decision_threshold: float = 0.5):
     """Per-case confidence and whether the model's decision is right (binary or multiclass)."""
     y_true = np.asarray(y_true)
     y_score = np.asarray(y_score, dtype=float)
-    if task == "binary":
+    if task == TaskKind.BINARY:
         conf = np.maximum(y_score, 1.0 - y_score)
         correct = (y_score >= decision_threshold).astype(int) == y_true.astype(int)
-    elif task == "multiclass":
+    elif task == TaskKind.MULTICLASS:
         conf = y_score.max(axis=1)
         correct = y_score.argmax(axis=1) == y_true.astype(int)
     else:
@@ -106,7 +105,7 @@ def deferral_by_group(confidence, sensitive, threshold: float) -> list[dict[str,
 def oversight_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     t = {**OVERSIGHT_DEFAULTS, **{k: v for k, v in thresholds.items() if v is not None}}
     level = float(t["confidence_level"])
-    if inputs.task not in ("binary", "multiclass"):
+    if not inputs.task.classifies:
         return AuditResult(
             name="oversight",
             status=Status.NOT_MEASURED,

@@ -12,13 +12,14 @@ import numpy as np
 from .inputs import AuditInputs
 from .results import AuditResult, overall_status
 from .stats import downsample_curve, threshold_gates, wilson_interval
+from .thresholds import Threshold, at_least, at_most, gate_table
 
-PERFORMANCE_GATES: dict[str, tuple[str, str]] = {
-    # threshold key -> (metric key, comparison)
-    "min_accuracy": ("eval/accuracy", ">="),
-    "min_roc_auc": ("eval/roc_auc", ">="),
-    "max_ece": ("eval/ece", "<="),
+PERFORMANCE_THRESHOLDS: dict[str, Threshold] = {
+    "min_accuracy": at_least("accuracy", metric="eval/accuracy"),
+    "min_roc_auc": at_least("roc_auc", metric="eval/roc_auc"),
+    "max_ece": at_most("ece", metric="eval/ece"),
 }
+PERFORMANCE_GATES = gate_table(PERFORMANCE_THRESHOLDS)
 
 
 def _bin_index(y_score: np.ndarray, n_bins: int) -> np.ndarray:

@@ -10,8 +10,10 @@ import numpy as np
 from .inputs import AuditInputs
 from .results import AuditResult, Gate, Status, overall_status
 from .stats import compare_gate, downsample_curve
+from .thresholds import Threshold, at_most, defaults
 
-PRIVACY_DEFAULTS: dict[str, float] = {"max_mia_auc": 0.6}
+PRIVACY_THRESHOLDS: dict[str, Threshold] = {"max_mia_auc": at_most("mia_auc", 0.6)}
+PRIVACY_DEFAULTS = defaults(PRIVACY_THRESHOLDS)
 ATTACK_NAME = "loss-threshold (Yeom et al. 2018)"
 _KS_C95 = 1.3581  # two-sample Kolmogorov-Smirnov critical coefficient c(0.05)
 

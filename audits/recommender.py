@@ -34,31 +34,37 @@ import pandas as pd
 from .inputs import AuditInputs
 from .results import AuditResult, Status, overall_status
 from .stats import compare_gate, wilson_interval
+from .thresholds import Threshold, at_least, at_most, defaults, setting
 
-RECOMMENDATION_DEFAULTS: dict[str, Any] = {
-    "k": 10,
-    "relevant_min_rating": 4.0,
-    "ci_level": 0.95,
-    "seed": 0,
-    "max_rmse": None,
-    "max_mae": None,
-    "min_ndcg_at_k": None,
+_K = setting(10, "count")
+_RELEVANT = setting(4.0, "number")
+RECOMMENDATION_THRESHOLDS: dict[str, Threshold] = {
+    "k": _K,
+    "relevant_min_rating": _RELEVANT,
+    "ci_level": setting(0.95, "fraction"),
+    "seed": setting(0, "whole"),
+    "max_rmse": at_most("rmse", kind="number"),
+    "max_mae": at_most("mae", kind="number"),
+    "min_ndcg_at_k": at_least(r"ndcg_at_\d+"),
 }
-USER_GROUP_DEFAULTS: dict[str, Any] = {
-    "k": 10,
-    "relevant_min_rating": 4.0,
-    "ci_level": 0.95,
-    "min_group_size": 30,
-    "max_rmse_gap": None,
-    "max_ndcg_gap": None,
+USER_GROUP_THRESHOLDS: dict[str, Threshold] = {
+    "k": _K,
+    "relevant_min_rating": _RELEVANT,
+    "ci_level": setting(0.95, "fraction"),
+    "min_group_size": setting(30, "count"),
+    "max_rmse_gap": at_most("rmse_gap", kind="number"),
+    "max_ndcg_gap": at_most(r"ndcg_at_\d+_gap"),
 }
-EXPOSURE_DEFAULTS: dict[str, Any] = {
-    "k": 10,
-    "relevant_min_rating": 4.0,
-    "seed": 0,
-    "max_gini": None,
-    "max_top10pct_popular_share": None,
+EXPOSURE_THRESHOLDS: dict[str, Threshold] = {
+    "k": _K,
+    "relevant_min_rating": _RELEVANT,
+    "seed": setting(0, "whole"),
+    "max_gini": at_most(r"gini_at_\d+"),
+    "max_top10pct_popular_share": at_most(r"top10pct_popular_share_at_\d+"),
 }
+RECOMMENDATION_DEFAULTS = defaults(RECOMMENDATION_THRESHOLDS)
+USER_GROUP_DEFAULTS = defaults(USER_GROUP_THRESHOLDS)
+EXPOSURE_DEFAULTS = defaults(EXPOSURE_THRESHOLDS)
 NEEDED_EXTRA = ("catalog", "train_items", "train_users", "test_users", "test_items", "score_items")
 NO_EXTRA = (
     "ranking inputs missing from inputs.extra ({missing}): the family must provide them via "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd

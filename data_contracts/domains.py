@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 
 NO_DECLARED_DOMAIN = (
     "under DP, column {column!r} needs a declared {what} in contract {contract!r} "

@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from impactflow.data_contracts.errors import DataError
+from impactflow.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd

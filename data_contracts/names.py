@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 
 MAX_NAME_LENGTH = 100
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

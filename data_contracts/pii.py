@@ -315,7 +315,7 @@ def contract_scan(df: "pd.DataFrame", contract: Any) -> list[PIIFinding]:
 
 def refused_failures(findings: Iterable[PIIFinding]) -> list:
     """The refused findings as contract failures (column + rule + counts, no values)."""
-    from impactflow.data_contracts.errors import FailedExpectation
+    from impactflow.errors import FailedExpectation
 
     return [
         FailedExpectation(expectation=PII_CHECK, column=f.column, description=f"{f.line()}; {ALLOW_HINT}")

@@ -26,7 +26,7 @@ import threading
 from importlib import metadata
 from typing import Any, Callable, Iterator
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 
 GROUPS = {"families": "impactflow.families", "loaders": "impactflow.loaders", "audits": "impactflow.audits"}
 CLASH = (

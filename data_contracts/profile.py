@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 
 NA_CANDIDATES = ("", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "?", "-")
 DELIMITERS = ",;\t|"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from impactflow.data_contracts.errors import DataError
+from impactflow.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from impactflow.data_contracts.errors import ConfigError, ContractViolation, FailedExpectation
+from impactflow.errors import ConfigError, ContractViolation, FailedExpectation
 
 if TYPE_CHECKING:
     import pandas as pd

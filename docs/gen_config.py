@@ -334,33 +334,29 @@ def family_sections() -> list[str]:
     return lines
 
 
-def _threshold_items(defaults: Any) -> list[tuple[str, Any]]:
-    if isinstance(defaults, dict):
-        return list(defaults.items())
-    if dataclasses.is_dataclass(defaults):
-        return [(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(defaults)]
-    if hasattr(defaults, "model_fields"):  # a pydantic model (class or instance)
-        return [(k, f.default) for k, f in defaults.model_fields.items()]
-    return list(dict(defaults).items())
-
-
 def gate_sections() -> list[str]:
     from impactflow.audits import AUDIT_THRESHOLDS
 
     lines = [
         "## Gate thresholds (`gates.<audit>.<key>`)",
         "",
-        "The keys each audit accepts under `gates.<audit>`, with their defaults (`null`: no gate unless "
-        "set; a preset may set more). Another audit or key is refused, naming it. "
-        '`gates.<audit>.skip.<key>: "reason"` skips a gate on purpose; see '
+        "The keys each audit accepts under `gates.<audit>`, as each audit module declares them "
+        "(`audits/thresholds.py`): a gate threshold (the gate passes when the measured value is `<=` or "
+        "`>=` it) or a setting, its default (`null`: no gate unless set; a preset may set more) and the "
+        "kind of value it takes (`fraction`: a number in [0, 1]; `number`: any finite number; `count`: a "
+        "whole number >= 1; `whole`: a whole number >= 0; `columns`: a list of column lists; `column`: a "
+        "column name; `choice`: one of the values listed). Another audit, key or kind is refused, naming "
+        'it. `gates.<audit>.skip.<key>: "reason"` skips a gate on purpose; see '
         "[Configuration](configuration.md#gates).",
         "",
-        "| audit | key | default |",
-        "|---|---|---|",
+        "| audit | key | gate | kind | default |",
+        "|---|---|---|---|---|",
     ]
-    for audit, defaults in AUDIT_THRESHOLDS.items():
-        for key, default in _threshold_items(defaults):
-            lines.append(f"| {code(audit)} | {code(key)} | {code(value(default))} |")
+    for audit, spec in AUDIT_THRESHOLDS.items():
+        for key, t in spec.items():
+            gate = f"passes when `{t.comparison}`" if t.comparison else "setting"
+            kind = f"{t.kind}: {', '.join(t.choices)}" if t.choices else t.kind
+            lines.append(f"| {code(audit)} | {code(key)} | {gate} | {kind} | {code(value(t.default))} |")
     return lines + [""]
 
 

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from prefect import flow, runtime
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.data_contracts.files import check_input_file
 from impactflow.data_contracts.names import safe_name
 from impactflow.tasks.audit_only import (
@@ -59,6 +59,9 @@ def audit_thresholds(gates: Optional[dict]) -> dict:
         for key, value in (values or {}).items():
             if key != SKIP and key not in known[audit]:
                 raise ConfigError(f"gate {audit}.{key}: unknown key (known: {', '.join(known[audit])})")
+            problem = None if key == SKIP else known[audit][key].problem(value)
+            if problem:
+                raise ConfigError(f"gate {audit}.{key}: {problem}")
             out.setdefault(audit, {})[key] = value
         problems = section_problems(audit, out.get(audit, {}), known[audit])
         if problems:

@@ -82,7 +82,7 @@ def _interrupted(exc: KeyboardInterrupt) -> None:
 
 
 def _load(config: Optional[str], overrides: Optional[List[str]]):
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
     from impactflow.flows.config import load_config
 
     try:
@@ -145,7 +145,7 @@ def run(
     _quiet_environment(verbose)
     cfg = _load(config, set_)
     console = _console()
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
     from impactflow.tasks import progress
 
     _use_kept_server(console)
@@ -209,10 +209,11 @@ def _print_summary(console, summary: dict) -> None:
 
     _print_gates(console, summary["gates"])
     for name, m in summary["models"].items():
-        acc = m["metrics"].get("eval/accuracy")
+        head = m["headline"]
         dp = m["dp"]
         eps = f", ε={dp['epsilon']:.3f} (δ={dp['delta']:g})" if dp.get("enabled") else ""
-        console.print(f"  {name}: accuracy {acc:.4f}{eps}" if acc is not None else f"  {name}")
+        value = "not measured" if head["value"] is None else f"{head['value']:.4f}"
+        console.print(f"  {name}: {head['label']} {value}{eps}", markup=False)
         reg = m.get("registry")
         if reg:
             alias = (
@@ -304,7 +305,7 @@ def validate(
     _quiet_environment(False)
     cfg = _load(config, set_)
     from impactflow.data_contracts import get_contract, load_dataset
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
     from impactflow.data_contracts.validation import validate as run_validation
 
     console = _console()
@@ -385,7 +386,7 @@ def _require_api(command: str) -> None:
 def _reachable_store(output_dir: Path) -> str:
     """``_tracking_uri`` after one cheap look at the store (``impactflow.tasks.tracking.preflight``): an
     unreachable database or server is one `error:` line naming it without its credentials."""
-    from impactflow.data_contracts.errors import TrackingError
+    from impactflow.errors import TrackingError
     from impactflow.tasks.tracking import preflight
 
     uri = _tracking_uri(output_dir)
@@ -449,7 +450,7 @@ def trigger(
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
     from impactflow.flows.config import load_config
     from impactflow.flows.deployments import GATES_FAILED, GATES_INCOMPLETE
 
@@ -531,7 +532,7 @@ def promote(
     are FINISHED and its run's signed evidence verifies (intact, by a trusted signer)."""
     _quiet_environment(False)
     from impactflow.audits import evidence
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
     from impactflow.tasks.registry import promote as do_promote
 
     if not version.isdigit():
@@ -582,7 +583,7 @@ def init(
     """Write a starting contract.yaml and preset (run.yaml) from a profile of your data, to review."""
     import os
 
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
     from impactflow.data_contracts.profile import profile_file
 
     cols = [c.strip() for c in sensitive.split(",") if c.strip()]
@@ -642,7 +643,7 @@ def presets() -> None:
     import yaml
 
     from impactflow.flows.config import load_config, missing_data
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
 
     for name in list_presets():
         desc = (yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text()) or {}).get("description", "")
@@ -671,7 +672,7 @@ def server_start(
     ),
 ) -> None:
     """Start `prefect server start` in the background; later commands use it automatically."""
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
     from impactflow.flows import local_server
 
     console = _console()
@@ -714,7 +715,7 @@ def server_start(
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the kept local Prefect server (and the warm runner, if one runs)."""
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
     from impactflow.flows import local_server, warm
 
     w = warm.stop()
@@ -757,7 +758,7 @@ def budget(
     output_dir: Path = typer.Option(Path("impactflow_runs"), help="The runs folder of `impactflow run`."),
 ) -> None:
     """Privacy budget per dataset: every model's epsilon/delta, total spent (basic composition), budget, remaining."""
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
     from impactflow.tasks.ledger_store import LEDGER_FILE, budget_tables, ledger_url
 
     url = (
@@ -813,7 +814,7 @@ def _require_run_id(ref: str) -> None:
 def _run_folder(path_or_run: str, output_dir: Path, tmp: Path) -> tuple[Path, Optional[str]]:
     """A local folder as is; anything else is an MLflow run id whose artifacts are downloaded
     (then also the tracking URI, to re-hash the run's models)."""
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
 
     if Path(path_or_run).exists():
         return Path(path_or_run), None
@@ -832,7 +833,7 @@ def _logged_copy(result, output_dir: Path, tmp: Path, verify_folder) -> Optional
     when its store can be found: MLFLOW_TRACKING_URI, an mlflow.db in the folder or up to three
     folders above it, or in --output-dir. Returns the store's URI (to re-hash the models), or
     None with ``result.logged_copy`` saying why it was not checked."""
-    from impactflow.data_contracts.errors import TrackingError
+    from impactflow.errors import TrackingError
     from impactflow.tasks.evidence import logged_copy_problems
     from impactflow.tasks.tracking import preflight
 
@@ -888,7 +889,7 @@ def report_verify(
 
     _quiet_environment(False)
     from impactflow.audits import evidence
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
 
     with tempfile.TemporaryDirectory(prefix="impactflow-verify-") as tmp:
         try:
@@ -996,7 +997,7 @@ def keys_init(
     """Create the signing key ($IMPACTFLOW_SIGNING_KEY, else $IMPACTFLOW_HOME/keys/ed25519.pem;
     mode 0600). Refuses to overwrite one unless --force."""
     from impactflow.audits import evidence
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
 
     try:
         info = evidence.init_signing_key(owner=owner, force=force)
@@ -1015,7 +1016,7 @@ def keys_show(json_out: bool = typer.Option(False, "--json", help="Print as JSON
     import json
 
     from impactflow.audits import evidence
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
 
     try:
         info = evidence.key_info()
@@ -1038,7 +1039,7 @@ def keys_export(
     import json
 
     from impactflow.audits import evidence
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
 
     try:
         info = evidence.key_info()
@@ -1071,7 +1072,7 @@ def keys_trust(
 ) -> None:
     """Add a public key to a trust file."""
     from impactflow.audits import evidence
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
 
     try:
         done = evidence.add_to_trust_file(trusted_keys, evidence.read_key_source(source), owner)
@@ -1097,7 +1098,7 @@ def _load_report_doc(ref: str, output_dir: Path, tmp: Path) -> dict:
                     _fail(f"{c}: not a JSON report ({exc})")
         _fail(f"{ref}: no {REPORT_FILES['json']} in this folder or its reports/ folder")
     _require_run_id(ref)
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
     from impactflow.tasks.evidence import download_report
 
     try:
@@ -1253,7 +1254,7 @@ def audit(
     contract checks, fairness (+ calibration by group with scores), signed report, MLflow.
     Exit 3 if a gate fails."""
     _quiet_environment(verbose)
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
     from impactflow.data_contracts.files import check_input_file
     from impactflow.data_contracts.names import safe_name
     from impactflow.data_contracts.predictions import parse_sensitive

@@ -6,13 +6,14 @@ a typo or a missing file fails here, naming the key or path, before any task run
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.data_contracts.names import is_safe_name, safe_name
+from impactflow.task_kind import TaskKind
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 UNKNOWN_PRESET = "--config {value!r}: no such preset or file (presets: {known})"
@@ -456,7 +457,7 @@ def check_references(cfg: RunConfig) -> None:
         raise ConfigError(
             f"model.family={cfg.model.family!r}: unknown model family (known: {', '.join(sorted(FAMILIES))})"
         )
-    from impactflow.data_contracts.errors import DataError
+    from impactflow.errors import DataError
     from impactflow.data_contracts.files import check_input_file
 
     for i, p in enumerate(cfg.data.path or []):
@@ -496,17 +497,17 @@ def check_family_fits(family: Any, contract: Any) -> None:
     a binary one exactly two labels, a multiclass one at least two (one line, before any task)."""
     labels = list(contract.labels)
     where = f"model.family={family.name!r}"
-    if family.task == "rating" and labels:
+    if family.task == TaskKind.RATING and labels:
         raise ConfigError(
             f"{where}: predicts a numeric rating, but the target {contract.target!r} of contract "
             f"{contract.name!r} is a category (labels: {', '.join(map(str, labels))})"
         )
-    if family.task in ("binary", "multiclass") and not labels:
+    if family.task.classifies and not labels:
         raise ConfigError(
             f"{where}: a {family.task} classifier, but the target {contract.target!r} of contract "
             f"{contract.name!r} has no labels (a numeric target: a rating family such as 'recommender')"
         )
-    if family.task == "binary" and len(labels) != 2:
+    if family.task == TaskKind.BINARY and len(labels) != 2:
         raise ConfigError(
             f"{where}: a binary classifier, but the target {contract.target!r} of contract "
             f"{contract.name!r} has {len(labels)} labels ({', '.join(map(str, labels))})"
@@ -594,7 +595,9 @@ def check_output_dir(path: Path) -> None:
         raise ConfigError(OUTSIDE_TREE.format(path=path, cwd=cwd, resolved=resolved))
 
 
-def check_gates(gates: dict[str, dict[str, Any]], known_thresholds: dict[str, dict[str, Any]] | None = None) -> None:
+def check_gates(
+    gates: dict[str, dict[str, Any]], known_thresholds: Mapping[str, Mapping[str, Any]] | None = None
+) -> None:
     """Every ``gates.<audit>.<key>`` must be a threshold that audit knows, of the right kind.
 
     A gate is skipped on purpose with ``gates.<audit>.skip.<key>: "<reason>"`` (the reason is
@@ -620,20 +623,6 @@ def check_gates(gates: dict[str, dict[str, Any]], known_thresholds: dict[str, di
                 continue
             if key not in known:
                 raise ConfigError(f"{where}: unknown threshold (known: {', '.join(sorted(known))})")
-            if value is None:
-                continue
-            if key == "n_boot" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ConfigError(f"{where}: expected a whole number of bootstrap replicates >= 0, got {value!r}")
-            if key.startswith(("min_", "max_")) or key.endswith(("_ratio", "_level")):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ConfigError(f"{where}: expected a number, got {value!r}")
-                if key.endswith("_size") or key.startswith(("min_group", "min_count")):
-                    if value < 1 or int(value) != value:
-                        raise ConfigError(f"{where}: expected a positive integer, got {value!r}")
-                elif not 0 <= value <= 1 and not key.startswith(("max_rmse", "max_mae")):
-                    raise ConfigError(f"{where}: expected a value in [0, 1], got {value!r}")
-            if key == "intersections" and not (
-                isinstance(value, list)
-                and all(isinstance(g, list) and all(isinstance(c, str) for c in g) for g in value)
-            ):
-                raise ConfigError(f"{where}: expected a list of column lists, e.g. [[sex, race]]")
+            problem = known[key].problem(value)  # the kind the audit declared (audits/thresholds.py)
+            if problem:
+                raise ConfigError(f"{where}: {problem}")

@@ -25,7 +25,7 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 
 STATE_NAME = "impactflow-server.json"
 DEFAULT_PORT = 4200

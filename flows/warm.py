@@ -319,7 +319,7 @@ def start(entry: str, timeout_s: float = 180.0) -> dict:
     environment's runs (code, packages or import-time environment changed) is replaced."""
     import subprocess
 
-    from impactflow.data_contracts.errors import ConfigError
+    from impactflow.errors import ConfigError
 
     state = running()
     replaced = state is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.data_contracts.plugins import GROUPS, PluginRegistry, broken, is_plugin, reference
 
 if TYPE_CHECKING:

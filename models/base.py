@@ -13,13 +13,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
+from impactflow.task_kind import TaskKind
 
 UNKNOWN_PARAM = "model.params.{key}: unknown hyperparameter for family '{family}' (known: {known})"
 BAD_PARAM = "model.params: {error}"
-
-
-TASKS = ("binary", "multiclass", "rating")
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ class Roles:
     """
 
     target: str
-    task: str
+    task: TaskKind
     features: tuple[str, ...]
     groups: tuple[str, ...] = ()
     positive_label: Any = None
@@ -47,7 +45,7 @@ class Roles:
     domains: Any = None
 
 
-def roles_for(contract, task: str, exclude_sensitive: bool):
+def roles_for(contract, task: TaskKind | str, exclude_sensitive: bool):
     """Column roles from a data contract: the target and weights are never features; the
     sensitive columns are features unless ``exclude_sensitive``; audit groups = sensitive +
     declared groups; ``domains`` = what the contract's suite declares."""
@@ -60,7 +58,7 @@ def roles_for(contract, task: str, exclude_sensitive: bool):
         excluded |= set(contract.sensitive)
     return Roles(
         target=contract.target,
-        task=task,
+        task=TaskKind.parse(task),
         features=tuple(c for c in contract.feature_columns if c not in excluded),
         groups=tuple(dict.fromkeys([*contract.sensitive, *contract.groups])),
         positive_label=contract.positive_label,
@@ -97,7 +95,7 @@ class Family:
     """
 
     name: str
-    task: str  # one of TASKS
+    task: TaskKind
     description: str
     config_cls: type  # stdlib dataclass of hyperparameters (with epochs, batch_size, lr, ...)
     make_preprocessor: Callable[..., Any]
@@ -110,8 +108,10 @@ class Family:
     audit_extras: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"family {self.name}: task {self.task!r} not in {TASKS}")
+        try:
+            object.__setattr__(self, "task", TaskKind.parse(self.task))
+        except ValueError as exc:
+            raise ValueError(f"family {self.name}: {exc}") from None
 
     def make_config(self, params: dict[str, Any]) -> Any:
         """Build the family's hyperparameter dataclass, naming any unknown key."""
@@ -128,20 +128,20 @@ class Family:
 def targets(df, roles: Roles) -> np.ndarray:
     """Training targets: 0/1 float (binary), class index int64 (multiclass), float (rating)."""
     y = df[roles.target]
-    if roles.task == "binary":
+    if roles.task == TaskKind.BINARY:
         return (y == roles.positive_label).to_numpy().astype(np.float32)
-    if roles.task == "multiclass":
+    if roles.task == TaskKind.MULTICLASS:
         index = {str(label): i for i, label in enumerate(roles.labels)}
         return y.astype(str).map(index).to_numpy().astype(np.int64)
     return y.to_numpy().astype(np.float32)
 
 
-def outputs_from_raw(raw: np.ndarray, task: str) -> np.ndarray:
+def outputs_from_raw(raw: np.ndarray, task: TaskKind) -> np.ndarray:
     """Raw model outputs -> P(positive) (binary), class probabilities (multiclass), ratings."""
     raw = raw.astype(np.float64)
-    if task == "binary":
+    if task == TaskKind.BINARY:
         return 1.0 / (1.0 + np.exp(-raw))
-    if task == "multiclass":
+    if task == TaskKind.MULTICLASS:
         z = raw - raw.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
@@ -151,12 +151,12 @@ def outputs_from_raw(raw: np.ndarray, task: str) -> np.ndarray:
 LOSS_EPS = 1e-7
 
 
-def per_example_loss(y: np.ndarray, out: np.ndarray, task: str) -> np.ndarray:
+def per_example_loss(y: np.ndarray, out: np.ndarray, task: TaskKind) -> np.ndarray:
     """Per-example loss from outputs: log loss (binary), -log p_y (multiclass), squared error."""
-    if task == "binary":
+    if task == TaskKind.BINARY:
         p = np.clip(out, LOSS_EPS, 1 - LOSS_EPS)
         return -(y * np.log(p) + (1 - y) * np.log(1 - p))
-    if task == "multiclass":
+    if task == TaskKind.MULTICLASS:
         p = np.clip(out[np.arange(len(y)), y.astype(int)], LOSS_EPS, 1.0)
         return -np.log(p)
     return (out - y) ** 2

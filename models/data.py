@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from impactflow.data_contracts.errors import DataError
+from impactflow.errors import DataError
 
 TOO_FEW_ROWS = "Dataset has {n} rows after loading; at least {need} are needed to split it"
 

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from impactflow.task_kind import TaskKind
 
 
 def _param_digest(module) -> str:
@@ -99,13 +100,13 @@ def train_ddp(args: argparse.Namespace) -> dict:
         with torch.no_grad():
             raw = module(Xv).numpy()
         yv = targets(split.validation, roles)
-        pred = (raw > 0).astype(np.float32) if family.task == "binary" else raw.argmax(axis=1)
+        pred = (raw > 0).astype(np.float32) if family.task == TaskKind.BINARY else raw.argmax(axis=1)
         result = {
             "rank": rank,
             "world_size": world,
             "backend": dist.get_backend(),
             "train_loss": history,
-            "val_accuracy": float((pred == yv).mean()) if family.task != "rating" else None,
+            "val_accuracy": float((pred == yv).mean()) if family.task.classifies else None,
             "n_train_shard": len(sampler),
             "param_digest": _param_digest(module),
         }

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 
 if TYPE_CHECKING:
     from impactflow.models.training import PrivacySettings

@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
+from impactflow.task_kind import TaskKind
 
 NOT_DATA_INDEPENDENT = (
     "under DP, family '{family}': {component} is {how}; the released model would carry it outside the (ε, δ) claim"
@@ -55,11 +56,7 @@ class SameRows:
 
 def decision_rule(task: str, threshold: float = 0.5) -> str:
     """How the released model turns outputs into decisions (never fitted on rows here)."""
-    if task == "binary":
-        return f"data-independent: fixed threshold {threshold:g} on P(positive) (not fitted)"
-    if task == "multiclass":
-        return "data-independent: argmax over the contract's classes (no threshold)"
-    return "data-independent: the predicted rating itself (no threshold)"
+    return TaskKind.parse(task).decision_rule(threshold)
 
 
 def preprocessing_record(family: str, pre, task: str, threshold: float = 0.5) -> dict[str, str]:
@@ -89,13 +86,7 @@ def covers_sentence(
     """``training["dp"]["covers"]``: one sentence saying what the (ε, δ) covers (module doc)."""
     eps, delta = dp.get("epsilon"), dp.get("delta")
     eps_text = "?" if eps is None else f"{eps:.3g}"
-    decision = (
-        f"the decision threshold (fixed at {threshold:g})"
-        if task == "binary"
-        else "the decision rule (argmax)"
-        if task == "multiclass"
-        else "the output (the rating itself)"
-    )
+    decision = TaskKind.parse(task).decision_phrase(threshold)
     not_covered = ["the validation rows read by early stopping and best-epoch selection"]
     if same_rows.baselines:
         plural = "s" if len(same_rows.baselines) > 1 else ""

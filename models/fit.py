@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.models.base import (
     Family,
     Roles,
@@ -29,6 +29,7 @@ from impactflow.models.base import (
 from impactflow.models.data import Split
 from impactflow.models.dp_claim import NO_DP_PREPROCESSING, SameRows, dp_record
 from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
+from impactflow.task_kind import TaskKind
 
 
 class _Predictor(abc.ABC):
@@ -50,9 +51,9 @@ class _Predictor(abc.ABC):
     def predict_frame(self, df: pd.DataFrame) -> pd.DataFrame:
         out = self.predict(df)
         task = self.roles.task
-        if task == "binary":
+        if task == TaskKind.BINARY:
             return pd.DataFrame({"score": out, "label": (out >= self.threshold).astype(int)})
-        if task == "multiclass":
+        if task == TaskKind.MULTICLASS:
             labels = [str(c) for c in self.roles.labels]
             frame = pd.DataFrame(out, columns=[f"prob_{c}" for c in labels])
             frame.insert(0, "label", np.asarray(labels, dtype=object)[out.argmax(axis=1)])
@@ -84,9 +85,9 @@ class SklearnPredictor(_Predictor):
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         X = df[self.features]
-        if self.roles.task == "binary":
+        if self.roles.task == TaskKind.BINARY:
             return self.estimator.predict_proba(X)[:, 1].astype(np.float64)
-        if self.roles.task == "multiclass":
+        if self.roles.task == TaskKind.MULTICLASS:
             return self.estimator.predict_proba(X).astype(np.float64)
         return self.estimator.predict(X).astype(np.float64)
 
@@ -95,7 +96,7 @@ class SklearnPredictor(_Predictor):
 class FittedModel:
     name: str  # "mlp", "mlp-dp", "logreg", ...
     family: str
-    task: str
+    task: TaskKind
     kind: str  # "torch" | "sklearn"
     description: str
     predictor: Any
@@ -136,7 +137,7 @@ def _score(
         predictor=predictor,
         params=params,
         training=training,
-        y_test=y_test if family.task == "rating" else y_test.astype(int),
+        y_test=y_test.astype(int) if family.task.classifies else y_test,
         test_output=test_out,
         member_loss=per_example_loss(y_train, train_out, family.task),
         nonmember_loss=nonmember,
@@ -255,7 +256,7 @@ def fit_baseline(family: Family, name: str, split: Split, roles: Roles, *, seed:
     estimator = family.baselines[name](roles, seed)
     t0 = time.perf_counter()
     y = targets(split.train, roles)
-    estimator.fit(split.train[list(roles.features)], y if family.task == "rating" else y.astype(int))
+    estimator.fit(split.train[list(roles.features)], y.astype(int) if family.task.classifies else y)
     wall = time.perf_counter() - t0
     _drop_training_terms(estimator)
     clf = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from impactflow.data_contracts.errors import DataError
+from impactflow.errors import DataError
 from impactflow.models.base import Family, Roles, check_param
+from impactflow.task_kind import TaskKind
 
 BAD_IMAGE = "column {column!r}: row {row} is {what}; every image must be a numeric array of shape {shape}"
 
@@ -222,7 +223,7 @@ def logreg_baseline(roles: Roles, seed: int):
 
 FAMILY = Family(
     name="image",
-    task="multiclass",
+    task=TaskKind.MULTICLASS,
     description="small CNN (2 conv blocks with GroupNorm + MLP head, torch) over image arrays; "
     "pixel logistic regression beside it",
     config_cls=ImageConfig,

@@ -31,6 +31,7 @@ import pandas as pd
 from impactflow.models.base import Family, Roles, targets
 from impactflow.models.data import Split
 from impactflow.models.training import PrivacySettings
+from impactflow.task_kind import TaskKind
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def lira_inputs(
         "member": np.r_[np.ones(n, dtype=bool), np.zeros(len(rows.nonmembers), dtype=bool)],
         "groups": groups,
         "seed": seed,
-        "statistic": "-squared error" if task == "rating" else "log p_y - log(1 - p_y)",
+        "statistic": "-squared error" if task == TaskKind.RATING else "log p_y - log(1 - p_y)",
         "scheme": (
             f"{n} audited training rows vs {len(rows.nonmembers)} rows of the {rows.nonmember_source}; "
             f"{len(references)} reference models, each trained on a random half of the "

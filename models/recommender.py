@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 
 from impactflow.models.base import Family, Roles, check_param
+from impactflow.task_kind import TaskKind
 
 VARIANTS = ("mf", "neumf")
 
@@ -86,7 +87,7 @@ TOO_MANY_IDS = (
 def declared_ids(domains, column: str) -> np.ndarray:
     """The ids of ``column`` the contract declares: its category set, else the integers of its
     declared range (``ConfigError`` naming contract and column when there is neither)."""
-    from impactflow.data_contracts.errors import ConfigError
+    from impactflow.errors import ConfigError
 
     if domains.categories.get(column):
         return np.sort(np.asarray(domains.categories[column]))
@@ -391,7 +392,7 @@ def audit_extras(predictor, split, roles: Roles) -> dict[str, Any]:
 
 FAMILY = Family(
     name="recommender",
-    task="rating",
+    task=TaskKind.RATING,
     description="Biased matrix factorisation (or NeuMF) over user/item embeddings (torch); bias baseline beside it",
     config_cls=RecommenderConfig,
     make_preprocessor=make_preprocessor,

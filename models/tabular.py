@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from impactflow.models.base import Family, Roles, check_param
+from impactflow.task_kind import TaskKind
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ def hist_gb_baseline(roles: Roles, seed: int):
 
 FAMILY = Family(
     name="tabular",
-    task="binary",
+    task=TaskKind.BINARY,
     description="MLP (torch) over one-hot/standardised columns; sklearn baselines beside it",
     config_cls=TabularConfig,
     make_preprocessor=make_preprocessor,

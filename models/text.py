@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 
 from impactflow.models.base import Family, Roles, check_param
+from impactflow.task_kind import TaskKind
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -338,7 +339,7 @@ def audit_extras(predictor, split, roles: Roles) -> dict[str, Any]:
 
 FAMILY = Family(
     name="text",
-    task="binary",
+    task=TaskKind.BINARY,
     description="Transformer encoder (torch, from scratch, word vocabulary from the training split); "
     "TF-IDF + logistic regression baseline",
     config_cls=TextConfig,

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from impactflow.task_kind import TaskKind
+
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -124,7 +126,7 @@ def decision_record(decision: dict | None, *, private: bool, y_val=None, score_v
 def apply_decision(fitted, split, roles, decision: dict | None, *, private: bool):
     """``fitted`` with its predictor's threshold set (``decision_record``) and the record in
     ``training["decision"]``; non-binary models are returned unchanged."""
-    if getattr(fitted, "task", None) != "binary":
+    if getattr(fitted, "task", None) != TaskKind.BINARY:
         return fitted
     y_val = score_val = None
     if (decision or {}).get("costs") and not private:
@@ -144,7 +146,7 @@ def apply_decision(fitted, split, roles, decision: dict | None, *, private: bool
             **dp,
             "preprocessing": {
                 **(dp.get("preprocessing") or {}),
-                "decision": decision_rule("binary", record["threshold"]),
+                "decision": decision_rule(TaskKind.BINARY, record["threshold"]),
             },
             "covers": str(dp.get("covers") or "").replace(old, f"fixed at {record['threshold']:g}"),
         }

@@ -21,7 +21,7 @@ from typing import Any, Callable, cast
 
 import numpy as np
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.models.dp import RdpReadout, epsilons, make_private
 
 DELTA_TOO_LARGE = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from impactflow.data_contracts.errors import ImpactflowError
+from impactflow.errors import ImpactflowError
 
 
 def retry_io_only(task, task_run, state) -> bool:

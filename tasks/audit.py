@@ -8,6 +8,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from impactflow.tasks import progress
+from impactflow.task_kind import TaskKind
 
 
 @task(name="audit-model", cache_policy=NONE)
@@ -27,7 +28,7 @@ def audit_model(
     family = get_family(family_name)
     roles = roles_for(contract, family.task, False)
     extra = family.audit_extras(fitted.predictor, split, roles) if family.audit_extras else {}
-    if family.task == "binary":  # the mitigation audit fits its post-processor on validation scores
+    if family.task == TaskKind.BINARY:  # the mitigation audit fits its post-processor on validation scores
         from impactflow.models.base import targets
 
         extra = {
@@ -51,7 +52,7 @@ def audit_model(
             **(privacy_attacks or {}),
             **(
                 favourable_extra(contract.positive_label, contract.favourable_outcome)
-                if family.task == "binary"
+                if family.task == TaskKind.BINARY
                 else {}
             ),
             **(
@@ -72,7 +73,7 @@ def audit_model(
     names = [
         *family.audits,
         *(f"privacy_{k}" for k in ("lira", "canary") if k in (privacy_attacks or {}) or f"privacy_{k}" in gates),
-        *(a for a in REPORT_AUDITS if a not in family.audits and (a != "mitigation" or family.task == "binary")),
+        *(a for a in REPORT_AUDITS if a not in family.audits and (a != "mitigation" or family.task == TaskKind.BINARY)),
     ]
     return run_audits(
         inputs,

@@ -118,7 +118,7 @@ def score_with_model(df, model_uri: str, tracking_uri: str, path: str) -> tuple[
     (``impactflow.tasks.pyfunc.load_model``), score every row of the table, and return (the table with the
     scores in ``MODEL_SCORE``, the model's own decision threshold, its description). Binary models
     only: their pyfunc output has a ``score`` column."""
-    from impactflow.data_contracts.errors import ConfigError, DataError
+    from impactflow.errors import ConfigError, DataError
     from impactflow.tasks.pyfunc import load_model
 
     progress.stage("score with the model")
@@ -234,7 +234,7 @@ def parse_intersections(value: str | None, sensitive: list[str]) -> list[list[st
     """``--intersections``: None (not given: every sensitive column combined, as before), ``none``
     (no intersection) or ``a+b;c+d`` / ``a,b;c,d`` (these combinations). ConfigError naming the
     column that is not one of ``--sensitive``."""
-    from impactflow.data_contracts.errors import ConfigError
+    from impactflow.errors import ConfigError
 
     if value is None:
         return None
@@ -266,7 +266,7 @@ def read_intended_use(path: str | None) -> dict | None:
     import yaml
 
     from impactflow.audits.sections import USE_FIELDS
-    from impactflow.data_contracts.errors import ConfigError
+    from impactflow.errors import ConfigError
 
     p = Path(path)
     try:

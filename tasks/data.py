@@ -82,7 +82,7 @@ def split_data(df, contract_name: str, family_name: str, validation: float, test
     from impactflow.models.data import split_frame
 
     contract = get_contract(contract_name)
-    classes = get_family(family_name).task != "rating"
+    classes = get_family(family_name).task.classifies
     return split_frame(
         df,
         target=contract.target,

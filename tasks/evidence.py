@@ -27,7 +27,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from impactflow.data_contracts.errors import ImpactflowError
+from impactflow.errors import ImpactflowError
 from impactflow.tasks import progress, tracking
 
 REPORT_SHA_TAG = "impactflow.report_sha256"
@@ -148,7 +148,7 @@ def logged_models(uri: str, records: list[dict]) -> list[dict]:
         for mid in ids:  # none for a model the audit-only flow did not train
             files = model_files(uri, client.get_logged_model(mid).artifact_location)
             if not files:
-                from impactflow.data_contracts.errors import DataError
+                from impactflow.errors import DataError
 
                 raise DataError(f"model {rec.get('name')}: the files of MLflow model {mid} cannot be read to sign them")
             reg = rec.get("registry") or None
@@ -250,7 +250,7 @@ def _existing_run_client(uri: str, run_id: str):
     """An MLflow client for ``uri`` after checking the run exists (DataError naming it if not)."""
     from mlflow.exceptions import MlflowException
 
-    from impactflow.data_contracts.errors import DataError
+    from impactflow.errors import DataError
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stdout stays the verdict
     client = tracking._client(uri)
@@ -285,7 +285,7 @@ def download_report(uri: str, run_id: str, dst: Path) -> dict:
 
     from mlflow.exceptions import MlflowException
 
-    from impactflow.data_contracts.errors import DataError
+    from impactflow.errors import DataError
 
     client = _existing_run_client(uri, run_id)
     dst.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 
 LEDGER_ENV = "IMPACTFLOW_LEDGER_URL"
 LEDGER_FILE = "privacy_ledger.db"

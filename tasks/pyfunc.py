@@ -48,7 +48,7 @@ def load_model(model_uri: str, trusted_dirs=("impactflow_runs",)):
         return mlflow.pyfunc.load_model(model_uri)
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] in OLD_PACKAGES:
-            from impactflow.data_contracts.errors import DataError
+            from impactflow.errors import DataError
 
             raise DataError(OLD_LAYOUT.format(uri=model_uri, module=exc.name)) from None
         raise

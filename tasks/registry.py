@@ -148,7 +148,7 @@ def promote(uri: str, name: str, version: str, trust: dict | None = None) -> str
     from mlflow.exceptions import MlflowException
 
     from impactflow.audits import evidence
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
 
     client = tracking._client(uri)
     try:

@@ -147,12 +147,24 @@ def run_summary(
             r["name"]: {
                 "mlflow_run_id": r["mlflow_run_id"],
                 "metrics": {k: v for a in r["audits"].values() for k, v in a["metrics"].items()},
+                "headline": _headline(r),
                 "dp": r["training"]["dp"],
                 "registry": registry.get(r["name"]),
             }
             for r in records
         },
     }
+
+
+def _headline(record: dict) -> dict[str, Any]:
+    """The metric a model's summary line leads with: its task kind's (accuracy for a
+    classifier, RMSE for a rating model), with its value from the model's audits (None when no
+    audit measured it)."""
+    from impactflow.models import get_family
+
+    metric = get_family(record["family"]).task.headline
+    value = next((a["metrics"][metric.key] for a in record["audits"].values() if metric.key in a["metrics"]), None)
+    return {"label": metric.label, "key": metric.key, "value": value}
 
 
 def model_record(fitted, audits: dict, mlflow_run_id: str) -> dict[str, Any]:
@@ -181,7 +193,7 @@ def write_report(
 
     progress.stage("write report")
     from impactflow.audits.disclosure import DEFAULT_MIN_CELL_SIZE, suppress_small_cells
-    from impactflow.data_contracts.errors import OutputError
+    from impactflow.errors import OutputError
 
     report = build_report(run=run, data=data, models=models, provenance=prov, config=config, integrity=integrity)
     # aggregates only: no table or plot cell of fewer than min_cell_size people (issue 9)

@@ -127,7 +127,7 @@ def ensure_experiment(uri: str, name: str, output_dir: Path) -> str:
         if uri.startswith("sqlite:"):
             problem = moved_store(exp.artifact_location, output_dir, sqlite_path(uri))
             if problem:
-                from impactflow.data_contracts.errors import ConfigError
+                from impactflow.errors import ConfigError
 
                 raise ConfigError(problem)
         return exp.experiment_id
@@ -447,7 +447,7 @@ def preflight(uri: str, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
     waiting) and buffering would hide a lost server until after training. An http(s) server is
     asked for ``/health`` (MLflow's liveness endpoint) with a short timeout; a database URI gets
     one cheap query. Raises ``TrackingError`` naming the URI without its credentials."""
-    from impactflow.data_contracts.errors import TrackingError
+    from impactflow.errors import TrackingError
 
     if uri.startswith(("http://", "https://")):
         import requests

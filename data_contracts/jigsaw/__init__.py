@@ -25,7 +25,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from impactflow.data_contracts.errors import DataError
+from impactflow.errors import DataError
 from impactflow.data_contracts.files import NO_ROWS, UNPARSABLE, _decode, parse_reason, read_bytes
 
 if TYPE_CHECKING:

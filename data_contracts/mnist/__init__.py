@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from impactflow.data_contracts.errors import DataError
+from impactflow.errors import DataError
 from impactflow.data_contracts.files import read_bytes
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from impactflow.data_contracts.errors import DataError
+from impactflow.errors import DataError
 from impactflow.data_contracts.files import read_bytes
 from impactflow.data_contracts.ratings import join_ratings
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from impactflow.data_contracts.errors import DataError
+from impactflow.errors import DataError
 from impactflow.data_contracts.ratings import RATING_COLUMNS, join_ratings
 
 if TYPE_CHECKING:

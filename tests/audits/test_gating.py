@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from impactflow.audits import AUDIT_ONLY_THRESHOLDS, AUDIT_THRESHOLDS, AUDITS, GATE_KEYS, AuditInputs, run_audits
-from impactflow.audits.gating import key_of
+from impactflow.audits import AUDIT_ONLY_THRESHOLDS, AUDIT_THRESHOLDS, AUDITS, AuditInputs, run_audits
+from impactflow.audits.gating import gate_keys, key_of
 from impactflow.audits.privacy import dp_advantage_bound
 from impactflow.audits.report import build_report
 from impactflow.audits.results import Gate, Status, checked_gate, overall_status, run_status
@@ -80,18 +80,29 @@ def test_vacuous_gates_are_labelled_by_the_rule():
     assert not checked_gate(Gate("eval/rmse", P, 0.9, 1.0, "<=")).vacuous  # RMSE is unbounded
 
 
-def test_gate_keys_name_every_threshold_that_makes_a_gate():
-    """Every min_/max_/_ratio key that is not a size is a gate key of its audit, and nothing else."""
-
-    def looks_like_a_gate(key):
-        return (key.startswith(("min_", "max_")) or key.endswith("_ratio")) and not key.endswith("_size")
-
+def test_every_gate_threshold_declares_its_comparison_and_every_setting_none():
+    """The audits declare their keys (audits/thresholds.py): a gate key carries the comparison
+    its gates use and the pattern of their names; a setting (size, level, k, ...) carries
+    neither. Spot checks of the declarations a reader would expect."""
     for table in (AUDIT_THRESHOLDS, AUDIT_ONLY_THRESHOLDS):
-        for audit, keys in table.items():
-            assert set(GATE_KEYS[audit]) == {k for k in keys if looks_like_a_gate(k)}, audit
-    assert key_of("fairness", "fairness/sex_x_race/four_fifths_min_ratio") == "four_fifths_ratio"
-    assert key_of("exposure", "exposure/gini_at_10") == "max_gini"
-    assert key_of("privacy", "privacy/mia_advantage") is None  # the DP bound: no key sets it
+        for audit, spec in table.items():
+            for key, t in spec.items():
+                assert (t.gate is None) == (t.comparison is None), (audit, key)
+                assert t.comparison in (None, "<=", ">="), (audit, key)
+    assert gate_keys(AUDIT_THRESHOLDS["fairness"]) == [
+        "max_demographic_parity_difference",
+        "max_equalized_odds_difference",
+        "four_fifths_ratio",
+    ]
+    assert AUDIT_THRESHOLDS["fairness"]["four_fifths_ratio"].comparison == ">="
+    assert gate_keys(AUDIT_THRESHOLDS["group_robustness"]) == [
+        "max_worst_group_gap",
+        "min_worst_group_accuracy",
+        "max_accuracy_difference",
+    ]
+    assert key_of(AUDIT_THRESHOLDS["fairness"], "fairness/sex_x_race/four_fifths_min_ratio") == "four_fifths_ratio"
+    assert key_of(AUDIT_THRESHOLDS["exposure"], "exposure/gini_at_10") == "max_gini"
+    assert key_of(AUDIT_THRESHOLDS["privacy"], "privacy/mia_advantage") is None  # the DP bound: no key sets it
 
 
 def test_min_group_size_above_every_group_leaves_the_run_incomplete():

@@ -14,7 +14,7 @@ import pytest
 
 from impactflow.data_contracts import CONTRACTS, Contract, get_contract, load_dataset
 from impactflow.data_contracts.adult import ADULT_COLUMNS, load_uci_adult
-from impactflow.data_contracts.errors import ConfigError, DataError
+from impactflow.errors import ConfigError, DataError
 from impactflow.data_contracts.files import file_sha256, sha256_files, sha256_per_file
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data_contracts" / "adult"
@@ -221,7 +221,7 @@ def test_unknown_contract_lists_known_names():
 
 def test_import_is_light():
     code = (
-        "import sys, impactflow.data_contracts, impactflow.data_contracts.errors; "
+        "import sys, impactflow.data_contracts, impactflow.errors; "
         "heavy = {'pandas', 'great_expectations', 'torch', 'prefect', 'mlflow', 'yaml'} & set(sys.modules); "
         "assert not heavy, heavy"
     )

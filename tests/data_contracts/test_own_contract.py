@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from impactflow.data_contracts import CONTRACTS, get_contract, load_dataset, resolve_contract_ref
-from impactflow.data_contracts.errors import ConfigError, DataError
+from impactflow.errors import ConfigError, DataError
 from impactflow.data_contracts.spec import DerivedSpec, apply_derived, generate_suite
 from impactflow.data_contracts.validation import MIN_GROUP_CHECK, load_suite, validate
 

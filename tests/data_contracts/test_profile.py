@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from impactflow.data_contracts import get_contract, load_dataset
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.data_contracts.profile import profile_file
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from impactflow.data_contracts import get_contract, load_dataset
-from impactflow.data_contracts.errors import ConfigError, ContractViolation
+from impactflow.errors import ConfigError, ContractViolation
 from impactflow.data_contracts.validation import MIN_GROUP_CHECK, ValidationReport, load_suite, validate
 
 ROW_COUNT = "expect_table_row_count_to_be_between"

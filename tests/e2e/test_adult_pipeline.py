@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from impactflow.data_contracts.errors import ContractViolation
+from impactflow.errors import ContractViolation
 from impactflow.flows.config import load_config
 
 pytestmark = pytest.mark.e2e

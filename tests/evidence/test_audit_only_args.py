@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from impactflow.data_contracts.errors import ConfigError, DataError
+from impactflow.errors import ConfigError, DataError
 from impactflow.flows.audit_only import audit_only_flow, audit_thresholds
 
 

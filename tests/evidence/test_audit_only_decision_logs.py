@@ -19,7 +19,7 @@ import pytest
 
 from impactflow.audits.render import render_markdown
 from impactflow.audits.report import build_report
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.tasks.audit_only import (
     audit_predictions,
     group_settings,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from impactflow.audits.results import Status, run_status
-from impactflow.data_contracts.errors import DataError
+from impactflow.errors import DataError
 
 
 def _flow(tmp_path, data, **kwargs):

@@ -8,7 +8,7 @@ import pytest
 
 from impactflow.audits import AuditInputs
 from impactflow.audits.calibration import calibration_group_audit
-from impactflow.data_contracts.errors import ConfigError, DataError
+from impactflow.errors import ConfigError, DataError
 from impactflow.data_contracts.predictions import (
     binarize,
     label_values,

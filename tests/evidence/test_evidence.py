@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from impactflow.audits import evidence as ev
-from impactflow.data_contracts.errors import ConfigError, DataError
+from impactflow.errors import ConfigError, DataError
 
 MODEL_FILES = {"MLmodel": {"sha256": "cd" * 32, "size": 3}, "python_model.pkl": {"sha256": "ef" * 32, "size": 5}}
 

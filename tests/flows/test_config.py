@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.flows.config import apply_overrides, list_presets, load_config
 
 

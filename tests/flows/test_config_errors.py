@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.flows.config import BAD_OVERRIDE, apply_overrides, load_config
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.flows.audit_only import audit_thresholds
 from impactflow.flows.config import load_config
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.flows import local_server
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import pytest
 
 from impactflow.data_contracts import get_contract, load_dataset
 from impactflow.data_contracts.colored_mnist import PALETTE, colorize
-from impactflow.data_contracts.errors import DataError
+from impactflow.errors import DataError
 from impactflow.data_contracts.mnist import image_stats, load_mnist
 from impactflow.data_contracts.validation import validate
 from impactflow.models.image import ImagePreprocessor, stack_images

@@ -20,7 +20,7 @@ import pytest
 
 from impactflow.data_contracts import contract_from_yaml, get_contract, load_dataset
 from impactflow.data_contracts.domains import NO_DECLARED_DOMAIN, declared_domains, domains_from_suite
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.models import FAMILIES, get_family
 from impactflow.models.base import roles_for
 from impactflow.models.data import split_frame

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.models import FAMILIES, get_family
 from impactflow.models.base import targets
 from tests.models.family_examples import EXAMPLES

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from impactflow.data_contracts.errors import DataError
+from impactflow.errors import DataError
 from impactflow.models.data import split_frame, stratum_labels
 
 

@@ -118,7 +118,7 @@ def test_fixed_default_and_private_thresholds():
 
 
 def test_config_keys():
-    from impactflow.data_contracts.errors import ConfigError
+    from impactflow.errors import ConfigError
     from impactflow.flows.config import load_config
 
     cfg = load_config(None, ["model.costs.false_positive=5", "model.costs.false_negative=1"])

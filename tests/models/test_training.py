@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.models import get_family
 from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.flows.config import load_config
 from impactflow.tasks.privacy import DP_DEFAULT_CANARIES, canaries_for
 

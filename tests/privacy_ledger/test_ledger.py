@@ -51,7 +51,7 @@ def test_planned_models_and_noise_multiplier_budget_refusal():
     assert all(m["private"] and m["epsilon"] == 2.0 for m in audit)
     plain = planned_models({**priv, "enabled": False}, "mlp", [], canaries=0, reference_models=1)
     assert plain == [{"model": "mlp", "private": False}, {"model": "mlp-lira-reference-1", "private": False}]
-    from impactflow.data_contracts.errors import ConfigError
+    from impactflow.errors import ConfigError
 
     with pytest.raises(ConfigError, match="budget_epsilon needs privacy.target_epsilon"):
         planned_models({**priv, "target_epsilon": None, "noise_multiplier": 1.0}, "mlp", [])

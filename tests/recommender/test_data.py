@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from impactflow.data_contracts import get_contract, load_dataset
-from impactflow.data_contracts.errors import DataError
+from impactflow.errors import DataError
 from impactflow.data_contracts.ratings import RATING_COLUMNS, age_band
 from impactflow.data_contracts.synthetic_ratings import HERE as SYNTH_DIR, generate_ratings, load_synthetic_ratings
 from tests.conftest import SHARED_DATASETS

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.flows.config import load_config
 from tests.conftest import SHARED_DATASETS
 

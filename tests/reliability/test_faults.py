@@ -51,7 +51,7 @@ def test_unreachable_tracking_server_is_a_clear_error_before_training(prefect_ap
 
 
 def test_preflight_accepts_a_live_server_and_names_a_dead_database():
-    from impactflow.data_contracts.errors import TrackingError
+    from impactflow.errors import TrackingError
     from impactflow.tasks.tracking import preflight
 
     preflight("sqlite:///:memory:")  # local stores are created on first use: nothing to check
@@ -224,7 +224,7 @@ def test_transient_io_failure_is_retried_and_a_user_error_is_not(prefect_api, mo
     from prefect import flow
 
     from impactflow import data_contracts
-    from impactflow.data_contracts.errors import DataError
+    from impactflow.errors import DataError
     from impactflow.tasks.data import load_data
 
     calls = {"n": 0}
@@ -272,7 +272,7 @@ def test_transient_io_failure_is_retried_and_a_user_error_is_not(prefect_api, mo
 def test_full_or_read_only_report_folder_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch, where, err, text):
     import impactflow.audits.atomic as atomic
     import impactflow.audits.render as render
-    from impactflow.data_contracts.errors import OutputError
+    from impactflow.errors import OutputError
     from impactflow.tasks.report import write_report
     from tests.report.conftest import make_inputs
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from impactflow.data_contracts.errors import ConfigError
+from impactflow.errors import ConfigError
 from impactflow.data_contracts.names import is_safe_name, safe_name
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from impactflow.data_contracts.errors import ImpactflowError
+from impactflow.errors import ImpactflowError
 
 
 def _version(

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from impactflow.data_contracts.errors import ConfigError, DataError
+from impactflow.errors import ConfigError, DataError
 from impactflow.tasks import tracking
 
 

@@ -123,7 +123,7 @@ def test_ui_passes_the_store_uri_in_the_environment_not_on_the_command_line(monk
 )
 def test_a_file_that_fails_to_load_is_not_quoted(creds, contract, kind):
     import impactflow.data_contracts as dc
-    from impactflow.data_contracts.errors import ImpactflowError
+    from impactflow.errors import ImpactflowError
 
     with pytest.raises(ImpactflowError) as err:
         dc.load_dataset(dc.get_contract(contract), [creds[kind]])
@@ -134,7 +134,7 @@ def test_a_file_that_fails_to_load_is_not_quoted(creds, contract, kind):
 
 def test_a_contract_file_that_fails_to_parse_is_not_quoted(creds):
     import impactflow.data_contracts as dc
-    from impactflow.data_contracts.errors import ConfigError
+    from impactflow.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
         dc.contract_from_yaml(creds["yaml"])
@@ -144,7 +144,7 @@ def test_a_contract_file_that_fails_to_parse_is_not_quoted(creds):
 def test_predictions_table_errors_quote_no_header(creds):
     """`impactflow audit --data` on a credentials file: the missing columns are named, the
     table's header (its first line) is not; a near miss of a requested name is suggested."""
-    from impactflow.data_contracts.errors import DataError
+    from impactflow.errors import DataError
     from impactflow.data_contracts.predictions import read_table, require_columns
 
     df = read_table(creds["csv"])
@@ -178,7 +178,7 @@ def test_parse_reason_keeps_counts_and_drops_quoted_content():
 
 
 def test_files_with_different_columns_are_named_by_position(tmp_path):
-    from impactflow.data_contracts.errors import DataError
+    from impactflow.errors import DataError
     from impactflow.data_contracts.files import concat_frames
     import pandas as pd
 

@@ -78,7 +78,7 @@ def test_a_model_logged_under_the_old_package_layout_is_one_clear_error(tmp_path
         timeout=300,
     )
     load = (
-        "import sys; from impactflow.data_contracts.errors import DataError; "
+        "import sys; from impactflow.errors import DataError; "
         "from impactflow.tasks.pyfunc import load_model\n"
         "try:\n    load_model(sys.argv[1], trusted_dirs=[sys.argv[2]])\nexcept DataError as e:\n    print(e)"
     )

@@ -330,7 +330,7 @@ def test_markdown_and_html_have_all_sections_in_order_with_plots():
 
 
 def test_use_resources_and_oversight_config_are_checked():
-    from impactflow.data_contracts.errors import ConfigError
+    from impactflow.errors import ConfigError
     from impactflow.flows.config import check_references, load_config
 
     cfg = load_config(

@@ -7,7 +7,7 @@ import gzip
 import pytest
 
 from impactflow.data_contracts import get_contract, load_dataset
-from impactflow.data_contracts.errors import DataError
+from impactflow.errors import DataError
 from impactflow.data_contracts.jigsaw import MADLIBS_TRAIN_SHARE, identity_terms, in_training_part, madlibs_template_set
 from impactflow.data_contracts.sms_spam import load_sms_spam
 from impactflow.data_contracts.validation import validate

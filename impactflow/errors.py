@@ -3,8 +3,8 @@
 Every error a *user* can cause (bad data, bad config, a refused run) is an
 ``ImpactflowError``. The CLI is the one place that catches them: it prints the
 message (no traceback) and exits non-zero. Anything else is a bug and keeps its
-traceback. It lives here because every package may import ``data_contracts``
-(stdlib only, no heavy imports).
+traceback. It lives in the package root, outside every layer, because every layer raises
+these (stdlib only, no heavy imports).
 """
 
 from __future__ import annotations
