@@ -3,6 +3,8 @@ on a SQLite file per test, and a runner for the real ``impactflow`` CLI process.
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing.process
 import os
 import subprocess
 import sys
@@ -32,11 +34,58 @@ os.environ.setdefault("IMPACTFLOW_HOME", tempfile.mkdtemp(prefix="impactflow-hom
 PROCESS_FIXTURES = {"prefect_api", "cli"}
 
 
+SLOW_MARKERS = ("e2e", "topology")
+UNMARKED_PROCESS = (
+    "{test} starts a process ({what}) but is not marked e2e: the unit tier "
+    '(-m "not e2e and not topology") must start none; mark it @pytest.mark.e2e'
+)
+
+
+def _slow(item) -> bool:
+    return any(item.get_closest_marker(m) is not None for m in SLOW_MARKERS)
+
+
+@contextlib.contextmanager
+def _no_process(item):
+    """While an unmarked test sets up and runs, starting a process fails it, naming the test:
+    the unit tier stays free of processes because a test that starts one must say so."""
+    if _slow(item):
+        yield
+        return
+
+    def refuse(what):
+        def start(*args, **kwargs):
+            shown = args[0] if args and what == "subprocess" else what
+            raise RuntimeError(UNMARKED_PROCESS.format(test=item.nodeid, what=shown))
+
+        return start
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subprocess, "Popen", refuse("subprocess"))
+        mp.setattr(os, "fork", refuse("os.fork"))
+        mp.setattr(os, "posix_spawn", refuse("os.posix_spawn"))
+        mp.setattr(multiprocessing.process.BaseProcess, "start", refuse("multiprocessing"))
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _no_process(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _no_process(item):
+        yield
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: a marker added later would not count
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())) and not any(
-            item.iter_markers(name=m) for m in ("e2e", "topology")
-        ):
+        # (``any(item.iter_markers(...) for ...)`` was always true: a generator is truthy, so
+        # until 2026-12-04 no test was marked here and the unit tier started CLI processes)
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())) and not _slow(item):
             item.add_marker(pytest.mark.e2e)
 
 

@@ -69,6 +69,7 @@ def test_the_shared_leaf_modules_import_only_the_standard_library_and_each_other
                 assert name in SHARED_LEAVES or name.split(".")[0] in sys.stdlib_module_names, (module, name)
 
 
+@pytest.mark.e2e  # starts a process
 def test_import_is_light():
     code = (
         "import sys, impactflow.audits; heavy = {'sklearn', 'fairlearn', 'scipy', 'torch'}; "

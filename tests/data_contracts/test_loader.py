@@ -219,6 +219,7 @@ def test_unknown_contract_lists_known_names():
     )
 
 
+@pytest.mark.e2e  # starts a process
 def test_import_is_light():
     code = (
         "import sys, impactflow.data_contracts, impactflow.errors; "

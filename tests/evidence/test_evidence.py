@@ -428,6 +428,7 @@ def _make_key(path: str, barrier, out) -> None:
     out.put(evidence.raw_public_key(evidence.load_or_create_signing_key(Path(path))).hex())
 
 
+@pytest.mark.e2e  # starts a process
 def test_concurrent_first_use_creates_exactly_one_key(tmp_path):
     ctx = mp.get_context("fork")
     n = 4

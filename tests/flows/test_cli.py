@@ -11,6 +11,7 @@ import pytest
 from impactflow.flows.cli import EXIT_ERROR, EXIT_USAGE
 
 
+@pytest.mark.e2e  # starts a process
 def test_help_is_light_and_lists_the_commands():
     code = (
         "import sys; from typer.testing import CliRunner; from impactflow.flows.cli import app;"

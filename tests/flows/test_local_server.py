@@ -38,6 +38,7 @@ def test_nothing_recorded_means_no_kept_server(home):
         local_server.stop()
 
 
+@pytest.mark.e2e  # starts a process
 def test_a_dead_recorded_server_is_not_used(home):
     home.mkdir(parents=True)
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -52,6 +53,7 @@ def test_an_explicit_api_url_wins(home, monkeypatch):
     assert os.environ["PREFECT_API_URL"] == "http://example.invalid/api"
 
 
+@pytest.mark.e2e  # starts a process
 def test_start_use_and_stop(home):
     port = _free_port()
     state = local_server.start(port)

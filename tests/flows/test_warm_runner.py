@@ -95,6 +95,7 @@ def test_fingerprint_follows_the_package_files(tmp_path, monkeypatch):
     assert warm.code_fingerprint() != second
 
 
+@pytest.mark.e2e  # starts a process
 def test_no_recorded_runner_means_a_cold_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     assert warm.delegate(["impactflow", "run"]) is None
@@ -106,6 +107,7 @@ def test_no_recorded_runner_means_a_cold_run(tmp_path, monkeypatch, capsys):
     assert warm.running() is None
 
 
+@pytest.mark.e2e  # starts a process
 def test_a_recycled_pid_is_neither_used_nor_killed(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)  # alive, but not a warm runner

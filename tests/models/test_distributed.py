@@ -12,6 +12,7 @@ import pytest
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 
+@pytest.mark.e2e  # starts a process
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun (ships with torch) not found beside the interpreter")
 def test_two_process_gloo_ddp_keeps_replicas_identical_and_learns(tmp_path):
     import socket

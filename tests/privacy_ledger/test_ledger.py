@@ -65,6 +65,7 @@ def test_ledger_url_precedence(tmp_path, monkeypatch):
     assert ledger_url(tmp_path, "sqlite:///cli.db") == "sqlite:///cli.db"
 
 
+@pytest.mark.e2e  # starts a process
 def test_reserve_finalize_refuse_and_survive_a_restart(tmp_path):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     led = Ledger(url)
@@ -145,6 +146,7 @@ def _race(url: str, n: int = 8) -> list[str]:
     return sorted(queue.get(timeout=5) for _ in procs)
 
 
+@pytest.mark.e2e  # starts a process
 def test_concurrent_reservations_sqlite_no_lost_update(tmp_path):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     results = _race(url)
@@ -172,6 +174,7 @@ def pg_url():
         admin.close()
 
 
+@pytest.mark.e2e  # starts a process
 def test_concurrent_reservations_postgresql_no_lost_update(pg_url):
     results = _race(pg_url)
     assert results == ["ok"] * 5 + ["refused"] * 3
@@ -181,6 +184,7 @@ def test_concurrent_reservations_postgresql_no_lost_update(pg_url):
     assert s["entries"] == 5 and s["epsilon"] == 5.0
 
 
+@pytest.mark.e2e  # starts a process
 def test_budget_cli_lists_a_seeded_ledger(tmp_path):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     led = Ledger(url)

@@ -310,6 +310,7 @@ def _reserve(url: str, run_id: str, owner: str, monkeypatch, eps: float = 1.0) -
             ledger.close()
 
 
+@pytest.mark.e2e  # starts a process
 def test_stale_reservations_are_flagged_and_released_only_when_nothing_was_logged(store, tmp_path, monkeypatch):
     """Three DP runs reserved epsilon = 1 each: one killed before it logged anything (released),
     one killed after it opened a model's child run (kept, counted, flagged), one still running
@@ -394,6 +395,7 @@ def test_a_ledger_from_before_the_owner_column_is_migrated(tmp_path):
 # --------------------------------------------------------------------------- (e) and the CLI
 
 
+@pytest.mark.e2e  # starts a process
 def test_pipeline_start_marks_versions_of_failed_runs_and_removes_orphans(store, tmp_path):
     """What ``start_tracking`` runs first: a version whose run FAILED (a full disk after
     registration) loses ``champion`` and is marked, like ``impactflow reconcile`` does."""
@@ -421,6 +423,7 @@ def test_pipeline_start_marks_versions_of_failed_runs_and_removes_orphans(store,
     assert result["temp_files"] == [str(orphan)] and not orphan.exists()
 
 
+@pytest.mark.e2e  # starts a process
 def test_reconcile_command_reports_every_kind_of_leftover(tmp_path, monkeypatch):
     """``impactflow reconcile`` on a runs folder with a killed run, a duplicate child run, an
     orphan temporary file and a stale reservation: one line for each, then the counts."""

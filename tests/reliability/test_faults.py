@@ -68,6 +68,7 @@ def _dead_pid() -> int:
     return p.pid
 
 
+@pytest.mark.e2e  # starts a process
 def test_reconcile_marks_runs_of_dead_owners_killed_and_leaves_live_ones(tmp_path):
     from mlflow import MlflowClient
 
@@ -295,6 +296,7 @@ def test_full_or_read_only_report_folder_is_a_clear_error_and_leaves_nothing(tmp
     assert list(out.iterdir()) == [], "a partial report or temporary file was left behind"
 
 
+@pytest.mark.e2e  # starts a process
 def test_reconcile_command_marks_a_dead_owners_run(tmp_path):
     from mlflow import MlflowClient
     from typer.testing import CliRunner
