@@ -51,6 +51,7 @@ def _movielens(arg: str | None) -> str | None:
 def _prepare(family: str, ml_dir: str | None):
     from impactflow.flows.config import load_config
     from impactflow.tasks.data import load_data, split_data
+    from impactflow.tasks.spec import RunSpec
 
     preset, fallback, _ = FAMILIES[family]
     cfg = load_config(preset, [])
@@ -61,8 +62,9 @@ def _prepare(family: str, ml_dir: str | None):
             contract, paths, source = "movielens", [ml_dir], "MovieLens 100K"
         else:
             contract, paths, source = fallback, None, "synthetic ratings (no MovieLens copy found)"
-    df, _ = load_data.fn(contract, paths, cfg.data.sample, cfg.seed)
-    split = split_data.fn(df, contract, cfg.model.family, cfg.split.validation, cfg.split.test, cfg.seed)
+    spec = RunSpec(contract, cfg.model.family, cfg.data.exclude_sensitive_from_features)
+    df, _ = load_data.fn(spec, paths, cfg.data.sample, cfg.seed)
+    split = split_data.fn(df, spec, cfg.split.validation, cfg.split.test, cfg.seed)
     return cfg, contract, split, source
 
 

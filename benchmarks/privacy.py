@@ -40,6 +40,7 @@ def main() -> None:
     from impactflow.flows.config import load_config
     from impactflow.tasks.data import load_data, split_data
     from impactflow.tasks.privacy import canary_training, lira_target_inputs, train_reference
+    from impactflow.tasks.spec import RunSpec
     from impactflow.tasks.train import train_model
 
     rows: dict[str, list[float]] = {}
@@ -51,18 +52,10 @@ def main() -> None:
     for rep in range(args.repeats):
         over = ["train.device=cpu"] + ([f"data.sample={args.sample}"] if args.sample else [])
         cfg = load_config(args.preset, over + [f"seed={rep}"]).model_dump(mode="json")
-        C, F = cfg["data"]["contract"], cfg["model"]["family"]
-        df, _ = load_data.fn(C, None, cfg["data"]["sample"], cfg["seed"])
-        split = split_data.fn(df, C, F, cfg["split"]["validation"], cfg["split"]["test"], cfg["seed"])
-        common = (
-            split,
-            C,
-            F,
-            cfg["model"]["params"],
-            {**cfg["train"], "threads": args.threads},
-            cfg["privacy"],
-            cfg["data"]["exclude_sensitive_from_features"],
-        )
+        spec = RunSpec(cfg["data"]["contract"], cfg["model"]["family"], cfg["data"]["exclude_sensitive_from_features"])
+        df, _ = load_data.fn(spec, None, cfg["data"]["sample"], cfg["seed"])
+        split = split_data.fn(df, spec, cfg["split"]["validation"], cfg["split"]["test"], cfg["seed"])
+        common = (split, spec, cfg["model"]["params"], {**cfg["train"], "threads": args.threads}, cfg["privacy"])
         t0 = time.perf_counter()
         fitted = train_model.fn(*common, cfg["seed"])
         add("one training run (s)", time.perf_counter() - t0)
@@ -90,16 +83,7 @@ def main() -> None:
             ref_times.append(time.perf_counter() - t0)
         for K in args.k:
             t0 = time.perf_counter()
-            data = lira_target_inputs.fn(
-                fitted,
-                split,
-                C,
-                F,
-                cfg["data"]["exclude_sensitive_from_features"],
-                refs[:K],
-                args.audit_members,
-                cfg["seed"],
-            )
+            data = lira_target_inputs.fn(fitted, split, spec, refs[:K], args.audit_members, cfg["seed"])
             res = lira_audit(AuditInputs(**inputs, extra={"lira": data}), {})
             add(f"LiRA, K={K} reference models (s)", sum(ref_times[:K]) + time.perf_counter() - t0)
             add(f"LiRA K={K} AUC", res.metrics["privacy/lira_auc"])

@@ -77,6 +77,7 @@ def child(n: int, work: Path) -> dict:
     from impactflow.tasks.audit import audit_model
     from impactflow.tasks.data import load_data, split_data, validate_data
     from impactflow.tasks.report import model_record, provenance, representation, write_report
+    from impactflow.tasks.spec import RunSpec
     from impactflow.tasks.train import train_baseline, train_model
 
     t = time.perf_counter()
@@ -84,8 +85,8 @@ def child(n: int, work: Path) -> dict:
     make_data(n, csv)
     gen_s = time.perf_counter() - t
     cfg = load_config("tabular", [f"data.path={csv}", "model.params.epochs=1"])
-    C, F, seed = cfg.data.contract, cfg.model.family, cfg.seed
-    contract = get_contract(C)
+    spec, seed = RunSpec.of(cfg), cfg.seed
+    contract = get_contract(spec.contract_ref)
     times: dict[str, float] = {}
     peaks: dict[str, float] = {}
 
@@ -96,20 +97,17 @@ def child(n: int, work: Path) -> dict:
         peaks[name] = _peak_mb()
         return out
 
-    df, info = stage("load", lambda: load_data.fn(C, [str(csv)], None, seed))
-    validation = stage("validate", lambda: validate_data.fn(df, C, str(work / f"docs_{n}")))
-    split = stage("split", lambda: split_data.fn(df, C, F, cfg.split.validation, cfg.split.test, seed))
-    exclude = cfg.data.exclude_sensitive_from_features
+    df, info = stage("load", lambda: load_data.fn(spec, [str(csv)], None, seed))
+    validation = stage("validate", lambda: validate_data.fn(df, spec, str(work / f"docs_{n}")))
+    split = stage("split", lambda: split_data.fn(df, spec, cfg.split.validation, cfg.split.test, seed))
     fitted = stage(
         STAGES[3],
         lambda: [
-            train_model.fn(
-                split, C, F, cfg.model.params, cfg.train.model_dump(), cfg.privacy.model_dump(), exclude, seed
-            ),
-            *[train_baseline.fn(split, C, F, b, exclude, seed) for b in cfg.model.baselines],
+            train_model.fn(split, spec, cfg.model.params, cfg.train.model_dump(), cfg.privacy.model_dump(), seed),
+            *[train_baseline.fn(split, spec, b, seed) for b in cfg.model.baselines],
         ],
     )
-    audits = stage("audit", lambda: [audit_model.fn(m, split, C, F, cfg.gates) for m in fitted])
+    audits = stage("audit", lambda: [audit_model.fn(m, split, spec, cfg.gates) for m in fitted])
 
     def report():
         records = [model_record(m, a, f"bench-{i}") for i, (m, a) in enumerate(zip(fitted, audits))]

@@ -323,6 +323,7 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     from impactflow.tasks.audit import audit_model
     from impactflow.tasks.data import load_data, split_data, validate_data
     from impactflow.tasks.report import model_record, provenance, representation, write_report
+    from impactflow.tasks.spec import RunSpec
     from impactflow.tasks.train import train_baseline, train_model
 
     try:
@@ -348,12 +349,12 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     cfg = load_config("tabular")
     dp_cfg = load_config("tabular-dp")
     contract = get_contract(cfg.data.contract)
-    C, F, seed = cfg.data.contract, cfg.model.family, cfg.seed
+    spec, seed = RunSpec.of(cfg), cfg.seed
     exclude = cfg.data.exclude_sensitive_from_features
     R, TR = args.repeats, args.train_repeats
     sec = "pipeline stages (in-process: each task's function, without Prefect)"
 
-    times, (df, data_info) = timed(lambda: load_data.fn(C, None, args.sample, seed), R)
+    times, (df, data_info) = timed(lambda: load_data.fn(spec, None, args.sample, seed), R)
     res.add(sec, "load (+ SHA-256 of the files)", times, f"{len(df):,} rows")
     res.meta["rows"] = len(df)
 
@@ -361,7 +362,7 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
 
     def do_validate():
         docs_dirs.append(Path(tempfile.mkdtemp(dir=work, prefix="docs_")))
-        return validate_data.fn(df, C, str(docs_dirs[-1]))
+        return validate_data.fn(df, spec, str(docs_dirs[-1]))
 
     times, validation = timed(do_validate, R)
     res.add(
@@ -373,7 +374,7 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     reuse_dir = Path(tempfile.mkdtemp(dir=work, prefix="reuse_"))
 
     def do_validate_reused():
-        return validate_data.fn(df, C, tempfile.mkdtemp(dir=work, prefix="docs_"), str(reuse_dir))
+        return validate_data.fn(df, spec, tempfile.mkdtemp(dir=work, prefix="docs_"), str(reuse_dir))
 
     do_validate_reused()  # stores the passing result
     times, reused = timed(do_validate_reused, R)
@@ -384,7 +385,7 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
         "reused" if "reused" in reused.statistics else "NOT reused",
     )
 
-    times, split = timed(lambda: split_data.fn(df, C, F, cfg.split.validation, cfg.split.test, seed), R)
+    times, split = timed(lambda: split_data.fn(df, spec, cfg.split.validation, cfg.split.test, seed), R)
     res.add(sec, "split", times, "train/val/test " + "/".join(f"{v:,}" for v in split.sizes().values()))
 
     clock = _EpochClock()
@@ -401,12 +402,10 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
             torch.set_num_threads(n_threads)
         return train_model.fn(
             split,
-            C,
-            rc.model.family,
+            RunSpec.of(rc),
             dict(params if params is not None else rc.model.params),
             train_cfg,
             privacy if privacy is not None else rc.privacy.model_dump(),
-            rc.data.exclude_sensitive_from_features,
             rc.seed,
         )
 
@@ -450,7 +449,7 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
 
     baselines = []
     for b in cfg.model.baselines:
-        times, model = timed(lambda: train_baseline.fn(split, C, F, b, exclude, seed), R)
+        times, model = timed(lambda: train_baseline.fn(split, spec, b, seed), R)
         res.add(sec, f"train baseline {b}", times, "fit + scoring train/test")
         baselines.append(model)
 
@@ -458,7 +457,7 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
     pipeline_models = [mlp, *baselines]  # what `impactflow run -c tabular` trains
     for m in [*pipeline_models, mlp_dp]:
         gates = (dp_cfg if m is mlp_dp else cfg).gates
-        times, audits[m.name] = timed(lambda: audit_model.fn(m, split, C, F, gates), R)
+        times, audits[m.name] = timed(lambda: audit_model.fn(m, split, spec, gates), R)
         res.add(sec, f"audits ({m.name})", times, ", ".join(audits[m.name]))
 
     times, prov = timed(lambda: provenance(seed, "benchmarks/stages.py"), R)
@@ -498,7 +497,7 @@ def bench_stages(res: Results, args: argparse.Namespace, work: Path) -> dict[str
 
     # MLflow: the logging tasks' functions in the flow's order, each repeat on a fresh SQLite store.
     sec_ml = "MLflow logging (tasks' functions, fresh SQLite store per repeat)"
-    tags = {"impactflow.family": F, "impactflow.preset": cfg.preset, "impactflow.dp": "false"}
+    tags = {"impactflow.family": spec.family_name, "impactflow.preset": cfg.preset, "impactflow.dp": "false"}
     ml_times: dict[str, Times] = {}
 
     def tick(name: str, fn: Callable[[], Any]) -> Any:

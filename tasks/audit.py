@@ -8,25 +8,21 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from impactflow.tasks import progress
+from impactflow.tasks.spec import RunSpec
 from impactflow.task_kind import TaskKind
 
 
 @task(name="audit-model", cache_policy=NONE)
 def audit_model(
-    fitted, split, contract_name: str, family_name: str, gates: dict[str, dict], privacy_attacks: dict | None = None
+    fitted, split, spec: RunSpec, gates: dict[str, dict], privacy_attacks: dict | None = None
 ) -> dict[str, Any]:
     """The family's audits (performance, fairness, privacy, ...) of one model: findings, never exceptions.
     ``privacy_attacks`` (LiRA / canary outputs from tasks/privacy.py) adds the privacy_lira/privacy_canary audits."""
     from impactflow.audits import REPORT_AUDITS, AuditInputs, run_audits
     from impactflow.audits.fairness import favourable_extra
-    from impactflow.data_contracts import get_contract
-    from impactflow.models import get_family
-    from impactflow.tasks.train import roles_for
 
     progress.stage(f"audit {fitted.name}")
-    contract = get_contract(contract_name)
-    family = get_family(family_name)
-    roles = roles_for(contract, family.task, False)
+    contract, family, roles = spec.contract, spec.family, spec.audit_roles
     extra = family.audit_extras(fitted.predictor, split, roles) if family.audit_extras else {}
     if family.task == TaskKind.BINARY:  # the mitigation audit fits its post-processor on validation scores
         from impactflow.models.base import targets

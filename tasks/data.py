@@ -9,6 +9,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from impactflow.tasks import progress, retry_io_only
+from impactflow.tasks.spec import RunSpec
 
 
 def contract_file(contract) -> dict | None:
@@ -23,13 +24,13 @@ def contract_file(contract) -> dict | None:
 
 
 @task(name="load-data", cache_policy=NONE, retries=1, retry_delay_seconds=1, retry_condition_fn=retry_io_only)
-def load_data(contract_name: str, paths: list[str] | None, sample: int | None, seed: int) -> tuple[Any, dict]:
+def load_data(spec: RunSpec, paths: list[str] | None, sample: int | None, seed: int) -> tuple[Any, dict]:
     """Read the dataset's files through its contract's loader and hash them."""
-    from impactflow.data_contracts import get_contract, load_dataset
+    from impactflow.data_contracts import load_dataset
     from impactflow.data_contracts.files import file_sha256, sha256_files
 
     progress.stage("load data")
-    contract = get_contract(contract_name)
+    contract = spec.contract
     files = [Path(p) for p in paths] if paths else list(contract.default_files)
     df = load_dataset(contract, files)
     # a folder (multi-file datasets) is hashed as the sorted files directly inside it
@@ -51,16 +52,15 @@ def load_data(contract_name: str, paths: list[str] | None, sample: int | None, s
 
 
 @task(name="validate-data", cache_policy=NONE)
-def validate_data(df, contract_name: str, docs_dir: str, reuse_dir: str | None = None) -> Any:
+def validate_data(df, spec: RunSpec, docs_dir: str, reuse_dir: str | None = None) -> Any:
     """Validate the frame against the contract's GX suite and build its Data Docs HTML; the flow
     runs this before anything is trained and ends the run on a failure. With ``reuse_dir``, an
     identical frame's earlier passing result is reused from there, and a new passing result is
     kept there (``impactflow.data_contracts.validation_cache``)."""
-    from impactflow.data_contracts import get_contract
     from impactflow.data_contracts import validation_cache as cache
     from impactflow.data_contracts.validation import validate
 
-    contract = get_contract(contract_name)
+    contract = spec.contract
     key = cache.frame_key(df, contract) if reuse_dir else None
     if key is not None:
         reused = cache.lookup(Path(reuse_dir), key, Path(docs_dir))
@@ -75,14 +75,12 @@ def validate_data(df, contract_name: str, docs_dir: str, reuse_dir: str | None =
 
 
 @task(name="split-data", cache_policy=NONE)
-def split_data(df, contract_name: str, family_name: str, validation: float, test: float, seed: int) -> Any:
+def split_data(df, spec: RunSpec, validation: float, test: float, seed: int) -> Any:
     """Seeded train/validation/test split stratified by label x groups (or the official test set)."""
-    from impactflow.data_contracts import get_contract
-    from impactflow.models import get_family
     from impactflow.models.data import split_frame
 
-    contract = get_contract(contract_name)
-    classes = get_family(family_name).task.classifies
+    contract = spec.contract
+    classes = spec.family.task.classifies
     return split_frame(
         df,
         target=contract.target,

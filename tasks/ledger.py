@@ -8,6 +8,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
+from impactflow.tasks.spec import RunSpec
 from impactflow.tasks.ledger_store import (
     BudgetExceeded,
     Ledger,
@@ -23,7 +24,7 @@ __all__ = ["reserve_budget", "finalize_budget", "log_budget", "anonymity", "Budg
 @task(name="reserve-privacy-budget", cache_policy=NONE)
 def reserve_budget(
     privacy: dict,
-    family_name: str,
+    spec: RunSpec,
     baselines: list[str],
     data_info: dict,
     run_id: str,
@@ -33,9 +34,7 @@ def reserve_budget(
 ) -> dict:
     """Check the dataset's budget and record this run's models (with the privacy audit's canary
     and reference models) in the ledger, before training."""
-    from impactflow.models import get_family
-
-    models = planned_models(privacy, get_family(family_name).model_name, baselines, canaries, reference_models)
+    models = planned_models(privacy, spec.family.model_name, baselines, canaries, reference_models)
     sha, budget = data_info["dataset_sha256"], privacy.get("budget_epsilon")
     non_private = [m["model"] for m in models if not m["private"]]
     if budget is not None and non_private:
@@ -92,12 +91,11 @@ def log_budget(ctx: dict, budget: dict | None, anonymity: dict | None) -> None:
 
 
 @task(name="k-anonymity", cache_policy=NONE)
-def anonymity(df, contract_name: str, min_k: int) -> dict | None:
+def anonymity(df, spec: RunSpec, min_k: int) -> dict | None:
     """k-anonymity / l-diversity of the contract's declared quasi-identifiers (None if none)."""
     from impactflow.audits.anonymity import k_anonymity
-    from impactflow.data_contracts import get_contract
 
-    contract = get_contract(contract_name)
+    contract = spec.contract
     if not contract.quasi_identifiers:
         return None
     unit = dict(contract.roles_extra).get("user")

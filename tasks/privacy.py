@@ -12,32 +12,26 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from impactflow.models.base import roles_for
 from impactflow.tasks import progress
+from impactflow.tasks.spec import RunSpec
 
 #: canaries used by a DP run when ``privacy_audit.canaries`` is left unset (None)
 DP_DEFAULT_CANARIES = 500
 
 
-def _setup(contract_name: str, family_name: str, exclude_sensitive: bool, privacy_cfg: dict):
-    from impactflow.data_contracts import get_contract
-    from impactflow.models import get_family
+def _privacy(privacy_cfg: dict):
     from impactflow.models.training import PrivacySettings
 
-    family = get_family(family_name)
-    roles = roles_for(get_contract(contract_name), family.task, exclude_sensitive)
-    return family, roles, PrivacySettings.from_config(privacy_cfg)
+    return PrivacySettings.from_config(privacy_cfg)
 
 
 @task(name="train-reference-model", cache_policy=NONE)
 def train_reference(
     split,
-    contract_name: str,
-    family_name: str,
+    spec: RunSpec,
     params: dict,
     train_cfg: dict,
     privacy_cfg: dict,
-    exclude_sensitive: bool,
     k: int,
     n_audit: int,
     seed: int,
@@ -45,17 +39,16 @@ def train_reference(
     """Train LiRA reference model k on a random half of the non-audited training rows; its φ on the audited rows."""
     from impactflow.models.privacy_attack import train_reference_model
 
-    family, roles, privacy = _setup(contract_name, family_name, exclude_sensitive, privacy_cfg)
     progress.stage(f"train LiRA reference model {k}")
     return train_reference_model(
-        family,
+        spec.family,
         params,
         split,
-        roles,
+        spec.roles,
         k=k,
         n_audit=n_audit,
         seed=seed,
-        privacy=privacy,
+        privacy=_privacy(privacy_cfg),
         threads=train_cfg.get("threads"),
         device=_device(train_cfg),
     )
@@ -64,12 +57,10 @@ def train_reference(
 @task(name="canary-training-run", cache_policy=NONE)
 def canary_training(
     split,
-    contract_name: str,
-    family_name: str,
+    spec: RunSpec,
     params: dict,
     train_cfg: dict,
     privacy_cfg: dict,
-    exclude_sensitive: bool,
     m: int,
     guess_fraction: float,
     seed: int,
@@ -77,17 +68,16 @@ def canary_training(
     """One training run with m canaries each included with probability 1/2; the canaries' scores."""
     from impactflow.models.privacy_attack import canary_run
 
-    family, roles, privacy = _setup(contract_name, family_name, exclude_sensitive, privacy_cfg)
     progress.stage(f"train canary-audit model ({m} canaries)")
     return canary_run(
-        family,
+        spec.family,
         params,
         split,
-        roles,
+        spec.roles,
         m=m,
         guess_fraction=guess_fraction,
         seed=seed,
-        privacy=privacy,
+        privacy=_privacy(privacy_cfg),
         threads=train_cfg.get("threads"),
         device=_device(train_cfg),
     )
@@ -97,9 +87,7 @@ def canary_training(
 def lira_target_inputs(
     fitted,
     split,
-    contract_name: str,
-    family_name: str,
-    exclude_sensitive: bool,
+    spec: RunSpec,
     references: list,
     n_audit: int,
     seed: int,
@@ -107,8 +95,7 @@ def lira_target_inputs(
     """The audited model's φ on the audited rows, next to the reference models' φ."""
     from impactflow.models.privacy_attack import lira_inputs
 
-    family, roles, _ = _setup(contract_name, family_name, exclude_sensitive, {})
-    return lira_inputs(fitted.predictor, split, roles, family.task, references, n_audit=n_audit, seed=seed)
+    return lira_inputs(fitted.predictor, split, spec.roles, spec.family.task, references, n_audit=n_audit, seed=seed)
 
 
 def _device(train_cfg: dict) -> str:
@@ -135,7 +122,7 @@ class _Done:
         return self.value
 
 
-def submit_privacy_attacks(split, config: dict) -> dict[str, Any]:
+def submit_privacy_attacks(split, spec: RunSpec, config: dict) -> dict[str, Any]:
     """Start the K reference models and the canary run that ``privacy_audit`` asks for; call
     inside a flow. With ``orchestration.task_runner: dask`` they are ``.submit()``-ed and run
     concurrently (separate processes) beside the main training; otherwise they run in place,
@@ -143,15 +130,7 @@ def submit_privacy_attacks(split, config: dict) -> dict[str, Any]:
     trainings in concurrent threads would make every seeded model (the audited one included)
     irreproducible. Returns future-likes for ``collect_privacy_attacks``."""
     pa = config.get("privacy_audit") or {}
-    args = (
-        split,
-        config["data"]["contract"],
-        config["model"]["family"],
-        config["model"]["params"],
-        config["train"],
-        config["privacy"],
-        config["data"]["exclude_sensitive_from_features"],
-    )
+    args = (split, spec, config["model"]["params"], config["train"], config["privacy"])
     seed = int(config["seed"])
     n_audit = int(pa.get("audit_members", 500))
     parallel = (config.get("orchestration") or {}).get("task_runner") == "dask"
@@ -165,21 +144,12 @@ def submit_privacy_attacks(split, config: dict) -> dict[str, Any]:
     return {"references": refs, "canary": canary, "n_audit": n_audit, "seed": seed}
 
 
-def collect_privacy_attacks(futures: dict[str, Any], fitted, split, config: dict) -> dict[str, Any]:
+def collect_privacy_attacks(futures: dict[str, Any], fitted, split, spec: RunSpec) -> dict[str, Any]:
     """Wait for the attack runs; the ``AuditInputs.extra`` entries for the audited model."""
     extra: dict[str, Any] = {}
     if futures["references"]:
         refs = [f.result() for f in futures["references"]]
-        extra["lira"] = lira_target_inputs(
-            fitted,
-            split,
-            config["data"]["contract"],
-            config["model"]["family"],
-            config["data"]["exclude_sensitive_from_features"],
-            refs,
-            futures["n_audit"],
-            futures["seed"],
-        )
+        extra["lira"] = lira_target_inputs(fitted, split, spec, refs, futures["n_audit"], futures["seed"])
     if futures["canary"] is not None:
         extra["canary"] = futures["canary"].result()
     return extra

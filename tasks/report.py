@@ -83,12 +83,11 @@ def representation(df, target: str, positive_label, groups: list[str]) -> list[d
     return rows
 
 
-def data_sheet(
-    df, contract, data_info: dict, split, validation, exclude_sensitive: bool, privacy_budget: dict, anonymity: dict
-) -> dict[str, Any]:
+def data_sheet(df, spec, data_info: dict, split, validation, privacy_budget: dict, anonymity: dict) -> dict[str, Any]:
     """The report's ``data`` section: what was read (``load_data``), its splits, its contract
     result, group representation and base rates, missing values, the features left out, the
-    privacy budget and the k-anonymity check."""
+    privacy budget and the k-anonymity check. ``spec``: the run's ``tasks.spec.RunSpec``."""
+    contract = spec.contract
     return {
         **data_info,
         "splits": split.sizes(),
@@ -101,7 +100,7 @@ def data_sheet(
         "sensitive": list(contract.sensitive),
         "excluded_features": sorted(
             {contract.weight, *contract.exclude_from_features} - {None}
-            | (set(contract.sensitive) if exclude_sensitive else set())
+            | (set(contract.sensitive) if spec.exclude_sensitive else set())
         ),
         "privacy_budget": privacy_budget,
         "anonymity": anonymity,

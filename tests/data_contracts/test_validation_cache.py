@@ -118,14 +118,16 @@ def test_an_unreadable_or_failed_entry_is_not_reused(sample, contract, tmp_path)
 
 def test_the_task_reuses_only_when_asked(sample, contract, tmp_path, monkeypatch):
     from impactflow.tasks import data
+    from impactflow.tasks.spec import RunSpec
 
     calls = []
     real = validate
     monkeypatch.setattr(
         "impactflow.data_contracts.validation.validate", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
-    fresh = data.validate_data.fn(sample, "adult", str(tmp_path / "a"), str(tmp_path / "cache"))
-    again = data.validate_data.fn(sample, "adult", str(tmp_path / "b"), str(tmp_path / "cache"))
+    spec = RunSpec("adult", "tabular")
+    fresh = data.validate_data.fn(sample, spec, str(tmp_path / "a"), str(tmp_path / "cache"))
+    again = data.validate_data.fn(sample, spec, str(tmp_path / "b"), str(tmp_path / "cache"))
     assert len(calls) == 1 and "reused" not in fresh.statistics and "reused" in again.statistics
-    off = data.validate_data.fn(sample, "adult", str(tmp_path / "c"), None)
+    off = data.validate_data.fn(sample, spec, str(tmp_path / "c"), None)
     assert len(calls) == 2 and "reused" not in off.statistics

@@ -227,6 +227,7 @@ def test_transient_io_failure_is_retried_and_a_user_error_is_not(prefect_api, mo
     from impactflow import data_contracts
     from impactflow.errors import DataError
     from impactflow.tasks.data import load_data
+    from impactflow.tasks.spec import RunSpec
 
     calls = {"n": 0}
     real = data_contracts.load_dataset
@@ -241,7 +242,7 @@ def test_transient_io_failure_is_retried_and_a_user_error_is_not(prefect_api, mo
 
     @flow
     def load_once(paths=None):
-        state = load_data("sms_spam", paths, 50, 0, return_state=True)
+        state = load_data(RunSpec("sms_spam", "text"), paths, 50, 0, return_state=True)
         return state.result(), state.state_details.run_count if hasattr(state.state_details, "run_count") else None
 
     (df, info), _ = load_once()

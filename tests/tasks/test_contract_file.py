@@ -13,6 +13,7 @@ from tests.report.conftest import make_inputs
 
 def test_load_data_records_the_contract_file_and_its_hash(tmp_path):
     from impactflow.tasks.data import load_data
+    from impactflow.tasks.spec import RunSpec
 
     (tmp_path / "d.csv").write_text("x,y\n1,a\n2,b\n3,a\n")
     contract = tmp_path / "c" / "contract.yaml"
@@ -30,7 +31,7 @@ def test_load_data_records_the_contract_file_and_its_hash(tmp_path):
         min_group_size: 1
         """)
     )
-    _, info = load_data.fn(str(contract), [str(tmp_path / "d.csv")], None, 0)
+    _, info = load_data.fn(RunSpec(str(contract), "tabular"), [str(tmp_path / "d.csv")], None, 0)
     assert info["contract_file"] == {
         "path": str(contract.resolve()),
         "sha256": hashlib.sha256(contract.read_bytes()).hexdigest(),
