@@ -291,6 +291,12 @@ CASES: list[Case] = [
         ("column 'race'", "race == Other: at least 30 rows", "observed 3"),
     ),
     Case(
+        "tabular-unseen-category",
+        "tabular",
+        _adult(lambda df: _set(df, [7], "workclass", "Space-agency")),
+        ("column 'workclass'", "'Space-agency'", "1 of"),
+    ),
+    Case(
         "tabular-label-outside-set",
         "tabular",
         _adult(lambda df: _set(df, [11], "income", "maybe")),
