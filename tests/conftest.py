@@ -3,8 +3,6 @@ on a SQLite file per test, and a runner for the real ``impactflow`` CLI process.
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing.process
 import os
 import subprocess
 import sys
@@ -39,7 +37,6 @@ SLOW_MARKERS = ("e2e", "topology")
 #: ``ldconfig``/``gcc`` library search, git for provenance): allowed, since which test runs
 #: first, and so pays for the probe, depends on the order; any other program is refused
 PROBES = {"uname", "ldconfig", "gcc", "cc", "ld", "git", "lscpu", "nvidia-smi"}
-_POPEN = subprocess.Popen
 UNMARKED_PROCESS = (
     "{test} starts a process ({what}) but is not marked e2e: the unit tier "
     '(-m "not e2e and not topology") must start none; mark it @pytest.mark.e2e'
@@ -50,46 +47,50 @@ def _slow(item) -> bool:
     return any(item.get_closest_marker(m) is not None for m in SLOW_MARKERS)
 
 
-@contextlib.contextmanager
-def _no_process(item):
-    """While an unmarked test sets up and runs, starting a process fails it, naming the test:
-    the unit tier stays free of processes because a test that starts one must say so."""
-    if _slow(item):
-        yield
+#: the unmarked test now setting up or running (None: a marked one, or between tests)
+_UNMARKED: list[str | None] = [None]
+_PROCESS_EVENTS = {"subprocess.Popen", "os.fork", "os.forkpty", "os.system", "os.exec", "os.spawn", "os.posix_spawn"}
+
+
+def _refuse_processes_in_unmarked_tests(event: str, args: tuple) -> None:
+    """A ``sys.addaudithook`` hook (Python's own process-start events, no patched functions, so
+    it cannot clash with a test's ``monkeypatch`` of ``subprocess.Popen``): while an unmarked
+    test sets up or runs, starting a process fails it, naming the test, except the system
+    probes of ``PROBES``."""
+    test = _UNMARKED[0]
+    if test is None or event not in _PROCESS_EVENTS:
         return
-
-    def refuse(what):
-        def start(*args, **kwargs):
-            if what == "subprocess":
-                command = args[0] if args else kwargs.get("args")
-                program = command.split()[0] if isinstance(command, str) else os.fspath(list(command)[0])
-                if os.path.basename(program) in PROBES:
-                    return _POPEN(*args, **kwargs)
-                what_shown = command
-            else:
-                what_shown = what
-            raise RuntimeError(UNMARKED_PROCESS.format(test=item.nodeid, what=what_shown))
-
-        return start
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(subprocess, "Popen", refuse("subprocess"))
-        mp.setattr(os, "fork", refuse("os.fork"))
-        mp.setattr(os, "posix_spawn", refuse("os.posix_spawn"))
-        mp.setattr(multiprocessing.process.BaseProcess, "start", refuse("multiprocessing"))
-        yield
+    shown: object = event
+    if event == "subprocess.Popen":
+        executable, command = args[0], args[1]
+        program = executable or (command.split()[0] if isinstance(command, (str, bytes)) else list(command)[0])
+        if os.path.basename(os.fsdecode(program)) in PROBES:
+            return
+        shown = command
+    elif event == "os.posix_spawn" and os.path.basename(os.fsdecode(args[0])) in PROBES:
+        return  # subprocess's own spawn of an allowed probe
+    raise RuntimeError(UNMARKED_PROCESS.format(test=test, what=shown))
 
 
-@pytest.hookimpl(hookwrapper=True)
+sys.addaudithook(_refuse_processes_in_unmarked_tests)
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item):
-    with _no_process(item):
-        yield
+    _UNMARKED[0] = None if _slow(item) else item.nodeid
+    try:
+        return (yield)
+    finally:
+        _UNMARKED[0] = None
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    with _no_process(item):
-        yield
+    _UNMARKED[0] = None if _slow(item) else item.nodeid
+    try:
+        return (yield)
+    finally:
+        _UNMARKED[0] = None
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects: a marker added later would not count
