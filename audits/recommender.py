@@ -38,10 +38,11 @@ from .thresholds import Threshold, at_least, at_most, defaults, setting
 
 _K = setting(10, "count")
 _RELEVANT = setting(4.0, "number")
+_CI = setting(0.95, "fraction")
 RECOMMENDATION_THRESHOLDS: dict[str, Threshold] = {
     "k": _K,
     "relevant_min_rating": _RELEVANT,
-    "ci_level": setting(0.95, "fraction"),
+    "ci_level": _CI,
     "seed": setting(0, "whole"),
     "max_rmse": at_most("rmse", kind="number"),
     "max_mae": at_most("mae", kind="number"),
@@ -50,7 +51,7 @@ RECOMMENDATION_THRESHOLDS: dict[str, Threshold] = {
 USER_GROUP_THRESHOLDS: dict[str, Threshold] = {
     "k": _K,
     "relevant_min_rating": _RELEVANT,
-    "ci_level": setting(0.95, "fraction"),
+    "ci_level": _CI,
     "min_group_size": setting(30, "count"),
     "max_rmse_gap": at_most("rmse_gap", kind="number"),
     "max_ndcg_gap": at_most(r"ndcg_at_\d+_gap"),

@@ -54,18 +54,21 @@ class TaskKind(StrEnum):
         """The metric that heads a model's line in the CLI summary."""
         return ACCURACY if self.classifies else RMSE
 
+    def _decision(self, threshold: float) -> tuple[str, str]:
+        """(how the rule is made, the rule as a noun phrase)."""
+        if self is TaskKind.BINARY:
+            return (
+                f"fixed threshold {threshold:g} on P(positive) (not fitted)",
+                f"the decision threshold (fixed at {threshold:g})",
+            )
+        if self is TaskKind.MULTICLASS:
+            return "argmax over the contract's classes (no threshold)", "the decision rule (argmax)"
+        return "the predicted rating itself (no threshold)", "the output (the rating itself)"
+
     def decision_rule(self, threshold: float = 0.5) -> str:
         """How the released model turns outputs into decisions (never fitted on rows)."""
-        if self is TaskKind.BINARY:
-            return f"data-independent: fixed threshold {threshold:g} on P(positive) (not fitted)"
-        if self is TaskKind.MULTICLASS:
-            return "data-independent: argmax over the contract's classes (no threshold)"
-        return "data-independent: the predicted rating itself (no threshold)"
+        return "data-independent: " + self._decision(threshold)[0]
 
     def decision_phrase(self, threshold: float = 0.5) -> str:
         """The decision rule as a noun phrase, for the DP claim's sentence."""
-        if self is TaskKind.BINARY:
-            return f"the decision threshold (fixed at {threshold:g})"
-        if self is TaskKind.MULTICLASS:
-            return "the decision rule (argmax)"
-        return "the output (the rating itself)"
+        return self._decision(threshold)[1]

@@ -75,22 +75,24 @@ def _refuse_processes_in_unmarked_tests(event: str, args: tuple) -> None:
 sys.addaudithook(_refuse_processes_in_unmarked_tests)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item):
+def _watched(item):
+    """Wrap one phase of ``item`` (a new-style hook wrapper's body): while an unmarked test is in
+    it, the audit hook above refuses processes."""
     _UNMARKED[0] = None if _slow(item) else item.nodeid
     try:
         return (yield)
     finally:
         _UNMARKED[0] = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from _watched(item))
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    _UNMARKED[0] = None if _slow(item) else item.nodeid
-    try:
-        return (yield)
-    finally:
-        _UNMARKED[0] = None
+    return (yield from _watched(item))
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects: a marker added later would not count
