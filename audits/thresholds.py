@@ -17,10 +17,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-#: ``fraction``: a number in [0, 1]; ``number``: a finite number; ``count``: a whole number
-#: >= 1; ``whole``: a whole number >= 0; ``columns``: a list of column lists; ``choice``: one of
+#: ``fraction``: a number in [0, 1]; ``open_fraction``: in (0, 1) (a level such as an FDR);
+#: ``number``: a finite number; ``count``: a whole number >= 1; ``whole``: a whole number >= 0; ``columns``: a list of column lists; ``choice``: one of
 #: ``choices``; ``column``: a column name; ``any``: not checked here (a plugin's plain value).
-Kind = Literal["fraction", "number", "count", "whole", "columns", "choice", "column", "any"]
+Kind = Literal["fraction", "open_fraction", "number", "count", "whole", "columns", "choice", "column", "any"]
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,13 @@ class Threshold:
         if value is None or self.kind == "any":
             return None
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if self.kind in ("fraction", "number", "count", "whole"):
+        if self.kind in ("fraction", "open_fraction", "number", "count", "whole"):
             if not number or not math.isfinite(value):
                 return f"expected a number, got {value!r}"
             if self.kind == "fraction" and not 0 <= value <= 1:
                 return f"expected a value in [0, 1], got {value!r}"
+            if self.kind == "open_fraction" and not 0 < value < 1:
+                return f"expected a value in (0, 1), got {value!r}"
             if self.kind == "count" and (value < 1 or int(value) != value):
                 return f"expected a positive integer, got {value!r}"
             if self.kind == "whole" and (value < 0 or int(value) != value):
