@@ -23,6 +23,9 @@ from impactflow.flows.config import load_config
         (at_most("x"), "0.1", "expected a number, got '0.1'"),
         (at_most("x"), float("nan"), "expected a number, got nan"),
         (at_most("rmse", kind="number"), 7.5, None),  # an RMSE is unbounded
+        (setting(0.05, "open_fraction"), 0.5, None),
+        (setting(0.05, "open_fraction"), 1, "expected a value in (0, 1), got 1"),
+        (setting(0.05, "open_fraction"), 0.0, "expected a value in (0, 1), got 0.0"),
         (setting(30, "count"), 30.0, None),
         (setting(30, "count"), 0, "expected a positive integer, got 0"),
         (setting(30, "count"), 2.5, "expected a positive integer, got 2.5"),
