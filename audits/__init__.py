@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 from impactflow.data_contracts.plugins import GROUPS, FollowerRegistry, PluginRegistry
 
+from .attributions import ATTRIBUTION_THRESHOLDS, attribution_audit
 from .calibration import CALIBRATION_THRESHOLDS
 from .fairness import FAIRNESS_THRESHOLDS, fairness_audit
 from .groups import GROUP_THRESHOLDS, MULTICLASS_THRESHOLDS, group_robustness_audit, multiclass_performance_audit
@@ -20,6 +21,8 @@ from .oversight import OVERSIGHT_THRESHOLDS, oversight_audit
 from .lira import CANARY_THRESHOLDS, LIRA_THRESHOLDS, canary_audit, lira_audit
 from .performance import PERFORMANCE_THRESHOLDS, performance_audit
 from .privacy import PRIVACY_THRESHOLDS, privacy_audit
+from .proxies import PROXY_THRESHOLDS, proxy_audit
+from .slices import SLICE_THRESHOLDS, slice_audit
 from .recommender import (
     EXPOSURE_THRESHOLDS,
     RECOMMENDATION_THRESHOLDS,
@@ -46,11 +49,16 @@ _BUILTIN_AUDITS: dict[str, Callable[[AuditInputs, dict], AuditResult]] = {
     "mitigation": mitigation_audit,
     "privacy_lira": lira_audit,
     "privacy_canary": canary_audit,
+    "slices": slice_audit,
+    "proxies": proxy_audit,
+    "attributions": attribution_audit,
 }
 
 #: Audits that feed the social-impact report (sections 7 and 9) and run for every family after the
 #: family's own ``audits``; each reports not-measured (with the reason) where it does not apply.
-REPORT_AUDITS: tuple[str, ...] = ("oversight", "mitigation")
+#: ``slices`` / ``proxies`` / ``attributions`` look for what no configured gate asked about (report
+#: section 10); their inputs come from ``models.base.discovery_inputs``.
+REPORT_AUDITS: tuple[str, ...] = ("oversight", "mitigation", "slices", "proxies", "attributions")
 
 #: The keys each audit accepts under ``gates.<audit>`` in the run config, as each audit module
 #: declares them (``thresholds.Threshold``: default, kind, gate). The config loader refuses any
@@ -69,6 +77,9 @@ _BUILTIN_THRESHOLDS: dict[str, dict[str, Threshold]] = {
     "mitigation": MITIGATION_THRESHOLDS,
     "privacy_lira": LIRA_THRESHOLDS,
     "privacy_canary": CANARY_THRESHOLDS,
+    "slices": SLICE_THRESHOLDS,
+    "proxies": PROXY_THRESHOLDS,
+    "attributions": ATTRIBUTION_THRESHOLDS,
 }
 
 #: The audit-only flow's audits (a predictions table of a model not trained here) and their keys.
@@ -76,6 +87,8 @@ AUDIT_ONLY_THRESHOLDS: dict[str, dict[str, Threshold]] = {
     "fairness": FAIRNESS_THRESHOLDS,
     "performance": PERFORMANCE_THRESHOLDS,
     "calibration_by_group": CALIBRATION_THRESHOLDS,
+    "slices": SLICE_THRESHOLDS,
+    "proxies": PROXY_THRESHOLDS,
 }
 
 

@@ -235,6 +235,44 @@ def confusion_png(matrix: Sequence[Sequence[float]]) -> bytes:
         return _png(fig)
 
 
+def interval_bars_png(
+    labels: Sequence[Any],
+    values: Sequence[Any],
+    lows: Sequence[Any],
+    highs: Sequence[Any],
+    title: str,
+    xlabel: str = "",
+    reference: Any = None,
+    reference_label: str = "",
+) -> bytes:
+    """Horizontal bars with their intervals as whiskers (e.g. each slice's error rate and its 95 %
+    interval) and, when given, a dashed reference line (e.g. the rest of the rows' error rate)."""
+    labels = [_t(x) for x in labels]
+    vals, lo, hi = ([_num(v) for v in seq] for seq in (values, lows, highs))
+    with _figure(width=6.0, height=max(2.0, min(12.0, 0.8 + 0.3 * len(labels)))) as (fig, ax):
+        if not labels:
+            ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            return _png(fig)
+        y = list(range(len(labels)))
+        width = [0.0 if math.isnan(v) else v for v in vals]
+        err = [
+            [0.0 if math.isnan(v - a) else max(v - a, 0.0) for v, a in zip(width, lo)],
+            [0.0 if math.isnan(b - v) else max(b - v, 0.0) for v, b in zip(width, hi)],
+        ]
+        ax.barh(y, width, xerr=err, color=BAR_COLOR, ecolor="#333333", capsize=3)
+        if reference is not None and not math.isnan(_num(reference)):
+            ax.axvline(_num(reference), color="#c44e52", linestyle="--", linewidth=1.0, label=_t(reference_label))
+            if reference_label:
+                ax.legend(loc="lower right", fontsize=7, frameon=False)
+        ax.set_yticks(y)
+        ax.set_yticklabels([x if len(x) <= 60 else x[:57] + "..." for x in labels], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(_t(xlabel))
+        ax.set_title(_t(title))
+        return _png(fig)
+
+
 def bar_chart_png(labels: Sequence[Any], values: Sequence[Any], title: str, xlabel: str = "") -> bytes:
     """Horizontal bars, one per label (e.g. a metric per identity term); missing values are
     left blank (no bar), so an undefined value is never drawn as 0."""

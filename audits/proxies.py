@@ -40,6 +40,8 @@ PROXY_THRESHOLDS: dict[str, Threshold] = {
 }
 PROXY_DEFAULTS = defaults(PROXY_THRESHOLDS)
 FRAME_KEY = "proxy_frame"  # AuditInputs.extra: the model's feature columns of the test rows
+EXCLUDED_KEY = "sensitive_excluded"  # AuditInputs.extra: the sensitive columns are not model features
+STRONG_AUC = 0.8  # a proxy AUC from which the report says the attribute is carried by the features
 
 
 def _discrete(s: pd.Series, n_bins: int) -> np.ndarray:
@@ -167,6 +169,8 @@ def proxy_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         seed=int(cfg["seed"]),
     )
     metrics: dict[str, float | None] = {}
+    excluded = inputs.extra.get(EXCLUDED_KEY)  # None: not known (audit-only: a table's columns)
+    statements = []
     notes = [
         f"{found['rows']} of {found['of']} test rows (seeded sample); {cfg['folds']}-fold cross-validated "
         "logistic regression from the model's features to each attribute"
@@ -182,6 +186,17 @@ def proxy_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
             f"{attr}: the features predict it with AUC {r['proxy_auc']:.3f}; strongest proxy "
             f"{top['feature']!r} (AUC {top['auc']:.3f} alone)"
         )
+        if r["proxy_auc"] >= STRONG_AUC:
+            strength = f"predict it with AUC {r['proxy_auc']:.3f} (strongest proxy: {top['feature']}, AUC {top['auc']:.3f} alone)"
+            if excluded is None:
+                statements.append(f"{attr}: the table's other columns {strength}")
+            elif excluded:
+                statements.append(
+                    f"{attr} is left out of the model's features, but the other features {strength}: "
+                    "leaving it out does not keep it out of the model"
+                )
+            else:
+                statements.append(f"{attr} is one of the model's features, and the other features {strength}")
     aucs = [v for k, v in metrics.items() if k.endswith("/proxy_auc") and v is not None]
     metrics["proxies/proxy_auc"] = max(aucs) if aucs else None
     gates = []
@@ -198,5 +213,10 @@ def proxy_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         thresholds={k: cfg[k] for k in ("sample_size", "folds", "n_bins")},
         gates=gates,
         notes=notes,
-        details=found,
+        details={
+            **found,
+            "sensitive_excluded": excluded,
+            "statements": statements,
+            "strong_auc": STRONG_AUC,
+        },
     )

@@ -289,9 +289,10 @@ SECTIONS = (
     ("bias", "7. Bias"),
     ("resources", "8. Concentration and resources"),
     ("oversight", "9. Employment and human oversight"),
-    ("risks", "10. Risks, limitations and what was not measured"),
-    ("frameworks", "11. Mapping to frameworks"),
-    ("provenance", "12. Provenance"),
+    ("discovery", "10. What the configured gates did not cover"),
+    ("risks", "11. Risks, limitations and what was not measured"),
+    ("frameworks", "12. Mapping to frameworks"),
+    ("provenance", "13. Provenance"),
 )
 NOT_STATED = "not stated by the run owner"
 
@@ -348,6 +349,7 @@ def build_view(report: dict, *, figures: bool) -> dict:
         "bias": {**bias, "four_fifths": [gate_view(r) for r in bias.get("four_fifths") or []]},
         "resources": report.get("resources") or {},
         "oversight": report.get("oversight") or {},
+        "discovery": _discovery_view(report.get("discovery") or {}, figures=figures),
         "oversight_use": [
             (k.replace("_", " ").capitalize(), _use_text((report.get("oversight") or {}).get(k)))
             for k in ("decision_type", "human_review", "affected_jobs", "training_needs")
@@ -356,6 +358,71 @@ def build_view(report: dict, *, figures: bool) -> dict:
         "frameworks": report.get("frameworks") or [],
         "by_section": _audits_by_section(report, section_of, figures=figures),
         "resource_figure": _resource_figure(report.get("resources") or {}) if figures else None,
+    }
+
+
+def _discovery_view(d: dict, *, figures: bool) -> dict:
+    """Section 10 as shown: the JSON's slices, proxies and attributions, with a bar chart of each
+    model's worst slices (95 % intervals, the all-rows value dashed), one of proxy strength and
+    one of the attribution gaps."""
+    from impactflow.audits.plots import bar_chart_png, interval_bars_png
+
+    slices = []
+    for s in d.get("slices") or []:
+        found = s.get("findings") or []
+        fig = None
+        if figures and found:
+            fig = _b64(
+                interval_bars_png(
+                    [f.get("slice") for f in found],
+                    [f.get("metric") for f in found],
+                    [f.get("metric_ci_low") for f in found],
+                    [f.get("metric_ci_high") for f in found],
+                    f"{s.get('model')}: worst slices ({s.get('metric')}, 95 % interval)",
+                    str(s.get("metric") or ""),
+                    reference=s.get("overall"),
+                    reference_label="all test rows",
+                )
+            )
+        slices.append({**s, "figure": fig})
+    proxies = dict(d.get("proxies") or {"models": []})
+    proxies.setdefault("attributes", [])
+    proxies.setdefault("score_auc", [])
+    proxies.setdefault("statements", [])
+    measured = [a for a in proxies["attributes"] if a.get("proxy_auc") is not None]
+    proxies["figure"] = None
+    if figures and measured:
+        labels, values = [], []
+        for a in measured:
+            labels.append(f"{a['attribute']}: all features")
+            values.append(a.get("proxy_auc"))
+            for p in a.get("proxies") or []:
+                labels.append(f"{a['attribute']}: {p.get('feature')} alone")
+                values.append(p.get("auc"))
+        proxies["figure"] = _b64(bar_chart_png(labels, values, "Proxy strength (cross-validated AUC)", "AUC"))
+    attributions = []
+    for r in d.get("attributions") or []:
+        diffs = r.get("differences") or []
+        fig = None
+        if figures and diffs:
+            fig = _b64(
+                bar_chart_png(
+                    [
+                        f"{x.get('attribute')}: {x.get('feature')} ({x.get('max_group')} vs {x.get('min_group')})"
+                        for x in diffs
+                    ],
+                    [x.get("gap") for x in diffs],
+                    f"{r.get('model')}: attribution gaps between groups",
+                    "gap in mean |attribution|",
+                )
+            )
+        attributions.append({**r, "figure": fig})
+    return {
+        "intro": d.get("intro") or "",
+        "present": bool(d),
+        "slices": slices,
+        "proxies": proxies,
+        "attributions": attributions,
     }
 
 

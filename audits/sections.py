@@ -5,9 +5,10 @@ Sections (the order renderers follow):
  1 ``cover`` + ``integrity``      7 ``bias``
  2 ``executive_summary``          8 ``resources``
  3 ``intended_use``               9 ``oversight``
- 4 ``datasheets``                10 ``risks``
- 5 ``performance``               11 ``frameworks``
- 6 ``privacy``                   12 ``provenance``
+ 4 ``datasheets``                10 ``discovery`` (what the gates did not cover)
+ 5 ``performance``               11 ``risks``
+ 6 ``privacy``                   12 ``frameworks``
+                                 13 ``provenance``
 
 Each section holds a compact, reviewable summary with pointers (model name, audit key) to the full
 audit results under ``models[].audits``; a section without evidence says ``not measured`` and why.
@@ -29,7 +30,15 @@ SECTION_AUDITS: dict[str, tuple[str, ...]] = {
     "bias": ("fairness", "group_robustness", "identity", "user_groups", "mitigation"),
     "resources": ("exposure",),
     "oversight": ("oversight",),
+    "discovery": ("slices", "proxies", "attributions"),
 }
+DISCOVERY_INTRO = (
+    "The gates answer the questions the configuration asked. This section looks for what nobody asked: "
+    "slices of the test rows where a model errs most (tested, with the false-discovery rate controlled), "
+    "features that carry a sensitive attribute (proxies), and features that drive the decisions differently "
+    "for different groups. A finding here is a prompt to look, not a verdict: these audits gate nothing unless "
+    "gates.slices.max_significant_slices or gates.proxies.max_proxy_auc is configured."
+)
 # The four social-impact areas the project reports on (plus performance and data as context).
 AREAS: tuple[tuple[str, str, int], ...] = (
     ("Data quality and governance", "datasheets", 4),
@@ -426,6 +435,82 @@ def resources(models: list[dict], config: dict) -> dict:
     return out
 
 
+def _discovery_status(audit: dict) -> str:
+    """``measured``, or why not (the audit's notes)."""
+    if any(v is not None for v in (audit.get("metrics") or {}).values()):
+        return "measured"
+    status = str(audit.get("status") or "not-measured").replace("-", " ").capitalize()
+    return f"{status}: {'; '.join(audit.get('notes') or []) or 'no reason recorded'}"
+
+
+def discovery(models: list[dict]) -> dict:
+    """Section 10: the slice, proxy and attribution audits of every model, summarised (their full
+    results stay under ``models[].audits``)."""
+    slices, proxies, scores, attributions = [], [], [], []
+    features: dict[str, Any] = {}
+    for m in models:
+        audits = m.get("audits") or {}
+        who = {"model": m.get("name"), "baseline": m.get("role") == "baseline"}
+        a = audits.get("slices")
+        if isinstance(a, dict):
+            d, met, th = a.get("details") or {}, a.get("metrics") or {}, a.get("thresholds") or {}
+            slices.append(
+                {
+                    **who,
+                    "status": _discovery_status(a),
+                    "metric": d.get("metric"),
+                    "overall": d.get("overall"),
+                    "n_tested": met.get("slices/n_tested"),
+                    "n_significant": met.get("slices/significant_raw"),
+                    "n_findings": met.get("slices/significant_slices"),
+                    "fdr": th.get("fdr"),
+                    "min_slice_size": th.get("min_slice_size"),
+                    "findings": d.get("findings") or [],
+                }
+            )
+        a = audits.get("proxies")
+        if isinstance(a, dict):
+            d = a.get("details") or {}
+            attrs = {k: v for k, v in (d.get("attributes") or {}).items() if isinstance(v, dict)}
+            if not features and attrs:  # the features are the same for every model of the run
+                features = {
+                    "rows": d.get("rows"),
+                    "of": d.get("of"),
+                    "sensitive_excluded": d.get("sensitive_excluded"),
+                    "statements": d.get("statements") or [],
+                    "attributes": [{"attribute": k, **v} for k, v in attrs.items()],
+                }
+            scores += [
+                {**who, "attribute": k, "score_auc": v.get("score_auc")}
+                for k, v in attrs.items()
+                if v.get("score_auc") is not None
+            ]
+            proxies.append({**who, "status": _discovery_status(a)})
+        a = audits.get("attributions")
+        if isinstance(a, dict):
+            d = a.get("details") or {}
+            attributions.append(
+                {
+                    **who,
+                    "status": _discovery_status(a),
+                    "sample_size": d.get("sample_size"),
+                    "method": d.get("method"),
+                    "differences": [
+                        {"attribute": attr, **row}
+                        for attr, rows in (d.get("differences") or {}).items()
+                        for row in rows or []
+                    ],
+                }
+            )
+    return {
+        "intro": DISCOVERY_INTRO,
+        "audits": _audit_refs(models, "discovery"),
+        "slices": slices,
+        "proxies": {"models": proxies, **features, "score_auc": scores} if proxies else {"models": []},
+        "attributions": attributions,
+    }
+
+
 def oversight(models: list[dict], config: dict) -> dict:
     use = intended_use(config)
     rows = []
@@ -607,6 +692,7 @@ def add_sections(report: dict, integrity: dict | None) -> dict:
         "bias": bias(models, data),
         "resources": resources(models, config),
         "oversight": oversight(models, config),
+        "discovery": discovery(models),
     }
     out.update({k: v for k, v in report.items() if k not in out})
     out["risks"] = risks(out)
@@ -630,6 +716,7 @@ READING_ORDER = (
     "bias",
     "resources",
     "oversight",
+    "discovery",
     "risks",
     "frameworks",
     "provenance",

@@ -92,6 +92,12 @@ class Family:
     - ``audits``: names in ``audits.AUDITS`` run on this family's models.
     - ``audit_extras(predictor, split, roles)`` -> dict of extra audit inputs (e.g. a scorer
       for counterfactual texts), or None.
+    - ``row_features(split, roles)`` -> a DataFrame aligned with ``split.test``: what a reader
+      can name about each test row (tabular: its scalar feature columns; text: identity-term and
+      frequent-token presence, length; image: class and pixel statistics; recommender: user
+      activity and item popularity). Slice discovery slices on it (with the audit groups) and
+      proxy detection tests it as a proxy of each sensitive attribute. ``None``: the scalar
+      feature columns (``scalar_row_features``).
     """
 
     name: str
@@ -106,6 +112,7 @@ class Family:
     baselines: dict[str, Callable[..., Any]] = field(default_factory=dict)
     audits: tuple[str, ...] = ("performance", "fairness", "privacy")
     audit_extras: Callable[..., Any] | None = None
+    row_features: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -189,3 +196,51 @@ def check_param(condition: bool, message: str) -> None:
     """Raise ValueError (turned into a ConfigError by ``Family.make_config``) when a check fails."""
     if not condition:
         raise ValueError(message)
+
+
+def scalar_row_features(split, roles: Roles):
+    """The test rows' feature columns that hold one number or string each (not arrays)."""
+    test = split.test
+    keep = [c for c in roles.features if c in test.columns and _scalar_column(test[c])]
+    return test[keep].reset_index(drop=True)
+
+
+def _scalar_column(s) -> bool:
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return True
+    head = s.dropna().head(50)
+    return all(isinstance(v, (str, int, float, bool, np.generic)) for v in head)
+
+
+def discovery_inputs(family: Family, predictor, split, roles: Roles, exclude_sensitive: bool) -> dict[str, Any]:
+    """``AuditInputs.extra`` entries of the discovery audits (``audits/slices.py``,
+    ``audits/proxies.py``, ``audits/attributions.py``) for one model's test predictions:
+
+    - ``slice_frame``: the family's ``row_features`` plus the audit groups (sensitive and
+      declared columns), sensitive and non-sensitive alike;
+    - ``proxy_frame``: the row features without the sensitive columns themselves (a column
+      predicts itself), and ``sensitive_excluded``: whether they were left out of the features;
+    - ``attribution``: the model's scalar input columns and its ``predict``, or the reason
+      there is nothing to attribute per column (one text or image column)."""
+    import pandas as pd
+
+    rows = (family.row_features or scalar_row_features)(split, roles).reset_index(drop=True)
+    test = split.test.reset_index(drop=True)
+    groups = [g for g in roles.groups if g in test.columns and g not in rows.columns]
+    sensitive = set(roles.groups)
+    inputs = [c for c in roles.features if c in test.columns and _scalar_column(test[c])]
+    if len(inputs) == len(roles.features) and len(inputs) >= 2:
+        attribution: dict[str, Any] = {"frame": test[inputs], "predict": predictor.predict, "columns": inputs}
+    else:  # one text or image per row: attributing it whole says only that it matters
+        attribution = {
+            "reason": f"the model reads one input per row ({', '.join(roles.features)}), not columns to attribute to "
+            "(for text, the identity audit measures what swapping identity terms changes)"
+        }
+    return {
+        "slice_frame": pd.concat([rows, test[groups]], axis=1),
+        "proxy_frame": rows[[c for c in rows.columns if c not in sensitive]],
+        "sensitive_excluded": bool(exclude_sensitive),
+        "attribution": attribution,
+    }

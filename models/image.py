@@ -221,6 +221,22 @@ def logreg_baseline(roles: Roles, seed: int):
     return Pipeline([("pixels", pixels), ("clf", LogisticRegression(max_iter=300, C=0.1, random_state=seed))])
 
 
+def row_features(split, roles: Roles):
+    """Per test image: its true ``class``, its mean brightness and its ink share (pixels above
+    half the maximum), both over all channels in [0, 1]."""
+    import pandas as pd
+
+    column = roles.features[0]
+    x = stack_images(split.test[column], column).reshape(len(split.test), -1)
+    return pd.DataFrame(
+        {
+            "class": split.test[roles.target].astype(str).to_numpy(),
+            "brightness": x.mean(axis=1) if x.size else np.zeros(0),
+            "ink share": (x > 0.5).mean(axis=1) if x.size else np.zeros(0),
+        }
+    )
+
+
 FAMILY = Family(
     name="image",
     task=TaskKind.MULTICLASS,
@@ -234,4 +250,5 @@ FAMILY = Family(
     privacy_unit="one training image",
     baselines={"logreg": logreg_baseline},
     audits=("performance_multiclass", "group_robustness", "privacy"),
+    row_features=row_features,
 )

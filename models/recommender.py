@@ -390,6 +390,24 @@ def audit_extras(predictor, split, roles: Roles) -> dict[str, Any]:
     }
 
 
+def row_features(split, roles: Roles):
+    """Per test rating: the user's activity and the item's popularity, as counts of their ratings
+    in the training split (slice discovery bins them by quantiles). User attributes (age band,
+    gender, occupation) are the audit groups, added beside them; the MovieLens contract loads
+    no genre."""
+    import pandas as pd
+
+    user, item = _columns(roles)
+    activity = split.train[user].value_counts()
+    popularity = split.train[item].value_counts()
+    return pd.DataFrame(
+        {
+            "user activity (train ratings)": split.test[user].map(activity).fillna(0).astype(int).to_numpy(),
+            "item popularity (train ratings)": split.test[item].map(popularity).fillna(0).astype(int).to_numpy(),
+        }
+    )
+
+
 FAMILY = Family(
     name="recommender",
     task=TaskKind.RATING,
@@ -403,4 +421,5 @@ FAMILY = Family(
     baselines={"bias": bias_baseline},
     audits=("recommendation", "user_groups", "exposure", "privacy"),
     audit_extras=audit_extras,
+    row_features=row_features,
 )

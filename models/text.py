@@ -337,6 +337,33 @@ def audit_extras(predictor, split, roles: Roles) -> dict[str, Any]:
     return extra
 
 
+#: what slice discovery names about a message (``row_features``): identity terms found in at
+#: least ``TERM_MIN_SHARE`` of the test texts (the most frequent ``MAX_TERMS``), the ``MAX_TOKENS``
+#: most frequent other words in between ``TERM_MIN_SHARE`` and half of the texts, and the length
+MAX_TERMS, MAX_TOKENS, TERM_MIN_SHARE = 15, 15, 0.01
+
+
+def row_features(split, roles: Roles):
+    """Per test text: ``has "<term>"`` for identity terms (Dixon et al.) and frequent words
+    (whole words, as ``tokenize`` splits them), and ``length (words)``."""
+    import pandas as pd
+
+    from impactflow.data_contracts.jigsaw import identity_terms
+
+    column = roles.extra.get("text") or roles.features[0]
+    docs = [" " + " ".join(tokenize(t)) + " " for t in split.test[column].fillna("").astype(str)]
+    words = [set(d.split()) for d in docs]
+    n, min_docs = len(docs), max(1, math.ceil(TERM_MIN_SHARE * len(docs)))
+    terms = {t: np.array([f" {' '.join(tokenize(t))} " in d for d in docs]) for t in identity_terms()}
+    terms = dict(sorted(((t, m) for t, m in terms.items() if m.sum() >= min_docs), key=lambda kv: -kv[1].sum()))
+    df_count = Counter(w for ws in words for w in ws)
+    frequent = [w for w, c in df_count.most_common() if w not in terms and min_docs <= c <= n / 2][:MAX_TOKENS]
+    out = {f'has "{t}"': m for t, m in list(terms.items())[:MAX_TERMS]}
+    out |= {f'has "{w}"': np.array([w in ws for ws in words]) for w in frequent}
+    out["length (words)"] = np.array([len(d.split()) for d in docs])
+    return pd.DataFrame(out)
+
+
 FAMILY = Family(
     name="text",
     task=TaskKind.BINARY,
@@ -351,4 +378,5 @@ FAMILY = Family(
     baselines={"tfidf_logreg": tfidf_logreg_baseline},
     audits=("performance", "fairness", "privacy", "identity"),
     audit_extras=audit_extras,
+    row_features=row_features,
 )

@@ -20,10 +20,13 @@ def audit_model(
     ``privacy_attacks`` (LiRA / canary outputs from tasks/privacy.py) adds the privacy_lira/privacy_canary audits."""
     from impactflow.audits import REPORT_AUDITS, AuditInputs, run_audits
     from impactflow.audits.fairness import favourable_extra
+    from impactflow.models.base import discovery_inputs
 
     progress.stage(f"audit {fitted.name}")
     contract, family, roles = spec.contract, spec.family, spec.audit_roles
     extra = family.audit_extras(fitted.predictor, split, roles) if family.audit_extras else {}
+    # what the slice, proxy and attribution audits read: the model's own features (spec.roles)
+    extra = {**(extra or {}), **discovery_inputs(family, fitted.predictor, split, spec.roles, spec.exclude_sensitive)}
     if family.task == TaskKind.BINARY:  # the mitigation audit fits its post-processor on validation scores
         from impactflow.models.base import targets
 

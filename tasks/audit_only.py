@@ -321,6 +321,8 @@ def audit_predictions(
     from impactflow.audits import AUDIT_ONLY_THRESHOLDS as known, fairness_audit, performance_audit
     from impactflow.audits.calibration import calibration_group_audit
     from impactflow.audits.gating import audited, not_run
+    from impactflow.audits.proxies import proxy_audit
+    from impactflow.audits.slices import slice_audit
 
     progress.stage("audit predictions")
     inputs = audit_inputs(df, label, score, prediction, sensitive, positive, threshold, favourable)
@@ -353,6 +355,10 @@ def audit_predictions(
         thresholds.get("calibration_by_group"),
         known["calibration_by_group"],
     )
+    # what no gate asked: worst slices over the table's other columns and the sensitive ones, and
+    # whether the other columns carry a sensitive attribute (they are the model's inputs, if logged)
+    for name, fn in (("slices", slice_audit), ("proxies", proxy_audit)):
+        out[name] = audited(name, fn, inputs, thresholds.get(name), known[name])
     return out
 
 
@@ -408,12 +414,19 @@ def audit_inputs(df, label, score, prediction, sensitive, positive, threshold, f
         y_score, cut, hard = df[score].astype(float).to_numpy(), float(threshold), False
     else:  # hard predictions: 0/1 "scores" with the cut at 0.5 reproduce them exactly
         y_score, cut, hard = binarize(df[prediction], positive).astype(float).to_numpy(), 0.5, True
+    others = [c for c in df.columns if c not in {label, score, prediction, *sensitive}]
+    rows = df.reset_index(drop=True)
     return AuditInputs(
         y_true=y_true,
         y_score=y_score,
         sensitive=df[list(sensitive)],
         decision_threshold=cut,
-        extra={"hard_predictions": hard, **favourable_extra(positive, favourable)},
+        extra={
+            "hard_predictions": hard,
+            **favourable_extra(positive, favourable),
+            "slice_frame": rows[[*others, *sensitive]],
+            "proxy_frame": rows[others],
+        },
     )
 
 

@@ -78,6 +78,12 @@ def test_the_audit_modules_own_their_defaults():
         ("gates.identity.power=x", "gates.identity.power: expected a number, got 'x'"),
         ("gates.fairness.ci_level=95", "gates.fairness.ci_level: expected a value in [0, 1], got 95"),
         ("gates.fairness.n_boot=2.5", "gates.fairness.n_boot: expected a whole number >= 0, got 2.5"),
+        # the discovery audits' settings (issue 23's bad input): an FDR outside (0, 1), a sample of 0
+        ("gates.slices.fdr=1.5", "gates.slices.fdr: expected a value in (0, 1), got 1.5"),
+        ("gates.slices.fdr=0", "gates.slices.fdr: expected a value in (0, 1), got 0"),
+        ("gates.proxies.sample_size=0", "gates.proxies.sample_size: expected a positive integer, got 0"),
+        ("gates.attributions.sample_size=0", "gates.attributions.sample_size: expected a positive integer, got 0"),
+        ("gates.slices.min_slice_size=0", "gates.slices.min_slice_size: expected a positive integer, got 0"),
     ],
 )
 def test_the_run_config_refuses_a_value_of_the_wrong_kind(override, message):

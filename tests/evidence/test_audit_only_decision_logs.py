@@ -177,7 +177,7 @@ def test_audit_only_report_wording_and_the_disadvantaged_group():
     md = render_markdown(report)
     assert "used as a model feature" not in md
     assert "a column of the decision log" in md
-    # no membership-inference sentence (none ran); the AI Act's own wording in section 11 aside
+    # no membership-inference sentence (none ran); the AI Act's own wording in section 12 aside
     told = "\n".join(line for line in md.splitlines() if not line.startswith("| EU AI Act |"))
     assert "membership" not in told.lower() and "LiRA" not in told
     assert "trained without differential privacy" not in md

@@ -1,4 +1,4 @@
-"""Every family's run produces the full report (schema 2.0, all twelve sections), and the HTML
+"""Every family's run produces the full report (schema 2.0, all thirteen sections), and the HTML
 renders offline in headless Chromium with its sections and figures.
 
 One short pipeline run per family (1 epoch, Adult sampled, no registry; ``real_reports`` in
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from impactflow.audits.render import SECTIONS
+from impactflow.audits.render import SECTIONS, md_escape
 from impactflow.audits.report import validate_report
 from tests.report.conftest import REAL_RUNS
 
@@ -66,6 +66,21 @@ def test_every_family_writes_the_full_report(family_reports, family):
     md = Path(paths["md"]).read_text(encoding="utf-8")
     positions = [md.index(f"## {title}\n") for _, title in SECTIONS]
     assert positions == sorted(positions)
+    # section 10 (what the gates did not cover): every family's candidate is sliced, each finding
+    # is in the Markdown; proxies and attributions where the family has sensitive columns / columns
+    found = md[md.index("## 10. What the configured gates did not cover") : md.index("## 11.")]
+    sliced = next(s for s in report["discovery"]["slices"] if s["model"] == candidate["name"])
+    assert sliced["status"] == "measured" and sliced["n_tested"] > 0
+    assert candidate["audits"]["slices"]["metrics"]["slices/n_tested"] == sliced["n_tested"]
+    for f in sliced["findings"]:
+        assert md_escape(f["slice"]) in found and f["q_value"] <= sliced["fdr"]
+    attributed = next(r for r in report["discovery"]["attributions"] if r["model"] == candidate["name"])
+    if family == "tabular":
+        assert {a["attribute"] for a in report["discovery"]["proxies"]["attributes"]} == {"sex", "race"}
+        assert attributed["status"] == "measured" and attributed["sample_size"] > 0
+        assert md_escape(attributed["differences"][0]["feature"]) in found
+    if family in ("text", "image"):
+        assert attributed["status"].startswith("Not measured: the model reads one input per row")
 
 
 def _chromium(*args, timeout=120):

@@ -350,3 +350,93 @@ def test_use_resources_and_oversight_config_are_checked():
         load_config("tabular", ["resources.pue=0.5"])
     with pytest.raises(ConfigError, match="gates.oversight.confidence_level"):
         check_references(load_config("tabular", ["gates.oversight.confidence_level=1.5"]))
+
+
+def _discovery_audits(excluded: bool) -> dict:
+    finding = {
+        "slice": "age < 25 AND hours-per-week >= 50",
+        "size": 40,
+        "metric": 0.6,
+        "metric_ci_low": 0.45,
+        "metric_ci_high": 0.73,
+        "rest": 0.1,
+        "lift": 6.0,
+        "p_value": 1e-12,
+        "q_value": 1e-9,
+    }
+    audits = {
+        "slices": {
+            "name": "slices",
+            "status": "not-measured",
+            "metrics": {"slices/n_tested": 120.0, "slices/significant_slices": 1.0, "slices/significant_raw": 3.0},
+            "thresholds": {"fdr": 0.05, "min_slice_size": 30},
+            "details": {"metric": "error rate", "overall": 0.12, "findings": [finding]},
+            "notes": [],
+        },
+        "proxies": {
+            "name": "proxies",
+            "status": "not-measured",
+            "metrics": {"proxies/sex/proxy_auc": 0.93},
+            "details": {
+                "rows": 500,
+                "of": 800,
+                "sensitive_excluded": excluded,
+                "statements": ["sex is left out of the model's features, but ..."] if excluded else [],
+                "attributes": {"sex": {"proxy_auc": 0.93, "score_auc": 0.7, "proxies": []}},
+            },
+            "notes": [],
+        },
+        "attributions": {
+            "name": "attributions",
+            "status": "not-measured",
+            "metrics": {},
+            "details": {},
+            "notes": ["the model reads one input"],
+        },
+    }
+    for audit in audits.values():  # what every audit record holds (report_schema.json)
+        audit.update({"by_group": [], "gates": [], **audit, "thresholds": audit.get("thresholds", {})})
+    return audits
+
+
+def test_discovery_section_summarises_the_three_audits_of_every_model():
+    from impactflow.audits.sections import discovery
+
+    models = [
+        {"name": "mlp", "role": "candidate", "audits": _discovery_audits(True)},
+        {"name": "logreg", "role": "baseline", "audits": _discovery_audits(True)},
+    ]
+    d = discovery(models)
+    assert [(s["model"], s["baseline"], s["status"]) for s in d["slices"]] == [
+        ("mlp", False, "measured"),
+        ("logreg", True, "measured"),
+    ]
+    assert d["slices"][0]["n_tested"] == 120.0 and d["slices"][0]["n_findings"] == 1.0
+    assert d["slices"][0]["findings"][0]["slice"] == "age < 25 AND hours-per-week >= 50"
+    # the features' proxy strength is the same for every model: listed once; the score's per model
+    assert [a["attribute"] for a in d["proxies"]["attributes"]] == ["sex"]
+    assert d["proxies"]["sensitive_excluded"] is True and d["proxies"]["statements"]
+    assert [(r["model"], r["score_auc"]) for r in d["proxies"]["score_auc"]] == [("mlp", 0.7), ("logreg", 0.7)]
+    # no metric: not measured, with the audit's own reason
+    assert d["attributions"][0]["status"] == "Not measured: the model reads one input"
+    assert {(r["model"], r["audit"]) for r in d["audits"]} == {
+        (m, a) for m in ("mlp", "logreg") for a in ("slices", "proxies", "attributions")
+    }
+
+
+def test_discovery_section_renders_every_finding_and_proxy_statement():
+    from impactflow.audits.render import render_html, render_markdown
+    from impactflow.audits.report import build_report, validate_report
+
+    inputs = copy.deepcopy(make_inputs(failing=False))
+    inputs["models"][0]["audits"].update(_discovery_audits(True))
+    report = build_report(**inputs)
+    validate_report(report)
+    md = render_markdown(report)
+    section = md[md.index("## 10. What the configured gates did not cover") : md.index("## 11.")]
+    assert "| age < 25 AND hours-per-week >= 50 | 40 | 0.6000 ([0.4500, 0.7300]) | 0.1000 | 6.0000 |" in section
+    assert "**sex is left out of the model's features, but ...**" in section
+    assert "Not measured: the model reads one input" in section
+    html = render_html(report)
+    assert "age &lt; 25 AND hours-per-week &gt;= 50" in html
+    assert html.count("data:image/png;base64,") >= 2  # the slice and proxy bar charts (and others)
