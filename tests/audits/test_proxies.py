@@ -73,3 +73,17 @@ def test_bad_input_is_refused_with_a_clear_message():
         proxy_strength(features, sensitive, sample_size=0)
     res = proxy_audit(AuditInputs(np.zeros(100, int), np.zeros(100), sensitive), {})
     assert res.status is Status.NOT_MEASURED and res.notes == ["no model features to test as proxies"]
+
+
+def test_features_are_encoded_once_by_hand():
+    from impactflow.audits.proxies import MIN_CATEGORY_ROWS, encode
+
+    k = MIN_CATEGORY_ROWS
+    cats = ["a"] * k + ["b"] * (k - 1) + [None] * k  # b is rare: pooled
+    frame = pd.DataFrame({"x": [1.0, np.nan, 3.0] + [2.0] * (len(cats) - 3), "c": cats})
+    X, columns = encode(frame)
+    assert columns == {"x": [0], "c": [1, 2, 3]}  # "(missing)", "(rare)", "a": sorted names
+    x = np.array([1.0, 2.0, 3.0] + [2.0] * (len(cats) - 3))  # the NaN takes the median, 2
+    np.testing.assert_allclose(X[:, 0], (x - x.mean()) / x.std())
+    np.testing.assert_array_equal(X[:, 1:].sum(axis=1), 1.0)  # one category per row
+    assert X[:k, 3].all() and X[k : 2 * k - 1, 2].all() and X[2 * k - 1 :, 1].all()
