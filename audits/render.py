@@ -278,7 +278,7 @@ def _fence(text: str) -> str:
 # --------------------------------------------------------------------------- view
 
 
-# The twelve numbered sections (anchor, title), then the appendices: one table of contents.
+# The numbered sections (anchor, title), then the appendices: one table of contents.
 SECTIONS = (
     ("cover", "1. Cover and integrity"),
     ("summary", "2. Executive summary"),

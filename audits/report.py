@@ -21,7 +21,7 @@ from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-SCHEMA_VERSION = "2.0"  # 2.0: the twelve numbered sections (audits/sections.py)
+SCHEMA_VERSION = "2.0"  # 2.0: the numbered sections (audits/sections.py)
 SCHEMA_PATH = Path(__file__).with_name("report_schema.json")
 
 # Order gates are listed in: what a reviewer must look at first.
