@@ -235,6 +235,12 @@ def confusion_png(matrix: Sequence[Sequence[float]]) -> bytes:
         return _png(fig)
 
 
+def _no_values(fig, ax) -> bytes:
+    ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+    return _png(fig)
+
+
 def interval_bars_png(
     labels: Sequence[Any],
     values: Sequence[Any],
@@ -251,9 +257,7 @@ def interval_bars_png(
     vals, lo, hi = ([_num(v) for v in seq] for seq in (values, lows, highs))
     with _figure(width=6.0, height=max(2.0, min(12.0, 0.8 + 0.3 * len(labels)))) as (fig, ax):
         if not labels:
-            ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
-            ax.set_axis_off()
-            return _png(fig)
+            return _no_values(fig, ax)
         y = list(range(len(labels)))
         width = [0.0 if math.isnan(v) else v for v in vals]
         err = [
@@ -280,9 +284,7 @@ def bar_chart_png(labels: Sequence[Any], values: Sequence[Any], title: str, xlab
     vals = [_num(v) for v in values]
     with _figure(width=5.5, height=max(2.0, min(12.0, 0.6 + 0.19 * len(labels)))) as (fig, ax):
         if not labels:
-            ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
-            ax.set_axis_off()
-            return _png(fig)
+            return _no_values(fig, ax)
         y = list(range(len(labels)))
         ax.barh(
             y,
