@@ -5,21 +5,28 @@ the tabular family, and errors planted for ``age < 30 AND hours-per-week >= 45``
 15 % base rate. Both sides test the same slices with the same tests; they differ in how the
 slices are enumerated:
 
-- ``impactflow``: level-wise, a slice below the minimum size is not extended, sums in blocks;
+- ``impactflow``: ``find_slices`` whole (predicates, slices, tests, findings): bit-packed masks,
+  depth first, a slice's extensions at once, a slice below the minimum size not extended;
 - ``brute force``: every conjunction of up to 3 predicates on distinct features
-  (``itertools.combinations``), each mask built from scratch, the size filter applied after.
+  (``itertools.combinations``), each mask built from scratch as bytes, the size filter applied
+  after, sums a bounded block of masks at a time, then the same tests (no grouping). It stops
+  after ``--brute-force-limit`` seconds a repeat (the note says how far it got).
 
-Prints wall seconds and the process's peak RSS growth for each. Asserts nothing.
+Prints wall seconds and the peak RSS growth of each method over the memory in use before it,
+each in a fresh process with the rows already loaded (Linux: the peak is reset there; elsewhere
+the process's peak since start, which includes loading the data). Asserts nothing.
 
     python benchmarks/slices.py                     # the Adult test split's size (16,281 rows)
-    python benchmarks/slices.py --rows 16281 100000 --repeats 3
+    python benchmarks/slices.py --rows 16281 1000000 --repeats 3 --brute-force-limit 120
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,28 +36,97 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _start_peak() -> float:
+    """Resets the peak RSS where Linux allows it; returns the baseline to subtract (MB)."""
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
+        rss = _status_mb("VmRSS")
+        if rss is not None:
+            return rss
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def brute_force(frame, loss, max_order=3, n_bins=4, min_size=30) -> int:
-    """Every conjunction, built from scratch, then the same sums and tests; returns how many
-    slices were tested."""
-    from impactflow.audits.slices import predicates, pvalues, slice_sums
+def _peak_mb() -> float:
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
+
+def brute_force(frame, loss, limit_s: float, max_order=3, n_bins=4, min_size=30) -> tuple[int, str]:
+    """Every conjunction, built from scratch, then the same sums and tests; returns how many
+    slices were tested and a note when it stopped at ``limit_s`` seconds."""
+    from impactflow.audits.slices import BLOCK_CELLS, predicates, pvalues, slice_sums
+
+    t0 = time.perf_counter()
     preds = predicates(frame, n_bins, min_size)
-    masks = []
-    for k in range(1, max_order + 1):
-        for combo in itertools.combinations(preds, k):
-            if len({p.feature for p in combo}) < k:
-                continue
-            m = np.logical_and.reduce([p.mask for p in combo])
-            if min_size <= m.sum() < loss.size:
-                masks.append(m)
-    sums = [slice_sums(np.stack(masks[i : i + 1000]), loss) for i in range(0, len(masks), 1000)]
+    combos = [
+        combo
+        for k in range(1, max_order + 1)
+        for combo in itertools.combinations(preds, k)
+        if len({p.feature for p in combo}) == k
+    ]
+    block = max(1, BLOCK_CELLS // loss.size)
+    masks, sums, done = [], [], 0
+    for done, combo in enumerate(combos, 1):
+        m = np.logical_and.reduce([p.mask for p in combo])
+        if min_size <= np.count_nonzero(m) < loss.size:
+            masks.append(m)
+        if len(masks) == block:
+            sums.append(slice_sums(np.stack(masks), loss))
+            masks = []
+        if time.perf_counter() - t0 > limit_s:
+            break
+    if masks:
+        sums.append(slice_sums(np.stack(masks), loss))
     size, in_sum, in_sq = (np.concatenate([s[j] for s in sums]) for j in range(3))
     pvalues(size, in_sum, in_sq, loss, True)
-    return len(masks)
+    if done == len(combos):
+        return size.size, ""
+    spent = time.perf_counter() - t0
+    return size.size, (
+        f"stopped at the {limit_s:g} s limit: {done:,} of {len(combos):,} conjunctions "
+        f"({done / len(combos):.1%}); ~{spent * len(combos) / done:,.0f} s at that pace"
+    )
+
+
+def run(n: int, method: str, repeats: int, limit_s: float) -> str:
+    """One table row: ``method`` on ``n`` resampled Adult rows, ``repeats`` times."""
+    from impactflow.audits.slices import find_slices
+    from impactflow.data_contracts import load_dataset
+    from impactflow.tasks.spec import RunSpec
+
+    spec = RunSpec("adult", "tabular")
+    adult = load_dataset(spec.contract)
+    rows = adult.sample(n, replace=n > len(adult), random_state=0).reset_index(drop=True)
+    frame = rows[list(spec.roles.features)]
+    del adult, rows
+    rng = np.random.default_rng(0)
+    planted = (frame["age"] < 30).to_numpy() & (frame["hours-per-week"] >= 45).to_numpy()
+    loss = (rng.random(n) < np.where(planted, 0.6, 0.15)).astype(float)
+    times, before = [], _start_peak()
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = find_slices(frame, loss, binary=True) if method == "impactflow" else brute_force(frame, loss, limit_s)
+        times.append(time.perf_counter() - t0)
+    growth = _peak_mb() - before
+    tested, note = (out["n_tested"], "") if isinstance(out, dict) else out
+    found = len(out["findings"]) if isinstance(out, dict) else "-"
+    return (
+        f"{n:>9,} {method:<12} {tested:>8,} {found!s:>8} {np.median(times):>9.2f} {min(times):>7.2f} "
+        f"{growth:>13.0f}  {note}"
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -58,36 +134,29 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rows", type=int, nargs="+", default=[16281])
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--skip-brute-force", action="store_true")
+    ap.add_argument("--brute-force-limit", type=float, default=300.0, help="seconds per repeat (default 300)")
+    ap.add_argument("--method", choices=["impactflow", "brute force"], help=argparse.SUPPRESS)  # one row, in-process
     args = ap.parse_args(argv)
+    if args.method:
+        print(run(args.rows[0], args.method, args.repeats, args.brute_force_limit), flush=True)
+        return 0
 
-    from impactflow.audits.slices import find_slices
-    from impactflow.data_contracts import load_dataset
-    from impactflow.tasks.spec import RunSpec
-
-    spec = RunSpec("adult", "tabular")
-    adult = load_dataset(spec.contract)
-    print(f"{'rows':>9} {'method':<12} {'slices':>8} {'findings':>8} {'median s':>9} {'min s':>7} {'peak RSS +MB':>13}")
+    print(
+        f"{'rows':>9} {'method':<12} {'slices':>8} {'findings':>8} {'median s':>9} {'min s':>7} "
+        f"{'peak RSS +MB':>13}  note",
+        flush=True,
+    )
     for n in args.rows:
-        rows = adult.sample(n, replace=n > len(adult), random_state=0).reset_index(drop=True)
-        frame = rows[list(spec.roles.features)]
-        rng = np.random.default_rng(0)
-        planted = (frame["age"] < 30).to_numpy() & (frame["hours-per-week"] >= 45).to_numpy()
-        loss = (rng.random(n) < np.where(planted, 0.6, 0.15)).astype(float)
-        methods = [("impactflow", lambda: find_slices(frame, loss, binary=True))]
-        if not args.skip_brute_force:
-            methods.append(("brute force", lambda: brute_force(frame, loss)))
-        for name, fn in methods:
-            times, before = [], _rss_mb()
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                out = fn()
-                times.append(time.perf_counter() - t0)
-            tested = out["n_tested"] if isinstance(out, dict) else out
-            found = len(out["findings"]) if isinstance(out, dict) else "-"
-            print(
-                f"{n:>9,} {name:<12} {tested:>8,} {found!s:>8} {np.median(times):>9.2f} {min(times):>7.2f} "
-                f"{_rss_mb() - before:>13.0f}"
+        for method in ("impactflow", "brute force"):
+            if method == "brute force" and args.skip_brute_force:
+                print(f"{n:>9,} {method:<12} {'-':>8} {'-':>8} {'-':>9} {'-':>7} {'-':>13}  skipped", flush=True)
+                continue
+            # each row in a fresh process: one method's freed memory does not hide the next one's
+            cmd = [sys.executable, __file__, "--rows", str(n), "--repeats", str(args.repeats), "--method", method]
+            done = subprocess.run(
+                [*cmd, "--brute-force-limit", str(args.brute_force_limit)], capture_output=True, text=True
             )
+            print(done.stdout.rstrip() or f"{n:>9,} {method:<12} failed: {done.stderr.strip()[-300:]}", flush=True)
     return 0
 
 

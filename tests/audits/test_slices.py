@@ -1,5 +1,6 @@
-"""Worst-slice discovery (audits/slices.py): the enumeration against brute force, the tests
-against scipy, a planted slice found first, noise not reported, bad input refused."""
+"""Worst-slice discovery (audits/slices.py): the enumeration against brute force, the packed
+(bit) path against the bool masks, the tests against scipy, a planted slice found first, noise
+not reported, bad input refused."""
 
 from __future__ import annotations
 
@@ -12,7 +13,19 @@ from scipy import stats
 
 from impactflow.audits.inputs import AuditInputs
 from impactflow.audits.results import Status
-from impactflow.audits.slices import enumerate_slices, find_slices, predicates, slice_audit, slice_pvalues
+from impactflow.audits import slices
+from impactflow.audits.slices import (
+    enumerate_slices,
+    find_slices,
+    pack,
+    packed_slices,
+    packed_sums,
+    predicates,
+    slice_audit,
+    slice_pvalues,
+    slice_sums,
+    unpack,
+)
 
 
 def _frame(n: int, seed: int) -> pd.DataFrame:
@@ -43,6 +56,72 @@ def test_the_level_wise_enumeration_equals_brute_force():
                 brute[frozenset(p.text for p in combo)] = int(mask.sum())
     assert fast == brute and len(fast) > 100
     assert any("workclass is missing" in s for s in fast)
+
+
+@pytest.mark.parametrize("n", [1, 63, 397, 1000, 1024])  # 1, 63, 397: a partial byte; 1000: a partial word
+def test_the_packed_path_equals_the_bool_masks(n):
+    """``find_slices`` enumerates and sums on bit-packed masks, depth first: the same slices, in
+    ``slice_stream``'s order once sorted, with the same sizes and sums as the bool masks."""
+    frame = _frame(n, 8)
+    frame.loc[::5, "sex"] = None
+    rng = np.random.default_rng(9)
+    masks = rng.random((3, n)) < 0.4
+    assert (unpack(pack(masks), n) == masks).all() and pack(masks).dtype == np.uint64
+    preds = predicates(frame, n_bins=3, min_size=min(5, n))
+    reference = enumerate_slices(preds, 3, min(5, n))
+    features = {f: r for r, f in enumerate(dict.fromkeys(p.feature for p in preds))}
+    words = np.stack([pack(p.mask) for p in preds])
+    for loss in ((rng.random(n) < 0.3).astype(float), rng.exponential(1.0, n)):
+        zero_one = np.isin(loss, (0.0, 1.0)).all()
+        errors = pack(loss > 0) if zero_one else None
+        idxs, sums = [], []
+        for group, packed, size in packed_slices(words, [features[p.feature] for p in preds], 3, min(5, n)):
+            assert (size == unpack(packed, n).sum(axis=1)).all()
+            idxs += group
+            sums.append(packed_sums(packed, loss, errors, loss * loss, size))
+        assert sorted(idxs, key=lambda i: (len(i), i)) == [idx for idx, _ in reference]
+        got = dict(zip(idxs, zip(*(np.concatenate([s[j] for s in sums]) for j in range(3)))))
+        want = slice_sums(np.stack([m for _, m in reference]), loss)
+        for k, (idx, _) in enumerate(reference):
+            assert got[idx][0] == want[0][k]
+            if zero_one:
+                assert got[idx][1:] == (want[1][k], want[2][k])
+            else:
+                assert got[idx][1:] == pytest.approx((want[1][k], want[2][k]), rel=1e-12)
+
+
+def test_the_grouping_rebuilds_packed_masks_of_mixed_orders(monkeypatch):
+    """The grouping rebuilds significant slices' masks from their predicates, a block at a time."""
+    rng = np.random.default_rng(12)
+    bools = rng.random((6, 999)) < 0.6
+    idxs = [(0,), (1, 4), (2, 3, 5), (5,), (0, 1, 2), (3, 4)] * 3
+    monkeypatch.setattr(slices, "BLOCK_CELLS", 4 * 8 * 16)  # 4 slices of 16 words a block
+    got = np.concatenate(list(slices._mask_blocks(pack(bools), idxs)))
+    assert (unpack(got, 999) == np.stack([np.logical_and.reduce(bools[list(i)]) for i in idxs])).all()
+
+
+def test_findings_do_not_depend_on_the_block_size(monkeypatch):
+    """Masks are rebuilt and summed a bounded block at a time: tiny blocks, the same findings."""
+    frame = _frame(3001, 10)
+    rng = np.random.default_rng(11)
+    bad = (frame["workclass"] == "Gov").to_numpy() & (frame["age"] < 40).to_numpy()
+    errors = (rng.random(len(frame)) < np.where(bad, 0.5, 0.2)).astype(float)
+    sq = rng.exponential(1.0, len(frame)) * np.where(bad, 2.0, 1.0)
+    default = [find_slices(frame, errors, binary=True), find_slices(frame, sq, binary=False)]
+    assert default[0]["findings"] and default[1]["findings"]
+    monkeypatch.setattr(slices, "BLOCK_CELLS", 3 * 3001)
+    small = [find_slices(frame, errors, binary=True), find_slices(frame, sq, binary=False)]
+    assert small[0] == default[0]
+    assert _approx_equal(small[1], default[1])
+
+
+def _approx_equal(a, b) -> bool:
+    """Equal up to float rounding (BLAS sums may round differently with the block layout)."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_approx_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_approx_equal(x, y) for x, y in zip(a, b))
+    return a == pytest.approx(b, rel=1e-12) if isinstance(a, float) else a == b
 
 
 def test_p_values_equal_scipys_fisher_and_welch_tests():
@@ -115,6 +194,8 @@ def test_a_rating_models_worst_slice_by_squared_error():
     assert set(top["predicates"]) == {"workclass = Gov", "sex = F"}
     assert res.details["metric"] == "RMSE" and top["metric"] > 1.4 > 0.4 > top["rest"]
     assert top["metric_ci_low"] <= top["metric"] <= top["metric_ci_high"]
+    # every row's figure in the same unit as the findings: the RMSE, not the mean squared error
+    assert res.details["overall"] == pytest.approx(float(np.sqrt(np.mean((score - y) ** 2))))
 
 
 def test_bad_input_is_refused_with_a_clear_message():
