@@ -28,11 +28,12 @@ two groups (the gap, max minus min over the groups). No gate: a difference is a 
 Cost is bounded: at most ``sample_size`` rows (default 2000, seeded) and ``1 + repeats x
 features`` predict calls of at most that many rows, stated in the result.
 
-Why not shap: the issue asks for SHAP where it supports the model. shap is not a dependency and
-is not added: it pulls in numba and llvmlite, heavy compiled packages, into a pipeline that must
-install fast, and its model-agnostic explainers cost far more predictions than this one. The
-attribution here needs only the model's ``predict`` and works for any model, including
-pipelines with categorical (string) columns.
+Why not shap at run time: shap pulls numba and llvmlite, heavy compiled packages, into a pipeline
+that must install fast, and its model-agnostic explainers cost far more predictions than this
+one. The attribution here needs only the model's ``predict``, is the same measure for every model
+(so models compare), and works with categorical (string) columns. shap is a test dependency:
+``tests/audits/test_attributions_shap.py`` checks these values against shap's exact
+interventional Shapley values on an additive model, row by row.
 """
 
 from __future__ import annotations
