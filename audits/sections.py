@@ -453,19 +453,21 @@ def discovery(models: list[dict]) -> dict:
         who = {"model": m.get("name"), "baseline": m.get("role") == "baseline"}
         a = audits.get("slices")
         if isinstance(a, dict):
-            d, met, th = a.get("details") or {}, a.get("metrics") or {}, a.get("thresholds") or {}
+            status = _discovery_status(a)
+            # a measured audit has every key (a missing one is an error); one that was not has none
+            d, met, th = (a["details"], a["metrics"], a["thresholds"]) if status == "measured" else ({}, {}, {})
             slices.append(
                 {
                     **who,
-                    "status": _discovery_status(a),
-                    "metric": d.get("metric"),
-                    "overall": d.get("overall"),
-                    "n_tested": met.get("slices/n_tested"),
-                    "n_significant": met.get("slices/significant_raw"),
-                    "n_findings": met.get("slices/significant_slices"),
-                    "fdr": th.get("fdr"),
-                    "min_slice_size": th.get("min_slice_size"),
-                    "findings": d.get("findings") or [],
+                    "status": status,
+                    "metric": None if not d else d["metric"],
+                    "overall": None if not d else d["overall"],
+                    "n_tested": None if not met else met["slices/n_tested"],
+                    "n_significant": None if not met else met["slices/significant_raw"],
+                    "n_findings": None if not met else met["slices/significant_slices"],
+                    "fdr": None if not th else th["fdr"],
+                    "min_slice_size": None if not th else th["min_slice_size"],
+                    "findings": [] if not d else d["findings"],
                 }
             )
         a = audits.get("proxies")
@@ -488,17 +490,18 @@ def discovery(models: list[dict]) -> dict:
             proxies.append({**who, "status": _discovery_status(a)})
         a = audits.get("attributions")
         if isinstance(a, dict):
-            d = a.get("details") or {}
+            status = _discovery_status(a)
+            d = a["details"] if status == "measured" else {}
             attributions.append(
                 {
                     **who,
-                    "status": _discovery_status(a),
-                    "sample_size": d.get("sample_size"),
-                    "method": d.get("method"),
+                    "status": status,
+                    "sample_size": None if not d else d["sample_size"],
+                    "method": None if not d else d["method"],
                     "differences": [
                         {"attribute": attr, **row}
-                        for attr, rows in (d.get("differences") or {}).items()
-                        for row in rows or []
+                        for attr, rows in (d["differences"] if d else {}).items()
+                        for row in rows
                     ],
                 }
             )
