@@ -402,7 +402,6 @@ def slice_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         "slices/n_tested": float(found["n_tested"]),
         "slices/significant_slices": float(len(findings)),
         "slices/significant_raw": float(found["n_significant"]),
-        "slices/top_lift": findings[0]["lift"] if findings else None,
     }
     gates = []
     if cfg.get("max_significant_slices") is not None:
