@@ -12,6 +12,7 @@ from impactflow.data_contracts.plugins import GROUPS, FollowerRegistry, PluginRe
 
 from .attributions import ATTRIBUTION_THRESHOLDS, attribution_audit
 from .calibration import CALIBRATION_THRESHOLDS
+from .drift import DRIFT_THRESHOLDS, drift_audit
 from .fairness import FAIRNESS_THRESHOLDS, fairness_audit
 from .groups import GROUP_THRESHOLDS, MULTICLASS_THRESHOLDS, group_robustness_audit, multiclass_performance_audit
 from .identity import IDENTITY_THRESHOLDS, identity_audit
@@ -35,6 +36,25 @@ from .gating import SKIP, audited, not_run
 from .thresholds import Threshold, as_spec
 from .results import AuditResult, Gate, Status, overall_status, run_status
 
+def run_drift_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
+    """The ``drift`` audit of a pipeline run: ``inputs.extra["drift"]`` is what
+    ``tasks.watch.drift_check`` found (this run's training-data summary, the reference's, or why
+    there is none). A reference that exists but cannot be read or compared raises: the audit is
+    then not measured (a configured drift gate makes the run incomplete), never passed."""
+    found = inputs.extra.get("drift")
+    if not found:
+        raise ValueError("no drift input: this run's training data was not summarised")
+    if found.get("problem"):
+        raise ValueError(found["problem"])
+    return drift_audit(
+        found.get("reference"),
+        found["current"],
+        thresholds,
+        reference_label=found.get("label") or "",
+        no_reference_reason=found.get("reason") or "",
+    )
+
+
 _BUILTIN_AUDITS: dict[str, Callable[[AuditInputs, dict], AuditResult]] = {
     "performance": performance_audit,
     "fairness": fairness_audit,
@@ -52,6 +72,7 @@ _BUILTIN_AUDITS: dict[str, Callable[[AuditInputs, dict], AuditResult]] = {
     "slices": slice_audit,
     "proxies": proxy_audit,
     "attributions": attribution_audit,
+    "drift": run_drift_audit,
 }
 
 #: Audits that feed the social-impact report (sections 7 and 9) and run for every family after the
@@ -80,6 +101,7 @@ _BUILTIN_THRESHOLDS: dict[str, dict[str, Threshold]] = {
     "slices": SLICE_THRESHOLDS,
     "proxies": PROXY_THRESHOLDS,
     "attributions": ATTRIBUTION_THRESHOLDS,
+    "drift": DRIFT_THRESHOLDS,
 }
 
 #: The audit-only flow's audits (a predictions table of a model not trained here) and their keys.

@@ -5,6 +5,7 @@ a typo or a missing file fails here, naming the key or path, before any task run
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -158,6 +159,31 @@ class TrackingConfig(_Strict):
     register_models: bool = True
 
 
+class PromotionConfig(_Strict):
+    """Champion versus challenger (tasks/watch.py, audits/champion.py): before the ``champion``
+    alias moves, the current champion is re-scored on this run's test rows and the new model is
+    promoted only if its gates pass and no gated metric is significantly worse than the
+    champion's by more than ``max_regression`` (in the metric's own units; a mapping gives one
+    tolerance per gate name or its last segment, ``default`` for the rest)."""
+
+    compare_with_champion: bool = True  # false: no comparison, the decision reads "not compared"
+    max_regression: float | dict[str, float] = (
+        0.0  # tolerance in the metric's units (0: any significant regression holds)
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)  # one-sided level of "significantly worse"
+    bootstrap: int = Field(default=1000, ge=100)  # paired bootstrap resamples
+    seed: int = 0  # of the bootstrap resamples
+
+    @field_validator("max_regression")
+    @classmethod
+    def _non_negative(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        values = value.values() if isinstance(value, dict) else [value]
+        bad = [v for v in values if not math.isfinite(v) or v < 0]
+        if bad:
+            raise ValueError(f"a tolerance is a finite number >= 0, got {bad[0]!r}")
+        return value
+
+
 class UseConfig(_Strict):
     """Intended use and employment/oversight statements for report sections 3 and 9 (free text
     written by the run owner; what is left empty renders as "not stated by the run owner")."""
@@ -202,6 +228,7 @@ class RunConfig(_Strict):
     # gates.<audit>.skip.<threshold>: "<reason>" skips a gate on purpose (reported as skipped)
     gates: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tracking: TrackingConfig = TrackingConfig()
+    promotion: PromotionConfig = PromotionConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     use: UseConfig = UseConfig()
     resources: ResourcesConfig = ResourcesConfig()

@@ -29,6 +29,14 @@ def outcome_message(summary: dict) -> str:
     parts = [head, f"mlflow_run={summary['parent_run_id']}", f"report={summary['report']['html']}"]
     if failed:
         parts.append("failed=" + ",".join(failed[:10]) + (" ..." if len(failed) > 10 else ""))
+    registry = {m: r["registry"] for m, r in (summary.get("models") or {}).items() if r.get("registry")}
+    for key, pick in (
+        ("champion", lambda r: r.get("champion")),
+        ("held", lambda r: str(r.get("not_aliased", "")).startswith("held")),
+    ):
+        names = [f"{m}(v{r['version']})" for m, r in registry.items() if pick(r)]
+        if names:  # the registry's decision: promoted, or held back by the champion comparison
+            parts.append(f"{key}=" + ",".join(names))
     return "; ".join(parts)
 
 

@@ -1,8 +1,10 @@
 """The impactflow pipeline flow: composition only (every step is a task in ``tasks/``).
 
     config -> load -> validate (GX; stop on violation) -> split -> train model + baselines
-      -> audits -> MLflow child runs (+ registry versions with gate tags) -> report -> signed
-      manifest -> parent run -> champion alias (only when the run passed) -> Prefect artifact
+      -> drift against the reference -> audits -> MLflow child runs -> champion vs challenger
+      (+ registry versions with gate and promotion tags) -> report (+ trend plots) -> signed
+      manifest -> parent run -> champion alias (only when the run passed and the candidate was
+      not held) -> Prefect artifact
 
 The CLI, deployments and tests all call ``impactflow_pipeline`` (or ``run_pipeline``).
 No ``from __future__ import annotations`` here: Prefect reads the annotations.
@@ -21,6 +23,7 @@ from impactflow.tasks.log import fail_tracking, log_data, summary_artifact
 from impactflow.tasks.report import data_sheet, run_header, run_summary
 from impactflow.tasks.spec import RunSpec
 from impactflow.tasks.steps import audit_and_log, open_run, publish, reserve, train
+from impactflow.tasks.watch import drift_check
 
 
 def _now() -> str:
@@ -50,8 +53,10 @@ def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
         fitted, attacks, attack_epsilons = train(split, spec, cfg)
         privacy_budget = finalize_budget(budget, fitted[0].training.get("dp", {}), attack_epsilons)
         log_budget(ctx, privacy_budget, anon)
+        drift = drift_check(ctx, split, spec, cfg.gates, cfg.preset, fitted[0].name, cfg.privacy.enabled)
         records = [
-            audit_and_log(ctx, m, split, spec, cfg, attacks if m is fitted[0] else None, tags, children) for m in fitted
+            audit_and_log(ctx, m, split, spec, cfg, attacks if m is fitted[0] else None, tags, children, drift)
+            for m in fitted
         ]
         data = data_sheet(df, spec, data_info, split, validation, privacy_budget, anon)
         report, registry = publish(ctx, cfg, run_header(ctx, cfg.preset, started, _now()), data, records, prov)

@@ -14,10 +14,16 @@ from impactflow.task_kind import TaskKind
 
 @task(name="audit-model", cache_policy=NONE)
 def audit_model(
-    fitted, split, spec: RunSpec, gates: dict[str, dict], privacy_attacks: dict | None = None
+    fitted,
+    split,
+    spec: RunSpec,
+    gates: dict[str, dict],
+    privacy_attacks: dict | None = None,
+    run_inputs: dict | None = None,
 ) -> dict[str, Any]:
     """The family's audits (performance, fairness, privacy, ...) of one model: findings, never exceptions.
-    ``privacy_attacks`` (LiRA / canary outputs from tasks/privacy.py) adds the privacy_lira/privacy_canary audits."""
+    ``privacy_attacks`` (LiRA / canary outputs from tasks/privacy.py) adds the privacy_lira/privacy_canary audits;
+    ``run_inputs`` (``{"drift": tasks.watch.drift_check(...)}``) adds the audits of the run's data (drift)."""
     from impactflow.audits import REPORT_AUDITS, AuditInputs, run_audits
     from impactflow.audits.fairness import favourable_extra
     from impactflow.models.base import discovery_inputs
@@ -49,6 +55,7 @@ def audit_model(
         extra={
             **(extra or {}),
             **(privacy_attacks or {}),
+            **(run_inputs or {}),
             **(
                 favourable_extra(contract.positive_label, contract.favourable_outcome)
                 if family.task == TaskKind.BINARY
@@ -72,6 +79,7 @@ def audit_model(
     names = [
         *family.audits,
         *(f"privacy_{k}" for k in ("lira", "canary") if k in (privacy_attacks or {}) or f"privacy_{k}" in gates),
+        *(k for k in (run_inputs or {}) if k not in family.audits),
         *(a for a in REPORT_AUDITS if a not in family.audits and (a != "mitigation" or family.task == TaskKind.BINARY)),
     ]
     return run_audits(

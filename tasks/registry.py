@@ -17,6 +17,12 @@ from impactflow.tasks import progress, retry_io_only, tracking
 CHAMPION = "champion"
 GATES_TAG = "impactflow.gates"
 PARENT_TAG = "impactflow.parent_run_id"
+PROMOTION_TAG = "impactflow.promotion"  # promote | hold | first | not compared | forced (tasks/watch.py)
+PROMOTION_REASON_TAG = "impactflow.promotion.reason"
+OVERRIDE_REASON_TAG = "impactflow.promotion.override_reason"  # `promote --force --reason`
+OVERRIDE_BY_TAG = "impactflow.promotion.override_by"
+OVERRIDE_AT_TAG = "impactflow.promotion.override_at"
+OVERRIDDEN_TAG = "impactflow.promotion.overridden"  # what the override set aside
 RUN_STATUS_TAG = "impactflow.run_status"  # set by `impactflow reconcile` on versions of KILLED/FAILED runs
 
 
@@ -40,13 +46,16 @@ def gate_tags(audits: dict) -> dict[str, str]:
 
 
 @task(name="register-model", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_io_only)
-def register_model(ctx: dict, model_name: str, child_run_id: str, audits: dict) -> dict[str, Any]:
-    """Register the child run's model with its gate tags (the alias moves in ``alias_champions``)."""
+def register_model(
+    ctx: dict, model_name: str, child_run_id: str, audits: dict, extra_tags: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Register the child run's model with its gate tags and ``extra_tags`` (the promotion
+    decision: ``tasks.watch.promotion_tags``); the alias moves in ``alias_champions``."""
     import mlflow
 
     progress.stage(f"register {model_name}")
     name = registered_name(ctx["experiment"], model_name)
-    tags = gate_tags(audits)
+    tags = {**gate_tags(audits), **(extra_tags or {})}
     from impactflow.tasks.evidence import MODEL_DIGEST_TAG, run_model_digest
 
     # the model's digest (audits.evidence.model_digest of its files): the signed statement binds
@@ -71,11 +80,17 @@ def register_model(ctx: dict, model_name: str, child_run_id: str, audits: dict) 
     return {"name": name, "version": str(version.version), "gates": tags[GATES_TAG]}
 
 
-def not_aliased_because(gates: str, run_status: str) -> str:
-    """Why a registered version does not become ``champion`` ("" when it does)."""
+def not_aliased_because(gates: str, run_status: str, promotion: dict | None = None) -> str:
+    """Why a registered version does not become ``champion`` ("" when it does): its gates, the
+    run's status, then the comparison with the current champion (``tasks.watch``: "hold" when a
+    gated metric is significantly worse, or the champion could not be compared)."""
     if gates != "passed":
         return "incomplete" if gates == "incomplete" else f"gates {gates}"
-    return "" if run_status == "pass" else f"run {run_status}"
+    if run_status != "pass":
+        return f"run {run_status}"
+    if (promotion or {}).get("decision") == "hold":
+        return "held: " + " ".join(promotion.get("reasons") or ["worse than the champion"])
+    return ""
 
 
 @task(name="alias-champions", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_io_only)
@@ -85,9 +100,10 @@ def alias_champions(ctx: dict, registered: dict[str, dict], run_status: str) -> 
     client = tracking._client(ctx["uri"])
     out = {}
     for model, reg in registered.items():
-        why = not_aliased_because(reg["gates"], run_status)
+        why = not_aliased_because(reg["gates"], run_status, reg.get("promotion"))
         if not why:
             client.set_registered_model_alias(reg["name"], CHAMPION, reg["version"])
+        reg = {k: v for k, v in reg.items() if k != "promotion"}
         out[model] = {**reg, "champion": not why, **({"not_aliased": why} if why else {})}
     return out
 
@@ -137,14 +153,22 @@ def verify_run_evidence(uri: str, run_id: str, trust: dict):
     return result
 
 
-def promote(uri: str, name: str, version: str, trust: dict | None = None) -> str:
+def promote(
+    uri: str, name: str, version: str, trust: dict | None = None, *, force: bool = False, reason: str = ""
+) -> str:
     """Point ``champion`` at ``version`` by hand. Refused (ImpactflowError saying why) unless:
     the version passed its gates; its child run and its parent run are FINISHED (not RUNNING,
     KILLED or FAILED); and the parent run's signed evidence verifies as ``report verify RUN_ID``
     would exit 0 -- intact (every file and model re-hashed) *and* signed by a trusted key
     (``trust``: ``impactflow.audits.evidence.trusted_keys()``; default your own key). An intact statement
     by a signer you do not trust is refused too: promoting is an approval, and the approval
-    must rest on evidence you trust (add the signer with ``impactflow keys trust``)."""
+    must rest on evidence you trust (add the signer with ``impactflow keys trust``).
+
+    A version the run held back (``impactflow.promotion`` = ``hold``: significantly worse than the
+    champion, or not comparable with it) is refused too. ``force`` (with a non-empty ``reason``)
+    overrides the gates and the hold -- never the FINISHED runs or the evidence -- and records the
+    override on the version (``impactflow.promotion`` = ``forced``, the reason, who, when), which
+    ``impactflow models`` and the next run's report show."""
     from mlflow.exceptions import MlflowException
 
     from impactflow.audits import evidence
@@ -156,10 +180,23 @@ def promote(uri: str, name: str, version: str, trust: dict | None = None) -> str
     except MlflowException:
         raise ImpactflowError(f"no registered model {name!r} version {version!r} (see `impactflow models`)") from None
     refused = f"{name} version {version} is not promotable"
+    if force and not reason.strip():
+        raise ImpactflowError('--force needs --reason "...": an override is recorded with its reason')
     status = mv.tags.get(GATES_TAG)
-    if status != "passed":
+    overridden = []
+    if status != "passed" and force:
+        overridden.append(f"gates {status or 'unknown'}")
+    elif status != "passed":
         failed = sorted(k[5:] for k, v in mv.tags.items() if k.startswith("gate.") and v == "fail")
         raise ImpactflowError(f"{refused}: gates {status or 'unknown'}" + (f" ({', '.join(failed)})" if failed else ""))
+    held = mv.tags.get(PROMOTION_TAG) == "hold"
+    if held and force:
+        overridden.append("held: " + mv.tags.get(PROMOTION_REASON_TAG, "worse than the champion"))
+    elif held:
+        raise ImpactflowError(
+            f"{refused}: its run held it back ({mv.tags.get(PROMOTION_REASON_TAG, 'worse than the champion')}); "
+            'promote it anyway with --force --reason "..."'
+        )
     unfinished = unfinished_runs(client, mv)
     if unfinished:
         raise ImpactflowError(f"{refused}: {'; '.join(unfinished)} (only a version of a FINISHED run is promoted)")
@@ -180,8 +217,22 @@ def promote(uri: str, name: str, version: str, trust: dict | None = None) -> str
             f"{refused}: the evidence of run {parent} is intact but signed by key {result.key_id}, "
             "which you do not trust (your own key, --trusted-keys / IMPACTFLOW_TRUSTED_KEYS)"
         )
+    if force:
+        import getpass
+        from datetime import datetime, timezone
+
+        record = {
+            PROMOTION_TAG: "forced",
+            OVERRIDE_REASON_TAG: reason.strip()[:4500],
+            OVERRIDE_BY_TAG: getpass.getuser(),
+            OVERRIDE_AT_TAG: datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            OVERRIDDEN_TAG: "; ".join(overridden) or "nothing (the version was promotable)",
+        }
+        for key, value in record.items():
+            client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHAMPION, version)
-    return f"{name}@{CHAMPION} -> version {version} (run {parent} FINISHED, evidence verified, signer {result.key_id})"
+    done = f"{name}@{CHAMPION} -> version {version} (run {parent} FINISHED, evidence verified, signer {result.key_id})"
+    return done + (f"; override recorded: {'; '.join(overridden) or 'nothing overridden'}" if force else "")
 
 
 def list_models(uri: str) -> list[dict[str, Any]]:
@@ -204,6 +255,8 @@ def list_models(uri: str) -> list[dict[str, Any]]:
                     "failed_gates": failed,
                     "run_id": mv.run_id,
                     "run_status": mv.tags.get(RUN_STATUS_TAG, ""),
+                    "promotion": mv.tags.get(PROMOTION_TAG, ""),
+                    "promotion_reason": mv.tags.get(OVERRIDE_REASON_TAG) or mv.tags.get(PROMOTION_REASON_TAG, ""),
                 }
             )
     return sorted(rows, key=lambda r: (r["name"], -int(r["version"])))

@@ -18,6 +18,7 @@ from impactflow.tasks.registry import alias_champions, register_model
 from impactflow.tasks.report import model_record, provenance, write_report
 from impactflow.tasks.spec import RunSpec
 from impactflow.tasks.train import decide_threshold, train_all
+from impactflow.tasks.watch import challenge_champion, previous_run_gates, promotion_tags, trend_plots
 
 
 def open_run(cfg: Any, command: str | None) -> tuple[dict, dict, dict]:
@@ -72,15 +73,27 @@ def train(split, spec: RunSpec, cfg: Any) -> tuple[list, dict, list[float]]:
     return fitted, attacks, canary + [f.result()["epsilon"] for f in attack_runs["references"]]
 
 
-def audit_and_log(ctx: dict, model, split, spec: RunSpec, cfg: Any, attacks, tags: dict, children: list[str]) -> dict:
-    """Audit one model, log its MLflow child run (appended to ``children`` at once, so a later
-    failure ends it too) and register a candidate; the model's report record."""
-    audits = audit_model(model, split, spec, cfg.gates, attacks)
+def audit_and_log(
+    ctx: dict, model, split, spec: RunSpec, cfg: Any, attacks, tags: dict, children: list[str], drift: dict | None
+) -> dict:
+    """Audit one model (``drift``: the run's ``drift_check``, the same data for every model), log
+    its MLflow child run (appended to ``children`` at once, so a later failure ends it too),
+    compare a candidate with the current champion and register it; the model's report record."""
+    audits = audit_model(model, split, spec, cfg.gates, attacks, {"drift": drift} if drift else None)
     child = log_model_run(ctx, model, audits, split.test, tags, str(Path(ctx["run_dir"]) / "models"))
     children.append(child)
     record = model_record(model, audits, child)
     if cfg.tracking.register_models and record["role"] == "candidate":  # baselines are references
-        record["registry"] = register_model(ctx, model.name, child, audits)
+        promotion = cfg.promotion.model_dump(mode="json")
+        if cfg.promotion.compare_with_champion:
+            record["promotion"] = challenge_champion(ctx, model, split, spec, audits, promotion, cfg.gates)
+        else:
+            record["promotion"] = {
+                "decision": "not compared",
+                "reasons": ["promotion.compare_with_champion is false"],
+                "rows": [],
+            }
+        record["registry"] = register_model(ctx, model.name, child, audits, promotion_tags(record["promotion"]))
     return record
 
 
@@ -88,10 +101,14 @@ def publish(ctx: dict, cfg: Any, run: dict, data: dict, records: list[dict], pro
     """Write the report, sign the run's evidence, log them, and only then move the champion
     aliases (when the run passed): ``(report, registry)``."""
     run_dir = ctx["run_dir"]
+    run = {**run, "previous_run": previous_run_gates(ctx, cfg.preset)}  # the report's "Since the last run"
     integrity = prepare_evidence(ctx, run_dir)
     config = cfg.model_dump(mode="json")
     report = write_report(run, data, records, prov, config, str(Path(run_dir) / "reports"), integrity=integrity)
+    trend_plots(ctx, cfg.preset, report["paths"]["json"])  # every gate over the last runs (history/)
     sign_run(ctx, run_dir, integrity)
     log_report(ctx, report["paths"], report["status"])
-    registered = {r["name"]: r["registry"] for r in records if r.get("registry")}
+    registered = {
+        r["name"]: {**r["registry"], "promotion": r.get("promotion") or {}} for r in records if r.get("registry")
+    }
     return report, alias_champions(ctx, registered, report["status"])

@@ -32,6 +32,14 @@ def test_only_a_passed_version_of_a_passing_run_is_aliased():
     assert not_aliased_because("passed", "incomplete") == "run incomplete"  # another candidate held it back
 
 
+def test_a_version_significantly_worse_than_the_champion_is_held():
+    hold = {"decision": "hold", "reasons": ["eval/accuracy is significantly worse"]}
+    assert not_aliased_because("passed", "pass", hold) == "held: eval/accuracy is significantly worse"
+    for decision in ("promote", "first", "not compared"):
+        assert not_aliased_because("passed", "pass", {"decision": decision, "reasons": []}) == ""
+    assert not_aliased_because("failed", "fail", hold) == "gates failed"  # the gates are said first
+
+
 def test_gate_tag_keys_are_keys_mlflow_accepts():
     """A section that gates nothing (``fairness/section``) and a gate named after a user's group
     value (any characters) become tag keys MLflow's own validator accepts (``*`` crashed the

@@ -108,3 +108,26 @@ def test_dp_without_a_declared_range_is_refused_before_any_task(tmp_path, monkey
         "'toy' (add min and max under columns.x for it to contract.yaml): preprocessing fitted "
         "on training rows would be released outside the privacy claim"
     )
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("promotion.max_regression=-0.01", "a tolerance is a finite number >= 0, got -0.01"),
+        ("promotion.max_regression={default: 0.01, eval/accuracy: -1}", "a tolerance is a finite number >= 0, got -1.0"),
+        ("promotion.alpha=0.7", "promotion.alpha"),
+        ("promotion.bootstrap=10", "promotion.bootstrap"),
+        ("gates.drift.fdr=1.5", "gates.drift.fdr"),
+        ("gates.drift.max_drifted_columns=-1", "gates.drift.max_drifted_columns"),
+    ],
+)
+def test_promotion_and_drift_settings_are_checked(override, message):
+    with pytest.raises(ConfigError) as exc:
+        load_config("tabular", [override])
+    assert message in str(exc.value)
+
+
+def test_promotion_tolerances_by_gate_are_accepted():
+    cfg = load_config("tabular", ["promotion.max_regression={default: 0.01, eval/accuracy: 0.02}"])
+    assert cfg.promotion.max_regression == {"default": 0.01, "eval/accuracy": 0.02}
+    assert cfg.promotion.compare_with_champion and cfg.promotion.alpha == 0.05
