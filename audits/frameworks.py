@@ -1,4 +1,4 @@
-"""Section 11: where this report's evidence sits against the frameworks reviewers ask about.
+"""Section 13: where this report's evidence sits against the frameworks reviewers ask about.
 
 A static table (framework, item, what it asks, report section) plus one check per row that looks
 at the report's own sections and says ``evidence`` (the section has measured evidence),
@@ -91,7 +91,7 @@ FRAMEWORK_ROWS: tuple[tuple[str, str, str, int, str, str], ...] = (
         "Annex IV(3)",
         "monitoring, functioning and control: capabilities and limitations, "
         "foreseeable unintended outcomes, risks to fundamental rights and discrimination",
-        11,
+        12,
         "risks",
         "risks",
     ),
@@ -280,7 +280,7 @@ _BASELINE_GATES: dict[str, Callable[[dict], bool]] = {
 
 
 def framework_rows(report: dict) -> list[dict[str, Any]]:
-    """Section 12 rows, each pointing at the report section that is its evidence."""
+    """Section 13 rows, each pointing at the report section that is its evidence."""
     rows = []
     for framework, item, requirement, number, anchor, key in FRAMEWORK_ROWS:
         from .sections import gate_state

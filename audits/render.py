@@ -261,7 +261,7 @@ EVIDENCE_STATUSES = (
     "incomplete",
     "no-guarantee",
     "vacuous",
-)  # sections 2 and 11
+)  # sections 2 and 13
 
 
 def _status_class(status: Any) -> str:
@@ -290,9 +290,10 @@ SECTIONS = (
     ("resources", "8. Concentration and resources"),
     ("oversight", "9. Employment and human oversight"),
     ("discovery", "10. What the configured gates did not cover"),
-    ("risks", "11. Risks, limitations and what was not measured"),
-    ("frameworks", "12. Mapping to frameworks"),
-    ("provenance", "13. Provenance"),
+    ("since", "11. Since the last run"),
+    ("risks", "12. Risks, limitations and what was not measured"),
+    ("frameworks", "13. Mapping to frameworks"),
+    ("provenance", "14. Provenance"),
 )
 NOT_STATED = "not stated by the run owner"
 
@@ -350,6 +351,7 @@ def build_view(report: dict, *, figures: bool) -> dict:
         "resources": report.get("resources") or {},
         "oversight": report.get("oversight") or {},
         "discovery": _discovery_view(report.get("discovery") or {}, figures=figures),
+        "since": {"present": "since_last_run" in report, **(report.get("since_last_run") or {})},
         "oversight_use": [
             (k.replace("_", " ").capitalize(), _use_text((report.get("oversight") or {}).get(k)))
             for k in ("decision_type", "human_review", "affected_jobs", "training_needs")

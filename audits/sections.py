@@ -6,9 +6,10 @@ Sections (the order renderers follow):
  2 ``executive_summary``          8 ``resources``
  3 ``intended_use``               9 ``oversight``
  4 ``datasheets``                10 ``discovery`` (what the gates did not cover)
- 5 ``performance``               11 ``risks``
- 6 ``privacy``                   12 ``frameworks``
-                                 13 ``provenance``
+ 5 ``performance``               11 ``since_last_run`` (drift, champion vs challenger, metrics)
+ 6 ``privacy``                   12 ``risks``
+                                 13 ``frameworks``
+                                 14 ``provenance``
 
 Each section holds a compact, reviewable summary with pointers (model name, audit key) to the full
 audit results under ``models[].audits``; a section without evidence says ``not measured`` and why.
@@ -31,7 +32,13 @@ SECTION_AUDITS: dict[str, tuple[str, ...]] = {
     "resources": ("exposure",),
     "oversight": ("oversight",),
     "discovery": ("slices", "proxies", "attributions"),
+    "since_last_run": ("drift",),
 }
+SINCE_INTRO = (
+    "What changed since the last run: the training data against a reference (the current champion's "
+    "training data, else the previous run of this preset), the new model against the current champion on "
+    "this run's test rows, and every gated metric against the previous run."
+)
 DISCOVERY_INTRO = (
     "The gates answer the questions the configuration asked. This section looks for what nobody asked: "
     "slices of the test rows where a model errs most (tested, with the false-discovery rate controlled), "
@@ -514,6 +521,93 @@ def discovery(models: list[dict]) -> dict:
     }
 
 
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` of a nested config (lists kept whole)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def since_last_run(
+    models: list[dict], run: dict, config: dict | None = None, dataset_sha256: str | None = None
+) -> dict:
+    """Section 11: the drift audit (one per run: the same data for every model, shown once), each
+    candidate's comparison with the champion (``promotion``), and against the previous run of
+    the preset (``run.previous_run``: None on the first run) whether its data file changed
+    (dataset SHA-256), what changed in the configuration, and every gate's value."""
+    config = config or {}
+    judged = [m for m in models if m.get("role") != "baseline"] or models
+    drift = next((m["audits"]["drift"] for m in judged if "drift" in (m.get("audits") or {})), None)
+    if drift is not None:
+        d = drift.get("details") or {}
+        gated = [g for g in drift.get("gates") or [] if g.get("status") != "skipped"]
+        status = str(drift.get("status"))
+        if not gated and any(v is not None for v in (drift.get("metrics") or {}).values()):
+            status = "measured (no drift gate configured)"
+        drift = {
+            "status": status,
+            "reference": d.get("reference") or "",
+            "notes": list(drift.get("notes") or []),
+            "columns": list(d.get("columns") or []),
+            "groups": list(d.get("groups") or []),
+            "fdr": d.get("fdr"),
+            "metrics": {k: v for k, v in (drift.get("metrics") or {}).items() if k.count("/") == 1},
+            "gates": list(drift.get("gates") or []),
+        }
+    champion = [
+        {
+            "model": m.get("name"),
+            **{k: m["promotion"].get(k) for k in ("decision", "reasons", "rows", "champion", "n_rows")},
+        }
+        for m in judged
+        if m.get("promotion")
+    ]
+    previous = run.get("previous_run")
+    config_changes = []
+    if previous and isinstance(previous.get("config"), dict):
+        before, now = _flat(previous["config"]), _flat(config)
+        config_changes = [
+            {"key": k, "previous": before.get(k), "current": now.get(k)}
+            for k in sorted(set(before) | set(now))
+            if before.get(k) != now.get(k) and not k.startswith(("use.", "tracking.output_dir"))
+        ]
+    metrics = []
+    for m in judged:
+        before = ((previous or {}).get("models") or {}).get(str(m.get("name"))) or {}
+        for a in (m.get("audits") or {}).values():
+            for g in a.get("gates") or []:
+                old = before.get(g["name"]) or {}
+                value, prev = g.get("value"), old.get("value")
+                change = value - prev if isinstance(value, (int, float)) and isinstance(prev, (int, float)) else None
+                metrics.append(
+                    {
+                        "model": m.get("name"),
+                        "gate": g["name"],
+                        "previous": prev,
+                        "current": value,
+                        "change": change,
+                        "previous_status": old.get("status"),
+                        "status": g.get("status"),
+                    }
+                )
+    return {
+        "intro": SINCE_INTRO,
+        "previous_run": None if previous is None else {k: previous.get(k) for k in ("run_id", "started", "problem")},
+        "data_changed": None
+        if not (previous or {}).get("dataset_sha256")
+        else previous["dataset_sha256"] != dataset_sha256,
+        "config_changes": config_changes,
+        "drift": drift,
+        "champion": champion,
+        "metrics": metrics,
+    }
+
+
 def oversight(models: list[dict], config: dict) -> dict:
     use = intended_use(config)
     rows = []
@@ -682,10 +776,15 @@ def add_sections(report: dict, integrity: dict | None) -> dict:
     models = report.get("models") or []
     config = report.get("config") or {}
     data = report.get("data") or {}
+    # the previous run's gates and config are read once, into section 11; the run header keeps its id
+    previous = report["run"].get("previous_run")
+    run = {k: v for k, v in report["run"].items() if k != "previous_run"}
+    if previous is not None:
+        run["previous_run_id"] = previous.get("run_id")
     out = {
         "schema_version": report["schema_version"],
         "generated_at": report["generated_at"],
-        "run": report["run"],
+        "run": run,
         "cover": cover(report["run"], report["generated_at"], config),
         "integrity": integrity_doc(integrity),
         "intended_use": intended_use(config),
@@ -696,6 +795,7 @@ def add_sections(report: dict, integrity: dict | None) -> dict:
         "resources": resources(models, config),
         "oversight": oversight(models, config),
         "discovery": discovery(models),
+        "since_last_run": since_last_run(models, report["run"], config, data.get("dataset_sha256")),
     }
     out.update({k: v for k, v in report.items() if k not in out})
     out["risks"] = risks(out)
@@ -720,6 +820,7 @@ READING_ORDER = (
     "resources",
     "oversight",
     "discovery",
+    "since_last_run",
     "risks",
     "frameworks",
     "provenance",

@@ -148,7 +148,7 @@ def test_area_and_framework_statuses_follow_the_candidate_with_the_baseline_apar
     md = render_markdown(report)
     assert "| Algorithmic bias | 7 | **PASS** |" in md
     assert "baseline: fail" in _md_row(md, "## 2. Executive summary", "Algorithmic bias")
-    assert "baseline: fail" in _md_row(md, "## 12. Mapping", "29 CFR 1607.4(D)")
+    assert "baseline: fail" in _md_row(md, "## 13. Mapping", "29 CFR 1607.4(D)")
 
 
 # --------------------------------------------------------------------------- privacy without DP, vacuous gates
@@ -236,9 +236,9 @@ def test_unmeasured_gates_make_the_report_say_incomplete_and_not_measured():
     assert f"mlp: fairness/sex/four_fifths_min_ratio — not measured: {reason}" in cover
     summary = md[md.index("## 2. Executive") : md.index("### Gate matrix")]
     assert "| Algorithmic bias | 7 | **NOT-MEASURED** |" in summary and reason in summary
-    frameworks = md[md.index("## 12. Mapping") : md.index("## 13.")]
+    frameworks = md[md.index("## 13. Mapping") : md.index("## 14.")]
     assert "Overall: **INCOMPLETE**" in frameworks
-    assert "EVIDENCE" not in _md_row(md, "## 12. Mapping", "29 CFR 1607.4(D)")
+    assert "EVIDENCE" not in _md_row(md, "## 13. Mapping", "29 CFR 1607.4(D)")
     assert "MEASURED**" not in _md_row(md, "## 2. Executive", "Algorithmic bias").replace("NOT-MEASURED", "")
     html = unescape(render_html(report))
     assert reason in html and "INCOMPLETE" in html
