@@ -500,7 +500,7 @@ def models(
 
     rows = list_models(_reachable_store(output_dir))
     table = Table(title="Registered models")
-    for col in ("model", "version", "gates", "run", "aliases", "failed gates"):
+    for col in ("model", "version", "gates", "run", "aliases", "failed gates", "promotion"):
         table.add_column(col, overflow="fold")
     for r in rows:  # run: the KILLED/FAILED status `impactflow reconcile` marked on the version
         run = f"[bold red]{r['run_status']}[/]" if r["run_status"] else "—"
@@ -511,6 +511,7 @@ def models(
             run,
             ", ".join(r["aliases"]) or "—",
             ", ".join(r["failed_gates"]) or "—",
+            (r["promotion"] + (f": {r['promotion_reason']}" if r["promotion_reason"] else "")) or "—",
         )
     _console().print(table)
 
@@ -527,9 +528,15 @@ def promote(
         show_envvar=True,
         help="Trust file of the keys whose signed evidence you accept (your own signing key is trusted too).",
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Override failed gates or a run's hold (never unfinished runs or bad evidence)."
+    ),
+    reason: str = typer.Option("", "--reason", help="Why (required with --force; recorded on the version)."),
 ) -> None:
-    """Point the `champion` alias at a version, only if every one of its gates passed, its runs
-    are FINISHED and its run's signed evidence verifies (intact, by a trusted signer)."""
+    """Point the `champion` alias at a version, only if every one of its gates passed, its run did
+    not hold it back (significantly worse than the champion), its runs are FINISHED and its run's
+    signed evidence verifies (intact, by a trusted signer). `--force --reason "..."` overrides the
+    gates and the hold, and records the override on the version."""
     _quiet_environment(False)
     from impactflow.audits import evidence
     from impactflow.errors import ImpactflowError
@@ -540,7 +547,7 @@ def promote(
     uri = _reachable_store(output_dir)
     try:
         trust = evidence.trusted_keys([trusted_keys] if trusted_keys else [])
-        typer.echo(do_promote(uri, name, version, trust=trust))
+        typer.echo(do_promote(uri, name, version, trust=trust, force=force, reason=reason))
     except ImpactflowError as exc:
         _fail(str(exc))
 
@@ -1134,20 +1141,96 @@ def compare(
     from impactflow.audits.render import fmt
 
     a, b = out["a"], out["b"]
+    console = _console()
+    shown = [r for r in out["metrics"] if all_metrics or r["direction"] not in ("same", "unmeasured")]
+    if not shown:  # identical runs: say so rather than print an empty table
+        unchanged = sum(r["direction"] == "same" for r in out["metrics"])
+        console.print(
+            f"A {a['run_id']} ({a['status']}) → B {b['run_id']} ({b['status']}): no differences "
+            f"({unchanged} metric(s) equal; --all lists them)",
+            markup=False,
+        )
+        return
     table = Table(title=f"A {a['run_id']} ({a['status']}) → B {b['run_id']} ({b['status']})")
     for col in ("metric", "A", "B", "Δ", "direction"):
         table.add_column(col, overflow="fold")
     style = {"better": "green", "worse": "bold red", "changed": "yellow"}
-    for r in out["metrics"]:
-        if r["direction"] in ("same", "unmeasured") and not all_metrics:
-            continue
+    for r in shown:
         delta = "—" if r["delta"] is None else f"{r['delta']:+.4g}"
         table.add_row(
             r["metric"], fmt(r["a"]), fmt(r["b"]), delta, f"[{style.get(r['direction'], 'dim')}]{r['direction']}[/]"
         )
-    console = _console()
     console.print(table)
     console.print(", ".join(f"{k}: {v}" for k, v in sorted(out["counts"].items())), markup=False)
+
+
+@app.command()
+def history(
+    experiment: Optional[str] = typer.Option(
+        None, "--experiment", help="MLflow experiment (default: the only impactflow experiment with runs)."
+    ),
+    last: int = typer.Option(10, "--last", min=1, help="How many of the latest finished runs."),
+    output_dir: Path = OutputDirOpt,
+    json_out: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+) -> None:
+    """Each gated metric across the last runs: value, 95 % CI where the audit gives one, pass/fail."""
+    import json
+
+    _quiet_environment(False)
+    from impactflow.audits.history import history_rows
+    from impactflow.audits.render import fmt
+    from impactflow.tasks import tracking
+    from impactflow.tasks.watch import recent_reports
+
+    uri = _reachable_store(output_dir)
+    client = tracking._client(uri)
+    experiments = [e for e in client.search_experiments() if e.name != "Default"]
+    if experiment is None:
+        with_runs = [e for e in experiments if client.search_runs([e.experiment_id], max_results=1)]
+        if len(with_runs) != 1:
+            names = ", ".join(sorted(e.name for e in with_runs)) or "none"
+            _fail(f"--experiment: choose one of the experiments with runs ({names})", EXIT_USAGE)
+        exp = with_runs[0]
+    else:
+        found = [e for e in experiments if e.name == experiment]
+        if not found:
+            names = ", ".join(sorted(e.name for e in experiments)) or "none"
+            _fail(f"--experiment {experiment!r}: no such experiment (known: {names})", EXIT_USAGE)
+        exp = found[0]
+    reports = recent_reports(uri, exp.experiment_id, last)
+    rows = history_rows(reports)
+    if json_out:
+        typer.echo(
+            json.dumps({"experiment": exp.name, "runs": [r["run"]["run_id"] for r in reports], "gates": rows}, indent=2)
+        )
+        return
+    console = _console()
+    if not reports:
+        console.print(f"{exp.name}: no finished run with a report yet", markup=False)
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{exp.name}: gates over the last {len(reports)} run(s), oldest first")
+    table.add_column("model / gate", overflow="fold")
+    for r in reports:
+        table.add_column(str(r["run"]["run_id"])[:8], overflow="fold")
+    style = {"pass": "green", "fail": "bold red"}
+    for row in rows:
+        cells = []
+        for p in row["points"]:
+            if p is None:
+                cells.append("—")
+                continue
+            ci = f" [{fmt(p['ci_low'])}, {fmt(p['ci_high'])}]" if p["ci_low"] is not None else ""
+            status = p["status"] or "?"
+            cells.append(f"{escape(fmt(p['value']) + ci)} [{style.get(status, 'yellow')}]{escape(status)}[/]")
+        latest = row["points"][-1]
+        gate = f"{row['model']} / {row['gate']}" + (
+            f" ({row['comparison']} {fmt(latest['threshold'])})" if latest else ""
+        )
+        table.add_row(escape(gate), *cells)
+    console.print(table)
 
 
 def _parse_gates(items: Optional[List[str]]) -> dict:

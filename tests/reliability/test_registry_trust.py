@@ -129,6 +129,54 @@ def test_promote_refuses_failed_gates_and_unknown_versions(tmp_path):
         promote(v["uri"], v["name"], "9", trust=_own_trust())
 
 
+def test_a_held_version_is_refused_unless_forced_with_a_reason_and_the_override_is_recorded(tmp_path):
+    """Issue 24: a version its run held back (significantly worse than the champion) is not
+    promoted by hand either; --force --reason overrides the hold and failed gates, never an
+    unfinished run, and records who, when, why and what it set aside."""
+    from impactflow.tasks.registry import promote
+
+    v = _version(tmp_path)
+    held = "eval/accuracy is significantly worse than the champion's: regression 0.03"
+    v["client"].set_model_version_tag(v["name"], v["version"], "impactflow.promotion", "hold")
+    v["client"].set_model_version_tag(v["name"], v["version"], "impactflow.promotion.reason", held)
+    with pytest.raises(ImpactflowError, match="its run held it back \\(eval/accuracy is significantly worse"):
+        promote(v["uri"], v["name"], v["version"], trust=_own_trust())
+    with pytest.raises(ImpactflowError, match="--force needs --reason"):
+        promote(v["uri"], v["name"], v["version"], trust=_own_trust(), force=True, reason="  ")
+    out = promote(v["uri"], v["name"], v["version"], trust=_own_trust(), force=True, reason="approved by the board")
+    assert out.endswith(f"override recorded: held: {held}")
+    tags = v["client"].get_model_version(v["name"], v["version"]).tags
+    assert tags["impactflow.promotion"] == "forced"
+    assert tags["impactflow.promotion.override_reason"] == "approved by the board"
+    assert tags["impactflow.promotion.overridden"] == f"held: {held}"
+    assert tags["impactflow.promotion.override_by"] and tags["impactflow.promotion.override_at"]
+    assert str(v["client"].get_registered_model(v["name"]).aliases["champion"]) == v["version"]
+
+    failed = _version(tmp_path, gates="failed")
+    out = promote(failed["uri"], failed["name"], failed["version"], trust=_own_trust(), force=True, reason="r")
+    assert out.endswith("override recorded: gates failed")
+    unfinished = _version(tmp_path, gates="failed", parent_status="KILLED")
+    with pytest.raises(ImpactflowError, match="is KILLED"):  # never overridden
+        promote(
+            unfinished["uri"], unfinished["name"], unfinished["version"], trust=_own_trust(), force=True, reason="r"
+        )
+
+
+def test_promote_force_command_and_models_show_the_override(tmp_path):
+    v = _version(tmp_path, gates="failed")
+    env = {"MLFLOW_TRACKING_URI": v["uri"]}
+    result = _cli(["promote", v["name"], v["version"], "--force"], env)
+    assert result.exit_code == 1 and "--force needs --reason" in result.output, result.output
+    result = _cli(["promote", v["name"], v["version"], "--force", "--reason", "legal sign-off 12"], env)
+    assert result.exit_code == 0, result.output
+    from impactflow.tasks.registry import list_models
+
+    (row,) = list_models(v["uri"])
+    assert (row["promotion"], row["promotion_reason"], row["aliases"]) == ("forced", "legal sign-off 12", ["champion"])
+    result = _cli(["models"], env)
+    assert result.exit_code == 0 and "forced:" in result.output, result.output
+
+
 def test_reconcile_marks_versions_of_killed_and_failed_runs_and_removes_their_champion(tmp_path):
     from impactflow.tasks.reconcile import mark_versions
     from impactflow.tasks.registry import RUN_STATUS_TAG, list_models
