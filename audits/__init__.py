@@ -36,6 +36,7 @@ from .gating import SKIP, audited, not_run
 from .thresholds import Threshold, as_spec
 from .results import AuditResult, Gate, Status, overall_status, run_status
 
+
 def run_drift_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     """The ``drift`` audit of a pipeline run: ``inputs.extra["drift"]`` is what
     ``tasks.watch.drift_check`` found (this run's training-data summary, the reference's, or why

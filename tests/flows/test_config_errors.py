@@ -114,7 +114,10 @@ def test_dp_without_a_declared_range_is_refused_before_any_task(tmp_path, monkey
     "override, message",
     [
         ("promotion.max_regression=-0.01", "a tolerance is a finite number >= 0, got -0.01"),
-        ("promotion.max_regression={default: 0.01, eval/accuracy: -1}", "a tolerance is a finite number >= 0, got -1.0"),
+        (
+            "promotion.max_regression={default: 0.01, eval/accuracy: -1}",
+            "a tolerance is a finite number >= 0, got -1.0",
+        ),
         ("promotion.alpha=0.7", "promotion.alpha"),
         ("promotion.bootstrap=10", "promotion.bootstrap"),
         ("gates.drift.fdr=1.5", "gates.drift.fdr"),

@@ -214,3 +214,117 @@ def test_mlflow_ui_compares_two_pipeline_runs_in_headless_chromium(topology, tmp
         [*common, f"--user-data-dir={tmp_path / 'shot'}", f"--screenshot={shot}", url], capture_output=True, timeout=120
     )
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+# --------------------------------------------------------------------------- a scheduled scenario
+
+SCENARIO = "impactflow-scenario"  # its own experiment: the champion of the tests above is not its
+
+
+def _scenario_data(folder: Path) -> dict[str, Path]:
+    """Three training files: A (12,000 Adult rows), B (a bootstrap resample of A: no real
+    change), C (A with the women's share halved and their base rate cut to a third)."""
+    import numpy as np
+
+    from impactflow.data_contracts import get_contract, load_dataset
+
+    adult = load_dataset(get_contract("adult")).sample(12000, random_state=0).reset_index(drop=True)
+    rng = np.random.default_rng(1)
+    b = adult.iloc[rng.integers(0, len(adult), len(adult))].reset_index(drop=True)
+    women = adult.index[adult["sex"] == "Female"]
+    dropped = rng.choice(women, size=len(women) // 2, replace=False)
+    c = adult.drop(index=dropped).copy()
+    rich_women = c.index[(c["sex"] == "Female") & (c["income"] == ">50K")]
+    c.loc[rng.choice(rich_women, size=2 * len(rich_women) // 3, replace=False), "income"] = "<=50K"
+    paths = {}
+    for name, frame in (("a", adult), ("b", b), ("c", c.reset_index(drop=True))):
+        paths[name] = folder / f"adult_{name}.csv"
+        frame.to_csv(paths[name], index=False)
+    return paths
+
+
+def test_a_scheduled_pipeline_watches_drift_and_holds_a_worse_challenger(topology):
+    """The deployed cron pipeline triggered three times on shifting data: run 2 (a resample) is
+    promoted or held on the paired statistics; run 3 (a group's share halved, its base rate
+    moved) flags drift for that group and, its fairness gap significantly worse, is held; the
+    champion alias stays; history, compare and the report show it."""
+    import json
+
+    from mlflow import MlflowClient
+
+    data = _scenario_data(topology["home"])
+    common = [
+        "model.params.epochs=3",
+        "model.baselines=[]",
+        f"tracking.experiment={SCENARIO}",
+        f"tracking.output_dir={topology['home'] / 'runs_scenario'}",
+        *LOOSE_GATES,
+    ]
+    client = MlflowClient(tracking_uri=topology["mlflow"])
+    name = f"{SCENARIO}-mlp"
+    outputs = []
+    for which in ("a", "b", "c"):
+        r = _trigger(topology, [*common, f"data.path={data[which]}"])
+        outputs.append(r.stdout + r.stderr)
+        assert r.returncode == 0, outputs[-1] + (topology["home"] / "worker.log").read_text()[-4000:]
+    exp = client.get_experiment_by_name(SCENARIO)
+    parents = sorted(
+        (r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags),
+        key=lambda r: r.info.start_time,
+    )
+    assert len(parents) == 3
+    reports = []
+    for i, p in enumerate(parents):
+        local = client.download_artifacts(p.info.run_id, "reports/impact_report.json", str(topology["home"] / f"s{i}"))
+        reports.append(json.loads(Path(local).read_text(encoding="utf-8")))
+    versions = {v.version: v for v in client.search_model_versions(f"name = '{name}'")}
+    assert sorted(versions) == ["1", "2", "3"]
+
+    # run 1: nothing to compare with; it passed, so it is the champion
+    first = reports[0]["since_last_run"]
+    assert first["previous_run"] is None and first["champion"][0]["decision"] == "first"
+    assert first["drift"]["status"].startswith("skipped")
+    # run 2: a resample: compared with version 1 on its own test rows, decided on the statistics
+    second = reports[1]["since_last_run"]["champion"][0]
+    assert second["champion"]["version"] == "1" and second["rows"]
+    worse = [r for r in second["rows"] if r["significantly_worse"]]
+    assert second["decision"] == ("hold" if worse else "promote")
+    assert versions["2"].tags["impactflow.promotion"] == second["decision"]
+    champion_after_2 = "2" if second["decision"] == "promote" else "1"
+    # run 3: the women's share and base rate moved: drift flagged for that group
+    third = reports[2]["since_last_run"]
+    groups = {(g["attribute"], g["group"]): g for g in third["drift"]["groups"]}
+    women = groups[("sex", "Female")]
+    assert women["drifted"] and women["share_cur"] < 0.75 * women["share_ref"]
+    assert women["rate_cur"] < women["rate_ref"]
+    assert "champion" in third["drift"]["reference"]
+    # ... and its demographic-parity gap is significantly worse than the champion's: held
+    decision = third["champion"][0]
+    assert decision["champion"]["version"] == champion_after_2
+    dp = next(r for r in decision["rows"] if r["gate"] == "fairness/sex/demographic_parity_difference")
+    assert dp["significantly_worse"] and dp["regression"] > 0
+    assert decision["decision"] == "hold"
+    assert versions["3"].tags["impactflow.promotion"] == "hold"
+    assert "fairness/sex/demographic_parity_difference" in versions["3"].tags["impactflow.promotion.reason"]
+    assert client.get_registered_model(name).aliases["champion"] == champion_after_2
+    assert "held=mlp(v3)" in outputs[2] and "champion=mlp(v1)" in outputs[0]
+    # the report says so, the history and compare commands show it
+    history = _impactflow(["history", "--experiment", SCENARIO, "--json"], topology["env"], topology["home"])
+    assert history.returncode == 0, history.stderr
+    rows = {r["gate"]: r for r in json.loads(history.stdout)["gates"]}
+    points = rows["fairness/sex/demographic_parity_difference"]["points"]
+    assert len(points) == 3 and all(p and p["status"] == "pass" for p in points)
+    ids = [p.info.run_id for p in parents]
+    compared = _impactflow(["compare", ids[1], ids[2], "--json"], topology["env"], topology["home"])
+    assert compared.returncode == 0, compared.stderr
+    dp_rows = [
+        r for r in json.loads(compared.stdout)["metrics"] if r["metric"].endswith("sex/demographic_parity_difference")
+    ]
+    assert dp_rows and all(r["direction"] != "same" for r in dp_rows)
+    same = _impactflow(["compare", ids[2], ids[2]], topology["env"], topology["home"])
+    assert same.returncode == 0 and "no differences" in same.stdout
+    md = Path(client.download_artifacts(ids[2], "reports/impact_report.md", str(topology["home"] / "md")))
+    text = md.read_text(encoding="utf-8")
+    assert "## 11. Since the last run" in text and "#### mlp: HOLD" in text
+    arts = {a.path for a in client.list_artifacts(ids[2], "history")}
+    assert "history/mlp__fairness__sex__demographic_parity_difference.png" in arts
