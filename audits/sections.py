@@ -521,13 +521,13 @@ def discovery(models: list[dict]) -> dict:
     }
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    """``{"a.b": value}`` of a nested config (lists kept whole)."""
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` of a nested config (lists kept whole; MLflow params use it too)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v:
-            out.update(_flat(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
@@ -570,7 +570,7 @@ def since_last_run(
     previous = run.get("previous_run")
     config_changes = []
     if previous and isinstance(previous.get("config"), dict):
-        before, now = _flat(previous["config"]), _flat(config)
+        before, now = flatten(previous["config"]), flatten(config)
         config_changes = [
             {"key": k, "previous": before.get(k), "current": now.get(k)}
             for k in sorted(set(before) | set(now))

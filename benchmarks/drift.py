@@ -23,7 +23,6 @@ start, which includes building the rows), and the size of the stored summary. As
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import resource
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench_memory import peak_mb, start_peak  # noqa: E402 (beside this script)
 
 NUMERIC = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
 CATEGORICAL = [
@@ -47,34 +47,6 @@ CATEGORICAL = [
 ]
 SENSITIVE = ["sex", "race"]
 STEPS = ("summarize ref", "summarize cur", "audit")
-
-
-def _status_mb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return float(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
-
-
-def _start_peak() -> float:
-    """Resets the peak RSS where Linux allows it; returns the baseline to subtract (MB)."""
-    gc.collect()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
-        rss = _status_mb("VmRSS")
-        if rss is not None:
-            return rss
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _peak_mb() -> float:
-    peak = _status_mb("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def adult_rows():
@@ -107,7 +79,7 @@ def run(n: int, repeats: int, shift: bool) -> list[str]:
     kinds = column_kinds(reference_rows, [*NUMERIC, *CATEGORICAL])
     label = ("income", "binary", ">50K")
     times: dict[str, list[float]] = {s: [] for s in STEPS}
-    before = _start_peak()
+    before = start_peak()
     for _ in range(repeats):
         t0 = time.perf_counter()
         ref = summarize(reference_rows, kinds, SENSITIVE, *label)
@@ -118,7 +90,7 @@ def run(n: int, repeats: int, shift: bool) -> list[str]:
         t3 = time.perf_counter()
         for step, seconds in zip(STEPS, (t1 - t0, t2 - t1, t3 - t2)):
             times[step].append(seconds)
-    growth = _peak_mb() - before
+    growth = peak_mb() - before
     totals = [sum(times[s][i] for s in STEPS) for i in range(repeats)]
     size_kb = len(json.dumps(ref, allow_nan=False)) / 1024.0
     found = (

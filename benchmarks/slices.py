@@ -23,9 +23,7 @@ the process's peak since start, which includes loading the data). Asserts nothin
 from __future__ import annotations
 
 import argparse
-import gc
 import itertools
-import resource
 import subprocess
 import sys
 import time
@@ -34,34 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def _status_mb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return float(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
-
-
-def _start_peak() -> float:
-    """Resets the peak RSS where Linux allows it; returns the baseline to subtract (MB)."""
-    gc.collect()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
-        rss = _status_mb("VmRSS")
-        if rss is not None:
-            return rss
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _peak_mb() -> float:
-    peak = _status_mb("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+from bench_memory import peak_mb, start_peak  # noqa: E402 (beside this script)
 
 
 def brute_force(frame, loss, limit_s: float, max_order=3, n_bins=4, min_size=30) -> tuple[int, str]:
@@ -115,12 +86,12 @@ def run(n: int, method: str, repeats: int, limit_s: float) -> str:
     rng = np.random.default_rng(0)
     planted = (frame["age"] < 30).to_numpy() & (frame["hours-per-week"] >= 45).to_numpy()
     loss = (rng.random(n) < np.where(planted, 0.6, 0.15)).astype(float)
-    times, before = [], _start_peak()
+    times, before = [], start_peak()
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = find_slices(frame, loss, binary=True) if method == "impactflow" else brute_force(frame, loss, limit_s)
         times.append(time.perf_counter() - t0)
-    growth = _peak_mb() - before
+    growth = peak_mb() - before
     tested, note = (out["n_tested"], "") if isinstance(out, dict) else out
     found = len(out["findings"]) if isinstance(out, dict) else "-"
     return (

@@ -52,14 +52,10 @@ def _client(uri: str):
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
+    """``{"a.b": value}`` of a nested dict (``audits.sections.flatten``)."""
+    from impactflow.audits.sections import flatten as flat
+
+    return flat(d, prefix)
 
 
 def _file_path(artifact_uri: str | None) -> Path | None:
