@@ -533,8 +533,25 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _outcome(decision: str | None, model_status: str | None, run_status: str | None) -> str:
+    """What happens to the registry's ``champion`` alias (tasks/registry.py's rule, read from
+    the report): it moves only to a model whose gates passed, in a run that passed, that the
+    comparison with the current champion did not hold."""
+    if decision == "hold":
+        return "held: stays with the current champion (`impactflow promote --force --reason` overrides, recorded)"
+    if model_status != "pass":
+        return f"not the champion: its gates did not all pass ({model_status or 'unknown'})"
+    if run_status != "pass":
+        return f"not the champion: the run is {run_status or 'unknown'}"
+    return "becomes the champion"
+
+
 def since_last_run(
-    models: list[dict], run: dict, config: dict | None = None, dataset_sha256: str | None = None
+    models: list[dict],
+    run: dict,
+    config: dict | None = None,
+    dataset_sha256: str | None = None,
+    run_status: str | None = None,
 ) -> dict:
     """Section 11: the drift audit (one per run: the same data for every model, shown once), each
     candidate's comparison with the champion (``promotion``), and against the previous run of
@@ -563,6 +580,7 @@ def since_last_run(
         {
             "model": m.get("name"),
             **{k: m["promotion"].get(k) for k in ("decision", "reasons", "rows", "champion", "n_rows")},
+            "outcome": _outcome(m["promotion"].get("decision"), m.get("status"), run_status),
         }
         for m in judged
         if m.get("promotion")
@@ -600,7 +618,7 @@ def since_last_run(
         "previous_run": None if previous is None else {k: previous.get(k) for k in ("run_id", "started", "problem")},
         "data_changed": None
         if not (previous or {}).get("dataset_sha256")
-        else previous["dataset_sha256"] != dataset_sha256,
+        else (previous or {})["dataset_sha256"] != dataset_sha256,
         "config_changes": config_changes,
         "drift": drift,
         "champion": champion,
@@ -795,7 +813,9 @@ def add_sections(report: dict, integrity: dict | None) -> dict:
         "resources": resources(models, config),
         "oversight": oversight(models, config),
         "discovery": discovery(models),
-        "since_last_run": since_last_run(models, report["run"], config, data.get("dataset_sha256")),
+        "since_last_run": since_last_run(
+            models, report["run"], config, data.get("dataset_sha256"), (report.get("summary") or {}).get("status")
+        ),
     }
     out.update({k: v for k, v in report.items() if k not in out})
     out["risks"] = risks(out)

@@ -69,7 +69,7 @@ def drift_frame(split: Any, spec: RunSpec, private: bool = False) -> tuple[Any, 
     rows = (family.row_features or scalar_row_features)(as_test, roles).reset_index(drop=True)
     extra = [c for c in [*roles.groups, roles.target] if c in train.columns and c not in rows.columns]
     frame = pd.concat([rows, train[extra]], axis=1)
-    label_kind = {TaskKind.BINARY: "binary", TaskKind.RATING: "rating"}.get(family.task)
+    label_kind = _label_kind(spec)
     kinds = column_kinds(frame, list(frame.columns))
     # the contract's declared kinds, not the data's: a column's kind must not flip between runs
     kinds.update({c: "categorical" for c in roles.categorical if c in frame.columns})
@@ -80,6 +80,17 @@ def drift_frame(split: Any, spec: RunSpec, private: bool = False) -> tuple[Any, 
     for g in sensitive:
         kinds.setdefault(g, "categorical")
     return frame, kinds, label_kind, sensitive
+
+
+def _label_kind(spec: RunSpec) -> str | None:
+    """The label's kind for the per-group base rates: a binary label's positive rate, a rating's
+    mean; a multiclass label has none (its class shares are a categorical column's)."""
+    return {TaskKind.BINARY: "binary", TaskKind.RATING: "rating"}.get(spec.family.task)
+
+
+def _summary_label(spec: RunSpec) -> str | None:
+    """The label a summary records (None for a multiclass label: no base rate per group)."""
+    return spec.audit_roles.target if _label_kind(spec) else None
 
 
 def summarize_split(
@@ -94,7 +105,7 @@ def summarize_split(
         frame,
         kinds,
         sensitive,
-        spec.audit_roles.target,
+        _summary_label(spec),
         label_kind,
         positive=spec.audit_roles.positive_label if label_kind == "binary" else None,
         bins=int(t["bins"]),
@@ -112,7 +123,8 @@ def contract_differences(reference: dict, kinds: dict[str, str], spec: RunSpec) 
     roles = spec.audit_roles
     declared = {*roles.features, *roles.groups, roles.target}
     ref = {**reference, "kinds": {c: k for c, k in (reference.get("kinds") or {}).items() if c in declared}}
-    return schema_differences(ref, {c: k for c, k in kinds.items() if c in declared}, roles.target, list(roles.groups))
+    current = {c: k for c, k in kinds.items() if c in declared}
+    return schema_differences(ref, current, _summary_label(spec), list(roles.groups))
 
 
 # --------------------------------------------------------------------------- the reference run

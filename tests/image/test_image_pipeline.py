@@ -84,6 +84,7 @@ def test_runs_report_and_logged_model(image_run):
         "slices",
         "proxies",
         "attributions",
+        "drift",  # the run's data against the previous run's (issue 24)
     }
     assert len(cnn["audits"]["performance_multiclass"]["details"]["confusion_matrix"]) == 10
     # the multiclass audits stand in for the binary performance/fairness audits (details.covers)
@@ -91,6 +92,7 @@ def test_runs_report_and_logged_model(image_run):
     discovery = (
         "proxies audit — skipped (no sensitive attribute",
         "attributions audit — not-measured (the model reads",
+        "drift audit — skipped (first run",  # nothing earlier to drift from
     )
     unmet = [s for s in report["not_measured"] if s.startswith(("cnn:", "logreg:"))]
     assert unmet and all(s.split(": ", 1)[1].startswith(discovery) for s in unmet)

@@ -56,6 +56,8 @@ def test_synthetic_default_runs_offline_and_is_labelled_synthetic(synthetic_run)
     assert statuses.pop("oversight") == "not-measured"
     # what the gates did not cover gates nothing here: measured (or skipped: the groups are synthetic)
     assert {statuses.pop(a) for a in ("slices", "proxies", "attributions")} <= {"not-measured", "skipped"}
+    # the first run of its experiment: no earlier data to drift from (said, its gates skipped)
+    assert statuses.pop("drift") == "skipped"
     assert set(statuses.values()) == {"pass"}
     html = Path(summary["report"]["html"]).read_text(encoding="utf-8")
     assert "Lorenz curve of item exposure" in html and "data:image/png;base64" in html

@@ -160,7 +160,7 @@ def test_drift_and_the_decision_are_rendered_from_the_json():
     assert "Previous run: r0, started 2026-12-01T02:00:00+00:00." in section
     assert "| sex | categorical | 0.3100 | chi-square |" in section
     assert "| sex | Female | 0.3300 → 0.1800 | -0.1500 ([-0.1700, -0.1300])" in section
-    assert "#### mlp: HOLD" in section
+    assert "#### mlp: HOLD\n\nOutcome: held: stays with the current champion" in section
     assert 'promoted by override (`impactflow promote --force`) by ana at 2026-12-01: "board approval"' in section
     assert (
         "| fairness/sex/demographic_parity_difference | 0.1200 | 0.1800 | 0.0600 ([0.0300, 0.0900]) | paired bootstrap |"
@@ -200,3 +200,13 @@ def test_the_data_and_configuration_changes_against_the_previous_run():
     md = render_markdown(report)
     section = md[md.index("## 11. Since the last run") : md.index("## 12.")]
     assert "Configuration changed since the previous run:" in section and "| train.epochs | 3 | 8 |" in section
+
+
+def test_the_outcome_follows_the_registry_rule():
+    from impactflow.audits.sections import _outcome
+
+    assert _outcome("promote", "pass", "pass") == "becomes the champion"
+    assert _outcome("first", "pass", "pass") == "becomes the champion"
+    assert _outcome("promote", "fail", "fail").startswith("not the champion: its gates did not all pass (fail)")
+    assert _outcome("promote", "pass", "incomplete") == "not the champion: the run is incomplete"
+    assert _outcome("hold", "pass", "pass").startswith("held: stays with the current champion")
