@@ -185,6 +185,8 @@ def find_reference(ctx: dict, preset: str, model_name: str) -> dict:
         label = f"the training data of the previous run of preset {preset} (run {run_id}; no champion yet)"
         source = "previous run"
     summary, problem = read_summary(client, run_id)
+    if summary is not None and summary.get("rows") == "test":  # a DP run summarised its held-out rows
+        label = label.replace("the training data of", "the held-out test rows of", 1)
     return {"source": source, "run_id": run_id, "label": label, "summary": summary, "problem": problem}
 
 

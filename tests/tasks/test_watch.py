@@ -95,7 +95,11 @@ def test_the_previous_run_of_the_same_preset_is_the_reference_until_there_is_a_c
     previous = store.run(summary=summary)
     ref = find_reference(store.ctx(), "tabular", "mlp")
     assert (ref["source"], ref["run_id"]) == ("previous run", previous) and ref["summary"] == summary
-    assert "previous run of preset tabular" in ref["label"]
+    assert "previous run of preset tabular" in ref["label"] and ref["label"].startswith("the training data of")
+    dp = store.run(summary={**summary, "rows": "test"})  # a DP run summarises its held-out rows
+    assert find_reference(store.ctx(), "tabular", "mlp")["label"].startswith(
+        f"the held-out test rows of the previous run of preset tabular (run {dp}"
+    )
     found = drift_check.fn(store.ctx(), split, SPEC, {}, "tabular", "mlp")
     audit = _drift_audit(found, {"drift": {"max_psi": 0.25}})
     assert audit.status.value == "pass" and audit.metrics["drift/max_psi"] == 0.0  # the same rows
