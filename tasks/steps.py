@@ -86,7 +86,9 @@ def audit_and_log(
     if cfg.tracking.register_models and record["role"] == "candidate":  # baselines are references
         promotion = cfg.promotion.model_dump(mode="json")
         if cfg.promotion.compare_with_champion:
-            record["promotion"] = challenge_champion(ctx, model, split, spec, audits, promotion, cfg.gates)
+            record["promotion"] = challenge_champion(
+                ctx, model, split, spec, audits, promotion, cfg.gates, drift["current"]["kinds"] if drift else None
+            )
         else:
             record["promotion"] = {
                 "decision": "not compared",

@@ -97,10 +97,15 @@ def summarize_split(
     split: Any, spec: RunSpec, thresholds: dict, reference: dict | None = None, private: bool = False
 ) -> dict:
     """``audits.drift.summarize`` of the training split (on the reference's bins when given)."""
+    return summarize_rows(drift_frame(split, spec, private), spec, thresholds, reference)
+
+
+def summarize_rows(rows: tuple, spec: RunSpec, thresholds: dict, reference: dict | None = None) -> dict:
+    """``audits.drift.summarize`` of ``drift_frame``'s rows (on the reference's bins when given)."""
     from impactflow.audits.drift import DRIFT_DEFAULTS, summarize
 
     t = {**DRIFT_DEFAULTS, **{k: v for k, v in (thresholds or {}).items() if v is not None}}
-    frame, kinds, label_kind, sensitive = drift_frame(split, spec, private)
+    frame, kinds, label_kind, sensitive = rows
     return summarize(
         frame,
         kinds,
@@ -140,18 +145,34 @@ def champion_version(client: Any, name: str) -> Any | None:
         return None
 
 
+def finished_parent_runs(
+    client: Any, experiment_id: str, preset: str | None = None, exclude: str | None = None, limit: int = 1
+) -> list:
+    """The experiment's latest ``limit`` FINISHED parent runs (of ``preset`` when given; not
+    ``exclude``), newest first. Child runs carry the preset tag too (a run with many baselines or
+    reference models has dozens), so the search pages on until it has found ``limit`` parents."""
+    where = "attributes.status = 'FINISHED'" + (f" AND tags.`{PRESET_TAG}` = '{preset}'" if preset else "")
+    out: list = []
+    token = None
+    while len(out) < limit:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=where,
+            order_by=["attributes.start_time DESC"],
+            max_results=100,
+            page_token=token,
+        )
+        out += [r for r in page if "mlflow.parentRunId" not in r.data.tags and r.info.run_id != exclude]
+        token = page.token
+        if not token:
+            break
+    return out[:limit]
+
+
 def previous_run(client: Any, experiment_id: str, preset: str, exclude_run_id: str) -> Any | None:
     """The latest FINISHED parent run of the experiment with the same preset (not this one)."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"attributes.status = 'FINISHED' AND tags.`{PRESET_TAG}` = '{preset}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=20,
-    )
-    for run in runs:
-        if run.info.run_id != exclude_run_id and "mlflow.parentRunId" not in run.data.tags:
-            return run
-    return None
+    runs = finished_parent_runs(client, experiment_id, preset, exclude_run_id)
+    return runs[0] if runs else None
 
 
 def read_summary(client: Any, run_id: str) -> tuple[dict | None, str | None]:
@@ -200,7 +221,8 @@ def drift_check(
     (``AuditInputs.extra["drift"]``)."""
     progress.stage("drift")
     thresholds = gates.get("drift") or {}
-    own = {**summarize_split(split, spec, thresholds, private=private), "rows": "test" if private else "train"}
+    rows = drift_frame(split, spec, private)  # the row features once, for both summaries
+    own = {**summarize_rows(rows, spec, thresholds), "rows": "test" if private else "train"}
     out = Path(ctx["run_dir"]) / SUMMARY_ARTIFACT
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(own, indent=1, sort_keys=True, allow_nan=False), encoding="utf-8")
@@ -224,7 +246,7 @@ def drift_check(
             "reason": "",
             "problem": "the reference's schema differs: " + "; ".join(differences),
         }
-    current = summarize_split(split, spec, thresholds, reference=ref["summary"], private=private)
+    current = summarize_rows(rows, spec, thresholds, reference=ref["summary"])
     return {**info, "reference": ref["summary"], "current": current, "reason": ""}
 
 
@@ -263,14 +285,22 @@ def _decision(decision: str, reason: str, **extra: Any) -> dict:
 
 @task(name="challenge-champion", cache_policy=NONE, retries=2, retry_delay_seconds=2)
 def challenge_champion(
-    ctx: dict, fitted: Any, split: Any, spec: RunSpec, audits: dict, promotion: dict, gates: dict
+    ctx: dict,
+    fitted: Any,
+    split: Any,
+    spec: RunSpec,
+    audits: dict,
+    promotion: dict,
+    gates: dict,
+    kinds: dict[str, str] | None = None,
 ) -> dict:
     """Compare this run's model (the challenger) with the registry's current ``champion`` of the
     same name on this run's test rows: ``{"decision": "promote" | "hold" | "first", "reasons",
     "rows", "champion": {name, version, run_id}}``. The champion's training-data schema must
     match this run's (else "hold", saying what differs: a changed schema is promoted only by
     ``impactflow promote --force --reason``); a champion that cannot be loaded or scored holds
-    too (fail closed)."""
+    too (fail closed). ``kinds``: this run's column kinds as the drift check summarised them
+    (``drift_frame``'s, recomputed when not given)."""
     from impactflow.audits.champion import compare_models
     from impactflow.audits.fairness import FAIRNESS_DEFAULTS, favourable_extra
     from impactflow.models.base import targets
@@ -302,7 +332,8 @@ def challenge_champion(
         return _decision(
             "hold", f"the champion ({name} version {mv.version}) cannot be compared: {problem}", champion=who
         )
-    _, kinds, _, _ = drift_frame(split, spec)
+    if kinds is None:
+        _, kinds, _, _ = drift_frame(split, spec)
     differences = contract_differences(summary, kinds, spec)
     if differences:
         return _decision(
@@ -413,15 +444,7 @@ def recent_reports(
     from impactflow.errors import ImpactflowError
     from impactflow.tasks.evidence import download_report
 
-    client = tracking._client(uri)
-    where = "attributes.status = 'FINISHED'" + (f" AND tags.`{PRESET_TAG}` = '{preset}'" if preset else "")
-    runs = [
-        r
-        for r in client.search_runs(
-            [experiment_id], filter_string=where, order_by=["attributes.start_time DESC"], max_results=5 * last + 5
-        )
-        if "mlflow.parentRunId" not in r.data.tags and r.info.run_id != exclude
-    ][:last]
+    runs = finished_parent_runs(tracking._client(uri), experiment_id, preset, exclude, last)
     out = []
     with tempfile.TemporaryDirectory(prefix="impactflow-history-") as tmp:
         for i, run in enumerate(reversed(runs)):

@@ -142,3 +142,19 @@ def test_a_champion_trained_on_another_schema_is_not_compared_and_holds(store, s
     # and the drift audit refuses to compare such a reference too
     found = drift_check.fn(store.ctx(), split, SPEC, {}, "tabular", "mlp")
     assert found["problem"].startswith("the reference's schema differs:")
+
+
+def test_the_previous_run_is_found_behind_a_page_of_child_runs(store):
+    """Child runs carry the preset tag too: a run with many reference models must not hide the
+    previous parent run (the search pages on until it finds a parent)."""
+    from impactflow.tasks.watch import finished_parent_runs, previous_run
+
+    parent = store.run()
+    ctx = store.ctx()
+    for _ in range(105):  # newer than the parent, FINISHED, same preset
+        child = store.client.create_run(
+            ctx["experiment_id"], tags={"impactflow.preset": "tabular", "mlflow.parentRunId": parent}
+        )
+        store.client.set_terminated(child.info.run_id, "FINISHED")
+    assert previous_run(store.client, ctx["experiment_id"], "tabular", "this-run").info.run_id == parent
+    assert [r.info.run_id for r in finished_parent_runs(store.client, ctx["experiment_id"], limit=5)] == [parent]
