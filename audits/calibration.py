@@ -77,8 +77,27 @@ def calibration_group_audit(inputs: AuditInputs, thresholds: dict) -> AuditResul
         "ECE: 15 equal-width bins on the positive-class score; Brier: mean (score − y)²; "
         f"gaps = max − min over groups with n >= {min_size}"
     ]
-    for attr, labels in _attributes(inputs.sensitive, cfg["intersections"]).items():
-        rows = calibration_by_group(inputs.y_true, inputs.y_score, labels)
+    aggregates = (inputs.extra or {}).get("aggregates")  # a streamed decision log (audits.aggregates)
+    if aggregates is not None:
+        notes.append(
+            f"streamed: ROC AUC per group from a {aggregates.grid:,}-bin score histogram, within each "
+            "group's roc_auc_error_bound of the exact value; n, base rate, mean score, ECE and Brier are exact"
+        )
+        attrs = aggregates.attributes(cfg["intersections"])
+    else:
+        attrs = _attributes(inputs.sensitive, cfg["intersections"])
+    for attr, labels in attrs.items():
+        if aggregates is not None:
+            from .aggregates import group_statistics
+
+            uniques, sums = aggregates.by_group(labels)
+            rows = []
+            for i, g in enumerate(uniques):
+                stats = group_statistics(sums, i)
+                stats.pop("log_loss")
+                rows.append({"group": g, **stats})
+        else:
+            rows = calibration_by_group(inputs.y_true, inputs.y_score, labels)
         for r in rows:
             r["attribute"] = attr
             r["too_small"] = r["n"] < min_size

@@ -229,17 +229,16 @@ def gap_text(g: dict) -> str:
     )
 
 
-def _per_group(
-    attr: str, labels: pd.Series, y_true, y_pred, min_size: int, level: float, favourable: int = 1
-) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """One row per group (counts, rates with Wilson CIs) and the (G, 4) count matrix.
+def _group_rows(
+    attr: str, uniques: list[str], counts: np.ndarray, min_size: int, level: float, favourable: int = 1
+) -> list[dict[str, Any]]:
+    """One row per group (counts, rates with Wilson CIs) from the (G, 4) count matrix of the
+    groups ``uniques`` (sorted labels).
 
     Rates come from the confusion counts with fairlearn's conventions (``impactflow.audits.bootstrap``),
     so they equal fairlearn's ``MetricFrame`` values (tested) at a fraction of the cost."""
-    codes, uniques = pd.factorize(labels, sort=True)
-    counts = group_counts(codes, y_true, y_pred, len(uniques))
     point = rates(counts)
-    total = len(labels)
+    total = int(counts.sum())
     rows = []
     for i, g in enumerate(uniques):
         c = counts[i]
@@ -267,7 +266,7 @@ def _per_group(
             row["selection_rate"] = k / n if n else 0.0
             row["selection_rate_ci_low"], row["selection_rate_ci_high"] = wilson_interval(k, n, level)
         rows.append(row)
-    return rows, counts
+    return rows
 
 
 def _degenerate_note(
@@ -349,8 +348,17 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
             details={"conventions": conventions, "attributes": []},
         )
 
-    y_true, y_pred = inputs.y_true, inputs.y_pred
-    attrs = _attributes(inputs.sensitive, cfg["intersections"])
+    aggregates = (inputs.extra or {}).get("aggregates")  # a streamed decision log (audits.aggregates)
+    if aggregates is not None:
+        attrs = aggregates.attributes(cfg["intersections"])
+        grouped = {attr: aggregates.confusion(cols) for attr, cols in attrs.items()}
+    else:
+        labelled = _attributes(inputs.sensitive, cfg["intersections"])
+        attrs = dict(labelled)
+        grouped = {}
+        for attr, labels in labelled.items():
+            codes, uniques = pd.factorize(labels, sort=True)
+            grouped[attr] = ([str(g) for g in uniques], group_counts(codes, inputs.y_true, inputs.y_pred, len(uniques)))
     metrics: dict[str, float] = {}
     by_group: list[dict[str, Any]] = []
     gates: list[Gate] = []
@@ -359,8 +367,8 @@ def fairness_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     if unknown:
         notes.append(f"ignored unknown fairness threshold keys: {unknown}")
 
-    for attr, labels in attrs.items():
-        rows, counts = _per_group(attr, labels, y_true, y_pred, min_size, level, fav)
+    for attr, (uniques, counts) in grouped.items():
+        rows = _group_rows(attr, uniques, counts, min_size, level, fav)
         judged = [r for r in rows if not r["too_small"]]
         small = [r for r in rows if r["too_small"]]
         ref = judged or rows

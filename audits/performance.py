@@ -125,7 +125,13 @@ def performance_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     from sklearn.metrics import roc_curve
 
     thresholds = dict(thresholds or {})
-    base = classification_metrics(inputs.y_true, inputs.y_score, inputs.decision_threshold)
+    aggregates = (inputs.extra or {}).get("aggregates")  # a streamed decision log (audits.aggregates)
+    if aggregates is not None:
+        from . import aggregates as streamed
+
+        base = streamed.classification_metrics(aggregates)
+    else:
+        base = classification_metrics(inputs.y_true, inputs.y_score, inputs.decision_threshold)
     metrics = {f"eval/{k}": v for k, v in base.items()}
     correct = base["tp"] + base["tn"]
     low, high = wilson_interval(correct, base["n"], 0.95)
@@ -137,7 +143,19 @@ def performance_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
         "accuracy CI is a 95% Wilson score interval; ECE uses 15 equal-width bins "
         "on the positive-class score"
     ]
-    if np.unique(inputs.y_true).size == 2:
+    if aggregates is not None:
+        notes.append(
+            f"streamed: AUC and the ROC curve from a {aggregates.grid:,}-bin score histogram (a positive and a "
+            "negative row in the same bin count as a tie), within eval/roc_auc_error_bound of the exact AUC; "
+            "accuracy, ECE, log loss and the confusion counts are exact"
+        )
+    if aggregates is not None and base["tp"] + base["fn"] > 0 and base["tn"] + base["fp"] > 0:
+        from .aggregates import roc_from_hist
+
+        hist = aggregates.overall()["hist"]
+        fpr, tpr = roc_from_hist(hist[0], hist[1])
+        roc = downsample_curve(fpr, tpr, max_points=200)
+    elif aggregates is None and np.unique(inputs.y_true).size == 2:
         fpr, tpr, _ = roc_curve(inputs.y_true, inputs.y_score)
         roc = downsample_curve(fpr, tpr, max_points=200)
     else:
@@ -150,7 +168,9 @@ def performance_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
 
     details: dict[str, Any] = {
         "roc": roc,
-        "calibration": calibration_bins(inputs.y_true, inputs.y_score, n_bins=10),
+        "calibration": calibration_bins(inputs.y_true, inputs.y_score, n_bins=10)
+        if aggregates is None
+        else streamed.calibration_bins(aggregates),
         "confusion_matrix": [[int(base["tn"]), int(base["fp"])], [int(base["fn"]), int(base["tp"])]],
         "decision_threshold": inputs.decision_threshold,
     }
