@@ -313,10 +313,16 @@ class Aggregates:
         self.rows += other.rows
         for c, v in other.nulls.items():
             self.nulls[c] += v
-        for mine, theirs in ((self.label_values, other.label_values), (self.prediction_values, other.prediction_values)):
+        for mine, theirs in (
+            (self.label_values, other.label_values),
+            (self.prediction_values, other.prediction_values),
+        ):
             for k_, v in theirs.items():
                 mine[k_] = mine.get(k_, 0) + v
-        self.score_range = [min(self.score_range[0], other.score_range[0]), max(self.score_range[1], other.score_range[1])]
+        self.score_range = [
+            min(self.score_range[0], other.score_range[0]),
+            max(self.score_range[1], other.score_range[1]),
+        ]
         for j, values in enumerate(other.cell_values()):
             cell = self._cell_id(tuple(self._gid(i, v) for i, v in enumerate(values)))
             for name in self._arrays():
@@ -348,9 +354,7 @@ class Aggregates:
     def groups(self, columns: list[str]) -> tuple[list[str], np.ndarray]:
         """(sorted group labels, each cell's group index) of the attribute over ``columns``."""
         pos = [self.sensitive.index(c) for c in columns]
-        labels = [
-            GROUP_SEP.join(MISSING_LABEL if v[i] is None else v[i] for i in pos) for v in self.cell_values()
-        ]
+        labels = [GROUP_SEP.join(MISSING_LABEL if v[i] is None else v[i] for i in pos) for v in self.cell_values()]
         uniques = sorted(set(labels))
         where = {g: i for i, g in enumerate(uniques)}
         return uniques, np.array([where[g] for g in labels], dtype=np.int64)

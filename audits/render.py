@@ -513,6 +513,21 @@ def _scalar(v: Any) -> Any:
     return json.dumps(v, ensure_ascii=False, default=str)
 
 
+def contract_scope(stats: dict) -> str | None:
+    """What a streamed audit's contract checked (``tasks.stream_audit.check_streamed``): the GX
+    suite on a seeded sample, the full-data counts over every row. None for a frame checked whole."""
+    sample, full = stats.get("sample"), stats.get("full_data")
+    if not sample or not full:
+        return None
+    nulls = ", ".join(f"{k} {v:,}" for k, v in full["nulls"].items())
+    labels = ", ".join(f"'{k}' {v:,}" for k, v in full["label_values"].items())
+    return (
+        f"Checked on a seeded uniform sample of {sample['rows']:,} of {sample['of']:,} rows (the GX suite, "
+        f"seed {sample['seed']}), plus full-data counts over every row ({full['engine']} engine, "
+        f"{full['seconds']:.1f} s): {full['rows']:,} rows; missing values: {nulls}; label values: {labels}."
+    )
+
+
 def _data_view(data: dict) -> dict:
     cr = data.get("contract_result") or {}
     failures = []
@@ -521,8 +536,10 @@ def _data_view(data: dict) -> dict:
             failures.append("; ".join(f"{k}={_scalar(v)}" for k, v in f.items()))
         else:
             failures.append(str(f))
-    reused = (cr.get("statistics") or {}).get("reused") or None
+    stats = cr.get("statistics") or {}
+    reused = stats.get("reused") or None
     return {
+        "contract_scope": contract_scope(stats),
         **data,
         "contract_result": cr,
         # a passing result reused for an identical frame (data_contracts.validation_cache)

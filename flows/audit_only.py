@@ -32,6 +32,7 @@ from impactflow.tasks.audit_only import (
     score_with_model,
 )
 from impactflow.tasks.evidence import prepare_evidence, sign_run
+from impactflow.tasks.stream_audit import check_streamed
 from impactflow.tasks.log import fail_tracking, log_data, log_report, start_tracking
 from impactflow.tasks.report import provenance, representation, write_report
 
@@ -105,9 +106,14 @@ def contract_defaults(
 
 def check_favourable(df, label: str, positive, favourable: Optional[str]) -> None:
     """``--favourable-outcome`` must be a value of the label column (compared as text)."""
+    check_favourable_values(list(df[label].dropna().unique()), label, positive, favourable)
+
+
+def check_favourable_values(observed: list, label: str, positive, favourable: Optional[str]) -> None:
+    """``check_favourable`` from the label's values (a streamed audit counts them)."""
     if favourable is None:
         return
-    values = sorted({str(v).strip() for v in df[label].dropna().unique()} | {str(positive).strip()})
+    values = sorted({str(v).strip() for v in observed if v is not None} | {str(positive).strip()})
     if str(favourable).strip() not in values:
         raise ConfigError(
             f"--favourable-outcome {favourable!r}: not a value of column {label!r} "
@@ -136,6 +142,14 @@ def audit_only_flow(
     intended_use: Optional[dict] = None,
     contract: Optional[str] = None,
     model: Optional[str] = None,
+    query: Optional[str] = None,
+    table: Optional[str] = None,
+    engine: str = "auto",
+    dask_address: Optional[str] = None,
+    score_kind: str = "probability",
+    max_levels: int = 1_000,
+    max_cells: int = 4_096,
+    sample_rows: int = 100_000,
 ) -> dict:
     """Contract-check, audit, report, sign and track one predictions table; returns its summary.
     ``model_name`` and ``experiment`` must be safe names (``impactflow.data_contracts.names``): the model's
@@ -148,7 +162,16 @@ def audit_only_flow(
     the table is read (derived columns, generated suite) and which completes the roles; ``model``: an
     MLflow model URI (``models:/NAME/VERSION``) of a binary model impactflow logged, which scores
     the table here (instead of ``score``/``prediction``), cut at its own threshold unless
-    ``threshold`` is given."""
+    ``threshold`` is given.
+
+    ``engine``: ``memory`` reads the table into pandas (one file of at most ``max_input_bytes``;
+    slices and proxies over its other columns, ``--model``, ``--contract``); ``stream`` aggregates
+    it in bounded chunks (a big file, a glob, a folder of Parquet files, or a PostgreSQL ``query``
+    / ``table``), ``dask`` does the same on a Dask cluster (``dask_address``); ``auto`` streams what
+    memory cannot take (``choose_engine``). ``score_kind``: ``logit`` maps log-odds scores through
+    the logistic function; ``max_levels``/``max_cells``: the most values a group column and
+    combinations of them may have (streamed); ``sample_rows``: the seeded sample the GX suite
+    checks in a streamed audit."""
     safe_name(model_name, "--model-name")
     safe_name(experiment, "--experiment")
     if sum(x is not None for x in (score, prediction, model)) != 1:
@@ -171,7 +194,9 @@ def audit_only_flow(
             raise ConfigError(f"--intersections: {bad[0]!r} is not a sensitive column ({', '.join(sensitive)})")
     thresholds = audit_thresholds(gates)
     settings = group_settings(int(min_group_size), intersections)
-    check_input_file(data, max_input_bytes)
+    engine = choose_engine(engine, data, query, table, max_input_bytes, contract, model, score_kind)
+    if engine == "memory":
+        check_input_file(data, max_input_bytes)
     params = {
         "data": str(data),
         "label": label,
@@ -189,44 +214,105 @@ def audit_only_flow(
         "min_group_size": int(min_group_size),
         "gates": thresholds,
     }
+    if engine != "memory" or score_kind != "probability":
+        params.update(engine=engine, score_kind=score_kind)
+    if engine != "memory":
+        from impactflow.data_contracts.sources import is_query, public_url
+
+        params.update(
+            data=public_url(str(data)) if is_query(str(data)) else str(data),
+            query=query,
+            table=table,
+            dask_address=dask_address,
+            max_levels=int(max_levels),
+            max_cells=int(max_cells),
+            sample_rows=int(sample_rows),
+        )
     if intended_use:
         params["use"] = dict(intended_use)
     started = _now()
     out = Path(output_dir)
     tags = {**AUDIT_ONLY_TAG, "impactflow.model": model_name}
     run_name = f"audit-only-{model_name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    streamed = None
+    if engine != "memory":  # the pass over the data writes nothing: before the MLflow run opens
+        streamed = stream_pass(
+            data, query, table, label, score, prediction, sensitive, positive_label, threshold,
+            score_kind, max_levels, max_cells, sample_rows, engine, dask_address,
+        )  # fmt: skip
     ctx = start_tracking(params, "audit-only", experiment, str(out), run_name, tags)
     run_dir = out / "runs" / ctx["parent_run_id"]
     try:
         scored_by = None
-        if contract is not None:
-            from impactflow.data_contracts.predictions import require_columns, sensitive_as_text
+        if streamed is not None:
+            validation, positive = check_streamed(
+                streamed, label, score, prediction, sensitive, positive_label, str(run_dir)
+            )
+            agg = streamed["aggregates"]
+            check_favourable_values(list(agg.label_values), label, positive, favourable_outcome)
+            log_data(ctx, streamed["sample"], streamed["info"], validation.to_dict(), str(run_dir / "data_docs"))
+            validation.raise_if_failed()
+            from impactflow.audits.fairness import favourable_extra
+            from impactflow.tasks.stream_audit import audit_aggregates
 
-            full, contract_obj, info = load_with_contract(contract, str(data), score, prediction)
-            require_columns(full, sensitive, str(data))
-            validation, positive = check_with_contract(
-                full, contract_obj, str(data), label, score, prediction, sensitive, positive_label, str(run_dir)
+            audits = audit_aggregates(
+                agg, sensitive, threshold, thresholds, favourable_extra(positive, favourable_outcome), settings
             )
-            if model is not None and validation.success:  # the contract checks the rows the model reads
-                full, own, scored_by = score_with_model(full, model, ctx["uri"], str(data))
-                score, threshold = MODEL_SCORE, (threshold if threshold_given else own)
-            role_cols = list(dict.fromkeys([label, *(c for c in (score, prediction) if c), *sensitive]))
-            df = sensitive_as_text(full[role_cols], sensitive)
+            from impactflow.audits.aggregates import representation as streamed_representation
+
+            table_doc = {
+                "n_rows": int(agg.rows),
+                "representation": streamed_representation(agg),
+                "missing": {k: int(v) for k, v in agg.nulls.items() if v},
+            }
+            info = streamed["info"]
         else:
-            df, info = load_predictions(str(data), label, score, prediction, sensitive, keep_all=model is not None)
-            if model is not None:
-                full, own, scored_by = score_with_model(df, model, ctx["uri"], str(data))
-                score, threshold = MODEL_SCORE, (threshold if threshold_given else own)
-                df = full[list(dict.fromkeys([label, score, *sensitive]))]
-            validation, positive = check_predictions(
-                df, str(data), label, score, prediction, sensitive, positive_label, int(min_group_size), str(run_dir)
+            if contract is not None:
+                from impactflow.data_contracts.predictions import require_columns, sensitive_as_text
+
+                full, contract_obj, info = load_with_contract(contract, str(data), score, prediction)
+                require_columns(full, sensitive, str(data))
+                validation, positive = check_with_contract(
+                    full, contract_obj, str(data), label, score, prediction, sensitive, positive_label, str(run_dir)
+                )
+                if model is not None and validation.success:  # the contract checks the rows the model reads
+                    full, own, scored_by = score_with_model(full, model, ctx["uri"], str(data))
+                    score, threshold = MODEL_SCORE, (threshold if threshold_given else own)
+                role_cols = list(dict.fromkeys([label, *(c for c in (score, prediction) if c), *sensitive]))
+                df = sensitive_as_text(full[role_cols], sensitive)
+            else:
+                df, info = load_predictions(
+                    str(data), label, score, prediction, sensitive, keep_all=model is not None, score_kind=score_kind
+                )
+                if model is not None:
+                    full, own, scored_by = score_with_model(df, model, ctx["uri"], str(data))
+                    score, threshold = MODEL_SCORE, (threshold if threshold_given else own)
+                    df = full[list(dict.fromkeys([label, score, *sensitive]))]
+                validation, positive = check_predictions(
+                    df,
+                    str(data),
+                    label,
+                    score,
+                    prediction,
+                    sensitive,
+                    positive_label,
+                    int(min_group_size),
+                    str(run_dir),
+                )
+            check_favourable(df, label, positive, favourable_outcome)
+            log_data(ctx, df, info, validation.to_dict(), str(run_dir / "data_docs"))
+            validation.raise_if_failed()
+            audits = audit_predictions(
+                df, label, score, prediction, sensitive, positive, threshold, thresholds, favourable_outcome, settings
             )
-        check_favourable(df, label, positive, favourable_outcome)
-        log_data(ctx, df, info, validation.to_dict(), str(run_dir / "data_docs"))
-        validation.raise_if_failed()
-        audits = audit_predictions(
-            df, label, score, prediction, sensitive, positive, threshold, thresholds, favourable_outcome, settings
-        )
+            from impactflow.data_contracts.predictions import binarize
+
+            labelled = df.assign(**{label: binarize(df[label], positive)})
+            table_doc = {
+                "n_rows": int(len(df)),
+                "representation": representation(labelled, label, 1, sensitive),
+                "missing": {k: int(v) for k, v in df.isna().sum().items() if v},
+            }
         log_audits(ctx, model_name, audits, str(run_dir))
         record = model_record(
             model_name,
@@ -239,17 +325,15 @@ def audit_only_flow(
             threshold_given=threshold_given,
             favourable=favourable_outcome,
             scored_by=scored_by,
+            score_kind=score_kind,
         )
-        from impactflow.data_contracts.predictions import binarize
-
-        labelled = df.assign(**{label: binarize(df[label], positive)})
         data_doc = {
             **info,
-            "splits": {"train": 0, "validation": 0, "test": int(len(df))},
+            "splits": {"train": 0, "validation": 0, "test": table_doc["n_rows"]},
             "contract_result": validation.to_dict(),
-            "representation": representation(labelled, label, 1, sensitive),
+            "representation": table_doc["representation"],
             "synthetic_groups": [],
-            "missing": {k: int(v) for k, v in df.isna().sum().items() if v},
+            "missing": table_doc["missing"],
             "sensitive": sensitive,
             "excluded_features": [],
             "audit_only": True,
@@ -293,6 +377,86 @@ def audit_only_flow(
         "signer_key_id": signed["key_id"],
         "metrics": {k: v for a in audits.values() for k, v in a.metrics.items()},
     }
+
+
+def choose_engine(
+    engine: str,
+    data: str,
+    query: Optional[str],
+    table: Optional[str],
+    max_input_bytes: Optional[int],
+    contract: Optional[str],
+    model: Optional[str],
+    score_kind: str,
+) -> str:
+    """``memory``, ``stream`` or ``dask``. ``auto`` streams a database query, a glob, a folder and a
+    file larger than ``max_input_bytes``, and reads any other file into memory. ``--contract``
+    and ``--model`` need the table in memory (a contract's derived columns, a model's features)."""
+    from impactflow.data_contracts.sources import _GLOB, is_query
+
+    engines = ("auto", "memory", "stream", "dask")
+    if engine not in engines:
+        raise ConfigError(f"--engine {engine!r}: one of {', '.join(engines)}")
+    if score_kind not in ("probability", "logit"):
+        raise ConfigError(f"--score-kind {score_kind!r}: probability or logit")
+    text = str(data)
+    many = is_query(text) or bool(_GLOB.search(text)) or Path(text).is_dir()
+    if engine == "auto":
+        big = bool(max_input_bytes) and Path(text).is_file() and Path(text).stat().st_size > int(max_input_bytes)
+        engine = "stream" if many or big else "memory"
+    if engine == "memory" and many:
+        raise ConfigError(
+            f"--engine memory reads one file; --data {text if not is_query(text) else 'postgresql://…'} "
+            "is streamed (--engine stream or dask)"
+        )
+    if engine == "memory" and (query is not None or table is not None):
+        raise ConfigError("--query/--table read a database: give --data postgresql://USER@HOST/DB")
+    if engine != "memory":
+        for option, value in (("--contract", contract), ("--model", model)):
+            if value is not None:
+                raise ConfigError(
+                    f"{option} reads the table into memory (derived columns, a model's features): not with a "
+                    f"streamed audit (--engine {engine}); give --score or --prediction"
+                )
+    return engine
+
+
+def stream_pass(
+    data, query, table, label, score, prediction, sensitive, positive_label, threshold,
+    score_kind, max_levels, max_cells, sample_rows, engine, dask_address,
+) -> dict:  # fmt: skip
+    """Check the source, then one pass over it (``tasks.stream_audit``); returns the aggregates, the
+    seeded sample and the data info (file digests, or the query's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from impactflow.data_contracts.sources import resolve
+    from impactflow.tasks.stream_audit import SAMPLE_SEED, StreamSettings, source_info, stream_aggregate
+
+    columns = list(dict.fromkeys([label, *(c for c in (score, prediction) if c), *sensitive]))
+    source = resolve(str(data), columns, query, table)
+    settings = StreamSettings(
+        label=label,
+        sensitive=tuple(sensitive),
+        positive=str(positive_label).strip() if positive_label is not None else "1",
+        score=score,
+        prediction=prediction,
+        threshold=float(threshold),
+        score_kind=score_kind,
+        max_levels=int(max_levels),
+        max_cells=int(max_cells),
+        sample_rows=int(sample_rows),
+        seed=SAMPLE_SEED,
+    )
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the files' SHA-256 beside the pass
+        digests = pool.submit(source_info, source) if source.kind == "files" else None
+        result = stream_aggregate(source, settings, engine, dask_address)
+        info = digests.result() if digests is not None else source_info(source, result["aggregates"])
+    info["n_rows"] = int(result["aggregates"].rows)
+    if not info["n_rows"]:
+        from impactflow.errors import DataError
+
+        raise DataError(f"--data {source.describe()}: no rows")
+    return {**result, "info": info, "settings": settings, "engine": engine, "source": source}
 
 
 def run_audit_only(**kwargs: Any) -> dict:

@@ -122,6 +122,16 @@ class RichReporter:
     def stage(self, name: str) -> None:
         self.progress.console.print(f"[dim]•[/] {name}")
 
+    def rows(self, name: str, done: int, total: Optional[int]) -> None:
+        """A streamed audit's rows read so far, and rows per second."""
+        import time
+
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(name, total=total, info="")
+            self._started = time.perf_counter()
+        rate = done / max(time.perf_counter() - self._started, 1e-9)
+        self.progress.update(self.tasks[name], completed=done, info=f"{done:,} rows, {rate:,.0f} rows/s")
+
     def epoch(self, model: str, row: dict) -> None:
         if model not in self.tasks:
             self.tasks[model] = self.progress.add_task(f"train {model}", total=int(row["epochs"]), info="")
@@ -1255,7 +1265,37 @@ def _parse_gates(items: Optional[List[str]]) -> dict:
 
 @app.command()
 def audit(
-    data: Path = typer.Option(..., "--data", help="CSV or Parquet table of one row per person/decision."),
+    data: str = typer.Option(
+        ...,
+        "--data",
+        help="The decision log, one row per person/decision: a CSV or Parquet file, a glob "
+        "('logs/*.parquet'), a folder of Parquet files (hive partitions), or postgresql://USER@HOST/DB "
+        "with --query or --table.",
+    ),
+    query: Optional[str] = typer.Option(None, "--query", help="With --data postgresql://…: SELECT … to audit."),
+    table: Optional[str] = typer.Option(None, "--table", help="With --data postgresql://…: a table to audit."),
+    engine: str = typer.Option(
+        "auto",
+        "--engine",
+        help="memory (pandas; slices/proxies over other columns), stream (bounded chunks), or dask "
+        "(the same aggregation on a Dask cluster). auto: stream a glob, folder, query or file above "
+        "--max-input-bytes; else memory.",
+    ),
+    dask_address: Optional[str] = typer.Option(
+        None, "--dask-address", help="With --engine dask: the scheduler (tcp://host:8786); default: local threads."
+    ),
+    score_kind: str = typer.Option(
+        "probability", "--score-kind", help="probability (P(y = 1) in [0, 1]) or logit (log-odds)."
+    ),
+    max_levels: int = typer.Option(
+        1000, "--max-levels", min=1, help="Streamed: refuse a group column with more distinct values."
+    ),
+    max_cells: int = typer.Option(
+        4096, "--max-cells", min=1, help="Streamed: refuse more combinations of group values."
+    ),
+    sample_rows: int = typer.Option(
+        100_000, "--sample-rows", min=1, help="Streamed: rows of the seeded sample the GX suite checks."
+    ),
     label: Optional[str] = typer.Option(
         None,
         "--label",
@@ -1328,8 +1368,8 @@ def audit(
         1 << 30,
         "--max-input-bytes",
         min=0,
-        help="Refuse a --data file larger "  # 1 GiB
-        "than this, before reading it (0: no limit).",
+        help="The largest --data file read into memory (1 GiB); a larger one is "
+        "streamed (--engine auto) or refused (--engine memory). 0: no limit.",
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs (and tracebacks)."),
 ) -> None:
@@ -1367,19 +1407,28 @@ def audit(
             cols = parse_sensitive(sensitive or [])
         combos = parse_intersections(intersections, cols)
         use = read_intended_use(str(intended_use) if intended_use is not None else None)
-        check_input_file(data, max_input_bytes)  # a FIFO, a folder or an oversized file: before any flow
+        from impactflow.flows.audit_only import choose_engine
+
+        engine = choose_engine(engine, data, query, table, max_input_bytes, contract, model, score_kind)
+        if engine == "memory":
+            check_input_file(data, max_input_bytes)  # a FIFO or an oversized file: before any flow
     except ImpactflowError as exc:
         _fail(str(exc))
     gates = _parse_gates(gate)
     console = _console()
     _use_kept_server(console)
+    from impactflow.tasks import progress  # light: no heavy import
+
     try:
         from prefect import tags
 
         from impactflow.flows.audit_only import run_audit_only
         from impactflow.tasks.reconcile import prefect_owner_tag
 
-        with tags(prefect_owner_tag()):  # `impactflow reconcile` marks the flow run Crashed if this process dies
+        # stage lines, and a streamed audit's rows and rows/s; the flow run is Crashed by
+        # `impactflow reconcile` if this process dies
+        with RichReporter(console) as reporter, tags(prefect_owner_tag()):
+            progress.install(reporter)
             summary = run_audit_only(
                 data=str(data),
                 label=label,
@@ -1400,11 +1449,21 @@ def audit(
                 intended_use=use,
                 contract=contract,
                 model=model,
+                query=query,
+                table=table,
+                engine=engine,
+                dask_address=dask_address,
+                score_kind=score_kind,
+                max_levels=max_levels,
+                max_cells=max_cells,
+                sample_rows=sample_rows,
             )
     except ImpactflowError as exc:
         _fail(str(exc))
     except KeyboardInterrupt as exc:
         _interrupted(exc)
+    finally:
+        progress.install(None)
     _print_summary(console, {**summary, "models": {}})
     console.print(
         f"Evidence: manifest sha256 {summary['manifest_sha256']} signed by {summary['signer_key_id']}"

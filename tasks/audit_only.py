@@ -17,10 +17,17 @@ DISTINCT_DECISIONS = "fairness/distinct_decisions"
 
 @task(name="load-predictions", cache_policy=NONE, retries=1, retry_delay_seconds=1)
 def load_predictions(
-    path: str, label: str, score: str | None, prediction: str | None, sensitive: list[str], keep_all: bool = False
+    path: str,
+    label: str,
+    score: str | None,
+    prediction: str | None,
+    sensitive: list[str],
+    keep_all: bool = False,
+    score_kind: str = "probability",
 ) -> tuple[Any, dict]:
     """Read the table, check the named columns exist, hash the file. ``keep_all``: keep every
-    column (a model scores the rows: ``score_with_model``), else only the named ones."""
+    column (a model scores the rows: ``score_with_model``), else only the named ones;
+    ``score_kind="logit"``: the score column holds log-odds, mapped to probabilities here."""
     from impactflow.data_contracts.files import file_sha256
     from impactflow.data_contracts.predictions import read_table, require_columns, sensitive_as_text
 
@@ -30,6 +37,16 @@ def load_predictions(
     require_columns(df, roles, path)
     if not keep_all:
         df = df[roles]  # other columns (ids, features) are neither audited nor copied anywhere
+    if score and score_kind == "logit":
+        from impactflow.audits.aggregates import expit
+
+        try:
+            logits = df[score].to_numpy(dtype=float)
+        except (TypeError, ValueError):
+            from impactflow.errors import DataError
+
+            raise DataError(f"{path}: column {score!r}: not numeric log-odds") from None
+        df = df.assign(**{score: expit(logits)})
     sha = file_sha256(Path(path))
     info = {
         "contract": f"audit-only:{Path(path).name}",
@@ -383,10 +400,30 @@ def decisions_gate(inputs) -> Any:
         if scores.size == 1 and not inputs.extra.get("hard_predictions")
         else f"every row is predicted {int(values[0]) if values.size else '-'}"
     )
+    return _degenerate(float(values.size), what)
+
+
+def decisions_gate_counts(negative: int, positive: int, hard: bool) -> Any:
+    """``decisions_gate`` from the numbers of rows decided 0 and 1 (a streamed decision log)."""
+    from impactflow.audits import Gate
+    from impactflow.audits.results import Status
+
+    if negative and positive:
+        return Gate(DISTINCT_DECISIONS, Status.PASS, 2.0, 2.0, ">=")
+    values = [v for v, n in ((0, negative), (1, positive)) if n]
+    return _degenerate(
+        float(len(values)), f"every row is {'predicted' if hard else 'decided'} {values[0] if values else '-'}"
+    )
+
+
+def _degenerate(distinct: float, what: str) -> Any:
+    from impactflow.audits import Gate
+    from impactflow.audits.results import Status
+
     return Gate(
         DISTINCT_DECISIONS,
         Status.FAIL,
-        float(values.size),
+        distinct,
         2.0,
         ">=",
         f"degenerate model: {what}; one decision for everyone makes every group's rates equal "
@@ -456,6 +493,7 @@ def model_record(
     threshold_given: bool = True,
     favourable: Any = None,
     scored_by: str | None = None,
+    score_kind: str = "probability",
 ) -> dict:
     """The report's model entry for a model audited, not trained, here. A threshold is named only
     with scores: as given (``--threshold``) or as the default the audit applied; ``scored_by``: the
@@ -465,7 +503,8 @@ def model_record(
             f"threshold {threshold} (--threshold))" if threshold_given else f"its own threshold {threshold})"
         )
     elif score:
-        how = f"scores (column '{score}', decided at threshold {threshold}" + (
+        kind = "log-odds mapped to probabilities by the logistic function, " if score_kind == "logit" else ""
+        how = f"scores (column '{score}', {kind}decided at threshold {threshold}" + (
             ")" if threshold_given else ", the default: no --threshold was given)"
         )
     else:
@@ -486,6 +525,7 @@ def model_record(
                 "positive_label": str(positive),
                 "favourable_outcome": None if favourable is None else str(favourable),
                 "scored_by": scored_by,
+                "score_kind": score_kind if score_kind != "probability" else None,
             }.items()
             if v is not None
         },

@@ -15,6 +15,8 @@ class Reporter(Protocol):
 
     def stage(self, name: str) -> None: ...
 
+    def rows(self, name: str, done: int, total: int | None) -> None: ...
+
 
 _reporter: Reporter | None = None
 
@@ -49,6 +51,20 @@ def _hold(name: str, prefix: str) -> None:
     sys.stderr.flush()
     while True:
         time.sleep(3600)
+
+
+def rows_callback(name: str, total: int | None) -> Callable[[int], None] | None:
+    """A counter of rows read (a streamed audit): called with each batch's row count; the
+    reporter shows the total so far (and the rate)."""
+    if _reporter is None:
+        return None
+    rep, done = _reporter, [0]
+
+    def add(rows: int) -> None:
+        done[0] += rows
+        rep.rows(name, done[0], total)
+
+    return add
 
 
 def epoch_callback(model: str) -> Callable[[dict[str, float]], None] | None:
