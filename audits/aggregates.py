@@ -135,10 +135,9 @@ class Aggregates:
             shapes.update(
                 hist=((2, self.grid), np.int64),
                 ece_n=((2, ECE_BINS), np.int64),
-                ece_s=((ECE_BINS,), np.float64),
+                ece_s=((2, ECE_BINS), np.float64),  # score sums per label: also the sums of s
                 rel_n=((2, REL_BINS), np.int64),
                 rel_s=((REL_BINS,), np.float64),
-                s1=((2,), np.float64),
                 s2=((2,), np.float64),
                 ll=((2,), np.float64),
             )
@@ -231,11 +230,12 @@ class Aggregates:
         self.hist[:k] += np.bincount(cy * self.grid + b, minlength=k * 2 * self.grid).reshape(k, 2, self.grid)
         e = _bin_index(s, ECE_BINS)
         self.ece_n[:k] += np.bincount(cy * ECE_BINS + e, minlength=k * 2 * ECE_BINS).reshape(k, 2, ECE_BINS)
-        self.ece_s[:k] += np.bincount(cell * ECE_BINS + e, weights=s, minlength=k * ECE_BINS).reshape(k, ECE_BINS)
+        self.ece_s[:k] += np.bincount(cy * ECE_BINS + e, weights=s, minlength=k * 2 * ECE_BINS).reshape(
+            k, 2, ECE_BINS
+        )
         r = _bin_index(s, REL_BINS)
         self.rel_n[:k] += np.bincount(cy * REL_BINS + r, minlength=k * 2 * REL_BINS).reshape(k, 2, REL_BINS)
         self.rel_s[:k] += np.bincount(cell * REL_BINS + r, weights=s, minlength=k * REL_BINS).reshape(k, REL_BINS)
-        self.s1[:k] += np.bincount(cy, weights=s, minlength=k * 2).reshape(k, 2)
         self.s2[:k] += np.bincount(cy, weights=s * s, minlength=k * 2).reshape(k, 2)
         p = np.clip(s, _EPS, 1.0 - _EPS)
         loss = -np.log(np.where(y == 1, p, 1.0 - p))
@@ -268,6 +268,7 @@ class Aggregates:
             idx, values = _indices(batch.column(c))
             lut = [self._gid(i, key(v)) for v in values]
             if (idx < 0).any():
+                self.nulls[c] += int((idx < 0).sum())  # a missing group value: counted, and its own group
                 idx = np.where(idx < 0, len(values), idx)
                 lut.append(self._gid(i, None))
             locals_.append(idx)
@@ -409,11 +410,11 @@ def roc_from_hist(neg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def ece_from(ece_n: np.ndarray, ece_s: np.ndarray) -> float:
-    """``performance.expected_calibration_error`` from the per-bin (label, bin) counts and score sums."""
+    """``performance.expected_calibration_error`` from the per-(label, bin) counts and score sums."""
     n = ece_n.sum()
     if n == 0:
         return float("nan")
-    return float(np.abs(ece_s - ece_n[1]).sum() / n)
+    return float(np.abs(ece_s.sum(axis=0) - ece_n[1]).sum() / n)
 
 
 def group_statistics(sums: dict[str, np.ndarray], i: int | None = None) -> dict[str, float]:
@@ -426,7 +427,7 @@ def group_statistics(sums: dict[str, np.ndarray], i: int | None = None) -> dict[
     out = {"n": int(n), "base_rate": float(n_y[1] / n) if n else float("nan")}
     if "hist" not in sums:
         return out
-    s1, s2, ll = pick(sums["s1"]), pick(sums["s2"]), pick(sums["ll"])
+    s1, s2, ll = pick(sums["ece_s"]).sum(axis=-1), pick(sums["s2"]), pick(sums["ll"])
     hist = pick(sums["hist"])
     auc, bound = auc_from_hist(hist[0], hist[1])
     out.update(

@@ -28,6 +28,7 @@ from typing import Any, Iterator
 from impactflow.errors import ConfigError, DataError
 
 BATCH_ROWS = 1 << 20
+UNIT_ROWS = 2 << 20  # rows per unit of work: consecutive row groups of one Parquet file
 POSTGRES = ("postgresql://", "postgres://")
 _GLOB = re.compile(r"[*?\[]")
 
@@ -43,6 +44,8 @@ class FileSource:
     n_rows: int | None = None  # known from the Parquet footers; None for CSV
     n_bytes: int = 0
     kind: str = "files"
+    # units of work: (file index, its row groups; None: the whole file), in order
+    units: tuple[tuple[int, tuple[int, ...] | None], ...] = ()
 
     def describe(self) -> str:
         what = f"{len(self.files)} {self.format.upper()} file{'s' if len(self.files) != 1 else ''}"
@@ -164,7 +167,8 @@ def _check_parquet(data: str, files: list[Path], base: Path | None, columns: lis
     first: dict[str, str] | None = None
     first_file = None
     n_rows = n_bytes = 0
-    parts = []
+    parts: list[dict[str, str]] = []
+    units: list[tuple[int, tuple[int, ...] | None]] = []
     for p in files:
         try:
             meta = pq.ParquetFile(p).metadata
@@ -188,6 +192,7 @@ def _check_parquet(data: str, files: list[Path], base: Path | None, columns: lis
         n_rows += meta.num_rows
         n_bytes += p.stat().st_size
         parts.append(keys)
+        units.extend((len(parts) - 1, groups) for groups in _row_group_units(meta))
     return FileSource(
         data=data,
         files=tuple(str(p) for p in files),
@@ -195,7 +200,23 @@ def _check_parquet(data: str, files: list[Path], base: Path | None, columns: lis
         partitions=tuple(parts),
         n_rows=n_rows,
         n_bytes=n_bytes,
+        units=tuple(units),
     )
+
+
+def _row_group_units(meta) -> list[tuple[int, ...]]:
+    """A file's row groups cut into runs of about ``UNIT_ROWS`` rows (at least one group each), so
+    that one big file is spread over threads or Dask workers too."""
+    out, run, rows = [], [], 0
+    for i in range(meta.num_row_groups):
+        run.append(i)
+        rows += meta.row_group(i).num_rows
+        if rows >= UNIT_ROWS:
+            out.append(tuple(run))
+            run, rows = [], 0
+    if run or not out:
+        out.append(tuple(run))
+    return out
 
 
 def _check_csv(data: str, files: list[Path], columns: list[str]) -> FileSource:
@@ -219,6 +240,7 @@ def _check_csv(data: str, files: list[Path], columns: list[str]) -> FileSource:
         format="csv",
         partitions=tuple({} for _ in files),
         n_bytes=sum(p.stat().st_size for p in files),
+        units=tuple((i, None) for i in range(len(files))),
     )
 
 
@@ -228,13 +250,15 @@ def _reason(exc: BaseException) -> str:
 
 
 def file_batches(
-    source: FileSource, index: int, columns: list[str], text: list[str], batch_rows: int = BATCH_ROWS
+    source: FileSource, unit: int, columns: list[str], text: list[str], batch_rows: int = BATCH_ROWS
 ) -> Iterator[Any]:
-    """The record batches of file ``index`` (the role ``columns``; ``text``: read as text/dictionary,
-    e.g. the label and group columns), partition values added as columns. DataError naming the
-    file when a page cannot be decoded."""
+    """The record batches of unit ``unit`` (``source.units``: a file's row groups, or a whole
+    file) holding the role ``columns`` (``text``: read as text/dictionary, e.g. the label and
+    group columns), partition values added as columns. DataError naming the file when a page
+    cannot be decoded."""
     import pyarrow as pa
 
+    index, groups = source.units[unit]
     path = source.files[index]
     keys = source.partitions[index] if source.partitions else {}
     own = [c for c in columns if c not in keys]
@@ -243,7 +267,7 @@ def file_batches(
             import pyarrow.parquet as pq
 
             pf = pq.ParquetFile(path, read_dictionary=[c for c in text if c in own])
-            batches = pf.iter_batches(batch_size=batch_rows, columns=own, use_threads=True)
+            batches = pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=own, use_threads=True)
         else:
             import pyarrow.csv as pv
 

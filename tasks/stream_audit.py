@@ -140,8 +140,9 @@ def _decoded(table):
 
 
 def aggregate_unit(source, unit: int, settings: StreamSettings, on_rows: Callable[[int], None] | None = None):
-    """(Aggregates, Reservoir) of one unit of work: file ``unit`` of a file source, or the whole
-    query. The same function runs in a local thread and on a Dask worker."""
+    """(Aggregates, Reservoir) of one unit of work: ``source.units[unit]`` of a file source (a
+    file's row groups, or a whole CSV file), or the whole query. The same function runs in a
+    local thread and on a Dask worker."""
     from impactflow.data_contracts.sources import file_batches, query_batches
 
     agg = settings.aggregates()
@@ -149,7 +150,8 @@ def aggregate_unit(source, unit: int, settings: StreamSettings, on_rows: Callabl
     if source.kind == "postgresql":
         batches, where = query_batches(source, settings.columns), "query result"
     else:
-        batches, where = file_batches(source, unit, settings.columns, settings.text), source.files[unit]
+        batches = file_batches(source, unit, settings.columns, settings.text)
+        where = source.files[source.units[unit][0]]
     for batch in batches:
         agg.add(batch, where)
         sample.add(batch)
@@ -184,7 +186,7 @@ def fold(items, merge: Callable[[Any, Any], Any]):
 
 
 def _units(source) -> int:
-    return 1 if source.kind == "postgresql" else len(source.files)
+    return 1 if source.kind == "postgresql" else len(source.units)
 
 
 def run_local(source, settings: StreamSettings, on_rows=None, threads: int | None = None):

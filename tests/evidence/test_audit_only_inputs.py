@@ -47,8 +47,13 @@ def test_an_input_over_the_size_cap_is_refused_before_reading(tmp_path):
         match=r"t.csv: 166 bytes is more than the input limit of 100 bytes; "
         r"raise it with --max-input-bytes",
     ):
-        _flow(tmp_path, path, max_input_bytes=100)
+        _flow(tmp_path, path, max_input_bytes=100, engine="memory")
     assert not (tmp_path / "runs").exists()
+    from impactflow.flows.audit_only import choose_engine
+
+    # the default engine streams such a file instead (bounded memory: tests/flows/test_stream_audit.py)
+    assert choose_engine("auto", str(path), None, None, 100, None, None, "probability") == "stream"
+    assert choose_engine("auto", str(path), None, None, 166, None, None, "probability") == "memory"
 
 
 def test_audit_cli_names_the_fifo_in_one_error_line(tmp_path, monkeypatch):
