@@ -61,6 +61,16 @@ def test_worker_serves_the_pool_the_deployments_use():
     assert all(d["schedules"][0]["cron"] for d in deployments)
 
 
+def test_dask_workers_join_the_scheduler_and_read_the_logs_where_the_cli_does():
+    """--engine dask: every worker opens its units' files itself, at the CLI's paths."""
+    scheduler, worker = SERVICES["dask-scheduler"], SERVICES["dask-worker"]
+    assert scheduler["command"][:3] == ["scheduler", "--port", "8786"]
+    assert worker["command"][:2] == ["worker", "tcp://dask-scheduler:8786"]
+    assert {scheduler["entrypoint"][0], worker["entrypoint"][0]} == {"dask"}
+    assert scheduler["profiles"] == worker["profiles"] == ["dask"]  # not started by a plain `up`
+    assert "decision-logs:/data:ro" in worker["volumes"] and "decision-logs:/data:ro" in SERVICES["impactflow"]["volumes"]
+
+
 def test_native_test_uses_the_same_server_commands():
     """tests/topology/servers.py starts the same programs with the same drivers."""
     src = (ROOT / "tests" / "topology" / "servers.py").read_text()
