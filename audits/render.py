@@ -519,12 +519,13 @@ def contract_scope(stats: dict) -> str | None:
     sample, full = stats.get("sample"), stats.get("full_data")
     if not sample or not full:
         return None
-    nulls = ", ".join(f"{k} {v:,}" for k, v in full["nulls"].items())
-    labels = ", ".join(f"'{k}' {v:,}" for k, v in full["label_values"].items())
+    c = fmt_count
+    nulls = ", ".join(f"{k} {c(v)}" for k, v in full["nulls"].items())
+    labels = ", ".join(f"'{k}' {c(v)}" for k, v in full["label_values"].items())
     return (
-        f"Checked on a seeded uniform sample of {sample['rows']:,} of {sample['of']:,} rows (the GX suite, "
-        f"seed {sample['seed']}), plus full-data counts over every row ({full['engine']} engine, "
-        f"{full['seconds']:.1f} s): {full['rows']:,} rows; missing values: {nulls}; label values: {labels}."
+        f"Checked on a seeded uniform sample of {c(sample['rows'])} of {c(sample['of'])} rows (the GX suite, "
+        f"seed {c(sample['seed'])}), plus full-data counts over every row ({full['engine']} engine, "
+        f"{full['seconds']:g} s): {c(full['rows'])} rows; missing values: {nulls}; label values: {labels}."
     )
 
 
