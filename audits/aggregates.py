@@ -230,9 +230,7 @@ class Aggregates:
         self.hist[:k] += np.bincount(cy * self.grid + b, minlength=k * 2 * self.grid).reshape(k, 2, self.grid)
         e = _bin_index(s, ECE_BINS)
         self.ece_n[:k] += np.bincount(cy * ECE_BINS + e, minlength=k * 2 * ECE_BINS).reshape(k, 2, ECE_BINS)
-        self.ece_s[:k] += np.bincount(cy * ECE_BINS + e, weights=s, minlength=k * 2 * ECE_BINS).reshape(
-            k, 2, ECE_BINS
-        )
+        self.ece_s[:k] += np.bincount(cy * ECE_BINS + e, weights=s, minlength=k * 2 * ECE_BINS).reshape(k, 2, ECE_BINS)
         r = _bin_index(s, REL_BINS)
         self.rel_n[:k] += np.bincount(cy * REL_BINS + r, minlength=k * 2 * REL_BINS).reshape(k, 2, REL_BINS)
         self.rel_s[:k] += np.bincount(cell * REL_BINS + r, weights=s, minlength=k * REL_BINS).reshape(k, REL_BINS)

@@ -68,7 +68,9 @@ def test_dask_workers_join_the_scheduler_and_read_the_logs_where_the_cli_does():
     assert worker["command"][:2] == ["worker", "tcp://dask-scheduler:8786"]
     assert {scheduler["entrypoint"][0], worker["entrypoint"][0]} == {"dask"}
     assert scheduler["profiles"] == worker["profiles"] == ["dask"]  # not started by a plain `up`
-    assert "decision-logs:/data:ro" in worker["volumes"] and "decision-logs:/data:ro" in SERVICES["impactflow"]["volumes"]
+    assert (
+        "decision-logs:/data:ro" in worker["volumes"] and "decision-logs:/data:ro" in SERVICES["impactflow"]["volumes"]
+    )
 
 
 def test_native_test_uses_the_same_server_commands():
