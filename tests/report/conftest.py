@@ -224,7 +224,8 @@ def _audit_only_table(n: int = 8000):  # smaller samples fail the contract (race
 
 @pytest.fixture(scope="session")
 def real_reports(prefect_api, tmp_path_factory):
-    """``{family: {"json", "md", "html"} paths}`` of real runs of every family and of ``audit-only``."""
+    """``{family: {"json", "md", "html"} paths}`` of real runs of every family, of ``audit-only``
+    and of the same decisions streamed (``audit-stream``)."""
     import os
 
     from impactflow.flows.config import load_config
@@ -257,6 +258,22 @@ def real_reports(prefect_api, tmp_path_factory):
             positive_label=">50K",
             threshold=0.5,
             output_dir=str(path / "runs"),
+        )["report"]
+        # the same decisions as a folder of Parquet files, streamed (tasks/stream_audit.py)
+        logs = path / "log"
+        logs.mkdir()
+        frame = _audit_only_table()
+        frame.iloc[:5000].to_parquet(logs / "part-0.parquet", index=False)
+        frame.iloc[5000:].to_parquet(logs / "part-1.parquet", index=False)
+        out["audit-stream"] = run_audit_only(
+            data=str(logs),
+            label="income",
+            score="score",
+            sensitive=["sex", "race"],
+            positive_label=">50K",
+            threshold=0.5,
+            output_dir=str(path / "stream-runs"),
+            engine="stream",
         )["report"]
     finally:
         del os.environ["MLFLOW_TRACKING_URI"]

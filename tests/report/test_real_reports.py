@@ -46,7 +46,7 @@ from impactflow.audits.report import validate_report
 from tests.report.conftest import REAL_RUNS
 
 pytestmark = pytest.mark.e2e
-FAMILIES = [*REAL_RUNS, "audit-only"]
+FAMILIES = [*REAL_RUNS, "audit-only", "audit-stream"]
 
 # a number not glued to a word, path, date or version (those are tokens of JSON strings anyway)
 NUMBER = re.compile(r"(?<![\w.\-/:+−])[-−]?\d+(?:\.\d+)?(?:e[+-]?\d+)?(?![\w])")
@@ -172,7 +172,7 @@ def test_the_traceability_check_catches_an_invented_number(documents):
     assert untraceable(md + "\nAccuracy 0.123456789 on 77777 rows\n", report) == {"0.123456789", "77777"}
 
 
-@pytest.mark.parametrize("family", ["tabular", "audit-only"])  # binary tasks with sensitive columns
+@pytest.mark.parametrize("family", ["tabular", "audit-only", "audit-stream"])  # binary, sensitive columns
 def test_group_tables_show_the_rates_the_audit_wrote(documents, family):
     report = documents[family]
     md = render_markdown(report)

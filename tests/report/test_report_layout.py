@@ -36,7 +36,7 @@ from impactflow.audits.report import build_report
 from tests.report.conftest import REAL_RUNS, make_inputs
 
 pytestmark = pytest.mark.e2e
-FAMILIES = [*REAL_RUNS, "audit-only"]
+FAMILIES = [*REAL_RUNS, "audit-only", "audit-stream"]
 
 CHROMIUM = os.environ.get("IMPACTFLOW_CHROMIUM") or next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")) if p), None
