@@ -70,6 +70,18 @@ def public_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
+def without_password(url: str) -> tuple[str, str | None]:
+    """(the URL without its password, the password, URL-decoded; None when it has none). The CLI
+    moves a password given in ``--data`` into ``PGPASSWORD`` (libpq reads it), so that the URL
+    that reaches Prefect's flow-run parameters, MLflow and the report carries none."""
+    from urllib.parse import unquote
+
+    m = re.match(r"^([a-z0-9+]+://[^:/@]+):([^@]*)@(.*)$", url)
+    if m is None:
+        return url, None
+    return f"{m.group(1)}@{m.group(3)}", unquote(m.group(2))
+
+
 def is_query(data: str) -> bool:
     return str(data).startswith(POSTGRES)
 

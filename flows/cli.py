@@ -1422,8 +1422,14 @@ def audit(
     try:
         from prefect import tags
 
+        from impactflow.data_contracts.sources import is_query, public_url, without_password
         from impactflow.flows.audit_only import run_audit_only
         from impactflow.tasks.reconcile import prefect_owner_tag
+
+        if is_query(data):  # the password goes to libpq's PGPASSWORD, never into the flow run's parameters
+            data, password = without_password(data)
+            if password is not None:
+                os.environ["PGPASSWORD"] = password
 
         # stage lines, and a streamed audit's rows and rows/s; the flow run is Crashed by
         # `impactflow reconcile` if this process dies
@@ -1442,7 +1448,8 @@ def audit(
                 model_name=model_name,
                 min_group_size=min_group_size,
                 gates=gates,
-                command=" ".join(["impactflow", *sys.argv[1:]]),
+                # the report's provenance: a --data postgresql://USER:PASSWORD@… without its password
+                command=" ".join(["impactflow", *(public_url(a) for a in sys.argv[1:])]),
                 max_input_bytes=max_input_bytes,
                 favourable_outcome=favourable_outcome,
                 intersections=combos,

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from impactflow.data_contracts.sources import file_batches, public_url, resolve
+from impactflow.data_contracts.sources import file_batches, public_url, resolve, without_password
 from impactflow.errors import ConfigError, DataError
 
 COLS = ["y", "score", "g"]
@@ -84,3 +84,9 @@ def test_csv_files_are_one_unit_each_and_read_in_batches(tmp_path):
 def test_the_password_never_shows():
     assert public_url("postgresql://auditor:s3cr3t@db:5432/loans") == "postgresql://auditor:***@db:5432/loans"
     assert public_url("postgresql://auditor@db/loans") == "postgresql://auditor@db/loans"
+    # the CLI moves it to PGPASSWORD: the flow run's parameters never see it
+    assert without_password("postgresql://auditor:p%40ss@db:5432/loans") == (
+        "postgresql://auditor@db:5432/loans",
+        "p@ss",
+    )
+    assert without_password("postgresql://auditor@db/loans") == ("postgresql://auditor@db/loans", None)
