@@ -179,6 +179,8 @@ def audit_only_flow(
             "give exactly one of --score COL (probabilities), --prediction COL (0/1 labels) "
             "or --model models:/NAME/VERSION (scores the table here)"
         )
+    if score_kind != "probability" and score is None:
+        raise ConfigError(f"--score-kind {score_kind}: applies to --score (a column of scores)")
     threshold_given = threshold is not None
     threshold = 0.5 if threshold is None else float(threshold)
     if (score is not None or model is not None) and not 0.0 < threshold < 1.0:
@@ -272,6 +274,10 @@ def audit_only_flow(
 
                 full, contract_obj, info = load_with_contract(contract, str(data), score, prediction)
                 require_columns(full, sensitive, str(data))
+                if score_kind == "logit":
+                    from impactflow.audits.aggregates import expit
+
+                    full = full.assign(**{score: expit(full[score].to_numpy(dtype=float))})
                 validation, positive = check_with_contract(
                     full, contract_obj, str(data), label, score, prediction, sensitive, positive_label, str(run_dir)
                 )
