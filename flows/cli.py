@@ -122,15 +122,13 @@ class RichReporter:
     def stage(self, name: str) -> None:
         self.progress.console.print(f"[dim]•[/] {name}")
 
-    def rows(self, name: str, done: int, total: Optional[int]) -> None:
-        """A streamed audit's rows read so far, and rows per second."""
-        import time
-
+    def rows(self, name: str, done: int, total: Optional[int], seconds: float) -> None:
+        """A streamed audit's rows read so far and rows per second since the pass began; ``total``
+        None: not known (a query) until the pass ends (then ``total == done``: the bar completes)."""
         if name not in self.tasks:
             self.tasks[name] = self.progress.add_task(name, total=total, info="")
-            self._started = time.perf_counter()
-        rate = done / max(time.perf_counter() - self._started, 1e-9)
-        self.progress.update(self.tasks[name], completed=done, info=f"{done:,} rows, {rate:,.0f} rows/s")
+        rate = done / max(seconds, 1e-9)
+        self.progress.update(self.tasks[name], total=total, completed=done, info=f"{done:,} rows, {rate:,.0f} rows/s")
 
     def epoch(self, model: str, row: dict) -> None:
         if model not in self.tasks:

@@ -15,7 +15,7 @@ class Reporter(Protocol):
 
     def stage(self, name: str) -> None: ...
 
-    def rows(self, name: str, done: int, total: int | None) -> None: ...
+    def rows(self, name: str, done: int, total: int | None, seconds: float) -> None: ...
 
 
 _reporter: Reporter | None = None
@@ -53,16 +53,19 @@ def _hold(name: str, prefix: str) -> None:
         time.sleep(3600)
 
 
-def rows_callback(name: str, total: int | None) -> Callable[[int], None] | None:
-    """A counter of rows read (a streamed audit): called with each batch's row count; the
-    reporter shows the total so far (and the rate)."""
+def rows_callback(name: str, total: int | None) -> Callable[..., None] | None:
+    """A counter of rows read (a streamed audit): called with each batch's row count, and once
+    with ``final=True`` when the pass ends; the reporter shows the rows so far and the rate since
+    this counter was made (the pass's start)."""
     if _reporter is None:
         return None
-    rep, done = _reporter, [0]
+    import time
 
-    def add(rows: int) -> None:
+    rep, done, start = _reporter, [0], time.perf_counter()
+
+    def add(rows: int, final: bool = False) -> None:
         done[0] += rows
-        rep.rows(name, done[0], total)
+        rep.rows(name, done[0], done[0] if final else total, time.perf_counter() - start)
 
     return add
 

@@ -76,7 +76,9 @@ def representation(df, target: str, positive_label, groups: list[str]) -> list[d
     for attr in groups:
         for group, idx in df.groupby(attr, dropna=False).groups.items():
             n = len(idx)
-            row = {"attribute": attr, "group": str(group), "n": int(n), "share": n / len(df)}
+            # a missing value is its own group, named as the audits name it (fairness.MISSING_LABEL)
+            name = "(missing)" if group is None or group != group else str(group)
+            row = {"attribute": attr, "group": name, "n": int(n), "share": n / len(df)}
             if y is not None:
                 row["positive_rate"] = float(y.loc[idx].mean())
             rows.append(row)

@@ -253,6 +253,8 @@ def stream_aggregate(source, settings: StreamSettings, engine: str, dask_address
     else:
         counter = progress.rows_callback("rows", source.n_rows)
         agg, sample = run_local(source, settings, counter)
+        if counter is not None:
+            counter(0, final=True)
     seconds = time.perf_counter() - started
     return {"aggregates": agg, "sample": sample.to_pandas(), "seconds": seconds}
 
