@@ -47,6 +47,10 @@ MAX_LABEL_VALUES = 100  # distinct label values tracked for the domain check; mo
 _EPS = np.finfo(np.float64).eps  # sklearn's log_loss clips probabilities to [eps, 1 - eps]
 
 
+def _label(value: str | None) -> str:
+    return MISSING_LABEL if value is None else value
+
+
 def key(value: Any) -> str | None:
     """A value as the text it is compared by (None: missing)."""
     return None if value is None else str(value).strip()
@@ -82,6 +86,16 @@ class Aggregates:
     the positive class; ``hard``: ``prediction`` holds logged decisions (no score); else
     ``score`` holds P(y = 1) (``score_kind="logit"``: log-odds, mapped through the logistic
     function)."""
+
+    # per cell (first axis), allocated by ``_alloc`` (the score arrays only with scores)
+    conf: np.ndarray
+    hist: np.ndarray
+    ece_n: np.ndarray
+    ece_s: np.ndarray
+    rel_n: np.ndarray
+    rel_s: np.ndarray
+    s2: np.ndarray
+    ll: np.ndarray
 
     def __init__(
         self,
@@ -145,7 +159,7 @@ class Aggregates:
 
     def _alloc(self, cap: int) -> None:
         for name, (shape, dtype) in self._arrays().items():
-            new = np.zeros((cap, *shape), dtype=dtype)
+            new: np.ndarray = np.zeros((cap, *shape), dtype=dtype)
             if self._cap:
                 new[: self._cap] = getattr(self, name)
             setattr(self, name, new)
@@ -190,10 +204,11 @@ class Aggregates:
         at = f" ({where})" if where else ""
         valid = np.ones(n, dtype=bool)
         y = self._binary(batch.column(self.label), self.label, self.label_values, valid)
-        if self.hard:
+        if self.prediction is not None:
             pred = self._binary(batch.column(self.prediction), self.prediction, self.prediction_values, valid)
             s = None
         else:
+            assert self.score is not None  # one of the two (__init__)
             s = batch.column(self.score)
             s = s.to_numpy(zero_copy_only=False) if hasattr(s, "to_numpy") else np.asarray(s)
             try:
@@ -353,7 +368,7 @@ class Aggregates:
     def groups(self, columns: list[str]) -> tuple[list[str], np.ndarray]:
         """(sorted group labels, each cell's group index) of the attribute over ``columns``."""
         pos = [self.sensitive.index(c) for c in columns]
-        labels = [GROUP_SEP.join(MISSING_LABEL if v[i] is None else v[i] for i in pos) for v in self.cell_values()]
+        labels = [GROUP_SEP.join(_label(v[i]) for i in pos) for v in self.cell_values()]
         uniques = sorted(set(labels))
         where = {g: i for i, g in enumerate(uniques)}
         return uniques, np.array([where[g] for g in labels], dtype=np.int64)
