@@ -36,7 +36,7 @@ from impactflow.errors import DataError
 
 from .bootstrap import FN, FP, TN, TP
 from .fairness import GROUP_SEP, INTERSECTION_SEP, MISSING_LABEL
-from .performance import _bin_index
+from .performance import _bin_index, bin_rows
 
 GRID = 10_000
 ECE_BINS = 15  # performance.expected_calibration_error's default
@@ -489,20 +489,7 @@ def classification_metrics(agg: Aggregates) -> dict[str, float]:
 def calibration_bins(agg: Aggregates) -> list[dict[str, float]]:
     """``performance.calibration_bins`` (10 bins) from the aggregates."""
     sums = agg.overall()
-    counts, pos, ssum = sums["rel_n"].sum(axis=0), sums["rel_n"][1], sums["rel_s"]
-    rows = []
-    for b in range(REL_BINS):
-        c = int(counts[b])
-        rows.append(
-            {
-                "lower": b / REL_BINS,
-                "upper": (b + 1) / REL_BINS,
-                "count": c,
-                "mean_score": float(ssum[b] / c) if c else float("nan"),
-                "positive_rate": float(pos[b] / c) if c else float("nan"),
-            }
-        )
-    return rows
+    return bin_rows(sums["rel_n"].sum(axis=0), sums["rel_s"], sums["rel_n"][1])
 
 
 def representation(agg: Aggregates) -> list[dict[str, Any]]:

@@ -59,6 +59,13 @@ def calibration_bins(y_true, y_score, n_bins: int = 10) -> list[dict[str, float]
     counts = np.bincount(idx, minlength=n_bins)
     score_sum = np.bincount(idx, weights=y_score, minlength=n_bins)
     pos_sum = np.bincount(idx, weights=y_true, minlength=n_bins)
+    return bin_rows(counts, score_sum, pos_sum)
+
+
+def bin_rows(counts, score_sum, pos_sum) -> list[dict[str, float]]:
+    """``calibration_bins``' rows from each bin's count, score sum and positive count (a streamed
+    log's aggregates give these too)."""
+    n_bins = len(counts)
     rows = []
     for b in range(n_bins):
         c = int(counts[b])

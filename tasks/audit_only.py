@@ -335,14 +335,31 @@ def audit_predictions(
     Every configured gate is accounted for as in a pipeline run (``impactflow.audits.gating``): an audit that
     raises, or a performance gate set without ``--score``, leaves its gates not measured. A model
     that gives everyone the same decision fails ``fairness/distinct_decisions`` (``decisions_gate``)."""
-    from impactflow.audits import AUDIT_ONLY_THRESHOLDS as known, fairness_audit, performance_audit
-    from impactflow.audits.calibration import calibration_group_audit
-    from impactflow.audits.gating import audited, not_run
+    from impactflow.audits import AUDIT_ONLY_THRESHOLDS as known
+    from impactflow.audits.gating import audited
     from impactflow.audits.proxies import proxy_audit
     from impactflow.audits.slices import slice_audit
 
     progress.stage("audit predictions")
     inputs = audit_inputs(df, label, score, prediction, sensitive, positive, threshold, favourable)
+    # what no gate asked: worst slices over the table's other columns and the sensitive ones, and
+    # whether the other columns carry a sensitive attribute (they are the model's inputs, if logged)
+    others = {
+        name: (lambda name, fn: lambda section: audited(name, fn, inputs, section, known[name]))(name, fn)
+        for name, fn in (("slices", slice_audit), ("proxies", proxy_audit))
+    }
+    return audit_set(inputs, decisions_gate(inputs), bool(score), thresholds, settings, others)
+
+
+def audit_set(inputs, gate, scored: bool, thresholds: dict, settings: dict | None, others: dict) -> dict:
+    """The audits of an audit-only run (in memory or streamed): fairness with the degenerate-model
+    ``gate``, performance when ``scored`` (else a configured performance gate is not measured),
+    calibration by group, then ``others`` (``{name: section -> AuditResult}``). ``settings``
+    (``group_settings``) go to fairness and calibration by group; a ``--gate`` value wins."""
+    from impactflow.audits import AUDIT_ONLY_THRESHOLDS as known, fairness_audit, performance_audit
+    from impactflow.audits.calibration import calibration_group_audit
+    from impactflow.audits.gating import audited, not_run
+
     settings = dict(settings or {})
 
     def with_settings(fn):
@@ -351,10 +368,10 @@ def audit_predictions(
     out = {
         "fairness": with_gate(
             audited("fairness", with_settings(fairness_audit), inputs, thresholds.get("fairness"), known["fairness"]),
-            decisions_gate(inputs),
+            gate,
         )
     }
-    if score:
+    if scored:
         out["performance"] = audited(
             "performance", performance_audit, inputs, thresholds.get("performance"), known["performance"]
         )
@@ -372,10 +389,8 @@ def audit_predictions(
         thresholds.get("calibration_by_group"),
         known["calibration_by_group"],
     )
-    # what no gate asked: worst slices over the table's other columns and the sensitive ones, and
-    # whether the other columns carry a sensitive attribute (they are the model's inputs, if logged)
-    for name, fn in (("slices", slice_audit), ("proxies", proxy_audit)):
-        out[name] = audited(name, fn, inputs, thresholds.get(name), known[name])
+    for name, run in others.items():
+        out[name] = run(thresholds.get(name))
     return out
 
 

@@ -349,46 +349,17 @@ def audit_aggregates(
     """Fairness (with its bootstrap CIs, from the confusion counts), performance and calibration by
     group from the aggregates, gated as ``audit_only.audit_predictions`` gates them; slices and
     proxies are skipped (``STREAM_SKIPPED``): a gate configured on them is not measured."""
-    from impactflow.audits import AUDIT_ONLY_THRESHOLDS as known, fairness_audit, performance_audit
-    from impactflow.audits.calibration import calibration_group_audit
-    from impactflow.audits.gating import audited, not_run
-    from impactflow.tasks.audit_only import decisions_gate_counts, with_gate
+    from impactflow.audits import AUDIT_ONLY_THRESHOLDS as known
+    from impactflow.tasks.audit_only import audit_set, decisions_gate_counts
 
     progress.stage("audit the aggregates")
     inputs = stream_inputs(agg, sensitive, threshold, extra)
-    settings = dict(settings or {})
-
-    def with_settings(fn):
-        return lambda inp, th: fn(inp, {**settings, **(th or {})})
-
     conf = agg.overall()["conf"]
-    out = {
-        "fairness": with_gate(
-            audited("fairness", with_settings(fairness_audit), inputs, thresholds.get("fairness"), known["fairness"]),
-            decisions_gate_counts(int(conf[:, 0].sum()), int(conf[:, 1].sum()), agg.hard),
-        )
+    gate = decisions_gate_counts(int(conf[:, 0].sum()), int(conf[:, 1].sum()), agg.hard)
+    others = {
+        name: (lambda name: lambda section: skipped(name, section, known[name]))(name) for name in ("slices", "proxies")
     }
-    if not agg.hard:
-        out["performance"] = audited(
-            "performance", performance_audit, inputs, thresholds.get("performance"), known["performance"]
-        )
-    elif "performance" in thresholds:
-        out["performance"] = not_run(
-            "performance",
-            thresholds["performance"],
-            known["performance"],
-            "performance needs scores (--score): hard predictions were given",
-        )
-    out["calibration_by_group"] = audited(
-        "calibration_by_group",
-        with_settings(calibration_group_audit),
-        inputs,
-        thresholds.get("calibration_by_group"),
-        known["calibration_by_group"],
-    )
-    for name in ("slices", "proxies"):
-        out[name] = skipped(name, thresholds.get(name), known[name])
-    return out
+    return audit_set(inputs, gate, not agg.hard, thresholds, settings, others)
 
 
 def skipped(name: str, thresholds: dict | None, known: dict):
