@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
@@ -37,6 +34,8 @@ import pandas as pd
 import pytest
 
 from impactflow.audits.aggregates import expit
+from impactflow.tasks.progress import HOLD_MARK
+from tests.reliability.hold import kill_when_held
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +44,6 @@ SEXES = ["F", "M"]
 AGES = ["18-25", "26-35", "36-50", "51-65", "66+"]
 SENSITIVE = ["region", "sex", "age_band"]
 AUDITS = ("fairness", "performance", "calibration_by_group")  # what a streamed audit computes
-HOLD_MARK = "impactflow-test-hold: "
 
 
 def decision_log(n: int, seed: int, effect: float = 0.3, missing: float = 0.01) -> pd.DataFrame:
@@ -448,12 +446,6 @@ def test_bad_input_is_one_line_exit_1_and_nothing_written(bad_runs, case):
 # ----------------------------------------------------------------------------- 4. SIGKILL
 
 
-def _reader(stream, lines: queue.Queue) -> None:
-    for line in iter(stream.readline, ""):
-        lines.put(line)
-    lines.put(None)
-
-
 def _owned_flow_runs(pid: int) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
@@ -469,30 +461,9 @@ def _owned_flow_runs(pid: int) -> list:
 def _held_then_killed(command: list[str], env: dict, cwd: Path) -> tuple[int, str]:
     """Start ``command``, wait for the hold mark on its stderr, SIGKILL it there: (pid, the line)."""
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_reader, args=(proc.stderr, lines), daemon=True).start()
-    seen: list[str] = []
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not any(s.startswith(HOLD_MARK) for s in seen):
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            seen.append(line)
-        held = [s for s in seen if s.startswith(HOLD_MARK)]
-        assert held, f"the run never reached the aggregation pass:\n{''.join(seen)[-3000:]}"
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    seen = kill_when_held(proc, timeout=300)
     assert proc.returncode == -signal.SIGKILL
-    return proc.pid, held[0]
+    return proc.pid, next(s for s in seen.splitlines(keepends=True) if s.startswith(HOLD_MARK))
 
 
 def test_sigkill_while_aggregating_leaves_nothing_and_a_rerun_succeeds(cli, prefect_api, small, tmp_path):

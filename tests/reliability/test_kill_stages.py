@@ -18,19 +18,17 @@ a run then completes, passes and becomes champion: the "no champion" checks can 
 from __future__ import annotations
 
 import os
-import queue
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.reliability.hold import kill_when_held
 from tests.reliability.test_faults import _processes_with
 
 pytestmark = pytest.mark.e2e
@@ -87,7 +85,6 @@ STAGES = {  # stage -> (prefix of the progress stage to hold at, extra args)
     "signing": ("sign evidence", []),
     "training-dp": ("train transformer", DP_ARGS),
 }
-HOLD_MARK = "impactflow-test-hold: "
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +109,6 @@ def _cli(work, *args, extra_env=None, **kw):
     )
 
 
-def _reader(stream, lines: queue.Queue) -> None:
-    for line in iter(stream.readline, ""):
-        lines.put(line)
-    lines.put(None)
-
-
 def _ledger_env(work, stage: str) -> dict[str, str]:
     """The DP run's own ledger: the folder's ledger records the other runs' non-private models,
     against which no finite budget can hold."""
@@ -139,32 +130,8 @@ def _run_and_kill(work, stage: str) -> tuple[int, str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_reader, args=(proc.stderr, lines), daemon=True).start()
-    seen: list[str] = []
-    try:
-        deadline = time.monotonic() + 420
-        while time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            seen.append(line)
-            if line.startswith(HOLD_MARK):
-                break
-        held = any(s.startswith(HOLD_MARK + prefix) for s in seen)
-        assert held, f"the run never reached stage {prefix!r}:\n{''.join(seen)[-3000:]}"
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.5)  # a concurrent validation child may still be writing
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.pid, "".join(seen)
+    seen = kill_when_held(proc, prefix, timeout=420, settle=0.5)  # a concurrent validation child may still write
+    return proc.pid, seen
 
 
 def _running_mlflow(db: Path) -> list[str]:
