@@ -1375,6 +1375,10 @@ def audit(
     contract checks, fairness (+ calibration by group with scores), signed report, MLflow.
     Exit 3 if a gate fails."""
     _quiet_environment(verbose)
+    console = _console()
+    # before anything imports Prefect (tasks.audit_only does): Prefect reads PREFECT_API_URL once,
+    # so a kept server set later would be ignored and a temporary one started (~12 s)
+    _use_kept_server(console)
     from impactflow.errors import ImpactflowError
     from impactflow.data_contracts.files import check_input_file
     from impactflow.data_contracts.names import safe_name
@@ -1413,8 +1417,6 @@ def audit(
     except ImpactflowError as exc:
         _fail(str(exc))
     gates = _parse_gates(gate)
-    console = _console()
-    _use_kept_server(console)
     from impactflow.tasks import progress  # light: no heavy import
 
     try:

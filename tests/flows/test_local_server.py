@@ -82,6 +82,26 @@ def test_start_use_and_stop(home):
         with urllib.request.urlopen(req, timeout=30) as resp:
             runs = json.load(resp)
         assert [r["state_type"] for r in runs] == ["COMPLETED"]
+        # so does `impactflow audit`, though it imports Prefect (tasks.audit_only) while it parses
+        # its options: the kept server is set before (else a temporary server runs the flow)
+        table = home / "t.csv"
+        table.write_text("y,s,g\n" + "".join(f"{i % 2},{(i % 10) / 10},{'ab'[i % 3 == 0]}\n" for i in range(200)))
+        audit = subprocess.run(
+            [sys.executable, "-m", "impactflow.flows.cli", "audit", "--data", str(table), "--label", "y"]
+            + ["--score", "s", "--sensitive", "g", "--output-dir", str(home / "out"), "-v"],
+            env=env,
+            cwd=home,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert audit.returncode in (0, 3), audit.stderr[-2000:]
+        assert f"the kept local server at {state['api_url']}" in " ".join(audit.stdout.split())
+        # (the runs would show on the kept server either way: a temporary one shares its database)
+        assert "Starting temporary server" not in audit.stdout + audit.stderr
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            runs = json.load(resp)
+        assert sorted(r["state_type"] for r in runs) == ["COMPLETED", "COMPLETED"]
     finally:
         stopped = local_server.stop()
     assert stopped["pid"] == state["pid"]
