@@ -191,6 +191,9 @@ def _use_kept_server(console) -> None:
     from impactflow.flows import local_server, warm
 
     kept = local_server.use_kept_server()
+    url = os.environ.get("PREFECT_API_URL")
+    if kept is None and url and url == (local_server.read_state() or {}).get("api_url"):
+        kept = url  # set by this command already (audit: before it imports Prefect)
     if not warm.IN_CHILD:  # the warm runner's client forwards signals and its watchdog kills the child
         from impactflow.flows import lifetime
 
@@ -1375,10 +1378,11 @@ def audit(
     contract checks, fairness (+ calibration by group with scores), signed report, MLflow.
     Exit 3 if a gate fails."""
     _quiet_environment(verbose)
-    console = _console()
+    from impactflow.flows import local_server
+
     # before anything imports Prefect (tasks.audit_only does): Prefect reads PREFECT_API_URL once,
     # so a kept server set later would be ignored and a temporary one started (~12 s)
-    _use_kept_server(console)
+    local_server.use_kept_server()
     from impactflow.errors import ImpactflowError
     from impactflow.data_contracts.files import check_input_file
     from impactflow.data_contracts.names import safe_name
@@ -1417,6 +1421,8 @@ def audit(
     except ImpactflowError as exc:
         _fail(str(exc))
     gates = _parse_gates(gate)
+    console = _console()
+    _use_kept_server(console)
     from impactflow.tasks import progress  # light: no heavy import
 
     try:
