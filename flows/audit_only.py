@@ -32,7 +32,7 @@ from impactflow.tasks.audit_only import (
     score_with_model,
 )
 from impactflow.tasks.evidence import prepare_evidence, sign_run
-from impactflow.tasks.stream_audit import check_streamed
+from impactflow.tasks.stream_audit import check_streamed, stream_pass
 from impactflow.tasks.log import fail_tracking, log_data, log_report, start_tracking
 from impactflow.tasks.report import provenance, representation, write_report
 
@@ -425,44 +425,6 @@ def choose_engine(
                     f"streamed audit (--engine {engine}); give --score or --prediction"
                 )
     return engine
-
-
-def stream_pass(
-    data, query, table, label, score, prediction, sensitive, positive_label, threshold,
-    score_kind, max_levels, max_cells, sample_rows, engine, dask_address,
-) -> dict:  # fmt: skip
-    """Check the source, then one pass over it (``tasks.stream_audit``); returns the aggregates, the
-    seeded sample and the data info (file digests, or the query's)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from impactflow.data_contracts.sources import resolve
-    from impactflow.tasks.stream_audit import SAMPLE_SEED, StreamSettings, source_info, stream_aggregate
-
-    columns = list(dict.fromkeys([label, *(c for c in (score, prediction) if c), *sensitive]))
-    source = resolve(str(data), columns, query, table)
-    settings = StreamSettings(
-        label=label,
-        sensitive=tuple(sensitive),
-        positive=str(positive_label).strip() if positive_label is not None else "1",
-        score=score,
-        prediction=prediction,
-        threshold=float(threshold),
-        score_kind=score_kind,
-        max_levels=int(max_levels),
-        max_cells=int(max_cells),
-        sample_rows=int(sample_rows),
-        seed=SAMPLE_SEED,
-    )
-    with ThreadPoolExecutor(max_workers=1) as pool:  # the files' SHA-256 beside the pass
-        digests = pool.submit(source_info, source) if source.kind == "files" else None
-        result = stream_aggregate(source, settings, engine, dask_address)
-        info = digests.result() if digests is not None else source_info(source, result["aggregates"])
-    info["n_rows"] = int(result["aggregates"].rows)
-    if not info["n_rows"]:
-        from impactflow.errors import DataError
-
-        raise DataError(f"--data {source.describe()}: no rows")
-    return {**result, "info": info, "settings": settings, "engine": engine, "source": source}
 
 
 def run_audit_only(**kwargs: Any) -> dict:
