@@ -19,6 +19,7 @@ from .identity import IDENTITY_THRESHOLDS, identity_audit
 from .inputs import AuditInputs
 from .mitigation import MITIGATION_THRESHOLDS, mitigation_audit
 from .oversight import OVERSIGHT_THRESHOLDS, oversight_audit
+from .memorisation import MEMORISATION_THRESHOLDS, memorisation_audit
 from .lira import CANARY_THRESHOLDS, LIRA_THRESHOLDS, canary_audit, lira_audit
 from .performance import PERFORMANCE_THRESHOLDS, performance_audit
 from .privacy import PRIVACY_THRESHOLDS, privacy_audit
@@ -70,6 +71,7 @@ _BUILTIN_AUDITS: dict[str, Callable[[AuditInputs, dict], AuditResult]] = {
     "mitigation": mitigation_audit,
     "privacy_lira": lira_audit,
     "privacy_canary": canary_audit,
+    "memorisation": memorisation_audit,
     "slices": slice_audit,
     "proxies": proxy_audit,
     "attributions": attribution_audit,
@@ -99,6 +101,7 @@ _BUILTIN_THRESHOLDS: dict[str, dict[str, Threshold]] = {
     "mitigation": MITIGATION_THRESHOLDS,
     "privacy_lira": LIRA_THRESHOLDS,
     "privacy_canary": CANARY_THRESHOLDS,
+    "memorisation": MEMORISATION_THRESHOLDS,
     "slices": SLICE_THRESHOLDS,
     "proxies": PROXY_THRESHOLDS,
     "attributions": ATTRIBUTION_THRESHOLDS,

@@ -140,8 +140,15 @@ def resources_section(models: list[dict], settings: dict | None = None) -> dict[
     source = s.get("grid_source") or (
         DEFAULT_GRID_SOURCE if s["grid_gco2_per_kwh"] == 480.0 else "set by the run owner"
     )
+    pretraining = [
+        {"model": m.get("name"), **(m.get("training") or {})["pretraining"]}
+        for m in models
+        if (m.get("training") or {}).get("pretraining")
+    ]
     return {
         "models": rows,
+        # what the model cards of pretrained models state about their pretraining (hf family)
+        "pretraining": pretraining,
         "totals": {
             "wall_time_s": total("wall_time_s"),
             "training_flops": total("training_flops"),

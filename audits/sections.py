@@ -27,7 +27,7 @@ NOT_STATED = "not stated by the run owner"
 # Which audits are evidence for which section (by key prefix); the rest go to an appendix.
 SECTION_AUDITS: dict[str, tuple[str, ...]] = {
     "performance": ("performance", "recommendation"),
-    "privacy": ("privacy", "lira", "canary", "membership", "disclosure"),
+    "privacy": ("privacy", "lira", "canary", "membership", "disclosure", "memorisation"),
     "bias": ("fairness", "group_robustness", "identity", "user_groups", "mitigation"),
     "resources": ("exposure",),
     "oversight": ("oversight",),
@@ -303,6 +303,7 @@ def privacy(models: list[dict], data: dict) -> dict:
             }
         )
     budget = data.get("privacy_budget")
+    secrets, method = memorisation_rows(models)
     if data.get("audit_only"):
         return {
             "models": rows,
@@ -319,7 +320,50 @@ def privacy(models: list[dict], data: dict) -> dict:
         "epsilon_lower_bound_status": "measured"
         if any(r["epsilon_lower_bound"] is not None for r in rows)
         else "not measured: no one-run canary audit (Steinke et al. 2023), the only certified ε lower bound, ran",
+        "memorisation": secrets,
+        "memorisation_status": "measured"
+        if method
+        else "not measured: no secrets were planted in a model's training data (privacy_audit.secrets)",
+        "memorisation_method": method,
     }
+
+
+def memorisation_rows(models: list[dict]) -> tuple[list[dict], str | None]:
+    """Exposure of the planted secrets per model and number of repeats (the memorisation
+    audit's ``details.levels``), and one sentence of method from the first such audit."""
+    rows: list[dict] = []
+    method = None
+    for m in models:
+        a = (m.get("audits") or {}).get("memorisation")
+        details = (a.get("details") or {}) if isinstance(a, dict) else {}
+        if not details.get("levels"):
+            continue
+        dp = (m.get("training") or {}).get("dp") or {}
+        method = method or (
+            f'secrets "{details["format"]}" (… = {details["secret"]}) planted in the training rows '
+            f"({details['planted_rows']} rows; "
+            f"{details['labels']}), each ranked among {details['candidates']} never-trained candidates by "
+            f"{details['score']}; exposure = log2(N+1) - log2(rank) bits, at most {details['max_exposure']:.2f}; "
+            f"a model that memorised nothing averages {details['chance_mean']:.2f} bits (Carlini et al. 2019)"
+        )
+        for level in details["levels"]:
+            rows.append(
+                {
+                    "model": m.get("name"),
+                    "dp_enabled": bool(dp.get("enabled")),
+                    "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
+                    "repeats": level["repeats"],
+                    "label": level["label"],
+                    "secrets": level["secrets"],
+                    "exposure_mean": level["exposure_mean"],
+                    "exposure_max": level["exposure_max"],
+                    "chance_low": level["chance_low"],
+                    "chance_high": level["chance_high"],
+                    "group_epsilon": level.get("group_epsilon"),
+                    "memorised": bool(level["above_chance"]),
+                }
+            )
+    return rows, method
 
 
 def _is_intersection(attribute: Any) -> bool:

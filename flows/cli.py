@@ -670,6 +670,15 @@ def presets() -> None:
         except ImpactflowError as exc:
             needs = str(exc)
         mark = "[needs your data: --set data.path=PATH] " if needs else ""
+        if (
+            not needs
+            and (yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text()) or {})
+            .get("model", {})
+            .get("params", {})
+            .get("path", "unset")
+            is None
+        ):
+            mark = "[needs your model: --set model.params.path=DIR] "
         typer.echo(f"{name:16s} {mark}{desc}")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -130,6 +130,19 @@ class PrivacyConfig(_Strict):
         return self
 
 
+class SecretsConfig(_Strict):
+    # Memorisation audit (models/memorisation.py, audits/memorisation.py): random secrets in a
+    # fixed format planted in the training data (only there), `per_repeat` per label repeated
+    # each number of times in `repeats`, ranked after training among `candidates` never-trained
+    # strings (exposure, Carlini et al. 2019). enabled: null = on for the families that run the
+    # memorisation audit (hf); true also works for the text family; binary text tasks only.
+    enabled: bool | None = None
+    repeats: list[Annotated[int, Field(ge=1, le=1000)]] = Field(default_factory=lambda: [1, 4, 16], min_length=1)
+    per_repeat: int = Field(default=4, ge=1, le=100)
+    candidates: int = Field(default=1000, ge=10, le=1_000_000)
+    length: int = Field(default=6, ge=2, le=32)  # symbols per secret
+
+
 class PrivacyAuditConfig(_Strict):
     # Stronger membership inference and empirical epsilon lower bounds (audits/lira.py,
     # models/privacy_attack.py). reference_models: K LiRA reference models (each one extra
@@ -140,6 +153,7 @@ class PrivacyAuditConfig(_Strict):
     audit_members: int = Field(default=500, ge=10)
     canaries: int | None = Field(default=None, ge=0)
     canary_guess_fraction: float = Field(default=0.2, gt=0, le=0.5)
+    secrets: SecretsConfig = SecretsConfig()
 
 
 class OrchestrationConfig(_Strict):
@@ -502,6 +516,14 @@ def check_references(cfg: RunConfig) -> None:
     check_family_fits(family, contract)
     check_params(family, cfg.model.params)
     config = family.make_config(cfg.model.params)
+    if family.preflight is not None:  # e.g. the hf family's model directory, tokenizer, head, LoRA targets
+        from impactflow.models.base import roles_for
+
+        family.preflight(config, roles_for(contract, family.task, cfg.data.exclude_sensitive_from_features))
+    from impactflow.models.memorisation import check_plantable, settings_for
+
+    if settings_for(cfg.privacy_audit.secrets.model_dump(), family) is not None:
+        check_plantable(family, contract)
     if cfg.privacy.enabled:  # the DP preprocessing needs a declared domain for every input: say so now
         from impactflow.models.base import roles_for
         from impactflow.models.fit import _make_preprocessor
@@ -594,6 +616,8 @@ def check_params(family: Any, params: dict[str, Any]) -> None:
                 f"{did_you_mean(str(key), list(fields))} (known: {', '.join(fields)})"
             )
         kind = _param_kind(hints.get(key, fields[key].type))
+        if value is None and fields[key].default is None:  # an optional value left unset: the family says what it needs
+            continue
         if kind is not None and not _param_fits(kind[0], value):
             f = fields[key]
             default = f.default if f.default is not dataclasses.MISSING else None

@@ -20,6 +20,7 @@ _BUILTIN: dict[str, str] = {
     "text": "impactflow.models.text",
     "image": "impactflow.models.image",
     "recommender": "impactflow.models.recommender",
+    "hf": "impactflow.models.hf",
 }
 
 #: Family name -> module path (or "module:attribute" of a Family), with the ``impactflow.families``

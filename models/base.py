@@ -98,6 +98,9 @@ class Family:
       activity and item popularity). Slice discovery slices on it (with the audit groups) and
       proxy detection tests it as a proxy of each sensitive attribute. ``None``: the scalar
       feature columns (``scalar_row_features``).
+    - ``preflight(config, roles)``: checks the family can run at all (e.g. a model directory,
+      its tokenizer and head), raising ``ConfigError`` with one line; called when the run's
+      configuration is checked, before any task. ``None``: nothing to check.
     """
 
     name: str
@@ -113,6 +116,7 @@ class Family:
     audits: tuple[str, ...] = ("performance", "fairness", "privacy")
     audit_extras: Callable[..., Any] | None = None
     row_features: Callable[..., Any] | None = None
+    preflight: Callable[..., None] | None = None
 
     def __post_init__(self) -> None:
         try:

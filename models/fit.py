@@ -28,6 +28,7 @@ from impactflow.models.base import (
 )
 from impactflow.models.data import Split
 from impactflow.models.dp_claim import NO_DP_PREPROCESSING, SameRows, dp_record
+from impactflow.models.memorisation import SecretSettings
 from impactflow.models.training import PrivacySettings, TrainSettings, train_torch
 from impactflow.task_kind import TaskKind
 
@@ -69,11 +70,14 @@ class TorchPredictor(_Predictor):
         self.module = module
         self.roles = roles
 
-    def predict(self, df: pd.DataFrame) -> np.ndarray:
+    def predict_raw(self, df: pd.DataFrame) -> np.ndarray:
+        """The module's raw outputs (a logit per row for binary tasks)."""
         from impactflow.models.training import predict_logits
 
-        raw = predict_logits(self.module, self.preprocessor.transform(df[self.features]), "cpu")
-        return outputs_from_raw(raw, self.roles.task)
+        return predict_logits(self.module, self.preprocessor.transform(df[self.features]), "cpu")
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        return outputs_from_raw(self.predict_raw(df), self.roles.task)
 
 
 class SklearnPredictor(_Predictor):
@@ -158,8 +162,12 @@ def fit_family_model(
     privacy: PrivacySettings = PrivacySettings(),
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     same_rows: SameRows = SameRows(),
+    secrets: SecretSettings | None = None,
 ) -> FittedModel:
     """Fit the preprocessor on training rows only, train the family's torch model, score it.
+
+    ``secrets``: plant random secrets in the training rows (only there) and measure their
+    exposure after training (``models/memorisation.py``; kept in ``training["secrets"]``).
 
     Under DP the preprocessor is the family's data-independent one (``private=True``: declared
     domains, fixed constants, a hashing tokenizer), and ``training["dp"]`` says what the
@@ -167,8 +175,16 @@ def fit_family_model(
     rows, named in that sentence)."""
     config = family.make_config(params)
     pre = _make_preprocessor(family, roles, config, privacy.enabled)
+    train = split.train
+    planted = None
+    if secrets is not None:
+        from impactflow.models.memorisation import DIGITS, plant
+
+        alphabet = pre.secret_alphabet() if hasattr(pre, "secret_alphabet") else DIGITS
+        planted = plant(secrets, roles, seed + 3000, alphabet)
+        train = pd.concat([split.train, planted.rows], ignore_index=True)
     t0 = time.perf_counter()
-    X_train = pre.fit_transform(split.train[list(roles.features)])
+    X_train = pre.fit_transform(train[list(roles.features)])
     X_val = pre.transform(split.validation[list(roles.features)])
     prep_s = time.perf_counter() - t0
     settings = TrainSettings(
@@ -184,10 +200,12 @@ def fit_family_model(
     )
     seed_everything(seed)  # weight initialisation is part of the seeded run
     module = family.build_model(pre.spec(), config)
+    # under DP, layers per-example clipping cannot split stay at their pretrained values (hf)
+    frozen = module.freeze_for_dp() if privacy.enabled and hasattr(module, "freeze_for_dp") else []
     result = train_torch(
         module,
         X_train,
-        targets(split.train, roles),
+        targets(train, roles),
         X_val,
         targets(split.validation, roles),
         make_criterion=family.make_criterion,
@@ -207,7 +225,19 @@ def fit_family_model(
         "input_spec": pre.spec(),
         "dp": dp_record(result.dp, family=family, pre=pre, same_rows=same_rows, threshold=_Predictor.threshold),
     }
-    predictor = TorchPredictor(pre, result.model, roles)
+    if frozen:
+        training["dp"]["frozen"] = frozen
+    if hasattr(pre, "pretraining"):  # a pretrained model: what its card states about pretraining (hf)
+        training["pretraining"] = pre.pretraining()
+    # what is released: e.g. LoRA adapters merged into the weights (models/hf.py)
+    model = result.model.released() if hasattr(result.model, "released") else result.model
+    predictor = TorchPredictor(pre, model, roles)
+    if planted is not None:
+        from impactflow.models.memorisation import measure
+
+        dp = training["dp"]
+        training["secrets"] = measure(predictor, roles, planted, dp.get("epsilon") if dp.get("enabled") else None)
+        training["n_secret_rows"] = int(len(planted.rows))
     name = f"{family.model_name}-dp" if privacy.enabled else family.model_name
     return _score(
         name,

@@ -55,6 +55,7 @@ def audit_model(
         extra={
             **(extra or {}),
             **(privacy_attacks or {}),
+            **({"secrets": fitted.training["secrets"]} if "secrets" in fitted.training else {}),
             **(run_inputs or {}),
             **(
                 favourable_extra(contract.positive_label, contract.favourable_outcome)
@@ -79,6 +80,12 @@ def audit_model(
     names = [
         *family.audits,
         *(f"privacy_{k}" for k in ("lira", "canary") if k in (privacy_attacks or {}) or f"privacy_{k}" in gates),
+        # secrets planted in a family that does not list the audit (text), or a gate without them
+        *(
+            ["memorisation"]
+            if "memorisation" not in family.audits and ("secrets" in fitted.training or "memorisation" in gates)
+            else []
+        ),
         *(k for k in (run_inputs or {}) if k not in family.audits),
         *(a for a in REPORT_AUDITS if a not in family.audits and (a != "mitigation" or family.task == TaskKind.BINARY)),
     ]

@@ -23,12 +23,15 @@ def train_model(
     privacy_cfg: dict,
     seed: int,
     same_rows: dict | None = None,
+    secrets_cfg: dict | None = None,
 ) -> Any:
     """Fit the preprocessor on training rows and train the family's torch model (optionally DP).
     ``same_rows``: the run's other trainings on these rows (baselines, privacy-audit models),
-    named in a DP model's ``training.dp.covers``."""
+    named in a DP model's ``training.dp.covers``; ``secrets_cfg``: ``privacy_audit.secrets``
+    (secrets planted in the training rows for the memorisation audit, ``models/memorisation.py``)."""
     from impactflow.models.dp_claim import SameRows
     from impactflow.models.fit import fit_family_model
+    from impactflow.models.memorisation import settings_for
     from impactflow.models.training import PrivacySettings
 
     family = spec.family
@@ -49,6 +52,7 @@ def train_model(
             privacy=privacy,
             on_epoch=progress.epoch_callback(name),
             same_rows=SameRows.from_dict(same_rows),
+            secrets=settings_for(secrets_cfg or {"enabled": False}, family),
         ),
         threads=train_cfg.get("threads"),
     )
@@ -69,7 +73,19 @@ def train_all(split, spec: RunSpec, cfg: Any, same_rows: dict) -> list:
     cluster."""
     train, privacy = cfg.train.model_dump(), cfg.privacy.model_dump()
     calls: list[tuple[Any, tuple]] = [
-        (train_model, (split, spec, cfg.model.params, train, privacy, cfg.seed, same_rows))
+        (
+            train_model,
+            (
+                split,
+                spec,
+                cfg.model.params,
+                train,
+                privacy,
+                cfg.seed,
+                same_rows,
+                cfg.privacy_audit.secrets.model_dump(),
+            ),
+        )
     ]
     calls += [(train_baseline, (split, spec, b, cfg.seed)) for b in cfg.model.baselines]
     dask = cfg.orchestration.task_runner == "dask"

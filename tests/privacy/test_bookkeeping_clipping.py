@@ -29,7 +29,7 @@ def _opacus_ghost(model, x, y, criterion, max_grad_norm):
         p.grad = None
     gsm.disable_hooks()
     (coef * per_example).sum().backward()
-    grads = {n: p.grad.clone() for n, p in m.named_parameters()}
+    grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad}
     gsm.cleanup()
     return norms, grads
 
@@ -40,7 +40,7 @@ def _bookkeeping(model, x, y, criterion, max_grad_norm):
     with clipper.recording():
         per_example = criterion(m(x), y)
     norms = clipper.backward(per_example)
-    return norms, {n: p.grad.clone() for n, p in m.named_parameters()}
+    return norms, {n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad}
 
 
 def _cases():
