@@ -48,13 +48,14 @@ def _movielens(arg: str | None) -> str | None:
     return None
 
 
-def _prepare(family: str, ml_dir: str | None):
+def _prepare(family: str, ml_dir: str | None, preset: str | None = None):
+    """(run config, contract, split, data source) of ``family``'s DP preset (or ``preset``)."""
     from impactflow.flows.config import load_config
     from impactflow.tasks.data import load_data, split_data
     from impactflow.tasks.spec import RunSpec
 
-    preset, fallback, _ = FAMILIES[family]
-    cfg = load_config(preset, [])
+    preset, fallback = (preset, None) if preset else FAMILIES[family][:2]
+    cfg = load_config(preset, [], check=family != "hf")  # hf: the model directory is set by the caller
     contract, paths = cfg.data.contract, ([str(p) for p in cfg.data.path] if cfg.data.path else None)
     source = contract
     if family == "recommender":

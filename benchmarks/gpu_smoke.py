@@ -1,7 +1,9 @@
 """GPU smoke test and timing, every family, in a few minutes on any machine with a CUDA GPU.
 
 For each family (tabular: UCI Adult, text: SMS Spam, image: MNIST 5k, recommender: MovieLens
-100K when a copy is found, else the shipped synthetic ratings), on its preset's model:
+100K when a copy is found, else the shipped synthetic ratings, hf: SMS Spam on ``--hf-model``
+or, without one, the tiny BERT built from a config that the tests use), on its preset's model
+(hf: ``hf-text`` full fine-tuning, ``hf-text-dp`` LoRA under DP):
 
 1. train on the GPU with bf16 mixed precision (the pipeline's default on CUDA) for ``--epochs``
    epochs, and check the run really used CUDA and AMP;
@@ -14,6 +16,7 @@ For each family (tabular: UCI Adult, text: SMS Spam, image: MNIST 5k, recommende
     python benchmarks/gpu_smoke.py                     # all families (exit 1 if any check fails)
     python benchmarks/gpu_smoke.py --families tabular image --epochs 2
     python benchmarks/gpu_smoke.py --json gpu.json
+    python benchmarks/gpu_smoke.py --families hf --hf-model /models/distilbert-base-uncased
 
 Without a CUDA device it says so, runs the CPU rows only, and exits 0 (``--require-gpu``: 1).
 """
@@ -35,7 +38,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dp_overhead import FAMILIES, _movielens, _prepare  # noqa: E402
+from dp_overhead import FAMILIES as DP_FAMILIES, _movielens, _prepare  # noqa: E402
+
+FAMILIES = [*DP_FAMILIES, "hf"]
+HF_DP_PRESET = "hf-text-dp"
+
+
+def _hf_model(path: str | None) -> str:
+    """``--hf-model``, or the tiny BERT of the tests built from a config in a temporary folder."""
+    if path:
+        return path
+    import tempfile
+
+    from impactflow.data_contracts import get_contract, load_dataset
+    from impactflow.models.hf import build_tiny
+
+    contract = get_contract("sms_spam")
+    texts = load_dataset(contract)[dict(contract.roles_extra)["text"]].astype(str).tolist()
+    return str(build_tiny(tempfile.mkdtemp(prefix="impactflow-tiny-bert-"), texts))
 
 
 class GpuSampler:
@@ -81,7 +101,7 @@ class GpuSampler:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
-def run_family(family: str, epochs: int, ml_dir: str | None, cuda: bool) -> dict:
+def run_family(family: str, epochs: int, ml_dir: str | None, cuda: bool, hf_model: str | None = None) -> dict:
     import torch
 
     from impactflow.data_contracts import get_contract
@@ -90,14 +110,17 @@ def run_family(family: str, epochs: int, ml_dir: str | None, cuda: bool) -> dict
     from impactflow.models.fit import fit_family_model
     from impactflow.models.training import PrivacySettings
 
-    cfg, contract, split, source = _prepare(family, ml_dir)
+    cfg, contract, split, source = _prepare(family, ml_dir, HF_DP_PRESET if family == "hf" else None)
     fam = get_family(cfg.model.family)
     roles = roles_for(get_contract(contract), fam.task, cfg.data.exclude_sensitive_from_features)
     from impactflow.flows.config import load_config
 
-    base = load_config(cfg.extends or cfg.preset, [])  # the non-DP preset this DP preset extends
+    base = load_config(cfg.extends or cfg.preset, [], check=family != "hf")  # the non-DP preset this DP one extends
     plain = {**base.model.params, "epochs": epochs, "patience": epochs}
     dp_params = {**cfg.model.params, "epochs": epochs, "patience": epochs}
+    if family == "hf":
+        plain["path"] = dp_params["path"] = _hf_model(hf_model)
+        source = f"{source}, model {plain['path']}"
     rows, checks = [], []
 
     def one(arm: str, device: str, params: dict, privacy: PrivacySettings) -> dict:
@@ -177,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--movielens", default=None)
+    ap.add_argument("--hf-model", default=None, help="a local Hugging Face model directory (default: a tiny BERT)")
     ap.add_argument("--require-gpu", action="store_true", help="exit 1 when no CUDA device is available")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -193,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for fam in args.families:
         print(f"... {fam}", file=sys.stderr, flush=True)
-        results.append(run_family(fam, args.epochs, ml, cuda))
+        results.append(run_family(fam, args.epochs, ml, cuda, args.hf_model))
     print(render(results, name))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))

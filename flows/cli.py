@@ -665,19 +665,14 @@ def presets() -> None:
 
     for name in list_presets():
         desc = (yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text()) or {}).get("description", "")
+        params: dict = {}
         try:
-            needs = missing_data(load_config(name, check=False))
+            cfg = load_config(name, check=False)
+            needs, params = missing_data(cfg), cfg.model.params
         except ImpactflowError as exc:
             needs = str(exc)
         mark = "[needs your data: --set data.path=PATH] " if needs else ""
-        if (
-            not needs
-            and (yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text()) or {})
-            .get("model", {})
-            .get("params", {})
-            .get("path", "unset")
-            is None
-        ):
+        if not needs and "path" in params and params["path"] is None:  # the hf family's model directory
             mark = "[needs your model: --set model.params.path=DIR] "
         typer.echo(f"{name:16s} {mark}{desc}")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -136,11 +136,18 @@ class SecretsConfig(_Strict):
     # each number of times in `repeats`, ranked after training among `candidates` never-trained
     # strings (exposure, Carlini et al. 2019). enabled: null = on for the families that run the
     # memorisation audit (hf); true also works for the text family; binary text tasks only.
-    enabled: bool | None = None
-    repeats: list[Annotated[int, Field(ge=1, le=1000)]] = Field(default_factory=lambda: [1, 4, 16], min_length=1)
-    per_repeat: int = Field(default=4, ge=1, le=100)
-    candidates: int = Field(default=1000, ge=10, le=1_000_000)
+    enabled: bool | None = None  # null: on for the hf family, off for the others
+    repeats: list[int] = Field(default_factory=lambda: [1, 4, 16], min_length=1)  # each 1..1000, distinct
+    per_repeat: int = Field(default=4, ge=1, le=100)  # secrets per number of repeats and label
+    candidates: int = Field(default=1000, ge=10, le=1_000_000)  # never-trained strings each secret is ranked among
     length: int = Field(default=6, ge=2, le=32)  # symbols per secret
+
+    @field_validator("repeats")
+    @classmethod
+    def _repeats(cls, value: list[int]) -> list[int]:
+        if any(not 1 <= r <= 1000 for r in value) or len(set(value)) != len(value):
+            raise ValueError(f"expected distinct numbers of repeats between 1 and 1000, got {value}")
+        return value
 
 
 class PrivacyAuditConfig(_Strict):

@@ -78,9 +78,9 @@ class HFConfig:
     path: str | None = None  # local directory: config.json, weights, tokenizer (save_pretrained)
     max_len: int = 128  # tokens kept per text (truncated), special tokens included
     finetune: str = "full"  # "full" | "lora"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    lora_r: int = 8  # LoRA rank (finetune: lora)
+    lora_alpha: int = 16  # LoRA scaling: the update is alpha / r x B A
+    lora_dropout: float = 0.0  # dropout on the LoRA branch's input
     lora_target_modules: tuple[str, ...] | None = None  # None: peft's default for the architecture
     lr: float = 5e-5
     weight_decay: float = 0.0

@@ -115,6 +115,24 @@ def prefect_api(tmp_path_factory):
         yield PREFECT_API_URL.value()
 
 
+def sms_texts() -> list[str]:
+    """The shipped SMS Spam Collection's messages (what the tiny model's vocabulary is learnt from)."""
+    from impactflow.data_contracts import get_contract, load_dataset
+
+    contract = get_contract("sms_spam")
+    return load_dataset(contract)[dict(contract.roles_extra)["text"]].astype(str).tolist()
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory):
+    """A tiny Hugging Face model directory built from a config, no weights from the network: a
+    2-layer BERT (hidden 128) with a WordPiece vocabulary of 8,000 entries learnt from the
+    shipped SMS texts, saved with save_pretrained (``impactflow.models.hf.build_tiny``)."""
+    from impactflow.models.hf import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny-bert"), sms_texts())
+
+
 @pytest.fixture
 def mlflow_uri(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

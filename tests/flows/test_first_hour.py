@@ -61,7 +61,9 @@ def test_presets_that_need_the_users_data_are_marked():
     for name in ("movielens", "recommender-dp"):
         assert "[needs your data: --set data.path=PATH]" in lines[name]
     for name in ("tabular", "text", "recommender", "image"):
-        assert "needs your data" not in lines[name]
+        assert "needs your data" not in lines[name] and "needs your model" not in lines[name]
+    for name in ("hf-text", "hf-text-dp", "hf-toxicity"):  # the hf family: a local model directory of the user's
+        assert "[needs your model: --set model.params.path=DIR]" in lines[name]
 
 
 def test_a_run_without_its_data_is_refused_before_any_task(tmp_path, monkeypatch):

@@ -227,3 +227,15 @@ def test_bookkeeping_clipping_of_the_hf_model_equals_opacus_ghost_clipping(tiny_
     assert trained
     for name in trained:
         torch.testing.assert_close(grads_b[name], grads_o[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", ["hf-text", "hf-text-dp", "hf-toxicity"])
+def test_the_hf_presets_check_out_on_a_model_directory(tiny_hf, preset):
+    """Each hf preset, pointed at a model directory, passes every check made before a task runs
+    (the model directory, tokenizer, head and LoRA targets included); without one it names the key."""
+    from impactflow.flows.config import load_config
+
+    cfg = load_config(preset, [f"model.params.path={tiny_hf}"])
+    assert cfg.model.family == "hf" and cfg.privacy_audit.secrets.enabled is None
+    with pytest.raises(ConfigError, match=r"^model.params: path: required: a local Hugging Face model directory"):
+        load_config(preset, [])

@@ -205,6 +205,8 @@ REAL_RUNS = {
     "text": ("text", ["model.params.epochs=1"]),
     "image": ("image", ["model.params.epochs=1"]),
     "recommender": ("recommender", ["model.params.epochs=1"]),
+    # the tiny model built from a config (tests/conftest.py tiny_hf), fine-tuned in full
+    "hf": ("hf-text", ["model.params.path={tiny_hf}", "model.params.epochs=1", "model.params.lr=0.002"]),
 }
 
 
@@ -223,7 +225,7 @@ def _audit_only_table(n: int = 8000):  # smaller samples fail the contract (race
 
 
 @pytest.fixture(scope="session")
-def real_reports(prefect_api, tmp_path_factory):
+def real_reports(prefect_api, tmp_path_factory, tiny_hf):
     """``{family: {"json", "md", "html"} paths}`` of real runs of every family, of ``audit-only``
     and of the same decisions streamed (``audit-stream``)."""
     import os
@@ -238,7 +240,12 @@ def real_reports(prefect_api, tmp_path_factory):
         try:
             cfg = load_config(
                 preset,
-                [f"tracking.output_dir={path}", "train.device=cpu", "tracking.register_models=false", *overrides],
+                [
+                    f"tracking.output_dir={path}",
+                    "train.device=cpu",
+                    "tracking.register_models=false",
+                    *(o.format(tiny_hf=tiny_hf) for o in overrides),
+                ],
             )
             out[family] = run_pipeline(cfg)["report"]
         finally:

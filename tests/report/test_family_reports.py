@@ -61,8 +61,12 @@ def test_every_family_writes_the_full_report(family_reports, family):
         assert report["resources"]["exposure"]  # exposure concentration linked in section 8
     else:
         assert 0 <= report["oversight"]["models"][0]["coverage"] <= 1
-    if family in ("tabular", "text"):  # binary: mitigation comparison ran or says why not
+    if family in ("tabular", "text", "hf"):  # binary: mitigation comparison ran or says why not
         assert "mitigation" in candidate["audits"]
+    if family == "hf":  # the memorisation table: one row per number of repeats and label, in the Markdown
+        rows = report["privacy"]["memorisation"]
+        assert [(r["repeats"], r["label"]) for r in rows] == [(n, lab) for n in (1, 4, 16) for lab in ("spam", "ham")]
+        assert report["resources"]["pretraining"][0]["known"] is False
     md = Path(paths["md"]).read_text(encoding="utf-8")
     positions = [md.index(f"## {title}\n") for _, title in SECTIONS]
     assert positions == sorted(positions)
@@ -79,7 +83,7 @@ def test_every_family_writes_the_full_report(family_reports, family):
         assert {a["attribute"] for a in report["discovery"]["proxies"]["attributes"]} == {"sex", "race"}
         assert attributed["status"] == "measured" and attributed["sample_size"] > 0
         assert md_escape(attributed["differences"][0]["feature"]) in found
-    if family in ("text", "image"):
+    if family in ("text", "image", "hf"):
         assert attributed["status"].startswith("Not measured: the model reads one input per row")
 
 

@@ -94,3 +94,14 @@ def test_images_carry_the_deployments_file(dockerfile):
     assert "IMPACTFLOW_PREFECT_YAML=/opt/impactflow/prefect.yaml" in text
     ignored = (ROOT / "docker" / f"{dockerfile}.dockerignore").read_text().split()
     assert "prefect.yaml" not in ignored and "**/prefect.yaml" not in ignored
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cuda"])
+def test_images_install_the_hf_extra_from_pyproject(dockerfile):
+    """The hf family runs in the images: their requirements line reads the `hf` extra, which exists."""
+    import tomllib
+
+    text = (ROOT / "docker" / dockerfile).read_text()
+    assert "d['dependencies'] + d['optional-dependencies']['hf']" in text
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["hf"]
+    assert any(r.startswith("transformers") for r in extra) and any(r.startswith("peft") for r in extra)
