@@ -101,7 +101,7 @@ def _frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
 def test_without_plugins_the_registries_hold_the_built_ins():
     families, loaders, audits = _registries()
     _forget()
-    assert sorted(families) == ["image", "recommender", "tabular", "text"]
+    assert sorted(families) == ["hf", "image", "recommender", "tabular", "text"]
     assert "tiny_logit" not in families and "pipe_table" not in loaders and "row_count" not in audits
 
 
@@ -116,7 +116,14 @@ def test_the_plugin_lands_in_the_same_dicts(plugin_site):
     from impactflow.audits.thresholds import defaults
 
     assert defaults(au.AUDIT_THRESHOLDS["row_count"]) == {"min_count": None}
-    assert "row_count" in au.AUDITS and sorted(FAMILIES) == ["image", "recommender", "tabular", "text", "tiny_logit"]
+    assert "row_count" in au.AUDITS and sorted(FAMILIES) == [
+        "hf",
+        "image",
+        "recommender",
+        "tabular",
+        "text",
+        "tiny_logit",
+    ]
 
 
 def test_the_plugin_family_is_selected_by_config_and_trains(plugin_site, tmp_path):

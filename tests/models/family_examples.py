@@ -2,9 +2,13 @@
 
 Each returns ``(frame, roles)``: a small DataFrame the family's preprocessor accepts and the
 column roles. The family-generic tests in ``test_families.py`` refuse a family without one.
+``example_params(name, **params)``: the hyperparameters a family cannot go without (the hf
+family's model directory: a tiny BERT built from a config, once per process) plus ``params``.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pandas as pd
@@ -95,9 +99,37 @@ def recommender_example(n: int = 64, seed: int = 0):
     return df, roles
 
 
+def hf_example(n: int = 64, seed: int = 0):
+    """The text example: a pretrained model reads the same messages."""
+    return text_example(n, seed)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_hf_dir() -> str:
+    """A 1-layer BERT (hidden 32) whose vocabulary is the example messages' words and
+    characters, built from a config into a temporary folder (removed at exit)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from impactflow.models.hf import build_tiny
+
+    path = tempfile.mkdtemp(prefix="impactflow-test-hf-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return str(build_tiny(path, text_example(200)[0]["message"].tolist(), hidden=32, layers=1, vocab=300))
+
+
+REQUIRED_PARAMS = {"hf": lambda: {"path": tiny_hf_dir()}}
+
+
+def example_params(name: str, **params) -> dict:
+    return {**(REQUIRED_PARAMS[name]() if name in REQUIRED_PARAMS else {}), **params}
+
+
 EXAMPLES = {
     "tabular": tabular_example,
     "text": text_example,
     "image": image_example,
     "recommender": recommender_example,
+    "hf": hf_example,
 }

@@ -27,7 +27,7 @@ from impactflow.models.data import split_frame
 from impactflow.models.dp_claim import NOT_DATA_INDEPENDENT, SameRows, covers_sentence, preprocessing_record
 from impactflow.models.fit import fit_family_model
 from impactflow.models.training import PrivacySettings
-from tests.models.family_examples import EXAMPLES
+from tests.models.family_examples import EXAMPLES, example_params
 
 DP = PrivacySettings(enabled=True, noise_multiplier=1.0, delta=1e-3)
 
@@ -40,7 +40,7 @@ def _neighbours(name: str):
             roles, domains=dataclasses.replace(roles.domains, categories={"cat": ("x", "y", "z", "rare")})
         )
         extra = pd.DataFrame({"num_a": [3.9], "num_b": [9.0], "cat": ["rare"], "y": ["pos"]})
-    elif name == "text":
+    elif name in ("text", "hf"):
         extra = pd.DataFrame({"message": ["zorblatt zorblatt call quixotica"], "label": ["spam"]})
     elif name == "image":
         extra = pd.DataFrame({"image": pd.Series([np.full((28, 28), 255, dtype=np.uint8)], dtype=object), "label": [3]})
@@ -52,7 +52,7 @@ def _neighbours(name: str):
 
 def _fitted_bytes(name: str, df, roles, private: bool) -> bytes:
     fam = get_family(name)
-    config = fam.make_config({"min_freq": 2} if name == "text" else {})
+    config = fam.make_config(example_params(name, **({"min_freq": 2} if name == "text" else {})))
     pre = fam.make_preprocessor(roles, config, private=True) if private else fam.make_preprocessor(roles, config)
     pre.fit_transform(df[list(roles.features)])
     return pickle.dumps(pre)
@@ -62,8 +62,12 @@ def _fitted_bytes(name: str, df, roles, private: bool) -> bytes:
 def test_dp_preprocessing_is_identical_on_neighbouring_datasets(name):
     base, plus_one, roles = _neighbours(name)
     assert _fitted_bytes(name, base, roles, private=True) == _fitted_bytes(name, plus_one, roles, private=True)
-    # the same check on the non-private preprocessing sees the extra row (the test can fail)
-    assert _fitted_bytes(name, base, roles, private=False) != _fitted_bytes(name, plus_one, roles, private=False)
+    # the same check on the non-private preprocessing sees the extra row (the test can fail);
+    # hf: the pretrained tokenizer reads no row with or without DP
+    fitted_on_rows = _fitted_bytes(name, base, roles, private=False) != _fitted_bytes(
+        name, plus_one, roles, private=False
+    )
+    assert fitted_on_rows == (name != "hf")
 
 
 def test_declared_domains_come_from_unconditional_suite_expectations():
@@ -333,7 +337,7 @@ def test_every_dp_model_records_what_its_epsilon_covers(name):
     )
     fitted = fit_family_model(
         fam,
-        {"epochs": 1, "batch_size": 32},
+        example_params(name, epochs=1, batch_size=32),
         split,
         roles,
         seed=0,

@@ -8,7 +8,7 @@ import pytest
 from impactflow.errors import ConfigError
 from impactflow.models import FAMILIES, get_family
 from impactflow.models.base import targets
-from tests.models.family_examples import EXAMPLES
+from tests.models.family_examples import EXAMPLES, example_params
 
 
 @pytest.fixture(params=sorted(FAMILIES))
@@ -18,7 +18,7 @@ def family(request):
 
 def _fitted(family, seed=0):
     df, roles = EXAMPLES[family.name](seed=seed)
-    config = family.make_config({})
+    config = family.make_config(example_params(family.name))
     pre = family.make_preprocessor(roles, config)
     X = pre.fit_transform(df[list(roles.features)])
     return df, roles, config, pre, X
@@ -89,7 +89,7 @@ def test_unknown_hyperparameter_is_named(family):
 
 def test_bad_hyperparameter_value_is_reported(family):
     with pytest.raises(ConfigError, match="epochs"):
-        family.make_config({"epochs": 0})
+        family.make_config(example_params(family.name, epochs=0))
 
 
 def test_unknown_family_is_a_config_error():

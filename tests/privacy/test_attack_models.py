@@ -12,7 +12,7 @@ from impactflow.models.data import Split, split_frame
 from impactflow.models.fit import fit_family_model
 from impactflow.models.privacy_attack import audit_rows, canary_run, lira_inputs, make_canaries, train_reference_model
 from impactflow.models.training import PrivacySettings
-from tests.models.family_examples import EXAMPLES, tabular_example
+from tests.models.family_examples import EXAMPLES, example_params, tabular_example
 
 OVERFIT = dict(
     hidden_sizes=(256, 256), dropout=0.0, lr=0.01, weight_decay=0.0, batch_size=32, epochs=100, patience=1000
@@ -67,6 +67,7 @@ TINY = {
     "text": {"epochs": 1, "batch_size": 32},
     "image": {"epochs": 1, "batch_size": 32, "channels": [8, 8], "hidden": 16},
     "recommender": {"epochs": 1, "batch_size": 32, "n_factors": 4, "mlp_sizes": [8]},
+    "hf": {"epochs": 1, "batch_size": 32},
 }
 
 
@@ -77,7 +78,9 @@ def test_dp_canary_bound_stays_below_the_accountant_epsilon(name):
     split = split_frame(
         df, target=roles.target, stratify_on=[], validation=0.2, test=0.3, seed=0, stratify=fam.task != "rating"
     )
-    params = {k: v for k, v in TINY[name].items() if k in {f for f in fam.config_cls.__dataclass_fields__}}
+    params = example_params(
+        name, **{k: v for k, v in TINY[name].items() if k in {f for f in fam.config_cls.__dataclass_fields__}}
+    )
     data = canary_run(
         fam,
         params,
@@ -112,7 +115,9 @@ def test_lira_runs_on_every_family(name):
     split = split_frame(
         df, target=roles.target, stratify_on=[], validation=0.2, test=0.3, seed=0, stratify=fam.task != "rating"
     )
-    params = {k: v for k, v in TINY[name].items() if k in {f for f in fam.config_cls.__dataclass_fields__}}
+    params = example_params(
+        name, **{k: v for k, v in TINY[name].items() if k in {f for f in fam.config_cls.__dataclass_fields__}}
+    )
     target = fit_family_model(fam, params, split, roles, seed=0, device="cpu")
     refs = [train_reference_model(fam, params, split, roles, k=k, n_audit=20, seed=0) for k in range(2)]
     data = lira_inputs(target.predictor, split, roles, fam.task, refs, n_audit=20, seed=0)
