@@ -44,6 +44,8 @@ import torch.nn as nn
 from impactflow.errors import ConfigError
 from impactflow.models.base import Family, Roles, check_param
 from impactflow.models.memorisation import DIGITS
+from impactflow.models import text
+from impactflow.models.text import ChunkedInference
 from impactflow.task_kind import TaskKind
 
 NEEDS_EXTRA = "model.family='hf' needs transformers and peft: pip install 'impactflow[hf]' ({error})"
@@ -216,7 +218,7 @@ def make_preprocessor(roles: Roles, config: HFConfig, private: bool = False) -> 
     return PretrainedTokenizerPreprocessor(column, str(config.path), config.max_len)
 
 
-class HFClassifier(nn.Module):
+class HFClassifier(ChunkedInference):
     """(B, 2, L) ids + mask -> one logit per text (B,); batches are trimmed to their longest
     text and scored in chunks at inference (bounded attention memory)."""
 
@@ -225,11 +227,6 @@ class HFClassifier(nn.Module):
     def __init__(self, model) -> None:
         super().__init__()
         self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and x.shape[0] > self.EVAL_CHUNK:
-            return torch.cat([self._forward(c) for c in x.split(self.EVAL_CHUNK)])
-        return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.long()
@@ -376,12 +373,6 @@ def pretraining_card(path: str) -> dict[str, Any]:
     return out
 
 
-def _text_family():
-    from impactflow.models import text
-
-    return text
-
-
 FAMILY = Family(
     name="hf",
     task=TaskKind.BINARY,
@@ -393,10 +384,10 @@ FAMILY = Family(
     make_criterion=make_criterion,
     model_name="hf",
     privacy_unit="one (de-duplicated) message",
-    baselines={"tfidf_logreg": _text_family().tfidf_logreg_baseline},
+    baselines={"tfidf_logreg": text.tfidf_logreg_baseline},
     audits=("performance", "fairness", "privacy", "identity", "memorisation"),
-    audit_extras=_text_family().audit_extras,
-    row_features=_text_family().row_features,
+    audit_extras=text.audit_extras,
+    row_features=text.row_features,
     preflight=preflight,
 )
 

@@ -236,10 +236,23 @@ class Block(nn.Module):
         return x + self.drop(self.ff(self.ln2(x)))
 
 
-class TransformerClassifier(nn.Module):
-    """Token ids (B, L) -> one logit per text (B,). Batches are trimmed to their longest text."""
+class ChunkedInference(nn.Module):
+    """``forward`` = ``_forward`` on the whole batch in training, in ``EVAL_CHUNK``-row chunks
+    at inference: bounds the (B, h, L, L) attention memory of scoring many texts at once."""
 
-    EVAL_CHUNK = 256  # rows per chunk at inference: bounds the (B, h, L, L) attention memory
+    EVAL_CHUNK = 256
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and x.shape[0] > self.EVAL_CHUNK:
+            return torch.cat([self._forward(c) for c in x.split(self.EVAL_CHUNK)])
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class TransformerClassifier(ChunkedInference):
+    """Token ids (B, L) -> one logit per text (B,). Batches are trimmed to their longest text."""
 
     def __init__(
         self, vocab_size: int, max_len: int, d_model: int, n_heads: int, n_layers: int, d_ff: int, dropout: float
@@ -251,11 +264,6 @@ class TransformerClassifier(nn.Module):
         self.blocks = nn.ModuleList([Block(d_model, n_heads, d_ff, dropout) for _ in range(n_layers)])
         self.ln = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, 1)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if not self.training and ids.shape[0] > self.EVAL_CHUNK:
-            return torch.cat([self._forward(c) for c in ids.split(self.EVAL_CHUNK)])
-        return self._forward(ids)
 
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = ids.long()

@@ -14,17 +14,10 @@ import torch
 
 from impactflow.errors import ConfigError
 from impactflow.models import get_family
-from impactflow.models.base import Roles
+from tests.models.family_examples import text_example
 from impactflow.models.hf import HFClassifier, pretraining_card
 
-ROLES = Roles(
-    target="label",
-    task="binary",
-    features=("message",),
-    positive_label="spam",
-    labels=("ham", "spam"),
-    extra={"text": "message"},
-)
+ROLES = text_example()[1]  # SMS-like roles: message -> label (ham/spam), text column "message"
 FAMILY = get_family("hf")
 
 

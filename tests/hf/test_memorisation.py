@@ -12,7 +12,7 @@ import pytest
 from impactflow.audits.inputs import AuditInputs
 from impactflow.audits.memorisation import memorisation_audit
 from impactflow.audits.results import Status
-from impactflow.models.base import Roles
+from tests.models.family_examples import text_example
 from impactflow.models.memorisation import (
     DIGITS,
     SecretSettings,
@@ -25,14 +25,7 @@ from impactflow.models.memorisation import (
     settings_for,
 )
 
-ROLES = Roles(
-    target="label",
-    task="binary",
-    features=("message",),
-    positive_label="spam",
-    labels=("ham", "spam"),
-    extra={"text": "message"},
-)
+ROLES = text_example()[1]  # SMS-like roles: message -> label (ham/spam), text column "message"
 SETTINGS = SecretSettings(repeats=(1, 4, 16), per_repeat=2, candidates=200, length=5)
 WORDS = tuple(f"w{i}" for i in range(50))
 
