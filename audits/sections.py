@@ -341,7 +341,7 @@ def memorisation_rows(models: list[dict]) -> tuple[list[dict], str | None]:
         dp = (m.get("training") or {}).get("dp") or {}
         method = method or (
             f'secrets "{details["format"]}" (… = {details["secret"]}) planted in the training rows '
-            f"({details['planted_rows']} rows; "
+            f"({details['planted_rows']} rows, counted in section 8's train rows; "
             f"{details['labels']}), each ranked among {details['candidates']} never-trained candidates by "
             f"{details['score']}; exposure = log2(N+1) - log2(rank) bits, at most {details['max_exposure']:.2f}; "
             f"a model that memorised nothing averages {details['chance_mean']:.2f} bits (Carlini et al. 2019)"
