@@ -107,6 +107,7 @@ class HFConfig:
             (path / "config.json").is_file(),
             where.format(path=self.path, why="no config.json: save the model with save_pretrained"),
         )
+        object.__setattr__(self, "path", str(path))  # ~ expanded: what the loaders read
 
 
 def model_config(path: str):
@@ -383,7 +384,7 @@ FAMILY = Family(
     build_model=build_model,
     make_criterion=make_criterion,
     model_name="hf",
-    privacy_unit="one (de-duplicated) message",
+    privacy_unit="one text (one training row)",
     baselines={"tfidf_logreg": text.tfidf_logreg_baseline},
     audits=("performance", "fairness", "privacy", "identity", "memorisation"),
     audit_extras=text.audit_extras,
