@@ -529,8 +529,9 @@ def check_references(cfg: RunConfig) -> None:
         family.preflight(config, roles_for(contract, family.task, cfg.data.exclude_sensitive_from_features))
     from impactflow.models.memorisation import check_plantable, settings_for
 
-    if settings_for(cfg.privacy_audit.secrets.model_dump(), family) is not None:
-        check_plantable(family, contract)
+    secrets = settings_for(cfg.privacy_audit.secrets.model_dump(), family)
+    if secrets is not None:
+        check_plantable(family, contract, secrets)
     if cfg.privacy.enabled:  # the DP preprocessing needs a declared domain for every input: say so now
         from impactflow.models.base import roles_for
         from impactflow.models.fit import _make_preprocessor

@@ -73,8 +73,8 @@ class SecretSettings:
 
 @dataclass(frozen=True)
 class Planted:
-    """The secrets of one run: ``secrets`` (text, repeats), the never-trained ``candidates``,
-    and ``rows``: the copies inserted into the training data."""
+    """The secrets of one run: ``secrets`` (text, repeats, labelled positive), the never-trained
+    ``candidates``, and ``rows``: the copies inserted into the training data."""
 
     secrets: tuple[tuple[str, int, bool], ...]  # (text, repeats, labelled positive)
     candidates: tuple[str, ...]
@@ -114,10 +114,17 @@ NO_TEXT_COLUMN = (
 )
 
 
-def check_plantable(family, contract) -> None:
-    """A ``ConfigError`` unless the family is binary and the contract names a text column."""
+def check_plantable(family, contract, settings: SecretSettings) -> None:
+    """A ``ConfigError`` unless the family is binary, the contract names a text column, and even
+    the smallest alphabet (the digits) has enough distinct strings for the secrets and candidates."""
     from impactflow.errors import ConfigError
 
+    needed = 2 * len(settings.repeats) * settings.per_repeat + settings.candidates
+    if needed > len(DIGITS) ** settings.length // 2:
+        raise ConfigError(
+            f"privacy_audit.secrets.length={settings.length}: {len(DIGITS) ** settings.length:,} digit strings "
+            f"are too few to draw {needed:,} distinct secrets and candidates from (need twice as many)"
+        )
     if family.task != TaskKind.BINARY:
         raise ConfigError(NO_TEXT_COLUMN.format(why=f"family '{family.name}' is {family.task}"))
     if not dict(contract.roles_extra or ()).get("text"):
@@ -132,9 +139,10 @@ def text_column(roles: Roles) -> str:
 
 def plant(settings: SecretSettings, roles: Roles, seed: int, alphabet: tuple[str, ...] = DIGITS) -> Planted:
     """Draw the secrets and candidates (seeded) and the training rows that carry the secrets:
-    each secret ``repeats`` times, with the positive label (binary tasks only)."""
+    for each number of repeats, ``per_repeat`` secrets with the positive label and as many with
+    the negative one, each copied that many times (binary tasks only)."""
     if roles.task != TaskKind.BINARY:
-        raise ValueError(f"secrets are planted with the positive label: the task is {roles.task}, not binary")
+        raise ValueError(f"secrets are planted with both labels of a binary task: the task is {roles.task}")
     rng = np.random.default_rng(seed)
     n_secrets = 2 * len(settings.repeats) * settings.per_repeat
     strings = iter(random_strings(n_secrets + settings.candidates, settings.length, rng, alphabet))

@@ -144,3 +144,7 @@ def test_secrets_in_a_family_without_text_are_refused_in_one_line():
 
     with pytest.raises(ConfigError, match=r"^privacy_audit.secrets.enabled: secrets are planted as texts of a binary"):
         load_config("tabular", ["privacy_audit.secrets.enabled=true"])
+    with pytest.raises(
+        ConfigError, match=r"^privacy_audit.secrets.length=2: 100 digit strings are too few to draw 1,024"
+    ):
+        load_config("text", ["privacy_audit.secrets.enabled=true", "privacy_audit.secrets.length=2"])
