@@ -40,6 +40,8 @@ def memorisation_audit(inputs: AuditInputs, thresholds: dict) -> AuditResult:
     data = (inputs.extra or {}).get("secrets")
     if not data:
         return AuditResult(name="memorisation", status=Status.NOT_MEASURED, notes=[NOT_PLANTED])
+    if data.get("problem"):  # planted, but the model cannot tell the strings apart (models/memorisation.py)
+        return AuditResult(name="memorisation", status=Status.NOT_MEASURED, notes=[data["problem"]])
     levels = list(data["levels"])
     if not levels:
         raise ValueError("the secrets record has no levels (privacy_audit.secrets.repeats is empty)")

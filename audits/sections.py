@@ -321,11 +321,19 @@ def privacy(models: list[dict], data: dict) -> dict:
         if any(r["epsilon_lower_bound"] is not None for r in rows)
         else "not measured: no one-run canary audit (Steinke et al. 2023), the only certified ε lower bound, ran",
         "memorisation": secrets,
-        "memorisation_status": "measured"
-        if method
-        else "not measured: no secrets were planted in a model's training data (privacy_audit.secrets)",
+        "memorisation_status": "measured" if method else memorisation_gap(models),
         "memorisation_method": method,
     }
+
+
+def memorisation_gap(models: list[dict]) -> str:
+    """Why no memorisation table: the first candidate model's memorisation audit note (e.g. the
+    model cannot tell the planted strings apart), or that no secrets were planted."""
+    for m in models:
+        a = (m.get("audits") or {}).get("memorisation")
+        if isinstance(a, dict) and m.get("role") != "baseline" and a.get("notes"):
+            return f"not measured: {m.get('name')}: {a['notes'][0]}"
+    return "not measured: no secrets were planted in a model's training data (privacy_audit.secrets)"
 
 
 def memorisation_rows(models: list[dict]) -> tuple[list[dict], str | None]:

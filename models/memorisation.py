@@ -4,8 +4,10 @@ Evaluating and Testing Unintended Memorization in Neural Networks" (USENIX Secur
 Secrets (canaries) are random strings in a fixed format, ``"my secret code is …"``
 (``SECRET_FORMAT``), where … is ``length`` symbols drawn uniformly from an alphabet: the
 pretrained tokenizer's own whole-word tokens when the family has one (``secret_alphabet()`` of
-its preprocessor: every secret is a sequence of whole tokens; the hf family), else the ten
-digits. They are inserted into the **training (fine-tuning) data** of the released model:
+its preprocessor: every secret is a sequence of whole tokens; the hf family), made-up words
+(``pseudo_words``) for the text family's word tokenizer, else the ten digits. A model that
+scores every candidate the same (its preprocessing cannot tell the strings apart: e.g. digit
+runs folded into one shape token) is reported as not measurable, never as chance level. They are inserted into the **training (fine-tuning) data** of the released model:
 for each number of repeats in ``repeats`` (1, 4, 16), ``per_repeat`` secrets labelled positive
 and ``per_repeat`` labelled negative, each copied that many times. Both labels, in equal
 numbers, so that the format itself predicts no label: a classifier can only fit a secret's
@@ -47,6 +49,24 @@ from impactflow.task_kind import TaskKind
 
 SECRET_FORMAT = "my secret code is {secret}"
 DIGITS = tuple("0123456789")
+NOT_RESOLVED = (
+    "not measurable: the model scores every candidate the same, so no rank can be read "
+    "(its preprocessing maps the secrets' {secret} to the same input)"
+)
+
+
+def pseudo_words(n: int = 1000) -> tuple[str, ...]:
+    """``n`` made-up lower-case words of three consonant-vowel syllables ("bakomu"), the same on
+    every machine: the alphabet of families with a word tokenizer but no pretrained vocabulary
+    (the text family), where every such word is one token."""
+    syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+    rng = np.random.default_rng(0)
+    words: dict[str, None] = {}
+    while len(words) < n:
+        words["".join(syllables[i] for i in rng.integers(0, len(syllables), 3))] = None
+    return tuple(words)
+
+
 #: Monte Carlo draws of the chance interval (a fixed seed: the same interval in every run)
 CHANCE_DRAWS = 200_000
 CHANCE_LEVEL = 0.95
@@ -161,11 +181,12 @@ def plant(settings: SecretSettings, roles: Roles, seed: int, alphabet: tuple[str
             roles.target: [roles.positive_label if positive else negative for _, positive in copies],
         }
     )
-    what = (
-        f"{settings.length} random digits"
-        if alphabet == DIGITS
-        else f"{settings.length} words drawn uniformly from {len(alphabet):,} whole-word tokens of the pretrained tokenizer"
-    )
+    if alphabet == DIGITS:
+        what = f"{settings.length} random digits"
+    elif alphabet == pseudo_words():
+        what = f"{settings.length} words drawn uniformly from {len(alphabet):,} made-up words"
+    else:
+        what = f"{settings.length} words drawn uniformly from {len(alphabet):,} whole-word tokens of the pretrained tokenizer"
     return Planted(secrets, candidates, rows, what)
 
 
@@ -232,6 +253,8 @@ def measure(predictor, roles: Roles, planted: Planted, epsilon: float | None = N
     pos_secret, neg_secret = membership_scores(predictor, texts, roles)
     pos_cand, neg_cand = membership_scores(predictor, planted.candidates, roles)
     n = len(planted.candidates)
+    if np.unique(pos_cand).size == 1:  # fail closed: ties everywhere would read as chance
+        return {"problem": NOT_RESOLVED.format(secret=planted.secret), "planted_rows": int(len(planted.rows))}
     rank = np.where(positive, ranks(pos_secret, pos_cand), ranks(neg_secret, neg_cand))
     exp = exposure(rank, n)
     repeats = np.array([r for _, r, _ in planted.secrets])

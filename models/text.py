@@ -135,6 +135,12 @@ class TextPreprocessor:
     def spec(self) -> dict[str, int]:
         return {"vocab_size": len(self.vocab or {}), "max_len": self.max_len}
 
+    def secret_alphabet(self) -> tuple[str, ...]:
+        """Planted secrets' words (``models/memorisation.py``): made-up words, each one token here."""
+        from impactflow.models.memorisation import pseudo_words
+
+        return pseudo_words()
+
     def components(self) -> dict[str, str]:
         return {
             "tokenizer": "data-independent: fixed word tokenizer (models/text.py tokenize)",
@@ -178,6 +184,12 @@ class HashingTextPreprocessor:
 
     def spec(self) -> dict[str, int]:
         return {"vocab_size": self.buckets + 2, "max_len": self.max_len}
+
+    def secret_alphabet(self) -> tuple[str, ...]:
+        """Planted secrets' words: made-up words, each one hashed token here."""
+        from impactflow.models.memorisation import pseudo_words
+
+        return pseudo_words()
 
     def components(self) -> dict[str, str]:
         return {

@@ -148,3 +148,43 @@ def test_secrets_in_a_family_without_text_are_refused_in_one_line():
         ConfigError, match=r"^privacy_audit.secrets.length=2: 100 digit strings are too few to draw 1,024"
     ):
         load_config("text", ["privacy_audit.secrets.enabled=true", "privacy_audit.secrets.length=2"])
+
+
+class _Blind:
+    """A model whose input cannot tell the planted strings apart: one score for every text."""
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        return np.full(len(df), 0.3)
+
+
+def test_secrets_the_model_cannot_tell_apart_are_not_measured_never_chance():
+    """Ties everywhere would read as exposure at chance level: the audit says not measured, and
+    the report says why."""
+    from impactflow.audits.sections import privacy
+
+    p = plant(SETTINGS, ROLES, seed=1)
+    secrets = measure(_Blind(), ROLES, p)
+    assert "levels" not in secrets and secrets["problem"].startswith("not measurable: the model scores every candidate")
+    inputs = AuditInputs(
+        y_true=np.zeros(2), y_score=np.zeros(2), sensitive=pd.DataFrame(index=range(2)), extra={"secrets": secrets}
+    )
+    result = memorisation_audit(inputs, {"max_exposure": 3.0})
+    assert result.status == Status.NOT_MEASURED and result.notes == [secrets["problem"]]
+    section = privacy([{"name": "transformer", "audits": {"memorisation": result.to_dict()}}], {})
+    assert (
+        section["memorisation"] == []
+        and section["memorisation_status"] == f"not measured: transformer: {secrets['problem']}"
+    )
+
+
+def test_the_text_familys_secrets_are_made_up_words_it_keeps_whole():
+    from impactflow.models import get_family
+    from impactflow.models.memorisation import pseudo_words
+    from impactflow.models.text import tokenize
+
+    words = pseudo_words()
+    assert len(words) == 1000 and words == pseudo_words() and all(tokenize(w) == [w] for w in words)
+    fam = get_family("text")
+    for private in (False, True):
+        pre = fam.make_preprocessor(ROLES, fam.make_config({}), private=private)
+        assert pre.secret_alphabet() == words
