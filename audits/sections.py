@@ -352,7 +352,10 @@ def memorisation_rows(models: list[dict]) -> tuple[list[dict], str | None]:
             f"({details['planted_rows']} rows, counted in section 8's train rows; "
             f"{details['labels']}), each ranked among {details['candidates']} never-trained candidates by "
             f"{details['score']}; exposure = log2(N+1) - log2(rank) bits, at most {details['max_exposure']:.2f}; "
-            f"a model that memorised nothing averages {details['chance_mean']:.2f} bits (Carlini et al. 2019)"
+            f"a model that memorised nothing averages {details['chance_mean']:.2f} bits (Carlini et al. 2019); "
+            f"each of the {len(details['levels'])} levels is compared with its own 95% chance interval, so a model "
+            f"that memorised nothing has at least one level above it in "
+            f"{1 - 0.95 ** len(details['levels']):.0%} of runs"
         )
         for level in details["levels"]:
             rows.append(
