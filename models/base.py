@@ -98,6 +98,11 @@ class Family:
       activity and item popularity). Slice discovery slices on it (with the audit groups) and
       proxy detection tests it as a proxy of each sensitive attribute. ``None``: the scalar
       feature columns (``scalar_row_features``).
+    - Optional methods ``models/fit.py`` calls when present: the preprocessor's
+      ``secret_alphabet()`` (symbols of the memorisation audit's secrets, ``models/memorisation.py``)
+      and ``pretraining()`` (what a pretrained model's card states, report section 8); the
+      module's ``freeze_for_dp()`` (layers kept fixed under DP, listed in ``training.dp.frozen``)
+      and ``released()`` (the module to release, e.g. LoRA adapters merged; ``models/hf.py``).
     - ``preflight(config, roles)``: checks the family can run at all (e.g. a model directory,
       its tokenizer and head), raising ``ConfigError`` with one line; called when the run's
       configuration is checked, before any task. ``None``: nothing to check.

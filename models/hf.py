@@ -62,6 +62,12 @@ BAD_HEAD = (
 )
 BAD_VOCAB = "model.params.path={path}: the tokenizer has {t} tokens but the model's embeddings only {m} rows"
 BAD_TARGETS = "model.params.lora_target_modules={targets}: {why} (linear layers of this {arch}: {names})"
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "merges.txt", "vocab.json")
 
 
@@ -256,18 +262,23 @@ class HFClassifier(ChunkedInference):
         return sorted(set(frozen))
 
 
-def check_head(path: str, roles: Roles | None = None) -> None:
-    """A binary task needs a 1- or 2-label head (module doc)."""
-    n = int(getattr(model_config(path), "num_labels", 2))
+def check_model_dir(path: str, vocab_size: int, roles: Roles | None = None) -> None:
+    """From ``config.json`` alone (no weights loaded): a binary task needs a 1- or 2-label head
+    (module doc), and the embeddings a row for every token of the tokenizer."""
+    if not any((Path(path) / f).is_file() for f in WEIGHT_FILES):
+        raise ConfigError(NOT_A_MODEL_DIR.format(path=path, why=f"no weights ({' or '.join(WEIGHT_FILES)})"))
+    config = model_config(path)
+    n = int(getattr(config, "num_labels", 2))
     if n not in (1, 2):
         labels = ", ".join(map(str, roles.labels)) if roles and roles.labels else "2 labels"
         raise ConfigError(BAD_HEAD.format(path=path, n=n, labels=labels))
+    rows = getattr(config, "vocab_size", None)
+    if rows is not None and int(vocab_size) > int(rows):
+        raise ConfigError(BAD_VOCAB.format(path=path, t=vocab_size, m=rows))
 
 
 def linear_names(model) -> list[str]:
     """The distinct last names of the model's ``nn.Linear`` layers (what LoRA can target)."""
-    import torch.nn as nn
-
     return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
 
 
@@ -279,16 +290,13 @@ def with_lora(model, config: HFConfig):
     except ImportError as exc:
         raise ConfigError(NEEDS_EXTRA.format(error=exc)) from None
     targets = list(config.lora_target_modules) if config.lora_target_modules else None
-    arch = type(model).__name__
+    arch, names = type(model).__name__, linear_names(model)
     if targets:
-        missing = [t for t in targets if t not in linear_names(model) and not _is_module_path(model, t)]
+        missing = [t for t in targets if t not in names and not _is_module_path(model, t)]
         if missing:
             raise ConfigError(
                 BAD_TARGETS.format(
-                    targets=targets,
-                    why=f"no module named {', '.join(missing)}",
-                    arch=arch,
-                    names=", ".join(linear_names(model)),
+                    targets=targets, why=f"no module named {', '.join(missing)}", arch=arch, names=", ".join(names)
                 )
             )
     lora = LoraConfig(
@@ -302,7 +310,7 @@ def with_lora(model, config: HFConfig):
         return get_peft_model(model, lora)
     except ValueError as exc:  # peft: no default targets for this architecture, or none matched
         raise ConfigError(
-            BAD_TARGETS.format(targets=targets, why=_first_line(exc), arch=arch, names=", ".join(linear_names(model)))
+            BAD_TARGETS.format(targets=targets, why=_first_line(exc), arch=arch, names=", ".join(names))
         ) from None
 
 
@@ -320,22 +328,21 @@ def load_model(path: str):
 
 def build_model(spec: dict[str, Any], config: HFConfig):
     """The pretrained model (LoRA-wrapped when ``finetune: lora``) inside ``HFClassifier``."""
-    check_head(spec["path"])
+    check_model_dir(spec["path"], spec["vocab_size"])
     model = load_model(spec["path"])
-    rows = model.get_input_embeddings().num_embeddings
-    if spec.get("vocab_size") and int(spec["vocab_size"]) > rows:
-        raise ConfigError(BAD_VOCAB.format(path=spec["path"], t=spec["vocab_size"], m=rows))
     if config.finetune == "lora":
         model = with_lora(model, config)
     return HFClassifier(model)
 
 
 def preflight(config: HFConfig, roles: Roles) -> None:
-    """Every bad-input check, before any task: the tokenizer, the head, the vocabulary and the
-    LoRA targets (the model is loaded once; for a large model this costs its load time)."""
+    """Every bad-input check, before any task: the tokenizer, then the head and the vocabulary
+    from ``config.json``; with LoRA also the target modules, which needs the model's layers
+    (loaded once here: for a large model, its load time)."""
     pre = make_preprocessor(roles, config)
-    check_head(str(config.path), roles)
-    build_model(pre.spec(), config)
+    check_model_dir(str(config.path), len(pre.tokenizer), roles)
+    if config.finetune == "lora":
+        with_lora(load_model(str(config.path)), config)
 
 
 def make_criterion(reduction: str = "mean"):

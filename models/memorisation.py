@@ -37,6 +37,7 @@ inference never see them. Pure functions (no Prefect, no MLflow).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,7 @@ NOT_RESOLVED = (
 )
 
 
+@functools.lru_cache(maxsize=None)
 def pseudo_words(n: int = 1000) -> tuple[str, ...]:
     """``n`` made-up lower-case words of three consonant-vowel syllables ("bakomu"), the same on
     every machine: the alphabet of families with a word tokenizer but no pretrained vocabulary
@@ -235,6 +237,7 @@ def chance_mean(n_candidates: int) -> float:
     return math.log2(n) - float(np.mean(np.log2(np.arange(1, n + 1))))
 
 
+@functools.lru_cache(maxsize=None)  # every level of a run has the same (N, k)
 def chance_interval(n_candidates: int, k: int, level: float = CHANCE_LEVEL) -> tuple[float, float]:
     """The central ``level`` interval of the mean exposure of ``k`` secrets under chance (ranks
     i.i.d. uniform on 1..N+1), by Monte Carlo with a fixed seed (``CHANCE_DRAWS`` draws)."""

@@ -36,7 +36,7 @@ import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -253,14 +253,12 @@ class ChunkedInference(nn.Module):
     at inference: bounds the (B, h, L, L) attention memory of scoring many texts at once."""
 
     EVAL_CHUNK = 256
+    _forward: Callable[[torch.Tensor], torch.Tensor]  # the subclass's forward pass on one chunk
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and x.shape[0] > self.EVAL_CHUNK:
             return torch.cat([self._forward(c) for c in x.split(self.EVAL_CHUNK)])
         return self._forward(x)
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
 
 class TransformerClassifier(ChunkedInference):
