@@ -57,6 +57,10 @@ def installed(tmp_path_factory):
             "dist",
             "*.egg-info",
             "__pycache__",
+            # caches other tests write while this copy runs (mypy's SQLite WAL files come and go)
+            ".mypy_cache",
+            ".ruff_cache",
+            ".pytest_cache",
             "impactflow_runs",
             "site",
             "tests",
