@@ -1430,20 +1430,18 @@ def audit(
     from impactflow.tasks import progress  # light: no heavy import
 
     try:
-        from prefect import tags
-
         from impactflow.data_contracts.sources import is_query, public_url, without_password
         from impactflow.flows.audit_only import run_audit_only
-        from impactflow.tasks.reconcile import prefect_owner_tag
 
         if is_query(data):  # the password goes to libpq's PGPASSWORD, never into the flow run's parameters
             data, password = without_password(data)
             if password is not None:
                 os.environ["PGPASSWORD"] = password
 
-        # stage lines, and a streamed audit's rows and rows/s; the flow run is Crashed by
-        # `impactflow reconcile` if this process dies
-        with RichReporter(console) as reporter, tags(prefect_owner_tag()):
+        # stage lines, and a streamed audit's rows and rows/s (the flow run is tagged with this
+        # process as its owner when it starts tracking: `impactflow reconcile` crashes it if
+        # this process dies)
+        with RichReporter(console) as reporter:
             progress.install(reporter)
             summary = run_audit_only(
                 data=str(data),

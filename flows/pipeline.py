@@ -89,12 +89,7 @@ def with_task_runner(cfg: RunConfig):
 
 
 def run_pipeline(cfg: RunConfig, command: Optional[str] = None) -> dict[str, Any]:
-    """Entry point for the CLI and tests: run the flow on a validated config. The flow run is
-    tagged with this process as its owner: ``impactflow reconcile`` marks it Crashed once the
-    process is gone (tasks/reconcile.py)."""
-    from prefect import tags
-
-    from impactflow.tasks.reconcile import prefect_owner_tag
-
-    with tags(prefect_owner_tag()):
-        return with_task_runner(cfg)(cfg.model_dump(mode="json"), command=command)
+    """Entry point for the CLI and tests: run the flow on a validated config. (Its first
+    tracking task tags the flow run with this process as its owner: ``impactflow reconcile``
+    marks it Crashed once the process is gone, tasks/reconcile.py.)"""
+    return with_task_runner(cfg)(cfg.model_dump(mode="json"), command=command)

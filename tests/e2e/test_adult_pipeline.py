@@ -223,6 +223,25 @@ def test_prefect_has_the_summary_artifact_linking_the_mlflow_run(default_run):
     assert any(summary["parent_run_id"] in t and summary["mlflow_url"] in t for t in texts)
 
 
+def test_only_the_flow_run_carries_the_owner_tag(default_run):
+    """The flow run names its owner process (``impactflow reconcile`` reads it); its task runs
+    carry no tag, so Prefect takes no tag concurrency slots around each of them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from impactflow.tasks.reconcile import PREFECT_OWNER_PREFIX, prefect_owner_tag
+
+    _, summary, _ = default_run
+    report = json.loads(Path(summary["report"]["json"]).read_text(encoding="utf-8"))
+    flow_run_id = report["run"]["flow_run_id"]
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    assert [t for t in flow_run.tags if t.startswith(PREFECT_OWNER_PREFIX)] == [prefect_owner_tag()]
+    assert len(task_runs) > 10
+    assert [t.tags for t in task_runs if t.tags] == []
+
+
 def test_dask_task_runner_trains_model_and_baseline_on_a_local_cluster(prefect_api, tmp_path, mlflow_uri):
     """orchestration.task_runner=dask: the model and its baselines are submitted to a local
     Dask cluster (2 worker processes) through prefect-dask and finish like a sequential run."""
