@@ -34,6 +34,7 @@ from impactflow.tasks.audit_only import (
 from impactflow.tasks.evidence import prepare_evidence, sign_run
 from impactflow.tasks.stream_audit import check_streamed, stream_pass
 from impactflow.tasks.log import fail_tracking, log_data, log_report, start_tracking
+from impactflow.tasks.reconcile import tag_flow_run_owner
 from impactflow.tasks.report import provenance, representation, write_report
 
 AUDIT_ONLY_TAG = {"impactflow.flow": "audit-only"}
@@ -172,6 +173,7 @@ def audit_only_flow(
     the logistic function; ``max_levels``/``max_cells``: the most values a group column and
     combinations of them may have (streamed); ``sample_rows``: the seeded sample the GX suite
     checks in a streamed audit."""
+    tag_flow_run_owner()  # first: `impactflow reconcile` crashes this flow run if this process dies
     safe_name(model_name, "--model-name")
     safe_name(experiment, "--experiment")
     if sum(x is not None for x in (score, prediction, model)) != 1:

@@ -20,6 +20,7 @@ from impactflow.flows.config import RunConfig, check_references
 from impactflow.tasks.data import load_data, split_data, validate_data
 from impactflow.tasks.ledger import anonymity, finalize_budget, log_budget
 from impactflow.tasks.log import fail_tracking, log_data, summary_artifact
+from impactflow.tasks.reconcile import tag_flow_run_owner
 from impactflow.tasks.report import data_sheet, run_header, run_summary
 from impactflow.tasks.spec import RunSpec
 from impactflow.tasks.steps import audit_and_log, open_run, publish, reserve, train
@@ -33,6 +34,7 @@ def _now() -> str:
 @flow(name="impactflow-pipeline", log_prints=True, validate_parameters=False)
 def impactflow_pipeline(config: dict, command: Optional[str] = None) -> dict:
     """Validate, train, audit, report and track one configured run; returns its summary."""
+    tag_flow_run_owner()  # first: `impactflow reconcile` crashes this flow run if this process dies
     cfg = RunConfig.model_validate(config)
     check_references(cfg)
     spec, started = RunSpec.of(cfg), _now()

@@ -22,9 +22,8 @@ GATES_TAG = "impactflow.gates"
 @task(name="start-tracking", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_io_only)
 def start_tracking(config: dict, preset: str, experiment: str, output_dir: str, run_name: str, tags: dict) -> dict:
     """Create (or reuse) the experiment and open the parent run of this pipeline run."""
-    from impactflow.tasks.reconcile import owner_tags, reconcile_at_start, tag_flow_run_owner
+    from impactflow.tasks.reconcile import owner_tags, reconcile_at_start
 
-    tag_flow_run_owner()  # `impactflow reconcile` crashes this flow run if this process dies
     out = Path(output_dir)
     uri = tracking.tracking_uri(out)
     tracking.preflight(uri)  # unreachable server: a clear error before anything is trained

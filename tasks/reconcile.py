@@ -20,7 +20,7 @@ and ``reconcile_at_start`` (the start of every pipeline run) also:
 - set the Prefect flow run (and its open task runs) of a dead owner to ``Crashed``, through
   Prefect's public client (``set_flow_run_state(..., force=True)``). The owner is read from the
   flow run's ``impactflow.owner=<host>/<pid>/<start>`` tag (``prefect_owner_tag``, set by
-  ``tag_flow_run_owner`` when a run starts tracking) or, failing that, from the MLflow parent run that records
+  ``tag_flow_run_owner``, the first call of both flows) or, failing that, from the MLflow parent run that records
   the flow run's id (``impactflow.prefect_flow_run_id``). Only when a Prefect API is reachable;
 - remove temporary files of atomic writes whose writer process is gone (``impactflow.audits.atomic``);
 - list privacy-budget reservations whose owner is gone (stale), and release one only when its

@@ -95,13 +95,33 @@ def pytest_runtest_call(item):
     return (yield from _watched(item))
 
 
-@pytest.hookimpl(tryfirst=True)  # before -m deselects: a marker added later would not count
-def pytest_collection_modifyitems(config, items):
+#: session fixtures that cost minutes (a real pipeline run of every family): every file with a
+#: test that uses one runs on the same xdist worker, so the fixture is built once, not once per
+#: worker (measured: ``real_reports`` was built on both workers, 165 s each)
+SHARED_SESSION_FIXTURES = ("real_reports",)
+
+
+def _file(item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects (a marker added later would not count) and
+def pytest_collection_modifyitems(config, items):  # before pytest-xdist reads the groups
     for item in items:
         # (``any(item.iter_markers(...) for ...)`` was always true: a generator is truthy, so
         # until 2026-12-04 no test was marked here and the unit tier started CLI processes)
         if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())) and not _slow(item):
             item.add_marker(pytest.mark.e2e)
+    # pytest-xdist (``--dist loadgroup``) sends each group to one worker whole: a group is a
+    # file, as ``--dist loadfile`` would make it (a module's fixtures run once), except that
+    # the files sharing a costly session fixture form one group
+    group = {_file(item): _file(item) for item in items}
+    for item in items:
+        for name in SHARED_SESSION_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                group[_file(item)] = name
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group[_file(item)]))
 
 
 @pytest.fixture(scope="session")
