@@ -95,33 +95,27 @@ def pytest_runtest_call(item):
     return (yield from _watched(item))
 
 
-#: session fixtures that cost minutes (a real pipeline run of every family): every file with a
-#: test that uses one runs on the same xdist worker, so the fixture is built once, not once per
-#: worker (measured: ``real_reports`` was built on both workers, 165 s each)
+#: session fixtures that cost minutes (a real pipeline run of every family): pytest-xdist's
+#: ``--dist loadfile`` keeps a file on one worker, so all the tests that use one of these live
+#: in ONE file, or each worker that gets one of them builds it again (measured: ``real_reports``
+#: was built on both workers, 165 s each). (``--dist loadgroup`` with ``xdist_group`` marks
+#: would group files, but with pytest 9.2 and pytest-xdist 3.8 it silently distributes test by
+#: test: xdist renames ``item._nodeid``, which pytest 9.2 no longer reads.)
 SHARED_SESSION_FIXTURES = ("real_reports",)
+SHARED_FIXTURE_SPLIT = "the tests that use the session fixture {name!r} are in {files}: keep them in one file"
 
 
-def _file(item) -> str:
-    return item.nodeid.split("::", 1)[0]
-
-
-@pytest.hookimpl(tryfirst=True)  # before -m deselects (a marker added later would not count) and
-def pytest_collection_modifyitems(config, items):  # before pytest-xdist reads the groups
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: a marker added later would not count
+def pytest_collection_modifyitems(config, items):
     for item in items:
         # (``any(item.iter_markers(...) for ...)`` was always true: a generator is truthy, so
         # until 2026-12-04 no test was marked here and the unit tier started CLI processes)
         if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())) and not _slow(item):
             item.add_marker(pytest.mark.e2e)
-    # pytest-xdist (``--dist loadgroup``) sends each group to one worker whole: a group is a
-    # file, as ``--dist loadfile`` would make it (a module's fixtures run once), except that
-    # the files sharing a costly session fixture form one group
-    group = {_file(item): _file(item) for item in items}
-    for item in items:
-        for name in SHARED_SESSION_FIXTURES:
-            if name in getattr(item, "fixturenames", ()):
-                group[_file(item)] = name
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group[_file(item)]))
+    for name in SHARED_SESSION_FIXTURES:
+        files = sorted({item.nodeid.split("::")[0] for item in items if name in getattr(item, "fixturenames", ())})
+        if len(files) > 1:
+            raise pytest.UsageError(SHARED_FIXTURE_SPLIT.format(name=name, files=", ".join(files)))
 
 
 @pytest.fixture(scope="session")

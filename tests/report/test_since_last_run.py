@@ -1,6 +1,6 @@
 """Report section 11 ("Since the last run") from hand-made records: drift shown once, each
 candidate's decision against the champion, every gate against the previous run; rendered with
-StrictUndefined in Markdown and HTML (the JSON of real runs is rendered in test_family_reports)."""
+StrictUndefined in Markdown and HTML (the JSON of real runs is rendered in test_real_reports)."""
 
 from __future__ import annotations
 
