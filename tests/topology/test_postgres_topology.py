@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.report.test_real_reports import CHROMIUM_FLAGS  # headless, offline, no sandbox
 from tests.topology import servers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,16 +169,6 @@ def test_trigger_refuses_a_bad_override_before_creating_a_run(topology):
 CHROMIUM = next(
     (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome") if Path(p).exists()), None
 )
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian package 'chromium') installed")
