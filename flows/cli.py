@@ -1438,9 +1438,9 @@ def audit(
             if password is not None:
                 os.environ["PGPASSWORD"] = password
 
-        # stage lines, and a streamed audit's rows and rows/s (the flow run is tagged with this
-        # process as its owner when it starts tracking: `impactflow reconcile` crashes it if
-        # this process dies)
+        # stage lines, and a streamed audit's rows and rows/s (the flow's first call tags its
+        # flow run with this process as the owner: `impactflow reconcile` crashes it if this
+        # process dies)
         with RichReporter(console) as reporter:
             progress.install(reporter)
             summary = run_audit_only(

@@ -91,7 +91,7 @@ def with_task_runner(cfg: RunConfig):
 
 
 def run_pipeline(cfg: RunConfig, command: Optional[str] = None) -> dict[str, Any]:
-    """Entry point for the CLI and tests: run the flow on a validated config. (Its first
-    tracking task tags the flow run with this process as its owner: ``impactflow reconcile``
-    marks it Crashed once the process is gone, tasks/reconcile.py.)"""
+    """Entry point for the CLI and tests: run the flow on a validated config. (The flow's first
+    call tags its flow run with this process as the owner: ``impactflow reconcile`` marks it
+    Crashed once the process is gone, tasks/reconcile.py.)"""
     return with_task_runner(cfg)(cfg.model_dump(mode="json"), command=command)

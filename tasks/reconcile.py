@@ -91,7 +91,7 @@ def tag_flow_run_owner() -> None:
         return
     current = list(runtime.flow_run.tags or [])
     mine = prefect_owner_tag()
-    if mine in current:  # a retried attempt
+    if mine in current:  # already tagged by this process
         return
     kept = [t for t in current if not t.startswith(PREFECT_OWNER_PREFIX)]
     with get_client(sync_client=True) as client:
