@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.report.test_real_reports import CHROMIUM_FLAGS  # headless, offline, no sandbox
+from tests.report.test_report_layout import CHROMIUM, needs_chromium
 from tests.topology import servers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,12 +167,7 @@ def test_trigger_refuses_a_bad_override_before_creating_a_run(topology):
     assert "flow run" not in r.stdout
 
 
-CHROMIUM = next(
-    (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome") if Path(p).exists()), None
-)
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian package 'chromium') installed")
+@needs_chromium
 def test_mlflow_ui_compares_two_pipeline_runs_in_headless_chromium(topology, tmp_path):
     """Drive the real MLflow UI (served by the PostgreSQL-backed server) in headless Chromium:
     the compare view of the two model runs the trigger tests made shows both runs and the
