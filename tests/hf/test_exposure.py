@@ -1,5 +1,5 @@
-"""Exposure of planted secrets on the tiny model fine-tuned on the shipped SMS data (trains to
-convergence twice: marked e2e). Without DP, the secrets labelled spam and repeated 16 times are
+"""Exposure of planted secrets on the tiny model fine-tuned on the shipped SMS data (trains twice,
+4 epochs each: marked e2e). Without DP, the secrets labelled spam and repeated 16 times are
 memorised: they rank first among 1,000 never-trained candidates and the level's mean exposure is
 above its 95% chance interval. With DP at ε = 1 every level's mean exposure stays within that
 interval."""
@@ -13,6 +13,11 @@ import pytest
 from impactflow.models.memorisation import SecretSettings
 
 pytestmark = pytest.mark.e2e
+
+#: the same training budget with and without DP, so the DP run is held to the schedule that
+#: memorises: 4 epochs already rank every 16-times secret first without DP (10 took 2.5 times as
+#: long and showed the same: ranks 1 without DP, every level within chance at epsilon = 1)
+EPOCHS = 4
 
 
 def _fit(tiny_hf, privacy, params):
@@ -29,7 +34,7 @@ def _fit(tiny_hf, privacy, params):
     )
     return fit_family_model(
         family,
-        {"path": str(tiny_hf), "max_len": 48, "epochs": 10, "patience": 10, **params},
+        {"path": str(tiny_hf), "max_len": 48, "epochs": EPOCHS, "patience": EPOCHS, **params},
         split,
         roles_for(contract, family.task, False),
         seed=0,
