@@ -144,11 +144,32 @@ def documents(real_reports):
     return {f: json.loads(Path(p["json"]).read_text(encoding="utf-8")) for f, p in real_reports.items()}
 
 
+class _Rendered(dict):
+    """``rendered[family]`` -> (markdown, html): the family's JSON rendered by both renderers
+    (StrictUndefined: a missing key raises, in the test that asks) on first use, then shared by
+    the tests that read what a reviewer sees. (The HTML embeds every figure: rendering it again
+    in each test cost ~5 s per family and test.)"""
+
+    def __init__(self, documents: dict) -> None:
+        super().__init__()
+        self.documents = documents
+
+    def __missing__(self, family: str) -> tuple[str, str]:
+        report = self.documents[family]
+        self[family] = (render_markdown(report), render_html(report))
+        return self[family]
+
+
+@pytest.fixture(scope="module")
+def rendered(documents):
+    return _Rendered(documents)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_real_report_renders_strictly_and_matches_the_written_files(real_reports, documents, family):
+def test_real_report_renders_strictly_and_matches_the_written_files(real_reports, documents, rendered, family):
     report = documents[family]
     validate_report(report)
-    md, html = render_markdown(report), render_html(report)  # StrictUndefined: a missing key raises
+    md, html = rendered[family]  # StrictUndefined: a missing key raised while rendering
     assert md == Path(real_reports[family]["md"]).read_text(encoding="utf-8")
     # one offline file: no script, no external resource
     assert "<script" not in html.lower()
@@ -157,19 +178,19 @@ def test_real_report_renders_strictly_and_matches_the_written_files(real_reports
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_every_number_in_the_report_is_in_the_json(documents, family):
+def test_every_number_in_the_report_is_in_the_json(documents, rendered, family):
     report = documents[family]
-    md = render_markdown(report)
+    md, html = rendered[family]
     assert untraceable(md, report) == set()
-    assert untraceable(html_text(render_html(report)), report) == set()
+    assert untraceable(html_text(html), report) == set()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_counts_are_shown_as_integers(documents, family):
+def test_counts_are_shown_as_integers(documents, rendered, family):
     """Issue 26: ``eval/tn | 5224.0000``. Every count-named metric the JSON holds as an integral
     float (``eval/n``, ``eval/tn``, ``n_groups_judged``...) is shown as an integer, never with decimals."""
     report = documents[family]
-    md, html = render_markdown(report), render_html(report)
+    md, html = rendered[family]
     counts = {
         (name, v)
         for m in report["models"]
