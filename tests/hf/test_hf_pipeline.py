@@ -26,7 +26,9 @@ def test_hf_text_preset_with_lora_under_dp(cli, tiny_hf, tmp_path):
         "--set",
         "model.params.finetune=lora",
         "--set",
-        "model.params.epochs=2",
+        "model.params.epochs=1",
+        "--set",
+        "gates.identity.counterfactual_sample=100",  # the identity audit's shape, on fewer texts
         "--set",
         "model.params.lr=0.005",
         "--set",
