@@ -65,12 +65,26 @@ class ImageConfig:
         check_param(self.patience > 0, f"patience={self.patience} must be > 0")
 
 
+def _as_array(cell):
+    """A cell as JSON delivers an image (MLflow's model server, its input-example check): nested
+    lists. A rectangular, numeric one is taken as its array; anything else is left as it is,
+    for ``stack_images`` to refuse."""
+    if not isinstance(cell, list):
+        return cell
+    try:
+        arr = np.asarray(cell)
+    except ValueError:  # ragged rows
+        return cell
+    return arr if np.issubdtype(arr.dtype, np.number) else cell
+
+
 def stack_images(series, column: str = "image", shape: tuple[int, ...] | None = None) -> np.ndarray:
     """A column of image arrays -> float32 (N, C, H, W) in [0, 1] (uint8 / 255).
 
     ``shape``: the (H, W) or (H, W, C) every image must have (from the fitted preprocessor);
-    ``None`` takes the first image's. A cell that is not such an array is a ``DataError``."""
-    values = list(series)
+    ``None`` takes the first image's. A cell may also be the nested lists of such an array (what
+    a JSON request to a served model holds). A cell that is neither is a ``DataError``."""
+    values = [_as_array(v) for v in series]
     if not values:
         c, h, w = (1, *shape[:2]) if shape and len(shape) == 2 else (shape[2], *shape[:2]) if shape else (1, 0, 0)
         return np.zeros((0, c, h, w), dtype=np.float32)

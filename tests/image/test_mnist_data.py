@@ -166,3 +166,19 @@ def test_stack_images_refuses_nan():
     img[1, 1] = np.nan
     with pytest.raises(DataError, match="NaN"):
         stack_images(pd.Series([np.zeros((4, 4)), img], dtype=object))
+
+
+def test_stack_images_takes_the_nested_lists_of_a_json_request_as_the_array():
+    """MLflow's model server (and its input-example check at log time) hands the pyfunc an image
+    as nested lists: the same pixels as the array, and a ragged or non-numeric one is refused."""
+    img = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    as_array = stack_images(pd.Series([img, img], dtype=object))
+    as_lists = stack_images(pd.Series([img.tolist(), img.tolist()], dtype=object), shape=(3, 4))
+    assert np.array_equal(as_lists, as_array) and as_lists.shape == (2, 1, 3, 4)
+    assert as_lists[0, 0, 2, 3] == np.float32(11 / 255)
+    with pytest.raises(DataError, match="row 1 is list"):
+        stack_images(pd.Series([img.tolist(), [[1, 2], [3]]], dtype=object))
+    with pytest.raises(DataError, match="row 0 is list"):
+        stack_images(pd.Series([[["a", "b"], ["c", "d"]]], dtype=object))
+    with pytest.raises(DataError, match=r"row 0 is of shape \(4, 3\)"):
+        stack_images(pd.Series([img.T.tolist()], dtype=object), shape=(3, 4))
