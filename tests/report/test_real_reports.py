@@ -57,6 +57,7 @@ from tests.report.conftest import REAL_RUNS
 from tests.report.test_report_layout import (
     A4_CONTENT_WIDTH,
     CHROMIUM,
+    CHROMIUM_FLAGS,
     SCREEN_WIDTH,
     assert_a4,
     assert_fits,
@@ -284,18 +285,6 @@ def test_areas_follow_the_candidate_and_privacy_without_dp_is_no_guarantee(docum
 # --------------------------------------------------------------------------- full report, Chromium
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-extensions",
-    "--allow-file-access-from-files",
-]
 
 
 @pytest.mark.parametrize("family", list(REAL_RUNS))

@@ -44,6 +44,20 @@ CHROMIUM = os.environ.get("IMPACTFLOW_CHROMIUM") or next(
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium is not installed (apt-get install chromium, or set IMPACTFLOW_CHROMIUM)"
 )
+#: headless, offline, no sandbox: every test that starts Chromium (the report tests, the MLflow UI
+#: test of tests/topology) starts it with these
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--allow-file-access-from-files",
+]
 
 SCREEN_WIDTH = 1280
 A4_CONTENT_WIDTH = round((210 - 2 * 12) / 25.4 * 96)  # 703 CSS px between the @page margins
@@ -67,16 +81,7 @@ window.addEventListener("load", function () {
 
 
 def _chromium(args: list[str], profile: Path, timeout: int = 180) -> subprocess.CompletedProcess:
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        *args,
-    ]
+    cmd = [CHROMIUM, *CHROMIUM_FLAGS, "--hide-scrollbars", f"--user-data-dir={profile}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.report.test_real_reports import CHROMIUM_FLAGS  # headless, offline, no sandbox
-from tests.report.test_report_layout import CHROMIUM, needs_chromium
+from tests.report.test_report_layout import CHROMIUM, CHROMIUM_FLAGS, needs_chromium
 from tests.topology import servers
 
 ROOT = Path(__file__).resolve().parents[2]
