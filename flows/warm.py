@@ -487,9 +487,30 @@ def _run_cli(argv: list[str], app) -> int:
         return 1
 
 
+def finalize() -> None:
+    """What a fresh interpreter does on exit (CPython's ``Py_FinalizeEx``), for a forked child
+    that then leaves with ``os._exit``: ``threading._shutdown()`` (the threading-atexit callbacks,
+    which tell ``ThreadPoolExecutor`` workers to stop once their queue is done, then a join of
+    every non-daemon thread), then the atexit handlers (Prefect flushes its logs and events
+    there), then stdio. (Joining the non-daemon threads without those callbacks first, as this
+    did until 2026-12-05, waited forever on an executor's idle workers: a run that logged
+    artifacts through an MLflow tracking server, whose artifact repository keeps a thread pool,
+    finished its work and then hung.) ``threading._shutdown`` is CPython's own exit step, stable
+    since 3.x; tests/flows/test_warm_runner.py runs this on a process with such threads."""
+    import atexit
+    import threading
+
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
 def _child(conn: socket.socket, request: dict, fds: list[int], added: dict) -> int:
     """In the forked child: become the client's command and run it; return its exit status."""
-    import atexit
     import threading
 
     global IN_CHILD
@@ -522,17 +543,7 @@ def _child(conn: socket.socket, request: dict, fds: list[int], added: dict) -> i
     watcher.start()
     _send_json(conn, {"pid": os.getpid()})
     code = _run_cli(sys.argv, _APP)
-    # what a fresh interpreter does on exit, before reporting the status: join non-daemon
-    # threads, run atexit handlers (Prefect flushes its logs and events there), flush stdio
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
+    finalize()
     done.set()
     try:
         _send_json(conn, {"exit": code})

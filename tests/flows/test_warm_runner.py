@@ -166,6 +166,33 @@ def test_a_long_prefect_home_puts_the_socket_in_the_temp_dir(tmp_path, monkeypat
     assert warm.socket_path() == tmp_path / warm.SOCKET_NAME
 
 
+FINALIZE = """
+import atexit, concurrent.futures, os, sys, threading, time
+from impactflow.flows import warm
+pool = concurrent.futures.ThreadPoolExecutor(2)  # kept alive: its workers wait, idle, for work
+pool.submit(time.sleep, 0.01).result()
+def late():
+    time.sleep(0.3)
+    print("thread joined", flush=True)
+threading.Thread(target=late).start()  # non-daemon: a fresh interpreter waits for it
+atexit.register(lambda: print("atexit ran", flush=True))
+warm.finalize()
+print("finalized", flush=True)
+os._exit(0)
+"""
+
+
+@pytest.mark.e2e  # starts a process
+def test_a_forked_run_ends_as_a_fresh_interpreter_does_even_with_an_idle_thread_pool():
+    """A forked child leaves with ``os._exit`` after ``warm.finalize``: the non-daemon thread is
+    joined, the atexit handler runs after it, and the idle workers of a live ThreadPoolExecutor
+    (what MLflow's artifact repository keeps for a tracking server) do not hang the exit, which
+    they did while the child joined non-daemon threads without threading's exit callbacks."""
+    done = subprocess.run([sys.executable, "-c", FINALIZE], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["thread joined", "atexit ran", "finalized"]
+
+
 # --------------------------------------------------------------------------- real processes
 
 
