@@ -29,7 +29,7 @@ os.environ.setdefault("IMPACTFLOW_HOME", tempfile.mkdtemp(prefix="impactflow-hom
 #: fixtures that start a server or a process: a test that uses one, directly or through another
 #: fixture, is an e2e test whether or not its module says so, so the unit tier
 #: (-m "not e2e and not topology") never starts one
-PROCESS_FIXTURES = {"prefect_api", "cli"}
+PROCESS_FIXTURES = {"prefect_api", "cli", "impactflow_process"}
 
 
 SLOW_MARKERS = ("e2e", "topology")
@@ -154,37 +154,126 @@ def mlflow_uri(tmp_path, monkeypatch):
     return uri
 
 
-@pytest.fixture
-def cli(prefect_api, tmp_path):
-    """Run the installed ``impactflow`` CLI as a real process against the session's server."""
+#: variables that this process's own imports and in-process runs set: torch's inductor cache
+#: folder (torch._dynamo's import), PYTHONHASHSEED (models/base.seed_everything) and MLflow's
+#: download progress bar (tasks/evidence.py). A CLI process sets its own; handed down, they would
+#: make it differ from a user's fresh process, and from the warm runner's environment (so its
+#: runs would be cold)
+SET_BY_THIS_PROCESS = {
+    k: os.environ.get(k) for k in ("TORCHINDUCTOR_CACHE_DIR", "PYTHONHASHSEED", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+}
 
-    def run(
+
+def cli_environment(prefect_api: str, home: Path) -> dict[str, str]:
+    """The environment of a CLI process: this process's, less pytest's variables, any tracking
+    URI (the CLI sees only the store a call names: a URI left in the test process's environment
+    must not leak into it, or `impactflow ui` would start a real server on it) and what
+    ``SET_BY_THIS_PROCESS`` names, with the session's Prefect server and ``home`` as PREFECT_HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "MLFLOW_TRACKING_URI"}
+    for key, value in SET_BY_THIS_PROCESS.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    env.update(PREFECT_API_URL=prefect_api, PREFECT_HOME=str(home))
+    return env
+
+
+class ImpactflowProcess:
+    """Runs the ``impactflow`` CLI as a real process against the session's Prefect server.
+
+    ``run``, ``audit`` and ``validate`` are forked from the session's warm runner
+    (``flows/warm.py``, what ``impactflow server start --warm`` starts): a real process with its
+    own exit status, stdout and stderr, without the ~7 s of imports a cold one pays. The warm
+    runner is a product path of its own (tests/flows/test_warm_runner.py shows that a fork
+    computes what a cold process does). A call runs cold (``IMPACTFLOW_WARM=off``, so the CLI
+    prints no note about it) when it asks to (``cold=True``: the tests of a user's first, fresh
+    process), when it runs an installed copy, when it is verbose or asks for help, or when its
+    import-time environment or the project's code differ from the warm runner's (a test that
+    set such a variable)."""
+
+    def __init__(self, prefect_api: str, home: Path):
+        from unittest import mock
+
+        from impactflow.flows import warm
+        from impactflow.flows.cli import WARM_ENTRY, _quiet_environment
+
+        self.prefect_api, self.home = prefect_api, home
+        with mock.patch.dict(os.environ, {}, clear=True):
+            _quiet_environment(False)
+            #: the defaults the CLI sets before importing anything (each client does so before it
+            #: hands the runner its environment; an in-process CLI test may have left them here)
+            self.quiet = dict(os.environ)
+        env = cli_environment(prefect_api, home)
+        self.environment = self.import_environment(env)
+        with mock.patch.dict(os.environ, env, clear=True):
+            _quiet_environment(False)  # what `impactflow server start --warm` starts it with
+            self.state = warm.start(WARM_ENTRY)
+
+    def import_environment(self, env: dict[str, str]) -> dict[str, str]:
+        """What a client with ``env`` compares with the warm runner's (flows/warm.refusal)."""
+        from impactflow.flows import warm
+
+        return warm.import_environment({**self.quiet, **env})
+
+    def stop(self) -> None:
+        from unittest import mock
+
+        from impactflow.flows import warm
+
+        with mock.patch.dict(os.environ, cli_environment(self.prefect_api, self.home), clear=True):
+            warm.stop()
+
+    def warm(self, args: tuple[str, ...], env: dict[str, str]) -> bool:
+        from impactflow.flows import warm
+        from impactflow.flows.cli import WARM_COMMANDS
+
+        return (
+            bool(args)
+            and args[0] in WARM_COMMANDS
+            and not {"-v", "--verbose", "-h", "--help"} & set(args[1:])
+            and self.import_environment(env) == self.environment
+            and warm.code_fingerprint() == self.state["fingerprint"]
+        )
+
+    def __call__(
+        self,
         *args: str,
+        cwd: Path,
         uri: str | None = None,
-        cwd: Path | None = None,
         installed: Path | None = None,
         pythonpath: str | None = None,
+        cold: bool = False,
     ) -> subprocess.CompletedProcess:
         """``installed``: a folder impactflow was pip-installed into (``pip install --target``):
         its ``bin/impactflow`` runs, importing the project from that folder only (``pythonpath``:
         the whole PYTHONPATH to use instead, e.g. with other packages in front)."""
-        # the CLI sees only the tracking store this call names: a URI left in the test process's
-        # environment must not leak into it (`impactflow ui` would start a real server on it)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "MLFLOW_TRACKING_URI"}
-        env["PREFECT_API_URL"] = prefect_api
+        env = cli_environment(self.prefect_api, self.home)
         if uri:
             env["MLFLOW_TRACKING_URI"] = uri
         command = [sys.executable, "-m", "impactflow.flows.cli"]
         if installed is not None:
             env["PYTHONPATH"] = pythonpath or str(installed)
             command = [str(installed / "bin" / "impactflow")]
-        return subprocess.run(
-            [*command, *args],
-            cwd=cwd or tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        if cold or installed is not None or not self.warm(args, env):
+            env["IMPACTFLOW_WARM"] = "off"
+        return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def impactflow_process(prefect_api, tmp_path_factory):
+    """The session's ``ImpactflowProcess`` (its warm runner stopped at the end)."""
+    runner = ImpactflowProcess(prefect_api, tmp_path_factory.mktemp("cli_prefect_home"))
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture
+def cli(impactflow_process, tmp_path):
+    """Run the ``impactflow`` CLI as a real process (``ImpactflowProcess``), in ``tmp_path``
+    unless ``cwd`` says otherwise."""
+
+    def run(*args: str, cwd: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
+        return impactflow_process(*args, cwd=cwd or tmp_path, **kwargs)
 
     return run

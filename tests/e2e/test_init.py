@@ -64,6 +64,7 @@ def test_init_then_run(cli, tmp_path):
         "train.device=cpu",
         uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         cwd=tmp_path,
+        cold=True,  # a new user's first run: a fresh process, no warm runner
     )
     out = r.stdout + r.stderr
     assert r.returncode in (0, 3), out  # completed: passed, or a gate failed (the default gates are strict)

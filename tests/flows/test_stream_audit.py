@@ -73,20 +73,6 @@ def roles(sensitive: str = "region,sex") -> list[str]:
     return ["--label", "y", "--score", "score", "--sensitive", sensitive]
 
 
-def impactflow(prefect_api: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``impactflow ARGS`` as a process, as the ``cli`` fixture runs it (usable from a module fixture)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "MLFLOW_TRACKING_URI"}
-    env["PREFECT_API_URL"] = prefect_api
-    return subprocess.run(
-        [sys.executable, "-m", "impactflow.flows.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def audit_in_process(data, output_dir: Path, uri: str, **kwargs) -> tuple[dict, dict]:
     """(summary, report) of ``run_audit_only`` on ``data`` (label y, score score), tracked in ``uri``."""
     from impactflow.flows.audit_only import run_audit_only
@@ -418,7 +404,7 @@ BAD = [
 
 
 @pytest.fixture(scope="module")
-def bad_runs(prefect_api, tmp_path_factory):
+def bad_runs(impactflow_process, tmp_path_factory):
     """Every bad-input case as an ``impactflow audit`` process, three at a time (they are mostly
     imports): case name -> (process, expected texts, output folder)."""
     cases = {}
@@ -429,7 +415,7 @@ def bad_runs(prefect_api, tmp_path_factory):
 
     def run(name):
         folder, args, expected = cases[name]
-        r = impactflow(prefect_api, "audit", *args, "--output-dir", str(folder / "out"), cwd=folder)
+        r = impactflow_process("audit", *args, "--output-dir", str(folder / "out"), cwd=folder)
         return r, expected, folder / "out"
 
     with ThreadPoolExecutor(max_workers=3) as pool:

@@ -440,3 +440,17 @@ def test_a_silent_or_broken_client_does_not_block_the_runner(runner, tmp_path):
         assert "bad request" in runner["log"].read_text()
     finally:
         silent.close()
+
+
+def test_the_cli_fixture_forks_from_the_session_warm_runner_unless_asked_for_a_cold_process(cli, impactflow_process):
+    """The suite's ``cli`` fixture (tests/conftest.py) forks ``validate`` (like ``run`` and
+    ``audit``) from its warm runner, and runs a cold process when a test asks for one."""
+    log = Path(impactflow_process.state["log"])
+    before = log.read_text().count("run pid ")
+    forked = cli("validate", "-c", "tabular")
+    assert forked.returncode == 0, forked.stderr[-2000:]
+    assert log.read_text().count("run pid ") == before + 1
+    cold = cli("validate", "-c", "tabular", cold=True)
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    assert "warm runner" not in cold.stdout + cold.stderr
+    assert log.read_text().count("run pid ") == before + 1

@@ -90,7 +90,7 @@ def test_bad_input_is_refused_cleanly(case, bases, in_process_cli, tmp_path):
 @pytest.mark.parametrize("name", ["tabular-non-utf8", "config-python-object-tag"])
 def test_real_process_prints_no_traceback(name, bases, cli, tmp_path):
     case = next(c for c in CASES if c.name == name)
-    r = cli("run", *case.build(tmp_path, bases))
+    r = cli("run", *case.build(tmp_path, bases), cold=True)  # a fresh interpreter's own entry point
     assert r.returncode == case.exit_code, r.stderr
     assert "Traceback" not in r.stderr + r.stdout
     for text in case.expect:

@@ -27,7 +27,6 @@ from tests.flows.test_stream_audit import (
     audit_in_process,
     audits_of,
     decision_log,
-    impactflow,
     report_of,
     roles,
 )
@@ -62,7 +61,7 @@ def _load(dbname: str, df) -> None:
 
 
 @pytest.fixture(scope="module")
-def pg(prefect_api, tmp_path_factory):
+def pg(impactflow_process, tmp_path_factory):
     """The table, then three ``impactflow audit`` processes side by side (the query, the table
     through a URL with a password, a refused query) while the query's rows are audited in
     memory from a Parquet file in this process."""
@@ -84,7 +83,7 @@ def pg(prefect_api, tmp_path_factory):
 
         def run(key):
             out = root / key
-            return impactflow(prefect_api, "audit", *runs[key], "--output-dir", str(out), cwd=root), out
+            return impactflow_process("audit", *runs[key], "--output-dir", str(out), cwd=root), out
 
         with ThreadPoolExecutor(max_workers=3) as pool:
             futures = {key: pool.submit(run, key) for key in runs}
