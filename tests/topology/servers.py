@@ -75,8 +75,9 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> No
 
 
 @contextmanager
-def process(cmd: list[str], env: dict[str, str], log: Path, cwd: Path):
-    """A child process in its own session, its output in ``log``; killed with its children."""
+def process(cmd: list[str], env: dict[str, str], log: Path, cwd: Path, grace: float = 20):
+    """A child process in its own session, its output in ``log``; at the end SIGTERM to its
+    group, then SIGKILL after ``grace`` seconds."""
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -85,7 +86,7 @@ def process(cmd: list[str], env: dict[str, str], log: Path, cwd: Path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

@@ -54,7 +54,9 @@ def topology(tmp_path_factory):
             "--limit",
             "1",
         ]
-        with servers.process(worker_cmd, env, home / "worker.log", home):
+        # grace 3 s: on SIGTERM the idle worker forwards SIGINT to its process worker and then
+        # waited out the whole 20 s every time (worker.log), with nothing left to finish
+        with servers.process(worker_cmd, env, home / "worker.log", home, grace=3):
             yield {
                 "env": env,
                 "home": home,
