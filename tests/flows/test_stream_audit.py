@@ -405,8 +405,9 @@ BAD = [
 
 @pytest.fixture(scope="module")
 def bad_runs(impactflow_process, tmp_path_factory):
-    """Every bad-input case as an ``impactflow audit`` process, three at a time (they are mostly
-    imports): case name -> (process, expected texts, output folder)."""
+    """Every bad-input case as an ``impactflow audit`` process (``impactflow_process``: forked
+    from the session's warm runner), three at a time: case name -> (process, expected texts,
+    output folder)."""
     cases = {}
     for case in BAD:
         folder = tmp_path_factory.mktemp(case.__name__)
