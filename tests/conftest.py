@@ -201,6 +201,29 @@ def cli_environment(prefect_api: str, home: Path) -> dict[str, str]:
     return env
 
 
+def start_warm_runner(env: dict[str, str]) -> dict:
+    """A warm runner (flows/warm.py) started under ``env`` plus the CLI's quiet defaults, as
+    ``impactflow server start --warm`` starts it; returns ``warm.start``'s state."""
+    from unittest import mock
+
+    from impactflow.flows import warm
+    from impactflow.flows.cli import WARM_ENTRY, _quiet_environment
+
+    with mock.patch.dict(os.environ, env, clear=True):
+        _quiet_environment(False)
+        return warm.start(WARM_ENTRY)
+
+
+def stop_warm_runner(env: dict[str, str]) -> dict | None:
+    """Stop the warm runner recorded in ``env``'s PREFECT_HOME; its state, or None if none."""
+    from unittest import mock
+
+    from impactflow.flows import warm
+
+    with mock.patch.dict(os.environ, env, clear=True):
+        return warm.stop()
+
+
 class ImpactflowProcess:
     """Runs the ``impactflow`` CLI as a real process against the session's Prefect server.
 
@@ -217,8 +240,7 @@ class ImpactflowProcess:
     def __init__(self, prefect_api: str, home: Path):
         from unittest import mock
 
-        from impactflow.flows import warm
-        from impactflow.flows.cli import WARM_ENTRY, _quiet_environment
+        from impactflow.flows.cli import _quiet_environment
 
         self.prefect_api, self.home = prefect_api, home
         with mock.patch.dict(os.environ, {}, clear=True):
@@ -228,9 +250,7 @@ class ImpactflowProcess:
             self.quiet = dict(os.environ)
         env = cli_environment(prefect_api, home)
         self.environment = self.import_environment(env)
-        with mock.patch.dict(os.environ, env, clear=True):
-            _quiet_environment(False)  # what `impactflow server start --warm` starts it with
-            self.state = warm.start(WARM_ENTRY)
+        self.state = start_warm_runner(env)
 
     def import_environment(self, env: dict[str, str]) -> dict[str, str]:
         """What a client with ``env`` compares with the warm runner's (flows/warm.refusal)."""
@@ -239,12 +259,7 @@ class ImpactflowProcess:
         return warm.import_environment({**self.quiet, **env})
 
     def stop(self) -> None:
-        from unittest import mock
-
-        from impactflow.flows import warm
-
-        with mock.patch.dict(os.environ, cli_environment(self.prefect_api, self.home), clear=True):
-            warm.stop()
+        stop_warm_runner(cli_environment(self.prefect_api, self.home))
 
     def warm(self, args: tuple[str, ...], env: dict[str, str]) -> bool:
         from impactflow.flows import warm

@@ -12,12 +12,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
 from impactflow.flows import warm
 from impactflow.flows.cli import WARM_ENTRY
+from tests.conftest import start_warm_runner, stop_warm_runner
 
 FAST = [
     "-c",
@@ -199,27 +199,20 @@ def test_a_forked_run_ends_as_a_fresh_interpreter_does_even_with_an_idle_thread_
 @pytest.fixture(scope="module")
 def runner(prefect_api, tmp_path_factory):
     """A warm runner on the session's Prefect server; yields the environment its clients use."""
-    from impactflow.flows.cli import _quiet_environment
-
     home = tmp_path_factory.mktemp("warm_home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "MLFLOW_TRACKING_URI"}
     env.update(PREFECT_HOME=str(home), PREFECT_API_URL=prefect_api)
-    with mock.patch.dict(os.environ, env, clear=True):
-        _quiet_environment(False)  # what `impactflow server start --warm` starts it with
-        state = warm.start(WARM_ENTRY)
+    state = start_warm_runner(env)
     try:
         assert not state["already_running"] and state["not_preloaded"] == []
         assert state["gc_frozen_objects"] > 100_000  # the preloaded heap is out of the GC's sight
-        with mock.patch.dict(os.environ, env, clear=True):
-            _quiet_environment(False)
-            assert warm.start(WARM_ENTRY)["pid"] == state["pid"]  # the same environment: kept, not restarted
+        assert start_warm_runner(env)["pid"] == state["pid"]  # the same environment: kept, not restarted
         recorded = json.loads((home / warm.STATE_NAME).read_text())
         assert recorded["fingerprint"] == warm.code_fingerprint()
         assert prefect_api not in json.dumps(recorded)  # a digest of the environment, never its values
         yield {"env": env, "state": state, "log": Path(state["log"])}
     finally:  # never leave a runner behind, even when a check above failed
-        with mock.patch.dict(os.environ, env, clear=True):
-            stopped = warm.stop()
+        stopped = stop_warm_runner(env)
     assert stopped["pid"] == state["pid"]
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and _exists(state["pid"]):

@@ -18,13 +18,12 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, start_warm_runner, stop_warm_runner
 from tests.topology import servers
 
 REASON = servers.postgres_reachable()
@@ -52,23 +51,6 @@ FAST = [
 ]
 
 
-@contextmanager
-def warm_runner(env: dict[str, str]):
-    """A warm runner started under ``env`` (as `impactflow server start --warm` would start it);
-    yields its log (one ``run pid`` line per forked run)."""
-    from impactflow.flows import warm
-    from impactflow.flows.cli import WARM_ENTRY, _quiet_environment
-
-    with mock.patch.dict(os.environ, env, clear=True):
-        _quiet_environment(False)
-        state = warm.start(WARM_ENTRY)
-    try:
-        yield Path(state["log"])
-    finally:
-        with mock.patch.dict(os.environ, env, clear=True):
-            warm.stop()
-
-
 @pytest.fixture(scope="module")
 def eight_runs(tmp_path_factory):
     home = tmp_path_factory.mktemp("concurrency")
@@ -90,7 +72,8 @@ def eight_runs(tmp_path_factory):
             "IMPACTFLOW_LEDGER_URL": ledger_url,
         }
         procs = []
-        runner = stack.enter_context(warm_runner(env))
+        runner = Path(start_warm_runner(env)["log"])  # one "run pid" line per forked run
+        stack.callback(stop_warm_runner, env)
         start = time.monotonic()
         for seed in range(N_RUNS):
             cwd = home / f"run{seed}"
